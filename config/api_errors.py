@@ -1,0 +1,57 @@
+"""One JSON shape for every API error:
+
+``{"error": {"code": "credit_limit_exceeded", "message": "...", "details": {...}}}``
+"""
+
+from django.core.exceptions import PermissionDenied
+from django.http import Http404
+from rest_framework import exceptions, status
+from rest_framework.response import Response
+from rest_framework.views import exception_handler as drf_exception_handler
+
+from accounts.errors import DomainError
+
+# Domain error codes and the HTTP status each maps to; anything unlisted is a 400.
+STATUS_BY_CODE = {
+    "credit_limit_exceeded": status.HTTP_402_PAYMENT_REQUIRED,
+    "user_limit_exceeded": status.HTTP_402_PAYMENT_REQUIRED,
+    "team_limit_exceeded": status.HTTP_402_PAYMENT_REQUIRED,
+    "idempotency_conflict": status.HTTP_409_CONFLICT,
+    "unknown_environment": status.HTTP_404_NOT_FOUND,
+    "not_found": status.HTTP_404_NOT_FOUND,
+    "product_not_enabled": status.HTTP_422_UNPROCESSABLE_ENTITY,
+    "not_a_member": status.HTTP_422_UNPROCESSABLE_ENTITY,
+    "period_closed": status.HTTP_422_UNPROCESSABLE_ENTITY,
+    "permission_denied": status.HTTP_403_FORBIDDEN,
+}
+
+
+def error_body(code: str, message: str, details=None) -> dict:
+    return {"error": {"code": code, "message": message, "details": details or {}}}
+
+
+def exception_handler(exc, context):
+    if isinstance(exc, DomainError):
+        return Response(
+            error_body(exc.code, exc.message, exc.details),
+            status=STATUS_BY_CODE.get(exc.code, status.HTTP_400_BAD_REQUEST),
+        )
+    if isinstance(exc, Http404):
+        exc = exceptions.NotFound()
+    elif isinstance(exc, PermissionDenied):
+        exc = exceptions.PermissionDenied()
+    response = drf_exception_handler(exc, context)
+    if response is None:
+        return None
+    if isinstance(exc, exceptions.ValidationError):
+        code, message, details = "validation_error", "Some fields are invalid.", exc.detail
+        if not isinstance(details, dict):
+            details = {"non_field_errors": details}
+    else:
+        detail = exc.detail if isinstance(exc, exceptions.APIException) else str(exc)
+        code = getattr(detail, "code", None) or getattr(exc, "default_code", "error")
+        message, details = str(detail), {}
+        if isinstance(exc, exceptions.Throttled) and exc.wait is not None:
+            details = {"retry_after_seconds": int(exc.wait)}
+    response.data = error_body(str(code), message, details)
+    return response

@@ -1,0 +1,379 @@
+"""What was spent: products, agents, billing periods, the append-only ledger, limits, rollups."""
+
+from decimal import Decimal
+
+from django.core.validators import MinValueValidator
+from django.db import models
+from django.db.models import F, Value
+from django.db.models.functions import Coalesce
+
+from accounts.models import CREDIT_DIGITS, ApiKey, Environment, Subscription, Team, User
+
+from .scoping import AdministeredQuerySet, AgentQuerySet, CreditEventQuerySet, UsageQuerySet
+
+
+class Product(models.Model):
+    """An AI-enabled product that spends credits (AI agent, writing assistant, ...)."""
+
+    slug = models.SlugField(unique=True)
+    name = models.CharField(max_length=100)
+    enabled_for = models.ManyToManyField(Subscription, related_name="enabled_products", blank=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Agent(models.Model):
+    subscription = models.ForeignKey(Subscription, on_delete=models.CASCADE, related_name="agents")
+    name = models.CharField(max_length=200)
+    agent_type = models.CharField(max_length=50, blank=True, help_text="e.g. single_task")
+    model = models.CharField("default model", max_length=100, blank=True)
+    created_by = models.ForeignKey(
+        User, on_delete=models.SET_NULL, null=True, blank=True, related_name="agents_created"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = AgentQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.UniqueConstraint(fields=["subscription", "name"], name="agent_name_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class BillingPeriod(models.Model):
+    """One calendar month of a subscription, in its time zone, with its running counters.
+
+    ``credits_used`` and ``excess_used`` are only ever changed by conditional
+    ``UPDATE ... SET credits_used = credits_used + x WHERE ...`` statements in the recording
+    service, so concurrent charges cannot lose an update.
+    """
+
+    subscription = models.ForeignKey(
+        Subscription, on_delete=models.CASCADE, related_name="billing_periods"
+    )
+    start = models.DateTimeField(help_text="00:00 on the 1st, local time, stored in UTC.")
+    end = models.DateTimeField(help_text="Start of the next period (exclusive).")
+    credits_used = models.DecimalField(**CREDIT_DIGITS, default=Decimal(0))
+    excess_used = models.DecimalField(**CREDIT_DIGITS, default=Decimal(0))
+    opened_at = models.DateTimeField(auto_now_add=True)
+
+    objects = AdministeredQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["subscription", "-start"]
+        constraints = [
+            models.UniqueConstraint(fields=["subscription", "start"], name="period_start_unique"),
+            models.CheckConstraint(
+                condition=models.Q(end__gt=models.F("start")), name="period_end_after_start"
+            ),
+            models.CheckConstraint(
+                condition=models.Q(credits_used__gte=0) & models.Q(excess_used__gte=0),
+                name="period_counters_not_negative",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.subscription} {self.start:%Y-%m}"
+
+
+class CreditEvent(models.Model):
+    """One row of the append-only ledger: an AI operation, or an adjustment with a reason.
+
+    Nothing updates or deletes a row (the model, its queryset and, on PostgreSQL, a trigger
+    refuse it); corrections are new adjustment rows. Idempotency keys live in
+    ``IdempotencyRecord`` so that the ledger can be partitioned by month.
+    """
+
+    class Kind(models.TextChoices):
+        USAGE = "usage", "Usage"
+        ADJUSTMENT = "adjustment", "Adjustment"
+
+    class Status(models.TextChoices):
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed"
+
+    timestamp = models.DateTimeField(help_text="When the credits were used (UTC).")
+    recorded_at = models.DateTimeField(auto_now_add=True)
+    kind = models.CharField(max_length=20, choices=Kind.choices, default=Kind.USAGE)
+    subscription = models.ForeignKey(Subscription, on_delete=models.PROTECT, related_name="+")
+    period = models.ForeignKey(BillingPeriod, on_delete=models.PROTECT, related_name="events")
+    environment = models.ForeignKey(
+        Environment, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    user = models.ForeignKey(
+        User, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    api_key = models.ForeignKey(
+        ApiKey, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    product = models.ForeignKey(
+        Product, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    feature = models.CharField(max_length=100, blank=True)
+    agent = models.ForeignKey(
+        Agent, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    model = models.CharField(max_length=100, blank=True)
+    credits = models.DecimalField(**CREDIT_DIGITS)
+    excess_credits = models.DecimalField(
+        **CREDIT_DIGITS,
+        default=Decimal(0),
+        help_text="The part of these credits beyond the base allocation (soft mode).",
+    )
+    input_tokens = models.PositiveBigIntegerField(default=0)
+    output_tokens = models.PositiveBigIntegerField(default=0)
+    latency_ms = models.PositiveIntegerField(null=True, blank=True)
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.SUCCEEDED)
+    session_id = models.CharField(max_length=200, blank=True)
+    idempotency_key = models.CharField(max_length=200, blank=True)
+    reason = models.TextField(blank=True, help_text="Why an adjustment was made.")
+    created_by = models.ForeignKey(
+        User,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="+",
+        help_text="Who entered an adjustment.",
+    )
+
+    objects = CreditEventQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-timestamp", "-id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(kind="adjustment") | models.Q(credits__gte=0),
+                name="creditevent_usage_not_negative",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(excess_credits__gte=0), name="creditevent_excess_not_negative"
+            ),
+            models.CheckConstraint(
+                condition=~models.Q(kind="adjustment") | ~models.Q(reason=""),
+                name="creditevent_adjustment_has_reason",
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["subscription", "timestamp"], name="event_subscription_time_idx"),
+            models.Index(fields=["environment", "timestamp"], name="event_environment_time_idx"),
+            models.Index(fields=["user", "timestamp"], name="event_user_time_idx"),
+            models.Index(fields=["period"], name="event_period_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.credits} credits at {self.timestamp:%Y-%m-%d %H:%M}"
+
+    def save(self, *args, **kwargs):
+        if not self._state.adding:
+            raise TypeError("Credit events are append-only; record an adjustment instead.")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args, **kwargs):
+        raise TypeError("Credit events are append-only; record an adjustment instead.")
+
+    @property
+    def actor_label(self) -> str:
+        """The user's email, or the API key's name when a key acted alone."""
+        if self.user_id:
+            return self.user.email
+        if self.api_key_id:
+            return self.api_key.name
+        return ""
+
+
+class IdempotencyRecord(models.Model):
+    """The first outcome of an idempotency key, kept permanently (as Stripe does).
+
+    Outside the ledger on purpose: a unique (subscription, key) on a month-partitioned ledger
+    would have to include the partition key and so would not be unique per key any more.
+    """
+
+    subscription = models.ForeignKey(Subscription, on_delete=models.CASCADE, related_name="+")
+    key = models.CharField(max_length=200)
+    payload_hash = models.CharField(max_length=64)
+    event = models.ForeignKey(CreditEvent, on_delete=models.PROTECT, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["subscription", "key"], name="idempotency_key_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.key} -> event {self.event_id}"
+
+
+class DailyUsage(models.Model):
+    """Per-day rollup of the ledger, kept in step by the recording service.
+
+    ``day`` is the local date in the subscription's time zone. Pages and reports read this
+    table, never the raw ledger.
+    """
+
+    day = models.DateField()
+    subscription = models.ForeignKey(Subscription, on_delete=models.CASCADE, related_name="+")
+    period = models.ForeignKey(BillingPeriod, on_delete=models.CASCADE, related_name="+")
+    environment = models.ForeignKey(
+        Environment, on_delete=models.CASCADE, null=True, blank=True, related_name="+"
+    )
+    user = models.ForeignKey(
+        User, on_delete=models.CASCADE, null=True, blank=True, related_name="+"
+    )
+    api_key = models.ForeignKey(
+        ApiKey, on_delete=models.CASCADE, null=True, blank=True, related_name="+"
+    )
+    product = models.ForeignKey(
+        Product, on_delete=models.CASCADE, null=True, blank=True, related_name="+"
+    )
+    agent = models.ForeignKey(
+        Agent, on_delete=models.CASCADE, null=True, blank=True, related_name="+"
+    )
+    model = models.CharField(max_length=100, blank=True)
+    feature = models.CharField(max_length=100, blank=True)
+    credits = models.DecimalField(**CREDIT_DIGITS, default=Decimal(0))
+    excess_credits = models.DecimalField(**CREDIT_DIGITS, default=Decimal(0))
+    runs = models.PositiveIntegerField(default=0)
+    failed_runs = models.PositiveIntegerField(default=0)
+    input_tokens = models.PositiveBigIntegerField(default=0)
+    output_tokens = models.PositiveBigIntegerField(default=0)
+    latency_ms_total = models.PositiveBigIntegerField(default=0)
+    latency_samples = models.PositiveIntegerField(default=0)
+    last_event_at = models.DateTimeField(null=True, blank=True)
+
+    objects = UsageQuerySet.as_manager()
+
+    class Meta:
+        verbose_name_plural = "daily usage"
+        constraints = [
+            # A missing dimension is NULL; COALESCE makes NULLs collide so that the recording
+            # service can upsert with ON CONFLICT on PostgreSQL and SQLite alike.
+            models.UniqueConstraint(
+                F("subscription_id"),
+                F("day"),
+                Coalesce("environment_id", Value(0)),
+                Coalesce("user_id", Value(0)),
+                Coalesce("api_key_id", Value("")),
+                Coalesce("product_id", Value(0)),
+                Coalesce("agent_id", Value(0)),
+                F("model"),
+                F("feature"),
+                name="daily_usage_dimensions_unique",
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["subscription", "day"], name="daily_subscription_day_idx"),
+            models.Index(fields=["environment", "day"], name="daily_environment_day_idx"),
+            models.Index(fields=["user", "day"], name="daily_user_day_idx"),
+            models.Index(fields=["period"], name="daily_period_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.day}: {self.credits} credits"
+
+
+class CreditLimit(models.Model):
+    """A per-period cap for one user or one team of a subscription."""
+
+    subscription = models.ForeignKey(Subscription, on_delete=models.CASCADE, related_name="limits")
+    user = models.ForeignKey(
+        User, on_delete=models.CASCADE, null=True, blank=True, related_name="+"
+    )
+    team = models.ForeignKey(
+        Team, on_delete=models.CASCADE, null=True, blank=True, related_name="+"
+    )
+    credits = models.DecimalField(
+        "credits per period", **CREDIT_DIGITS, validators=[MinValueValidator(0)]
+    )
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = AdministeredQuerySet.as_manager()
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=(
+                    models.Q(user__isnull=False, team__isnull=True)
+                    | models.Q(user__isnull=True, team__isnull=False)
+                ),
+                name="limit_for_user_or_team",
+            ),
+            models.CheckConstraint(condition=models.Q(credits__gte=0), name="limit_not_negative"),
+            models.UniqueConstraint(fields=["subscription", "user"], name="limit_user_unique"),
+            models.UniqueConstraint(fields=["subscription", "team"], name="limit_team_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user or self.team}: {self.credits} credits per period"
+
+
+class UserPeriodUsage(models.Model):
+    """A user's running total in one billing period, charged like ``BillingPeriod``."""
+
+    period = models.ForeignKey(BillingPeriod, on_delete=models.CASCADE, related_name="+")
+    user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="+")
+    credits_used = models.DecimalField(**CREDIT_DIGITS, default=Decimal(0))
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["period", "user"], name="user_period_usage_unique"),
+            models.CheckConstraint(
+                condition=models.Q(credits_used__gte=0), name="user_period_usage_not_negative"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user_id} in {self.period}: {self.credits_used}"
+
+
+class TeamPeriodUsage(models.Model):
+    """A team's running total in one billing period, charged like ``BillingPeriod``."""
+
+    period = models.ForeignKey(BillingPeriod, on_delete=models.CASCADE, related_name="+")
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="+")
+    credits_used = models.DecimalField(**CREDIT_DIGITS, default=Decimal(0))
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["period", "team"], name="team_period_usage_unique"),
+            models.CheckConstraint(
+                condition=models.Q(credits_used__gte=0), name="team_period_usage_not_negative"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.team_id} in {self.period}: {self.credits_used}"
+
+
+class ThresholdAlert(models.Model):
+    """A usage threshold crossed in a period; unique, so each alert is sent once."""
+
+    class Threshold(models.TextChoices):
+        ALLOCATION_80 = "allocation_80", "80% of the allocation"
+        ALLOCATION_100 = "allocation_100", "100% of the allocation"
+        EXCESS_100 = "excess_100", "100% of the excess allowance"
+
+    subscription = models.ForeignKey(Subscription, on_delete=models.CASCADE, related_name="+")
+    period = models.ForeignKey(BillingPeriod, on_delete=models.CASCADE, related_name="alerts")
+    threshold = models.CharField(max_length=30, choices=Threshold.choices)
+    crossed_at = models.DateTimeField(auto_now_add=True)
+    notified_at = models.DateTimeField(null=True, blank=True)
+
+    objects = AdministeredQuerySet.as_manager()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["period", "threshold"], name="threshold_alert_once_per_period"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_threshold_display()} in {self.period}"

@@ -1,0 +1,112 @@
+"""factory-boy factories for the domain. Tests build what they need through these."""
+
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import factory
+from factory.django import DjangoModelFactory
+
+from accounts.models import (
+    Environment,
+    Membership,
+    Project,
+    Role,
+    Subscription,
+    Team,
+    TeamMembership,
+    User,
+)
+from accounts.services import add_membership, create_api_key
+from credits.models import Agent, Product
+
+PASSWORD = "correct horse battery staple"
+
+
+class UserFactory(DjangoModelFactory):
+    class Meta:
+        model = User
+        skip_postgeneration_save = True
+
+    email = factory.Sequence(lambda n: f"user{n}@example.com")
+    display_name = factory.Faker("name")
+    password = factory.PostGenerationMethodCall("set_password", PASSWORD)
+
+    @classmethod
+    def _after_postgeneration(cls, instance, create, results=None):
+        if create:
+            instance.save()
+
+
+class SubscriptionFactory(DjangoModelFactory):
+    class Meta:
+        model = Subscription
+
+    name = factory.Sequence(lambda n: f"Subscription {n}")
+    plan = Subscription.Plan.PRO
+    timezone = "Europe/Prague"
+    base_allocation = Decimal("1000")
+
+
+class ProjectFactory(DjangoModelFactory):
+    class Meta:
+        model = Project
+
+    subscription = factory.SubFactory(SubscriptionFactory)
+    name = factory.Sequence(lambda n: f"Project {n}")
+
+
+class EnvironmentFactory(DjangoModelFactory):
+    class Meta:
+        model = Environment
+
+    project = factory.SubFactory(ProjectFactory)
+    name = factory.Iterator(["Production", "Staging", "Development"])
+
+
+class TeamFactory(DjangoModelFactory):
+    class Meta:
+        model = Team
+
+    subscription = factory.SubFactory(SubscriptionFactory)
+    name = factory.Sequence(lambda n: f"Team {n}")
+
+
+class ProductFactory(DjangoModelFactory):
+    class Meta:
+        model = Product
+        django_get_or_create = ["slug"]
+
+    slug = factory.Sequence(lambda n: f"product-{n}")
+    name = factory.LazyAttribute(lambda o: o.slug.replace("-", " ").title())
+
+
+class AgentFactory(DjangoModelFactory):
+    class Meta:
+        model = Agent
+
+    subscription = factory.SubFactory(SubscriptionFactory)
+    name = factory.Sequence(lambda n: f"agent-{n}")
+    agent_type = "single_task"
+    model = "gpt-5-mini"
+
+
+def membership(user: User, role: str, *, subscription=None, environment=None) -> Membership:
+    """Give ``user`` a role through the service, as the product does."""
+    subscription = subscription or environment.project.subscription
+    return add_membership(user=user, subscription=subscription, role=role, environment=environment)
+
+
+def team_membership(user: User, team: Team) -> TeamMembership:
+    return TeamMembership.objects.create(user=user, team=team)
+
+
+def api_key(subscription: Subscription, *, name: str = "Backend", environment=None):
+    """Return ``(ApiKey, secret)``."""
+    return create_api_key(subscription=subscription, name=name, environment=environment)
+
+
+def utc(*args) -> datetime:
+    return datetime(*args, tzinfo=UTC)
+
+
+__all__ = ["PASSWORD", "Role", "utc"]
