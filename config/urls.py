@@ -9,6 +9,7 @@ urlpatterns = [
     path("api/schema/redoc/", SpectacularRedocView.as_view(url_name="schema"), name="redoc"),
     path("api/v1/", include("accounts.api_urls")),
     path("api/v1/", include("credits.api_urls")),
+    path("api/v1/", include("credits.limits_urls")),
     path("api/v1/", include("reports.api_urls")),
     path("", include("reports.urls")),
 ]
