@@ -42,12 +42,14 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
         secret = secret.strip()
         if not secret:
             raise exceptions.AuthenticationFailed("No API key given after 'Api-Key'.")
-        try:
-            api_key = ApiKey.objects.select_related("subscription", "environment").get_from_key(
-                secret
-            )
-        except ApiKey.DoesNotExist:
-            raise exceptions.AuthenticationFailed("Invalid or revoked API key.") from None
+        prefix, _, _ = secret.partition(".")
+        api_key = (
+            ApiKey.objects.select_related("subscription", "environment")
+            .filter(prefix=prefix, revoked=False)
+            .first()
+        )
+        if api_key is None or not api_key.is_valid(secret):
+            raise exceptions.AuthenticationFailed("Invalid or revoked API key.")
         if api_key.has_expired:
             raise exceptions.AuthenticationFailed("This API key has expired.")
         self._touch(api_key)

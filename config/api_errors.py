@@ -22,6 +22,8 @@ STATUS_BY_CODE = {
     "product_not_enabled": status.HTTP_422_UNPROCESSABLE_ENTITY,
     "not_a_member": status.HTTP_422_UNPROCESSABLE_ENTITY,
     "period_closed": status.HTTP_422_UNPROCESSABLE_ENTITY,
+    "timestamp_in_future": status.HTTP_422_UNPROCESSABLE_ENTITY,
+    "unknown_agent": status.HTTP_422_UNPROCESSABLE_ENTITY,
     "permission_denied": status.HTTP_403_FORBIDDEN,
 }
 

@@ -199,7 +199,10 @@ class IdempotencyRecord(models.Model):
     subscription = models.ForeignKey(Subscription, on_delete=models.CASCADE, related_name="+")
     key = models.CharField(max_length=200)
     payload_hash = models.CharField(max_length=64)
-    event = models.ForeignKey(CreditEvent, on_delete=models.PROTECT, related_name="+")
+    # Empty only inside the transaction that claimed the key and is recording its event.
+    event = models.ForeignKey(
+        CreditEvent, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

@@ -1,0 +1,34 @@
+"""JSON parsing that keeps credits exact and turns hostile input into a 4xx."""
+
+import json
+from decimal import Decimal
+
+from django.conf import settings
+from rest_framework import status
+from rest_framework.exceptions import APIException, ParseError
+from rest_framework.parsers import JSONParser
+
+
+class PayloadTooLarge(APIException):
+    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
+    default_code = "payload_too_large"
+    default_detail = "The request body is too large."
+
+
+class DecimalJSONParser(JSONParser):
+    """Parse JSON numbers with a fraction as ``Decimal`` (``0.1`` stays 0.1, not a float).
+
+    The body is read up to ``DATA_UPLOAD_MAX_MEMORY_SIZE`` bytes and no further. Deeply nested
+    documents make Python's parser recurse until it gives up: a 400 like any malformed body.
+    """
+
+    def parse(self, stream, media_type=None, parser_context=None):
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        body = stream.read(limit + 1) if stream is not None else b""
+        if len(body) > limit:
+            raise PayloadTooLarge(f"The request body is larger than {limit} bytes.")
+        encoding = (parser_context or {}).get("encoding", settings.DEFAULT_CHARSET)
+        try:
+            return json.loads(body.decode(encoding), parse_float=Decimal)
+        except (ValueError, RecursionError) as exc:
+            raise ParseError(f"JSON parse error: {exc}") from None

@@ -1,0 +1,315 @@
+"""Metering endpoints: record usage (one or a batch) and read the balance."""
+
+from django.utils.dateparse import parse_datetime
+from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
+from rest_framework import serializers, status
+from rest_framework.exceptions import NotFound, PermissionDenied, ValidationError
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from accounts.authentication import KeyPrincipal
+from accounts.errors import DomainError
+from accounts.models import Environment, Subscription, User
+from config.api_errors import STATUS_BY_CODE, error_body
+
+from . import errors
+from .models import CreditEvent
+from .recording import Usage, record_usage
+from .selectors import balance
+
+MAX_BATCH = 1000
+
+
+class AwareDateTimeField(serializers.DateTimeField):
+    """ISO 8601 with an explicit offset; a naive timestamp is ambiguous and refused."""
+
+    default_error_messages = {
+        "naive": "Give the timestamp with a UTC offset, e.g. 2026-11-23T10:00:00Z."
+    }
+
+    def to_internal_value(self, value):
+        parsed = parse_datetime(value) if isinstance(value, str) else None
+        if parsed is not None and parsed.tzinfo is None:
+            self.fail("naive")
+        return super().to_internal_value(value)
+
+
+class UsageInputSerializer(serializers.Serializer):
+    idempotency_key = serializers.CharField(max_length=200)
+    timestamp = AwareDateTimeField(required=False, default_timezone=None)
+    environment = serializers.UUIDField(help_text="EnvironmentId")
+    user = serializers.EmailField(
+        required=False, allow_null=True, help_text="Omit when the API key itself acts."
+    )
+    product = serializers.SlugField(max_length=50)
+    feature = serializers.CharField(max_length=100, required=False, allow_blank=True, default="")
+    agent = serializers.CharField(
+        max_length=200, required=False, allow_null=True, help_text="Agent id or name."
+    )
+    agent_type = serializers.CharField(max_length=50, required=False, allow_blank=True, default="")
+    model = serializers.CharField(max_length=100, required=False, allow_blank=True, default="")
+    credits = serializers.DecimalField(max_digits=18, decimal_places=4, min_value=0)
+    input_tokens = serializers.IntegerField(min_value=0, max_value=2**62, default=0)
+    output_tokens = serializers.IntegerField(min_value=0, max_value=2**62, default=0)
+    latency_ms = serializers.IntegerField(
+        min_value=0, max_value=2**31 - 1, required=False, allow_null=True
+    )
+    status = serializers.ChoiceField(
+        choices=CreditEvent.Status.choices, default=CreditEvent.Status.SUCCEEDED
+    )
+    session_id = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
+
+    def validate(self, attrs):
+        unknown = set(self.initial_data) - set(self.fields)
+        if unknown:
+            raise ValidationError({name: ["Unknown field."] for name in sorted(unknown)})
+        return attrs
+
+    def to_usage(self) -> Usage:
+        return Usage(**self.validated_data)
+
+
+class EventOutputSerializer(serializers.ModelSerializer):
+    environment = serializers.UUIDField(source="environment.public_id", allow_null=True)
+    user = serializers.CharField(source="actor_label")
+    product = serializers.SlugRelatedField(slug_field="slug", read_only=True)
+    agent = serializers.CharField(source="agent.name", allow_null=True, default=None)
+
+    class Meta:
+        model = CreditEvent
+        fields = [
+            "id",
+            "timestamp",
+            "environment",
+            "user",
+            "product",
+            "feature",
+            "agent",
+            "model",
+            "credits",
+            "excess_credits",
+            "input_tokens",
+            "output_tokens",
+            "latency_ms",
+            "status",
+            "session_id",
+            "idempotency_key",
+        ]
+
+
+class LimitStatusSerializer(serializers.Serializer):
+    limit = serializers.DecimalField(max_digits=18, decimal_places=4, allow_null=True)
+    used = serializers.DecimalField(max_digits=18, decimal_places=4)
+    remaining = serializers.DecimalField(max_digits=18, decimal_places=4, allow_null=True)
+
+
+class BalanceSerializer(serializers.Serializer):
+    subscription = inline_serializer(
+        "BalanceSubscription",
+        {"id": serializers.IntegerField(), "name": serializers.CharField()},
+    )
+    period_start = serializers.DateTimeField()
+    period_end = serializers.DateTimeField()
+    next_reset = serializers.DateTimeField()
+    days_until_reset = serializers.IntegerField()
+    limit_mode = serializers.CharField()
+    base_allocation = serializers.DecimalField(max_digits=18, decimal_places=4)
+    used = serializers.DecimalField(max_digits=18, decimal_places=4)
+    remaining = serializers.DecimalField(max_digits=18, decimal_places=4)
+    excess_allowance = serializers.DecimalField(max_digits=18, decimal_places=4)
+    excess_used = serializers.DecimalField(max_digits=18, decimal_places=4)
+    excess_remaining = serializers.DecimalField(max_digits=18, decimal_places=4)
+    utilisation_percent = serializers.DecimalField(max_digits=12, decimal_places=2)
+    environment_used = serializers.DecimalField(max_digits=18, decimal_places=4, allow_null=True)
+    user = LimitStatusSerializer(allow_null=True)
+    team = LimitStatusSerializer(allow_null=True)
+
+
+def _api_key(request):
+    if not isinstance(request.user, KeyPrincipal):
+        raise PermissionDenied("Recording usage needs an API key (Authorization: Api-Key ...).")
+    return request.auth
+
+
+def _balance_data(subscription, **kwargs) -> dict:
+    return BalanceSerializer(balance(subscription=subscription, **kwargs)).data
+
+
+class RecordEventView(APIView):
+    @extend_schema(
+        request=UsageInputSerializer,
+        responses={
+            201: inline_serializer(
+                "RecordedEvent", {"event": EventOutputSerializer(), "balance": BalanceSerializer()}
+            ),
+            200: inline_serializer(
+                "ReplayedEvent", {"event": EventOutputSerializer(), "balance": BalanceSerializer()}
+            ),
+        },
+        summary="Record one AI operation",
+        description=(
+            "Charges the subscription (and the user's and team's limits) atomically. "
+            "Replaying an idempotency_key with the same payload returns the original event (200); "
+            "with another payload it is a 409. Refusals: credit_limit_exceeded, "
+            "user_limit_exceeded, team_limit_exceeded (402), unknown_environment (404), "
+            "product_not_enabled, not_a_member, period_closed, timestamp_in_future (422)."
+        ),
+    )
+    def post(self, request):
+        api_key = _api_key(request)
+        serializer = UsageInputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        recorded = record_usage(api_key=api_key, usage=serializer.to_usage())
+        return Response(
+            {
+                "event": EventOutputSerializer(recorded.event).data,
+                "balance": _balance_data(api_key.subscription),
+            },
+            status=status.HTTP_201_CREATED if recorded.created else status.HTTP_200_OK,
+        )
+
+
+class BatchInputSerializer(serializers.Serializer):
+    events = serializers.ListField(
+        child=serializers.JSONField(), min_length=1, max_length=MAX_BATCH
+    )
+
+
+class RecordBatchView(APIView):
+    @extend_schema(
+        request=inline_serializer("EventBatch", {"events": UsageInputSerializer(many=True)}),
+        responses={
+            200: inline_serializer(
+                "BatchOutcome",
+                {
+                    "accepted": serializers.IntegerField(),
+                    "refused": serializers.IntegerField(),
+                    "results": serializers.ListField(child=serializers.DictField()),
+                    "balance": BalanceSerializer(),
+                },
+            )
+        },
+        summary="Record up to 1,000 AI operations",
+        description=(
+            "Each event is accepted or refused on its own, in order; `results[i]` has the "
+            "HTTP status the event would have had alone and either `event` or `error`."
+        ),
+    )
+    def post(self, request):
+        api_key = _api_key(request)
+        batch = BatchInputSerializer(data=request.data)
+        batch.is_valid(raise_exception=True)
+        results = [
+            _record_one(api_key, index, item)
+            for index, item in enumerate(batch.validated_data["events"])
+        ]
+        accepted = sum(1 for result in results if result["status"] in (200, 201))
+        return Response(
+            {
+                "accepted": accepted,
+                "refused": len(results) - accepted,
+                "results": results,
+                "balance": _balance_data(api_key.subscription),
+            }
+        )
+
+
+def _record_one(api_key, index: int, item) -> dict:
+    if not isinstance(item, dict):
+        return {
+            "index": index,
+            "status": 400,
+            **error_body("validation_error", "Each event must be a JSON object."),
+        }
+    serializer = UsageInputSerializer(data=item)
+    if not serializer.is_valid():
+        return {
+            "index": index,
+            "status": 400,
+            **error_body("validation_error", "Some fields are invalid.", serializer.errors),
+        }
+    try:
+        recorded = record_usage(api_key=api_key, usage=serializer.to_usage())
+    except DomainError as exc:
+        return {
+            "index": index,
+            "status": STATUS_BY_CODE.get(exc.code, 400),
+            **error_body(exc.code, exc.message, exc.details),
+        }
+    return {
+        "index": index,
+        "status": 201 if recorded.created else 200,
+        "event": EventOutputSerializer(recorded.event).data,
+    }
+
+
+class BalanceView(APIView):
+    @extend_schema(
+        parameters=[
+            OpenApiParameter(
+                "subscription", int, description="For people in several subscriptions."
+            ),
+            OpenApiParameter("environment", str, description="EnvironmentId: adds its usage."),
+            OpenApiParameter("user", str, description="Email: that user's limits (keys, admins)."),
+        ],
+        responses=BalanceSerializer,
+        summary="Read the current period's balance",
+    )
+    def get(self, request):
+        if isinstance(request.user, KeyPrincipal):
+            subscription = request.auth.subscription
+            environments = Environment.objects.filter(project__subscription=subscription)
+            if request.auth.environment_id:
+                environments = environments.filter(pk=request.auth.environment_id)
+            users = User.objects.filter(memberships__subscription=subscription).distinct()
+            own_user = None
+        else:
+            subscription = _subscription_of(request)
+            environments = Environment.objects.visible_to(request.user).filter(
+                project__subscription=subscription
+            )
+            users = User.objects.visible_to(request.user)
+            own_user = request.user
+        environment = _environment_param(request, environments)
+        user = _user_param(request, users) or own_user
+        return Response(
+            _balance_data(subscription, environment=environment, user=user),
+        )
+
+
+def _subscription_of(request) -> Subscription:
+    subscriptions = Subscription.objects.visible_to(request.user)
+    wanted = request.query_params.get("subscription")
+    if wanted is not None:
+        if not wanted.isdigit():
+            raise ValidationError({"subscription": ["A subscription id is a number."]})
+        subscriptions = subscriptions.filter(pk=int(wanted))
+    subscription = subscriptions.order_by("pk").first()
+    if subscription is None:
+        raise NotFound("No such subscription.")
+    return subscription
+
+
+def _environment_param(request, environments) -> Environment | None:
+    wanted = request.query_params.get("environment")
+    if not wanted:
+        return None
+    field = serializers.UUIDField()
+    try:
+        public_id = field.to_internal_value(wanted)
+    except ValidationError:
+        raise ValidationError({"environment": ["Give an EnvironmentId (a UUID)."]}) from None
+    environment = environments.filter(public_id=public_id).first()
+    if environment is None:
+        raise errors.UnknownEnvironment(environment=wanted)
+    return environment
+
+
+def _user_param(request, users) -> User | None:
+    wanted = request.query_params.get("user")
+    if not wanted:
+        return None
+    user = users.filter(email__iexact=wanted).first()
+    if user is None:
+        raise NotFound("No such user in this subscription.")
+    return user

@@ -1,0 +1,141 @@
+"""Reads for credits: balances and limits as people and machines see them."""
+
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+
+from django.db.models import Sum
+from django.utils import timezone
+
+from accounts.models import Environment, Subscription, TeamMembership, User
+
+from .models import BillingPeriod, CreditLimit, DailyUsage, TeamPeriodUsage, UserPeriodUsage
+from .periods import days_until_reset, period_bounds
+
+ZERO = Decimal("0.0000")
+
+
+@dataclass(frozen=True)
+class LimitStatus:
+    limit: Decimal | None
+    used: Decimal
+
+    @property
+    def remaining(self) -> Decimal | None:
+        return None if self.limit is None else max(ZERO, self.limit - self.used)
+
+
+@dataclass(frozen=True)
+class Balance:
+    subscription: Subscription
+    period_start: datetime
+    period_end: datetime
+    next_reset: datetime
+    days_until_reset: int
+    base_allocation: Decimal
+    used: Decimal
+    excess_allowance: Decimal
+    excess_used: Decimal
+    limit_mode: str
+    environment_used: Decimal | None = None
+    user: LimitStatus | None = None
+    team: LimitStatus | None = None
+
+    @property
+    def remaining(self) -> Decimal:
+        return max(ZERO, self.base_allocation - self.used)
+
+    @property
+    def excess_remaining(self) -> Decimal:
+        if self.limit_mode != Subscription.LimitMode.SOFT:
+            return ZERO
+        return max(ZERO, self.excess_allowance - self.excess_used)
+
+    @property
+    def utilisation_percent(self) -> Decimal:
+        """Share of the base allocation used, in percent with two places (may exceed 100)."""
+        if not self.base_allocation:
+            return Decimal("0.00")
+        return (self.used * 100 / self.base_allocation).quantize(Decimal("0.01"))
+
+
+def balance(
+    *,
+    subscription: Subscription,
+    at: datetime | None = None,
+    environment: Environment | None = None,
+    user: User | None = None,
+) -> Balance:
+    """The subscription's balance in the period containing ``at`` (default now).
+
+    Reads the period's counters, never the ledger; a period nobody has charged yet reads as
+    zero usage without being created.
+    """
+    at = at or timezone.now()
+    bounds = period_bounds(at, subscription.zone)
+    period = BillingPeriod.objects.filter(subscription=subscription, start=bounds.start).first()
+    environment_used = None
+    if environment is not None:
+        environment_used = _sum(
+            DailyUsage.objects.filter(period=period, environment=environment) if period else None
+        )
+    return Balance(
+        subscription=subscription,
+        period_start=bounds.start,
+        period_end=bounds.end,
+        next_reset=bounds.end,
+        days_until_reset=days_until_reset(at, subscription.zone),
+        base_allocation=subscription.base_allocation,
+        used=period.credits_used if period else ZERO,
+        excess_allowance=subscription.excess_allowance,
+        excess_used=period.excess_used if period else ZERO,
+        limit_mode=subscription.limit_mode,
+        environment_used=environment_used,
+        user=_user_status(subscription, period, user) if user else None,
+        team=_team_status(subscription, period, user) if user else None,
+    )
+
+
+def _user_status(subscription, period, user) -> LimitStatus:
+    limit = (
+        CreditLimit.objects.filter(subscription=subscription, user=user)
+        .values_list("credits", flat=True)
+        .first()
+    )
+    used = (
+        UserPeriodUsage.objects.filter(period=period, user=user)
+        .values_list("credits_used", flat=True)
+        .first()
+        if period
+        else None
+    )
+    return LimitStatus(limit=limit, used=used or ZERO)
+
+
+def _team_status(subscription, period, user) -> LimitStatus | None:
+    team_id = (
+        TeamMembership.objects.filter(subscription=subscription, user=user)
+        .values_list("team_id", flat=True)
+        .first()
+    )
+    if team_id is None:
+        return None
+    limit = (
+        CreditLimit.objects.filter(subscription=subscription, team_id=team_id)
+        .values_list("credits", flat=True)
+        .first()
+    )
+    used = (
+        TeamPeriodUsage.objects.filter(period=period, team_id=team_id)
+        .values_list("credits_used", flat=True)
+        .first()
+        if period
+        else None
+    )
+    return LimitStatus(limit=limit, used=used or ZERO)
+
+
+def _sum(queryset) -> Decimal:
+    if queryset is None:
+        return ZERO
+    return queryset.aggregate(total=Sum("credits"))["total"] or ZERO
