@@ -1,0 +1,155 @@
+"""POST /api/v1/events/batch/ and GET /api/v1/balance/."""
+
+from decimal import Decimal
+
+import pytest
+import time_machine
+from rest_framework.test import APIClient
+
+from credits.models import CreditEvent, CreditLimit
+from tests import factories
+from tests.credits.conftest import set_allocation
+from tests.factories import utc
+
+pytestmark = pytest.mark.django_db
+
+BATCH = "/api/v1/events/batch/"
+BALANCE = "/api/v1/balance/"
+
+
+@pytest.fixture(autouse=True)
+def frozen_now():
+    with time_machine.travel(utc(2026, 11, 23, 10), tick=False):
+        yield
+
+
+def test_each_event_of_a_batch_is_accepted_or_refused_on_its_own(world, key_client, event_payload):
+    set_allocation(world.subscription, "10")
+    events = [
+        event_payload(idempotency_key="a", credits="4"),
+        event_payload(idempotency_key="b", credits="-1"),
+        event_payload(idempotency_key="c", credits="7"),
+        event_payload(idempotency_key="a", credits="4"),
+        "not an object",
+        event_payload(idempotency_key="d", credits="6"),
+    ]
+
+    response = key_client.post(BATCH, {"events": events}, format="json")
+
+    assert response.status_code == 200
+    body = response.json()
+    assert [r["status"] for r in body["results"]] == [201, 400, 402, 200, 400, 201]
+    assert [r["index"] for r in body["results"]] == list(range(6))
+    assert body["results"][2]["error"]["code"] == "credit_limit_exceeded"
+    assert "credits" in body["results"][1]["error"]["details"]
+    assert (body["accepted"], body["refused"]) == (3, 3)
+    assert body["balance"]["used"] == "10.0000"
+    assert CreditEvent.objects.count() == 2
+
+
+@pytest.mark.parametrize(
+    "body",
+    [{"events": []}, {"events": "nope"}, {}, {"events": [{}] * 1001}],
+)
+def test_a_malformed_batch_is_refused_whole(key_client, body):
+    response = key_client.post(BATCH, body, format="json")
+
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "validation_error"
+
+
+def test_balance_for_an_api_key(world, key_client, event_payload):
+    set_allocation(world.subscription, "200", mode="soft", allowance="50")
+    key_client.post("/api/v1/events/", event_payload(credits="210"), format="json")
+
+    body = key_client.get(BALANCE, {"environment": str(world.environment.public_id)}).json()
+
+    assert body == body | {
+        "subscription": {"id": world.subscription.pk, "name": "Acme"},
+        "period_start": "2026-10-31T23:00:00Z",
+        "period_end": "2026-11-30T23:00:00Z",
+        "next_reset": "2026-11-30T23:00:00Z",
+        "days_until_reset": 8,
+        "limit_mode": "soft",
+        "base_allocation": "200.0000",
+        "used": "210.0000",
+        "remaining": "0.0000",
+        "excess_allowance": "50.0000",
+        "excess_used": "10.0000",
+        "excess_remaining": "40.0000",
+        "utilisation_percent": "105.00",
+        "environment_used": "210.0000",
+    }
+
+
+def test_balance_shows_a_users_limit_to_the_key(world, key_client, event_payload):
+    CreditLimit.objects.create(subscription=world.subscription, user=world.member, credits=20)
+    key_client.post("/api/v1/events/", event_payload(credits="5"), format="json")
+
+    body = key_client.get(BALANCE, {"user": world.member.email}).json()
+
+    assert body["user"] == {"limit": "20.0000", "used": "5.0000", "remaining": "15.0000"}
+    assert body["team"] is None
+
+
+def test_members_see_their_own_limit(world, key_client, event_payload):
+    team = factories.TeamFactory(subscription=world.subscription)
+    factories.team_membership(world.member, team)
+    CreditLimit.objects.create(subscription=world.subscription, team=team, credits=100)
+    key_client.post("/api/v1/events/", event_payload(credits="5"), format="json")
+    client = APIClient()
+    client.force_authenticate(world.member)
+
+    body = client.get(BALANCE).json()
+
+    assert body["used"] == "5.0000"
+    assert body["user"] == {"limit": None, "used": "5.0000", "remaining": None}
+    assert body["team"] == {"limit": "100.0000", "used": "5.0000", "remaining": "95.0000"}
+
+
+@pytest.mark.parametrize(
+    ("params", "status", "code"),
+    [
+        ({"environment": "not-a-uuid"}, 400, "validation_error"),
+        ({"environment": "7d1b0a5e-0000-4000-8000-000000000000"}, 404, "unknown_environment"),
+        ({"user": "charlie@globex.example"}, 404, "not_found"),
+    ],
+)
+def test_balance_refuses_unknown_and_foreign_ids(world, key_client, params, status, code):
+    response = key_client.get(BALANCE, params)
+
+    assert response.status_code == status
+    assert response.json()["error"]["code"] == code
+
+
+def test_balance_never_shows_another_subscription(world, key_client):
+    client = APIClient()
+    client.force_authenticate(world.outsider)
+
+    assert client.get(BALANCE, {"subscription": world.subscription.pk}).status_code == 404
+    foreign = client.get(BALANCE, {"environment": str(world.environment.public_id)})
+    assert foreign.status_code == 404
+    assert client.get(BALANCE).json()["subscription"]["id"] == world.other_subscription.pk
+
+
+def test_a_member_cannot_read_a_colleagues_limit(world):
+    client = APIClient()
+    client.force_authenticate(world.member)
+
+    response = client.get(BALANCE, {"user": world.manager.email})
+
+    assert response.status_code == 404
+
+
+def test_anonymous_callers_get_a_401(db):
+    response = APIClient().get(BALANCE)
+
+    assert response.status_code == 401
+    assert response.json()["error"]["code"] == "not_authenticated"
+
+
+def test_a_period_nobody_charged_reads_as_zero(world, key_client):
+    body = key_client.get(BALANCE).json()
+
+    assert (body["used"], body["remaining"]) == ("0.0000", "1000.0000")
+    assert Decimal(body["utilisation_percent"]) == 0
