@@ -1,10 +1,20 @@
 """Writes for accounts: memberships, admin access and API keys."""
 
+import logging
+from decimal import Decimal
+
+from django.contrib.auth import authenticate
 from django.contrib.auth.models import Group
 from django.db import transaction
 from django.utils import timezone
+from rest_framework.authtoken.models import Token
 
+from .errors import DomainError
 from .models import ApiKey, Environment, Membership, Role, Subscription, User
+
+logger = logging.getLogger(__name__)
+
+CREDIT_PLACES = Decimal("0.0001")
 
 SUBSCRIPTION_ADMINS_GROUP = "Subscription admins"
 
@@ -73,3 +83,67 @@ def revoke_api_key(*, api_key: ApiKey) -> ApiKey:
         api_key.revoked_at = timezone.now()
         api_key.save(update_fields=["revoked", "revoked_at"])
     return api_key
+
+
+# --- People's API tokens ---------------------------------------------------------------------
+
+
+class InvalidCredentials(DomainError):
+    code = "invalid_credentials"
+    message = "Unable to log in with these credentials."
+
+
+def obtain_api_token(*, email: str, password: str) -> Token:
+    """The personal API token of the user with this email (any case) and password.
+
+    Authentication goes through Django's backends, so inactive users are refused and an unknown
+    email costs as much time as a wrong password. One token per user: asking again returns it.
+    """
+    user = authenticate(email=email, password=password)
+    if user is None:
+        logger.info("event=token_refused reason=invalid_credentials")
+        raise InvalidCredentials()
+    token, created = Token.objects.get_or_create(user=user)
+    if created:
+        logger.info("event=token_created user_id=%s", user.pk)
+    return token
+
+
+# --- Subscription settings -------------------------------------------------------------------
+
+
+class InvalidLimitSettings(DomainError):
+    code = "invalid_limit_settings"
+    message = "These limit settings are not valid."
+
+
+def update_limit_settings(
+    *, subscription: Subscription, limit_mode: str, excess_allowance: Decimal
+) -> Subscription:
+    """Change how the subscription's allocation is enforced.
+
+    The recording service reads these settings inside each event's transaction, so a change
+    applies from the next event on to the usage already recorded in the period; nothing already
+    recorded is rewritten.
+    """
+    if limit_mode not in Subscription.LimitMode.values:
+        raise InvalidLimitSettings(limit_mode=f"{limit_mode!r} is not a limit mode.")
+    if (
+        not isinstance(excess_allowance, Decimal)
+        or not excess_allowance.is_finite()
+        or excess_allowance < 0
+        or excess_allowance != excess_allowance.quantize(CREDIT_PLACES)
+    ):
+        raise InvalidLimitSettings(
+            excess_allowance="Give a decimal of at least 0 with at most 4 decimal places."
+        )
+    subscription.limit_mode = limit_mode
+    subscription.excess_allowance = excess_allowance
+    subscription.save(update_fields=["limit_mode", "excess_allowance"])
+    logger.info(
+        "event=limit_settings_changed subscription_id=%s limit_mode=%s excess_allowance=%s",
+        subscription.pk,
+        limit_mode,
+        excess_allowance,
+    )
+    return subscription

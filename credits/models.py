@@ -356,12 +356,15 @@ class TeamPeriodUsage(models.Model):
 
 
 class ThresholdAlert(models.Model):
-    """A usage threshold crossed in a period; unique, so each alert is sent once."""
+    """A usage threshold crossed in a period (or the period's opening); unique, so each
+    email is sent once."""
 
     class Threshold(models.TextChoices):
         ALLOCATION_80 = "allocation_80", "80% of the allocation"
         ALLOCATION_100 = "allocation_100", "100% of the allocation"
         EXCESS_100 = "excess_100", "100% of the excess allowance"
+        # Not a usage threshold: the claim that a new period's reset notice is sent once.
+        PERIOD_OPENED = "period_opened", "New period opened"
 
     subscription = models.ForeignKey(Subscription, on_delete=models.CASCADE, related_name="+")
     period = models.ForeignKey(BillingPeriod, on_delete=models.CASCADE, related_name="alerts")

@@ -1,0 +1,364 @@
+"""People's API: personal tokens, and what subscription admins manage (API keys, limit settings).
+
+Management endpoints act on one subscription the caller administers: ``?subscription=<id>``
+picks it, and without it the caller's only (or first) subscription is used. Machines (API
+keys) cannot manage anything: a leaked key must not be able to mint more keys.
+"""
+
+import hashlib
+from collections.abc import Mapping
+from decimal import Decimal
+
+from django.db.models import F
+from django.shortcuts import get_object_or_404
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_serializer,
+    inline_serializer,
+)
+from rest_framework import permissions, serializers, status
+from rest_framework.exceptions import NotFound
+from rest_framework.pagination import PageNumberPagination
+from rest_framework.response import Response
+from rest_framework.settings import api_settings
+from rest_framework.throttling import AnonRateThrottle
+from rest_framework.views import APIView
+
+from .authentication import KeyPrincipal
+from .models import ApiKey, Environment, Subscription
+from .services import create_api_key, obtain_api_token, revoke_api_key, update_limit_settings
+
+CREDITS = {"max_digits": 18, "decimal_places": 4}
+
+SUBSCRIPTION_PARAMETER = OpenApiParameter(
+    "subscription",
+    OpenApiTypes.INT,
+    description=(
+        "Id of a subscription you administer. Optional when you administer one; otherwise "
+        "your first top-level subscription is used."
+    ),
+)
+ERRORS = {
+    400: OpenApiResponse(description="Invalid input: `validation_error`."),
+    401: OpenApiResponse(description="Not authenticated."),
+    403: OpenApiResponse(description="Not a subscription admin, or called with an API key."),
+    404: OpenApiResponse(description="Not found among the subscriptions you administer."),
+}
+
+
+# --- Who may manage what ---------------------------------------------------------------------
+
+
+class IsSubscriptionAdmin(permissions.BasePermission):
+    """A person (not an API key) who administers at least one subscription."""
+
+    message = "Only subscription admins can manage API keys, limits and subscription settings."
+
+    def has_permission(self, request, view) -> bool:
+        user = request.user
+        if isinstance(user, KeyPrincipal) or isinstance(request.auth, ApiKey):
+            return False
+        return bool(user and user.is_authenticated) and (
+            Subscription.objects.administered_by(user).exists()
+        )
+
+
+class SubscriptionChoiceSerializer(serializers.Serializer):
+    subscription = serializers.IntegerField(min_value=1, required=False)
+
+
+def administered_subscription(request) -> Subscription:
+    """The subscription a management request acts on, chosen with ``?subscription=<id>``.
+
+    Without the parameter: the caller's only subscription, or the first top-level one they
+    administer (oldest first). A subscription they do not administer is a 404.
+    """
+    choice = SubscriptionChoiceSerializer(data=request.query_params)
+    choice.is_valid(raise_exception=True)
+    subscriptions = Subscription.objects.administered_by(request.user)
+    if "subscription" in choice.validated_data:
+        return get_object_or_404(subscriptions, pk=choice.validated_data["subscription"])
+    subscription = subscriptions.order_by(F("parent_id").asc(nulls_first=True), "pk").first()
+    if subscription is None:
+        raise NotFound("You administer no subscription.")
+    return subscription
+
+
+def page_of(item_serializer, *, component_name: str):
+    """Documents a page of ``PageNumberPagination`` (APIViews are not paginated automatically)."""
+    return inline_serializer(
+        name=component_name,
+        fields={
+            "count": serializers.IntegerField(),
+            "next": serializers.URLField(allow_null=True),
+            "previous": serializers.URLField(allow_null=True),
+            "results": item_serializer(many=True),
+        },
+    )
+
+
+def paginated_response(*, results, serializer_class, request, view) -> Response:
+    paginator = PageNumberPagination()
+    page = paginator.paginate_queryset(results, request, view=view)
+    return paginator.get_paginated_response(serializer_class(page, many=True).data)
+
+
+def no_store(response: Response) -> Response:
+    """Secrets must not linger in caches or browser history."""
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+class ManagementView(APIView):
+    permission_classes = [IsSubscriptionAdmin]
+
+
+# --- Personal tokens -------------------------------------------------------------------------
+
+
+class TokenRateThrottle(AnonRateThrottle):
+    """The ``token`` rate per client address.
+
+    The rate is looked up on each request (DRF caches it on the class at import), so that the
+    ``TOKEN_THROTTLE_RATE`` setting and test overrides take effect.
+    """
+
+    scope = "token"
+
+    def get_rate(self):
+        return api_settings.DEFAULT_THROTTLE_RATES[self.scope]
+
+    def get_cache_key(self, request, view):
+        return self.cache_format % {"scope": "token_address", "ident": self.get_ident(request)}
+
+
+class TokenEmailRateThrottle(TokenRateThrottle):
+    """The same rate per email address: guessing one person's password from many addresses
+    (or behind a spoofed ``X-Forwarded-For``) is throttled too."""
+
+    def get_cache_key(self, request, view):
+        data = request.data
+        email = data.get("email") if isinstance(data, Mapping) else None
+        if not isinstance(email, str) or not email.strip():
+            return None
+        digest = hashlib.sha256(email.strip().lower().encode()).hexdigest()
+        return self.cache_format % {"scope": "token_email", "ident": digest}
+
+
+class ObtainTokenApi(APIView):
+    authentication_classes = []
+    permission_classes = [permissions.AllowAny]
+    throttle_classes = [TokenRateThrottle, TokenEmailRateThrottle]
+
+    @extend_schema_serializer(component_name="TokenRequest")
+    class InputSerializer(serializers.Serializer):
+        email = serializers.CharField(max_length=254)
+        password = serializers.CharField(max_length=4096, trim_whitespace=False)
+
+    @extend_schema_serializer(component_name="Token")
+    class OutputSerializer(serializers.Serializer):
+        token = serializers.CharField(source="key")
+
+    @extend_schema(
+        tags=["auth"],
+        summary="Get your personal API token",
+        description=(
+            "Exchange your email (any case) and password for your token, then send "
+            "`Authorization: Token <token>`. Throttled per client address and per email: "
+            "`429 throttled` with `retry_after_seconds`. Wrong credentials: "
+            "`400 invalid_credentials`."
+        ),
+        request=InputSerializer,
+        responses={
+            200: OutputSerializer,
+            400: ERRORS[400],
+            429: OpenApiResponse(description="Too many attempts."),
+        },
+        auth=[],
+    )
+    def post(self, request):
+        serializer = self.InputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        token = obtain_api_token(**serializer.validated_data)
+        return no_store(Response(self.OutputSerializer(token).data))
+
+
+# --- API keys --------------------------------------------------------------------------------
+
+
+@extend_schema_serializer(component_name="ApiKey")
+class ApiKeyOutputSerializer(serializers.Serializer):
+    id = serializers.CharField(
+        source="prefix",
+        help_text="The key's public id: its prefix, the part of the secret before the dot.",
+    )
+    name = serializers.CharField()
+    prefix = serializers.CharField()
+    environment = serializers.UUIDField(
+        source="environment.public_id",
+        allow_null=True,
+        help_text="EnvironmentId the key is restricted to; null means every environment.",
+    )
+    created = serializers.DateTimeField()
+    last_used_at = serializers.DateTimeField(allow_null=True)
+    revoked = serializers.BooleanField()
+    revoked_at = serializers.DateTimeField(allow_null=True)
+
+
+class ApiKeyListCreateApi(ManagementView):
+    @extend_schema_serializer(component_name="ApiKeyCreateRequest")
+    class InputSerializer(serializers.Serializer):
+        name = serializers.CharField(max_length=50)
+        environment = serializers.UUIDField(
+            required=False,
+            allow_null=True,
+            help_text="EnvironmentId to restrict the key to; omit for every environment.",
+        )
+
+    @extend_schema_serializer(component_name="ApiKeyCreated")
+    class OutputSerializer(ApiKeyOutputSerializer):
+        key = serializers.CharField(help_text="The secret. Shown once, never again.")
+
+    @extend_schema(
+        tags=["api keys"],
+        summary="List the subscription's API keys",
+        parameters=[SUBSCRIPTION_PARAMETER],
+        responses={200: page_of(ApiKeyOutputSerializer, component_name="ApiKeyPage"), **ERRORS},
+    )
+    def get(self, request):
+        subscription = administered_subscription(request)
+        keys = (
+            ApiKey.objects.visible_to(request.user)
+            .filter(subscription=subscription)
+            .select_related("environment")
+            .order_by("-created", "prefix")
+        )
+        return paginated_response(
+            results=keys, serializer_class=ApiKeyOutputSerializer, request=request, view=self
+        )
+
+    @extend_schema(
+        tags=["api keys"],
+        summary="Create an API key",
+        description="The response carries the secret as `key`: store it now, it is not shown "
+        "again.",
+        parameters=[SUBSCRIPTION_PARAMETER],
+        request=InputSerializer,
+        responses={201: OutputSerializer, **ERRORS},
+    )
+    def post(self, request):
+        subscription = administered_subscription(request)
+        serializer = self.InputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        environment = None
+        if public_id := serializer.validated_data.get("environment"):
+            environment = (
+                Environment.objects.visible_to(request.user)
+                .filter(project__subscription=subscription, public_id=public_id)
+                .first()
+            )
+            if environment is None:
+                raise serializers.ValidationError(
+                    {"environment": ["No environment with this EnvironmentId in the subscription."]}
+                )
+        api_key, secret = create_api_key(
+            subscription=subscription,
+            name=serializer.validated_data["name"],
+            environment=environment,
+            created_by=request.user,
+        )
+        api_key.key = secret
+        return no_store(
+            Response(self.OutputSerializer(api_key).data, status=status.HTTP_201_CREATED)
+        )
+
+
+class ApiKeyRevokeApi(ManagementView):
+    @extend_schema(
+        tags=["api keys"],
+        summary="Revoke an API key",
+        description="Takes effect at once and cannot be undone. Revoking twice is harmless. "
+        "The key is found among all the subscriptions you administer.",
+        request=None,
+        responses={200: ApiKeyOutputSerializer, **ERRORS},
+    )
+    def post(self, request, key_id: str):
+        api_key = get_object_or_404(
+            ApiKey.objects.visible_to(request.user).select_related("environment"),
+            prefix=key_id,
+        )
+        api_key = revoke_api_key(api_key=api_key)
+        return Response(ApiKeyOutputSerializer(api_key).data)
+
+
+# --- Subscription settings -------------------------------------------------------------------
+
+
+class SubscriptionDetailApi(ManagementView):
+    @extend_schema_serializer(component_name="SubscriptionSettings")
+    class OutputSerializer(serializers.Serializer):
+        id = serializers.IntegerField()
+        name = serializers.CharField()
+        plan = serializers.CharField()
+        timezone = serializers.CharField()
+        base_allocation = serializers.DecimalField(**CREDITS)
+        limit_mode = serializers.ChoiceField(choices=Subscription.LimitMode.choices)
+        excess_allowance = serializers.DecimalField(**CREDITS)
+
+    @extend_schema_serializer(component_name="SubscriptionSettingsUpdate")
+    class InputSerializer(serializers.Serializer):
+        limit_mode = serializers.ChoiceField(choices=Subscription.LimitMode.choices, required=False)
+        excess_allowance = serializers.DecimalField(**CREDITS, min_value=Decimal(0), required=False)
+
+        read_only_fields = ("id", "name", "plan", "timezone", "base_allocation")
+
+        def validate(self, attrs):
+            """Refuse fields that cannot change here rather than silently ignoring them: an
+            admin sending ``base_allocation`` must not believe their allocation changed."""
+            data = self.initial_data if isinstance(self.initial_data, Mapping) else {}
+            errors = {
+                name: ["This field cannot be changed over the API."]
+                if name in self.read_only_fields
+                else ["Unknown field."]
+                for name in data
+                if name not in self.fields
+            }
+            if errors:
+                raise serializers.ValidationError(errors)
+            return attrs
+
+    @extend_schema(
+        tags=["subscription"],
+        summary="The subscription's plan, allocation and limit settings",
+        parameters=[SUBSCRIPTION_PARAMETER],
+        responses={200: OutputSerializer, **ERRORS},
+    )
+    def get(self, request):
+        subscription = administered_subscription(request)
+        return Response(self.OutputSerializer(subscription).data)
+
+    @extend_schema(
+        tags=["subscription"],
+        summary="Change the limit mode and excess allowance",
+        description="`limit_mode` (`hard` or `soft`) and `excess_allowance` (decimal string, "
+        "at most 4 decimal places) are writable; the other fields are read-only. A change "
+        "applies from now on to the usage already recorded in the current period.",
+        parameters=[SUBSCRIPTION_PARAMETER],
+        request=InputSerializer,
+        responses={200: OutputSerializer, **ERRORS},
+    )
+    def patch(self, request):
+        subscription = administered_subscription(request)
+        serializer = self.InputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        subscription = update_limit_settings(
+            subscription=subscription,
+            limit_mode=serializer.validated_data.get("limit_mode", subscription.limit_mode),
+            excess_allowance=serializer.validated_data.get(
+                "excess_allowance", subscription.excess_allowance
+            ),
+        )
+        return Response(self.OutputSerializer(subscription).data)

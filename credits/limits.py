@@ -1,0 +1,121 @@
+"""Per-user and per-team credit limits: setting them, removing them, reading them with usage.
+
+A limit caps what one user (or one team) may spend in each billing period. The recording
+service reads the limit inside each event's transaction and checks it against the counter of
+the current period, so a change applies from that moment on to the usage already recorded:
+lowering a limit below what was used blocks further use until the period resets, and nothing
+already recorded is rewritten.
+"""
+
+import logging
+from datetime import datetime
+from decimal import Decimal
+
+from django.db import transaction
+from django.db.models import DecimalField, F, OuterRef, QuerySet, Subquery, Value
+from django.db.models.functions import Coalesce, Greatest
+
+from accounts.errors import DomainError
+from accounts.models import CREDIT_DIGITS, Membership, Subscription, Team, User
+
+from .errors import NotAMember
+from .models import BillingPeriod, CreditLimit, TeamPeriodUsage, UserPeriodUsage
+from .periods import period_bounds
+
+logger = logging.getLogger(__name__)
+
+CREDIT_PLACES = Decimal("0.0001")
+MAX_CREDITS = Decimal(10) ** (CREDIT_DIGITS["max_digits"] - CREDIT_DIGITS["decimal_places"])
+
+
+class InvalidLimit(DomainError):
+    code = "invalid_limit"
+    message = "A limit is a number of credits of at least 0 with at most 4 decimal places."
+
+
+class TeamNotInSubscription(DomainError):
+    code = "not_found"
+    message = "This team is not part of the subscription."
+
+
+def _check_credits(credits: Decimal) -> None:
+    if (
+        not isinstance(credits, Decimal)
+        or not credits.is_finite()
+        or not 0 <= credits < MAX_CREDITS
+        or credits != credits.quantize(CREDIT_PLACES)
+    ):
+        raise InvalidLimit(credits=str(credits))
+
+
+@transaction.atomic
+def set_user_limit(*, subscription: Subscription, user: User, credits: Decimal) -> CreditLimit:
+    """Cap ``user``'s spending in each period of ``subscription`` (create or replace)."""
+    _check_credits(credits)
+    if not Membership.objects.filter(subscription=subscription, user=user).exists():
+        raise NotAMember("This user is not a member of the subscription.", user=user.pk)
+    limit, _ = CreditLimit.objects.update_or_create(
+        subscription=subscription, user=user, defaults={"credits": credits}
+    )
+    logger.info(
+        "event=limit_set subscription_id=%s user_id=%s credits=%s",
+        subscription.pk,
+        user.pk,
+        credits,
+    )
+    return limit
+
+
+@transaction.atomic
+def set_team_limit(*, subscription: Subscription, team: Team, credits: Decimal) -> CreditLimit:
+    """Cap ``team``'s spending in each period of ``subscription`` (create or replace)."""
+    _check_credits(credits)
+    if team.subscription_id != subscription.pk:
+        raise TeamNotInSubscription(team=team.pk)
+    limit, _ = CreditLimit.objects.update_or_create(
+        subscription=subscription, team=team, defaults={"credits": credits}
+    )
+    logger.info(
+        "event=limit_set subscription_id=%s team_id=%s credits=%s",
+        subscription.pk,
+        team.pk,
+        credits,
+    )
+    return limit
+
+
+def remove_limit(*, limit: CreditLimit) -> None:
+    """Lift a limit: the user or team is bound by the subscription's allocation only."""
+    limit.delete()
+    logger.info(
+        "event=limit_removed subscription_id=%s user_id=%s team_id=%s",
+        limit.subscription_id,
+        limit.user_id,
+        limit.team_id,
+    )
+
+
+def limits_with_usage(
+    *, limits: QuerySet[CreditLimit], subscription: Subscription, now: datetime
+) -> QuerySet[CreditLimit]:
+    """``limits`` (of ``subscription``) with ``credits_used`` and ``remaining`` in the current
+    period.
+
+    Read-only: a period that has not been opened yet counts as nothing used.
+    """
+    period = BillingPeriod.objects.filter(
+        subscription=subscription, start=period_bounds(now, subscription.zone).start
+    ).values("pk")[:1]
+    user_used = UserPeriodUsage.objects.filter(
+        period_id=Subquery(period), user_id=OuterRef("user_id")
+    ).values("credits_used")[:1]
+    team_used = TeamPeriodUsage.objects.filter(
+        period_id=Subquery(period), team_id=OuterRef("team_id")
+    ).values("credits_used")[:1]
+    zero = Value(Decimal(0), output_field=DecimalField(**CREDIT_DIGITS))
+    return (
+        limits.filter(subscription=subscription)
+        .select_related("user", "team")
+        .annotate(credits_used=Coalesce(Subquery(user_used), Subquery(team_used), zero))
+        .annotate(remaining=Greatest(F("credits") - F("credits_used"), zero))
+    )

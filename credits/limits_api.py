@@ -1,0 +1,218 @@
+"""Per-user and per-team credit limits, managed by subscription admins over the API.
+
+``/limits/users/<user_id>/`` and ``/limits/teams/<team_id>/`` are the limit of one user or
+team in the chosen subscription (``?subscription=<id>``, see ``accounts.api``): GET reads it,
+PUT sets it, DELETE lifts it. Users and teams outside that subscription are a 404.
+"""
+
+from decimal import Decimal
+
+from django.db.models import F
+from django.shortcuts import get_object_or_404
+from django.utils import timezone
+from drf_spectacular.utils import (
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_field,
+    extend_schema_serializer,
+)
+from rest_framework import serializers, status
+from rest_framework.exceptions import NotFound
+from rest_framework.response import Response
+
+from accounts.api import (
+    ERRORS,
+    SUBSCRIPTION_PARAMETER,
+    ManagementView,
+    administered_subscription,
+    page_of,
+    paginated_response,
+)
+from accounts.models import Membership, Team, User
+
+from .limits import limits_with_usage, remove_limit, set_team_limit, set_user_limit
+from .models import CreditLimit
+
+CREDITS = {"max_digits": 18, "decimal_places": 4}
+
+
+class LimitUserSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    email = serializers.EmailField()
+
+
+class LimitTeamSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    name = serializers.CharField()
+
+
+@extend_schema_serializer(component_name="CreditLimit")
+class LimitOutputSerializer(serializers.Serializer):
+    kind = serializers.SerializerMethodField()
+    user = LimitUserSerializer(allow_null=True)
+    team = LimitTeamSerializer(allow_null=True)
+    credits = serializers.DecimalField(**CREDITS, help_text="Credits allowed per period.")
+    credits_used = serializers.DecimalField(**CREDITS, help_text="Used in the current period.")
+    remaining = serializers.DecimalField(
+        **CREDITS, help_text="Left in the current period (0 when the limit is below usage)."
+    )
+    updated_at = serializers.DateTimeField()
+
+    @extend_schema_field({"type": "string", "enum": ["user", "team"]})
+    def get_kind(self, limit) -> str:
+        return "user" if limit.user_id else "team"
+
+
+@extend_schema_serializer(component_name="CreditLimitRequest")
+class LimitInputSerializer(serializers.Serializer):
+    credits = serializers.DecimalField(
+        **CREDITS,
+        min_value=Decimal(0),
+        help_text="Credits per billing period: a decimal string, at most 4 decimal places.",
+    )
+
+
+def _limit_response(limit: CreditLimit, *, subscription) -> Response:
+    limit = limits_with_usage(
+        limits=CreditLimit.objects.filter(pk=limit.pk),
+        subscription=subscription,
+        now=timezone.now(),
+    ).get()
+    return Response(LimitOutputSerializer(limit).data)
+
+
+def _existing_limit(request, *, subscription, **owner) -> CreditLimit:
+    limit = (
+        CreditLimit.objects.visible_to(request.user)
+        .filter(subscription=subscription, **owner)
+        .first()
+    )
+    if limit is None:
+        raise NotFound("No limit is set here.")
+    return limit
+
+
+LIMIT_RESPONSES = {200: LimitOutputSerializer, **ERRORS}
+NO_LIMIT = OpenApiResponse(description="Unknown user or team, or no limit set.")
+
+
+class LimitListApi(ManagementView):
+    @extend_schema(
+        tags=["limits"],
+        summary="List the per-user and per-team limits",
+        parameters=[SUBSCRIPTION_PARAMETER],
+        responses={200: page_of(LimitOutputSerializer, component_name="CreditLimitPage"), **ERRORS},
+    )
+    def get(self, request):
+        subscription = administered_subscription(request)
+        limits = limits_with_usage(
+            limits=CreditLimit.objects.visible_to(request.user),
+            subscription=subscription,
+            now=timezone.now(),
+        ).order_by(F("team_id").asc(nulls_first=True), "user__email", "team__name")
+        return paginated_response(
+            results=limits, serializer_class=LimitOutputSerializer, request=request, view=self
+        )
+
+
+class UserLimitApi(ManagementView):
+    def _member(self, request, subscription, user_id: int) -> User:
+        members = Membership.objects.filter(subscription=subscription).values("user_id")
+        return get_object_or_404(
+            User.objects.visible_to(request.user).filter(pk__in=members), pk=user_id
+        )
+
+    @extend_schema(
+        tags=["limits"],
+        summary="A user's limit",
+        parameters=[SUBSCRIPTION_PARAMETER],
+        responses={**LIMIT_RESPONSES, 404: NO_LIMIT},
+    )
+    def get(self, request, user_id: int):
+        subscription = administered_subscription(request)
+        user = self._member(request, subscription, user_id)
+        limit = _existing_limit(request, subscription=subscription, user=user)
+        return _limit_response(limit, subscription=subscription)
+
+    @extend_schema(
+        tags=["limits"],
+        summary="Set a user's limit",
+        description="Applies at once to the usage already recorded in the current period: "
+        "a limit below it blocks the user's further use until the period resets.",
+        parameters=[SUBSCRIPTION_PARAMETER],
+        request=LimitInputSerializer,
+        responses=LIMIT_RESPONSES,
+    )
+    def put(self, request, user_id: int):
+        subscription = administered_subscription(request)
+        user = self._member(request, subscription, user_id)
+        serializer = LimitInputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        limit = set_user_limit(
+            subscription=subscription, user=user, credits=serializer.validated_data["credits"]
+        )
+        return _limit_response(limit, subscription=subscription)
+
+    @extend_schema(
+        tags=["limits"],
+        summary="Remove a user's limit",
+        parameters=[SUBSCRIPTION_PARAMETER],
+        responses={204: None, **ERRORS, 404: NO_LIMIT},
+    )
+    def delete(self, request, user_id: int):
+        subscription = administered_subscription(request)
+        user = self._member(request, subscription, user_id)
+        limit = _existing_limit(request, subscription=subscription, user=user)
+        remove_limit(limit=limit)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class TeamLimitApi(ManagementView):
+    def _team(self, request, subscription, team_id: int) -> Team:
+        return get_object_or_404(
+            Team.objects.visible_to(request.user).filter(subscription=subscription), pk=team_id
+        )
+
+    @extend_schema(
+        tags=["limits"],
+        summary="A team's limit",
+        parameters=[SUBSCRIPTION_PARAMETER],
+        responses={**LIMIT_RESPONSES, 404: NO_LIMIT},
+    )
+    def get(self, request, team_id: int):
+        subscription = administered_subscription(request)
+        team = self._team(request, subscription, team_id)
+        limit = _existing_limit(request, subscription=subscription, team=team)
+        return _limit_response(limit, subscription=subscription)
+
+    @extend_schema(
+        tags=["limits"],
+        summary="Set a team's limit",
+        description="Applies at once to the usage already recorded in the current period: "
+        "a limit below it blocks the team's further use until the period resets.",
+        parameters=[SUBSCRIPTION_PARAMETER],
+        request=LimitInputSerializer,
+        responses=LIMIT_RESPONSES,
+    )
+    def put(self, request, team_id: int):
+        subscription = administered_subscription(request)
+        team = self._team(request, subscription, team_id)
+        serializer = LimitInputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        limit = set_team_limit(
+            subscription=subscription, team=team, credits=serializer.validated_data["credits"]
+        )
+        return _limit_response(limit, subscription=subscription)
+
+    @extend_schema(
+        tags=["limits"],
+        summary="Remove a team's limit",
+        parameters=[SUBSCRIPTION_PARAMETER],
+        responses={204: None, **ERRORS, 404: NO_LIMIT},
+    )
+    def delete(self, request, team_id: int):
+        subscription = administered_subscription(request)
+        team = self._team(request, subscription, team_id)
+        limit = _existing_limit(request, subscription=subscription, team=team)
+        remove_limit(limit=limit)
+        return Response(status=status.HTTP_204_NO_CONTENT)

@@ -1,0 +1,245 @@
+"""Emails to subscription admins: usage thresholds crossed, and a new period opened.
+
+Each email is owed by one ``ThresholdAlert`` row, unique per (period, threshold), and is sent
+once per row: the sender locks the row, sends, and sets ``notified_at`` in the same
+transaction. A second delivery of the task (a retry, a redelivered message, the sweep) finds
+the row locked (``SKIP LOCKED``) or already notified and sends nothing; an SMTP failure rolls
+back, leaving ``notified_at`` empty for the retry. The one gap left is a worker dying after the
+SMTP server accepted the message and before the commit: the retry sends it again, which we
+prefer to losing an alert. One message goes to all the admins, so an SMTP failure never leaves
+some of them notified and others not.
+
+The reset notice of a new period is claimed with a row of its own, threshold
+``period_opened``, so that two beat runs cannot both send it.
+"""
+
+import logging
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+
+from django.conf import settings
+from django.core.mail import EmailMultiAlternatives
+from django.db import transaction
+from django.db.models import Exists, F, OuterRef
+from django.template.loader import render_to_string
+from django.utils import timezone
+
+from accounts.models import Role, Subscription, User
+
+from .models import BillingPeriod, ThresholdAlert
+from .periods import days_until_reset, local_date
+
+logger = logging.getLogger(__name__)
+
+PERIOD_OPENED = ThresholdAlert.Threshold.PERIOD_OPENED
+
+# The sweep leaves fresh alerts to the task queued at commit, and gives up on stale ones.
+SWEEP_AFTER = timedelta(minutes=10)
+SWEEP_UNTIL = timedelta(days=3)
+
+SUBJECTS = {
+    ThresholdAlert.Threshold.ALLOCATION_80: "{name} has used 80% of its credits for {month}",
+    ThresholdAlert.Threshold.ALLOCATION_100: "{name} has used all of its credits for {month}",
+    ThresholdAlert.Threshold.EXCESS_100: "{name} has used all of its excess allowance for {month}",
+    PERIOD_OPENED: "{name}: your credits have been reset for {month}",
+}
+
+
+# --- Sending --------------------------------------------------------------------------------
+
+
+def send_alert(*, alert_id: int) -> bool:
+    """Email the subscription's admins about the alert (a threshold crossed, or a new period
+    opened); False if it was already sent, is being sent, or does not exist."""
+    with transaction.atomic():
+        alert = (
+            ThresholdAlert.objects.select_for_update(skip_locked=True, of=("self",))
+            .select_related("period", "subscription")
+            .filter(pk=alert_id, notified_at__isnull=True)
+            .first()
+        )
+        if alert is None:
+            logger.info("event=alert_skipped alert_id=%s reason=sent_or_sending", alert_id)
+            return False
+        recipients = admin_emails(alert.subscription)
+        if recipients:
+            _message(alert, recipients).send(fail_silently=False)
+        claimed = ThresholdAlert.objects.filter(pk=alert.pk, notified_at__isnull=True).update(
+            notified_at=timezone.now()
+        )
+    logger.info(
+        "event=alert_sent alert_id=%s threshold=%s subscription_id=%s recipients=%s",
+        alert.pk,
+        alert.threshold,
+        alert.subscription_id,
+        len(recipients),
+    )
+    return claimed == 1
+
+
+def admin_emails(subscription: Subscription) -> list[str]:
+    """The active admins of ``subscription`` itself (a parent's admins are not emailed)."""
+    return list(
+        User.objects.filter(
+            is_active=True,
+            memberships__subscription=subscription,
+            memberships__role=Role.SUBSCRIPTION_ADMIN,
+        )
+        .order_by("email")
+        .values_list("email", flat=True)
+        .distinct()
+    )
+
+
+@dataclass(frozen=True)
+class PeriodFacts:
+    """What an email says about a period, already formatted (credits as exact decimals)."""
+
+    month: date
+    first_day: date
+    last_day: date
+    reset_on: date
+    days_until_reset: int
+    credits_used: str
+    base_allocation: str
+    remaining: str
+    utilisation_percent: str | None
+    excess_used: str
+    excess_allowance: str
+
+
+def credits_text(value: Decimal) -> str:
+    """``1234.5000`` -> ``1,234.5``: exact, without float, without trailing zeros."""
+    value = value.quantize(Decimal("0.0001")).normalize()
+    return f"{value:,f}"
+
+
+def period_facts(period: BillingPeriod, *, now: datetime) -> PeriodFacts:
+    subscription = period.subscription
+    zone = subscription.zone
+    allocation = subscription.base_allocation
+    first_day = local_date(period.start, zone)
+    reset_on = local_date(period.end, zone)
+    utilisation = (
+        (period.credits_used * 100 / allocation).quantize(Decimal("0.1")) if allocation else None
+    )
+    return PeriodFacts(
+        month=first_day,
+        first_day=first_day,
+        last_day=reset_on - timedelta(days=1),
+        reset_on=reset_on,
+        days_until_reset=days_until_reset(max(now, period.start), zone),
+        credits_used=credits_text(period.credits_used),
+        base_allocation=credits_text(allocation),
+        remaining=credits_text(max(Decimal(0), allocation - period.credits_used)),
+        utilisation_percent=None if utilisation is None else f"{utilisation:f}",
+        excess_used=credits_text(period.excess_used),
+        excess_allowance=credits_text(subscription.excess_allowance),
+    )
+
+
+def _message(alert: ThresholdAlert, recipients: list[str]) -> EmailMultiAlternatives:
+    template = (
+        "emails/period_opened" if alert.threshold == PERIOD_OPENED else "emails/threshold_alert"
+    )
+    now = timezone.now()
+    period, subscription = alert.period, alert.subscription
+    period.subscription = subscription
+    facts = period_facts(period, now=now)
+    previous = (
+        BillingPeriod.objects.filter(subscription=subscription, end=period.start)
+        .select_related("subscription")
+        .first()
+    )
+    context = {
+        "subscription": subscription,
+        "threshold": alert.threshold,
+        "period": facts,
+        "previous": period_facts(previous, now=now) if previous else None,
+        "soft_mode": subscription.limit_mode == Subscription.LimitMode.SOFT,
+        "timezone": subscription.timezone,
+        "usage_url": settings.SITE_URL.rstrip("/") + "/usage/",
+    }
+    subject = SUBJECTS[alert.threshold].format(
+        name=subscription.name, month=facts.month.strftime("%B %Y")
+    )
+    message = EmailMultiAlternatives(
+        subject=subject,
+        body=render_to_string(f"{template}.txt", context),
+        from_email=settings.DEFAULT_FROM_EMAIL,
+        to=recipients,
+    )
+    message.attach_alternative(render_to_string(f"{template}.html", context), "text/html")
+    return message
+
+
+# --- Queueing ---------------------------------------------------------------------------------
+
+
+def queue_reset_notices(*, now: datetime) -> int:
+    """Claim and queue the reset notice of every current period that still owes one.
+
+    A period owes a notice when its subscription existed before it started (a subscription
+    created mid-month has had no reset). Only current periods qualify, so months opened by a
+    catch-up after downtime get no notice of their own. Returns how many notices were queued.
+    """
+    notice = ThresholdAlert.objects.filter(period=OuterRef("pk"), threshold=PERIOD_OPENED)
+    owing = BillingPeriod.objects.filter(
+        ~Exists(notice),
+        start__lte=now,
+        end__gt=now,
+        subscription__created_at__lt=F("start"),
+    ).order_by("pk")
+    queued = 0
+    for period in owing.iterator(chunk_size=500):
+        alert, created = ThresholdAlert.objects.get_or_create(
+            period=period,
+            threshold=PERIOD_OPENED,
+            defaults={"subscription_id": period.subscription_id},
+        )
+        if created:
+            _queue(alert)
+            queued += 1
+    return queued
+
+
+def send_unsent_alerts(*, now: datetime) -> int:
+    """Send the alerts whose email was never sent (a broker outage at commit, a task that gave
+    up); return how many were sent.
+
+    Sent here rather than queued, so that an SMTP outage costs one attempt per sweep instead of
+    a new chain of retries each time. Sending is claimed, so an alert a task is sending at the
+    same moment is skipped.
+    """
+    unsent = ThresholdAlert.objects.filter(
+        notified_at__isnull=True,
+        crossed_at__lt=now - SWEEP_AFTER,
+        crossed_at__gte=now - SWEEP_UNTIL,
+    ).order_by("pk")
+    sent = 0
+    for alert_id in list(unsent.values_list("pk", flat=True)):
+        try:
+            sent += send_alert(alert_id=alert_id)
+        except OSError:
+            logger.exception("event=unsent_alerts_stopped alert_id=%s reason=smtp_error", alert_id)
+            break
+    if sent:
+        logger.info("event=unsent_alerts_sent count=%s", sent)
+    return sent
+
+
+def _queue(alert: ThresholdAlert) -> None:
+    from . import tasks
+
+    task = (
+        tasks.send_reset_notice if alert.threshold == PERIOD_OPENED else tasks.send_threshold_alert
+    )
+
+    def queue() -> None:
+        try:
+            task.delay(alert.pk)
+        except Exception:  # the broker is down: the sweep queues it again later
+            logger.exception("event=alert_not_queued alert_id=%s", alert.pk)
+
+    transaction.on_commit(queue)

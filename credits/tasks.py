@@ -1,0 +1,44 @@
+"""Celery tasks: a few lines around a service each, and safe to run twice."""
+
+from celery import shared_task
+from django.utils import timezone
+
+from . import billing, notifications
+
+# SMTP errors (smtplib.SMTPException) and network failures are all OSErrors: retry them with
+# exponential backoff (30 s, 60 s, 120 s, ... at most an hour apart, jittered).
+EMAIL_RETRY = {
+    "autoretry_for": (OSError,),
+    "retry_backoff": 30,
+    "retry_backoff_max": 3600,
+    "retry_jitter": True,
+    "max_retries": 10,
+}
+
+
+@shared_task(**EMAIL_RETRY)
+def send_threshold_alert(alert_id: int) -> bool:
+    """Queued by the recording service after the transaction that crossed the threshold."""
+    return notifications.send_alert(alert_id=alert_id)
+
+
+@shared_task(**EMAIL_RETRY)
+def send_reset_notice(alert_id: int) -> bool:
+    """Queued by ``open_billing_periods`` once a new period's notice is claimed."""
+    return notifications.send_alert(alert_id=alert_id)
+
+
+@shared_task
+def open_billing_periods() -> dict:
+    """Every 15 minutes (UTC): open each subscription's period once its local month starts,
+    catching up months missed while beat was down, and queue each new period's reset notice."""
+    now = timezone.now()
+    caught_up = billing.open_current_periods(now=now)
+    notices = notifications.queue_reset_notices(now=now)
+    return {"subscriptions_caught_up": caught_up, "reset_notices": notices}
+
+
+@shared_task
+def send_unsent_alerts() -> int:
+    """Every 15 minutes: send the alert emails that were never sent."""
+    return notifications.send_unsent_alerts(now=timezone.now())

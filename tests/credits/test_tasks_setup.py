@@ -1,0 +1,61 @@
+"""``setup_periodic_tasks`` registers beat's schedule in the database, idempotently."""
+
+from io import StringIO
+
+import pytest
+from django.core.management import call_command
+from django_celery_beat.models import CrontabSchedule, IntervalSchedule, PeriodicTask
+
+from config.celery import app
+
+pytestmark = pytest.mark.django_db
+
+TASKS = {
+    "Open billing periods": "credits.tasks.open_billing_periods",
+    "Send unsent alerts": "credits.tasks.send_unsent_alerts",
+}
+
+
+def setup() -> str:
+    out = StringIO()
+    call_command("setup_periodic_tasks", stdout=out)
+    return out.getvalue()
+
+
+def test_it_registers_the_tasks_every_15_minutes_on_an_interval():
+    app.loader.import_default_modules()  # what a worker does at start: autodiscover tasks
+
+    output = setup()
+
+    assert "Created periodic task 'Open billing periods': every 15 minutes." in output
+    tasks = PeriodicTask.objects.order_by("name")
+    assert {task.name: task.task for task in tasks} == TASKS
+    for task in tasks:
+        assert (task.interval.every, task.interval.period) == (15, IntervalSchedule.MINUTES)
+        assert task.crontab is None  # never a local-time crontab
+        assert task.enabled
+        assert task.task in app.tasks  # the name beat sends is one a worker knows
+
+
+def test_running_it_again_changes_nothing():
+    setup()
+    before = list(PeriodicTask.objects.order_by("pk").values("pk", "interval_id", "task"))
+
+    output = setup()
+
+    assert "Updated periodic task 'Open billing periods'" in output
+    assert list(PeriodicTask.objects.order_by("pk").values("pk", "interval_id", "task")) == before
+    assert IntervalSchedule.objects.count() == 1
+
+
+def test_it_repairs_a_schedule_edited_by_hand():
+    setup()
+    crontab = CrontabSchedule.objects.create(minute="0", hour="0", timezone="Europe/Prague")
+    PeriodicTask.objects.filter(name="Open billing periods").update(
+        interval=None, crontab=crontab, enabled=False
+    )
+
+    setup()
+
+    task = PeriodicTask.objects.get(name="Open billing periods")
+    assert (task.crontab, task.interval.every, task.enabled) == (None, 15, True)
