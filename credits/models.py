@@ -89,7 +89,9 @@ class CreditEvent(models.Model):
 
     Nothing updates or deletes a row (the model, its queryset and, on PostgreSQL, a trigger
     refuse it); corrections are new adjustment rows. Idempotency keys live in
-    ``IdempotencyRecord`` so that the ledger can be partitioned by month.
+    ``IdempotencyRecord`` because the ledger is partitioned by month on PostgreSQL (see
+    ``credits.partitions``). Foreign keys get no index of their own: the composite indexes
+    below serve the real queries, and every extra index slows ingestion.
     """
 
     class Kind(models.TextChoices):
@@ -103,23 +105,32 @@ class CreditEvent(models.Model):
     timestamp = models.DateTimeField(help_text="When the credits were used (UTC).")
     recorded_at = models.DateTimeField(auto_now_add=True)
     kind = models.CharField(max_length=20, choices=Kind.choices, default=Kind.USAGE)
-    subscription = models.ForeignKey(Subscription, on_delete=models.PROTECT, related_name="+")
-    period = models.ForeignKey(BillingPeriod, on_delete=models.PROTECT, related_name="events")
+    subscription = models.ForeignKey(
+        Subscription, on_delete=models.PROTECT, related_name="+", db_index=False
+    )
+    period = models.ForeignKey(
+        BillingPeriod, on_delete=models.PROTECT, related_name="events", db_index=False
+    )
     environment = models.ForeignKey(
-        Environment, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+        Environment,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="+",
+        db_index=False,
     )
     user = models.ForeignKey(
-        User, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+        User, on_delete=models.PROTECT, null=True, blank=True, related_name="+", db_index=False
     )
     api_key = models.ForeignKey(
-        ApiKey, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+        ApiKey, on_delete=models.PROTECT, null=True, blank=True, related_name="+", db_index=False
     )
     product = models.ForeignKey(
-        Product, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+        Product, on_delete=models.PROTECT, null=True, blank=True, related_name="+", db_index=False
     )
     feature = models.CharField(max_length=100, blank=True)
     agent = models.ForeignKey(
-        Agent, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+        Agent, on_delete=models.PROTECT, null=True, blank=True, related_name="+", db_index=False
     )
     model = models.CharField(max_length=100, blank=True)
     credits = models.DecimalField(**CREDIT_DIGITS)
@@ -141,6 +152,7 @@ class CreditEvent(models.Model):
         null=True,
         blank=True,
         related_name="+",
+        db_index=False,
         help_text="Who entered an adjustment.",
     )
 
@@ -199,9 +211,16 @@ class IdempotencyRecord(models.Model):
     subscription = models.ForeignKey(Subscription, on_delete=models.CASCADE, related_name="+")
     key = models.CharField(max_length=200)
     payload_hash = models.CharField(max_length=64)
-    # Empty only inside the transaction that claimed the key and is recording its event.
+    # Empty only inside the transaction that claimed the key and is recording its event. No
+    # database constraint: the ledger is partitioned, and PostgreSQL can only reference a
+    # partitioned table through a key that includes the partition key.
     event = models.ForeignKey(
-        CreditEvent, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+        CreditEvent,
+        on_delete=models.DO_NOTHING,
+        null=True,
+        blank=True,
+        related_name="+",
+        db_constraint=False,
     )
     created_at = models.DateTimeField(auto_now_add=True)
 

@@ -122,7 +122,10 @@ def record_usage(*, api_key: ApiKey, usage: Usage, now: datetime | None = None) 
         )
     except _KeyTaken:
         # Another request with this key committed between our check and our claim.
-        return _replay(subscription=subscription, usage=usage, fingerprint=fingerprint)
+        replay = _replay(subscription=subscription, usage=usage, fingerprint=fingerprint)
+        if replay is None:  # the key's event was archived with its partition
+            raise errors.IdempotencyConflict(idempotency_key=usage.idempotency_key) from None
+        return replay
     return Recorded(event=event, created=True)
 
 

@@ -3,7 +3,7 @@
 from celery import shared_task
 from django.utils import timezone
 
-from . import billing, notifications
+from . import billing, notifications, partitions
 
 # SMTP errors (smtplib.SMTPException) and network failures are all OSErrors: retry them with
 # exponential backoff (30 s, 60 s, 120 s, ... at most an hour apart, jittered).
@@ -42,3 +42,9 @@ def open_billing_periods() -> dict:
 def send_unsent_alerts() -> int:
     """Every 15 minutes: send the alert emails that were never sent."""
     return notifications.send_unsent_alerts(now=timezone.now())
+
+
+@shared_task
+def create_ledger_partitions() -> list[str]:
+    """Every 6 hours: make sure the ledger has partitions for this month and the next three."""
+    return partitions.ensure_ledger_partitions(now=timezone.now())

@@ -11,8 +11,9 @@ from config.celery import app
 pytestmark = pytest.mark.django_db
 
 TASKS = {
-    "Open billing periods": "credits.tasks.open_billing_periods",
-    "Send unsent alerts": "credits.tasks.send_unsent_alerts",
+    "Open billing periods": ("credits.tasks.open_billing_periods", 15),
+    "Send unsent alerts": ("credits.tasks.send_unsent_alerts", 15),
+    "Create ledger partitions": ("credits.tasks.create_ledger_partitions", 360),
 }
 
 
@@ -22,16 +23,16 @@ def setup() -> str:
     return out.getvalue()
 
 
-def test_it_registers_the_tasks_every_15_minutes_on_an_interval():
+def test_it_registers_the_tasks_on_utc_intervals():
     app.loader.import_default_modules()  # what a worker does at start: autodiscover tasks
 
     output = setup()
 
     assert "Created periodic task 'Open billing periods': every 15 minutes." in output
     tasks = PeriodicTask.objects.order_by("name")
-    assert {task.name: task.task for task in tasks} == TASKS
+    assert {task.name: (task.task, task.interval.every) for task in tasks} == TASKS
     for task in tasks:
-        assert (task.interval.every, task.interval.period) == (15, IntervalSchedule.MINUTES)
+        assert task.interval.period == IntervalSchedule.MINUTES
         assert task.crontab is None  # never a local-time crontab
         assert task.enabled
         assert task.task in app.tasks  # the name beat sends is one a worker knows
@@ -45,7 +46,7 @@ def test_running_it_again_changes_nothing():
 
     assert "Updated periodic task 'Open billing periods'" in output
     assert list(PeriodicTask.objects.order_by("pk").values("pk", "interval_id", "task")) == before
-    assert IntervalSchedule.objects.count() == 1
+    assert IntervalSchedule.objects.count() == 2  # every 15 and every 360 minutes
 
 
 def test_it_repairs_a_schedule_edited_by_hand():

@@ -20,6 +20,12 @@ PERIODIC_TASKS = [
         "every_minutes": 15,
         "description": "Sends threshold alerts and reset notices whose email was never sent.",
     },
+    {
+        "name": "Create ledger partitions",
+        "task": "credits.tasks.create_ledger_partitions",
+        "every_minutes": 360,
+        "description": "Creates the credit ledger's monthly partitions for the coming months.",
+    },
 ]
 
 
