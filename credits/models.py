@@ -2,6 +2,7 @@
 
 from decimal import Decimal
 
+from django.core.exceptions import ValidationError
 from django.core.validators import MinValueValidator
 from django.db import models
 from django.db.models import F, Value
@@ -334,6 +335,22 @@ class CreditLimit(models.Model):
 
     def __str__(self) -> str:
         return f"{self.user or self.team}: {self.credits} credits per period"
+
+    def clean(self) -> None:
+        if bool(self.user_id) == bool(self.team_id):
+            raise ValidationError("Set a limit for either one user or one team.")
+        if (
+            self.team_id
+            and self.subscription_id
+            and self.team.subscription_id != self.subscription_id
+        ):
+            raise ValidationError({"team": "This team belongs to another subscription."})
+        if (
+            self.user_id
+            and self.subscription_id
+            and not self.user.memberships.filter(subscription_id=self.subscription_id).exists()
+        ):
+            raise ValidationError({"user": "This user has no role in the subscription."})
 
 
 class UserPeriodUsage(models.Model):

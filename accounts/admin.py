@@ -1,0 +1,434 @@
+"""The Django admin of subscription admins and platform staff.
+
+What each person sees is decided in ``admin_scoping``; writes that have side effects go
+through ``accounts.services``.
+"""
+
+from django import forms
+from django.contrib import admin, messages
+from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
+from django.contrib.auth.forms import UserCreationForm
+from django.contrib.auth.models import Group
+from django.core.exceptions import ValidationError
+from django.db.models import Count, Q
+from django.utils.html import format_html
+from django.utils.translation import ngettext
+from rest_framework_api_key.models import APIKey
+
+from .admin_scoping import (
+    ScopedAdminMixin,
+    ScopedModelAdmin,
+    ScopedRelatedFilter,
+    administered,
+    managed_queryset,
+)
+from .models import (
+    ApiKey,
+    Environment,
+    Membership,
+    Project,
+    Role,
+    Subscription,
+    Team,
+    TeamMembership,
+    User,
+)
+from .services import (
+    SUBSCRIPTION_ADMINS_GROUP,
+    add_membership,
+    create_api_key,
+    remove_membership,
+    revoke_api_key,
+    sync_admin_access,
+)
+
+admin.site.site_header = "Creditdesk administration"
+admin.site.site_title = "Creditdesk admin"
+admin.site.index_title = "Your subscriptions, people and credits"
+
+# Creditdesk's keys are accounts.ApiKey; the library's own concrete model stays unused.
+admin.site.unregister(APIKey)
+
+
+@admin.register(Subscription)
+class SubscriptionAdmin(ScopedModelAdmin):
+    subscription_path = "pk"
+    list_display = (
+        "name",
+        "plan",
+        "parent",
+        "limit_mode",
+        "base_allocation",
+        "excess_allowance",
+        "timezone",
+    )
+    list_filter = ("plan", "limit_mode")
+    list_select_related = ("parent",)
+    search_fields = ("name",)
+    ordering = ("name",)
+    fieldsets = (
+        (None, {"fields": ("name", "plan", "parent", "timezone", "enabled_product_names")}),
+        (
+            "Monthly credits",
+            {"fields": ("base_allocation", "limit_mode", "excess_allowance")},
+        ),
+    )
+    platform_fields = ("name", "plan", "parent", "timezone", "base_allocation")
+
+    def get_readonly_fields(self, request, obj=None):
+        """Subscription admins choose how limits behave; the plan and allocation are sold."""
+        readonly = ("enabled_product_names",)
+        return readonly if request.user.is_superuser else readonly + self.platform_fields
+
+    @admin.display(description="enabled products")
+    def enabled_product_names(self, obj):
+        names = [product.name for product in obj.enabled_products.all()] if obj.pk else []
+        return ", ".join(names) or "None: usage stays at zero until a product is enabled."
+
+
+class EnvironmentInline(ScopedAdminMixin, admin.TabularInline):
+    model = Environment
+    subscription_path = "project__subscription"
+    fields = ("name", "public_id")
+    readonly_fields = ("public_id",)
+    extra = 0
+    show_change_link = True
+
+
+@admin.register(Project)
+class ProjectAdmin(ScopedModelAdmin):
+    list_display = ("name", "subscription", "environment_count")
+    list_filter = (("subscription", ScopedRelatedFilter),)
+    list_select_related = ("subscription",)
+    search_fields = ("name", "subscription__name")
+    ordering = ("subscription__name", "name")
+    fields = ("subscription", "name")
+    fixed_after_creation = ("subscription",)
+    inlines = (EnvironmentInline,)
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).annotate(environment_count=Count("environments"))
+
+    @admin.display(description="environments", ordering="environment_count")
+    def environment_count(self, obj):
+        return obj.environment_count
+
+
+@admin.register(Environment)
+class EnvironmentAdmin(ScopedModelAdmin):
+    subscription_path = "project__subscription"
+    list_display = ("name", "project", "subscription", "public_id")
+    list_filter = (
+        ("project__subscription", ScopedRelatedFilter),
+        ("project", ScopedRelatedFilter),
+    )
+    search_fields = ("name", "project__name", "public_id")
+    ordering = ("project__subscription__name", "project__name", "name")
+    fields = ("project", "name", "public_id")
+    readonly_fields = ("public_id",)
+    fixed_after_creation = ("project",)
+
+    def get_queryset(self, request):
+        # Every label of an environment names its project: choices and filters need it too.
+        return super().get_queryset(request).select_related("project__subscription")
+
+    @admin.display(description="subscription", ordering="project__subscription__name")
+    def subscription(self, obj):
+        return obj.project.subscription
+
+
+@admin.register(Membership)
+class MembershipAdmin(ScopedModelAdmin):
+    list_display = ("user", "role", "subscription", "environment", "created_at")
+    list_filter = (
+        "role",
+        ("subscription", ScopedRelatedFilter),
+        ("environment", ScopedRelatedFilter),
+    )
+    list_select_related = ("user", "subscription", "environment__project")
+    search_fields = ("user__email", "user__display_name")
+    ordering = ("subscription__name", "user__email")
+    fields = ("user", "subscription", "role", "environment")
+    autocomplete_fields = ("user",)
+    fixed_after_creation = ("user", "subscription")
+
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        sync_admin_access(user=obj.user)  # staff status and the admins' group follow the role
+
+    def delete_model(self, request, obj):
+        remove_membership(membership=obj)
+
+    def delete_queryset(self, request, queryset):
+        for membership in queryset.select_related("user"):
+            remove_membership(membership=membership)
+
+
+class TeamMembershipFormSet(forms.BaseInlineFormSet):
+    """A person belongs to at most one team of a subscription, and must work in it."""
+
+    def clean(self):
+        super().clean()
+        team = self.instance
+        users = [
+            form.cleaned_data["user"]
+            for form in self.forms
+            if form.cleaned_data.get("user") and not self._should_delete_form(form)
+        ]
+        if len(users) != len(set(users)):
+            raise ValidationError("Each person can be listed only once.")
+        in_other_teams = (
+            TeamMembership.objects.filter(subscription_id=team.subscription_id, user__in=users)
+            .exclude(team_id=team.pk)
+            .select_related("user", "team")
+        )
+        working_here = set(
+            Membership.objects.filter(
+                subscription_id=team.subscription_id, user__in=users
+            ).values_list("user_id", flat=True)
+        )
+        errors = [f"{m.user} is already in the team {m.team}." for m in in_other_teams] + [
+            f"{user} has no role in this subscription."
+            for user in users
+            if user.pk not in working_here
+        ]
+        if errors:
+            raise ValidationError(errors)
+
+
+class TeamMembershipInline(ScopedAdminMixin, admin.TabularInline):
+    model = TeamMembership
+    formset = TeamMembershipFormSet
+    autocomplete_fields = ("user",)
+    extra = 0
+    verbose_name = "member"
+    verbose_name_plural = "members"
+
+
+@admin.register(Team)
+class TeamAdmin(ScopedModelAdmin):
+    list_display = ("name", "subscription", "member_count")
+    list_filter = (("subscription", ScopedRelatedFilter),)
+    list_select_related = ("subscription",)
+    search_fields = ("name",)
+    ordering = ("subscription__name", "name")
+    fields = ("subscription", "name")
+    fixed_after_creation = ("subscription",)
+    inlines = (TeamMembershipInline,)
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).annotate(member_count=Count("team_memberships"))
+
+    @admin.display(description="members", ordering="member_count")
+    def member_count(self, obj):
+        return obj.member_count
+
+
+@admin.register(ApiKey)
+class ApiKeyAdmin(ScopedModelAdmin):
+    list_display = (
+        "name",
+        "prefix",
+        "subscription",
+        "environment",
+        "created",
+        "last_used_at",
+        "revoked",
+        "revoked_at",
+    )
+    list_filter = (
+        "revoked",
+        ("subscription", ScopedRelatedFilter),
+        ("environment", ScopedRelatedFilter),
+    )
+    list_select_related = ("subscription", "environment__project")
+    search_fields = ("name", "prefix")
+    ordering = ("-created",)
+    add_fields = ("name", "subscription", "environment")
+    fields = (
+        *add_fields,
+        "prefix",
+        "created",
+        "created_by",
+        "last_used_at",
+        "revoked",
+        "revoked_at",
+    )
+    readonly_fields = ("prefix", "created", "created_by", "last_used_at", "revoked", "revoked_at")
+    fixed_after_creation = ("subscription", "environment")
+    actions = ("revoke",)
+
+    def get_fields(self, request, obj=None):
+        return self.fields if obj else self.add_fields
+
+    def has_delete_permission(self, request, obj=None):
+        """Keys are revoked, never deleted: the ledger names them."""
+        return False
+
+    def save_model(self, request, obj, form, change):
+        if change:
+            super().save_model(request, obj, form, change)
+            return
+        api_key, secret = create_api_key(
+            subscription=obj.subscription,
+            name=obj.name,
+            environment=obj.environment,
+            created_by=request.user,
+        )
+        obj.pk = api_key.pk  # the admin logs the addition and redirects through ``obj``
+        self.message_user(
+            request,
+            format_html(
+                "The secret of the API key “{}” is <code>{}</code>. Copy it now: it is stored "
+                "only as a hash and cannot be shown again.",
+                api_key.name,
+                secret,
+            ),
+            messages.SUCCESS,
+        )
+
+    @admin.action(description="Revoke selected API keys", permissions=["change"])
+    def revoke(self, request, queryset):
+        revoked = [revoke_api_key(api_key=key) for key in queryset.filter(revoked=False)]
+        self.message_user(
+            request,
+            ngettext("Revoked %d API key.", "Revoked %d API keys.", len(revoked)) % len(revoked),
+            messages.SUCCESS,
+        )
+
+
+class MemberCreationForm(UserCreationForm):
+    """A new person together with their first role: nobody exists here outside a subscription."""
+
+    subscription = forms.ModelChoiceField(queryset=Subscription.objects.none())
+    role = forms.ChoiceField(choices=Role.choices, initial=Role.MEMBER)
+    environment = forms.ModelChoiceField(
+        queryset=Environment.objects.none(),
+        required=False,
+        help_text="Required for project managers and members; empty for subscription admins.",
+    )
+    subscriptions = Subscription.objects.none()
+    environments = Environment.objects.none()
+
+    class Meta:
+        model = User
+        fields = ("email", "display_name")
+
+    @classmethod
+    def limited_to(cls, *, subscriptions, environments):
+        """This form with one admin user's choices (the admin gives forms no request)."""
+        return type(
+            cls.__name__, (cls,), {"subscriptions": subscriptions, "environments": environments}
+        )
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["subscription"].queryset = self.subscriptions
+        self.fields["environment"].queryset = self.environments
+
+    def clean(self):
+        cleaned_data = super().clean()
+        role = Membership(
+            subscription=cleaned_data.get("subscription"),
+            role=cleaned_data.get("role"),
+            environment=cleaned_data.get("environment"),
+        )
+        try:
+            role.clean()
+        except ValidationError as error:
+            self.add_error(None, error)
+        return cleaned_data
+
+
+@admin.register(User)
+class UserAdmin(ScopedAdminMixin, BaseUserAdmin):
+    add_form = MemberCreationForm
+    add_form_template = None
+    add_fieldsets = (
+        (None, {"fields": ("email", "display_name", "password1", "password2")}),
+        (
+            "First role",
+            {
+                "fields": ("subscription", "role", "environment"),
+                "description": "More roles can be added later under Memberships.",
+            },
+        ),
+    )
+    fieldsets = (
+        (None, {"fields": ("email", "password")}),
+        ("Personal info", {"fields": ("display_name",)}),
+        ("Access", {"fields": ("is_active",)}),
+        ("Important dates", {"fields": ("last_login", "date_joined")}),
+    )
+    platform_fieldsets = (
+        *fieldsets[:2],
+        (
+            "Platform permissions",
+            {
+                "fields": ("is_active", "is_staff", "is_superuser", "groups", "user_permissions"),
+            },
+        ),
+        fieldsets[3],
+    )
+    readonly_fields = ("last_login", "date_joined")
+    list_display = ("email", "display_name", "is_active", "last_login")
+    list_filter = ("is_active",)
+    search_fields = ("email", "display_name")
+    ordering = ("email",)
+
+    def scope(self, queryset, user):
+        """People holding a role in a subscription that ``user`` administers."""
+        if user.is_superuser:
+            return queryset
+        memberships = administered(Membership.objects.all(), user, "subscription")
+        return queryset.filter(pk__in=memberships.values("user_id"))
+
+    def get_fieldsets(self, request, obj=None):
+        if obj is None:
+            return self.add_fieldsets
+        return self.platform_fieldsets if request.user.is_superuser else self.fieldsets
+
+    def get_list_display(self, request):
+        platform = ("is_staff", "is_superuser") if request.user.is_superuser else ()
+        return (*self.list_display, *platform)
+
+    def get_list_filter(self, request):
+        platform = ("is_staff", "is_superuser", "groups") if request.user.is_superuser else ()
+        return (*self.list_filter, *platform)
+
+    def get_form(self, request, obj=None, **kwargs):
+        form = super().get_form(request, obj, **kwargs)
+        if obj is None:
+            form = form.limited_to(
+                subscriptions=managed_queryset(self.admin_site, request, Subscription),
+                environments=managed_queryset(self.admin_site, request, Environment),
+            )
+        return form
+
+    def has_change_permission(self, request, obj=None):
+        """Someone whose sign-in opens more than these subscriptions is read-only here (a role
+        elsewhere, platform permissions): changing their email or password would hand it over."""
+        if not super().has_change_permission(request, obj):
+            return False
+        if obj is None or request.user.is_superuser:
+            return True
+        roles_elsewhere = Membership.objects.exclude(
+            subscription__in=Subscription.objects.administered_by(request.user)
+        )
+        beyond = (
+            Q(is_superuser=True)
+            | Q(user_permissions__isnull=False)
+            | Q(groups__in=Group.objects.exclude(name=SUBSCRIPTION_ADMINS_GROUP))
+            | Q(memberships__in=roles_elsewhere)
+        )
+        return not User.objects.filter(beyond, pk=obj.pk).exists()
+
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        if not change:
+            add_membership(
+                user=obj,
+                subscription=form.cleaned_data["subscription"],
+                role=form.cleaned_data["role"],
+                environment=form.cleaned_data["environment"],
+            )

@@ -1,0 +1,281 @@
+"""The credits side of the admin: the product catalogue, agents, limits, balances and ledger.
+
+Scoping comes from ``accounts.admin_scoping``, as for the rest of the admin.
+"""
+
+from django import forms
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db import IntegrityError
+from django.shortcuts import redirect
+from django.template.response import TemplateResponse
+from django.urls import path
+
+from accounts.admin_scoping import ScopedModelAdmin, ScopedRelatedFilter
+from accounts.models import Membership, Subscription
+
+from .models import CREDIT_DIGITS, Agent, BillingPeriod, CreditEvent, CreditLimit, Product
+from .recording import record_adjustment
+
+
+class ReadOnlyAdminMixin:
+    """Rows written only by the recording service: nobody adds, edits or deletes them here."""
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(Product)
+class ProductAdmin(ScopedModelAdmin):
+    list_display = ("name", "slug")
+    search_fields = ("name", "slug")
+    ordering = ("name",)
+    prepopulated_fields = {"slug": ("name",)}
+    filter_horizontal = ("enabled_for",)
+
+    def scope(self, queryset, user):
+        """The catalogue is shared by every subscription."""
+        return queryset
+
+    def get_fields(self, request, obj=None):
+        """Which subscriptions use a product is platform business, not a tenant's."""
+        fields = ("name", "slug", "enabled_for")
+        return fields if request.user.is_superuser else fields[:2]
+
+
+@admin.register(Agent)
+class AgentAdmin(ScopedModelAdmin):
+    list_display = ("name", "agent_type", "model", "subscription", "created_by", "created_at")
+    list_filter = ("agent_type", ("subscription", ScopedRelatedFilter))
+    list_select_related = ("subscription", "created_by")
+    search_fields = ("name", "agent_type", "model")
+    ordering = ("subscription__name", "name")
+    fields = ("subscription", "name", "agent_type", "model", "created_by", "created_at")
+    readonly_fields = ("created_by", "created_at")
+    fixed_after_creation = ("subscription",)
+
+    def save_model(self, request, obj, form, change):
+        if not change:
+            obj.created_by = request.user
+        super().save_model(request, obj, form, change)
+
+
+@admin.register(BillingPeriod)
+class BillingPeriodAdmin(ReadOnlyAdminMixin, ScopedModelAdmin):
+    """Balances per month. Remaining credits are measured against the current allocation."""
+
+    list_display = (
+        "month",
+        "subscription",
+        "credits_used",
+        "credits_remaining",
+        "excess_used",
+        "excess_remaining",
+    )
+    list_filter = (("subscription", ScopedRelatedFilter),)
+    list_select_related = ("subscription",)
+    search_fields = ("subscription__name",)
+    ordering = ("-start", "subscription__name")
+    fields = (
+        "subscription",
+        "start",
+        "end",
+        "credits_used",
+        "credits_remaining",
+        "excess_used",
+        "excess_remaining",
+        "opened_at",
+    )
+
+    @admin.display(description="month", ordering="start")
+    def month(self, period):
+        return f"{period.start.astimezone(period.subscription.zone):%B %Y}"
+
+    @admin.display(description="credits remaining")
+    def credits_remaining(self, period):
+        return max(period.subscription.base_allocation - period.credits_used, 0)
+
+    @admin.display(description="excess remaining")
+    def excess_remaining(self, period):
+        return max(period.subscription.excess_allowance - period.excess_used, 0)
+
+
+class AdjustmentForm(forms.Form):
+    subscription = forms.ModelChoiceField(queryset=Subscription.objects.all())
+    credits = forms.DecimalField(
+        **CREDIT_DIGITS, help_text="Positive to charge credits, negative to give them back."
+    )
+    reason = forms.CharField(widget=forms.Textarea(attrs={"rows": 3}))
+    timestamp = forms.DateTimeField(
+        required=False,
+        help_text="The moment whose billing period is corrected, e.g. 2026-10-31 12:00 (UTC). "
+        "Empty: now.",
+    )
+
+    def clean_credits(self):
+        if self.cleaned_data["credits"] == 0:
+            raise ValidationError("An adjustment of zero credits changes nothing.")
+        return self.cleaned_data["credits"]
+
+
+@admin.register(CreditEvent)
+class CreditEventAdmin(ReadOnlyAdminMixin, ScopedModelAdmin):
+    """The append-only ledger, to read. Platform staff correct it with adjustment rows
+    recorded by the recording service (so counters and rollups follow); nobody edits it."""
+
+    list_display = (
+        "timestamp",
+        "actor",
+        "subscription",
+        "environment",
+        "product",
+        "agent",
+        "model",
+        "credits",
+        "excess_credits",
+        "status",
+    )
+    list_filter = (
+        "status",
+        "kind",
+        ("subscription", ScopedRelatedFilter),
+        ("environment", ScopedRelatedFilter),
+        ("product", ScopedRelatedFilter),
+    )
+    list_select_related = (
+        "subscription",
+        "user",
+        "api_key",
+        "environment__project",
+        "product",
+        "agent",
+    )
+    search_fields = (
+        "user__email",
+        "api_key__name",
+        "agent__name",
+        "model",
+        "=session_id",
+        "=idempotency_key",
+    )
+    date_hierarchy = "timestamp"
+    show_full_result_count = False
+    show_facets = admin.ShowFacets.NEVER  # counting every filter choice would scan the ledger
+    fieldsets = (
+        (
+            None,
+            {
+                "fields": (
+                    "timestamp",
+                    "recorded_at",
+                    "kind",
+                    "status",
+                    "subscription",
+                    "period",
+                    "environment",
+                )
+            },
+        ),
+        ("Actor", {"fields": ("user", "api_key")}),
+        (
+            "Operation",
+            {"fields": ("product", "feature", "agent", "model", "session_id", "idempotency_key")},
+        ),
+        (
+            "Credits and tokens",
+            {
+                "fields": (
+                    "credits",
+                    "excess_credits",
+                    "input_tokens",
+                    "output_tokens",
+                    "latency_ms",
+                )
+            },
+        ),
+        ("Adjustment", {"fields": ("reason", "created_by")}),
+    )
+
+    @admin.display(description="user or API key", ordering="user__email")
+    def actor(self, event):
+        return event.actor_label
+
+    def get_urls(self):
+        adjust = self.admin_site.admin_view(self.adjustment_view)
+        return [path("adjust/", adjust, name="credits_creditevent_adjust"), *super().get_urls()]
+
+    def changelist_view(self, request, extra_context=None):
+        extra_context = {
+            "can_record_adjustments": request.user.is_superuser,
+            **(extra_context or {}),
+        }
+        return super().changelist_view(request, extra_context)
+
+    def adjustment_view(self, request):
+        if not request.user.is_superuser:
+            raise PermissionDenied
+        form = AdjustmentForm(request.POST or None)
+        if form.is_valid():
+            try:
+                event = record_adjustment(created_by=request.user, **form.cleaned_data)
+            except IntegrityError:  # a counter's CHECK constraint: usage cannot go below zero
+                form.add_error("credits", "This would take the period's usage below zero.")
+            else:
+                self.log_addition(request, event, [{"added": {}}])
+                self.message_user(
+                    request,
+                    f"Recorded an adjustment of {event.credits} credits for {event.subscription}.",
+                    messages.SUCCESS,
+                )
+                return redirect("admin:credits_creditevent_changelist")
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": "Record a credit adjustment",
+            "form": form,
+        }
+        return TemplateResponse(request, "admin/credits/creditevent/adjustment.html", context)
+
+
+class CreditLimitForm(forms.ModelForm):
+    """A limit applies to one user or one team, of the limit's own subscription."""
+
+    def clean(self):
+        cleaned_data = super().clean()
+        subscription = cleaned_data.get("subscription")
+        user, team = cleaned_data.get("user"), cleaned_data.get("team")
+        if user and team:
+            self.add_error("team", "Choose a user or a team, not both.")
+        elif not user and not team and "user" not in self.errors:
+            self.add_error("user", "Choose the user or the team this limit applies to.")
+        if subscription and team and team.subscription_id != subscription.pk:
+            self.add_error("team", "This team belongs to another subscription.")
+        if (
+            subscription
+            and user
+            and not Membership.objects.filter(user=user, subscription=subscription).exists()
+        ):
+            self.add_error("user", "This person has no role in this subscription.")
+        return cleaned_data
+
+
+@admin.register(CreditLimit)
+class CreditLimitAdmin(ScopedModelAdmin):
+    form = CreditLimitForm
+    list_display = ("applies_to", "subscription", "credits", "updated_at")
+    list_filter = (("subscription", ScopedRelatedFilter),)
+    list_select_related = ("subscription", "user", "team")
+    search_fields = ("user__email", "team__name")
+    ordering = ("subscription__name", "team__name", "user__email")
+    fields = ("subscription", "user", "team", "credits")
+    autocomplete_fields = ("user",)
+
+    @admin.display(description="user or team")
+    def applies_to(self, limit):
+        return limit.user or f"Team {limit.team}"
