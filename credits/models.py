@@ -82,7 +82,8 @@ class BillingPeriod(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.subscription} {self.start:%Y-%m}"
+        local_start = self.start.astimezone(self.subscription.zone)
+        return f"{self.subscription} {local_start:%Y-%m}"
 
 
 class CreditEvent(models.Model):
