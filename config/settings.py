@@ -8,16 +8,17 @@ start-up with a clear message instead of running half-configured.
 
 from pathlib import Path
 
-import environ
+from .environment import StrictEnv
+
+env = StrictEnv()
 
 BASE_DIR = Path(__file__).resolve().parent.parent
-VAR_DIR = Path(environ.Env().str("CREDITDESK_VAR_DIR", default=str(BASE_DIR / "var")))
-
-env = environ.Env()
+VAR_DIR = Path(env.str("CREDITDESK_VAR_DIR", default=str(BASE_DIR / "var")))
 
 DEBUG = env.bool("DEBUG", default=False)
+# SECRET_KEY (or SECRET_KEY_FILE, a file holding it) is required unless DEBUG is on.
 SECRET_KEY = env.str(
-    "SECRET_KEY", default="insecure-demo-key-change-me" if DEBUG else environ.Env.NOTSET
+    "SECRET_KEY", default="insecure-demo-key-change-me" if DEBUG else StrictEnv.NOTSET
 )
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]", "testserver"])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
@@ -80,6 +81,16 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"]["OPTIONS"] = {"timeout": 20, "transaction_mode": "IMMEDIATE"}
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=60)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+REPLICA_DATABASE_URL = env.str("REPLICA_DATABASE_URL", default="")
+if REPLICA_DATABASE_URL:
+    # Report reads go here inside ``reading_for_reports()``; tests mirror it onto default.
+    DATABASES["replica"] = {
+        **env.db_url_config(REPLICA_DATABASE_URL),
+        "CONN_MAX_AGE": DATABASES["default"]["CONN_MAX_AGE"],
+        "CONN_HEALTH_CHECKS": True,
+        "TEST": {"MIRROR": "default"},
+    }
+DATABASE_ROUTERS = ["config.db_routers.ReportsReplicaRouter"]
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Accounts -------------------------------------------------------------------------------
@@ -143,6 +154,13 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TIMEZONE = "UTC"
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+# Latency-sensitive work (alerts, periods, partitions) and heavy work (report rendering, large
+# exports) travel on separate queues, so that workers on different hosts can serve each.
+CELERY_TASK_DEFAULT_QUEUE = "default"
+CELERY_TASK_ROUTES = {
+    "credits.tasks.*": {"queue": "alerts"},
+    "reports.tasks.*": {"queue": "reports"},
+}
 
 # --- REST API --------------------------------------------------------------------------------
 REST_FRAMEWORK = {

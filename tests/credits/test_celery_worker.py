@@ -31,7 +31,13 @@ def test_a_real_worker_sends_the_threshold_alert_once(world, product, event_payl
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Api-Key {secret}")
 
-    with start_worker(app, pool="solo", perform_ping_check=False, shutdown_timeout=30):
+    with start_worker(
+        app,
+        pool="solo",
+        queues=["default", "alerts", "reports"],
+        perform_ping_check=False,
+        shutdown_timeout=30,
+    ):
         for _ in range(3):  # 3, 6, 9 credits: the third crosses 80%
             response = client.post("/api/v1/events/", event_payload(credits="3"), format="json")
             assert response.status_code == 201

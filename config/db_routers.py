@@ -1,0 +1,44 @@
+"""Send report reads to a read replica, and never anything else.
+
+When ``REPLICA_DATABASE_URL`` is set, code that reads for reports wraps its queries in
+``reading_for_reports()``; inside it, reads go to the ``replica`` alias. Writes always go to
+``default``, inside or outside, and migrations run on ``default`` only. Without a replica the
+block changes nothing.
+"""
+
+from contextlib import contextmanager
+from contextvars import ContextVar
+
+from django.conf import settings
+
+REPLICA = "replica"
+_for_reports = ContextVar("reading_for_reports", default=False)
+
+
+@contextmanager
+def reading_for_reports():
+    token = _for_reports.set(True)
+    try:
+        yield
+    finally:
+        _for_reports.reset(token)
+
+
+def replica_configured() -> bool:
+    return REPLICA in settings.DATABASES
+
+
+class ReportsReplicaRouter:
+    def db_for_read(self, model, **hints):
+        if _for_reports.get() and replica_configured():
+            return REPLICA
+        return "default"
+
+    def db_for_write(self, model, **hints):
+        return "default"
+
+    def allow_relation(self, obj1, obj2, **hints):
+        return True  # the replica holds the same data as default
+
+    def allow_migrate(self, db, app_label, model_name=None, **hints):
+        return db == "default"
