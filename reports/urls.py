@@ -1,1 +1,18 @@
-urlpatterns = []
+from django.contrib.auth.views import LogoutView
+from django.urls import path
+from django.views.generic import RedirectView
+
+from . import views
+
+urlpatterns = [
+    path("", RedirectView.as_view(pattern_name="my-usage"), name="home"),
+    path("usage/", views.my_usage, name="my-usage"),
+    path("usage/environments/", views.environment_usage, name="environment-usage"),
+    path(
+        "usage/environments/members/<int:user_id>/",
+        views.environment_member_usage,
+        name="environment-member-usage",
+    ),
+    path("login/", views.UsageLoginView.as_view(), name="usage-login"),
+    path("logout/", LogoutView.as_view(next_page="usage-login"), name="usage-logout"),
+]

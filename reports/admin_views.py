@@ -1,0 +1,106 @@
+"""The subscription admin's "Credit usage" analytics, inside the Django admin.
+
+Routed from ``config/urls.py`` ahead of ``admin.site.urls`` (``include("reports.admin_views")``
+at ``admin/credit-usage/``); every view is wrapped in ``admin.site.admin_view``, so only staff
+reach it, and reads only what ``Subscription.objects.administered_by`` allows. The admin index
+links here through the URL name ``admin-credit-usage`` (see ``templates/admin/index.html``).
+"""
+
+from django.contrib import admin
+from django.http import Http404
+from django.template.response import TemplateResponse
+from django.urls import path
+from django.utils import timezone
+
+from accounts.models import User
+
+from . import dashboard
+from .views import DATE_RANGE_PARAMETERS, MEMBER_FILTERS, kept_parameters, member_link_query
+
+
+def _subscription(subscriptions, query):
+    """The subscription (or sub-account) asked for: one the viewer administers, else 404."""
+    wanted = query.get("subscription")
+    if not wanted:
+        return subscriptions[0]
+    subscription = next((s for s in subscriptions if str(s.pk) == wanted), None)
+    if subscription is None:
+        raise Http404("No such subscription among those you administer.")
+    return subscription
+
+
+def credit_usage(request):
+    subscriptions = dashboard.administered_subscriptions(request.user)
+    context = {**admin.site.each_context(request), "title": "Credit usage", "page": None}
+    if not subscriptions:
+        return TemplateResponse(request, "admin/credit_usage.html", context)
+    subscription = _subscription(subscriptions, request.GET)
+    date_range, problems = dashboard.date_range_from(
+        subscription=subscription, query=request.GET, now=timezone.now()
+    )
+    page = dashboard.subscription_dashboard(
+        viewer=request.user,
+        subscription=subscription,
+        subscriptions=subscriptions,
+        date_range=date_range,
+        filters=dashboard.MemberFilters.from_query(request.GET),
+    )
+    context.update(
+        member_link_query=member_link_query({"subscription": subscription.pk}, date_range),
+        page=page,
+        problems=problems,
+        subtitle=subscription.name,
+        keep_for_range=kept_parameters(request.GET, ("subscription", *MEMBER_FILTERS)),
+        keep_for_filters=kept_parameters(request.GET, ("subscription", *DATE_RANGE_PARAMETERS)),
+    )
+    return TemplateResponse(request, "admin/credit_usage.html", context)
+
+
+def member_usage(request, user_id: int):
+    """One member's usage in a subscription the viewer administers (a paid-plan team view)."""
+    subscriptions = dashboard.administered_subscriptions(request.user)
+    if not subscriptions:
+        raise Http404("You administer no subscription.")
+    subscription = _subscription(subscriptions, request.GET)
+    person = (
+        User.objects.visible_to(request.user)
+        .filter(pk=user_id, memberships__subscription=subscription)
+        .first()
+    )
+    if person is None:
+        raise Http404("No such member in this subscription.")
+    context = {
+        **admin.site.each_context(request),
+        "title": f"Credit usage of {person.get_full_name()}",
+        "subtitle": subscription.name,
+        "subscription": subscription,
+        "person": person,
+        "page": None,
+        "plans_with_team_views": dashboard.PLANS_WITH_TEAM_VIEWS,
+    }
+    if not subscription.has_team_views:
+        return TemplateResponse(request, "admin/credit_usage_member.html", context, status=403)
+    date_range, problems = dashboard.date_range_from(
+        subscription=subscription, query=request.GET, now=timezone.now()
+    )
+    context["page"] = dashboard.personal_dashboard(
+        viewer=request.user,
+        person=person,
+        subscription=subscription,
+        environment=None,
+        date_range=date_range,
+        page_number=request.GET.get("page"),
+    )
+    context["problems"] = problems
+    context["keep_for_range"] = kept_parameters(request.GET, ("subscription",))
+    return TemplateResponse(request, "admin/credit_usage_member.html", context)
+
+
+urlpatterns = [
+    path("", admin.site.admin_view(credit_usage), name="admin-credit-usage"),
+    path(
+        "members/<int:user_id>/",
+        admin.site.admin_view(member_usage),
+        name="admin-credit-usage-member",
+    ),
+]

@@ -1,0 +1,587 @@
+"""Usage reports and the credit usage export, as CSV (streamed) or JSON (paginated).
+
+``GET /api/v1/reports/<report>/`` and ``GET /api/v1/exports/credit-usage/``: people only (a
+personal token or a session; API keys record usage and cannot read it back). CSV is chosen
+with ``?format=csv`` or ``Accept: text/csv``; JSON is the default. Errors are always JSON, in
+the one error shape.
+"""
+
+import dataclasses
+import typing
+from dataclasses import dataclass
+from decimal import Decimal
+from uuid import UUID
+
+from django.http import Http404
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_serializer,
+    extend_schema_view,
+    inline_serializer,
+)
+from rest_framework import permissions, serializers
+from rest_framework.exceptions import ValidationError
+from rest_framework.pagination import PageNumberPagination
+from rest_framework.renderers import BrowsableAPIRenderer, JSONRenderer
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from accounts.authentication import KeyPrincipal
+from config.db_routers import reading_for_reports
+
+from . import selectors
+from .exports import (
+    CREDIT_USAGE_COLUMNS,
+    CSVRenderer,
+    CsvTable,
+    credit_usage_cells,
+    credit_usage_table,
+    csv_filename,
+    csv_response,
+)
+from .filters import UsageFilterSet
+from .timeframes import TIMEFRAME_PARAMETERS, TIMEFRAMES, resolve_timeframe
+
+# --- Shared pieces -----------------------------------------------------------------------------
+
+
+class IsPerson(permissions.IsAuthenticated):
+    message = "Reports and exports are for people: use a personal token, not an API key."
+
+    def has_permission(self, request, view) -> bool:
+        return super().has_permission(request, view) and not isinstance(request.user, KeyPrincipal)
+
+
+class ReportPagination(PageNumberPagination):
+    page_size = 100
+    page_size_query_param = "page_size"
+    max_page_size = 1000
+
+
+PAGING_PARAMETERS = ("page", "page_size", "format")
+
+
+class CsvOrJsonApi(APIView):
+    """Negotiates CSV or JSON; a bad ``format`` is a 400 and every error is JSON."""
+
+    permission_classes = [IsPerson]
+    renderer_classes = [JSONRenderer, BrowsableAPIRenderer, CSVRenderer]
+
+    def perform_content_negotiation(self, request, force=False):
+        try:
+            return super().perform_content_negotiation(request, force)
+        except Http404:
+            raise ValidationError({"format": ["Choose csv or json."]}) from None
+
+    def handle_exception(self, exc):
+        # A CSV file holding an error message would be mistaken for data.
+        request = self.request
+        renderer = getattr(request, "accepted_renderer", None)
+        if isinstance(renderer, CSVRenderer):
+            request.accepted_renderer = JSONRenderer()
+            request.accepted_media_type = JSONRenderer.media_type
+        return super().handle_exception(exc)
+
+    def wants_csv(self) -> bool:
+        return isinstance(self.request.accepted_renderer, CSVRenderer)
+
+    def dispatch(self, request, *args, **kwargs):
+        # Report reads may go to a read replica (REPLICA_DATABASE_URL); writes never do.
+        with reading_for_reports():
+            return super().dispatch(request, *args, **kwargs)
+
+
+class ParametersSerializer(serializers.Serializer):
+    """Refuses query parameters it does not know (``allowed`` in the context), so that a typo
+    in a filter's name is an error rather than an unfiltered report."""
+
+    def validate(self, attrs):
+        unknown = sorted(set(self.initial_data) - set(self.context["allowed"]))
+        if unknown:
+            raise ValidationError({name: ["Unknown parameter."] for name in unknown})
+        return attrs
+
+
+@extend_schema_serializer(component_name="ApiError")
+class ErrorSerializer(serializers.Serializer):
+    error = inline_serializer(
+        "ApiErrorBody",
+        {
+            "code": serializers.CharField(),
+            "message": serializers.CharField(),
+            "details": serializers.DictField(),
+        },
+    )
+
+
+def _errors(descriptions: dict[int, str]) -> dict:
+    """Documents error responses, which are JSON whatever the format asked for."""
+    return {
+        (status, "application/json"): OpenApiResponse(ErrorSerializer, description=description)
+        for status, description in descriptions.items()
+    }
+
+
+class SubscriptionRefSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    name = serializers.CharField()
+
+
+class TimeframeSerializer(serializers.Serializer):
+    name = serializers.CharField(help_text="A timeframe name, `period` or `custom`.")
+    start = serializers.DateTimeField(help_text="First instant, included (UTC).")
+    end = serializers.DateTimeField(help_text="Instant after the last, excluded (UTC).")
+    first_day = serializers.DateField(help_text="First local day, included.")
+    last_day = serializers.DateField(help_text="Last local day, included.")
+    timezone = serializers.CharField(help_text="The subscription's time zone.")
+
+
+SUBSCRIPTION_PARAMETER = OpenApiParameter(
+    "subscription",
+    OpenApiTypes.INT,
+    description="Id of one of your subscriptions; by default your first top-level one.",
+)
+FORMAT_PARAMETER = OpenApiParameter(
+    "format",
+    OpenApiTypes.STR,
+    enum=["json", "csv"],
+    description="`csv` streams a file (as does `Accept: text/csv`); JSON is the default.",
+)
+PAGE_PARAMETERS = [
+    OpenApiParameter("page", OpenApiTypes.INT, description="JSON page number, from 1."),
+    OpenApiParameter(
+        "page_size",
+        OpenApiTypes.INT,
+        description=f"JSON rows per page (default {ReportPagination.page_size}, "
+        f"at most {ReportPagination.max_page_size}).",
+    ),
+]
+COMMON_ERRORS = _errors(
+    {
+        401: "Not authenticated.",
+        403: "`permission_denied`: an API key, or a scope your role does not reach.",
+        404: "`not_found`: not one of your subscriptions (or, for the export, an environment "
+        "outside them: `unknown_environment`).",
+    }
+)
+
+
+def _page(request, view, rows, *, results, subscription, timeframe, totals, **extra) -> Response:
+    """A JSON page of ``rows``, formatted by ``results(page)``, with totals and timeframe."""
+    paginator = ReportPagination()
+    page = paginator.paginate_queryset(rows, request, view=view)
+    return Response(
+        {
+            **extra,
+            "subscription": SubscriptionRefSerializer(subscription).data,
+            "timeframe": TimeframeSerializer(timeframe).data,
+            "count": paginator.page.paginator.count,
+            "next": paginator.get_next_link(),
+            "previous": paginator.get_previous_link(),
+            "totals": totals,
+            "results": results(page),
+        }
+    )
+
+
+def _page_serializer(name: str, results, totals, **extra) -> serializers.Serializer:
+    return inline_serializer(
+        name,
+        {
+            **extra,
+            "subscription": SubscriptionRefSerializer(),
+            "timeframe": TimeframeSerializer(),
+            "count": serializers.IntegerField(),
+            "next": serializers.URLField(allow_null=True),
+            "previous": serializers.URLField(allow_null=True),
+            "totals": totals,
+            "results": results(many=True),
+        },
+    )
+
+
+# --- Reports -----------------------------------------------------------------------------------
+
+
+def _serializer_field(spec: dataclasses.Field) -> serializers.Field:
+    """The DRF field of a report column, from its type (``int | None``, ...) and metadata."""
+    kinds = typing.get_args(spec.type) or (spec.type,)
+    kind = next(kind for kind in kinds if kind is not type(None))
+    options = {"help_text": spec.metadata["description"], "allow_null": type(None) in kinds}
+    if kind is Decimal:
+        places = -spec.metadata["places"].as_tuple().exponent
+        return serializers.DecimalField(None, places, coerce_to_string=True, **options)
+    if kind is int:
+        return serializers.IntegerField(**options)
+    if kind is UUID:
+        return serializers.UUIDField(**options)
+    return serializers.CharField(**options)
+
+
+def _row_serializer(row_class: type, name: str, *, totals_only: bool = False) -> type:
+    fields = {
+        spec.name: _serializer_field(spec)
+        for spec in dataclasses.fields(row_class)
+        if spec.metadata["total"] or not totals_only
+    }
+    return extend_schema_serializer(component_name=name)(
+        type(name, (serializers.Serializer,), fields)
+    )
+
+
+@dataclass(frozen=True)
+class Report:
+    slug: str
+    selector: typing.Callable
+    row_class: type
+    summary: str
+    description: str
+    sub_account_toggle: bool = True
+
+    @property
+    def columns(self) -> list[str]:
+        return [spec.name for spec in dataclasses.fields(self.row_class)]
+
+    @property
+    def text_columns(self) -> frozenset[str]:
+        fields = dataclasses.fields(self.row_class)
+        return frozenset(spec.name for spec in fields if spec.type is str)
+
+    @property
+    def component(self) -> str:
+        return "".join(part.title() for part in self.slug.split("-"))
+
+    @property
+    def parameters(self) -> list[str]:
+        """The query parameters the report knows."""
+        names = [*TIMEFRAME_PARAMETERS, *UsageFilterSet.base_filters, *PAGING_PARAMETERS]
+        names += ["subscription", "ordering"]
+        return [*names, "include_sub_accounts"] if self.sub_account_toggle else names
+
+
+REPORTS = [
+    Report(
+        "usage-by-user",
+        selectors.usage_by_user,
+        selectors.UserUsage,
+        "Usage by user",
+        "Credits, runs and tokens per person, and per API key for what keys did alone.",
+    ),
+    Report(
+        "usage-by-agent",
+        selectors.usage_by_agent,
+        selectors.AgentUsage,
+        "Usage by agent",
+        "Runs, sessions, credits, tokens, latency (mean and p95) and error rate per agent.",
+    ),
+    Report(
+        "usage-by-model",
+        selectors.usage_by_model,
+        selectors.ModelUsage,
+        "Usage by model",
+        "Runs, credits, tokens, latency (mean and p95) and error rate per model.",
+    ),
+    Report(
+        "usage-by-product",
+        selectors.usage_by_product,
+        selectors.ProductUsage,
+        "Usage by product",
+        "Credits, average credits per day, excess credits and share per product.",
+    ),
+    Report(
+        "usage-by-feature",
+        selectors.usage_by_feature,
+        selectors.FeatureUsage,
+        "Usage by feature",
+        "Runs, credits, excess credits, tokens and share per feature.",
+    ),
+    Report(
+        "usage-by-team",
+        selectors.usage_by_team,
+        selectors.TeamUsage,
+        "Usage by team",
+        "Usage per team of the people who used credits (their current team).",
+    ),
+    Report(
+        "usage-by-environment",
+        selectors.usage_by_environment,
+        selectors.EnvironmentUsage,
+        "Usage by environment",
+        "Usage per environment, named `Project / Environment`, with its EnvironmentId.",
+    ),
+    Report(
+        "usage-by-sub-account",
+        selectors.usage_by_sub_account,
+        selectors.SubAccountUsage,
+        "Usage by sub-account",
+        "Usage per account: the subscription and each of its sub-accounts. For the "
+        "subscription's admins (others get a 403); sub-accounts are always included.",
+        sub_account_toggle=False,
+    ),
+]
+
+
+class ReportParametersSerializer(ParametersSerializer):
+    subscription = serializers.IntegerField(min_value=1, required=False)
+    include_sub_accounts = serializers.BooleanField(default=False)
+    ordering = serializers.CharField(required=False)
+
+
+class ReportApi(CsvOrJsonApi):
+    report: Report
+    row_serializer: type
+    totals_serializer: type
+
+    def get(self, request):
+        report = self.report
+        parameters = ReportParametersSerializer(
+            data=request.query_params, context={"allowed": report.parameters}
+        )
+        parameters.is_valid(raise_exception=True)
+        options = parameters.validated_data
+        subscription = selectors.report_subscription(
+            user=request.user, subscription_id=options.get("subscription")
+        )
+        timeframe = resolve_timeframe(subscription=subscription, params=request.query_params)
+        toggle = {"include_sub_accounts": options["include_sub_accounts"]}
+        rows = report.selector(
+            user=request.user,
+            subscription=subscription,
+            timeframe=timeframe,
+            filters=request.query_params,
+            **(toggle if report.sub_account_toggle else {}),
+        )
+        rows = selectors.order_rows(
+            rows=rows, ordering=options.get("ordering"), row_class=report.row_class
+        )
+        if self.wants_csv():
+            table = CsvTable(
+                columns=report.columns,
+                rows=(self._cells(row) for row in rows),
+                text_columns=report.text_columns,
+            )
+            filename = csv_filename(
+                subscription=subscription, report=report.slug, timeframe_label=timeframe.label
+            )
+            return csv_response(request.accepted_renderer, table, filename=filename)
+        totals = selectors.report_totals(rows=rows, row_class=report.row_class)
+        return _page(
+            request,
+            self,
+            rows,
+            results=lambda page: self.row_serializer(page, many=True).data,
+            subscription=subscription,
+            timeframe=timeframe,
+            totals=self.totals_serializer(totals).data,
+            report=report.slug,
+        )
+
+    def _cells(self, row) -> list:
+        data = self.row_serializer(row).data
+        return [data[name] for name in self.report.columns]
+
+
+FILTER_TYPES = {"team": OpenApiTypes.INT, "created_by": OpenApiTypes.EMAIL}
+
+
+def _report_parameters(report: Report) -> list[OpenApiParameter]:
+    filters = [
+        OpenApiParameter(
+            name,
+            FILTER_TYPES.get(name, OpenApiTypes.STR),
+            description=spec.extra.get("help_text", ""),
+        )
+        for name, spec in UsageFilterSet.base_filters.items()
+    ]
+    if report.sub_account_toggle:
+        filters.append(
+            OpenApiParameter(
+                "include_sub_accounts",
+                OpenApiTypes.BOOL,
+                description="Add the usage of the sub-accounts you can see.",
+            )
+        )
+    return [
+        OpenApiParameter(
+            "timeframe",
+            OpenApiTypes.STR,
+            enum=list(TIMEFRAMES),
+            description="Required unless `period` or `start`/`end` is given. Local days in "
+            "the subscription's time zone; weeks start on Monday; `this_*` and `last_N_*` end "
+            "today, included.",
+        ),
+        OpenApiParameter(
+            "period",
+            OpenApiTypes.STR,
+            pattern=r"^\d{4}-(0[1-9]|1[0-2])$",
+            description="A whole billing period, the current one or a past one: YYYY-MM.",
+        ),
+        OpenApiParameter("start", OpenApiTypes.DATE, description="First local day, with `end`."),
+        OpenApiParameter(
+            "end", OpenApiTypes.DATE, description="Last local day, included (at most 366 days)."
+        ),
+        SUBSCRIPTION_PARAMETER,
+        *filters,
+        OpenApiParameter(
+            "ordering",
+            OpenApiTypes.STR,
+            description="Comma-separated columns, `-` for descending: "
+            + ", ".join(f"`{name}`" for name in report.columns)
+            + ". Default: credits_consumed descending.",
+        ),
+        FORMAT_PARAMETER,
+        *PAGE_PARAMETERS,
+    ]
+
+
+def report_view(report: Report) -> type[ReportApi]:
+    """A view class per report, so that each has its own columns in the schema."""
+    row_serializer = _row_serializer(report.row_class, f"{report.component}Row")
+    totals_serializer = _row_serializer(
+        report.row_class, f"{report.component}Totals", totals_only=True
+    )
+    view = type(
+        f"{report.component}Api",
+        (ReportApi,),
+        {
+            "report": report,
+            "row_serializer": row_serializer,
+            "totals_serializer": totals_serializer,
+        },
+    )
+    return extend_schema_view(
+        get=extend_schema(
+            tags=["reports"],
+            operation_id=report.slug.replace("-", "_"),
+            summary=report.summary,
+            description=(
+                f"{report.description}\n\nColumns: "
+                + ", ".join(f"`{name}`" for name in report.columns)
+                + ". Members get their own usage, project managers their environments', "
+                "subscription admins their subscription's. CSV is streamed, with a header row "
+                "even when empty; text cells a spreadsheet would run as a formula start with "
+                "a single quote. JSON is paginated and carries totals and the resolved "
+                "timeframe. Credits and ratios are exact decimal strings."
+            ),
+            parameters=_report_parameters(report),
+            responses={
+                (200, "application/json"): _page_serializer(
+                    f"{report.component}Page",
+                    row_serializer,
+                    totals_serializer(),
+                    report=serializers.CharField(),
+                ),
+                (200, "text/csv"): OpenApiResponse(
+                    OpenApiTypes.STR, description="The same columns as a CSV file."
+                ),
+                **_errors(
+                    {
+                        400: "`invalid_timeframe` (details list the allowed values), "
+                        "`invalid_filter`, `invalid_ordering` or `validation_error`."
+                    }
+                ),
+                **COMMON_ERRORS,
+            },
+        )
+    )(view)
+
+
+REPORT_VIEWS = {report.slug: report_view(report) for report in REPORTS}
+
+
+# --- The credit usage export ---------------------------------------------------------------
+
+
+class ExportParametersSerializer(ParametersSerializer):
+    scope = serializers.CharField()
+    environment = serializers.UUIDField(required=False)
+    subscription = serializers.IntegerField(min_value=1, required=False)
+
+
+class CreditUsageRowSerializer(serializers.Serializer):
+    Timestamp = serializers.CharField(help_text="ISO 8601, UTC.")
+    User = serializers.CharField(help_text="Email, or the API key's name if a key acted alone.")
+    Environment = serializers.CharField(help_text="Project name / Environment name.")
+    EnvironmentId = serializers.CharField(help_text="The environment's UUID.")
+    Credits = serializers.CharField(help_text="Exact decimal, 4 places; adjustments can be < 0.")
+
+
+class CreditUsageExportApi(CsvOrJsonApi):
+    @extend_schema(
+        tags=["reports"],
+        operation_id="credit_usage_export",
+        summary="Export AI credit usage of the current billing period",
+        description=(
+            "One row per ledger event of the current billing period, as it stands now: "
+            "`Timestamp,User,Environment,EnvironmentId,Credits`.\n\n"
+            "* `scope=mine`: your own usage (in `environment`, or everywhere); anyone.\n"
+            "* `scope=environment&environment=<EnvironmentId>`: everyone's usage there; its "
+            "project managers and the subscription's admins.\n"
+            "* `scope=subscription`: all usage; the subscription's admins. Its total equals "
+            "the balance's `used`.\n\n"
+            "Another role gets a 403; an environment of another subscription a 404."
+        ),
+        parameters=[
+            OpenApiParameter(
+                "scope", OpenApiTypes.STR, enum=list(selectors.EXPORT_SCOPES), required=True
+            ),
+            OpenApiParameter("environment", OpenApiTypes.UUID, description="EnvironmentId."),
+            SUBSCRIPTION_PARAMETER,
+            FORMAT_PARAMETER,
+            *PAGE_PARAMETERS,
+        ],
+        responses={
+            (200, "application/json"): _page_serializer(
+                "CreditUsagePage",
+                CreditUsageRowSerializer,
+                inline_serializer("CreditUsageTotals", {"Credits": serializers.CharField()}),
+                report=serializers.CharField(),
+                scope=serializers.CharField(),
+            ),
+            (200, "text/csv"): OpenApiResponse(
+                OpenApiTypes.STR, description="`Timestamp,User,Environment,EnvironmentId,Credits`"
+            ),
+            **_errors({400: "`invalid_scope` or `validation_error`."}),
+            **COMMON_ERRORS,
+        },
+    )
+    def get(self, request):
+        parameters = ExportParametersSerializer(
+            data=request.query_params,
+            context={"allowed": ["scope", "environment", "subscription", *PAGING_PARAMETERS]},
+        )
+        parameters.is_valid(raise_exception=True)
+        options = parameters.validated_data
+        export = selectors.credit_usage_export(
+            user=request.user,
+            scope=options["scope"],
+            subscription_id=options.get("subscription"),
+            environment_id=options.get("environment"),
+        )
+        if self.wants_csv():
+            return csv_response(
+                request.accepted_renderer,
+                credit_usage_table(export),
+                filename=csv_filename(
+                    subscription=export.subscription,
+                    report=f"credit-usage-{export.scope}",
+                    timeframe_label=export.timeframe.label,
+                ),
+            )
+        return _page(
+            request,
+            self,
+            export.events,
+            results=lambda page: [
+                dict(zip(CREDIT_USAGE_COLUMNS, credit_usage_cells(row), strict=True))
+                for row in page
+            ],
+            subscription=export.subscription,
+            timeframe=export.timeframe,
+            totals={"Credits": f"{export.total_credits().quantize(selectors.CREDITS):f}"},
+            report="credit-usage",
+            scope=export.scope,
+        )

@@ -1,0 +1,1231 @@
+"""Reads behind the usage pages: the admin's analytics, a project manager's environments and a
+member's own usage.
+
+Every figure comes from the ``DailyUsage`` rollup (kept in step with the ledger by the recording
+service) through ``visible_to``; only "recent runs" reads ledger rows, one page at a time. Each
+page costs a fixed number of queries whatever the data size: one query returns the credits per
+day and product of the whole billing period, and the cards, chart, day-over-day view and
+"credits by product" table are all cut from it in Python (a period has at most 31 days).
+
+Days are local dates in the subscription's time zone, like ``DailyUsage.day``; a "cycle" is one
+billing period seen that way (the 1st through the last day of the month, inclusive).
+"""
+
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import date, datetime, timedelta
+from decimal import ROUND_CEILING, ROUND_HALF_UP, Decimal
+from functools import cached_property
+
+from django.core.paginator import Page, Paginator
+from django.db.models import Max, Q, QuerySet, Sum
+
+from accounts.models import (
+    Environment,
+    Membership,
+    Role,
+    Subscription,
+    Team,
+    TeamMembership,
+    User,
+)
+from credits.models import BillingPeriod, CreditEvent, CreditLimit, DailyUsage, Product
+from credits.periods import (
+    local_date,
+    local_midnight,
+    next_month_start,
+    previous_month_start,
+)
+from credits.selectors import Balance, balance
+
+ZERO = Decimal("0.0000")
+CREDIT_PLACES = Decimal("0.0001")
+PERCENT_PLACES = Decimal("0.1")
+RUNS_PER_PAGE = 20
+PAST_PERIODS_SHOWN = 13
+EXPORT_PATH = "/api/v1/exports/credit-usage/"
+CHART_COLOURS = 10  # the palette's size in reports/static/reports/charts.js
+
+ROLE_RANK = {Role.SUBSCRIPTION_ADMIN: 0, Role.PROJECT_MANAGER: 1, Role.MEMBER: 2}
+ROLE_LABEL_RANK = {label: ROLE_RANK[value] for value, label in Role.choices}
+_PAID_PLANS = [
+    label for value, label in Subscription.Plan.choices if value != Subscription.Plan.FREE
+]
+# "Pro, Premium or Scale": the plans whose admins and managers see per-member usage.
+PLANS_WITH_TEAM_VIEWS = ", ".join(_PAID_PLANS[:-1]) + f" or {_PAID_PLANS[-1]}"
+
+
+def _credits(value) -> Decimal:
+    return (value or ZERO).quantize(CREDIT_PLACES, rounding=ROUND_HALF_UP)
+
+
+def _percent(part: Decimal, whole: Decimal) -> Decimal | None:
+    if not whole:
+        return None
+    return (part * 100 / whole).quantize(PERCENT_PLACES, rounding=ROUND_HALF_UP)
+
+
+def _per_day(total: Decimal, days: int) -> Decimal:
+    return _credits(total / days) if days > 0 else ZERO
+
+
+def export_url(
+    scope: str, *, subscription: Subscription, environment: Environment | None = None
+) -> str:
+    """The CSV export (of the current billing period) of ``scope``: mine, environment or
+    subscription; the environment, when there is one, decides the subscription."""
+    where = (
+        f"environment={environment.public_id}"
+        if environment is not None
+        else f"subscription={subscription.pk}"
+    )
+    return f"{EXPORT_PATH}?scope={scope}&{where}&format=csv"
+
+
+# --- Cycles and date ranges -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Cycle:
+    """One billing period in the subscription's local dates."""
+
+    subscription: Subscription
+    first_day: date
+    today: date
+
+    @property
+    def reset_day(self) -> date:
+        return next_month_start(self.first_day)
+
+    @property
+    def last_day(self) -> date:
+        return self.reset_day - timedelta(days=1)
+
+    @property
+    def is_current(self) -> bool:
+        return self.first_day <= self.today <= self.last_day
+
+    @property
+    def last_elapsed_day(self) -> date:
+        return min(self.today, self.last_day)
+
+    @property
+    def elapsed_day_count(self) -> int:
+        return max(0, (self.last_elapsed_day - self.first_day).days + 1)
+
+    @property
+    def start(self) -> datetime:
+        return local_midnight(self.first_day, self.subscription.zone)
+
+    @property
+    def month(self) -> str:
+        return f"{self.first_day:%Y-%m}"
+
+    def previous(self) -> "Cycle":
+        return Cycle(self.subscription, previous_month_start(self.first_day), self.today)
+
+
+@dataclass(frozen=True)
+class Preset:
+    label: str
+    first_day: date
+    last_day: date
+    selected: bool
+
+
+@dataclass(frozen=True)
+class DateRange:
+    """The days of one cycle that a page shows (the whole cycle unless a range was chosen)."""
+
+    cycle: Cycle
+    first_day: date
+    last_day: date
+
+    @property
+    def days(self) -> list[date]:
+        return _days(self.first_day, self.last_day)
+
+    @property
+    def elapsed_days(self) -> list[date]:
+        return _days(self.first_day, min(self.last_day, self.cycle.today))
+
+    @property
+    def is_whole_cycle(self) -> bool:
+        return (self.first_day, self.last_day) == (self.cycle.first_day, self.cycle.last_day)
+
+    @property
+    def start(self) -> datetime:
+        return local_midnight(self.first_day, self.cycle.subscription.zone)
+
+    @property
+    def end(self) -> datetime:
+        return local_midnight(self.last_day + timedelta(days=1), self.cycle.subscription.zone)
+
+    @property
+    def presets(self) -> list[Preset]:
+        cycle = self.cycle
+        last = cycle.last_elapsed_day
+        choices = [
+            ("Whole period", cycle.first_day, cycle.last_day),
+            ("Last 7 days", max(cycle.first_day, last - timedelta(days=6)), last),
+            ("Last 14 days", max(cycle.first_day, last - timedelta(days=13)), last),
+            ("Today" if cycle.is_current else "Last day", last, last),
+        ]
+        return [
+            Preset(label, first, final, (first, final) == (self.first_day, self.last_day))
+            for label, first, final in choices
+        ]
+
+
+def _days(first: date, last: date) -> list[date]:
+    return [first + timedelta(days=n) for n in range((last - first).days + 1)]
+
+
+def _parse_date(value: str | None) -> date | None:
+    if not value:
+        return None
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        return None
+
+
+def _parse_month(value: str | None) -> date | None:
+    if not value:
+        return None
+    try:
+        return datetime.strptime(value, "%Y-%m").date()  # noqa: DTZ007 - a calendar month
+    except ValueError:
+        return None
+
+
+def date_range_from(
+    *, subscription: Subscription, query: Mapping[str, str], now: datetime
+) -> tuple[DateRange, list[str]]:
+    """The date range that ``query`` asks for (``period=YYYY-MM``, ``from``/``to`` dates).
+
+    Defaults to the whole current billing period. A past period can be looked back at, a
+    future one cannot; a range is clipped to its period. Returns the range and what was
+    wrong with the query, for the page to say.
+    """
+    problems = []
+    today = local_date(now, subscription.zone)
+    current = Cycle(subscription, today.replace(day=1), today)
+    cycle = current
+    month = _parse_month(query.get("period"))
+    if query.get("period") and month is None:
+        problems.append("The billing period must be a month such as 2026-11.")
+    elif month is not None and month > current.first_day:
+        problems.append("That billing period has not started yet; showing the current one.")
+    elif month is not None:
+        cycle = Cycle(subscription, month, today)
+
+    first, last = _parse_date(query.get("from")), _parse_date(query.get("to"))
+    for name in ("from", "to"):
+        if query.get(name) and _parse_date(query.get(name)) is None:
+            problems.append(f"“{query.get(name)}” is not a date (use YYYY-MM-DD).")
+    first = first or cycle.first_day
+    last = last or cycle.last_day
+    if first > last:
+        problems.append("The range ended before it started; showing the whole period.")
+        first, last = cycle.first_day, cycle.last_day
+    if last < cycle.first_day or first > cycle.last_day:
+        # A range left over from another period (e.g. after choosing a new period).
+        first, last = cycle.first_day, cycle.last_day
+    first, last = max(first, cycle.first_day), min(last, cycle.last_day)
+    return DateRange(cycle, first, last), problems
+
+
+# --- Credits per day and product --------------------------------------------------------------
+
+
+@dataclass
+class Cell:
+    credits: Decimal = ZERO
+    excess_credits: Decimal = ZERO
+    runs: int = 0
+    failed_runs: int = 0
+
+
+@dataclass(frozen=True)
+class ProductRow:
+    product_id: int | None
+    name: str
+    credits: Decimal
+    average_per_day: Decimal
+    excess_credits: Decimal
+    runs: int
+    share_percent: Decimal | None
+    enabled: bool
+
+
+@dataclass(frozen=True)
+class DayChange:
+    day: date
+    credits: Decimal
+    change: Decimal | None
+    change_percent: Decimal | None
+
+
+OTHER_PRODUCT = "Adjustments and other"
+
+
+@dataclass
+class CycleUsage:
+    """Credits per (day, product) over one cycle: the source of cards, chart and tables."""
+
+    cycle: Cycle
+    cells: dict[tuple[date, int | None], Cell]
+    product_names: dict[int | None, str]
+
+    def _cells(self, first: date, last: date) -> Iterable[tuple[int | None, Cell]]:
+        for (day, product_id), cell in self.cells.items():
+            if first <= day <= last:
+                yield product_id, cell
+
+    def total(self, first: date, last: date) -> Decimal:
+        return _credits(sum((cell.credits for _, cell in self._cells(first, last)), ZERO))
+
+    def excess(self, first: date, last: date) -> Decimal:
+        return _credits(sum((cell.excess_credits for _, cell in self._cells(first, last)), ZERO))
+
+    def runs(self, first: date, last: date) -> int:
+        return sum(cell.runs for _, cell in self._cells(first, last))
+
+    def failed_runs(self, first: date, last: date) -> int:
+        return sum(cell.failed_runs for _, cell in self._cells(first, last))
+
+    def day_totals(self) -> dict[date, Decimal]:
+        totals: dict[date, Decimal] = defaultdict(lambda: ZERO)
+        for (day, _), cell in self.cells.items():
+            totals[day] += cell.credits
+        return totals
+
+    def active_product_ids(self, first: date, last: date) -> set[int | None]:
+        return {product_id for product_id, cell in self._cells(first, last) if cell.credits}
+
+    def product_rows(
+        self, date_range: DateRange, enabled: Mapping[int, str] | None = None
+    ) -> list[ProductRow]:
+        """The "credits by product" table: enabled products first appear even at zero."""
+        enabled = enabled or {}
+        sums: dict[int | None, Cell] = {product_id: Cell() for product_id in enabled}
+        for product_id, cell in self._cells(date_range.first_day, date_range.last_day):
+            total = sums.setdefault(product_id, Cell())
+            total.credits += cell.credits
+            total.excess_credits += cell.excess_credits
+            total.runs += cell.runs
+        grand_total = sum((cell.credits for cell in sums.values()), ZERO)
+        days = len(date_range.elapsed_days)
+        rows = [
+            ProductRow(
+                product_id=product_id,
+                name=self._name(product_id, enabled),
+                credits=_credits(cell.credits),
+                average_per_day=_per_day(cell.credits, days),
+                excess_credits=_credits(cell.excess_credits),
+                runs=cell.runs,
+                share_percent=_percent(cell.credits, grand_total),
+                enabled=product_id in enabled,
+            )
+            for product_id, cell in sums.items()
+        ]
+        return sorted(rows, key=lambda row: (-row.credits, row.name))
+
+    def _name(self, product_id, enabled) -> str:
+        return self.product_names.get(product_id) or enabled.get(product_id) or OTHER_PRODUCT
+
+    def day_over_day(self, date_range: DateRange) -> list[DayChange]:
+        totals = self.day_totals()
+        changes = []
+        for day in date_range.elapsed_days:
+            credits = _credits(totals.get(day))
+            previous_day = day - timedelta(days=1)
+            if previous_day < self.cycle.first_day:
+                changes.append(DayChange(day, credits, None, None))
+                continue
+            previous = _credits(totals.get(previous_day))
+            changes.append(
+                DayChange(day, credits, credits - previous, _percent(credits - previous, previous))
+            )
+        return changes
+
+    def chart(self, date_range: DateRange) -> dict:
+        """What the page's chart script draws: one point per day, one dataset per product.
+
+        Values are numbers for plotting and exact decimal strings for the tooltip and tables;
+        days after today have no value (a gap), not zero.
+        """
+        days = date_range.days
+        today = self.cycle.today
+        shown = set(days)
+        product_ids = sorted(
+            {product_id for (day, product_id) in self.cells if day in shown},
+            key=lambda product_id: self._name(product_id, {}),
+        )
+        datasets = []
+        for product_id in product_ids:
+            values = [self.cells.get((day, product_id), Cell()).credits for day in days]
+            datasets.append(
+                {
+                    "label": self._name(product_id, {}),
+                    # A product keeps its colour on every page and in every range.
+                    "color": -1 if product_id is None else product_id % CHART_COLOURS,
+                    "values": [
+                        None if day > today else float(value)
+                        for day, value in zip(days, values, strict=True)
+                    ],
+                    "display": [_plain(value) for value in values],
+                }
+            )
+        totals = self.day_totals()
+        return {
+            **_day_labels(days),
+            "totals": [_plain(totals.get(day, ZERO)) for day in days],
+            "future": [day > today for day in days],
+            "datasets": datasets,
+        }
+
+
+def _day_labels(days: list[date]) -> dict:
+    return {
+        "days": [day.isoformat() for day in days],
+        "labels": [f"{day.day} {day:%b}" for day in days],
+        "titles": [f"{day:%a} {day.day} {day:%b %Y}" for day in days],
+    }
+
+
+def _plain(value: Decimal) -> str:
+    """A credit amount for people: thousands separated, no trailing zeros (exact)."""
+    text = f"{_credits(value):,.4f}".rstrip("0").rstrip(".")
+    return "0" if text in ("-0", "") else text
+
+
+def cycle_usage(rows: QuerySet, cycle: Cycle) -> CycleUsage:
+    """One query: credits, excess, runs per day and product of ``rows`` in ``cycle``."""
+    grouped = (
+        rows.filter(day__range=(cycle.first_day, cycle.last_day))
+        .order_by()
+        .values("day", "product_id", "product__name")
+        .annotate(
+            credits_sum=Sum("credits"),
+            excess_sum=Sum("excess_credits"),
+            runs_sum=Sum("runs"),
+            failed_sum=Sum("failed_runs"),
+        )
+    )
+    cells, names = {}, {}
+    for row in grouped:
+        cells[row["day"], row["product_id"]] = Cell(
+            credits=_credits(row["credits_sum"]),
+            excess_credits=_credits(row["excess_sum"]),
+            runs=row["runs_sum"] or 0,
+            failed_runs=row["failed_sum"] or 0,
+        )
+        if row["product_id"] is not None:
+            names[row["product_id"]] = row["product__name"]
+    return CycleUsage(cycle=cycle, cells=cells, product_names=names)
+
+
+def credits_between(rows: QuerySet, first: date, last: date) -> Decimal:
+    """One query: the credits of ``rows`` from ``first`` to ``last`` (inclusive)."""
+    total = rows.filter(day__range=(first, last)).aggregate(total=Sum("credits"))["total"]
+    return _credits(total)
+
+
+# --- Cards ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Trend:
+    this_period: Decimal
+    last_period: Decimal
+    last_period_through: date
+
+    @property
+    def percent(self) -> Decimal | None:
+        return _percent(self.this_period - self.last_period, self.last_period)
+
+
+def trend_vs_last_month(rows: QuerySet, usage: CycleUsage) -> Trend:
+    """Credits so far this period against last period up to the same day of the month."""
+    cycle = usage.cycle
+    previous = cycle.previous()
+    point = min(previous.first_day + (cycle.last_elapsed_day - cycle.first_day), previous.last_day)
+    return Trend(
+        this_period=usage.total(cycle.first_day, cycle.last_elapsed_day),
+        last_period=credits_between(rows, previous.first_day, point),
+        last_period_through=point,
+    )
+
+
+@dataclass(frozen=True)
+class RunOut:
+    """When the base allocation runs out at the current pace."""
+
+    day: date | None
+    status: str  # "used_up", "projected", "lasts", "no_usage", "no_allocation"
+
+    @property
+    def message(self) -> str:
+        return {
+            "used_up": "Allocation used up",
+            "projected": "Runs out at this pace",
+            "lasts": "Lasts until the reset",
+            "no_usage": "No usage yet",
+            "no_allocation": "No base allocation",
+        }[self.status]
+
+
+def projected_run_out(usage: CycleUsage, allocation: Decimal) -> RunOut:
+    """The day the allocation runs out: already, or at the period's average daily pace.
+
+    The pace counts today as a whole day, so early in the day it errs on the late side.
+    """
+    cycle = usage.cycle
+    if not allocation:
+        return RunOut(None, "no_allocation")
+    totals = usage.day_totals()
+    used = ZERO
+    for day in _days(cycle.first_day, cycle.last_elapsed_day):
+        used += totals.get(day, ZERO)
+        if used >= allocation:
+            return RunOut(day, "used_up")
+    if not cycle.is_current:
+        return RunOut(None, "lasts")
+    if not used:
+        return RunOut(None, "no_usage")
+    pace = used / cycle.elapsed_day_count
+    days_left = int(((allocation - used) / pace).to_integral_value(rounding=ROUND_CEILING))
+    run_out = cycle.today + timedelta(days=days_left)
+    if run_out >= cycle.reset_day:
+        return RunOut(None, "lasts")
+    return RunOut(run_out, "projected")
+
+
+# --- People -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MemberFilters:
+    q: str = ""
+    team: str = ""
+    feature: str = ""
+    product: str = ""
+    sort: str = "-credits"
+
+    @classmethod
+    def from_query(cls, query: Mapping[str, str]) -> "MemberFilters":
+        sort = query.get("sort", "-credits")
+        if sort.lstrip("-") not in SORT_KEYS:
+            sort = "-credits"
+        return cls(
+            q=query.get("q", "").strip()[:100],
+            team=query.get("team", "") if query.get("team", "").isdigit() else "",
+            feature=query.get("feature", "")[:100],
+            product=query.get("product", "") if query.get("product", "").isdigit() else "",
+            sort=sort,
+        )
+
+    @property
+    def filters_usage(self) -> bool:
+        return bool(self.feature or self.product)
+
+    @property
+    def any(self) -> bool:
+        return bool(self.q or self.team or self.feature or self.product)
+
+
+@dataclass
+class MemberRow:
+    user_id: int | None
+    email: str
+    name: str
+    roles: list[str] = field(default_factory=list)
+    environments: list[str] = field(default_factory=list)
+    team_id: int | None = None
+    team: str = ""
+    credits: Decimal = ZERO
+    runs: int = 0
+    failed_runs: int = 0
+    last_activity: datetime | None = None
+    period_credits: Decimal = ZERO
+    limit: Decimal | None = None
+    limit_scope: str = ""  # "own" or "team"
+    limit_used: Decimal = ZERO
+    _rank: int = 3
+
+    @property
+    def role(self) -> str:
+        return ", ".join(self.roles) or "No longer a member"
+
+    @property
+    def limit_percent(self) -> Decimal | None:
+        return None if self.limit is None else _percent(self.limit_used, self.limit)
+
+    @property
+    def limit_remaining(self) -> Decimal | None:
+        return None if self.limit is None else max(ZERO, self.limit - self.limit_used)
+
+
+SORT_KEYS = {
+    "member": ("Member", lambda row: row.email.lower()),
+    "role": ("Role", lambda row: row._rank),
+    "team": ("Team", lambda row: row.team.lower() or None),
+    "credits": ("Credits", lambda row: row.credits),
+    "limit": ("Limit used", lambda row: row.limit_percent),
+    "runs": ("Runs", lambda row: row.runs),
+    "last_activity": ("Last activity", lambda row: row.last_activity),
+}
+
+
+@dataclass(frozen=True)
+class SortHeader:
+    key: str
+    label: str
+    direction: str  # "ascending", "descending" or "" (not sorted by it)
+    next_sort: str
+    numeric: bool
+
+
+@dataclass
+class MemberTable:
+    rows: list[MemberRow]
+    keys_row: MemberRow | None  # API keys acting without a user
+    filters: MemberFilters
+    teams: list[tuple[int, str]]
+    features: list[str]
+    products: list[tuple[int, str]]
+    for_admin: bool  # teams and limits are shown to subscription admins only
+    member_count: int  # before search and team filters
+
+    @property
+    def total_credits(self) -> Decimal:
+        rows = [*self.rows, *([self.keys_row] if self.keys_row else [])]
+        return _credits(sum((row.credits for row in rows), ZERO))
+
+    @property
+    def headers(self) -> list[SortHeader]:
+        current = self.filters.sort.lstrip("-")
+        descending = self.filters.sort.startswith("-")
+        numeric = {"credits", "limit", "runs", "last_activity"}
+        headers = []
+        for key, (label, _) in SORT_KEYS.items():
+            if key in ("limit", "team") and not self.for_admin:
+                continue
+            if key == current:
+                direction = "descending" if descending else "ascending"
+                next_sort = key if descending else f"-{key}"
+            else:
+                direction = ""
+                next_sort = f"-{key}" if key in numeric else key
+            headers.append(SortHeader(key, label, direction, next_sort, key in numeric))
+        return headers
+
+
+def _sorted(rows: list[MemberRow], sort: str) -> list[MemberRow]:
+    key = SORT_KEYS[sort.lstrip("-")][1]
+    descending = sort.startswith("-")
+    present = [row for row in rows if key(row) is not None]
+    missing = [row for row in rows if key(row) is None]
+    present.sort(key=lambda row: row.email.lower())
+    present.sort(key=key, reverse=descending)
+    return present + missing  # rows without a value go last either way
+
+
+def member_table(
+    *,
+    viewer: User,
+    subscription: Subscription,
+    rows: QuerySet,
+    date_range: DateRange,
+    filters: MemberFilters,
+    products: Mapping[int, str],
+    environment: Environment | None = None,
+    for_admin: bool = False,
+) -> MemberTable:
+    """Usage by team member: everyone with a role there or usage in ``date_range``.
+
+    A fixed number of queries whatever the number of people: usage per user, roles and
+    features, and for a subscription admin (``for_admin``) teams and limits too. Teams and
+    limits are the subscription's business: a project manager sees neither. A limit applies
+    to the whole period, so "limit used" counts the period's credits, unfiltered.
+    """
+    cycle = date_range.cycle
+    in_range = Q(day__range=(date_range.first_day, date_range.last_day))
+    if filters.feature:
+        in_range &= Q(feature=filters.feature)
+    if filters.product:
+        in_range &= Q(product_id=int(filters.product))
+    usage = (
+        rows.filter(day__range=(cycle.first_day, cycle.last_day))
+        .order_by()
+        .values("user_id", "user__email", "user__display_name")
+        .annotate(
+            range_credits=Sum("credits", filter=in_range),
+            range_runs=Sum("runs", filter=in_range),
+            range_failed=Sum("failed_runs", filter=in_range),
+            last_event=Max("last_event_at", filter=in_range),
+            period_credits_sum=Sum("credits"),
+        )
+    )
+    people: dict[int, MemberRow] = {}
+    keys_row = None
+    for item in usage:
+        row = MemberRow(
+            user_id=item["user_id"],
+            email=item["user__email"] or "",
+            name=item["user__display_name"] or "",
+            credits=_credits(item["range_credits"]),
+            runs=item["range_runs"] or 0,
+            failed_runs=item["range_failed"] or 0,
+            last_activity=item["last_event"],
+            period_credits=_credits(item["period_credits_sum"]),
+        )
+        if row.user_id is None:
+            row.email, row.name = "", "API keys acting without a user"
+            keys_row = row
+        else:
+            people[row.user_id] = row
+
+    memberships = Membership.objects.visible_to(viewer).filter(subscription=subscription)
+    if environment is not None:
+        # People working there, and the admins' role for those of them who used it.
+        memberships = memberships.filter(
+            Q(environment=environment) | Q(role=Role.SUBSCRIPTION_ADMIN)
+        )
+    for membership in memberships.select_related("user", "environment__project"):
+        user = membership.user
+        row = people.get(user.pk)
+        if row is None:
+            if environment is not None and membership.environment_id != environment.pk:
+                continue
+            row = people[user.pk] = MemberRow(user.pk, user.email, user.display_name)
+        label = membership.get_role_display()
+        if label not in row.roles:
+            row.roles.append(label)
+            row.roles.sort(key=lambda text: ROLE_LABEL_RANK.get(text, 3))
+        row._rank = min(row._rank, ROLE_RANK.get(membership.role, 3))
+        if membership.environment_id:
+            row.environments.append(str(membership.environment))
+
+    teams: dict[int, str] = {}
+    if for_admin:
+        teams = _apply_teams_and_limits(people, subscription, viewer)
+
+    features = list(
+        rows.filter(day__range=(cycle.first_day, cycle.last_day))
+        .exclude(feature="")
+        .order_by("feature")
+        .values_list("feature", flat=True)
+        .distinct()
+    )
+
+    member_count = len(people)
+    listed = list(people.values())
+    if not for_admin:
+        filters = replace(filters, team="")
+    if filters.team:
+        listed = [row for row in listed if row.team_id == int(filters.team)]
+    if filters.q:
+        needle = filters.q.lower()
+        listed = [row for row in listed if needle in f"{row.email} {row.name}".lower()]
+    if keys_row is not None and (filters.team or filters.q):
+        keys_row = None
+    return MemberTable(
+        rows=_sorted(listed, filters.sort),
+        keys_row=keys_row,
+        filters=filters,
+        teams=sorted(teams.items(), key=lambda item: item[1].lower()),
+        features=features,
+        products=sorted(products.items(), key=lambda item: item[1].lower()),
+        for_admin=for_admin,
+        member_count=member_count,
+    )
+
+
+def _apply_teams_and_limits(people, subscription, viewer) -> dict[int, str]:
+    """Each person's team, and their own limit or else their team's; "used" is what counts
+    against it. Returns the teams' names."""
+    team_memberships = TeamMembership.objects.filter(
+        subscription=subscription,
+        team__in=Team.objects.visible_to(viewer).filter(subscription=subscription),
+    ).select_related("team")
+    teams: dict[int, str] = {}
+    members_of_team: dict[int, list[int]] = defaultdict(list)
+    for team_membership in team_memberships:
+        teams[team_membership.team_id] = team_membership.team.name
+        members_of_team[team_membership.team_id].append(team_membership.user_id)
+        row = people.get(team_membership.user_id)
+        if row is not None:
+            row.team_id, row.team = team_membership.team_id, team_membership.team.name
+
+    limits = CreditLimit.objects.visible_to(viewer).filter(subscription=subscription)
+    user_limits, team_limits = {}, {}
+    for limit in limits:
+        if limit.user_id:
+            user_limits[limit.user_id] = limit.credits
+        else:
+            team_limits[limit.team_id] = limit.credits
+    team_used = {
+        team_id: _credits(
+            sum((people[uid].period_credits for uid in user_ids if uid in people), ZERO)
+        )
+        for team_id, user_ids in members_of_team.items()
+    }
+    for row in people.values():
+        if row.user_id in user_limits:
+            row.limit, row.limit_scope, row.limit_used = (
+                user_limits[row.user_id],
+                "own",
+                row.period_credits,
+            )
+        elif row.team_id in team_limits:
+            row.limit, row.limit_scope, row.limit_used = (
+                team_limits[row.team_id],
+                "team",
+                team_used[row.team_id],
+            )
+    return teams
+
+
+# --- Pages ------------------------------------------------------------------------------------
+
+
+@dataclass
+class Notice:
+    kind: str  # "info" or "warning"
+    text: str
+
+
+@dataclass
+class UsagePage:
+    """What every usage page shows about one scope of one subscription."""
+
+    subscription: Subscription
+    date_range: DateRange
+    usage: CycleUsage
+    enabled_products: dict[int, str]
+    notices: list[Notice] = field(default_factory=list)
+
+    @property
+    def cycle(self) -> Cycle:
+        return self.date_range.cycle
+
+    @property
+    def range_credits(self) -> Decimal:
+        return self.usage.total(self.date_range.first_day, self.date_range.last_day)
+
+    @property
+    def range_excess(self) -> Decimal:
+        return self.usage.excess(self.date_range.first_day, self.date_range.last_day)
+
+    @property
+    def range_runs(self) -> int:
+        return self.usage.runs(self.date_range.first_day, self.date_range.last_day)
+
+    @property
+    def range_failed_runs(self) -> int:
+        return self.usage.failed_runs(self.date_range.first_day, self.date_range.last_day)
+
+    @property
+    def period_credits(self) -> Decimal:
+        return self.usage.total(self.cycle.first_day, self.cycle.last_day)
+
+    @property
+    def average_daily(self) -> Decimal:
+        return _per_day(self.range_credits, len(self.date_range.elapsed_days))
+
+    @property
+    def active_products(self) -> int:
+        return len(
+            self.usage.active_product_ids(self.date_range.first_day, self.date_range.last_day)
+            - {None}
+        )
+
+    @cached_property
+    def products(self) -> list[ProductRow]:
+        return self.usage.product_rows(self.date_range, self.enabled_products)
+
+    @cached_property
+    def chart(self) -> dict:
+        return self.usage.chart(self.date_range)
+
+    @cached_property
+    def chart_table(self) -> dict:
+        """The chart's figures as a table (its accessible fallback): days so far, by product."""
+        chart = self.chart
+        shown = [index for index, future in enumerate(chart["future"]) if not future]
+        return {
+            "products": [dataset["label"] for dataset in chart["datasets"]],
+            "rows": [
+                {
+                    "day": chart["days"][index],
+                    "title": chart["titles"][index],
+                    "values": [dataset["display"][index] for dataset in chart["datasets"]],
+                    "total": chart["totals"][index],
+                }
+                for index in shown
+            ],
+        }
+
+    @cached_property
+    def day_over_day(self) -> list[DayChange]:
+        return self.usage.day_over_day(self.date_range)
+
+    @cached_property
+    def months(self) -> list[tuple[str, str]]:
+        """The current billing period and the twelve before it, for the period selector."""
+        months, first_day = [], self.cycle.today.replace(day=1)
+        for _ in range(PAST_PERIODS_SHOWN):
+            months.append((f"{first_day:%Y-%m}", f"{first_day:%B %Y}"))
+            first_day = previous_month_start(first_day)
+        return months
+
+    @cached_property
+    def day_over_day_chart(self) -> dict:
+        changes = self.day_over_day
+        return {
+            **_day_labels([change.day for change in changes]),
+            "totals": [_plain(change.credits) for change in changes],
+            "datasets": [
+                {
+                    "label": "Change from the day before",
+                    "values": [
+                        None if change.change is None else float(change.change)
+                        for change in changes
+                    ],
+                    "display": [
+                        "—" if change.change is None else _signed(change.change)
+                        for change in changes
+                    ],
+                }
+            ],
+        }
+
+
+def _signed(value: Decimal) -> str:
+    return f"+{_plain(value)}" if value > 0 else _plain(value)
+
+
+def _enabled_products(subscription: Subscription) -> dict[int, str]:
+    return dict(
+        Product.objects.filter(enabled_for=subscription).order_by("name").values_list("pk", "name")
+    )
+
+
+def _usage_notices(page: UsagePage, *, scope_label: str) -> None:
+    cycle = page.cycle
+    if not page.enabled_products:
+        page.notices.append(
+            Notice(
+                "warning",
+                f"No AI products are enabled for {page.subscription.name}, so there is no usage "
+                "to show and every figure is zero. Usage is recorded once a product is enabled "
+                "for the subscription.",
+            )
+        )
+    if cycle.is_current and cycle.today == cycle.first_day:
+        page.notices.append(
+            Notice(
+                "info",
+                f"A new billing period started today ({cycle.first_day:%-d %B}) and credits were "
+                "reset; figures fill in as usage arrives. Last month is under past billing "
+                "periods.",
+            )
+        )
+    if page.enabled_products and not page.usage.cells:
+        page.notices.append(Notice("info", f"No usage recorded {scope_label} in this period yet."))
+
+
+@dataclass
+class SubscriptionDashboard(UsagePage):
+    subscriptions: list[Subscription] = field(default_factory=list)
+    balance: Balance | None = None
+    trend: Trend | None = None
+    run_out: RunOut | None = None
+    periods: list["PastPeriod"] = field(default_factory=list)
+    members: MemberTable | None = None
+
+    @property
+    def has_team_views(self) -> bool:
+        return self.subscription.has_team_views
+
+    plans_with_team_views = PLANS_WITH_TEAM_VIEWS
+
+    @property
+    def export_url(self) -> str:
+        return export_url("subscription", subscription=self.subscription)
+
+
+@dataclass(frozen=True)
+class PastPeriod:
+    month: str
+    first_day: date
+    credits_used: Decimal
+    excess_used: Decimal
+    utilisation_percent: Decimal | None
+
+
+def past_periods(*, viewer: User, subscription: Subscription) -> list[PastPeriod]:
+    """One query: the latest billing periods with their counters, newest first.
+
+    Utilisation is against today's base allocation (the allocation is not kept per period).
+    """
+    periods = (
+        BillingPeriod.objects.visible_to(viewer)
+        .filter(subscription=subscription)
+        .order_by("-start")[:PAST_PERIODS_SHOWN]
+    )
+    result = []
+    for period in periods:
+        first_day = local_date(period.start, subscription.zone)
+        result.append(
+            PastPeriod(
+                month=f"{first_day:%Y-%m}",
+                first_day=first_day,
+                credits_used=period.credits_used,
+                excess_used=period.excess_used,
+                utilisation_percent=_percent(period.credits_used, subscription.base_allocation),
+            )
+        )
+    return result
+
+
+def administered_subscriptions(viewer: User) -> list[Subscription]:
+    """One query: the subscriptions and sub-accounts ``viewer`` administers."""
+    subscriptions = list(
+        Subscription.objects.administered_by(viewer).select_related("parent").order_by("name", "pk")
+    )
+    # Parents first, each followed by its sub-accounts.
+    by_parent = defaultdict(list)
+    ids = {subscription.pk for subscription in subscriptions}
+    for subscription in subscriptions:
+        parent = subscription.parent_id if subscription.parent_id in ids else None
+        by_parent[parent].append(subscription)
+    ordered = []
+    for top in by_parent[None]:
+        ordered.append(top)
+        ordered.extend(by_parent.get(top.pk, []))
+    return ordered
+
+
+def subscription_dashboard(
+    *,
+    viewer: User,
+    subscription: Subscription,
+    subscriptions: list[Subscription],
+    date_range: DateRange,
+    filters: MemberFilters,
+) -> SubscriptionDashboard:
+    """The subscription admin's analytics, in a fixed number of queries (about ten)."""
+    cycle = date_range.cycle
+    rows = DailyUsage.objects.visible_to(viewer).filter(subscription=subscription)
+    usage = cycle_usage(rows, cycle)
+    enabled = _enabled_products(subscription)
+    page = SubscriptionDashboard(
+        subscription=subscription,
+        date_range=date_range,
+        usage=usage,
+        enabled_products=enabled,
+        subscriptions=subscriptions,
+        balance=balance(subscription=subscription, at=_instant_in(cycle)),
+        trend=trend_vs_last_month(rows, usage),
+        run_out=projected_run_out(usage, subscription.base_allocation),
+        periods=past_periods(viewer=viewer, subscription=subscription),
+    )
+    if subscription.has_team_views:
+        page.members = member_table(
+            viewer=viewer,
+            subscription=subscription,
+            rows=rows,
+            date_range=date_range,
+            filters=filters,
+            products={**enabled, **usage.product_names},
+            for_admin=True,
+        )
+    _usage_notices(page, scope_label="for this subscription")
+    return page
+
+
+def _instant_in(cycle: Cycle) -> datetime:
+    """An instant inside ``cycle``: today's noon for the current one, else its start."""
+    if cycle.is_current:
+        return local_midnight(cycle.today, cycle.subscription.zone) + timedelta(hours=12)
+    return cycle.start
+
+
+@dataclass
+class EnvironmentDashboard(UsagePage):
+    environment: Environment | None = None
+    environments: list[Environment] = field(default_factory=list)
+    balance: Balance | None = None
+    members: MemberTable | None = None
+
+    @property
+    def active_users(self) -> int:
+        if self.members is None:
+            return 0
+        return sum(1 for row in self.members.rows if row.credits or row.runs)
+
+    @property
+    def share_percent(self) -> Decimal | None:
+        if self.balance is None:
+            return None
+        return _percent(self.period_credits, self.balance.used)
+
+    plans_with_team_views = PLANS_WITH_TEAM_VIEWS
+
+    @property
+    def export_url(self) -> str:
+        return export_url(
+            "environment", subscription=self.subscription, environment=self.environment
+        )
+
+
+def managed_environments(viewer: User) -> list[Environment]:
+    """One query: where ``viewer`` sees everyone's usage (project manager or admin)."""
+    return list(
+        Environment.objects.managed_by(viewer)
+        .select_related("project__subscription")
+        .order_by("project__subscription__name", "project__name", "name")
+    )
+
+
+def environment_dashboard(
+    *,
+    viewer: User,
+    environment: Environment,
+    environments: list[Environment],
+    date_range: DateRange,
+    filters: MemberFilters,
+) -> EnvironmentDashboard:
+    """Everyone's usage in one environment that ``viewer`` manages. Constant queries."""
+    subscription = environment.project.subscription
+    cycle = date_range.cycle
+    rows = DailyUsage.objects.visible_to(viewer).filter(
+        subscription=subscription, environment=environment
+    )
+    usage = cycle_usage(rows, cycle)
+    enabled = _enabled_products(subscription)
+    page = EnvironmentDashboard(
+        subscription=subscription,
+        date_range=date_range,
+        usage=usage,
+        enabled_products=enabled,
+        environment=environment,
+        environments=environments,
+        balance=balance(
+            subscription=subscription,
+            at=_instant_in(cycle),
+            environment=environment,
+        ),
+    )
+    if subscription.has_team_views:
+        page.members = member_table(
+            viewer=viewer,
+            subscription=subscription,
+            rows=rows,
+            date_range=date_range,
+            filters=filters,
+            products={**enabled, **usage.product_names},
+            environment=environment,
+        )
+    _usage_notices(page, scope_label="in this environment")
+    return page
+
+
+@dataclass
+class PersonalDashboard(UsagePage):
+    person: User | None = None
+    environment: Environment | None = None
+    balance: Balance | None = None
+    runs: Page | None = None
+
+    @property
+    def export_url(self) -> str:
+        return export_url("mine", subscription=self.subscription, environment=self.environment)
+
+
+def personal_dashboard(
+    *,
+    viewer: User,
+    person: User,
+    subscription: Subscription,
+    environment: Environment | None,
+    date_range: DateRange,
+    page_number: str | int | None = 1,
+    with_limits: bool = True,
+) -> PersonalDashboard:
+    """One person's usage in a subscription (one environment or all of theirs).
+
+    ``viewer`` is the person themselves, or an admin or project manager looking at a member;
+    everything is read through ``viewer``'s scope. ``with_limits`` adds the person's own (and
+    their team's) per-period limit; a project manager, who sees one environment of theirs,
+    does not get it.
+    """
+    cycle = date_range.cycle
+    rows = DailyUsage.objects.visible_to(viewer).filter(subscription=subscription, user=person)
+    events = CreditEvent.objects.visible_to(viewer).filter(subscription=subscription, user=person)
+    if environment is not None:
+        rows = rows.filter(environment=environment)
+        events = events.filter(environment=environment)
+    events = (
+        events.filter(timestamp__gte=date_range.start, timestamp__lt=date_range.end)
+        .select_related("product", "agent", "environment__project")
+        .order_by("-timestamp", "-id")
+    )
+    usage = cycle_usage(rows, cycle)
+    page = PersonalDashboard(
+        subscription=subscription,
+        date_range=date_range,
+        usage=usage,
+        enabled_products=_enabled_products(subscription),
+        person=person,
+        environment=environment,
+        balance=balance(
+            subscription=subscription,
+            at=_instant_in(cycle),
+            user=person if with_limits else None,
+        ),
+        runs=Paginator(events, RUNS_PER_PAGE).get_page(page_number),
+    )
+    _usage_notices(
+        page, scope_label="for you" if viewer == person else f"for {person.get_full_name()}"
+    )
+    return page
+
+
+@dataclass(frozen=True)
+class ScopeChoice:
+    """One entry of the member page's selector: all of a subscription, or one environment."""
+
+    subscription: Subscription
+    environment: Environment | None
+    label: str
+
+    @property
+    def value(self) -> str:
+        if self.environment is not None:
+            return f"environment:{self.environment.public_id}"
+        return f"subscription:{self.subscription.pk}"
+
+
+def personal_scopes(viewer: User) -> list[ScopeChoice]:
+    """Two queries: the subscriptions ``viewer`` belongs to and the environments they see."""
+    subscriptions = list(Subscription.objects.visible_to(viewer).order_by("name", "pk"))
+    environments = list(
+        Environment.objects.visible_to(viewer)
+        .select_related("project__subscription")
+        .order_by("project__name", "name")
+    )
+    several = len(subscriptions) > 1
+    choices = []
+    for subscription in subscriptions:
+        label = f"All my environments in {subscription.name}" if several else "All my environments"
+        choices.append(ScopeChoice(subscription, None, label))
+        for environment in environments:
+            if environment.project.subscription_id == subscription.pk:
+                choices.append(ScopeChoice(subscription, environment, str(environment)))
+    return choices

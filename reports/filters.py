@@ -1,0 +1,109 @@
+"""Filters of the usage reports.
+
+One FilterSet serves the daily rollups and the ledger rows alike: both have ``user``,
+``agent``, ``product``, ``model`` and ``feature``, so a filter validated once narrows both
+(``filter_queryset(queryset)``). A value that does not exist among what the caller can see is
+invalid, not an empty report: a typo must not read as "no usage".
+"""
+
+import django_filters
+from django import forms
+from django.db.models import Q, QuerySet
+
+from accounts.models import Subscription, Team, User
+from credits.models import Agent, DailyUsage, Product
+
+
+class KnownValueField(forms.ModelChoiceField):
+    """A text value that must occur in ``queryset`` under ``to_field_name``; it cleans to the
+    text itself (many rows may hold it)."""
+
+    def to_python(self, value):
+        if value in self.empty_values:
+            return None
+        if not self.queryset.filter(**{self.to_field_name: value}).exists():
+            raise forms.ValidationError(f"Unknown value {value!r}.", code="invalid_choice")
+        return value
+
+
+class EmailChoiceField(forms.ModelChoiceField):
+    """A user given by email, whatever its case (as people log in)."""
+
+    def to_python(self, value):
+        if value in self.empty_values:
+            return None
+        user = self.queryset.filter(email__iexact=value).first()
+        if user is None:
+            raise forms.ValidationError(f"Unknown user {value!r}.", code="invalid_choice")
+        return user
+
+
+class KnownValueFilter(django_filters.ModelChoiceFilter):
+    field_class = KnownValueField
+
+
+class EmailChoiceFilter(django_filters.ModelChoiceFilter):
+    field_class = EmailChoiceField
+
+
+def _usage(user, accounts) -> QuerySet:
+    return DailyUsage.objects.visible_to(user).filter(subscription__in=accounts)
+
+
+# What each filter's value must be among, for ``user`` reading ``accounts``.
+CHOICES = {
+    "team": lambda user, accounts: Team.objects.visible_to(user).filter(subscription__in=accounts),
+    "agent_type": lambda user, accounts: Agent.objects.visible_to(user).filter(
+        subscription__in=accounts
+    ),
+    "model": _usage,
+    "created_by": lambda user, accounts: User.objects.visible_to(user),
+    "product": lambda user, accounts: Product.objects.filter(
+        Q(enabled_for__in=accounts) | Q(pk__in=_usage(user, accounts).values("product_id"))
+    ),
+    "feature": _usage,
+}
+
+
+class UsageFilterSet(django_filters.FilterSet):
+    team = django_filters.ModelChoiceFilter(
+        field_name="user__team_memberships__team",
+        queryset=Team.objects.none(),
+        help_text="Team id: usage of the team's members.",
+    )
+    agent_type = KnownValueFilter(
+        field_name="agent__agent_type",
+        to_field_name="agent_type",
+        queryset=Agent.objects.none(),
+        help_text="Agent type, e.g. single_task.",
+    )
+    model = KnownValueFilter(
+        field_name="model",
+        to_field_name="model",
+        queryset=DailyUsage.objects.none(),
+        help_text="The model the runs used.",
+    )
+    created_by = EmailChoiceFilter(
+        field_name="agent__created_by",
+        queryset=User.objects.none(),
+        help_text="Email of the person who created the agents.",
+    )
+    product = KnownValueFilter(
+        field_name="product__slug",
+        to_field_name="slug",
+        queryset=Product.objects.none(),
+        help_text="Product slug.",
+    )
+    feature = KnownValueFilter(
+        field_name="feature",
+        to_field_name="feature",
+        queryset=DailyUsage.objects.none(),
+        help_text="Feature name.",
+    )
+
+    def __init__(self, data, queryset: QuerySet, *, user, accounts: list[Subscription]):
+        super().__init__(data, queryset)
+        # Only the filters asked for: each one checks its value with a scoped query.
+        self.filters = {name: spec for name, spec in self.filters.items() if self.data.get(name)}
+        for name, spec in self.filters.items():
+            spec.queryset = CHOICES[name](user, accounts)

@@ -1,0 +1,43 @@
+"""How the usage pages write credits and percentages: exact, thousands separated, no noise."""
+
+from decimal import ROUND_HALF_UP, Decimal
+
+from django import template
+
+register = template.Library()
+
+CREDIT_PLACES = Decimal("0.0001")
+PERCENT_PLACES = Decimal("0.1")
+
+
+@register.filter
+def credits(value) -> str:
+    """``Decimal("12345.2500")`` -> ``"12,345.25"``; up to four places, never rounded away."""
+    if value is None or value == "":
+        return "—"
+    text = f"{Decimal(value).quantize(CREDIT_PLACES):,.4f}".rstrip("0").rstrip(".")
+    return "0" if text in ("", "-0") else text
+
+
+@register.filter
+def signed_credits(value) -> str:
+    if value is None:
+        return "—"
+    return f"+{credits(value)}" if value > 0 else credits(value)
+
+
+@register.filter
+def percent(value) -> str:
+    """``Decimal("42.50")`` -> ``"42.5%"``; no value (nothing to compare with) -> a dash."""
+    if value is None:
+        return "—"
+    rounded = Decimal(value).quantize(PERCENT_PLACES, rounding=ROUND_HALF_UP)
+    text = f"{rounded:,.1f}".removesuffix(".0")
+    return f"{text}%"
+
+
+@register.filter
+def signed_percent(value) -> str:
+    if value is None:
+        return "—"
+    return f"+{percent(value)}" if value > 0 else percent(value)

@@ -1,0 +1,197 @@
+"""The usage pages outside the admin: every member's own usage and a project manager's
+environments. Thin: parse the query, call one selector in ``reports.dashboard``, render."""
+
+from django.contrib.auth.decorators import login_required
+from django.contrib.auth.views import LoginView
+from django.db.models import Q
+from django.http import Http404
+from django.shortcuts import render
+from django.utils import timezone
+from django.utils.http import urlencode
+
+from accounts.models import Environment, User
+from credits.models import DailyUsage
+
+from . import dashboard
+
+# Members are not staff, so the admin's login form (settings.LOGIN_URL) would refuse them.
+LOGIN_URL = "usage-login"
+
+
+class UsageLoginView(LoginView):
+    template_name = "reports/login.html"
+    redirect_authenticated_user = True
+
+
+def _manages_environments(user) -> bool:
+    return Environment.objects.managed_by(user).exists()
+
+
+@login_required(login_url=LOGIN_URL)
+def my_usage(request):
+    """/usage/: the signed-in person's usage in one environment or all of theirs."""
+    scopes = dashboard.personal_scopes(request.user)
+    manages = _manages_environments(request.user)
+    if not scopes:
+        return render(
+            request,
+            "reports/my_usage.html",
+            {"nav": "mine", "manages_environments": manages, "page": None},
+        )
+    choice = _chosen_scope(scopes, request.GET)
+    date_range, problems = dashboard.date_range_from(
+        subscription=choice.subscription, query=request.GET, now=timezone.now()
+    )
+    page = dashboard.personal_dashboard(
+        viewer=request.user,
+        person=request.user,
+        subscription=choice.subscription,
+        environment=choice.environment,
+        date_range=date_range,
+        page_number=request.GET.get("page"),
+    )
+    return render(
+        request,
+        "reports/my_usage.html",
+        {
+            "nav": "mine",
+            "manages_environments": manages,
+            "page": page,
+            "scopes": scopes,
+            "scope": choice,
+            "problems": problems,
+            "keep_for_range": kept_parameters(request.GET, ("scope", "environment")),
+        },
+    )
+
+
+def _chosen_scope(scopes, query) -> dashboard.ScopeChoice:
+    """``?scope=environment:<EnvironmentId>`` or ``subscription:<id>`` (or ``?environment=``);
+    anything not among ``scopes`` is a 404, as for any object the person may not see."""
+    wanted = query.get("scope")
+    if query.get("environment"):
+        wanted = f"environment:{query['environment']}"
+    if not wanted:
+        return scopes[0]
+    for choice in scopes:
+        if choice.value == wanted:
+            return choice
+    raise Http404("No such environment or subscription.")
+
+
+def _managed_environment(request, environments) -> Environment:
+    wanted = request.GET.get("environment")
+    if not wanted:
+        return environments[0]
+    environment = next((e for e in environments if str(e.public_id) == wanted), None)
+    if environment is None:
+        raise Http404("No such environment among those you manage.")
+    return environment
+
+
+def _not_a_manager(request):
+    return render(
+        request,
+        "reports/environment_usage.html",
+        {"nav": "environments", "page": None},
+        status=403,
+    )
+
+
+@login_required(login_url=LOGIN_URL)
+def environment_usage(request):
+    """/usage/environments/: everyone's usage in an environment the person manages."""
+    environments = dashboard.managed_environments(request.user)
+    if not environments:
+        return _not_a_manager(request)
+    environment = _managed_environment(request, environments)
+    date_range, problems = dashboard.date_range_from(
+        subscription=environment.project.subscription, query=request.GET, now=timezone.now()
+    )
+    page = dashboard.environment_dashboard(
+        viewer=request.user,
+        environment=environment,
+        environments=environments,
+        date_range=date_range,
+        filters=dashboard.MemberFilters.from_query(request.GET),
+    )
+    return render(
+        request,
+        "reports/environment_usage.html",
+        {
+            "nav": "environments",
+            "manages_environments": True,
+            "page": page,
+            "problems": problems,
+            "keep_for_range": kept_parameters(request.GET, ("environment", *MEMBER_FILTERS)),
+            "member_link_query": member_link_query(
+                {"environment": environment.public_id}, date_range
+            ),
+            "keep_for_filters": kept_parameters(
+                request.GET, ("environment", *DATE_RANGE_PARAMETERS)
+            ),
+        },
+    )
+
+
+@login_required(login_url=LOGIN_URL)
+def environment_member_usage(request, user_id: int):
+    """One person's usage in an environment the viewer manages (no limits: those are the
+    subscription admin's)."""
+    environments = dashboard.managed_environments(request.user)
+    if not environments:
+        return _not_a_manager(request)
+    environment = _managed_environment(request, environments)
+    subscription = environment.project.subscription
+    worked_there = Q(memberships__environment=environment) | Q(
+        pk__in=DailyUsage.objects.filter(environment=environment).values("user_id")
+    )
+    person = User.objects.visible_to(request.user).filter(worked_there, pk=user_id).first()
+    if person is None:
+        raise Http404("No such person in this environment.")
+    context = {
+        "nav": "environments",
+        "manages_environments": True,
+        "environment": environment,
+        "person": person,
+        "page": None,
+        "plans_with_team_views": dashboard.PLANS_WITH_TEAM_VIEWS,
+    }
+    if not subscription.has_team_views:
+        return render(request, "reports/environment_member.html", context, status=403)
+    date_range, problems = dashboard.date_range_from(
+        subscription=subscription, query=request.GET, now=timezone.now()
+    )
+    context["page"] = dashboard.personal_dashboard(
+        viewer=request.user,
+        person=person,
+        subscription=subscription,
+        environment=environment,
+        date_range=date_range,
+        page_number=request.GET.get("page"),
+        with_limits=False,
+    )
+    context["problems"] = problems
+    context["keep_for_range"] = kept_parameters(request.GET, ("environment",))
+    return render(request, "reports/environment_member.html", context)
+
+
+MEMBER_FILTERS = ("q", "team", "feature", "product", "sort")
+DATE_RANGE_PARAMETERS = ("period", "from", "to")
+
+
+def kept_parameters(query, names) -> list[tuple[str, str]]:
+    """Query parameters a form carries along as hidden fields."""
+    return [(name, query[name]) for name in names if query.get(name)]
+
+
+def member_link_query(selector: dict, date_range: dashboard.DateRange) -> str:
+    """Member detail links keep what is being looked at: the scope, period and range."""
+    return urlencode(
+        {
+            **selector,
+            "period": date_range.cycle.month,
+            "from": date_range.first_day.isoformat(),
+            "to": date_range.last_day.isoformat(),
+        }
+    )

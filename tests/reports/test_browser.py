@@ -1,0 +1,315 @@
+"""The usage pages in a real browser: Playwright driving Debian's Chromium against the live test
+server, logged in as each role of the demo data (``seed_demo``).
+
+Each test checks a figure against the balance API, hovers a chart point and reads its tooltip,
+changes the date range, downloads the CSV, finds no console errors, and saves screenshots to
+``test-artifacts/screenshots/`` (git-ignored) for people to look at.
+
+Run only these with ``bin/pytest -m browser``; skip them with ``-m "not browser"``.
+"""
+
+import csv
+import io
+import os
+import re
+from datetime import date, timedelta
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from django.core.management import call_command
+from playwright.sync_api import Page, expect, sync_playwright
+
+from credits.management.demo_world import DEMO_PASSWORD
+from reports.templatetags.usage_format import credits
+
+pytestmark = [
+    pytest.mark.browser,
+    # The live server runs in another thread: data must be committed, and the migrations'
+    # rows (the admins' group and its permissions) restored after each test's flush.
+    pytest.mark.django_db(transaction=True, serialized_rollback=True),
+]
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+SCREENSHOTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "screenshots"
+DESKTOP = {"width": 1366, "height": 900}
+PHONE = {"width": 390, "height": 844}
+
+
+@pytest.fixture
+def demo(transactional_db):
+    """The README's demo data (one month back, few runs: the same credits in fewer events)."""
+    call_command("seed_demo", months=1, scale=Decimal("0.05"), verbosity=0)
+
+
+@pytest.fixture
+def browser(demo, live_server):
+    """Chromium, started once the database is ready and stopped before it is flushed.
+
+    Playwright's sync API runs an event loop in this thread, and while it runs Django sees
+    other database connection objects here (asgiref's ``Local`` is context-bound): so the
+    database is set up, seeded and flushed outside it, and the tests only talk HTTP. The
+    flag is for anything that still touches the ORM from here.
+    """
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True
+        )
+        yield browser
+        browser.close()
+
+
+class Visit:
+    """One person's browser session, collecting console errors and failed requests."""
+
+    def __init__(self, browser, live_server, *, viewport=DESKTOP):
+        self.base = live_server.url
+        self.context = browser.new_context(viewport=viewport, accept_downloads=True)
+        self.page: Page = self.context.new_page()
+        self.errors: list[str] = []
+        self.page.on("console", self._console)
+        self.page.on("pageerror", lambda error: self.errors.append(f"page error: {error}"))
+        self.page.on(
+            "response",
+            lambda response: (
+                self.errors.append(f"{response.status} {response.url}")
+                if response.status >= 400
+                else None
+            ),
+        )
+
+    def _console(self, message) -> None:
+        if message.type == "error":
+            self.errors.append(f"console: {message.text}")
+
+    def log_in(self, email: str, *, admin: bool = False) -> None:
+        self.page.goto(self.base + ("/admin/login/" if admin else "/login/"))
+        self.page.fill("input[name=username]", email)
+        self.page.fill("input[name=password]", DEMO_PASSWORD)
+        self.page.click("[type=submit]")
+        self.page.wait_for_load_state()
+        self.errors.clear()  # what the pages under test do is what counts
+
+    def api(self, path: str, **params) -> dict:
+        response = self.page.request.get(self.base + path, params=params)
+        assert response.ok, response.text()
+        return response.json()
+
+    def figure(self, name: str) -> str:
+        return self.page.locator(f'[data-figure="{name}"]').first.inner_text().strip()
+
+    def screenshot(self, name: str) -> None:
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        self.page.screenshot(path=SCREENSHOTS / f"{name}.png", full_page=True)
+
+    def close(self) -> None:
+        self.context.close()
+
+
+@pytest.fixture
+def visit(browser, live_server):
+    visits = []
+
+    def open_visit(**options) -> Visit:
+        visits.append(Visit(browser, live_server, **options))
+        return visits[-1]
+
+    yield open_visit
+    for each in visits:
+        each.close()
+
+
+def ensure_chart(visit: Visit) -> None:
+    """On the 1st, early, the current period may have nothing to chart yet: look at last month."""
+    if visit.page.locator("#trend-chart").count():
+        return
+    visit.page.select_option("#id_period", index=1)
+    visit.page.click(".range-form [type=submit]")
+    expect(visit.page.locator("#trend-chart")).to_be_visible()
+
+
+def hover_latest_day(visit: Visit, chart_id: str = "trend-chart") -> dict:
+    """Move the mouse over the latest day with credits; return what its tooltip must say."""
+    page = visit.page
+    page.wait_for_function(
+        "id => window.Chart && Chart.getChart(document.getElementById(id))", arg=chart_id
+    )
+    page.locator(f"#{chart_id}").scroll_into_view_if_needed()
+    point = page.evaluate(
+        """id => {
+            const canvas = document.getElementById(id);
+            const chart = Chart.getChart(canvas);
+            const data = JSON.parse(document.getElementById(id + "-data").textContent);
+            let index = data.days.length - 1;
+            while (index > 0 && (data.future[index] || data.totals[index] === "0")) index -= 1;
+            const box = canvas.getBoundingClientRect();
+            return {
+                day: data.days[index], title: data.titles[index], total: data.totals[index],
+                x: box.left + chart.getDatasetMeta(0).data[index].x,
+                y: box.top + (chart.chartArea.top + chart.chartArea.bottom) / 2,
+            };
+        }""",
+        chart_id,
+    )
+    page.mouse.move(point["x"], point["y"])
+    tooltip = page.locator(f"#{chart_id}-tooltip")
+    expect(tooltip).to_be_visible()
+    expect(tooltip).to_have_attribute("data-day", point["day"])
+    return point
+
+
+def assert_tooltip(visit: Visit, point: dict, chart_id: str = "trend-chart") -> None:
+    tooltip = visit.page.locator(f"#{chart_id}-tooltip").inner_text()
+    assert point["title"] in tooltip
+    assert re.search(rf"Total\s+{re.escape(point['total'])} credits", tooltip), tooltip
+    # The tooltip agrees with the chart's table fallback, row by row.
+    row = visit.page.locator(f'tr[data-day="{point["day"]}"] td').last.text_content()
+    assert row.strip() == point["total"]
+
+
+def download_csv(visit: Visit, selector: str) -> Decimal:
+    """Click a CSV link; return the total of its Credits column."""
+    with visit.page.expect_download() as info:
+        visit.page.click(selector)
+    download = info.value
+    assert download.suggested_filename.endswith(".csv")
+    body = Path(download.path()).read_text(encoding="utf-8-sig")
+    rows = list(csv.DictReader(io.StringIO(body)))
+    return sum((Decimal(row["Credits"]) for row in rows), Decimal(0))
+
+
+def test_subscription_admin_reads_the_analytics_in_the_admin(visit):
+    alice = visit()
+    alice.log_in("alice@acme.example", admin=True)
+    alice.page.click('a[href="/admin/credit-usage/"]')
+    expect(alice.page.locator("h1")).to_have_text("Credit usage")
+
+    api = alice.api("/api/v1/balance/")
+    assert api["subscription"]["name"] == "Acme Corp"
+    assert alice.figure("used") == credits(Decimal(api["used"]))
+    assert alice.figure("remaining") == credits(Decimal(api["remaining"]))
+    assert alice.figure("days-until-reset") == str(api["days_until_reset"])
+    csv_total = download_csv(alice, "[data-export=subscription]")
+    assert csv_total == Decimal(api["used"])
+
+    ensure_chart(alice)
+    point = hover_latest_day(alice)
+    assert_tooltip(alice, point)
+    alice.screenshot("admin-credit-usage")
+
+    # The keyboard reads the chart too: focus it, step back a day.
+    tooltip = alice.page.locator("#trend-chart-tooltip")
+    alice.page.focus("#trend-chart")
+    alice.page.keyboard.press("End")
+    last = date.fromisoformat(tooltip.get_attribute("data-day"))
+    alice.page.keyboard.press("ArrowLeft")
+    if last.day > 1:
+        expect(tooltip).to_have_attribute("data-day", str(last - timedelta(days=1)))
+
+    alice.page.click(".presets >> text=Last 7 days")
+    expect(alice.page.locator(".presets [aria-current=true]")).to_have_text("Last 7 days")
+    labels = alice.page.evaluate(
+        "() => Chart.getChart(document.getElementById('day-over-day-chart') || "
+        "document.getElementById('trend-chart')).data.labels.length"
+    )
+    assert 1 <= labels <= 7
+    assert alice.figure("used") == credits(Decimal(api["used"]))  # the period's, whatever range
+
+    alice.page.locator("#usage-by-member tbody th a").first.click()
+    expect(alice.page.locator("h1")).to_contain_text("Credit usage of")
+    alice.screenshot("admin-member-detail")
+    assert alice.errors == []
+
+
+def test_free_plan_admin_sees_totals_and_which_plan_unlocks_team_views(visit):
+    hank = visit()
+    hank.log_in("hank@globex.example", admin=True)
+    hank.page.goto(hank.base + "/admin/credit-usage/")
+
+    api = hank.api("/api/v1/balance/")
+    assert hank.figure("used") == credits(Decimal(api["used"]))
+    expect(hank.page.locator("[data-plan-gate]")).to_contain_text(
+        "available on the Pro, Premium or Scale plans"
+    )
+    assert hank.page.locator("#usage-by-member").count() == 0
+    hank.screenshot("admin-credit-usage-free-plan")
+    assert hank.errors == []
+
+
+def test_project_manager_sees_everyone_in_their_environment(visit):
+    bob = visit()
+    bob.log_in("bob@acme.example")
+    bob.page.click("nav >> text=Environments")
+    expect(bob.page.locator("h1")).to_have_text("Website / Production")
+
+    environment = bob.page.locator("#id_environment").input_value()
+    api = bob.api("/api/v1/balance/", environment=environment)
+    assert bob.figure("period-credits") == credits(Decimal(api["environment_used"]))
+    csv_total = download_csv(bob, "[data-export=environment]")
+    assert csv_total == Decimal(api["environment_used"])
+
+    ensure_chart(bob)
+    assert_tooltip(bob, hover_latest_day(bob))
+    expect(bob.page.locator("#usage-by-member tbody tr").first).to_be_visible()
+    bob.screenshot("project-manager-environment")
+
+    bob.page.fill("#id_q", "carol")
+    bob.page.click(".filters [type=submit]")
+    expect(bob.page.locator("#usage-by-member tbody tr")).to_have_count(1)
+    assert bob.errors == []
+
+
+def test_member_sees_their_own_usage_and_nothing_more(visit):
+    carol = visit()
+    carol.log_in("carol@acme.example")
+    expect(carol.page).to_have_url(re.compile(r"/usage/$"))
+
+    api = carol.api("/api/v1/balance/")
+    assert carol.figure("period-credits") == credits(Decimal(api["user"]["used"]))
+    # Carol has no limit of her own; her team (Content) has one.
+    assert carol.figure("limit-remaining") == credits(Decimal(api["team"]["remaining"]))
+    assert download_csv(carol, "[data-export=mine]") == Decimal(api["user"]["used"])
+
+    ensure_chart(carol)
+    assert_tooltip(carol, hover_latest_day(carol))
+    carol.screenshot("member-my-usage")
+
+    first_day = carol.page.locator("#id_from").get_attribute("min")
+    carol.page.fill("#id_from", first_day)
+    carol.page.fill("#id_to", first_day)
+    carol.page.click(".range-form [type=submit]")
+    day = date.fromisoformat(first_day)
+    expect(carol.page.locator("#date-range-summary")).to_contain_text(
+        re.compile(rf"Showing\s+{day.day} {day:%b %Y}\s+in")
+    )
+    expect(carol.page.locator("#id_from")).to_have_value(first_day)
+    assert carol.page.locator("#trend-chart, .empty-chart").count() == 1
+
+    assert carol.errors == []
+
+    # A member gets no one else's usage: a 403 page, and the admin's login form.
+    carol.page.goto(carol.base + "/usage/environments/")
+    expect(carol.page.locator("[data-forbidden]")).to_be_visible()
+    carol.page.goto(carol.base + "/admin/credit-usage/")
+    expect(carol.page).to_have_url(re.compile(r"/admin/login/"))
+
+
+def test_my_usage_fits_a_phone(visit):
+    carol = visit(viewport=PHONE)
+    carol.log_in("carol@acme.example")
+    ensure_chart(carol)
+
+    width = carol.page.evaluate("() => document.documentElement.scrollWidth")
+    assert width <= PHONE["width"]
+    expect(carol.page.locator("[data-export=mine]")).to_be_visible()
+    carol.screenshot("member-my-usage-phone")
+    assert carol.errors == []

@@ -1,0 +1,189 @@
+"""CSV files are safe to open in a spreadsheet, valid RFC 4180, UTF-8, and streamed.
+
+Every text column that people or API callers fill is neutralised when it starts with = + - @,
+a tab or a carriage return; numbers (negative adjustments included) stay numbers; JSON is
+never altered.
+"""
+
+import csv
+import dataclasses
+import io
+from decimal import Decimal
+
+import pytest
+import time_machine
+from django.http import StreamingHttpResponse
+
+from credits.recording import record_adjustment
+from reports import selectors
+from reports.exports import neutralise
+from tests import factories
+from tests.factories import utc
+from tests.reports.recorder import EventRecorder, logged_in
+
+pytestmark = pytest.mark.django_db
+
+NOW = utc(2026, 11, 23, 10)
+KEY = '=HYPERLINK("http://evil.example","Click")'
+PROJECT = "+cmd|' /C calc'!A0"
+AGENT, AGENT_TYPE, MODEL = "@SUM(1+1)", "=type", "-2+3"
+FEATURE, PRODUCT, TEAM, SUB_ACCOUNT = "+feature", "-product", "\t=team", "\r=sub"
+REPORTS = "/api/v1/reports/"
+
+
+@pytest.fixture(autouse=True)
+def frozen_now():
+    with time_machine.travel(NOW, tick=False):
+        yield
+
+
+@pytest.fixture
+def hostile(world):
+    """Names chosen by people and API callers, each one a formula."""
+    project = world.environment.project
+    project.name = PROJECT
+    project.save()
+    factories.team_membership(
+        world.member, factories.TeamFactory(subscription=world.subscription, name=TEAM)
+    )
+    factories.SubscriptionFactory(name=SUB_ACCOUNT, parent=world.subscription)
+    product = factories.ProductFactory(slug="hostile", name=PRODUCT)
+    product.enabled_for.add(world.subscription)
+    recorder = EventRecorder(world, key_name=KEY)
+    recorder.record(
+        at=utc(2026, 11, 20, 9),
+        user=None,
+        product="hostile",
+        feature=FEATURE,
+        agent=AGENT,
+        agent_type=AGENT_TYPE,
+        model=MODEL,
+    )
+    recorder.record(at=utc(2026, 11, 21, 9), feature=FEATURE, agent=AGENT, model=MODEL)
+    return recorder
+
+
+def csv_dicts(response) -> list[dict]:
+    assert response.status_code == 200
+    assert isinstance(response, StreamingHttpResponse)
+    body = b"".join(response.streaming_content).decode("utf-8")
+    return list(csv.DictReader(io.StringIO(body, newline="")))
+
+
+def report_csv(user, report, **params) -> list[dict]:
+    response = logged_in(user).get(
+        f"{REPORTS}{report}/", {"timeframe": "this_month", "format": "csv", **params}
+    )
+    return csv_dicts(response)
+
+
+@pytest.mark.parametrize(
+    ("report", "column", "value"),
+    [
+        ("usage-by-user", "user_email", KEY),
+        ("usage-by-agent", "agent_name", AGENT),
+        ("usage-by-agent", "agent_type", AGENT_TYPE),
+        ("usage-by-agent", "model_used", MODEL),
+        ("usage-by-model", "model", MODEL),
+        ("usage-by-product", "product", PRODUCT),
+        ("usage-by-feature", "feature", FEATURE),
+        ("usage-by-team", "team", TEAM),
+        ("usage-by-environment", "environment", f"{PROJECT} / Production"),
+        ("usage-by-sub-account", "sub_account", SUB_ACCOUNT),
+    ],
+)
+def test_formulas_in_report_text_columns_are_neutralised(world, hostile, report, column, value):
+    cells = [row[column] for row in report_csv(world.admin, report)]
+    as_json = logged_in(world.admin).get(f"{REPORTS}{report}/", {"timeframe": "this_month"})
+
+    assert f"'{value}" in cells
+    assert value not in cells
+    assert value in [row[column] for row in as_json.json()["results"]]
+
+
+def test_formulas_in_the_export_are_neutralised(world, hostile):
+    rows = csv_dicts(
+        logged_in(world.admin).get(
+            "/api/v1/exports/credit-usage/", {"scope": "subscription", "format": "csv"}
+        )
+    )
+
+    assert rows[0]["User"] == f"'{KEY}"
+    assert rows[0]["Environment"] == f"'{PROJECT} / Production"
+
+
+def test_negative_credits_stay_numbers(world, hostile):
+    record_adjustment(
+        subscription=world.subscription,
+        credits=Decimal("-2"),
+        reason="Correction",
+        created_by=world.admin,
+    )
+
+    products = report_csv(world.admin, "usage-by-product", ordering="credits_consumed")
+    export = csv_dicts(
+        logged_in(world.admin).get(
+            "/api/v1/exports/credit-usage/", {"scope": "subscription", "format": "csv"}
+        )
+    )
+
+    assert products[0] == {
+        "product": "",
+        "credits_consumed": "-2.0000",
+        "avg_credits_per_day": "-0.0870",
+        "excess_credits": "0.0000",
+        "share_percent": "-200.00",  # of the 1 credit left after the adjustment
+    }
+    assert export[-1]["Credits"] == "-2.0000"
+
+
+@pytest.mark.parametrize("trigger", ["=", "+", "-", "@", "\t", "\r"])
+def test_every_formula_trigger_is_neutralised(trigger):
+    assert neutralise(f"{trigger}1+1") == f"'{trigger}1+1"
+
+
+@pytest.mark.parametrize("value", ["", "alice@acme.example", "Website / Production", " =1", "'=1"])
+def test_other_text_is_left_alone(value):
+    assert neutralise(value) == value
+
+
+def test_quotes_commas_line_breaks_and_unicode_survive_the_round_trip(world):
+    name = 'Zürich 東京, "blue"\nline'
+    project = world.environment.project
+    project.name = name
+    project.save()
+    EventRecorder(world).record(at=utc(2026, 11, 20, 9))
+
+    response = logged_in(world.admin).get(
+        "/api/v1/exports/credit-usage/", {"scope": "subscription", "format": "csv"}
+    )
+    body = b"".join(response.streaming_content)
+
+    assert '"Zürich 東京, ""blue""\nline / Production"'.encode() in body
+    assert csv_dicts_from(body)[0]["Environment"] == f"{name} / Production"
+
+
+def csv_dicts_from(body: bytes) -> list[dict]:
+    return list(csv.DictReader(io.StringIO(body.decode("utf-8"), newline="")))
+
+
+@pytest.mark.parametrize(
+    ("report", "row_class"),
+    [
+        ("usage-by-user", selectors.UserUsage),
+        ("usage-by-agent", selectors.AgentUsage),
+        ("usage-by-model", selectors.ModelUsage),
+        ("usage-by-product", selectors.ProductUsage),
+        ("usage-by-feature", selectors.FeatureUsage),
+        ("usage-by-team", selectors.TeamUsage),
+        ("usage-by-environment", selectors.EnvironmentUsage),
+    ],
+)
+def test_an_empty_report_is_a_streamed_header_row(world, report, row_class):
+    response = logged_in(world.member).get(
+        f"{REPORTS}{report}/", {"timeframe": "last_week", "format": "csv"}
+    )
+
+    assert isinstance(response, StreamingHttpResponse)
+    header = ",".join(spec.name for spec in dataclasses.fields(row_class))
+    assert b"".join(response.streaming_content) == f"{header}\r\n".encode()

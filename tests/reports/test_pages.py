@@ -1,0 +1,713 @@
+"""The usage pages through HTTP: the admin's "Credit usage", the project manager's environments
+and every member's /usage/. Usage is recorded through the metering API, at frozen times, so the
+ledger, rollups and counters are what production would hold; each page's figures are compared
+with the ledger and with the balance API."""
+
+import re
+from datetime import datetime
+from decimal import Decimal
+
+import pytest
+import time_machine
+from django.db import connection
+from django.db.models import Sum
+from django.test.utils import CaptureQueriesContext
+from rest_framework.test import APIClient
+
+from accounts.models import Role, Subscription
+from credits.models import CreditEvent, CreditLimit
+from tests import factories
+from tests.factories import utc
+
+pytestmark = pytest.mark.django_db
+
+NOW = utc(2026, 11, 23, 10)  # 11:00 in Prague, the subscriptions' time zone
+ADMIN_PAGE = "/admin/credit-usage/"
+ENVIRONMENT_PAGE = "/usage/environments/"
+MY_PAGE = "/usage/"
+
+
+@pytest.fixture(autouse=True)
+def frozen_now():
+    with time_machine.travel(NOW, tick=False):
+        yield
+
+
+class Recorder:
+    """Records events through POST /api/v1/events/ as a product would, at the time they happen."""
+
+    def __init__(self, world):
+        self.world = world
+        self.ai_agent = factories.ProductFactory(slug="ai-agent", name="AI agent")
+        self.writing = factories.ProductFactory(slug="writing", name="Writing assistant")
+        for product in (self.ai_agent, self.writing):
+            product.enabled_for.add(world.subscription, world.other_subscription)
+        self.clients = {}
+        self.count = 0
+
+    def client(self, subscription) -> APIClient:
+        if subscription.pk not in self.clients:
+            _, secret = factories.api_key(subscription)
+            client = APIClient()
+            client.credentials(HTTP_AUTHORIZATION=f"Api-Key {secret}")
+            self.clients[subscription.pk] = client
+        return self.clients[subscription.pk]
+
+    def payload(self, *, at: datetime, credits, user=None, environment=None, **fields) -> dict:
+        self.count += 1
+        payload = {
+            "idempotency_key": f"page-op-{self.count}",
+            "timestamp": at.isoformat(),
+            "environment": str((environment or self.world.environment).public_id),
+            "product": "ai-agent",
+            "feature": "chat",
+            "agent": "Support bot",
+            "credits": str(credits),
+            "status": "succeeded",
+            **fields,
+        }
+        if user is not None:
+            payload["user"] = user.email
+        return payload
+
+    def record(self, *, at: datetime, subscription=None, **fields) -> None:
+        client = self.client(subscription or self.world.subscription)
+        with time_machine.travel(at, tick=False):
+            response = client.post("/api/v1/events/", self.payload(at=at, **fields), format="json")
+        assert response.status_code == 201, response.json()
+
+    def record_batch(self, events: list[dict]) -> None:
+        """Many events of this period at once, recorded now."""
+        client = self.client(self.world.subscription)
+        for start in range(0, len(events), 1000):
+            chunk = [self.payload(**event) for event in events[start : start + 1000]]
+            response = client.post("/api/v1/events/batch/", {"events": chunk}, format="json")
+            assert response.json()["refused"] == 0, response.json()
+
+
+@pytest.fixture
+def recorder(world) -> Recorder:
+    return Recorder(world)
+
+
+@pytest.fixture
+def usage(world, recorder):
+    """A month of usage in Acme: members, a project manager, the admin and an API key, two
+    products, a team with a limit, last month's usage and another subscription's."""
+    content = factories.TeamFactory(subscription=world.subscription, name="Content")
+    factories.team_membership(world.member, content)
+    CreditLimit.objects.create(subscription=world.subscription, team=content, credits=100)
+    CreditLimit.objects.create(subscription=world.subscription, user=world.manager, credits=50)
+
+    record = recorder.record
+    record(at=utc(2026, 10, 10, 9), user=world.member, credits="20")  # last month
+    record(at=utc(2026, 11, 2, 9), user=world.member, credits="10.5")
+    record(at=utc(2026, 11, 15, 12), credits="5")  # the API key alone
+    record(at=utc(2026, 11, 20, 9), user=world.member, credits="4.25", feature="summarize")
+    record(at=utc(2026, 11, 21, 9), user=world.manager, credits="3.125", product="writing")
+    record(
+        at=utc(2026, 11, 22, 9),
+        user=world.manager,
+        credits="7",
+        environment=world.other_environment,
+    )
+    record(at=utc(2026, 11, 22, 10), user=world.admin, credits="1")
+    record(
+        at=utc(2026, 11, 23, 8), user=world.member, credits="2", product="writing", status="failed"
+    )
+    record(
+        at=utc(2026, 11, 10, 9),
+        subscription=world.other_subscription,
+        environment=world.foreign_environment,
+        user=world.outsider,
+        credits="99",
+    )
+    return recorder
+
+
+def ledger(**filters) -> Decimal:
+    total = CreditEvent.objects.filter(**filters).aggregate(total=Sum("credits"))["total"]
+    return total or Decimal(0)
+
+
+def november(**filters) -> Decimal:
+    return ledger(
+        timestamp__gte=utc(2026, 10, 31, 23), timestamp__lt=utc(2026, 11, 30, 23), **filters
+    )
+
+
+def figure(response, name: str) -> str:
+    """The text of the element marked ``data-figure="name"``."""
+    match = re.search(rf'data-figure="{name}"[^>]*>([^<]*)<', response.content.decode())
+    assert match, f"no figure {name!r} on the page"
+    return match.group(1).strip()
+
+
+def logged_in(client, user):
+    client.force_login(user)
+    return client
+
+
+def balance_api(viewer, **params) -> dict:
+    client = APIClient()
+    client.force_login(viewer)
+    response = client.get("/api/v1/balance/", params)
+    assert response.status_code == 200, response.json()
+    return response.json()
+
+
+# --- The subscription admin's analytics ------------------------------------------------------
+
+
+def test_admin_cards_equal_the_ledger_and_the_balance_api(client, world, usage):
+    response = logged_in(client, world.admin).get(ADMIN_PAGE)
+
+    assert response.status_code == 200
+    page = response.context["page"]
+    api = balance_api(world.admin)
+    used = november(subscription=world.subscription)
+    assert used == Decimal("32.875")
+    assert page.balance.used == used == Decimal(api["used"])
+    assert page.balance.remaining == Decimal(api["remaining"]) == Decimal("967.125")
+    assert page.range_credits == used
+    assert figure(response, "used") == "32.875"
+    assert figure(response, "remaining") == "967.125"
+    assert figure(response, "utilisation") == "3.3%"  # 3.29% of 1,000
+    assert figure(response, "days-until-reset") == str(api["days_until_reset"]) == "8"
+    assert figure(response, "reset-date") == "1 December 2026"
+    assert figure(response, "active-products") == "2"
+    # 32.875 over 23 days so far
+    assert figure(response, "average-daily") == "1.4293"
+    # 32.875 so far against October's 20 by 23 October
+    assert figure(response, "trend") == "+64.4%"
+    # 32.875 in 23 days: 967.125 more at 1.4293 a day takes past the reset
+    assert figure(response, "run-out") == "Lasts until the reset"
+
+
+def test_admin_chart_and_tables_add_up_to_the_ledger(client, world, usage):
+    response = logged_in(client, world.admin).get(ADMIN_PAGE)
+
+    page = response.context["page"]
+    by_product = {row.name: row.credits for row in page.products}
+    assert by_product == {
+        "AI agent": november(subscription=world.subscription, product__slug="ai-agent"),
+        "Writing assistant": november(subscription=world.subscription, product__slug="writing"),
+    }
+    chart = page.chart
+    assert len(chart["days"]) == 30  # one point per day of November
+    assert chart["days"][1] == "2026-11-02"
+    ai_agent = next(d for d in chart["datasets"] if d["label"] == "AI agent")
+    assert ai_agent["display"][1] == "10.5"
+    assert ai_agent["values"][25] is None  # 26 November is still to come
+    assert sum(Decimal(t.replace(",", "")) for t in chart["totals"]) == Decimal("32.875")
+
+    members = {row.email: row for row in page.members.rows}
+    for user in (world.member, world.manager, world.admin):
+        assert members[user.email].credits == november(subscription=world.subscription, user=user)
+    assert page.members.keys_row.credits == november(
+        subscription=world.subscription, user__isnull=True
+    )
+    assert page.members.total_credits == Decimal("32.875")
+    assert figure(response, "members-total") == "32.875"
+    assert world.outsider.email not in response.content.decode()
+
+
+def test_admin_member_table_shows_roles_teams_limits_and_activity(client, world, usage):
+    page = logged_in(client, world.admin).get(ADMIN_PAGE).context["page"]
+
+    rows = {row.email: row for row in page.members.rows}
+    member, manager = rows[world.member.email], rows[world.manager.email]
+    assert (member.role, member.team, member.runs, member.failed_runs) == (
+        "Member",
+        "Content",
+        3,
+        1,
+    )
+    # The team's limit: 100 a period, of which the Content team (the member) used 16.75.
+    assert (member.limit, member.limit_scope, member.limit_used) == (100, "team", Decimal("16.75"))
+    assert member.limit_percent == Decimal("16.8")
+    assert (manager.limit, manager.limit_scope, manager.limit_used) == (
+        50,
+        "own",
+        Decimal("10.125"),
+    )
+    assert manager.role == "Project manager, Member"
+    assert member.last_activity == utc(2026, 11, 23, 8)
+    assert rows[world.admin.email].role == "Subscription admin"
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        ({"sort": "-credits"}, ["carol", "bob", "alice"]),
+        ({"sort": "credits"}, ["alice", "bob", "carol"]),
+        ({"sort": "member"}, ["alice", "bob", "carol"]),
+        ({"sort": "-limit"}, ["bob", "carol", "alice"]),  # 20.3%, 16.8%, then no limit
+        ({"q": "CAROL"}, ["carol"]),
+        ({"team": "content"}, ["carol"]),
+        ({"feature": "summarize", "sort": "-credits"}, ["carol", "alice", "bob"]),
+    ],
+)
+def test_admin_member_table_sorts_searches_and_filters(client, world, usage, query, expected):
+    if query.get("team") == "content":
+        query = {"team": str(world.member.teams.get().pk)}
+
+    page = logged_in(client, world.admin).get(ADMIN_PAGE, query).context["page"]
+
+    assert [row.email.split("@")[0] for row in page.members.rows] == expected
+
+
+def test_admin_member_table_filters_usage_by_feature_and_product(client, world, usage, recorder):
+    response = logged_in(client, world.admin).get(
+        ADMIN_PAGE, {"feature": "chat", "product": str(recorder.writing.pk)}
+    )
+
+    rows = {row.email: row for row in response.context["page"].members.rows}
+    assert rows[world.member.email].credits == november(
+        user=world.member, feature="chat", product=recorder.writing
+    )
+    assert rows[world.manager.email].credits == Decimal("3.125")
+    # The limit still counts the whole period.
+    assert rows[world.manager.email].limit_used == Decimal("10.125")
+
+
+def test_admin_date_range_narrows_chart_and_tables_but_not_the_period_cards(client, world, usage):
+    response = logged_in(client, world.admin).get(
+        ADMIN_PAGE, {"from": "2026-11-20", "to": "2026-11-22"}
+    )
+
+    page = response.context["page"]
+    assert page.range_credits == ledger(
+        subscription=world.subscription,
+        timestamp__gte=utc(2026, 11, 19, 23),
+        timestamp__lt=utc(2026, 11, 22, 23),
+    )
+    assert page.range_credits == Decimal("15.375")
+    assert page.chart["days"] == ["2026-11-20", "2026-11-21", "2026-11-22"]
+    assert figure(response, "used") == "32.875"  # the period's balance
+    assert figure(response, "average-daily") == "5.125"
+    assert [change.change for change in page.day_over_day] == [
+        Decimal("4.25"),
+        Decimal("-1.125"),
+        Decimal("4.875"),
+    ]
+
+
+def test_admin_looks_back_at_a_past_billing_period(client, world, usage):
+    response = logged_in(client, world.admin).get(ADMIN_PAGE, {"period": "2026-10"})
+
+    page = response.context["page"]
+    assert not page.cycle.is_current
+    assert page.balance.used == Decimal("20") == page.range_credits
+    assert len(page.chart["days"]) == 31
+    assert [period.month for period in page.periods] == ["2026-11", "2026-10"]
+    assert "Period closed" in response.content.decode()
+
+
+@pytest.mark.parametrize(
+    ("query", "problem"),
+    [
+        ({"period": "2026-12"}, "has not started yet"),
+        ({"period": "November"}, "must be a month"),
+        ({"from": "23/11/2026"}, "is not a date"),
+        ({"from": "2026-11-20", "to": "2026-11-02"}, "ended before it started"),
+    ],
+)
+def test_admin_says_what_was_wrong_with_the_range_and_shows_the_period(
+    client, world, usage, query, problem
+):
+    response = logged_in(client, world.admin).get(ADMIN_PAGE, query)
+
+    assert response.status_code == 200
+    assert problem in response.content.decode()
+    assert response.context["page"].date_range.is_whole_cycle
+    assert response.context["page"].cycle.month == "2026-11"
+
+
+def test_admin_picks_a_sub_account(client, world, usage):
+    sub_account = factories.SubscriptionFactory(name="Acme Labs", parent=world.subscription)
+
+    response = logged_in(client, world.admin).get(ADMIN_PAGE, {"subscription": sub_account.pk})
+
+    page = response.context["page"]
+    assert page.subscription == sub_account
+    assert [s.name for s in page.subscriptions] == ["Acme", "Acme Labs"]
+    assert page.balance.used == 0
+    assert "sub-account of Acme" in response.content.decode()
+
+
+def test_admin_index_links_to_the_credit_usage_page(client, world, settings):
+    response = logged_in(client, world.admin).get("/admin/")
+
+    assert '<a href="/admin/credit-usage/">' in response.content.decode()
+
+
+def test_another_subscriptions_admin_sees_only_their_own(client, world, usage):
+    logged_in(client, world.outsider)
+
+    own = client.get(ADMIN_PAGE)
+    acme = client.get(ADMIN_PAGE, {"subscription": world.subscription.pk})
+    member = client.get(f"{ADMIN_PAGE}members/{world.member.pk}/")
+    member_of_acme = client.get(
+        f"{ADMIN_PAGE}members/{world.member.pk}/", {"subscription": world.subscription.pk}
+    )
+
+    assert own.context["page"].subscription == world.other_subscription
+    assert own.context["page"].balance.used == Decimal("99")
+    assert "Acme" not in own.content.decode()
+    assert (acme.status_code, member.status_code, member_of_acme.status_code) == (404, 404, 404)
+
+
+@pytest.mark.parametrize("persona", ["manager", "member"])
+def test_lower_roles_get_no_admin_analytics(client, world, usage, persona):
+    logged_in(client, getattr(world, persona))
+
+    for url in (ADMIN_PAGE, f"{ADMIN_PAGE}members/{world.member.pk}/"):
+        response = client.get(url)
+        assert response.status_code == 302
+        assert response.url.startswith("/admin/login/")
+
+
+def test_anonymous_people_are_sent_to_log_in(client, world):
+    assert client.get(ADMIN_PAGE).url.startswith("/admin/login/")
+    assert client.get(MY_PAGE).url == "/login/?next=/usage/"
+    assert client.get(ENVIRONMENT_PAGE).url == "/login/?next=/usage/environments/"
+
+
+def test_free_plan_shows_totals_and_says_which_plans_have_team_views(client, world, usage):
+    Subscription.objects.filter(pk=world.subscription.pk).update(plan=Subscription.Plan.FREE)
+    logged_in(client, world.admin)
+
+    response = client.get(ADMIN_PAGE)
+    detail = client.get(f"{ADMIN_PAGE}members/{world.member.pk}/")
+
+    page = response.context["page"]
+    assert page.members is None
+    assert figure(response, "used") == "32.875"
+    html = response.content.decode()
+    assert "available on the Pro, Premium or Scale plans" in html
+    assert "is on the Free plan" in html
+    assert world.member.email not in html
+    assert detail.status_code == 403
+    assert "available on the Pro, Premium or Scale plans" in detail.content.decode()
+
+
+def test_no_products_enabled_shows_zero_usage_and_why(client, world):
+    response = logged_in(client, world.admin).get(ADMIN_PAGE)
+
+    page = response.context["page"]
+    assert figure(response, "used") == "0"
+    assert page.products == []
+    assert "No AI products are enabled for Acme" in response.content.decode()
+    assert "nothing to chart yet" in response.content.decode()
+
+
+def test_no_usage_yet_says_so(client, world, recorder):
+    response = logged_in(client, world.admin).get(ADMIN_PAGE)
+
+    html = response.content.decode()
+    assert "No usage recorded for this subscription in this period yet." in html
+    assert figure(response, "run-out") == "No usage yet"
+    assert [row.credits for row in response.context["page"].products] == [0, 0]
+
+
+def test_the_first_of_the_month_starts_a_new_period(client, world, usage):
+    with time_machine.travel(utc(2026, 11, 30, 23, 30), tick=False):  # 00:30, 1 December
+        response = logged_in(client, world.admin).get(ADMIN_PAGE)
+
+    page = response.context["page"]
+    assert page.cycle.month == "2026-12"
+    assert figure(response, "used") == "0"
+    assert figure(response, "days-until-reset") == "31"
+    html = response.content.decode()
+    assert "A new billing period started today (1 December)" in html
+    assert figure(response, "trend") == "—"  # nothing to compare 1 December with
+    assert [period.month for period in page.periods] == ["2026-11", "2026-10"]
+
+
+def test_the_allocation_used_up_shows_the_day_it_ran_out(client, world, recorder):
+    Subscription.objects.filter(pk=world.subscription.pk).update(
+        base_allocation=10, limit_mode=Subscription.LimitMode.SOFT, excess_allowance=100
+    )
+    recorder.record(at=utc(2026, 11, 3, 9), user=world.member, credits="6")
+    recorder.record(at=utc(2026, 11, 5, 9), user=world.member, credits="6")
+
+    response = logged_in(client, world.admin).get(ADMIN_PAGE)
+
+    assert figure(response, "run-out") == "5 Nov 2026"
+    assert figure(response, "excess-used") == "2"
+    assert figure(response, "excess-remaining") == "98"
+    assert figure(response, "utilisation") == "120%"
+
+
+def test_admin_member_detail_matches_the_ledger_and_the_balance_api(client, world, usage):
+    response = logged_in(client, world.admin).get(
+        f"{ADMIN_PAGE}members/{world.member.pk}/", {"subscription": world.subscription.pk}
+    )
+
+    assert response.status_code == 200
+    page = response.context["page"]
+    api = balance_api(world.admin, user=world.member.email)
+    assert page.range_credits == november(user=world.member) == Decimal("16.75")
+    assert figure(response, "period-credits") == "16.75" == api["user"]["used"].rstrip("0")
+    assert figure(response, "limit-remaining") == "83.25"
+    assert Decimal(api["team"]["remaining"]) == Decimal("83.25")
+    assert [event.credits for event in page.runs] == [
+        Decimal("2"),
+        Decimal("4.25"),
+        Decimal("10.5"),
+    ]
+
+
+def test_member_rows_link_to_their_detail(client, world, usage):
+    response = logged_in(client, world.admin).get(ADMIN_PAGE)
+
+    link = (
+        f'href="/admin/credit-usage/members/{world.member.pk}/?subscription={world.subscription.pk}'
+    )
+    assert link in response.content.decode()
+
+
+@pytest.mark.parametrize("page_url", [ADMIN_PAGE, ENVIRONMENT_PAGE, MY_PAGE])
+def test_each_page_reads_a_constant_number_of_queries(
+    client, world, usage, recorder, django_assert_max_num_queries, page_url
+):
+    persona = {ADMIN_PAGE: world.admin, ENVIRONMENT_PAGE: world.manager, MY_PAGE: world.member}
+    logged_in(client, persona[page_url])
+    with CaptureQueriesContext(connection) as small:
+        assert client.get(page_url).status_code == 200
+    small_data_queries = len(small)  # now: the next request clears the connection's log
+
+    more_products = [
+        factories.ProductFactory(slug=f"product-{n}", name=f"Product {n}") for n in range(4)
+    ]
+    for product in more_products:
+        product.enabled_for.add(world.subscription)
+    people = [factories.UserFactory() for _ in range(12)]
+    for person in people:
+        factories.membership(person, Role.MEMBER, environment=world.environment)
+    team = factories.TeamFactory(subscription=world.subscription)
+    for person in people[:6]:
+        factories.team_membership(person, team)
+        CreditLimit.objects.create(subscription=world.subscription, user=person, credits=500)
+    recorder.record_batch(
+        [
+            {
+                "at": utc(2026, 11, 1 + n % 22, 8 + n % 12),
+                "user": [*people, world.member, world.manager][n % 14],
+                "product": ["ai-agent", "writing", *(p.slug for p in more_products)][n % 6],
+                "feature": ["chat", "summarize", "translate"][n % 3],
+                "credits": "0.25",
+            }
+            for n in range(120)
+        ]
+    )
+
+    with django_assert_max_num_queries(small_data_queries):
+        response = client.get(page_url)
+    assert response.status_code == 200
+    assert small_data_queries <= 16
+
+
+# --- The project manager's environments -------------------------------------------------------
+
+
+def test_manager_sees_everyones_usage_in_their_environment(client, world, usage):
+    response = logged_in(client, world.manager).get(ENVIRONMENT_PAGE)
+
+    assert response.status_code == 200
+    page = response.context["page"]
+    assert page.environment == world.environment
+    in_environment = november(environment=world.environment)
+    assert page.range_credits == in_environment == Decimal("25.875")
+    api = balance_api(world.manager, environment=str(world.environment.public_id))
+    assert page.balance.environment_used == Decimal(api["environment_used"]) == in_environment
+    assert figure(response, "period-credits") == "25.875"
+    rows = {row.email: row.credits for row in page.members.rows}
+    assert rows == {
+        world.member.email: Decimal("16.75"),
+        world.manager.email: Decimal("3.125"),
+        world.admin.email: Decimal("1"),
+    }
+    assert page.members.keys_row.credits == Decimal("5")
+    # Teams and limits are the subscription admin's business.
+    assert not page.members.for_admin
+    assert "Limit used" not in response.content.decode()
+    assert 'id="id_team"' not in response.content.decode()
+    # Staging, where the manager is only a member, is not theirs to see.
+    assert [e.name for e in page.environments] == ["Production"]
+
+
+def test_manager_page_links_the_environment_csv(client, world, usage):
+    response = logged_in(client, world.manager).get(ENVIRONMENT_PAGE)
+
+    href = (
+        f"/api/v1/exports/credit-usage/?scope=environment&amp;"
+        f"environment={world.environment.public_id}&amp;format=csv"
+    )
+    assert f'href="{href}"' in response.content.decode()
+
+
+def test_the_environment_csv_adds_up_to_the_page(client, world, usage):
+    logged_in(client, world.manager)
+    page = client.get(ENVIRONMENT_PAGE).context["page"]
+
+    response = client.get(page.export_url)
+
+    assert response.status_code == 200, response.content[:500]
+    body = b"".join(response.streaming_content).decode()
+    credits = [Decimal(line.rsplit(",", 1)[1]) for line in body.strip().splitlines()[1:]]
+    assert sum(credits) == page.period_credits
+
+
+def test_manager_sees_one_persons_usage_in_the_environment(client, world, usage):
+    response = logged_in(client, world.manager).get(
+        f"/usage/environments/members/{world.member.pk}/",
+        {"environment": str(world.environment.public_id)},
+    )
+
+    assert response.status_code == 200
+    page = response.context["page"]
+    assert page.range_credits == november(user=world.member, environment=world.environment)
+    assert page.balance.user is None  # limits are the subscription admin's business
+    assert "Limit" not in response.content.decode()
+
+
+def test_manager_cannot_see_people_or_environments_outside_theirs(client, world, usage):
+    logged_in(client, world.manager)
+
+    staging = client.get(ENVIRONMENT_PAGE, {"environment": str(world.other_environment.public_id)})
+    foreign = client.get(
+        ENVIRONMENT_PAGE, {"environment": str(world.foreign_environment.public_id)}
+    )
+    outsider = client.get(
+        f"/usage/environments/members/{world.outsider.pk}/",
+        {"environment": str(world.environment.public_id)},
+    )
+
+    assert (staging.status_code, foreign.status_code, outsider.status_code) == (404, 404, 404)
+
+
+def test_members_and_other_subscriptions_admins_get_no_environment_page(client, world, usage):
+    member = logged_in(client, world.member).get(ENVIRONMENT_PAGE)
+    assert member.status_code == 403
+    assert "You don't manage any environment" in member.content.decode()
+
+    outsider = logged_in(client, world.outsider).get(
+        ENVIRONMENT_PAGE, {"environment": str(world.environment.public_id)}
+    )
+    assert outsider.status_code == 404
+
+
+def test_free_plan_environment_page_shows_totals_only(client, world, usage):
+    Subscription.objects.filter(pk=world.subscription.pk).update(plan=Subscription.Plan.FREE)
+    logged_in(client, world.manager)
+
+    response = client.get(ENVIRONMENT_PAGE)
+    detail = client.get(
+        f"/usage/environments/members/{world.member.pk}/",
+        {"environment": str(world.environment.public_id)},
+    )
+
+    assert response.context["page"].members is None
+    assert figure(response, "period-credits") == "25.875"
+    assert "available on the Pro, Premium or Scale plans" in response.content.decode()
+    assert detail.status_code == 403
+
+
+# --- Every member's own usage -----------------------------------------------------------------
+
+
+def test_my_usage_equals_the_ledger_and_the_balance_api(client, world, usage):
+    response = logged_in(client, world.member).get(MY_PAGE)
+
+    assert response.status_code == 200
+    page = response.context["page"]
+    api = balance_api(world.member)
+    mine = november(user=world.member)
+    assert page.range_credits == mine == Decimal(api["user"]["used"]) == Decimal("16.75")
+    assert figure(response, "range-credits") == "16.75"
+    assert figure(response, "period-credits") == "16.75"
+    # No limit of their own: their team's limit of 100 applies.
+    assert api["user"]["limit"] is None
+    assert figure(response, "limit-remaining") == "83.25" == api["team"]["remaining"].rstrip("0.")
+    assert figure(response, "limit") == "100"
+    assert figure(response, "days-until-reset") == "8 days"
+    assert world.manager.email not in response.content.decode()
+
+
+def test_my_usage_in_one_environment(client, world, usage):
+    logged_in(client, world.manager)
+
+    everywhere = client.get(MY_PAGE).context["page"]
+    staging = client.get(
+        MY_PAGE, {"scope": f"environment:{world.other_environment.public_id}"}
+    ).context["page"]
+
+    assert everywhere.range_credits == november(user=world.manager) == Decimal("10.125")
+    assert staging.range_credits == Decimal("7")
+    assert [event.credits for event in staging.runs] == [Decimal("7")]
+    assert everywhere.balance.user.limit == 50
+    assert everywhere.balance.user.remaining == Decimal("39.875")
+
+
+def test_my_recent_runs_are_paginated_newest_first(client, world, usage, recorder):
+    recorder.record_batch(
+        [{"at": utc(2026, 11, 3, 8, n), "user": world.member, "credits": "0.5"} for n in range(25)]
+    )
+    logged_in(client, world.member)
+
+    first = client.get(MY_PAGE).context["page"].runs
+    last = client.get(MY_PAGE, {"page": "2"}).context["page"].runs
+
+    assert first.paginator.count == 28
+    assert first[0].timestamp == utc(2026, 11, 23, 8)
+    assert len(first) == 20 and len(last) == 8
+    assert last[-1].timestamp == utc(2026, 11, 2, 9)
+
+
+def test_my_usage_links_my_csv(client, world, usage):
+    logged_in(client, world.member)
+
+    response = client.get(MY_PAGE)
+    csv = client.get(response.context["page"].export_url)
+
+    html = response.content.decode()
+    assert (
+        f'href="/api/v1/exports/credit-usage/?scope=mine&amp;subscription='
+        f'{world.subscription.pk}&amp;format=csv"' in html
+    )
+    assert "Download my CSV" in html
+    assert csv.status_code == 200
+    body = b"".join(csv.streaming_content).decode()
+    assert sum(Decimal(line.rsplit(",", 1)[1]) for line in body.strip().splitlines()[1:]) == (
+        Decimal("16.75")
+    )
+
+
+def test_my_usage_refuses_environments_that_are_not_mine(client, world, usage):
+    logged_in(client, world.member)
+
+    foreign = client.get(MY_PAGE, {"environment": str(world.foreign_environment.public_id)})
+    other = client.get(MY_PAGE, {"scope": f"subscription:{world.other_subscription.pk}"})
+
+    assert (foreign.status_code, other.status_code) == (404, 404)
+
+
+def test_someone_without_a_subscription_sees_why(client, world):
+    loner = factories.UserFactory()
+
+    response = logged_in(client, loner).get(MY_PAGE)
+
+    assert response.status_code == 200
+    assert "You don't belong to any subscription yet" in response.content.decode()
+
+
+def test_members_log_in_with_the_usage_login(client, world):
+    response = client.post(
+        "/login/", {"username": world.member.email, "password": factories.PASSWORD}
+    )
+
+    assert response.status_code == 302
+    assert response.url == "/usage/"
+    assert client.get(MY_PAGE).status_code == 200

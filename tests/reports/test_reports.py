@@ -1,0 +1,766 @@
+"""GET /api/v1/reports/<report>/: columns, values, roles, filters, ordering and bad input.
+
+The data is ``record_november``: Acme (Europe/Prague) in November 2026, seen on Monday the
+23rd. bob (project manager of Production) is in team Platform, carol (member) in Support.
+"""
+
+import csv
+import io
+from decimal import Decimal, InvalidOperation
+
+import pytest
+import time_machine
+from django.http import StreamingHttpResponse
+from rest_framework.authtoken.models import Token
+from rest_framework.test import APIClient
+
+from credits.models import Agent
+from credits.recording import record_adjustment
+from tests import factories
+from tests.factories import utc
+from tests.reports.recorder import logged_in, record_november
+
+pytestmark = pytest.mark.django_db
+
+NOW = utc(2026, 11, 23, 10)
+REPORTS = "/api/v1/reports/"
+ALL_REPORTS = [
+    "usage-by-user",
+    "usage-by-agent",
+    "usage-by-model",
+    "usage-by-product",
+    "usage-by-feature",
+    "usage-by-team",
+    "usage-by-environment",
+    "usage-by-sub-account",
+]
+
+
+@pytest.fixture
+def teams(world):
+    support = factories.TeamFactory(subscription=world.subscription, name="Support")
+    platform = factories.TeamFactory(subscription=world.subscription, name="Platform")
+    factories.team_membership(world.member, support)
+    factories.team_membership(world.manager, platform)
+    return support, platform
+
+
+@pytest.fixture
+def usage(world, teams):
+    return record_november(world)
+
+
+@pytest.fixture(autouse=True)
+def frozen_now():
+    with time_machine.travel(NOW, tick=False):
+        yield
+
+
+def get(user, report, **params):
+    """GET a report as ``user`` (None: anonymous), for this month unless told otherwise."""
+    if not {"timeframe", "period", "start", "end"} & set(params):
+        params["timeframe"] = "this_month"
+    client = logged_in(user) if user else APIClient()
+    return client.get(f"{REPORTS}{report}/", params)
+
+
+def results(response) -> list[dict]:
+    assert response.status_code == 200, response.json()
+    return response.json()["results"]
+
+
+def column(response, name: str) -> list:
+    return [row[name] for row in results(response)]
+
+
+def csv_rows(response) -> list[list[str]]:
+    assert isinstance(response, StreamingHttpResponse)
+    return list(csv.reader(io.StringIO(b"".join(response.streaming_content).decode())))
+
+
+# --- Columns and values ------------------------------------------------------------------------
+
+
+def test_usage_by_user(world, usage):
+    response = get(world.admin, "usage-by-user")
+
+    assert results(response) == [
+        {
+            "user_email": "alice@acme.example",
+            "role": "subscription_admin",
+            "user_id": world.admin.pk,
+            "total_runs": 1,
+            "agents_created": 0,
+            "credits_consumed": "10.0000",
+            "input_tokens_total": 1000,
+            "output_tokens_total": 200,
+        },
+        {
+            "user_email": "bob@acme.example",
+            "role": "project_manager",
+            "user_id": world.manager.pk,
+            "total_runs": 1,
+            "agents_created": 1,
+            "credits_consumed": "4.0000",
+            "input_tokens_total": 1000,
+            "output_tokens_total": 200,
+        },
+        {
+            "user_email": "carol@acme.example",
+            "role": "member",
+            "user_id": world.member.pk,
+            "total_runs": 2,
+            "agents_created": 0,  # Support bot was created in October
+            "credits_consumed": "3.7500",
+            "input_tokens_total": 2000,
+            "output_tokens_total": 400,
+        },
+        {
+            "user_email": "Backend",
+            "role": "api_key",
+            "user_id": None,
+            "total_runs": 1,
+            "agents_created": 0,
+            "credits_consumed": "0.2500",
+            "input_tokens_total": 1000,
+            "output_tokens_total": 200,
+        },
+    ]
+    assert response.json()["totals"] == {
+        "total_runs": 5,
+        "agents_created": 1,
+        "credits_consumed": "18.0000",
+        "input_tokens_total": 5000,
+        "output_tokens_total": 1000,
+    }
+
+
+def test_adjustments_nobody_is_named_for_are_a_row_of_their_own(world, usage):
+    record_adjustment(
+        subscription=world.subscription,
+        credits=Decimal("-1"),
+        reason="Refund",
+        created_by=world.admin,
+        environment=world.environment,
+    )
+
+    response = get(world.admin, "usage-by-user", ordering="credits_consumed")
+
+    assert results(response)[0] == {
+        "user_email": "",
+        "role": "",
+        "user_id": None,
+        "total_runs": 0,  # an adjustment is not a run
+        "agents_created": 0,
+        "credits_consumed": "-1.0000",
+        "input_tokens_total": 0,
+        "output_tokens_total": 0,
+    }
+    assert response.json()["totals"]["credits_consumed"] == "17.0000"
+
+
+def test_usage_by_agent(world, usage):
+    response = get(world.admin, "usage-by-agent")
+
+    assert results(response) == [
+        {
+            "agent_name": "Support bot",
+            "agent_id": usage_agent_id("Support bot"),
+            "model_used": "gpt-5-mini",
+            "agent_type": "single_task",
+            "total_runs": 3,
+            "total_sessions": 2,  # s-1 twice, s-3
+            "avg_runs_per_session": "1.50",
+            "credits_consumed": "13.7500",
+            "input_tokens_total": 3000,
+            "output_tokens_total": 600,
+            "avg_latency_ms": "933.33",
+            # percentile_cont over 800, 800, 1200: 800 + 0.9 * 400
+            "p95_latency_ms": "1160.00",
+            "error_rate": "0.3333",
+        },
+        {
+            "agent_name": "Translator",
+            "agent_id": usage_agent_id("Translator"),
+            "model_used": "gpt-5",
+            "agent_type": "multi_step",
+            "total_runs": 1,
+            "total_sessions": 1,
+            "avg_runs_per_session": "1.00",
+            "credits_consumed": "4.0000",
+            "input_tokens_total": 1000,
+            "output_tokens_total": 200,
+            "avg_latency_ms": "2000.00",
+            "p95_latency_ms": "2000.00",
+            "error_rate": "0.0000",
+        },
+        {
+            "agent_name": "",
+            "agent_id": None,
+            "model_used": "",
+            "agent_type": "",
+            "total_runs": 1,
+            "total_sessions": 0,
+            "avg_runs_per_session": None,
+            "credits_consumed": "0.2500",
+            "input_tokens_total": 1000,
+            "output_tokens_total": 200,
+            "avg_latency_ms": None,
+            "p95_latency_ms": None,
+            "error_rate": "0.0000",
+        },
+    ]
+
+
+def usage_agent_id(name: str) -> int:
+    return Agent.objects.get(name=name).pk
+
+
+def test_usage_by_model(world, usage):
+    response = get(world.admin, "usage-by-model")
+
+    assert results(response) == [
+        {
+            "model": "gpt-5-mini",
+            "total_runs": 3,
+            "credits_consumed": "13.7500",
+            "input_tokens_total": 3000,
+            "output_tokens_total": 600,
+            "avg_latency_ms": "933.33",
+            "p95_latency_ms": "1160.00",
+            "error_rate": "0.3333",
+        },
+        {
+            "model": "gpt-5",
+            "total_runs": 1,
+            "credits_consumed": "4.0000",
+            "input_tokens_total": 1000,
+            "output_tokens_total": 200,
+            "avg_latency_ms": "2000.00",
+            "p95_latency_ms": "2000.00",
+            "error_rate": "0.0000",
+        },
+        {
+            "model": "",
+            "total_runs": 1,
+            "credits_consumed": "0.2500",
+            "input_tokens_total": 1000,
+            "output_tokens_total": 200,
+            "avg_latency_ms": None,
+            "p95_latency_ms": None,
+            "error_rate": "0.0000",
+        },
+    ]
+
+
+def test_usage_by_product(world, usage):
+    response = get(world.admin, "usage-by-product")
+
+    assert results(response) == [
+        {
+            "product": "AI agent",
+            "credits_consumed": "18.0000",
+            "avg_credits_per_day": "0.7826",  # 18 credits over 23 days, 1 to 23 November
+            "excess_credits": "0.0000",
+            "share_percent": "100.00",
+        }
+    ]
+    assert response.json()["totals"] == {"credits_consumed": "18.0000", "excess_credits": "0.0000"}
+
+
+def test_usage_by_feature(world, usage):
+    response = get(world.admin, "usage-by-feature")
+
+    assert [
+        (row["feature"], row["total_runs"], row["credits_consumed"], row["share_percent"])
+        for row in results(response)
+    ] == [
+        ("chat", 3, "13.7500", "76.39"),
+        ("translate", 1, "4.0000", "22.22"),
+        ("", 1, "0.2500", "1.39"),
+    ]
+    assert results(response)[0]["excess_credits"] == "0.0000"
+    assert results(response)[0]["input_tokens_total"] == 3000
+
+
+def test_usage_by_team(world, usage, teams):
+    support, platform = teams
+
+    response = get(world.admin, "usage-by-team")
+
+    fields = ("team", "team_id", "active_users", "total_runs", "credits_consumed")
+    assert [tuple(row[name] for name in fields) for row in results(response)] == [
+        ("", None, 1, 2, "10.2500"),  # alice (no team) and the key
+        ("Platform", platform.pk, 1, 1, "4.0000"),
+        ("Support", support.pk, 1, 2, "3.7500"),
+    ]
+    assert column(response, "share_percent") == ["56.94", "22.22", "20.83"]
+
+
+def test_usage_by_environment(world, usage):
+    response = get(world.admin, "usage-by-environment")
+
+    assert results(response) == [
+        {
+            "environment": "Website / Staging",
+            "environment_id": str(world.other_environment.public_id),
+            "active_users": 1,
+            "total_runs": 2,
+            "credits_consumed": "10.2500",
+            "excess_credits": "0.0000",
+            "input_tokens_total": 2000,
+            "output_tokens_total": 400,
+            "share_percent": "56.94",
+        },
+        {
+            "environment": "Website / Production",
+            "environment_id": str(world.environment.public_id),
+            "active_users": 2,
+            "total_runs": 3,
+            "credits_consumed": "7.7500",
+            "excess_credits": "0.0000",
+            "input_tokens_total": 3000,
+            "output_tokens_total": 600,
+            "share_percent": "43.06",
+        },
+    ]
+
+
+@pytest.fixture
+def sub_account(world, usage):
+    """Acme Labs, a sub-account of Acme in New York, with 2.5 credits this month."""
+    labs = factories.SubscriptionFactory(
+        name="Acme Labs", parent=world.subscription, timezone="America/New_York"
+    )
+    environment = factories.EnvironmentFactory(
+        project=factories.ProjectFactory(subscription=labs, name="Lab"), name="Production"
+    )
+    labs.enabled_products.add(*world.subscription.enabled_products.all())
+    usage.record(
+        at=utc(2026, 11, 18, 15),
+        client=usage.key_client(labs, name="Labs key"),
+        environment=str(environment.public_id),
+        user=None,
+        credits="2.5",
+    )
+    return labs
+
+
+def test_usage_by_sub_account_lists_the_parent_and_each_sub_account(world, sub_account):
+    response = get(world.admin, "usage-by-sub-account")
+
+    assert [
+        (row["sub_account"], row["sub_account_id"], row["credits_consumed"], row["share_percent"])
+        for row in results(response)
+    ] == [
+        ("Acme", world.subscription.pk, "18.0000", "87.80"),
+        ("Acme Labs", sub_account.pk, "2.5000", "12.20"),
+    ]
+    assert response.json()["totals"]["credits_consumed"] == "20.5000"
+
+
+def test_sub_accounts_are_included_on_request(world, sub_account):
+    without = get(world.admin, "usage-by-product")
+    with_them = get(world.admin, "usage-by-product", include_sub_accounts="true")
+
+    assert without.json()["totals"]["credits_consumed"] == "18.0000"
+    assert with_them.json()["totals"]["credits_consumed"] == "20.5000"
+    assert "Labs key" in column(
+        get(world.admin, "usage-by-user", include_sub_accounts="true"), "user_email"
+    )
+
+
+def test_the_json_echoes_the_resolved_timeframe_and_paginates(world, usage):
+    response = get(world.admin, "usage-by-user", page_size=3)
+    body = response.json()
+
+    assert body["timeframe"] == {
+        "name": "this_month",
+        "start": "2026-10-31T23:00:00Z",
+        "end": "2026-11-23T23:00:00Z",
+        "first_day": "2026-11-01",
+        "last_day": "2026-11-23",
+        "timezone": "Europe/Prague",
+    }
+    assert (body["report"], body["subscription"]) == (
+        "usage-by-user",
+        {"id": world.subscription.pk, "name": "Acme"},
+    )
+    assert (body["count"], len(body["results"]), body["previous"]) == (4, 3, None)
+    assert body["totals"]["credits_consumed"] == "18.0000"  # all rows, not the page
+    second = logged_in(world.admin).get(body["next"])
+    assert column(second, "user_email") == ["Backend"]
+
+
+def test_other_timeframes_select_other_days(world, usage):
+    assert (
+        get(world.admin, "usage-by-product", timeframe="last_month").json()["totals"][
+            "credits_consumed"
+        ]
+        == "7.0000"
+    )
+    assert (
+        get(world.admin, "usage-by-product", period="2026-10").json()["totals"]["credits_consumed"]
+        == "7.0000"
+    )
+    assert (
+        get(world.admin, "usage-by-product", start="2026-11-12", end="2026-11-20").json()["totals"][
+            "credits_consumed"
+        ]
+        == "6.2500"
+    )
+    assert (
+        get(world.admin, "usage-by-product", timeframe="last_week").json()["totals"][
+            "credits_consumed"
+        ]
+        == "14.2500"
+    )  # Monday 16 to Sunday 22 November
+
+
+def test_csv_has_the_same_columns_and_values(world, usage):
+    response = get(world.admin, "usage-by-agent", format="csv")
+
+    rows = csv_rows(response)
+    assert rows[0] == [
+        "agent_name",
+        "agent_id",
+        "model_used",
+        "agent_type",
+        "total_runs",
+        "total_sessions",
+        "avg_runs_per_session",
+        "credits_consumed",
+        "input_tokens_total",
+        "output_tokens_total",
+        "avg_latency_ms",
+        "p95_latency_ms",
+        "error_rate",
+    ]
+    assert rows[1][0] == "Support bot"
+    assert rows[1][4:] == [
+        *("3", "2", "1.50", "13.7500", "3000", "600", "933.33", "1160.00", "0.3333")
+    ]
+    assert rows[3] == ["", "", "", "", "1", "0", "", "0.2500", "1000", "200", "", "", "0.0000"]
+    assert response["Content-Type"] == "text/csv; charset=utf-8"
+    assert response["Content-Disposition"] == (
+        'attachment; filename="acme_usage-by-agent_2026-11-01_2026-11-23.csv"'
+    )
+
+
+def test_csv_is_also_chosen_by_the_accept_header(world, usage):
+    response = logged_in(world.admin).get(
+        f"{REPORTS}usage-by-product/", {"period": "2026-10"}, HTTP_ACCEPT="text/csv"
+    )
+
+    assert csv_rows(response)[1] == ["AI agent", "7.0000", "0.2258", "0.0000", "100.00"]
+    assert 'filename="acme_usage-by-product_2026-10.csv"' in response["Content-Disposition"]
+
+
+# --- Roles -------------------------------------------------------------------------------------
+
+
+def test_members_get_only_their_own_usage(world, usage):
+    assert column(get(world.member, "usage-by-user"), "user_email") == ["carol@acme.example"]
+    assert get(world.member, "usage-by-environment").json()["totals"]["credits_consumed"] == (
+        "3.7500"
+    )
+
+
+def test_project_managers_get_their_environments(world, usage):
+    by_user = get(world.manager, "usage-by-user")
+    by_environment = get(world.manager, "usage-by-environment")
+
+    assert column(by_user, "user_email") == ["bob@acme.example", "carol@acme.example"]
+    assert column(by_environment, "environment") == ["Website / Production"]
+
+
+@pytest.mark.parametrize("report", ALL_REPORTS[:-1])
+@pytest.mark.parametrize(
+    ("user", "credits"),
+    [
+        ("admin", "18.0000"),
+        ("manager", "7.7500"),  # everyone's in Production
+        ("member", "3.7500"),  # carol's own
+        ("outsider", "0.0000"),  # Globex, their own subscription
+    ],
+)
+def test_every_report_shows_each_role_its_share(world, usage, report, user, credits):
+    response = get(getattr(world, user), report)
+
+    assert response.json()["totals"]["credits_consumed"] == credits
+
+
+@pytest.mark.parametrize("report", ALL_REPORTS)
+def test_another_subscription_is_a_404(world, usage, report):
+    response = get(world.outsider, report, subscription=world.subscription.pk)
+
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "not_found"
+
+
+@pytest.mark.parametrize("report", ALL_REPORTS)
+def test_anonymous_callers_get_a_401_and_api_keys_a_403(world, usage, report):
+    anonymous = get(None, report)
+    with_a_key = usage.client.get(f"{REPORTS}{report}/", {"timeframe": "this_month"})
+
+    assert anonymous.status_code == 401
+    assert anonymous.json()["error"]["code"] == "not_authenticated"
+    assert with_a_key.status_code == 403
+    assert with_a_key.json()["error"]["code"] == "permission_denied"
+
+
+@pytest.mark.parametrize("user", ["manager", "member"])
+def test_only_admins_get_usage_by_sub_account(world, sub_account, user):
+    response = get(getattr(world, user), "usage-by-sub-account")
+
+    assert response.status_code == 403
+    assert response.json()["error"]["code"] == "permission_denied"
+
+
+def test_a_personal_token_works_like_a_session(world, usage):
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=world.admin).key}")
+
+    response = client.get(f"{REPORTS}usage-by-product/", {"timeframe": "this_month"})
+
+    assert response.json()["totals"]["credits_consumed"] == "18.0000"
+
+
+# --- Filters -----------------------------------------------------------------------------------
+
+
+def test_filters_narrow_every_figure(world, usage, teams):
+    support, _ = teams
+
+    assert column(get(world.admin, "usage-by-agent", agent_type="multi_step"), "agent_name") == [
+        "Translator"
+    ]
+    assert column(get(world.admin, "usage-by-model", model="gpt-5"), "model") == ["gpt-5"]
+    assert column(get(world.admin, "usage-by-user", team=support.pk), "user_email") == [
+        "carol@acme.example"
+    ]
+    assert column(get(world.admin, "usage-by-model", feature="translate"), "model") == ["gpt-5"]
+    assert (
+        get(world.admin, "usage-by-product", product="ai-agent").json()["totals"][
+            "credits_consumed"
+        ]
+        == "18.0000"
+    )
+
+
+def test_created_by_filters_agents_by_their_creator_whatever_the_case(world, usage):
+    response = get(world.admin, "usage-by-agent", created_by="BOB@acme.example")
+
+    assert column(response, "agent_name") == ["Translator"]
+    assert column(response, "p95_latency_ms") == ["2000.00"]
+
+
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [
+        ({"agent_type": "multi_task"}, "agent_type"),
+        ({"model": "gpt-6"}, "model"),
+        ({"feature": "summarise"}, "feature"),
+        ({"product": "writing-assistant"}, "product"),
+        ({"created_by": "nobody@acme.example"}, "created_by"),
+        ({"created_by": "charlie@globex.example"}, "created_by"),  # not visible to alice
+        ({"team": "abc"}, "team"),
+        ({"team": "999999"}, "team"),
+    ],
+)
+def test_unknown_filter_values_are_refused(world, usage, params, field):
+    response = get(world.admin, "usage-by-agent", **params)
+
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "invalid_filter"
+    assert list(response.json()["error"]["details"]) == [field]
+
+
+def test_a_team_of_another_subscription_is_unknown(world, usage):
+    globex_team = factories.TeamFactory(subscription=world.other_subscription)
+
+    response = get(world.admin, "usage-by-user", team=globex_team.pk)
+
+    assert response.status_code == 400
+    assert response.json()["error"]["details"] == {
+        "team": ["Select a valid choice. That choice is not one of the available choices."]
+    }
+
+
+def test_members_cannot_filter_by_values_only_others_used(world, usage):
+    response = get(world.member, "usage-by-model", model="gpt-5")
+
+    assert response.status_code == 400
+
+
+# --- Ordering ----------------------------------------------------------------------------------
+
+
+def test_ordering_by_columns_ascending_and_descending(world, usage):
+    assert column(get(world.admin, "usage-by-user", ordering="user_email"), "user_email") == [
+        "alice@acme.example",
+        "Backend",
+        "bob@acme.example",
+        "carol@acme.example",
+    ]
+    assert column(
+        get(world.admin, "usage-by-user", ordering="-total_runs,user_email"), "user_email"
+    ) == ["carol@acme.example", "alice@acme.example", "Backend", "bob@acme.example"]
+
+
+def test_empty_values_sort_last_both_ways(world, usage):
+    ascending = get(world.admin, "usage-by-agent", ordering="p95_latency_ms")
+    descending = get(world.admin, "usage-by-agent", ordering="-p95_latency_ms")
+
+    assert column(ascending, "p95_latency_ms") == ["1160.00", "2000.00", None]
+    assert column(descending, "p95_latency_ms") == ["2000.00", "1160.00", None]
+
+
+@pytest.mark.parametrize("report", ALL_REPORTS)
+def test_every_column_can_order_a_report(world, sub_account, report):
+    client = logged_in(world.admin)
+    columns = list(results(get(world.admin, report))[0])
+
+    for name in columns:
+        for term in (name, f"-{name}"):
+            response = client.get(
+                f"{REPORTS}{report}/", {"timeframe": "this_month", "ordering": term}
+            )
+            values = [row[name] for row in results(response) if row[name] is not None]
+            keys = [_comparable(value) for value in values]
+            assert keys == sorted(keys, reverse=term.startswith("-")), (report, term)
+
+
+def _comparable(value):
+    if isinstance(value, int):
+        return value
+    try:
+        return Decimal(value)
+    except InvalidOperation:
+        return value.casefold()
+
+
+def test_unknown_ordering_is_refused_listing_the_columns(world, usage):
+    response = get(world.admin, "usage-by-product", ordering="credits,-share")
+
+    assert response.status_code == 400
+    assert response.json()["error"] == {
+        "code": "invalid_ordering",
+        "message": "Order by one or more columns, comma-separated; a leading '-' sorts descending.",
+        "details": {
+            "ordering": ["credits", "-share"],
+            "allowed": [
+                "product",
+                "credits_consumed",
+                "avg_credits_per_day",
+                "excess_credits",
+                "share_percent",
+            ],
+        },
+    }
+
+
+# --- Bad parameters ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"timeframe": ""},
+        {"timeframe": "last_year"},
+        {"period": "2026-13"},
+        {"period": "2027-01"},
+        {"start": "2026-11-10", "end": "2026-11-01"},
+        {"start": "2026-11-10"},
+        {"timeframe": "this_month", "period": "2026-10"},
+    ],
+)
+def test_bad_timeframes_are_a_400_listing_the_allowed_values(world, usage, params):
+    response = get(world.admin, "usage-by-product", **params)
+
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["code"] == "invalid_timeframe"
+    assert error["details"]["allowed"] == [
+        "this_week",
+        "this_month",
+        "last_week",
+        "last_month",
+        "last_7_days",
+        "last_30_days",
+        "last_3_months",
+        "last_6_months",
+        "last_12_months",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [
+        ({"include_sub_accounts": "maybe"}, "include_sub_accounts"),
+        ({"subscription": "acme"}, "subscription"),
+        ({"agent-type": "single_task"}, "agent-type"),  # a typo is not silently ignored
+        ({"format": "xml"}, "format"),
+    ],
+)
+def test_bad_parameters_are_a_400_in_the_error_shape(world, usage, params, field):
+    response = get(world.admin, "usage-by-agent", **params)
+
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "validation_error"
+    assert list(response.json()["error"]["details"]) == [field]
+
+
+def test_errors_are_json_even_when_csv_was_asked_for(world, usage):
+    response = get(world.admin, "usage-by-agent", timeframe="someday", format="csv")
+
+    assert response.status_code == 400
+    assert response["Content-Type"] == "application/json"
+    assert response.json()["error"]["code"] == "invalid_timeframe"
+
+
+def test_include_sub_accounts_is_not_a_parameter_of_usage_by_sub_account(world, usage):
+    response = get(world.admin, "usage-by-sub-account", include_sub_accounts="false")
+
+    assert response.status_code == 400
+    assert list(response.json()["error"]["details"]) == ["include_sub_accounts"]
+
+
+# --- Queries -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("report", ALL_REPORTS)
+def test_queries_do_not_grow_with_the_data(
+    world, usage, teams, report, django_assert_max_num_queries
+):
+    people = [factories.UserFactory(email=f"writer{n}@acme.example") for n in range(8)]
+    for person in people:
+        factories.membership(person, "member", environment=world.environment)
+    usage.record_batch(
+        at=NOW,
+        events=[
+            {
+                "timestamp": utc(2026, 11, 23, 9, n).isoformat(),
+                "user": person.email,
+                "agent": f"Agent {n}",
+                "model": f"model-{n % 3}",
+                "feature": f"feature-{n}",
+            }
+            for n, person in enumerate(people * 3)
+        ],
+    )
+    client = logged_in(world.admin)
+    filters = {"model": "gpt-5-mini", "created_by": world.member.email, "team": teams[0].pk}
+    if report != "usage-by-sub-account":
+        filters["include_sub_accounts"] = "true"
+
+    with django_assert_max_num_queries(10):
+        response = client.get(f"{REPORTS}{report}/", {"timeframe": "this_month", **filters})
+    with django_assert_max_num_queries(7):
+        everything = client.get(f"{REPORTS}{report}/", {"timeframe": "this_month"})
+    with django_assert_max_num_queries(7):
+        as_csv = client.get(f"{REPORTS}{report}/", {"timeframe": "this_month", "format": "csv"})
+        b"".join(as_csv.streaming_content)
+
+    assert response.status_code == 200
+    assert everything.json()["totals"]["credits_consumed"] == "54.0000"  # 18 + 24 x 1.5
