@@ -26,6 +26,13 @@ PERIODIC_TASKS = [
         "every_minutes": 360,
         "description": "Creates the credit ledger's monthly partitions for the coming months.",
     },
+    {
+        "name": "Dispatch due reports",
+        "task": "reports.tasks.dispatch_due_reports",
+        "every_minutes": 5,
+        "description": "Hands the scheduled email reports that fell due (in each subscription's "
+        "time zone) to the sender, catching up on any missed while beat was down.",
+    },
 ]
 
 

@@ -1,0 +1,315 @@
+"""Report schedules in the Django admin, with their delivery log, unsubscribes and the actions
+"send a test now" and "resend failed". Scoped like every admin (``ScopedAdminMixin``); sending
+goes through ``reports.services``."""
+
+import re
+
+from django import forms
+from django.contrib import admin, messages
+from django.core.exceptions import ValidationError
+from django.db.models import Count, Q
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.html import format_html, format_html_join
+from django.utils.http import urlencode
+from django.utils.translation import ngettext
+
+from accounts.admin_scoping import ScopedAdminMixin, ScopedModelAdmin, ScopedRelatedFilter
+
+from . import services
+from .models import (
+    MAX_RECIPIENTS,
+    REPORT_ATTACHMENTS,
+    Delivery,
+    ReportSchedule,
+    Unsubscribe,
+)
+from .schedules import next_due
+
+RECENT_DELIVERIES = 10
+
+
+class ReportScheduleForm(forms.ModelForm):
+    """Recipients as a text box, reports as check boxes; everything else is validated by the
+    model (``ReportSchedule.clean``), whose errors show next to their fields."""
+
+    recipients = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 4, "cols": 60}),
+        help_text=f"Email addresses, one per line or separated by commas; members or not "
+        f"(at most {MAX_RECIPIENTS}). Case does not matter; duplicates are removed.",
+    )
+    attached_reports = forms.MultipleChoiceField(
+        label="CSV reports to attach",
+        choices=REPORT_ATTACHMENTS,
+        widget=forms.CheckboxSelectMultiple,
+        required=False,
+        help_text="Each exactly as its export endpoint returns it for the same period and scope.",
+    )
+    owner = None  # the person adding the schedule (the admin gives forms no request)
+
+    class Meta:
+        model = ReportSchedule
+        fields = (
+            "subscription",
+            "name",
+            "enabled",
+            "frequency",
+            "weekday",
+            "send_time",
+            "scope",
+            "environment",
+            "attached_reports",
+            "recipients",
+        )
+
+    @classmethod
+    def for_owner(cls, owner):
+        return type(cls.__name__, (cls,), {"owner": owner})
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.instance.pk and not self.is_bound:
+            self.initial["recipients"] = "\n".join(self.instance.recipients)
+
+    def clean_recipients(self) -> list[str]:
+        return [part for part in re.split(r"[\s,;]+", self.cleaned_data["recipients"]) if part]
+
+    def clean(self):
+        if not self.instance.created_by_id and self.owner is not None:
+            self.instance.created_by = self.owner  # validation checks what the owner may see
+        return super().clean()
+
+
+class DeliveryInlineMixin:
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+class UnsubscribeInline(ScopedAdminMixin, DeliveryInlineMixin, admin.TabularInline):
+    model = Unsubscribe
+    subscription_path = "schedule__subscription"
+    fields = ("email", "created_at")
+    readonly_fields = fields
+    extra = 0
+    verbose_name = "unsubscribed recipient"
+    verbose_name_plural = "unsubscribed recipients (their reports are no longer sent)"
+
+
+@admin.register(ReportSchedule)
+class ReportScheduleAdmin(ScopedModelAdmin):
+    form = ReportScheduleForm
+    list_display = (
+        "name",
+        "subscription",
+        "timing",
+        "scope_description",
+        "recipient_count",
+        "enabled",
+        "failed_deliveries",
+    )
+    list_filter = ("enabled", "frequency", ("subscription", ScopedRelatedFilter))
+    list_select_related = ("subscription", "environment__project")
+    search_fields = ("name", "subscription__name")
+    ordering = ("subscription__name", "name")
+    fixed_after_creation = ("subscription",)
+    readonly_fields = ("created_by", "next_report", "delivery_log", "created_at")
+    inlines = (UnsubscribeInline,)
+    actions = ("send_test_now", "resend_failed", "take_ownership")
+    fieldsets = (
+        (None, {"fields": ("subscription", "name", "enabled")}),
+        (
+            "When",
+            {
+                "fields": ("frequency", "weekday", "send_time"),
+                "description": "In the subscription's time zone. Weekly reports cover the "
+                "previous Monday to Sunday; monthly reports the billing period that just ended.",
+            },
+        ),
+        ("What", {"fields": ("scope", "environment", "attached_reports")}),
+        ("Who", {"fields": ("recipients",)}),
+    )
+    record_fieldset = (
+        "Deliveries",
+        {"fields": ("created_by", "next_report", "delivery_log", "created_at")},
+    )
+
+    def get_fieldsets(self, request, obj=None):
+        return (*self.fieldsets, self.record_fieldset) if obj else self.fieldsets
+
+    def get_form(self, request, obj=None, **kwargs):
+        return super().get_form(request, obj, **kwargs).for_owner(request.user)
+
+    def get_queryset(self, request):
+        failed = Count("deliveries", filter=Q(deliveries__status=Delivery.Status.FAILED))
+        return super().get_queryset(request).annotate(failed_count=failed)
+
+    def get_deleted_objects(self, objs, request):
+        """A schedule's delivery log goes with it, although nobody deletes log rows by hand."""
+        deleted, counts, perms_needed, protected = super().get_deleted_objects(objs, request)
+        perms_needed.discard(Delivery._meta.verbose_name)
+        return deleted, counts, perms_needed, protected
+
+    def save_model(self, request, obj, form, change):
+        if not change and not obj.created_by_id:
+            obj.created_by = request.user
+        super().save_model(request, obj, form, change)
+
+    # --- Columns and read-only fields -------------------------------------------------------
+
+    @admin.display(description="when")
+    def timing(self, obj) -> str:
+        at = f"{obj.send_time:%H:%M}"
+        if obj.frequency == ReportSchedule.Frequency.MONTHLY:
+            return f"Monthly, the 1st at {at}"
+        return f"{obj.get_weekday_display()}s at {at}"
+
+    @admin.display(description="scope")
+    def scope_description(self, obj) -> str:
+        return obj.scope_label
+
+    @admin.display(description="recipients")
+    def recipient_count(self, obj) -> int:
+        return len(obj.recipients)
+
+    @admin.display(description="failed", ordering="failed_count")
+    def failed_deliveries(self, obj):
+        if not obj.failed_count:
+            return 0
+        return format_html('<a href="{}">{}</a>', _log_url(obj, status="failed"), obj.failed_count)
+
+    @admin.display(description="next report")
+    def next_report(self, obj) -> str:
+        if not obj.enabled:
+            return "Paused"
+        zone = obj.subscription.zone
+        when = next_due(
+            frequency=obj.frequency,
+            weekday=obj.weekday,
+            send_time=obj.send_time,
+            zone=zone,
+            now=timezone.now(),
+        ).astimezone(zone)
+        return f"{when:%A} {when.day} {when:%B %Y, %H:%M} ({zone.key})"
+
+    @admin.display(description="delivery log")
+    def delivery_log(self, obj):
+        recent = obj.deliveries.order_by("-period_start", "recipient")[:RECENT_DELIVERIES]
+        rows = format_html_join(
+            "",
+            "<tr><td>{} to {}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            (
+                (
+                    d.period_start,
+                    d.period_end,
+                    d.recipient,
+                    d.get_status_display(),
+                    d.attempts,
+                    d.last_error or "",
+                )
+                for d in recent
+            ),
+        )
+        if not rows:
+            return "Nothing sent yet."
+        return format_html(
+            "<table><thead><tr><th>Period</th><th>Recipient</th><th>Status</th><th>Attempts</th>"
+            "<th>Last error</th></tr></thead><tbody>{}</tbody></table>"
+            '<p><a href="{}">The whole delivery log of this schedule</a></p>',
+            rows,
+            _log_url(obj),
+        )
+
+    # --- Actions ------------------------------------------------------------------------------
+
+    @admin.action(description="Send a test now (to my own address)", permissions=["change"])
+    def send_test_now(self, request, queryset):
+        for schedule in queryset.select_related("subscription", "environment__project"):
+            try:
+                period = services.send_test_report(
+                    schedule=schedule, to=request.user.email, now=timezone.now()
+                )
+            except services.OwnerCannotSee as error:
+                self.message_user(request, f"“{schedule}”: {error.message}", messages.ERROR)
+            except OSError as error:
+                self.message_user(
+                    request, f"“{schedule}”: the test could not be sent ({error}).", messages.ERROR
+                )
+            else:
+                self.message_user(
+                    request,
+                    f"Sent a test of “{schedule}” ({period.label}) to {request.user.email}.",
+                    messages.SUCCESS,
+                )
+
+    @admin.action(description="Resend failed deliveries", permissions=["change"])
+    def resend_failed(self, request, queryset):
+        count = services.resend_failed(
+            deliveries=Delivery.objects.filter(schedule__in=queryset), now=timezone.now()
+        )
+        self.message_user(
+            request,
+            ngettext("Queued %d delivery again.", "Queued %d deliveries again.", count) % count,
+            messages.SUCCESS if count else messages.WARNING,
+        )
+
+    @admin.action(description="Make me the owner of the selected schedules", permissions=["change"])
+    def take_ownership(self, request, queryset):
+        """For a schedule whose owner left or lost access: reports are generated with the
+        owner's visibility, so they then show what the new owner may see."""
+        for schedule in queryset.select_related("subscription", "environment__project"):
+            schedule.created_by = request.user
+            try:
+                services.save_schedule(schedule=schedule)
+            except ValidationError as error:
+                problem = " ".join(error.messages)
+                self.message_user(request, f"“{schedule}”: {problem}", messages.ERROR)
+            else:
+                self.message_user(request, f"You own “{schedule}” now.", messages.SUCCESS)
+
+
+def _log_url(schedule, **filters) -> str:
+    query = {"schedule__id__exact": schedule.pk}
+    if "status" in filters:
+        query["status__exact"] = filters["status"]
+    return f"{reverse('admin:reports_delivery_changelist')}?{urlencode(query)}"
+
+
+@admin.register(Delivery)
+class DeliveryAdmin(DeliveryInlineMixin, ScopedModelAdmin):
+    """The delivery log: every report owed to every recipient, and what became of it."""
+
+    subscription_path = "schedule__subscription"
+    list_display = (
+        "schedule",
+        "period_start",
+        "period_end",
+        "recipient",
+        "status",
+        "attempts",
+        "sent_at",
+        "last_error",
+    )
+    list_filter = ("status", ("schedule", ScopedRelatedFilter))
+    list_select_related = ("schedule",)
+    search_fields = ("recipient", "schedule__name")
+    ordering = ("-period_start", "schedule__name", "recipient")
+    date_hierarchy = "period_start"
+    actions = ("resend",)
+
+    def has_resend_permission(self, request) -> bool:
+        return request.user.has_perm("reports.change_reportschedule")
+
+    @admin.action(description="Resend the selected failed deliveries", permissions=["resend"])
+    def resend(self, request, queryset):
+        count = services.resend_failed(deliveries=queryset, now=timezone.now())
+        self.message_user(
+            request,
+            ngettext("Queued %d delivery again.", "Queued %d deliveries again.", count) % count,
+            messages.SUCCESS if count else messages.WARNING,
+        )

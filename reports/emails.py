@@ -1,0 +1,437 @@
+"""What a scheduled report says, and the email that carries it.
+
+``build_report`` reads everything once per (schedule, period): the figures, the chart and the
+CSV attachments. ``report_message`` then makes one email per recipient, who each get their
+own unsubscribe link. Everything is read with the **owner's** visibility (``visible_to``), so a
+report never shows its recipients more than the person who set it up may see.
+
+Figures come from the daily rollups (``DailyUsage``), like the dashboards; the balances from
+the billing periods' counters (``credits.selectors.balance``). CSV attachments are made by the
+export endpoints' own code (``reports.api`` and ``reports.exports``) with the parameters a
+person would give them for the same period and scope, so the files are byte for byte what the
+endpoints return.
+
+MIME structure: multipart/mixed [ multipart/related [ multipart/alternative [ text, HTML ],
+the chart as an inline PNG (``cid:``) ], the CSV files ]. The HTML uses inline styles and
+tables only, which is what mail clients render reliably.
+"""
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from decimal import ROUND_HALF_UP, Decimal
+from email import encoders
+from email.mime.base import MIMEBase
+from email.mime.image import MIMEImage
+
+from django.conf import settings
+from django.core.mail import EmailMultiAlternatives
+from django.core.mail.message import SafeMIMEMultipart
+from django.db.models import QuerySet, Sum
+from django.template.loader import render_to_string
+from django.urls import reverse
+from django.utils.http import urlencode
+
+from credits.models import DailyUsage
+from credits.notifications import credits_text
+from credits.periods import local_midnight, month_start, next_month_start
+from credits.selectors import balance
+
+from . import selectors
+from .api import REPORT_VIEWS
+from .charts import Series, daily_credits_png
+from .exports import CsvTable, credit_usage_table, csv_chunks, csv_filename
+from .models import CREDIT_USAGE_EXPORT, ReportSchedule
+from .schedules import MONTHLY, ReportPeriod
+from .timeframes import resolve_timeframe
+
+TOP = 5
+ZERO = Decimal("0.0000")
+PERCENT = Decimal("0.1")
+CHART_CID = "daily-credits-chart"
+# All CSV files of one email together, before base64 (which adds a third): well below the
+# 25 MB that common mail servers accept. A file that does not fit is named in the email instead.
+MAX_ATTACHMENT_BYTES = 10 * 1024 * 1024
+
+
+# --- The figures -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Ranked:
+    label: str
+    credits: str
+    share_percent: str
+
+
+@dataclass(frozen=True)
+class AccountBalance:
+    """One billing period of one account, as of the report."""
+
+    name: str
+    month: str
+    ended: bool
+    used: str
+    base_allocation: str
+    remaining: str
+    utilisation_percent: str
+    excess_used: str
+    excess_allowance: str
+    soft_mode: bool
+    environment_used: str | None
+
+
+@dataclass(frozen=True)
+class Trend:
+    previous_credits: str
+    change_percent: str | None  # None when the previous period had no usage
+    direction: str  # "up", "down" or "flat"
+
+
+@dataclass(frozen=True)
+class Attachment:
+    filename: str
+    content: bytes | None  # None: too large to attach (see MAX_ATTACHMENT_BYTES)
+
+
+@dataclass
+class Report:
+    """Everything one (schedule, period) report says; the same for every recipient."""
+
+    schedule: ReportSchedule
+    period: ReportPeriod
+    as_of: datetime
+    subject: str
+    context: dict
+    chart_png: bytes
+    attachments: list[Attachment] = field(default_factory=list)
+
+
+def scoped_usage(*, schedule: ReportSchedule, first_day, last_day) -> QuerySet:
+    """The rollups of the schedule's scope on these local days, as its owner sees them.
+    ``DailyUsage.day`` is each account's local date, so sub-accounts in other time zones
+    contribute their own local days, as in the usage reports."""
+    usage = DailyUsage.objects.visible_to(schedule.created_by).filter(
+        subscription__in=schedule.accounts(), day__gte=first_day, day__lte=last_day
+    )
+    if schedule.scope == ReportSchedule.Scope.ENVIRONMENT:
+        usage = usage.filter(environment_id=schedule.environment_id)
+    return usage
+
+
+def _sum(usage: QuerySet, column: str = "credits") -> Decimal:
+    return usage.aggregate(total=Sum(column))["total"] or ZERO
+
+
+def _percent(part: Decimal, whole: Decimal) -> str:
+    if not whole:
+        return "0.0"
+    return f"{(part * 100 / whole).quantize(PERCENT, ROUND_HALF_UP):f}"
+
+
+def _trend(current: Decimal, previous: Decimal) -> Trend:
+    direction = "up" if current > previous else "down" if current < previous else "flat"
+    change = None
+    if previous:
+        change = f"{((current - previous) * 100 / previous).quantize(PERCENT, ROUND_HALF_UP):+f}"
+    return Trend(credits_text(previous), change, direction)
+
+
+def _top_members(usage: QuerySet, total: Decimal) -> list[Ranked]:
+    """People by credits (what an API key did alone belongs to nobody and is left out)."""
+    rows = (
+        usage.filter(user__isnull=False)
+        .values("user__email")
+        .annotate(credits=Sum("credits"))
+        .order_by("-credits", "user__email")[:TOP]
+    )
+    return [
+        Ranked(row["user__email"], credits_text(row["credits"]), _percent(row["credits"], total))
+        for row in rows
+    ]
+
+
+def _product_series(usage: QuerySet) -> list[Series]:
+    by_product: dict[tuple, dict] = {}
+    rows = usage.values("day", "product_id", "product__name").annotate(credits=Sum("credits"))
+    for row in rows.order_by():
+        key = (row["product_id"], row["product__name"] or "No product")
+        days = by_product.setdefault(key, {})
+        days[row["day"]] = days.get(row["day"], ZERO) + row["credits"]
+    return [Series(name, product_id, days) for (product_id, name), days in by_product.items()]
+
+
+def _top_products(series: list[Series], total: Decimal) -> list[Ranked]:
+    ranked = sorted(series, key=lambda one: (-one.total, one.name))[:TOP]
+    return [Ranked(one.name, credits_text(one.total), _percent(one.total, total)) for one in ranked]
+
+
+def _balances(schedule: ReportSchedule, period: ReportPeriod, now: datetime) -> list:
+    """The billing period holding the report's last day, for each account, as of ``now``."""
+    rows = []
+    for account in schedule.accounts():
+        environment = schedule.environment if account == schedule.subscription else None
+        state = balance(
+            subscription=account,
+            at=local_midnight(period.last_day, account.zone),
+            environment=environment,
+        )
+        rows.append(
+            AccountBalance(
+                name=account.name,
+                month=f"{state.period_start.astimezone(account.zone):%B %Y}",
+                ended=state.period_end <= now,
+                used=credits_text(state.used),
+                base_allocation=credits_text(state.base_allocation),
+                remaining=credits_text(state.remaining),
+                utilisation_percent=f"{state.utilisation_percent.quantize(PERCENT):f}",
+                excess_used=credits_text(state.excess_used),
+                excess_allowance=credits_text(state.excess_allowance),
+                soft_mode=state.limit_mode == account.LimitMode.SOFT,
+                environment_used=(
+                    None if state.environment_used is None else credits_text(state.environment_used)
+                ),
+            )
+        )
+    return rows
+
+
+def late_usage_until(schedule: ReportSchedule, period: ReportPeriod) -> datetime:
+    """Until when usage of the period's days can still be recorded: the end of the billing
+    period holding its last day, plus the grace window for late events."""
+    end = local_midnight(next_month_start(month_start(period.last_day)), schedule.subscription.zone)
+    return end + timedelta(hours=settings.LATE_EVENT_GRACE_HOURS)
+
+
+def local_text(instant: datetime, zone) -> str:
+    """``23 November 2026, 08:00`` in ``zone`` (formatted here: the template ``date`` filter
+    would convert it back to the server's time zone)."""
+    local = instant.astimezone(zone)
+    return f"{local.day} {local:%B %Y, %H:%M}"
+
+
+def dashboard_url(schedule: ReportSchedule, period: ReportPeriod) -> str:
+    """The usage page of the scope, on the period's days (clipped to one billing period, as
+    the pages show one at a time)."""
+    month = month_start(period.last_day)
+    days = {
+        "period": f"{month:%Y-%m}",
+        "from": max(period.first_day, month).isoformat(),
+        "to": period.last_day.isoformat(),
+    }
+    if schedule.scope == ReportSchedule.Scope.ENVIRONMENT:
+        path = reverse("environment-usage")
+        query = {"environment": schedule.environment.public_id, **days}
+    else:
+        path = reverse("admin-credit-usage")
+        query = {"subscription": schedule.subscription_id, **days}
+    return f"{settings.SITE_URL.rstrip('/')}{path}?{urlencode(query)}"
+
+
+# --- Attachments -----------------------------------------------------------------------------
+
+
+def _endpoint_parameters(period: ReportPeriod) -> dict:
+    """What a person passes to ``/api/v1/reports/<report>/`` for the same period."""
+    if period.frequency == MONTHLY:
+        return {"period": f"{period.first_day:%Y-%m}"}
+    return {"start": period.first_day.isoformat(), "end": period.last_day.isoformat()}
+
+
+def report_attachments(
+    *, schedule: ReportSchedule, period: ReportPeriod, now: datetime
+) -> list[Attachment]:
+    """The chosen CSV reports, exactly as the endpoints return them for the schedule's owner,
+    period and scope at this moment; those beyond ``MAX_ATTACHMENT_BYTES`` (all files
+    together) are named but not attached."""
+    owner = schedule.created_by
+    subscription = selectors.report_subscription(
+        user=owner, subscription_id=schedule.subscription_id
+    )
+    timeframe = resolve_timeframe(
+        subscription=subscription, params=_endpoint_parameters(period), now=now
+    )
+    budget = MAX_ATTACHMENT_BYTES
+    attachments = []
+    for name in schedule.attached_reports:
+        if name == CREDIT_USAGE_EXPORT:
+            filename, table = _credit_usage(schedule, timeframe)
+        else:
+            filename, table = _report(schedule, name, subscription, timeframe)
+        content = _read_at_most(csv_chunks(table), budget)
+        if content is not None:
+            budget -= len(content)
+        attachments.append(Attachment(filename, content))
+    return attachments
+
+
+def _read_at_most(chunks, limit: int) -> bytes | None:
+    parts, size = [], 0
+    for chunk in chunks:
+        size += len(chunk)
+        if size > limit:
+            return None
+        parts.append(chunk)
+    return b"".join(parts)
+
+
+def _report(schedule, name, subscription, timeframe) -> tuple[str, CsvTable]:
+    """What ``/api/v1/reports/<name>/?format=csv`` writes: its selector, default order and
+    serializer, for the schedule's owner."""
+    view = REPORT_VIEWS[name]
+    report = view.report
+    options = {}
+    if report.sub_account_toggle:
+        options["include_sub_accounts"] = schedule.scope == ReportSchedule.Scope.WITH_SUB_ACCOUNTS
+    rows = report.selector(
+        user=schedule.created_by,
+        subscription=subscription,
+        timeframe=timeframe,
+        filters={},
+        **options,
+    )
+    rows = selectors.order_rows(rows=rows, ordering=None, row_class=report.row_class)
+    table = CsvTable(
+        columns=report.columns,
+        rows=(_cells(view, row) for row in rows),
+        text_columns=report.text_columns,
+    )
+    filename = csv_filename(
+        subscription=subscription, report=report.slug, timeframe_label=timeframe.label
+    )
+    return filename, table
+
+
+def _cells(view, row) -> list:
+    """A row as the report endpoint writes it: through its serializer, column by column."""
+    data = view.row_serializer(row).data
+    return [data[name] for name in view.report.columns]
+
+
+def _credit_usage(schedule: ReportSchedule, timeframe) -> tuple[str, CsvTable]:
+    """The credit usage export of the billing period (the endpoint exports the current one,
+    so it is asked as of the period's first instant)."""
+    environment = schedule.environment
+    export = selectors.credit_usage_export(
+        user=schedule.created_by,
+        scope="environment" if environment else "subscription",
+        subscription_id=schedule.subscription_id,
+        environment_id=environment.public_id if environment else None,
+        now=timeframe.start,
+    )
+    filename = csv_filename(
+        subscription=export.subscription,
+        report=f"credit-usage-{export.scope}",
+        timeframe_label=export.timeframe.label,
+    )
+    return filename, credit_usage_table(export)
+
+
+# --- The report ------------------------------------------------------------------------------
+
+
+def build_report(*, schedule: ReportSchedule, period: ReportPeriod, now: datetime) -> Report:
+    """Read the figures, draw the chart and make the attachments of one report."""
+    zone = schedule.subscription.zone
+    usage = scoped_usage(schedule=schedule, first_day=period.first_day, last_day=period.last_day)
+    used = _sum(usage)
+    previous_first, previous_last = period.previous_days()
+    previous = _sum(
+        scoped_usage(schedule=schedule, first_day=previous_first, last_day=previous_last)
+    )
+    series = _product_series(usage)
+    late_until = late_usage_until(schedule, period)
+    context = {
+        "schedule": schedule,
+        "scope_label": schedule.scope_label,
+        "period": period,
+        "monthly": period.frequency == MONTHLY,
+        "timezone": zone.key,
+        "as_of": local_text(now, zone),
+        "late_until": local_text(late_until, zone),
+        "late_usage_closed": late_until <= now,
+        "credits_used": credits_text(used),
+        "excess_credits": credits_text(_sum(usage, "excess_credits")),
+        "trend": _trend(used, previous),
+        "balances": _balances(schedule, period, now),
+        "top_members": _top_members(usage, used),
+        "top_products": _top_products(series, used),
+        "chart_cid": CHART_CID,
+        "dashboard_url": dashboard_url(schedule, period),
+    }
+    report = Report(
+        schedule=schedule,
+        period=period,
+        as_of=now,
+        subject=f"{schedule.name}: {schedule.scope_label}, {period.label}",
+        context=context,
+        chart_png=daily_credits_png(days=period.days, series=series),
+        attachments=report_attachments(schedule=schedule, period=period, now=now),
+    )
+    context["attachment_names"] = [a.filename for a in report.attachments if a.content]
+    context["too_large"] = [a.filename for a in report.attachments if a.content is None]
+    context["max_attachment_mb"] = MAX_ATTACHMENT_BYTES // (1024 * 1024)
+    return report
+
+
+# --- The email -------------------------------------------------------------------------------
+
+
+class ReportMessage(EmailMultiAlternatives):
+    """An email whose HTML shows images from the message itself (``cid:``), wrapped with the
+    text and HTML in multipart/related as RFC 2387 says, ahead of the real attachments."""
+
+    def __init__(self, *args, inline_images: list[tuple[str, bytes]] = (), **kwargs):
+        super().__init__(*args, **kwargs)
+        self.inline_images = list(inline_images)
+
+    def _create_alternatives(self, msg):
+        msg = super()._create_alternatives(msg)
+        if not self.inline_images:
+            return msg
+        related = SafeMIMEMultipart(_subtype="related", encoding=self.encoding)
+        related.attach(msg)
+        for content_id, content in self.inline_images:
+            image = MIMEImage(content, "png")
+            image.add_header("Content-ID", f"<{content_id}>")
+            image.add_header("Content-Disposition", "inline", filename=f"{content_id}.png")
+            related.attach(image)
+        return related
+
+
+def csv_part(attachment: Attachment) -> MIMEBase:
+    """A CSV file, base64-encoded so that its bytes (CRLF line ends included) arrive intact."""
+    part = MIMEBase("text", "csv", charset="utf-8")
+    part.set_payload(attachment.content)
+    encoders.encode_base64(part)
+    part.add_header("Content-Disposition", "attachment", filename=attachment.filename)
+    return part
+
+
+def report_message(
+    *, report: Report, recipient: str, unsubscribe_url: str, test: bool = False
+) -> ReportMessage:
+    context = {
+        **report.context,
+        "unsubscribe_url": unsubscribe_url,
+        "recipient": recipient,
+        "test": test,
+    }
+    subject = f"[Test] {report.subject}" if test else report.subject
+    message = ReportMessage(
+        subject=subject,
+        body=render_to_string("emails/report.txt", context),
+        from_email=settings.DEFAULT_FROM_EMAIL,
+        to=[recipient],
+        headers={
+            # RFC 2369 and RFC 8058: mail clients offer their own one-click unsubscribe.
+            "List-Unsubscribe": f"<{unsubscribe_url}>",
+            "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
+            "Auto-Submitted": "auto-generated",
+        },
+        inline_images=[(CHART_CID, report.chart_png)],
+    )
+    message.attach_alternative(render_to_string("emails/report.html", context), "text/html")
+    for attachment in report.attachments:
+        if attachment.content is not None:
+            message.attach(csv_part(attachment))
+    return message

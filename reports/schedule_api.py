@@ -1,0 +1,316 @@
+"""Report schedules over the API: ``/api/v1/report-schedules/`` and ``.../<id>/``.
+
+Subscription admins manage the schedules of their subscriptions; project managers their own
+schedules on the environments they manage. Anyone else (members, API keys) gets a 403; a
+schedule out of the caller's reach is a 404, as if it did not exist. Validation is the model's
+(``ReportSchedule.clean``), shared with the admin.
+"""
+
+from datetime import time
+
+from django.core.exceptions import ValidationError as ModelValidationError
+from django.db.models import F
+from django.shortcuts import get_object_or_404
+from django.utils import timezone
+from drf_spectacular.utils import (
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_field,
+    extend_schema_serializer,
+)
+from rest_framework import permissions, serializers, status
+from rest_framework.exceptions import NotFound, ValidationError
+from rest_framework.pagination import PageNumberPagination
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from accounts.api import page_of
+from accounts.authentication import KeyPrincipal
+from accounts.models import ApiKey, Environment, Subscription
+
+from . import services
+from .api import SubscriptionRefSerializer
+from .models import ATTACHMENT_NAMES, MAX_RECIPIENTS, ReportSchedule, Weekday
+from .schedules import next_due
+
+WEEKDAYS = [label.lower() for label in Weekday.labels]
+
+
+class CanScheduleReports(permissions.BasePermission):
+    """A person (not an API key) who administers a subscription or manages an environment."""
+
+    message = "Report schedules are for subscription admins and project managers."
+
+    def has_permission(self, request, view) -> bool:
+        user = request.user
+        if isinstance(user, KeyPrincipal) or isinstance(request.auth, ApiKey):
+            return False
+        if not (user and user.is_authenticated):
+            return False
+        return (
+            Subscription.objects.administered_by(user).exists()
+            or Environment.objects.managed_by(user).exists()
+        )
+
+
+@extend_schema_field(
+    {"type": "string", "pattern": r"^([01]\d|2[0-3]):[0-5]\d$", "example": "08:00"}
+)
+class LocalTimeField(serializers.TimeField):
+    """A wall-clock time as people write it, ``HH:MM`` (seconds are accepted and dropped)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(format="%H:%M", input_formats=["%H:%M", "%H:%M:%S"], **kwargs)
+
+    def to_internal_value(self, value):
+        return super().to_internal_value(value).replace(second=0, microsecond=0)
+
+
+class EnvironmentRefSerializer(serializers.Serializer):
+    id = serializers.UUIDField(source="public_id", help_text="The EnvironmentId.")
+    name = serializers.CharField(source="__str__", help_text="Project / Environment.")
+
+
+@extend_schema_serializer(component_name="ReportSchedule")
+class ScheduleOutputSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    subscription = SubscriptionRefSerializer()
+    name = serializers.CharField()
+    frequency = serializers.ChoiceField(choices=ReportSchedule.Frequency.choices)
+    weekday = serializers.SerializerMethodField(help_text="Weekly reports: the day sent.")
+    send_time = LocalTimeField(help_text="Local time, in the subscription's time zone.")
+    timezone = serializers.CharField(source="subscription.timezone")
+    recipients = serializers.ListField(child=serializers.EmailField())
+    unsubscribed = serializers.SerializerMethodField(
+        help_text="Recipients who unsubscribed: their reports are no longer sent."
+    )
+    scope = serializers.ChoiceField(choices=ReportSchedule.Scope.choices)
+    environment = EnvironmentRefSerializer(allow_null=True)
+    attached_reports = serializers.ListField(child=serializers.CharField())
+    enabled = serializers.BooleanField()
+    owner = serializers.EmailField(source="created_by.email", allow_null=True, default=None)
+    next_report_at = serializers.SerializerMethodField(help_text="UTC; empty when paused.")
+    created_at = serializers.DateTimeField()
+    updated_at = serializers.DateTimeField()
+
+    def get_weekday(self, schedule) -> str:
+        return WEEKDAYS[schedule.weekday]
+
+    def get_unsubscribed(self, schedule) -> list[str]:
+        return sorted(unsubscribe.email for unsubscribe in schedule.unsubscribes.all())
+
+    def get_next_report_at(self, schedule) -> str | None:
+        if not schedule.enabled:
+            return None
+        when = next_due(
+            frequency=schedule.frequency,
+            weekday=schedule.weekday,
+            send_time=schedule.send_time,
+            zone=schedule.subscription.zone,
+            now=timezone.now(),
+        )
+        return serializers.DateTimeField().to_representation(when)
+
+
+@extend_schema_serializer(component_name="ReportScheduleRequest")
+class ScheduleInputSerializer(serializers.Serializer):
+    subscription = serializers.IntegerField(
+        min_value=1,
+        required=False,
+        help_text="On creation only. Default: the environment's subscription, else the first "
+        "one you administer.",
+    )
+    name = serializers.CharField(max_length=200)
+    frequency = serializers.ChoiceField(choices=ReportSchedule.Frequency.values, default="weekly")
+    weekday = serializers.ChoiceField(choices=WEEKDAYS, default="monday")
+    send_time = LocalTimeField(
+        default=time(8, 0), help_text="HH:MM, in the subscription's time zone."
+    )
+    recipients = serializers.ListField(
+        child=serializers.CharField(max_length=254),
+        max_length=MAX_RECIPIENTS * 2,  # duplicates are removed before the real limit applies
+        help_text=f"Email addresses, members or not; at most {MAX_RECIPIENTS}, duplicates "
+        "removed, case-insensitive.",
+    )
+    scope = serializers.ChoiceField(choices=ReportSchedule.Scope.values, default="subscription")
+    environment = serializers.UUIDField(
+        required=False, allow_null=True, help_text="EnvironmentId, for the environment scope."
+    )
+    attached_reports = serializers.ListField(
+        child=serializers.ChoiceField(choices=ATTACHMENT_NAMES), required=False, default=list
+    )
+    enabled = serializers.BooleanField(default=True)
+
+
+def _schedules(request):
+    return (
+        ReportSchedule.objects.visible_to(request.user)
+        .select_related("subscription", "environment__project", "created_by")
+        .prefetch_related("unsubscribes")
+    )
+
+
+def _environment(request, public_id) -> Environment | None:
+    if public_id is None:
+        return None
+    environment = (
+        Environment.objects.visible_to(request.user)
+        .select_related("project")
+        .filter(public_id=public_id)
+        .first()
+    )
+    if environment is None:
+        raise ValidationError(
+            {"environment": ["No environment with this EnvironmentId in your subscriptions."]}
+        )
+    return environment
+
+
+def _subscription(request, subscription_id, environment) -> Subscription:
+    subscriptions = Subscription.objects.visible_to(request.user)
+    if subscription_id is not None:
+        return get_object_or_404(subscriptions, pk=subscription_id)
+    if environment is not None:
+        return environment.project.subscription
+    subscription = (
+        Subscription.objects.administered_by(request.user)
+        .order_by(F("parent_id").asc(nulls_first=True), "pk")
+        .first()
+    )
+    if subscription is None:
+        raise ValidationError({"subscription": ["Choose the environment to report on."]})
+    return subscription
+
+
+def _apply(schedule: ReportSchedule, data: dict) -> None:
+    for name in ("name", "frequency", "send_time", "recipients", "scope", "enabled"):
+        if name in data:
+            setattr(schedule, name, data[name])
+    if "weekday" in data:
+        schedule.weekday = WEEKDAYS.index(data["weekday"])
+    if "attached_reports" in data:
+        schedule.attached_reports = data["attached_reports"]
+
+
+def _save(schedule: ReportSchedule) -> ReportSchedule:
+    try:
+        return services.save_schedule(schedule=schedule)
+    except ModelValidationError as error:
+        raise ValidationError(error.message_dict) from None
+
+
+def _output(request, schedule_id: int, *, status_code=status.HTTP_200_OK) -> Response:
+    schedule = _schedules(request).get(pk=schedule_id)
+    return Response(ScheduleOutputSerializer(schedule).data, status=status_code)
+
+
+ERRORS = {
+    400: OpenApiResponse(description="Invalid input: `validation_error`, with the fields."),
+    401: OpenApiResponse(description="Not authenticated."),
+    403: OpenApiResponse(description="Not a subscription admin or project manager."),
+    404: OpenApiResponse(description="Not among the schedules you manage."),
+}
+
+
+class ReportScheduleListApi(APIView):
+    permission_classes = [CanScheduleReports]
+
+    @extend_schema(
+        tags=["report schedules"],
+        operation_id="report_schedules_list",
+        summary="List the report schedules you manage",
+        responses={200: page_of(ScheduleOutputSerializer, component_name="ReportSchedulePage")},
+    )
+    def get(self, request):
+        paginator = PageNumberPagination()
+        page = paginator.paginate_queryset(
+            _schedules(request).order_by("subscription__name", "name", "pk"), request, view=self
+        )
+        return paginator.get_paginated_response(ScheduleOutputSerializer(page, many=True).data)
+
+    @extend_schema(
+        tags=["report schedules"],
+        operation_id="report_schedules_create",
+        summary="Schedule a weekly or monthly usage report",
+        description="The report shows what you may see: subscription admins can report on "
+        "their subscription (with its sub-accounts or not) or one of its environments; "
+        "project managers on an environment they manage. The credit usage export can be "
+        f"attached to monthly reports. Attachable reports: {', '.join(ATTACHMENT_NAMES)}.",
+        request=ScheduleInputSerializer,
+        responses={201: ScheduleOutputSerializer, **ERRORS},
+    )
+    def post(self, request):
+        serializer = ScheduleInputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        environment = _environment(request, data.get("environment"))
+        schedule = ReportSchedule(
+            subscription=_subscription(request, data.get("subscription"), environment),
+            environment=environment,
+            created_by=request.user,
+        )
+        _apply(schedule, data)
+        schedule = _save(schedule)
+        return _output(request, schedule.pk, status_code=status.HTTP_201_CREATED)
+
+
+class ReportScheduleDetailApi(APIView):
+    permission_classes = [CanScheduleReports]
+
+    def _schedule(self, request, schedule_id: int) -> ReportSchedule:
+        schedule = _schedules(request).filter(pk=schedule_id).first()
+        if schedule is None:
+            raise NotFound("No such report schedule among yours.")
+        return schedule
+
+    @extend_schema(
+        tags=["report schedules"],
+        operation_id="report_schedules_retrieve",
+        summary="A report schedule",
+        responses={200: ScheduleOutputSerializer, **ERRORS},
+    )
+    def get(self, request, schedule_id: int):
+        return Response(ScheduleOutputSerializer(self._schedule(request, schedule_id)).data)
+
+    @extend_schema(
+        tags=["report schedules"],
+        operation_id="report_schedules_update",
+        summary="Replace a report schedule",
+        request=ScheduleInputSerializer,
+        responses={200: ScheduleOutputSerializer, **ERRORS},
+    )
+    def put(self, request, schedule_id: int):
+        return self._update(request, schedule_id, partial=False)
+
+    @extend_schema(
+        tags=["report schedules"],
+        operation_id="report_schedules_partial_update",
+        summary="Change some fields of a report schedule",
+        request=ScheduleInputSerializer(partial=True),
+        responses={200: ScheduleOutputSerializer, **ERRORS},
+    )
+    def patch(self, request, schedule_id: int):
+        return self._update(request, schedule_id, partial=True)
+
+    def _update(self, request, schedule_id: int, *, partial: bool) -> Response:
+        schedule = self._schedule(request, schedule_id)
+        serializer = ScheduleInputSerializer(data=request.data, partial=partial)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        if data.get("subscription") not in (None, schedule.subscription_id):
+            raise ValidationError({"subscription": ["A schedule cannot move to another one."]})
+        if "environment" in data or not partial:
+            schedule.environment = _environment(request, data.get("environment"))
+        _apply(schedule, data)
+        _save(schedule)
+        return _output(request, schedule.pk)
+
+    @extend_schema(
+        tags=["report schedules"],
+        operation_id="report_schedules_destroy",
+        summary="Delete a report schedule (and its delivery log)",
+        responses={204: None, **ERRORS},
+    )
+    def delete(self, request, schedule_id: int):
+        services.delete_schedule(schedule=self._schedule(request, schedule_id))
+        return Response(status=status.HTTP_204_NO_CONTENT)

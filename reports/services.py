@@ -1,0 +1,355 @@
+"""Sending scheduled reports exactly once per recipient and period.
+
+Two claims, each a database write whose result decides who acts:
+
+1. **The period, per schedule** (``claim_due_reports``): a conditional
+   ``UPDATE report_schedule SET last_due_at = <due> WHERE id = ... AND last_due_at < <due>``.
+   Only the dispatcher whose update changed the row goes on, so two beats, beat firing twice or
+   a manual run of ``send_due_reports`` hand each period over once. In the same transaction it
+   creates the ``Delivery`` rows, unique per (schedule, period, recipient), with
+   ``get_or_create``: the unique constraint is the backstop that makes a second email to the
+   same person impossible whatever else goes wrong.
+2. **Each email** (``send_report``): the sender locks the pending delivery row with
+   ``SELECT ... FOR UPDATE SKIP LOCKED``, sends, and marks it sent in the same transaction. A
+   redelivered or duplicated task finds the row locked or no longer pending and sends nothing.
+   As with the threshold alerts, the one gap left is a worker dying after the SMTP server
+   accepted the message and before the commit: the retry sends it again, which we prefer to
+   losing a report.
+
+A beat that was down catches up: the dispatch looks at the most recent period due (however long
+ago) and every period is claimed once, so nothing due is skipped and nothing is sent twice.
+SMTP errors are retried with exponential backoff (``credits.tasks.EMAIL_RETRY``'s numbers); the
+last failure marks the delivery failed, for the admin to see and resend. Deliveries whose task
+was lost (a broker outage when it was queued) are queued again by the next dispatch.
+"""
+
+import logging
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+
+from celery.utils.time import get_exponential_backoff_interval
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from accounts.errors import DomainError
+from credits.tasks import EMAIL_RETRY
+
+from . import emails
+from .models import Delivery, ReportSchedule, Unsubscribe
+from .schedules import ReportPeriod, latest_due
+from .unsubscribe import unsubscribe_url
+
+logger = logging.getLogger(__name__)
+
+# A pending delivery nobody has tried for this long lost its task: the dispatch queues it again.
+# After SWEEP_UNTIL it is left alone (and shows as pending in the admin, for a resend).
+SWEEP_AFTER = timedelta(minutes=15)
+SWEEP_UNTIL = timedelta(days=7)
+
+
+class OwnerCannotSee(DomainError):
+    code = "owner_cannot_see"
+    message = (
+        "The schedule's owner can no longer see this scope: an admin can take it over "
+        '(admin action "Make me the owner").'
+    )
+
+
+@dataclass(frozen=True)
+class DueReport:
+    """One (schedule, period) handed to the sender."""
+
+    schedule_id: int
+    period_start: date
+    period_end: date
+
+
+@dataclass
+class SendResult:
+    sent: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    retry_in: int | None = None  # seconds, when some deliveries wait for another attempt
+
+
+# --- Schedules -------------------------------------------------------------------------------
+
+
+@transaction.atomic
+def save_schedule(*, schedule: ReportSchedule) -> ReportSchedule:
+    """Validate (``ReportSchedule.clean``: recipients, scope, the owner's reach) and save."""
+    schedule.full_clean()
+    schedule.save()
+    return schedule
+
+
+def delete_schedule(*, schedule: ReportSchedule) -> None:
+    schedule.delete()
+
+
+# --- Dispatch --------------------------------------------------------------------------------
+
+
+def due_period(schedule: ReportSchedule, *, now: datetime) -> ReportPeriod:
+    return latest_due(
+        frequency=schedule.frequency,
+        weekday=schedule.weekday,
+        send_time=schedule.send_time,
+        zone=schedule.subscription.zone,
+        now=now,
+    )
+
+
+def claim_due_reports(*, now: datetime, include_past: bool = False) -> list[DueReport]:
+    """Claim the most recent due period of every enabled schedule that has not had it yet, and
+    create its deliveries; also return the reports whose pending deliveries lost their task.
+
+    ``include_past`` also claims a period that fell due before the schedule was created or
+    resumed (once, like any other): for demos and manual catch-up.
+    """
+    due = []
+    # Schedules whose owner is gone are claimed too: their deliveries fail with the reason,
+    # in the admin, rather than stopping without a trace.
+    schedules = ReportSchedule.objects.filter(enabled=True).select_related("subscription")
+    for schedule in schedules.order_by("pk").iterator(chunk_size=500):
+        period = due_period(schedule, now=now)
+        if period.due_at < schedule.active_since and not include_past:
+            continue
+        if schedule.last_due_at is not None and schedule.last_due_at >= period.due_at:
+            continue
+        if _claim_period(schedule, period, now=now):
+            due.append(DueReport(schedule.pk, period.first_day, period.last_day))
+    claimed = set(due)
+    due += [report for report in _lost_reports(now=now) if report not in claimed]
+    return due
+
+
+@transaction.atomic
+def _claim_period(schedule: ReportSchedule, period: ReportPeriod, *, now: datetime) -> bool:
+    claimed = (
+        ReportSchedule.objects.filter(pk=schedule.pk)
+        .filter(Q(last_due_at__isnull=True) | Q(last_due_at__lt=period.due_at))
+        .update(last_due_at=period.due_at)
+    )
+    if claimed != 1:
+        return False
+    unsubscribed = set(
+        Unsubscribe.objects.filter(schedule=schedule).values_list("email", flat=True)
+    )
+    created = 0
+    for recipient in schedule.recipients:
+        if recipient in unsubscribed:
+            continue
+        _, is_new = Delivery.objects.get_or_create(
+            schedule=schedule,
+            period_start=period.first_day,
+            period_end=period.last_day,
+            recipient=recipient,
+            defaults={"created_at": now, "next_attempt_at": now},
+        )
+        created += is_new
+    logger.info(
+        "event=report_due schedule_id=%s period=%s..%s due_at=%s deliveries=%s",
+        schedule.pk,
+        period.first_day,
+        period.last_day,
+        period.due_at.isoformat(),
+        created,
+    )
+    return True
+
+
+def _lost_reports(*, now: datetime) -> list[DueReport]:
+    rows = (
+        Delivery.objects.filter(
+            status=Delivery.Status.PENDING,
+            next_attempt_at__lte=now - SWEEP_AFTER,
+            created_at__gte=now - SWEEP_UNTIL,
+        )
+        .order_by("schedule_id", "period_start", "period_end")
+        .values_list("schedule_id", "period_start", "period_end")
+        .distinct()
+    )
+    return [DueReport(*row) for row in rows]
+
+
+def dispatch_due_reports(*, now: datetime) -> list[DueReport]:
+    """Claim what is due and queue one send task per (schedule, period)."""
+    due = claim_due_reports(now=now)
+    for report in due:
+        queue_report(report)
+    return due
+
+
+def queue_report(report: DueReport) -> None:
+    from . import tasks
+
+    def queue() -> None:
+        try:
+            tasks.send_scheduled_report.delay(
+                report.schedule_id, report.period_start.isoformat(), report.period_end.isoformat()
+            )
+        except Exception:  # the broker is down: the next dispatch queues it again
+            logger.exception("event=report_not_queued schedule_id=%s", report.schedule_id)
+
+    transaction.on_commit(queue)
+
+
+# --- Sending ---------------------------------------------------------------------------------
+
+
+def retry_delay(attempt: int) -> int:
+    """Seconds before attempt ``attempt + 1``: 30 s, 60 s, 120 s ... at most an hour, jittered."""
+    return get_exponential_backoff_interval(
+        factor=EMAIL_RETRY["retry_backoff"],
+        retries=max(0, attempt - 1),
+        maximum=EMAIL_RETRY["retry_backoff_max"],
+        full_jitter=EMAIL_RETRY["retry_jitter"],
+    )
+
+
+def _reason_not_to_send(schedule: ReportSchedule, recipient: str) -> tuple[str, str] | None:
+    """(status, why) when a pending delivery must not be sent any more."""
+    if not schedule.enabled:
+        return Delivery.Status.SKIPPED, "The schedule was paused."
+    if recipient not in schedule.recipients:
+        return Delivery.Status.SKIPPED, "No longer a recipient."
+    if Unsubscribe.objects.filter(schedule=schedule, email=recipient).exists():
+        return Delivery.Status.SKIPPED, "Unsubscribed."
+    if not schedule.owner_may_see_scope():
+        return Delivery.Status.FAILED, f"{OwnerCannotSee.message} Then resend."
+    return None
+
+
+def send_report(
+    *, schedule_id: int, period_start: date, period_end: date, final_attempt: bool = False
+) -> SendResult:
+    """Send the pending deliveries of one report, each at most once (see the module docstring).
+
+    The report is read and drawn once, then each recipient's email is sent under the lock of
+    their delivery row. An SMTP failure counts an attempt and schedules another, or marks the
+    delivery failed on the ``final_attempt``.
+    """
+    result = SendResult()
+    schedule = (
+        ReportSchedule.objects.select_related("subscription", "environment__project", "created_by")
+        .filter(pk=schedule_id)
+        .first()
+    )
+    if schedule is None:
+        return result
+    pending = Delivery.objects.filter(
+        schedule=schedule,
+        period_start=period_start,
+        period_end=period_end,
+        status=Delivery.Status.PENDING,
+    )
+    report = None
+    for delivery_id in list(pending.order_by("recipient").values_list("pk", flat=True)):
+        with transaction.atomic():
+            delivery = (
+                Delivery.objects.select_for_update(skip_locked=True)
+                .filter(pk=delivery_id, status=Delivery.Status.PENDING)
+                .first()
+            )
+            if delivery is None:
+                continue  # sent meanwhile, or being sent by another worker
+            now = timezone.now()
+            reason = _reason_not_to_send(schedule, delivery.recipient)
+            if reason is not None:
+                delivery.status, delivery.last_error = reason
+                delivery.next_attempt_at = None
+                delivery.save(update_fields=["status", "last_error", "next_attempt_at"])
+                skipped = delivery.status == Delivery.Status.SKIPPED
+                (result.skipped if skipped else result.failed).append(delivery.recipient)
+                continue
+            if report is None:
+                period = ReportPeriod(schedule.frequency, period_start, period_end, now)
+                report = emails.build_report(schedule=schedule, period=period, now=now)
+            message = emails.report_message(
+                report=report,
+                recipient=delivery.recipient,
+                unsubscribe_url=unsubscribe_url(schedule_id=schedule.pk, email=delivery.recipient),
+            )
+            delivery.attempts += 1
+            try:
+                message.send(fail_silently=False)
+            except OSError as error:  # smtplib.SMTPException and network errors
+                _failed_attempt(delivery, error, final=final_attempt, now=now, result=result)
+            else:
+                delivery.status = Delivery.Status.SENT
+                delivery.sent_at = now
+                delivery.next_attempt_at = None
+                result.sent.append(delivery.recipient)
+            delivery.save(
+                update_fields=["status", "attempts", "last_error", "next_attempt_at", "sent_at"]
+            )
+    logger.info(
+        "event=report_sent schedule_id=%s period=%s..%s sent=%s failed=%s skipped=%s retry_in=%s",
+        schedule.pk,
+        period_start,
+        period_end,
+        len(result.sent),
+        len(result.failed),
+        len(result.skipped),
+        result.retry_in,
+    )
+    return result
+
+
+def _failed_attempt(delivery, error, *, final: bool, now: datetime, result: SendResult) -> None:
+    delivery.last_error = f"{type(error).__name__}: {error}"[:2000]
+    logger.warning(
+        "event=report_smtp_error delivery_id=%s attempt=%s final=%s error=%r",
+        delivery.pk,
+        delivery.attempts,
+        final,
+        delivery.last_error,
+    )
+    if final:
+        delivery.status = Delivery.Status.FAILED
+        delivery.next_attempt_at = None
+        result.failed.append(delivery.recipient)
+        return
+    delay = result.retry_in if result.retry_in is not None else retry_delay(delivery.attempts)
+    result.retry_in = delay
+    delivery.next_attempt_at = now + timedelta(seconds=delay)
+
+
+# --- Admin actions -----------------------------------------------------------------------------
+
+
+def send_test_report(*, schedule: ReportSchedule, to: str, now: datetime) -> ReportPeriod:
+    """Email the report of the most recent period to ``to`` now, marked as a test. Nothing is
+    recorded: the real report of that period is still sent (or was) as scheduled."""
+    if not schedule.owner_may_see_scope():
+        raise OwnerCannotSee(schedule=schedule.pk)
+    period = due_period(schedule, now=now)
+    report = emails.build_report(schedule=schedule, period=period, now=now)
+    emails.report_message(
+        report=report,
+        recipient=to,
+        unsubscribe_url=unsubscribe_url(schedule_id=schedule.pk, email=to),
+        test=True,
+    ).send(fail_silently=False)
+    logger.info("event=report_test_sent schedule_id=%s", schedule.pk)
+    return period
+
+
+def resend_failed(*, deliveries, now: datetime) -> int:
+    """Put failed deliveries back to pending and queue their reports; returns how many.
+
+    Only failed ones: a sent delivery is never sent again, and the conditional update makes a
+    double click (or two admins) resend once.
+    """
+    failed = deliveries.filter(status=Delivery.Status.FAILED)
+    reports = {
+        DueReport(*row)
+        for row in failed.values_list("schedule_id", "period_start", "period_end").distinct()
+    }
+    with transaction.atomic():
+        count = failed.update(status=Delivery.Status.PENDING, next_attempt_at=now)
+        for report in sorted(reports, key=lambda r: (r.schedule_id, r.period_start)):
+            queue_report(report)
+    return count

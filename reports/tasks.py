@@ -1,0 +1,33 @@
+"""Celery tasks of the scheduled reports: a few lines around ``reports.services`` each, and
+safe to run twice (every email is claimed by its ``Delivery`` row)."""
+
+from datetime import date
+
+from celery import shared_task
+from django.utils import timezone
+
+from credits.tasks import EMAIL_RETRY
+
+from . import services
+
+
+@shared_task
+def dispatch_due_reports() -> int:
+    """Every 5 minutes (UTC): hand each report that fell due, in its subscription's time zone,
+    to ``send_scheduled_report``, catching up on any that fell due while beat was down."""
+    return len(services.dispatch_due_reports(now=timezone.now()))
+
+
+@shared_task(bind=True, max_retries=EMAIL_RETRY["max_retries"])
+def send_scheduled_report(self, schedule_id: int, period_start: str, period_end: str) -> int:
+    """Send one report to its recipients; SMTP failures are retried with backoff, and the last
+    one marks the deliveries failed."""
+    result = services.send_report(
+        schedule_id=schedule_id,
+        period_start=date.fromisoformat(period_start),
+        period_end=date.fromisoformat(period_end),
+        final_attempt=self.request.retries >= self.max_retries,
+    )
+    if result.retry_in is not None:
+        raise self.retry(countdown=result.retry_in)
+    return len(result.sent)
