@@ -10,7 +10,6 @@ Run only these with ``bin/pytest -m browser``; skip them with ``-m "not browser"
 
 import csv
 import io
-import os
 import re
 from datetime import date, timedelta
 from decimal import Decimal
@@ -51,7 +50,7 @@ def demo(transactional_db):
 
 
 @pytest.fixture
-def browser(demo, live_server):
+def browser(demo, live_server, monkeypatch):
     """Chromium, started once the database is ready and stopped before it is flushed.
 
     Playwright's sync API runs an event loop in this thread, and while it runs Django sees
@@ -59,7 +58,7 @@ def browser(demo, live_server):
     database is set up, seeded and flushed outside it, and the tests only talk HTTP. The
     flag is for anything that still touches the ORM from here.
     """
-    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
             executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True
