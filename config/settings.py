@@ -216,5 +216,8 @@ LOGGING = {
 }
 
 # --- Creditdesk ------------------------------------------------------------------------------
+# CSV exports with more rows are written by a worker and emailed as a signed link.
+LARGE_EXPORT_ROWS = env.int("LARGE_EXPORT_ROWS", default=1_000_000)
+LARGE_EXPORT_LINK_DAYS = env.int("LARGE_EXPORT_LINK_DAYS", default=7)
 LATE_EVENT_GRACE_HOURS = env.int("LATE_EVENT_GRACE_HOURS", default=48)
 FUTURE_EVENT_TOLERANCE_SECONDS = env.int("FUTURE_EVENT_TOLERANCE_SECONDS", default=300)

@@ -8,11 +8,14 @@ the one error shape.
 
 import dataclasses
 import typing
+import uuid
 from dataclasses import dataclass
 from decimal import Decimal
 from uuid import UUID
 
+from django.conf import settings
 from django.http import Http404
+from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
     OpenApiParameter,
@@ -32,7 +35,7 @@ from rest_framework.views import APIView
 from accounts.authentication import KeyPrincipal
 from config.db_routers import reading_for_reports
 
-from . import selectors
+from . import large_exports, selectors
 from .exports import (
     CREDIT_USAGE_COLUMNS,
     CSVRenderer,
@@ -561,6 +564,8 @@ class CreditUsageExportApi(CsvOrJsonApi):
             subscription_id=options.get("subscription"),
             environment_id=options.get("environment"),
         )
+        if self.wants_csv() and (rows := export.events.count()) > settings.LARGE_EXPORT_ROWS:
+            return self._queue_large_export(request, export, options, rows=rows)
         if self.wants_csv():
             return csv_response(
                 request.accepted_renderer,
@@ -584,4 +589,29 @@ class CreditUsageExportApi(CsvOrJsonApi):
             totals={"Credits": f"{export.total_credits().quantize(selectors.CREDITS):f}"},
             report="credit-usage",
             scope=export.scope,
+        )
+
+    def _queue_large_export(self, request, export, options, *, rows: int):
+        """Too many rows to stream: a worker writes the file and emails a download link."""
+        large_exports.queue(
+            large_exports.ExportRequest(
+                user_id=request.user.pk,
+                scope=export.scope,
+                subscription_id=export.subscription.pk,
+                environment_id=str(options["environment"]) if options.get("environment") else None,
+                as_of=timezone.now().isoformat(),
+                export_id=uuid.uuid4().hex,
+            )
+        )
+        request.accepted_renderer, request.accepted_media_type = JSONRenderer(), "application/json"
+        return Response(
+            {
+                "status": "queued",
+                "rows": rows,
+                "message": (
+                    f"This export has {rows} rows, more than {settings.LARGE_EXPORT_ROWS} "
+                    f"streamed at once: a download link will be emailed to {request.user.email}."
+                ),
+            },
+            status=202,
         )

@@ -8,7 +8,7 @@ from django.utils import timezone
 
 from credits.tasks import EMAIL_RETRY
 
-from . import services
+from . import large_exports, services
 
 
 @shared_task
@@ -31,3 +31,9 @@ def send_scheduled_report(self, schedule_id: int, period_start: str, period_end:
     if result.retry_in is not None:
         raise self.retry(countdown=result.retry_in)
     return len(result.sent)
+
+
+@shared_task(**EMAIL_RETRY)
+def write_large_export(**request) -> str:
+    """Write a large credit usage export to storage and email its link (safe to run twice)."""
+    return large_exports.write_and_deliver(large_exports.ExportRequest(**request))

@@ -13,6 +13,11 @@ urlpatterns = [
         views.environment_member_usage,
         name="environment-member-usage",
     ),
+    path(
+        "exports/download/<str:token>/",
+        views.large_export_download,
+        name="large-export-download",
+    ),
     path("login/", views.UsageLoginView.as_view(), name="usage-login"),
     path("logout/", LogoutView.as_view(next_page="usage-login"), name="usage-logout"),
 ]

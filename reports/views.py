@@ -3,8 +3,9 @@ environments. Thin: parse the query, call one selector in ``reports.dashboard``,
 
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.views import LoginView
+from django.core.files.storage import default_storage
 from django.db.models import Q
-from django.http import Http404
+from django.http import FileResponse, Http404
 from django.shortcuts import render
 from django.utils import timezone
 from django.utils.http import urlencode
@@ -12,7 +13,7 @@ from django.utils.http import urlencode
 from accounts.models import Environment, User
 from credits.models import DailyUsage
 
-from . import dashboard
+from . import dashboard, large_exports
 
 # Members are not staff, so the admin's login form (settings.LOGIN_URL) would refuse them.
 LOGIN_URL = "usage-login"
@@ -194,4 +195,14 @@ def member_link_query(selector: dict, date_range: dashboard.DateRange) -> str:
             "from": date_range.first_day.isoformat(),
             "to": date_range.last_day.isoformat(),
         }
+    )
+
+
+def large_export_download(request, token: str):
+    """A large export's file, for whoever holds its signed, unexpired link (sent by email)."""
+    path = large_exports.path_from_token(token)
+    if path is None or not default_storage.exists(path):
+        raise Http404("This download link is invalid or has expired.")
+    return FileResponse(
+        default_storage.open(path, "rb"), as_attachment=True, filename=path.rsplit("/", 1)[-1]
     )
