@@ -15,6 +15,7 @@ from django.utils.html import format_html
 from django.utils.translation import ngettext
 from rest_framework_api_key.models import APIKey
 
+from . import audit_admin  # noqa: F401  (registers the audit trail's admin)
 from .admin_scoping import (
     ScopedAdminMixin,
     ScopedModelAdmin,
@@ -289,7 +290,10 @@ class ApiKeyAdmin(ScopedModelAdmin):
 
     @admin.action(description="Revoke selected API keys", permissions=["change"])
     def revoke(self, request, queryset):
-        revoked = [revoke_api_key(api_key=key) for key in queryset.filter(revoked=False)]
+        revoked = [
+            revoke_api_key(api_key=key, actor=request.user)
+            for key in queryset.filter(revoked=False)
+        ]
         self.message_user(
             request,
             ngettext("Revoked %d API key.", "Revoked %d API keys.", len(revoked)) % len(revoked),

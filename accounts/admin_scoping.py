@@ -16,6 +16,7 @@ what the related model's admin shows, so each admin is scoped once and reused ev
 from django.contrib import admin
 from django.db import models
 
+from .audit import AuditedAdminMixin
 from .models import Subscription
 
 
@@ -41,8 +42,9 @@ def managed_queryset(admin_site: admin.AdminSite, request, model) -> models.Quer
     return model._default_manager.none()
 
 
-class ScopedAdminMixin:
-    """Limits a model admin (or inline) to what the logged-in user manages.
+class ScopedAdminMixin(AuditedAdminMixin):
+    """Limits a model admin (or inline) to what the logged-in user manages, and records its
+    changes in the audit trail (``accounts.audit``).
 
     ``subscription_path`` is the lookup from the model to its subscription; override
     ``scope`` for models that reach subscriptions differently. ``fixed_after_creation`` lists

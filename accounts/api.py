@@ -290,7 +290,7 @@ class ApiKeyRevokeApi(ManagementView):
             ApiKey.objects.visible_to(request.user).select_related("environment"),
             prefix=key_id,
         )
-        api_key = revoke_api_key(api_key=api_key)
+        api_key = revoke_api_key(api_key=api_key, actor=request.user)
         return Response(ApiKeyOutputSerializer(api_key).data)
 
 
@@ -360,5 +360,6 @@ class SubscriptionDetailApi(ManagementView):
             excess_allowance=serializer.validated_data.get(
                 "excess_allowance", subscription.excess_allowance
             ),
+            actor=request.user,
         )
         return Response(self.OutputSerializer(subscription).data)

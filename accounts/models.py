@@ -355,3 +355,7 @@ class ApiKey(AbstractAPIKey):
             raise ValidationError(
                 {"environment": "This environment belongs to another subscription."}
             )
+
+
+# The audit trail's model lives with the function that writes it.
+from .audit import AuditEvent  # noqa: E402, F401

@@ -9,6 +9,7 @@ from django.db import transaction
 from django.utils import timezone
 from rest_framework.authtoken.models import Token
 
+from .audit import record_audit_event
 from .errors import DomainError
 from .models import ApiKey, Environment, Membership, Role, Subscription, User
 
@@ -59,6 +60,7 @@ def remove_membership(*, membership: Membership) -> None:
     sync_admin_access(user=user)
 
 
+@transaction.atomic
 def create_api_key(
     *,
     subscription: Subscription,
@@ -73,15 +75,34 @@ def create_api_key(
     api_key.full_clean(exclude=["id", "prefix", "hashed_key"])
     secret = ApiKey.objects.assign_key(api_key)
     api_key.save()
+    record_audit_event(
+        subscription=subscription,
+        actor=created_by,
+        action="api_key.created",
+        obj=api_key,
+        changes={
+            "name": (None, name),
+            "prefix": (None, api_key.prefix),
+            "environment": (None, environment),
+        },
+    )
     return api_key, secret
 
 
-def revoke_api_key(*, api_key: ApiKey) -> ApiKey:
+@transaction.atomic
+def revoke_api_key(*, api_key: ApiKey, actor: User | None = None) -> ApiKey:
     """Revoke at once; revocation cannot be undone."""
     if not api_key.revoked:
         api_key.revoked = True
         api_key.revoked_at = timezone.now()
         api_key.save(update_fields=["revoked", "revoked_at"])
+        record_audit_event(
+            subscription=api_key.subscription,
+            actor=actor,
+            action="api_key.revoked",
+            obj=api_key,
+            changes={"revoked": (False, True)},
+        )
     return api_key
 
 
@@ -117,8 +138,13 @@ class InvalidLimitSettings(DomainError):
     message = "These limit settings are not valid."
 
 
+@transaction.atomic
 def update_limit_settings(
-    *, subscription: Subscription, limit_mode: str, excess_allowance: Decimal
+    *,
+    subscription: Subscription,
+    limit_mode: str,
+    excess_allowance: Decimal,
+    actor: User | None = None,
 ) -> Subscription:
     """Change how the subscription's allocation is enforced.
 
@@ -137,9 +163,26 @@ def update_limit_settings(
         raise InvalidLimitSettings(
             excess_allowance="Give a decimal of at least 0 with at most 4 decimal places."
         )
+    before = {
+        "limit_mode": subscription.limit_mode,
+        "excess_allowance": subscription.excess_allowance,
+    }
     subscription.limit_mode = limit_mode
     subscription.excess_allowance = excess_allowance
     subscription.save(update_fields=["limit_mode", "excess_allowance"])
+    changes = {
+        name: (before[name], getattr(subscription, name))
+        for name in before
+        if before[name] != getattr(subscription, name)
+    }
+    if changes:
+        record_audit_event(
+            subscription=subscription,
+            actor=actor,
+            action="limit_settings.changed",
+            obj=subscription,
+            changes=changes,
+        )
     logger.info(
         "event=limit_settings_changed subscription_id=%s limit_mode=%s excess_allowance=%s",
         subscription.pk,

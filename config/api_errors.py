@@ -3,13 +3,23 @@
 ``{"error": {"code": "credit_limit_exceeded", "message": "...", "details": {...}}}``
 """
 
+import logging
+
 from django.core.exceptions import PermissionDenied
+from django.db import InterfaceError, OperationalError
 from django.http import Http404
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
+from rest_framework.views import set_rollback
 
 from accounts.errors import DomainError
+
+logger = logging.getLogger(__name__)
+
+# A lost or refused database connection is the server's fault and passes: ask to retry.
+RETRY_AFTER_SECONDS = 5
+
 
 # Domain error codes and the HTTP status each maps to; anything unlisted is a 400.
 STATUS_BY_CODE = {
@@ -41,6 +51,20 @@ def exception_handler(exc, context):
             error_body(exc.code, exc.message, exc.details),
             status=STATUS_BY_CODE.get(exc.code, status.HTTP_400_BAD_REQUEST),
         )
+    if isinstance(exc, OperationalError | InterfaceError):
+        # The transaction is rolled back (nothing was charged); idempotency keys make a retry
+        # safe. Django would answer with its HTML 500 page.
+        logger.exception("event=database_unavailable")
+        set_rollback()
+        response = Response(
+            error_body(
+                "service_unavailable",
+                "The service is briefly unavailable; retry with the same idempotency key.",
+            ),
+            status=status.HTTP_503_SERVICE_UNAVAILABLE,
+        )
+        response["Retry-After"] = str(RETRY_AFTER_SECONDS)
+        return response
     if isinstance(exc, Http404):
         exc = exceptions.NotFound()
     elif isinstance(exc, PermissionDenied):

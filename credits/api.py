@@ -1,7 +1,12 @@
 """Metering endpoints: record usage (one or a batch) and read the balance."""
 
 from django.utils.dateparse import parse_datetime
-from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+    inline_serializer,
+)
 from rest_framework import serializers, status
 from rest_framework.exceptions import NotFound, PermissionDenied, ValidationError
 from rest_framework.response import Response
@@ -20,6 +25,31 @@ from .selectors import balance
 MAX_BATCH = 1000
 
 
+def _errors(descriptions: dict[int, str]) -> dict[int, OpenApiResponse]:
+    """Documents error responses: ``{"error": {"code", "message", "details"}}``."""
+    return {code: OpenApiResponse(description=text) for code, text in descriptions.items()}
+
+
+NOT_AUTHENTICATED = "Not authenticated."
+BAD_BODY = "`validation_error` (the details name the fields) or `parse_error` (not JSON)."
+TOO_LARGE = "`payload_too_large`: the body is larger than the server accepts."
+RETRY = "`service_unavailable`: nothing was stored; retry with the same idempotency keys."
+RECORD_ERRORS = _errors(
+    {
+        400: BAD_BODY,
+        401: NOT_AUTHENTICATED,
+        402: "`credit_limit_exceeded`, `user_limit_exceeded` or `team_limit_exceeded`.",
+        403: "`permission_denied`: recording needs an API key.",
+        404: "`unknown_environment`.",
+        409: "`idempotency_conflict`: the key was used with another payload.",
+        413: TOO_LARGE,
+        422: "`product_not_enabled`, `not_a_member`, `unknown_agent`, `period_closed` or "
+        "`timestamp_in_future`.",
+        503: RETRY,
+    }
+)
+
+
 class AwareDateTimeField(serializers.DateTimeField):
     """ISO 8601 with an explicit offset; a naive timestamp is ambiguous and refused."""
 
@@ -28,7 +58,10 @@ class AwareDateTimeField(serializers.DateTimeField):
     }
 
     def to_internal_value(self, value):
-        parsed = parse_datetime(value) if isinstance(value, str) else None
+        try:
+            parsed = parse_datetime(value) if isinstance(value, str) else None
+        except ValueError:  # well formed but no such moment (30 February): the parent refuses it
+            parsed = None
         if parsed is not None and parsed.tzinfo is None:
             self.fail("naive")
         return super().to_internal_value(value)
@@ -145,6 +178,7 @@ class RecordEventView(APIView):
             200: inline_serializer(
                 "ReplayedEvent", {"event": EventOutputSerializer(), "balance": BalanceSerializer()}
             ),
+            **RECORD_ERRORS,
         },
         summary="Record one AI operation",
         description=(
@@ -187,7 +221,16 @@ class RecordBatchView(APIView):
                     "results": serializers.ListField(child=serializers.DictField()),
                     "balance": BalanceSerializer(),
                 },
-            )
+            ),
+            **_errors(
+                {
+                    400: BAD_BODY + " Each event's own errors are in `results`, not here.",
+                    401: NOT_AUTHENTICATED,
+                    403: "`permission_denied`: recording needs an API key.",
+                    413: TOO_LARGE,
+                    503: RETRY,
+                }
+            ),
         },
         summary="Record up to 1,000 AI operations",
         description=(
@@ -252,7 +295,16 @@ class BalanceView(APIView):
             OpenApiParameter("environment", str, description="EnvironmentId: adds its usage."),
             OpenApiParameter("user", str, description="Email: that user's limits (keys, admins)."),
         ],
-        responses=BalanceSerializer,
+        responses={
+            200: BalanceSerializer,
+            **_errors(
+                {
+                    400: "`validation_error`: a malformed subscription id or EnvironmentId.",
+                    401: NOT_AUTHENTICATED,
+                    404: "`not_found` (subscription or user) or `unknown_environment`.",
+                }
+            ),
+        },
         summary="Read the current period's balance",
     )
     def get(self, request):

@@ -15,6 +15,7 @@ from django.db import transaction
 from django.db.models import DecimalField, F, OuterRef, QuerySet, Subquery, Value
 from django.db.models.functions import Coalesce, Greatest
 
+from accounts.audit import record_audit_event
 from accounts.errors import DomainError
 from accounts.models import CREDIT_DIGITS, Membership, Subscription, Team, User
 
@@ -49,14 +50,18 @@ def _check_credits(credits: Decimal) -> None:
 
 
 @transaction.atomic
-def set_user_limit(*, subscription: Subscription, user: User, credits: Decimal) -> CreditLimit:
+def set_user_limit(
+    *, subscription: Subscription, user: User, credits: Decimal, actor: User | None = None
+) -> CreditLimit:
     """Cap ``user``'s spending in each period of ``subscription`` (create or replace)."""
     _check_credits(credits)
     if not Membership.objects.filter(subscription=subscription, user=user).exists():
         raise NotAMember("This user is not a member of the subscription.", user=user.pk)
+    before = _current_credits(subscription=subscription, user=user)
     limit, _ = CreditLimit.objects.update_or_create(
         subscription=subscription, user=user, defaults={"credits": credits}
     )
+    _audit_limit(limit, actor=actor, before=before, after=credits)
     logger.info(
         "event=limit_set subscription_id=%s user_id=%s credits=%s",
         subscription.pk,
@@ -67,14 +72,18 @@ def set_user_limit(*, subscription: Subscription, user: User, credits: Decimal) 
 
 
 @transaction.atomic
-def set_team_limit(*, subscription: Subscription, team: Team, credits: Decimal) -> CreditLimit:
+def set_team_limit(
+    *, subscription: Subscription, team: Team, credits: Decimal, actor: User | None = None
+) -> CreditLimit:
     """Cap ``team``'s spending in each period of ``subscription`` (create or replace)."""
     _check_credits(credits)
     if team.subscription_id != subscription.pk:
         raise TeamNotInSubscription(team=team.pk)
+    before = _current_credits(subscription=subscription, team=team)
     limit, _ = CreditLimit.objects.update_or_create(
         subscription=subscription, team=team, defaults={"credits": credits}
     )
+    _audit_limit(limit, actor=actor, before=before, after=credits)
     logger.info(
         "event=limit_set subscription_id=%s team_id=%s credits=%s",
         subscription.pk,
@@ -84,14 +93,37 @@ def set_team_limit(*, subscription: Subscription, team: Team, credits: Decimal) 
     return limit
 
 
-def remove_limit(*, limit: CreditLimit) -> None:
+@transaction.atomic
+def remove_limit(*, limit: CreditLimit, actor: User | None = None) -> None:
     """Lift a limit: the user or team is bound by the subscription's allocation only."""
+    _audit_limit(limit, actor=actor, before=limit.credits, after=None)
     limit.delete()
     logger.info(
         "event=limit_removed subscription_id=%s user_id=%s team_id=%s",
         limit.subscription_id,
         limit.user_id,
         limit.team_id,
+    )
+
+
+def _current_credits(*, subscription: Subscription, **owner) -> Decimal | None:
+    return (
+        CreditLimit.objects.filter(subscription=subscription, **owner)
+        .values_list("credits", flat=True)
+        .first()
+    )
+
+
+def _audit_limit(limit: CreditLimit, *, actor, before, after) -> None:
+    """One row of the audit trail per change (setting the same value again is no change)."""
+    if before == after:
+        return
+    record_audit_event(
+        subscription=limit.subscription,
+        actor=actor,
+        action="limit.removed" if after is None else "limit.set",
+        obj=limit,
+        changes={"credits": (before, after)},
     )
 
 

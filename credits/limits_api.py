@@ -149,7 +149,10 @@ class UserLimitApi(ManagementView):
         serializer = LimitInputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         limit = set_user_limit(
-            subscription=subscription, user=user, credits=serializer.validated_data["credits"]
+            subscription=subscription,
+            user=user,
+            credits=serializer.validated_data["credits"],
+            actor=request.user,
         )
         return _limit_response(limit, subscription=subscription)
 
@@ -163,7 +166,7 @@ class UserLimitApi(ManagementView):
         subscription = administered_subscription(request)
         user = self._member(request, subscription, user_id)
         limit = _existing_limit(request, subscription=subscription, user=user)
-        remove_limit(limit=limit)
+        remove_limit(limit=limit, actor=request.user)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
@@ -200,7 +203,10 @@ class TeamLimitApi(ManagementView):
         serializer = LimitInputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         limit = set_team_limit(
-            subscription=subscription, team=team, credits=serializer.validated_data["credits"]
+            subscription=subscription,
+            team=team,
+            credits=serializer.validated_data["credits"],
+            actor=request.user,
         )
         return _limit_response(limit, subscription=subscription)
 
@@ -214,5 +220,5 @@ class TeamLimitApi(ManagementView):
         subscription = administered_subscription(request)
         team = self._team(request, subscription, team_id)
         limit = _existing_limit(request, subscription=subscription, team=team)
-        remove_limit(limit=limit)
+        remove_limit(limit=limit, actor=request.user)
         return Response(status=status.HTTP_204_NO_CONTENT)

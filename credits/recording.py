@@ -371,6 +371,22 @@ def _upsert_counter(model, owner_column, period_id, owner_id, credits, *, cap) -
     if cap is not None and credits > cap:
         return False
     table = model._meta.db_table
+    if credits < 0:
+        # A negative adjustment. PostgreSQL checks the CHECK constraint (not negative) on the
+        # row an upsert proposes to insert before it looks for a conflict, so an upsert of a
+        # negative amount always fails: make sure the row exists, then subtract from it.
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"INSERT INTO {table} (period_id, {owner_column}, credits_used) "  # noqa: S608
+                f"VALUES (%s, %s, 0) ON CONFLICT (period_id, {owner_column}) DO NOTHING",
+                [period_id, owner_id],
+            )
+            cursor.execute(
+                f"UPDATE {table} SET credits_used = credits_used + %s "  # noqa: S608
+                f"WHERE period_id = %s AND {owner_column} = %s RETURNING credits_used",
+                [credits, period_id, owner_id],
+            )
+            return cursor.fetchone() is not None
     guard = f"WHERE {table}.credits_used + EXCLUDED.credits_used <= %s" if cap is not None else ""
     with connection.cursor() as cursor:
         cursor.execute(

@@ -219,7 +219,10 @@ class ReportScheduleListApi(APIView):
         tags=["report schedules"],
         operation_id="report_schedules_list",
         summary="List the report schedules you manage",
-        responses={200: page_of(ScheduleOutputSerializer, component_name="ReportSchedulePage")},
+        responses={
+            200: page_of(ScheduleOutputSerializer, component_name="ReportSchedulePage"),
+            **ERRORS,
+        },
     )
     def get(self, request):
         paginator = PageNumberPagination()

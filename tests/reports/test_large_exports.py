@@ -7,7 +7,6 @@ import time_machine
 from django.core import mail
 from django.test import Client
 
-from config.celery import app
 from tests.factories import utc
 from tests.reports.recorder import EventRecorder, logged_in
 from tests.reports.test_exports import EXPORT
@@ -25,12 +24,11 @@ def usage(world):
 
 
 @pytest.fixture(autouse=True)
-def small_threshold(settings, tmp_path, monkeypatch):
+def small_threshold(settings, tmp_path):
     settings.LARGE_EXPORT_ROWS = 2
     settings.MEDIA_ROOT = str(tmp_path)
     settings.SITE_URL = "https://creditdesk.example.com"
-    # The app reads its settings with the CELERY_ namespace.
-    monkeypatch.setattr(app.conf, "CELERY_TASK_ALWAYS_EAGER", True)
+    settings.CELERY_TASK_ALWAYS_EAGER = True
 
 
 def link_from(message) -> str:

@@ -1,0 +1,51 @@
+"""The audit trail in the admin: read-only, and scoped like every other admin."""
+
+import json
+
+from django.contrib import admin
+from django.utils.html import format_html_join
+
+from .admin_scoping import ScopedModelAdmin, ScopedRelatedFilter
+from .audit import AuditEvent
+
+
+@admin.register(AuditEvent)
+class AuditEventAdmin(ScopedModelAdmin):
+    list_display = ("at", "actor_label", "action", "object_type", "object_repr", "subscription")
+    list_filter = ("action", "object_type", ("subscription", ScopedRelatedFilter))
+    list_select_related = ("subscription",)
+    search_fields = ("actor_label", "object_repr", "=object_id")
+    date_hierarchy = "at"
+    ordering = ("-at", "-id")
+    fields = (
+        "at",
+        "subscription",
+        "actor_label",
+        "action",
+        "object_type",
+        "object_id",
+        "object_repr",
+        "changes_table",
+    )
+    readonly_fields = fields
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    @admin.display(description="changes")
+    def changes_table(self, event):
+        """``field: before → after``, escaped (names and values were typed by people)."""
+        return format_html_join(
+            "\n",
+            "<div><strong>{}</strong>: {} → {}</div>",
+            (
+                (name, json.dumps(before), json.dumps(after))
+                for name, (before, after) in sorted(event.changes.items())
+            ),
+        )
