@@ -269,16 +269,22 @@ def _agent(*, subscription: Subscription, usage: Usage, created_by: User | None)
 
 
 def _replay(*, subscription: Subscription, usage: Usage, fingerprint: str) -> Recorded | None:
+    """The first outcome of this key, if it has one. One index lookup when it has none (the
+    common case); the event is read only for a replay."""
     record = (
-        IdempotencyRecord.objects.select_related("event")
-        .filter(subscription=subscription, key=usage.idempotency_key, event__isnull=False)
+        IdempotencyRecord.objects.filter(
+            subscription=subscription, key=usage.idempotency_key, event__isnull=False
+        )
+        .values_list("payload_hash", "event_id")
         .first()
     )
     if record is None:
         return None
-    if record.payload_hash != fingerprint:
+    payload_hash, event_id = record
+    if payload_hash != fingerprint:
         raise errors.IdempotencyConflict(idempotency_key=usage.idempotency_key)
-    return Recorded(event=record.event, created=False)
+    event = CreditEvent.objects.filter(pk=event_id).first()
+    return Recorded(event=event, created=False) if event else None
 
 
 def _claim(*, subscription: Subscription, key: str, fingerprint: str) -> bool:
