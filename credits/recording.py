@@ -24,6 +24,7 @@ from uuid import UUID
 from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import Q
+from django.db.models.functions import Lower
 from django.utils import timezone
 
 from accounts.models import (
@@ -232,7 +233,9 @@ def _member(*, environment: Environment, email: str) -> User:
     """A user with a role in the environment (or an admin of its subscription)."""
     membership = (
         Membership.objects.select_related("user")
-        .filter(user__email__iexact=email, subscription_id=environment.project.subscription_id)
+        # Lower(), not iexact (UPPER): the case-insensitive unique index on users serves it.
+        .alias(email_lower=Lower("user__email"))
+        .filter(email_lower=email.lower(), subscription_id=environment.project.subscription_id)
         .filter(Q(environment=environment) | Q(role=Role.SUBSCRIPTION_ADMIN))
         .first()
     )

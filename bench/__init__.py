@@ -1,0 +1,1 @@
+"""Benchmarks: Creditdesk against raw PostgreSQL doing the same work (docs/readme-bench.md)."""

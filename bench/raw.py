@@ -1,0 +1,256 @@
+"""The baselines: PostgreSQL doing the recording service's writes, driven by plain psycopg.
+
+Per event, in one transaction, the same statements as ``credits/recording.py``: claim the
+idempotency key, charge the period with the conditional update, charge the team and user
+counters (upserts with the same guards), insert the ledger row, point the idempotency record
+at it, upsert the daily rollup. What it leaves out is what the product adds on top: HTTP,
+authentication, validation, resolving names to ids, the response and its balance.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from datetime import UTC, datetime
+from decimal import Decimal
+
+from .catalog import Event
+
+CLAIM = (
+    "INSERT INTO credits_idempotencyrecord (subscription_id, key, payload_hash, created_at) "
+    "VALUES (%s, %s, %s, %s) ON CONFLICT (subscription_id, key) DO NOTHING RETURNING id"
+)
+CHARGE = (
+    "UPDATE credits_billingperiod SET credits_used = credits_used + %(x)s, "
+    "excess_used = excess_used"
+    " + CASE WHEN credits_used + %(x)s > %(allocation)s"
+    "   THEN credits_used + %(x)s - %(allocation)s ELSE 0 END"
+    " - CASE WHEN credits_used > %(allocation)s"
+    "   THEN credits_used - %(allocation)s ELSE 0 END "
+    "WHERE id = %(id)s AND credits_used + %(x)s <= %(cap)s "
+    "RETURNING credits_used, excess_used"
+)
+TEAM = (
+    "INSERT INTO credits_teamperiodusage (period_id, team_id, credits_used) VALUES (%s, %s, %s) "
+    "ON CONFLICT (period_id, team_id) DO UPDATE "
+    "SET credits_used = credits_teamperiodusage.credits_used + EXCLUDED.credits_used "
+    "RETURNING credits_used"
+)
+USER = (
+    "INSERT INTO credits_userperiodusage (period_id, user_id, credits_used) VALUES (%s, %s, %s) "
+    "ON CONFLICT (period_id, user_id) DO UPDATE "
+    "SET credits_used = credits_userperiodusage.credits_used + EXCLUDED.credits_used "
+    "RETURNING credits_used"
+)
+LEDGER_COLUMNS = (
+    "timestamp",
+    "recorded_at",
+    "kind",
+    "subscription_id",
+    "period_id",
+    "environment_id",
+    "user_id",
+    "api_key_id",
+    "product_id",
+    "feature",
+    "agent_id",
+    "model",
+    "credits",
+    "excess_credits",
+    "input_tokens",
+    "output_tokens",
+    "latency_ms",
+    "status",
+    "session_id",
+    "idempotency_key",
+    "reason",
+)
+LEDGER = (
+    f"INSERT INTO credits_creditevent ({', '.join(LEDGER_COLUMNS)}) "
+    f"VALUES ({', '.join(['%s'] * len(LEDGER_COLUMNS))}) RETURNING id"
+)
+POINT = "UPDATE credits_idempotencyrecord SET event_id = %s WHERE subscription_id = %s AND key = %s"
+ROLLUP_SUMS = (
+    "credits",
+    "excess_credits",
+    "runs",
+    "failed_runs",
+    "input_tokens",
+    "output_tokens",
+    "latency_ms_total",
+    "latency_samples",
+)
+ROLLUP_COLUMNS = (
+    "day",
+    "subscription_id",
+    "period_id",
+    "environment_id",
+    "user_id",
+    "api_key_id",
+    "product_id",
+    "agent_id",
+    "model",
+    "feature",
+    *ROLLUP_SUMS,
+    "last_event_at",
+)
+ROLLUP = (
+    f"INSERT INTO credits_dailyusage ({', '.join(ROLLUP_COLUMNS)}) "
+    f"VALUES ({', '.join(['%s'] * len(ROLLUP_COLUMNS))}) "
+    "ON CONFLICT (subscription_id, day, COALESCE(environment_id, 0), COALESCE(user_id, 0), "
+    "COALESCE(api_key_id, ''), COALESCE(product_id, 0), COALESCE(agent_id, 0), model, feature) "
+    "DO UPDATE SET "
+    + ", ".join(f"{c} = credits_dailyusage.{c} + EXCLUDED.{c}" for c in ROLLUP_SUMS)
+    + ", last_event_at = GREATEST(credits_dailyusage.last_event_at, EXCLUDED.last_event_at)"
+)
+
+
+class Refused(Exception):
+    pass
+
+
+def _ledger_row(event: Event, now: datetime, excess: Decimal) -> tuple:
+    body, target = event.body, event.target
+    return (
+        now,
+        now,
+        "usage",
+        target.subscription_id,
+        target.period_id,
+        event.actor.environment_id,
+        event.actor.user_id,
+        target.api_key_id or None,
+        target.product_id,
+        body["feature"],
+        event.agent_id,
+        body["model"],
+        event.credits,
+        excess,
+        body["input_tokens"],
+        body["output_tokens"],
+        body["latency_ms"],
+        body["status"],
+        "",
+        body["idempotency_key"],
+        "",
+    )
+
+
+def _rollup_row(event: Event, now: datetime, excess: Decimal) -> tuple:
+    body, target = event.body, event.target
+    return (
+        now.astimezone(target.zone).date(),
+        target.subscription_id,
+        target.period_id,
+        event.actor.environment_id,
+        event.actor.user_id,
+        target.api_key_id or None,
+        target.product_id,
+        event.agent_id,
+        body["model"],
+        body["feature"],
+        event.credits,
+        excess,
+        1,
+        int(body["status"] == "failed"),
+        body["input_tokens"],
+        body["output_tokens"],
+        body["latency_ms"],
+        1,
+        now,
+    )
+
+
+def record_one(connection, event: Event) -> float:
+    """Record one event in its own transaction; return the seconds it took."""
+    started = time.perf_counter()
+    target = event.target
+    now = datetime.now(UTC)
+    key = event.body["idempotency_key"]
+    fingerprint = hashlib.sha256(event.json()).hexdigest()
+    with connection.transaction(), connection.cursor() as cursor:
+        cursor.execute(CLAIM, (target.subscription_id, key, fingerprint, now))
+        if cursor.fetchone() is None:
+            raise Refused("key taken")
+        cursor.execute(
+            CHARGE,
+            {
+                "x": event.credits,
+                "allocation": target.allocation,
+                "cap": target.cap,
+                "id": target.period_id,
+            },
+        )
+        if cursor.fetchone() is None:
+            raise Refused("credit_limit_exceeded")
+        if event.actor.team_id:
+            cursor.execute(TEAM, (target.period_id, event.actor.team_id, event.credits))
+        cursor.execute(USER, (target.period_id, event.actor.user_id, event.credits))
+        cursor.execute(LEDGER, _ledger_row(event, now, Decimal(0)))
+        event_id = cursor.fetchone()[0]
+        cursor.execute(POINT, (event_id, target.subscription_id, key))
+        cursor.execute(ROLLUP, _rollup_row(event, now, Decimal(0)))
+    return time.perf_counter() - started
+
+
+def record_batch(connection, events: list[Event]) -> tuple[int, float]:
+    """Record a batch in one transaction: ``executemany`` (pipelined) of the same statements,
+    each event still charged with its own conditional update; return (accepted, seconds).
+
+    A refused charge would leave a gap in the RETURNING rows; the bench keeps allocations
+    ample, so every event is accepted and refusals are counted, not handled one by one.
+    """
+    started = time.perf_counter()
+    now = datetime.now(UTC)
+    with connection.transaction(), connection.cursor() as cursor:
+        cursor.executemany(
+            CLAIM,
+            [
+                (e.target.subscription_id, e.body["idempotency_key"], e.fingerprint(), now)
+                for e in events
+            ],
+        )
+        cursor.executemany(
+            CHARGE,
+            [
+                {
+                    "x": e.credits,
+                    "allocation": e.target.allocation,
+                    "cap": e.target.cap,
+                    "id": e.target.period_id,
+                }
+                for e in events
+            ],
+            returning=True,
+        )
+        charged = 0
+        while True:
+            charged += cursor.rowcount if cursor.rowcount > 0 else 0
+            if not cursor.nextset():
+                break
+        if charged != len(events):
+            raise Refused(f"{len(events) - charged} charges refused")
+        cursor.executemany(
+            TEAM,
+            [(e.target.period_id, e.actor.team_id, e.credits) for e in events if e.actor.team_id],
+        )
+        cursor.executemany(USER, [(e.target.period_id, e.actor.user_id, e.credits) for e in events])
+        columns = ", ".join(LEDGER_COLUMNS)
+        cursor.execute(
+            "SELECT nextval(pg_get_serial_sequence('credits_creditevent', 'id')) "
+            "FROM generate_series(1, %s)",
+            [len(events)],
+        )
+        ids = [row[0] for row in cursor.fetchall()]
+        with cursor.copy(f"COPY credits_creditevent (id, {columns}) FROM STDIN") as copy:
+            for event_id, event in zip(ids, events, strict=True):
+                copy.write_row((event_id, *_ledger_row(event, now, Decimal(0))))
+        cursor.executemany(
+            POINT,
+            [
+                (event_id, e.target.subscription_id, e.body["idempotency_key"])
+                for event_id, e in zip(ids, events, strict=True)
+            ],
+        )
+        cursor.executemany(ROLLUP, [_rollup_row(e, now, Decimal(0)) for e in events])
+    return len(events), time.perf_counter() - started
