@@ -97,19 +97,7 @@ def balance(
 
 
 def _user_status(subscription, period, user) -> LimitStatus:
-    limit = (
-        CreditLimit.objects.filter(subscription=subscription, user=user)
-        .values_list("credits", flat=True)
-        .first()
-    )
-    used = (
-        UserPeriodUsage.objects.filter(period=period, user=user)
-        .values_list("credits_used", flat=True)
-        .first()
-        if period
-        else None
-    )
-    return LimitStatus(limit=limit, used=used or ZERO)
+    return _limit_status(subscription, period, UserPeriodUsage, user_id=user.pk)
 
 
 def _team_status(subscription, period, user) -> LimitStatus | None:
@@ -120,18 +108,23 @@ def _team_status(subscription, period, user) -> LimitStatus | None:
     )
     if team_id is None:
         return None
+    return _limit_status(subscription, period, TeamPeriodUsage, team_id=team_id)
+
+
+def _limit_status(subscription, period, usage_model, **owner) -> LimitStatus:
+    """The limit set for one user or team (``user_id=`` or ``team_id=``) and its use."""
     limit = (
-        CreditLimit.objects.filter(subscription=subscription, team_id=team_id)
+        CreditLimit.objects.filter(subscription=subscription, **owner)
         .values_list("credits", flat=True)
         .first()
     )
-    used = (
-        TeamPeriodUsage.objects.filter(period=period, team_id=team_id)
-        .values_list("credits_used", flat=True)
-        .first()
-        if period
-        else None
-    )
+    used = None
+    if period:
+        used = (
+            usage_model.objects.filter(period=period, **owner)
+            .values_list("credits_used", flat=True)
+            .first()
+        )
     return LimitStatus(limit=limit, used=used or ZERO)
 
 
