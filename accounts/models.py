@@ -298,11 +298,23 @@ class Team(models.Model):
         return self.name
 
 
+class TeamMembershipQuerySet(models.QuerySet):
+    def team_id_of(self, *, subscription: "Subscription", user: "User") -> int | None:
+        """The id of ``user``'s team in ``subscription`` (at most one), or None."""
+        return (
+            self.filter(subscription=subscription, user=user)
+            .values_list("team_id", flat=True)
+            .first()
+        )
+
+
 class TeamMembership(models.Model):
     team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="team_memberships")
     user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="team_memberships")
     # Copied from the team so that the database can enforce one team per user per subscription.
     subscription = models.ForeignKey(Subscription, on_delete=models.CASCADE, editable=False)
+
+    objects = TeamMembershipQuerySet.as_manager()
 
     class Meta:
         constraints = [

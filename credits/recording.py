@@ -195,7 +195,7 @@ def record_adjustment(
     period = period_for(subscription=subscription, instant=timestamp)
     _add(BillingPeriod, period.pk, credits, column="credits_used")
     if user:
-        team_id = _team_of(subscription=subscription, user=user)
+        team_id = TeamMembership.objects.team_id_of(subscription=subscription, user=user)
         if team_id is not None:
             _upsert_counter(TeamPeriodUsage, "team_id", period.pk, team_id, credits, cap=None)
         _upsert_counter(UserPeriodUsage, "user_id", period.pk, user.pk, credits, cap=None)
@@ -353,20 +353,12 @@ def _charge(
 def _charge_team(
     *, subscription: Subscription, period: BillingPeriod, user: User, credits: Decimal
 ) -> None:
-    team_id = _team_of(subscription=subscription, user=user)
+    team_id = TeamMembership.objects.team_id_of(subscription=subscription, user=user)
     if team_id is None:
         return
     cap = _limit(subscription=subscription, team_id=team_id)
     if not _upsert_counter(TeamPeriodUsage, "team_id", period.pk, team_id, credits, cap=cap):
         raise errors.TeamLimitExceeded(team=team_id, limit=str(cap))
-
-
-def _team_of(*, subscription: Subscription, user: User) -> int | None:
-    return (
-        TeamMembership.objects.filter(subscription=subscription, user=user)
-        .values_list("team_id", flat=True)
-        .first()
-    )
 
 
 def _limit(*, subscription: Subscription, user: User | None = None, team_id=None) -> Decimal | None:

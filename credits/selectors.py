@@ -101,11 +101,7 @@ def _user_status(subscription, period, user) -> LimitStatus:
 
 
 def _team_status(subscription, period, user) -> LimitStatus | None:
-    team_id = (
-        TeamMembership.objects.filter(subscription=subscription, user=user)
-        .values_list("team_id", flat=True)
-        .first()
-    )
+    team_id = TeamMembership.objects.team_id_of(subscription=subscription, user=user)
     if team_id is None:
         return None
     return _limit_status(subscription, period, TeamPeriodUsage, team_id=team_id)
