@@ -44,14 +44,13 @@ from .models import (
     BillingPeriod,
     CreditEvent,
     CreditLimit,
-    DailyUsage,
     IdempotencyRecord,
     Product,
     TeamPeriodUsage,
     ThresholdAlert,
     UserPeriodUsage,
 )
-from .periods import local_date
+from .rollups import add_to_rollups
 
 logger = logging.getLogger(__name__)
 
@@ -168,7 +167,7 @@ def _record(*, api_key, usage, fingerprint, timestamp, now, resolved) -> CreditE
     IdempotencyRecord.objects.filter(subscription=subscription, key=usage.idempotency_key).update(
         event=event
     )
-    _add_to_rollup(event, zone=subscription.zone)
+    add_to_rollups([event], zone=subscription.zone)
     return event
 
 
@@ -211,7 +210,7 @@ def record_adjustment(
         reason=reason,
         created_by=created_by,
     )
-    _add_to_rollup(event, zone=subscription.zone)
+    add_to_rollups([event], zone=subscription.zone)
     return event
 
 
@@ -466,59 +465,3 @@ def _queue_alert(alert_id: int) -> None:
         send_threshold_alert.delay(alert_id)
     except Exception:  # the broker is down: the sweep sends it later
         logger.exception("event=alert_not_queued alert_id=%s", alert_id)
-
-
-# --- Rollups -----------------------------------------------------------------------------------
-
-_ROLLUP_KEY = (
-    "subscription_id, day, COALESCE(environment_id, 0), COALESCE(user_id, 0), "
-    "COALESCE(api_key_id, ''), COALESCE(product_id, 0), COALESCE(agent_id, 0), model, feature"
-)
-_ROLLUP_SUMS = (
-    "credits",
-    "excess_credits",
-    "runs",
-    "failed_runs",
-    "input_tokens",
-    "output_tokens",
-    "latency_ms_total",
-    "latency_samples",
-)
-
-
-def _add_to_rollup(event: CreditEvent, *, zone) -> None:
-    """Upsert the event into its day's rollup row, in the same transaction as the event."""
-    is_run = event.kind == CreditEvent.Kind.USAGE
-    values = {
-        "day": local_date(event.timestamp, zone),
-        "subscription_id": event.subscription_id,
-        "period_id": event.period_id,
-        "environment_id": event.environment_id,
-        "user_id": event.user_id,
-        "api_key_id": event.api_key_id,
-        "product_id": event.product_id,
-        "agent_id": event.agent_id,
-        "model": event.model,
-        "feature": event.feature,
-        "credits": event.credits,
-        "excess_credits": event.excess_credits,
-        "runs": int(is_run),
-        "failed_runs": int(is_run and event.status == CreditEvent.Status.FAILED),
-        "input_tokens": event.input_tokens,
-        "output_tokens": event.output_tokens,
-        "latency_ms_total": event.latency_ms or 0,
-        "latency_samples": int(event.latency_ms is not None),
-        "last_event_at": event.timestamp,
-    }
-    table = DailyUsage._meta.db_table
-    columns = ", ".join(values)
-    placeholders = ", ".join(["%s"] * len(values))
-    sums = ", ".join(f"{c} = {table}.{c} + EXCLUDED.{c}" for c in _ROLLUP_SUMS)
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"INSERT INTO {table} ({columns}) VALUES ({placeholders}) "  # noqa: S608
-            f"ON CONFLICT ({_ROLLUP_KEY}) DO UPDATE SET {sums}, "
-            f"last_event_at = CASE WHEN EXCLUDED.last_event_at > {table}.last_event_at "
-            f"THEN EXCLUDED.last_event_at ELSE {table}.last_event_at END",
-            list(values.values()),
-        )

@@ -1,8 +1,8 @@
-"""Rebuild everything derived from the ledger: daily rollups and period counters.
+"""Everything derived from the ledger: daily rollups and period counters.
 
-The recording service keeps rollups and counters in step one event at a time; this module
-recomputes them from the ledger alone. It is the reference the tests compare against and the
-repair tool when the two ever disagree.
+``add_to_rollups`` keeps the rollups in step as the recording service writes events, in the
+same transaction. ``rebuild_rollups`` recomputes rollups and counters from the ledger alone:
+it is the reference the tests compare against and the repair tool when the two ever disagree.
 
 The ledger is streamed with a server-side cursor and summed in Python rather than with SQL
 ``SUM``: local days need the subscription's ``zoneinfo`` (DST included), and SQLite would sum
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
-from django.db import transaction
+from django.db import connection, transaction
 
 from accounts.models import Subscription, TeamMembership
 
@@ -102,7 +102,7 @@ def _sum_ledger(subscription: Subscription) -> LedgerTotals:
         .iterator(chunk_size=LEDGER_CHUNK_SIZE)
     )
     for row in rows:
-        key = (local_date(row.timestamp, zone), *(getattr(row, name) for name in DIMENSIONS))
+        key = (local_date(row.timestamp, zone), *_dimensions(row))
         day = totals.days.get(key)
         if day is None:
             day = totals.days[key] = DayTotals(period_id=row.period_id)
@@ -185,3 +185,58 @@ def _replace_user_and_team_usage(
         ),
         batch_size=INSERT_BATCH_SIZE,
     )
+
+
+# --- Keeping rollups in step with new events -------------------------------------------------
+
+_ROLLUP_KEY = (
+    "subscription_id, day, COALESCE(environment_id, 0), COALESCE(user_id, 0), "
+    "COALESCE(api_key_id, ''), COALESCE(product_id, 0), COALESCE(agent_id, 0), model, feature"
+)
+_SUMS = tuple(
+    name for name in DayTotals.__dataclass_fields__ if name not in ("period_id", "last_event_at")
+)
+_COLUMNS = ("subscription_id", "day", *DIMENSIONS, "period_id", *_SUMS, "last_event_at")
+
+
+def add_to_rollups(events: list[CreditEvent], *, zone) -> None:
+    """Upsert new events into their days' rollup rows: one statement for the whole list.
+
+    Events that share a row are summed first (an upsert may touch a row only once), and rows
+    are written in key order so that concurrent writers lock them in the same order.
+    """
+    days: dict[tuple, DayTotals] = {}
+    for event in events:
+        key = (event.subscription_id, local_date(event.timestamp, zone), *_dimensions(event))
+        if key not in days:
+            days[key] = DayTotals(period_id=event.period_id)
+        _add_event(days[key], event)
+    if not days:
+        return
+    rows = []
+    for key in sorted(days, key=_sort_key):
+        totals = days[key]
+        rows.append(
+            (*key, totals.period_id, *(getattr(totals, n) for n in _SUMS), totals.last_event_at)
+        )
+    table = DailyUsage._meta.db_table
+    row_placeholder = "(" + ", ".join(["%s"] * len(_COLUMNS)) + ")"
+    sums = ", ".join(f"{c} = {table}.{c} + EXCLUDED.{c}" for c in _SUMS)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {table} ({', '.join(_COLUMNS)}) "  # noqa: S608
+            f"VALUES {', '.join([row_placeholder] * len(rows))} "
+            f"ON CONFLICT ({_ROLLUP_KEY}) DO UPDATE SET {sums}, "
+            f"last_event_at = CASE WHEN EXCLUDED.last_event_at > {table}.last_event_at "
+            f"THEN EXCLUDED.last_event_at ELSE {table}.last_event_at END",
+            [value for row in rows for value in row],
+        )
+
+
+def _dimensions(row) -> tuple:
+    return tuple(getattr(row, name) for name in DIMENSIONS)
+
+
+def _sort_key(key: tuple) -> tuple:
+    """Order rollup keys with NULL dimensions first, as comparable tuples."""
+    return tuple((value is not None, value if value is not None else 0) for value in key)
