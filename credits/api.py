@@ -13,13 +13,12 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.authentication import KeyPrincipal
-from accounts.errors import DomainError
 from accounts.models import Environment, Subscription, User
 from config.api_errors import STATUS_BY_CODE, error_body
 
 from . import errors
 from .models import CreditEvent
-from .recording import Usage, record_usage
+from .recording import Recorded, Usage, record_batch, record_usage
 from .selectors import balance
 
 MAX_BATCH = 1000
@@ -92,11 +91,14 @@ class UsageInputSerializer(serializers.Serializer):
     )
     session_id = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
 
-    def validate(self, attrs):
-        unknown = set(self.initial_data) - set(self.fields)
-        if unknown:
-            raise ValidationError({name: ["Unknown field."] for name in sorted(unknown)})
-        return attrs
+    def to_internal_value(self, data):
+        # Checked here rather than in validate(), on the data given: one instance validates
+        # every event of a batch.
+        if isinstance(data, dict):
+            unknown = set(data) - set(self.fields)
+            if unknown:
+                raise ValidationError({name: ["Unknown field."] for name in sorted(unknown)})
+        return super().to_internal_value(data)
 
     def to_usage(self) -> Usage:
         return Usage(**self.validated_data)
@@ -242,10 +244,35 @@ class RecordBatchView(APIView):
         api_key = _api_key(request)
         batch = BatchInputSerializer(data=request.data)
         batch.is_valid(raise_exception=True)
-        results = [
-            _record_one(api_key, index, item)
-            for index, item in enumerate(batch.validated_data["events"])
-        ]
+        items = batch.validated_data["events"]
+        results: list[dict | None] = [None] * len(items)
+        valid: list[tuple[int, Usage]] = []
+        validator = UsageInputSerializer()
+        for index, item in enumerate(items):
+            try:
+                if not isinstance(item, dict):
+                    raise ValidationError("Each event must be a JSON object.")
+                valid.append((index, Usage(**validator.run_validation(item))))
+            except ValidationError as exc:
+                results[index] = _invalid(index, exc.detail)
+        outcomes = record_batch(api_key=api_key, usages=[usage for _, usage in valid])
+        recorded = [(index, outcome) for (index, _), outcome in zip(valid, outcomes, strict=True)]
+        events = iter(
+            EventOutputSerializer(
+                [outcome.event for _, outcome in recorded if isinstance(outcome, Recorded)],
+                many=True,
+            ).data
+        )
+        for index, outcome in recorded:
+            if isinstance(outcome, Recorded):
+                status_code = 201 if outcome.created else 200
+                results[index] = {"index": index, "status": status_code, "event": next(events)}
+            else:
+                results[index] = {
+                    "index": index,
+                    "status": STATUS_BY_CODE.get(outcome.code, 400),
+                    **error_body(outcome.code, outcome.message, outcome.details),
+                }
         accepted = sum(1 for result in results if result["status"] in (200, 201))
         return Response(
             {
@@ -257,32 +284,13 @@ class RecordBatchView(APIView):
         )
 
 
-def _record_one(api_key, index: int, item) -> dict:
-    if not isinstance(item, dict):
-        return {
-            "index": index,
-            "status": 400,
-            **error_body("validation_error", "Each event must be a JSON object."),
-        }
-    serializer = UsageInputSerializer(data=item)
-    if not serializer.is_valid():
-        return {
-            "index": index,
-            "status": 400,
-            **error_body("validation_error", "Some fields are invalid.", serializer.errors),
-        }
-    try:
-        recorded = record_usage(api_key=api_key, usage=serializer.to_usage())
-    except DomainError as exc:
-        return {
-            "index": index,
-            "status": STATUS_BY_CODE.get(exc.code, 400),
-            **error_body(exc.code, exc.message, exc.details),
-        }
+def _invalid(index: int, detail) -> dict:
+    if isinstance(detail, list):  # not a JSON object at all
+        return {"index": index, "status": 400, **error_body("validation_error", detail[0])}
     return {
         "index": index,
-        "status": 201 if recorded.created else 200,
-        "event": EventOutputSerializer(recorded.event).data,
+        "status": 400,
+        **error_body("validation_error", "Some fields are invalid.", detail),
     }
 
 

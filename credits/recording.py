@@ -1,21 +1,26 @@
 """Recording credit use: the one place that writes the ledger, its counters and its rollups.
 
-One event is one transaction (see DESIGN-NOTES, "Recording an event"):
+One request is one transaction, whether it carries one event or a batch of a thousand (see
+DESIGN-NOTES, "Recording an event"); every step is one statement for all of its events:
 
-1. resolve the environment, user, product and agent the API key may use;
-2. claim the idempotency key (``INSERT ... ON CONFLICT DO NOTHING``): a replay with the same
-   payload returns the first event, another payload is a conflict;
+1. resolve the environment, user, product and agent the API key may use, each distinct
+   value once;
+2. claim the idempotency keys (``INSERT ... ON CONFLICT DO NOTHING``): a replay with the
+   same payload returns the first event, another payload is a conflict;
 3. charge the period counters with conditional updates that check and add in one statement,
-   in a fixed order (subscription, team, user) so that concurrent charges cannot deadlock;
-4. insert the ledger row and upsert its daily rollup;
+   in a fixed order (subscription, team, user) so that concurrent charges cannot deadlock
+   (``charging``);
+4. insert the ledger rows and upsert their daily rollups;
 5. record each threshold crossed as a unique row and queue its email after commit.
 
-Any refusal raises a ``DomainError`` and rolls the whole transaction back.
+Each event is accepted or refused on its own, in order. A lone event's refusal rolls its
+transaction back; in a batch, a refused event's key claim is released and the others commit.
 """
 
 import hashlib
 import json
 import logging
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -23,10 +28,11 @@ from uuid import UUID
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Q
+from django.db.models import F
 from django.db.models.functions import Lower
 from django.utils import timezone
 
+from accounts.errors import DomainError
 from accounts.models import (
     ApiKey,
     Environment,
@@ -39,11 +45,11 @@ from accounts.models import (
 
 from . import errors
 from .billing import period_for
+from .charging import Charge, add_to_counters, charge
 from .models import (
     Agent,
     BillingPeriod,
     CreditEvent,
-    CreditLimit,
     IdempotencyRecord,
     Product,
     TeamPeriodUsage,
@@ -94,66 +100,135 @@ class Recorded:
     created: bool  # False for an idempotent replay
 
 
+Outcome = Recorded | DomainError
+
+
 def record_usage(*, api_key: ApiKey, usage: Usage, now: datetime | None = None) -> Recorded:
     """Record one event for the key's subscription, or raise why it was refused."""
+    (outcome,) = record_batch(api_key=api_key, usages=[usage], now=now)
+    if isinstance(outcome, DomainError):
+        raise outcome
+    return outcome
+
+
+def record_batch(
+    *, api_key: ApiKey, usages: list[Usage], now: datetime | None = None
+) -> list[Outcome]:
+    """Record events in order, each accepted or refused on its own; one outcome per usage."""
     now = now or timezone.now()
+    outcomes: list[Outcome | None] = [None] * len(usages)
+    waiting = list(range(len(usages)))
+    while waiting:
+        # A key repeated within the batch is settled after its first use has committed: it is
+        # then a replay (or a conflict), as if it had come in a later request.
+        seen, rounds_events, waiting_next = set(), [], []
+        for index in waiting:
+            key = usages[index].idempotency_key
+            (waiting_next if key in seen else rounds_events).append(index)
+            seen.add(key)
+        _record_round(api_key, [(index, usages[index]) for index in rounds_events], outcomes, now)
+        waiting = waiting_next
+    return outcomes
+
+
+@dataclass
+class _Pending:
+    """An event that passed every check that needs no lock, on its way to the ledger."""
+
+    index: int
+    usage: Usage
+    fingerprint: str
+    timestamp: datetime
+    environment: Environment
+    user: User | None
+    product: Product
+    period: BillingPeriod
+    agent: Agent | None = None
+
+
+def _record_round(api_key: ApiKey, usages: list[tuple[int, Usage]], outcomes: list, now) -> None:
     subscription = api_key.subscription
-    fingerprint = usage.fingerprint()
-
-    replay = _replay(subscription=subscription, usage=usage, fingerprint=fingerprint)
-    if replay:
-        return replay
-
-    timestamp = usage.timestamp or now
-    if timestamp > now + timedelta(seconds=settings.FUTURE_EVENT_TOLERANCE_SECONDS):
-        raise errors.TimestampInFuture(timestamp=timestamp.isoformat())
-    environment = _environment(api_key=api_key, public_id=usage.environment)
-    user = _member(environment=environment, email=usage.user) if usage.user else None
-    product = _enabled_product(subscription=subscription, slug=usage.product)
-
+    fingerprints = {index: usage.fingerprint() for index, usage in usages}
+    replays = _Replays(subscription, [usage.idempotency_key for _, usage in usages])
+    resolver = _Resolver(api_key, [usage for _, usage in usages], now)
+    pending = []
+    for index, usage in usages:
+        try:
+            replay = replays.of(usage.idempotency_key, fingerprints[index])
+            if replay is not None:
+                outcomes[index] = replay
+            else:
+                pending.append(resolver.resolve(index, usage, fingerprints[index]))
+        except DomainError as refusal:
+            outcomes[index] = refusal
+    if not pending:
+        return
     try:
-        event = _record(
-            api_key=api_key,
-            usage=usage,
-            fingerprint=fingerprint,
-            timestamp=timestamp,
-            now=now,
-            resolved=(environment, user, product),
-        )
-    except _KeyTaken:
-        # Another request with this key committed between our check and our claim.
-        replay = _replay(subscription=subscription, usage=usage, fingerprint=fingerprint)
-        if replay is None:  # the key's event was archived with its partition
-            raise errors.IdempotencyConflict(idempotency_key=usage.idempotency_key) from None
-        return replay
-    return Recorded(event=event, created=True)
-
-
-class _KeyTaken(Exception):
-    pass
+        taken = _write(api_key, pending, outcomes)
+    except DomainError as refusal:  # the round's only event was refused
+        outcomes[pending[0].index] = refusal
+        return
+    if taken:
+        # Another request claimed these keys between our check and our claim, and committed.
+        late = _Replays(subscription, [item.usage.idempotency_key for item in taken])
+        for item in taken:
+            try:
+                outcomes[item.index] = late.of(
+                    item.usage.idempotency_key, item.fingerprint
+                ) or errors.IdempotencyConflict(  # the key's event was archived
+                    idempotency_key=item.usage.idempotency_key
+                )
+            except DomainError as refusal:
+                outcomes[item.index] = refusal
 
 
 @transaction.atomic
-def _record(*, api_key, usage, fingerprint, timestamp, now, resolved) -> CreditEvent:
-    environment, user, product = resolved
+def _write(api_key: ApiKey, pending: list[_Pending], outcomes: list) -> list[_Pending]:
+    """Claim, charge and store the pending events; return those whose key was taken."""
     subscription = api_key.subscription
-    period = period_for(subscription=subscription, instant=timestamp)
-    if now > period.end + timedelta(hours=settings.LATE_EVENT_GRACE_HOURS):
-        raise errors.PeriodClosed(period_start=period.start.isoformat())
-    if not _claim(subscription=subscription, key=usage.idempotency_key, fingerprint=fingerprint):
-        raise _KeyTaken
-    agent = _agent(subscription=subscription, usage=usage, created_by=user)
-    excess = _charge(subscription=subscription, period=period, user=user, credits=usage.credits)
-    event = CreditEvent.objects.create(
-        timestamp=timestamp,
-        subscription=subscription,
-        period=period,
-        environment=environment,
-        user=user,
+    claimed = _claim(subscription, pending)
+    taken = [item for item in pending if item.usage.idempotency_key not in claimed]
+    pending = [item for item in pending if item.usage.idempotency_key in claimed]
+    _find_agents_by_id(subscription, pending, outcomes)
+    charges = {
+        item.index: Charge(period=item.period, user=item.user, credits=item.usage.credits)
+        for item in pending
+        if outcomes[item.index] is None
+    }
+    moves = charge(subscription=subscription, charges=list(charges.values())) if charges else {}
+    accepted = []
+    for item in pending:
+        refusal = outcomes[item.index] or charges[item.index].error
+        if refusal is not None:
+            outcomes[item.index] = refusal
+        else:
+            accepted.append(item)
+    _release(subscription, [item for item in pending if item not in accepted])
+    _register_agents_by_name(subscription, accepted)
+    events = CreditEvent.objects.bulk_create(
+        _event(api_key, item, charges[item.index].excess) for item in accepted
+    )
+    for item, event in zip(accepted, events, strict=True):
+        outcomes[item.index] = Recorded(event=event, created=True)
+    _link_keys(subscription, accepted, events)
+    add_to_rollups(events, zone=subscription.zone)
+    for period_id, move in moves.items():
+        _note_thresholds(subscription, period_id, before=move.before, after=move.after)
+    return taken
+
+
+def _event(api_key: ApiKey, item: _Pending, excess: Decimal) -> CreditEvent:
+    usage = item.usage
+    return CreditEvent(
+        timestamp=item.timestamp,
+        subscription=api_key.subscription,
+        period=item.period,
+        environment=item.environment,
+        user=item.user,
         api_key=api_key,
-        product=product,
+        product=item.product,
         feature=usage.feature,
-        agent=agent,
+        agent=item.agent,
         model=usage.model,
         credits=usage.credits,
         excess_credits=excess,
@@ -164,11 +239,6 @@ def _record(*, api_key, usage, fingerprint, timestamp, now, resolved) -> CreditE
         session_id=usage.session_id,
         idempotency_key=usage.idempotency_key,
     )
-    IdempotencyRecord.objects.filter(subscription=subscription, key=usage.idempotency_key).update(
-        event=event
-    )
-    add_to_rollups([event], zone=subscription.zone)
-    return event
 
 
 @transaction.atomic
@@ -192,12 +262,12 @@ def record_adjustment(
     timestamp = timestamp or timezone.now()
     subscription = Subscription.objects.select_for_update().get(pk=subscription.pk)
     period = period_for(subscription=subscription, instant=timestamp)
-    _add(BillingPeriod, period.pk, credits, column="credits_used")
+    BillingPeriod.objects.filter(pk=period.pk).update(credits_used=F("credits_used") + credits)
     if user:
         team_id = TeamMembership.objects.team_id_of(subscription=subscription, user=user)
         if team_id is not None:
-            _upsert_counter(TeamPeriodUsage, "team_id", period.pk, team_id, credits, cap=None)
-        _upsert_counter(UserPeriodUsage, "user_id", period.pk, user.pk, credits, cap=None)
+            add_to_counters(TeamPeriodUsage, "team_id", [(period.pk, team_id, credits)])
+        add_to_counters(UserPeriodUsage, "user_id", [(period.pk, user.pk, credits)])
     event = CreditEvent.objects.create(
         kind=CreditEvent.Kind.ADJUSTMENT,
         timestamp=timestamp,
@@ -217,211 +287,198 @@ def record_adjustment(
 # --- Resolving what the key may use ----------------------------------------------------------
 
 
-def _environment(*, api_key: ApiKey, public_id: UUID) -> Environment:
-    environment = (
-        Environment.objects.select_related("project")
-        .filter(public_id=public_id, project__subscription_id=api_key.subscription_id)
-        .first()
-    )
-    if environment is None or (api_key.environment_id and environment.pk != api_key.environment_id):
-        raise errors.UnknownEnvironment(environment=str(public_id))
-    return environment
+class _Resolver:
+    """Checks each event against what the key may use, reading each distinct name once."""
+
+    def __init__(self, api_key: ApiKey, usages: list[Usage], now: datetime):
+        self.api_key, self.now = api_key, now
+        self.subscription = api_key.subscription
+        self.environments = {
+            environment.public_id: environment
+            for environment in Environment.objects.select_related("project").filter(
+                public_id__in={usage.environment for usage in usages},
+                project__subscription_id=api_key.subscription_id,
+            )
+        }
+        self.products = {
+            product.slug: product
+            for product in Product.objects.filter(
+                slug__in={usage.product for usage in usages}, enabled_for=self.subscription
+            )
+        }
+        self.memberships = _memberships(self.subscription, {u.user for u in usages if u.user})
+        self.periods: list[BillingPeriod] = []
+
+    def resolve(self, index: int, usage: Usage, fingerprint: str) -> _Pending:
+        timestamp = usage.timestamp or self.now
+        if timestamp > self.now + timedelta(seconds=settings.FUTURE_EVENT_TOLERANCE_SECONDS):
+            raise errors.TimestampInFuture(timestamp=timestamp.isoformat())
+        environment = self._environment(usage.environment)
+        user = self._member(environment, usage.user) if usage.user else None
+        product = self.products.get(usage.product)
+        if product is None:
+            raise errors.ProductNotEnabled(product=usage.product)
+        period = self._period(timestamp)
+        if self.now > period.end + timedelta(hours=settings.LATE_EVENT_GRACE_HOURS):
+            raise errors.PeriodClosed(period_start=period.start.isoformat())
+        return _Pending(index, usage, fingerprint, timestamp, environment, user, product, period)
+
+    def _environment(self, public_id: UUID) -> Environment:
+        environment = self.environments.get(public_id)
+        restricted_to = self.api_key.environment_id
+        if environment is None or (restricted_to and environment.pk != restricted_to):
+            raise errors.UnknownEnvironment(environment=str(public_id))
+        return environment
+
+    def _member(self, environment: Environment, email: str) -> User:
+        """A user with a role in the environment (or an admin of its subscription)."""
+        for membership in self.memberships.get(email.lower(), ()):
+            in_environment = membership.environment_id == environment.pk
+            admin = membership.role == Role.SUBSCRIPTION_ADMIN
+            if (in_environment or admin) and membership.user.is_active:
+                return membership.user
+        raise errors.NotAMember(user=email, environment=str(environment.public_id))
+
+    def _period(self, timestamp: datetime) -> BillingPeriod:
+        for period in self.periods:
+            if period.start <= timestamp < period.end:
+                return period
+        period = period_for(subscription=self.subscription, instant=timestamp)
+        self.periods.append(period)
+        return period
 
 
-def _member(*, environment: Environment, email: str) -> User:
-    """A user with a role in the environment (or an admin of its subscription)."""
-    membership = (
+def _memberships(subscription: Subscription, emails: set[str]) -> dict[str, list[Membership]]:
+    if not emails:
+        return {}
+    memberships = (
         Membership.objects.select_related("user")
         # Lower(), not iexact (UPPER): the case-insensitive unique index on users serves it.
-        .alias(email_lower=Lower("user__email"))
-        .filter(email_lower=email.lower(), subscription_id=environment.project.subscription_id)
-        .filter(Q(environment=environment) | Q(role=Role.SUBSCRIPTION_ADMIN))
-        .first()
+        .annotate(email_lower=Lower("user__email"))
+        .filter(email_lower__in={email.lower() for email in emails}, subscription=subscription)
     )
-    if membership is None or not membership.user.is_active:
-        raise errors.NotAMember(user=email, environment=str(environment.public_id))
-    return membership.user
+    found: dict[str, list[Membership]] = {}
+    for membership in memberships:
+        found.setdefault(membership.email_lower, []).append(membership)
+    return found
 
 
-def _enabled_product(*, subscription: Subscription, slug: str) -> Product:
-    product = Product.objects.filter(slug=slug, enabled_for=subscription).first()
-    if product is None:
-        raise errors.ProductNotEnabled(product=slug)
-    return product
+def _find_agents_by_id(subscription: Subscription, pending: list[_Pending], outcomes) -> None:
+    """Agents named by id must exist in the subscription; other events are refused."""
+    wanted = {int(item.usage.agent) for item in pending if _agent_id(item.usage)}
+    if not wanted:
+        return
+    agents = Agent.objects.filter(subscription=subscription).in_bulk(wanted)
+    for item in pending:
+        if _agent_id(item.usage):
+            item.agent = agents.get(int(item.usage.agent))
+            if item.agent is None:
+                outcomes[item.index] = errors.UnknownAgent(agent=item.usage.agent)
 
 
-def _agent(*, subscription: Subscription, usage: Usage, created_by: User | None) -> Agent | None:
-    """Find the agent by id or name; an unknown name registers a new agent."""
-    if not usage.agent:
-        return None
-    if usage.agent.isdigit():
-        agent = Agent.objects.filter(subscription=subscription, pk=int(usage.agent)).first()
-        if agent is None:
-            raise errors.UnknownAgent(agent=usage.agent)
-        return agent
-    agent, _ = Agent.objects.get_or_create(
-        subscription=subscription,
-        name=usage.agent,
-        defaults={"agent_type": usage.agent_type, "model": usage.model, "created_by": created_by},
-    )
-    return agent
+def _register_agents_by_name(subscription: Subscription, accepted: list[_Pending]) -> None:
+    """Find agents named by name; an unknown name registers a new agent."""
+    found: dict[str, Agent] = {}
+    for item in accepted:
+        usage = item.usage
+        if not usage.agent or _agent_id(usage):
+            continue
+        if usage.agent not in found:
+            found[usage.agent], _ = Agent.objects.get_or_create(
+                subscription=subscription,
+                name=usage.agent,
+                defaults={
+                    "agent_type": usage.agent_type,
+                    "model": usage.model,
+                    "created_by": item.user,
+                },
+            )
+        item.agent = found[usage.agent]
+
+
+def _agent_id(usage: Usage) -> bool:
+    return bool(usage.agent) and usage.agent.isdigit()
 
 
 # --- Idempotency -------------------------------------------------------------------------------
 
 
-def _replay(*, subscription: Subscription, usage: Usage, fingerprint: str) -> Recorded | None:
-    """The first outcome of this key, if it has one. One index lookup when it has none (the
-    common case); the event is read only for a replay."""
-    record = (
-        IdempotencyRecord.objects.filter(
-            subscription=subscription, key=usage.idempotency_key, event__isnull=False
+class _Replays:
+    """The first outcome of each of these keys that has one: one index lookup for all keys,
+    and the events read only for the replays."""
+
+    def __init__(self, subscription: Subscription, keys: Iterable[str]):
+        self.records = {
+            key: (payload_hash, event_id)
+            for key, payload_hash, event_id in IdempotencyRecord.objects.filter(
+                subscription=subscription, key__in=set(keys), event__isnull=False
+            ).values_list("key", "payload_hash", "event_id")
+        }
+        self.events = (
+            CreditEvent.objects.select_related("environment", "user", "product", "agent").in_bulk(
+                [event_id for _, event_id in self.records.values()]
+            )
+            if self.records
+            else {}
         )
-        .values_list("payload_hash", "event_id")
-        .first()
-    )
-    if record is None:
-        return None
-    payload_hash, event_id = record
-    if payload_hash != fingerprint:
-        raise errors.IdempotencyConflict(idempotency_key=usage.idempotency_key)
-    event = CreditEvent.objects.filter(pk=event_id).first()
-    return Recorded(event=event, created=False) if event else None
+
+    def of(self, key: str, fingerprint: str) -> Recorded | None:
+        if key not in self.records:
+            return None
+        payload_hash, event_id = self.records[key]
+        if payload_hash != fingerprint:
+            raise errors.IdempotencyConflict(idempotency_key=key)
+        event = self.events.get(event_id)
+        return Recorded(event=event, created=False) if event else None
 
 
-def _claim(*, subscription: Subscription, key: str, fingerprint: str) -> bool:
-    """Claim the key for this transaction; False if another transaction already holds it.
+def _claim(subscription: Subscription, pending: list[_Pending]) -> set[str]:
+    """Claim the keys for this transaction; those another transaction holds are left out.
 
     A concurrent claim of the same key waits on our uncommitted row, then finds it taken.
+    Keys are claimed in sorted order, so that two batches cannot deadlock on them.
     """
     table = IdempotencyRecord._meta.db_table
+    created_at = timezone.now()
+    rows = sorted((item.usage.idempotency_key, item.fingerprint) for item in pending)
     with connection.cursor() as cursor:
         cursor.execute(
             f"INSERT INTO {table} (subscription_id, key, payload_hash, created_at) "  # noqa: S608
-            "VALUES (%s, %s, %s, %s) ON CONFLICT (subscription_id, key) DO NOTHING RETURNING id",
-            [subscription.pk, key, fingerprint, timezone.now()],
+            f"VALUES {', '.join(['(%s, %s, %s, %s)'] * len(rows))} "
+            "ON CONFLICT (subscription_id, key) DO NOTHING RETURNING key",
+            [value for row in rows for value in (subscription.pk, *row, created_at)],
         )
-        return cursor.fetchone() is not None
+        return {key for (key,) in cursor.fetchall()}
 
 
-# --- Charging the counters ---------------------------------------------------------------------
+def _release(subscription: Subscription, refused: list[_Pending]) -> None:
+    """A refused event keeps no claim: its key may be used again."""
+    if refused:
+        IdempotencyRecord.objects.filter(
+            subscription=subscription, key__in=[item.usage.idempotency_key for item in refused]
+        ).delete()
 
 
-def _charge(
-    *, subscription: Subscription, period: BillingPeriod, user: User | None, credits: Decimal
-) -> Decimal:
-    """Charge subscription, team and user counters, in that order; return the excess credits."""
-    allocation = subscription.base_allocation
-    cap = allocation
-    if subscription.limit_mode == Subscription.LimitMode.SOFT:
-        cap += subscription.excess_allowance
-    table = BillingPeriod._meta.db_table
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"UPDATE {table} SET credits_used = credits_used + %(x)s, "  # noqa: S608
-            "excess_used = excess_used"
-            " + CASE WHEN credits_used + %(x)s > %(allocation)s"
-            "   THEN credits_used + %(x)s - %(allocation)s ELSE 0 END"
-            " - CASE WHEN credits_used > %(allocation)s"
-            "   THEN credits_used - %(allocation)s ELSE 0 END "
-            "WHERE id = %(id)s AND credits_used + %(x)s <= %(cap)s "
-            "RETURNING credits_used, excess_used",
-            {"x": credits, "allocation": allocation, "cap": cap, "id": period.pk},
-        )
-        row = cursor.fetchone()
-    if row is None:
-        raise errors.CreditLimitExceeded(
-            limit=str(cap), used=str(period.credits_used), credits=str(credits)
-        )
-    used, excess_used = _credits(row[0]), _credits(row[1])
-    old_used, old_excess = used - credits, excess_used - _event_excess(used, credits, allocation)
-    if user:
-        _charge_team(subscription=subscription, period=period, user=user, credits=credits)
-        cap = _limit(subscription=subscription, user=user)
-        if not _upsert_counter(UserPeriodUsage, "user_id", period.pk, user.pk, credits, cap=cap):
-            raise errors.UserLimitExceeded(user=user.email, limit=str(cap))
-    _note_thresholds(
-        subscription=subscription,
-        period=period,
-        before=(old_used, old_excess),
-        after=(used, excess_used),
-    )
-    return excess_used - old_excess
-
-
-def _charge_team(
-    *, subscription: Subscription, period: BillingPeriod, user: User, credits: Decimal
-) -> None:
-    team_id = TeamMembership.objects.team_id_of(subscription=subscription, user=user)
-    if team_id is None:
+def _link_keys(subscription: Subscription, accepted: list[_Pending], events) -> None:
+    """Point each claimed key at its event: one statement for the batch."""
+    if not accepted:
         return
-    cap = _limit(subscription=subscription, team_id=team_id)
-    if not _upsert_counter(TeamPeriodUsage, "team_id", period.pk, team_id, credits, cap=cap):
-        raise errors.TeamLimitExceeded(team=team_id, limit=str(cap))
-
-
-def _limit(*, subscription: Subscription, user: User | None = None, team_id=None) -> Decimal | None:
-    limits = CreditLimit.objects.filter(subscription=subscription)
-    limits = limits.filter(user=user) if user else limits.filter(team_id=team_id)
-    return limits.values_list("credits", flat=True).first()
-
-
-def _upsert_counter(model, owner_column, period_id, owner_id, credits, *, cap) -> bool:
-    """Add ``credits`` to a per-period counter if it stays within ``cap``; False if refused."""
-    if cap is not None and credits > cap:
-        return False
-    table = model._meta.db_table
-    if credits < 0:
-        # A negative adjustment. PostgreSQL checks the CHECK constraint (not negative) on the
-        # row an upsert proposes to insert before it looks for a conflict, so an upsert of a
-        # negative amount always fails: make sure the row exists, then subtract from it.
-        with connection.cursor() as cursor:
-            cursor.execute(
-                f"INSERT INTO {table} (period_id, {owner_column}, credits_used) "  # noqa: S608
-                f"VALUES (%s, %s, 0) ON CONFLICT (period_id, {owner_column}) DO NOTHING",
-                [period_id, owner_id],
-            )
-            cursor.execute(
-                f"UPDATE {table} SET credits_used = credits_used + %s "  # noqa: S608
-                f"WHERE period_id = %s AND {owner_column} = %s RETURNING credits_used",
-                [credits, period_id, owner_id],
-            )
-            return cursor.fetchone() is not None
-    guard = f"WHERE {table}.credits_used + EXCLUDED.credits_used <= %s" if cap is not None else ""
+    table = IdempotencyRecord._meta.db_table
+    keys = [item.usage.idempotency_key for item in accepted]
+    pairs = list(zip(keys, [event.pk for event in events], strict=True))
     with connection.cursor() as cursor:
         cursor.execute(
-            f"INSERT INTO {table} (period_id, {owner_column}, credits_used) "  # noqa: S608
-            f"VALUES (%s, %s, %s) ON CONFLICT (period_id, {owner_column}) DO UPDATE "
-            f"SET credits_used = {table}.credits_used + EXCLUDED.credits_used {guard} "
-            "RETURNING credits_used",
-            [period_id, owner_id, credits, *([cap] if cap is not None else [])],
+            f"WITH linked (key, event_id) AS (VALUES {', '.join(['(%s, %s)'] * len(pairs))}) "  # noqa: S608
+            f"UPDATE {table} SET event_id = linked.event_id FROM linked "
+            f"WHERE {table}.subscription_id = %s AND {table}.key = linked.key",
+            [*(value for pair in pairs for value in pair), subscription.pk],
         )
-        return cursor.fetchone() is not None
-
-
-def _add(model, pk, credits: Decimal, *, column: str) -> None:
-    table = model._meta.db_table
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"UPDATE {table} SET {column} = {column} + %s WHERE id = %s",  # noqa: S608
-            [credits, pk],
-        )
-
-
-def _event_excess(used: Decimal, credits: Decimal, allocation: Decimal) -> Decimal:
-    """How many of ``credits`` (ending at ``used``) lie beyond the allocation."""
-    return max(Decimal(0), used - allocation) - max(Decimal(0), used - credits - allocation)
-
-
-def _credits(value) -> Decimal:
-    """A counter read back from SQL as an exact Decimal (SQLite returns floats)."""
-    return Decimal(str(value)).quantize(CREDIT_PLACES)
 
 
 # --- Thresholds --------------------------------------------------------------------------------
 
 
-def _note_thresholds(*, subscription, period, before, after) -> None:
+def _note_thresholds(subscription, period_id, *, before, after) -> None:
     (old_used, old_excess), (used, excess_used) = before, after
     allocation, allowance = subscription.base_allocation, subscription.excess_allowance
     crossed = []
@@ -436,17 +493,17 @@ def _note_thresholds(*, subscription, period, before, after) -> None:
     if soft and allowance > 0 and old_excess < allowance <= excess_used:
         crossed.append(ThresholdAlert.Threshold.EXCESS_100)
     for threshold in crossed:
-        _record_crossing(subscription=subscription, period=period, threshold=threshold)
+        _record_crossing(subscription=subscription, period_id=period_id, threshold=threshold)
 
 
-def _record_crossing(*, subscription, period, threshold) -> None:
+def _record_crossing(*, subscription, period_id, threshold) -> None:
     """A unique row per (period, threshold): a race between two charges alerts once."""
     table = ThresholdAlert._meta.db_table
     with connection.cursor() as cursor:
         cursor.execute(
             f"INSERT INTO {table} (subscription_id, period_id, threshold, crossed_at) "  # noqa: S608
             "VALUES (%s, %s, %s, %s) ON CONFLICT (period_id, threshold) DO NOTHING RETURNING id",
-            [subscription.pk, period.pk, threshold, timezone.now()],
+            [subscription.pk, period_id, threshold, timezone.now()],
         )
         row = cursor.fetchone()
     if row:

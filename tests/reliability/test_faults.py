@@ -260,23 +260,24 @@ def test_a_connection_dropped_after_the_charge_leaves_no_partial_charge(
     with the same idempotency key records the event once."""
     subscription = acme.subscription
     before = ledger_state(subscription)
-    upsert_rollup = recording._add_to_rollup
+    upsert_rollup = recording.add_to_rollups
 
-    def connection_dies(event, *, zone):
+    def connection_dies(events, *, zone):
         with connection.cursor() as cursor:
             cursor.execute("SELECT pg_backend_pid()")
             terminate(cursor.fetchone()[0])
-        return upsert_rollup(event, zone=zone)
+        return upsert_rollup(events, zone=zone)
 
-    monkeypatch.setattr(recording, "_add_to_rollup", connection_dies)
+    monkeypatch.setattr(recording, "add_to_rollups", connection_dies)
     response = key_client.post("/api/v1/events/", event(acme, "op-1"), format="json")
 
     assert response.status_code == 503
     assert response["Retry-After"]
     assert response.json()["error"]["code"] == "service_unavailable"
-    assert ledger_state(subscription) == before
+    # The period may have been opened (that is not a charge); nothing else is kept.
+    assert ledger_state(subscription) == {**before, "used": [Decimal("0")]}
 
-    monkeypatch.setattr(recording, "_add_to_rollup", upsert_rollup)
+    monkeypatch.setattr(recording, "add_to_rollups", upsert_rollup)
     retried = key_client.post("/api/v1/events/", event(acme, "op-1"), format="json")
     assert retried.status_code == 201  # nothing of the first attempt was kept
     assert ledger_state(subscription) == {
@@ -291,27 +292,29 @@ def test_a_connection_dropped_after_the_charge_leaves_no_partial_charge(
 def test_a_database_error_mid_batch_is_a_503_and_the_batch_can_be_resent(
     acme, key_client, monkeypatch
 ):
-    """Each event of a batch commits on its own; resending the batch after a 503 replays the
-    committed ones (200) and records the rest (201)."""
-    upsert_rollup = recording._add_to_rollup
-    calls = iter(range(100))
+    """A batch is stored in one transaction: a database error while writing it keeps none of
+    its events (503), and resending it records each of them once."""
+    upsert_rollup = recording.add_to_rollups
 
-    def fails_on_the_second_event(event, *, zone):
-        if next(calls) == 1:
-            raise OperationalError("server closed the connection unexpectedly")
-        return upsert_rollup(event, zone=zone)
+    def connection_fails(events, *, zone):
+        raise OperationalError("server closed the connection unexpectedly")
 
     batch = {"events": [event(acme, f"op-{n}", credits="1") for n in range(3)]}
-    monkeypatch.setattr(recording, "_add_to_rollup", fails_on_the_second_event)
+    monkeypatch.setattr(recording, "add_to_rollups", connection_fails)
     response = key_client.post("/api/v1/events/batch/", batch, format="json")
 
     assert response.status_code == 503
     assert response.json()["error"]["code"] == "service_unavailable"
-    assert ledger_state(acme.subscription)["events"] == 1
+    assert ledger_state(acme.subscription) == {
+        "events": 0,
+        "used": [Decimal("0")],  # the period was opened, nothing was charged
+        "rollups": None,
+        "idempotency": 0,
+    }
 
-    monkeypatch.setattr(recording, "_add_to_rollup", upsert_rollup)
+    monkeypatch.setattr(recording, "add_to_rollups", upsert_rollup)
     resent = key_client.post("/api/v1/events/batch/", batch, format="json")
-    assert [result["status"] for result in resent.json()["results"]] == [200, 201, 201]
+    assert [result["status"] for result in resent.json()["results"]] == [201, 201, 201]
     assert ledger_state(acme.subscription) == {
         "events": 3,
         "used": [Decimal("3")],
