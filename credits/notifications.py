@@ -20,8 +20,7 @@ from decimal import Decimal
 
 from django.conf import settings
 from django.core.mail import EmailMultiAlternatives
-from django.db import transaction
-from django.db.models import Exists, F, OuterRef
+from django.db import connection, transaction
 from django.template.loader import render_to_string
 from django.utils import timezone
 
@@ -76,6 +75,15 @@ def send_alert(*, alert_id: int) -> bool:
         len(recipients),
     )
     return claimed == 1
+
+
+def send_alerts(*, alert_ids: list[int]) -> int:
+    """Send each alert (see ``send_alert``); return how many were sent.
+
+    An SMTP error stops at that alert and is raised, so that the task retries with backoff; the
+    retry skips the alerts already sent.
+    """
+    return sum(send_alert(alert_id=alert_id) for alert_id in alert_ids)
 
 
 def admin_emails(subscription: Subscription) -> list[str]:
@@ -177,31 +185,46 @@ def _message(alert: ThresholdAlert, recipients: list[str]) -> EmailMultiAlternat
 # --- Queueing ---------------------------------------------------------------------------------
 
 
-def queue_reset_notices(*, now: datetime) -> int:
-    """Claim and queue the reset notice of every current period that still owes one.
+# The reset notice owed by each current period whose subscription existed before the period
+# started (a subscription created mid-month has had no reset), claimed by inserting its row.
+# Plain SQL that PostgreSQL and SQLite both run.
+CLAIM_RESET_NOTICES = """
+INSERT INTO {alert} (subscription_id, period_id, threshold, crossed_at)
+SELECT p.subscription_id, p.id, %(threshold)s, %(now)s
+FROM {period} p JOIN {subscription} s ON s.id = p.subscription_id
+WHERE p.start <= %(now)s AND p."end" > %(now)s AND s.created_at < p.start
+  AND NOT EXISTS (SELECT 1 FROM {alert} a WHERE a.period_id = p.id AND a.threshold = %(threshold)s)
+ORDER BY p.id
+ON CONFLICT (period_id, threshold) DO NOTHING
+RETURNING id
+"""
 
-    A period owes a notice when its subscription existed before it started (a subscription
-    created mid-month has had no reset). Only current periods qualify, so months opened by a
-    catch-up after downtime get no notice of their own. Returns how many notices were queued.
+# Reset notices travel to the workers in tasks of this many: a message per notice made the
+# month start of 100,000 subscriptions spend most of its time on the broker.
+NOTICES_PER_TASK = 500
+
+
+def queue_reset_notices(*, now: datetime) -> int:
+    """Claim and queue the reset notice of every current period that still owes one; return
+    how many were claimed.
+
+    One statement claims them all: the unique (period, threshold) row makes two concurrent
+    runs claim each notice once. Only current periods qualify, so months opened by a catch-up
+    after downtime get no notice of their own. The notices are queued after the claim
+    commits, ``NOTICES_PER_TASK`` to a task.
     """
-    notice = ThresholdAlert.objects.filter(period=OuterRef("pk"), threshold=PERIOD_OPENED)
-    owing = BillingPeriod.objects.filter(
-        ~Exists(notice),
-        start__lte=now,
-        end__gt=now,
-        subscription__created_at__lt=F("start"),
-    ).order_by("pk")
-    queued = 0
-    for period in owing.iterator(chunk_size=500):
-        alert, created = ThresholdAlert.objects.get_or_create(
-            period=period,
-            threshold=PERIOD_OPENED,
-            defaults={"subscription_id": period.subscription_id},
-        )
-        if created:
-            _queue(alert)
-            queued += 1
-    return queued
+    sql = CLAIM_RESET_NOTICES.format(
+        alert=ThresholdAlert._meta.db_table,
+        period=BillingPeriod._meta.db_table,
+        subscription=Subscription._meta.db_table,
+    )
+    params = {"threshold": PERIOD_OPENED, "now": connection.ops.adapt_datetimefield_value(now)}
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        alert_ids = sorted(alert_id for (alert_id,) in cursor.fetchall())
+    if alert_ids:
+        transaction.on_commit(lambda: _queue_reset_notices(alert_ids))
+    return len(alert_ids)
 
 
 def send_unsent_alerts(*, now: datetime) -> int:
@@ -229,17 +252,16 @@ def send_unsent_alerts(*, now: datetime) -> int:
     return sent
 
 
-def _queue(alert: ThresholdAlert) -> None:
+def _queue_reset_notices(alert_ids: list[int]) -> None:
     from . import tasks
 
-    task = (
-        tasks.send_reset_notice if alert.threshold == PERIOD_OPENED else tasks.send_threshold_alert
-    )
-
-    def queue() -> None:
+    for first in range(0, len(alert_ids), NOTICES_PER_TASK):
         try:
-            task.delay(alert.pk)
-        except Exception:  # the broker is down: the sweep queues it again later
-            logger.exception("event=alert_not_queued alert_id=%s", alert.pk)
-
-    transaction.on_commit(queue)
+            tasks.send_reset_notices.delay(alert_ids[first : first + NOTICES_PER_TASK])
+        except Exception:  # the broker is down: the sweep sends the rest later
+            logger.exception(
+                "event=reset_notices_not_queued count=%s first_alert_id=%s",
+                len(alert_ids) - first,
+                alert_ids[first],
+            )
+            return

@@ -49,6 +49,18 @@ def period_bounds(instant: datetime, zone: ZoneInfo) -> Bounds:
     return month_bounds(month_start(local_date(instant, zone)), zone)
 
 
+def periods_through(since: datetime, until: datetime, zone: ZoneInfo) -> list[Bounds]:
+    """The billing periods from the one containing ``since`` through the one containing
+    ``until``, in order (just the latter when ``since`` is later)."""
+    month = month_start(local_date(min(since, until), zone))
+    last = month_start(local_date(until, zone))
+    periods = []
+    while month <= last:
+        periods.append(month_bounds(month, zone))
+        month = next_month_start(month)
+    return periods
+
+
 def next_reset(instant: datetime, zone: ZoneInfo) -> datetime:
     return period_bounds(instant, zone).end
 

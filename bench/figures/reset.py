@@ -112,8 +112,11 @@ def _drain_broker() -> None:
     if not url.startswith("redis://"):
         return
     import redis
+    from django.conf import settings
 
-    redis.Redis.from_url(url).delete("celery")
+    queues = {"celery", settings.CELERY_TASK_DEFAULT_QUEUE}
+    queues |= {route["queue"] for route in settings.CELERY_TASK_ROUTES.values()}
+    redis.Redis.from_url(url).delete(*queues)
 
 
 def reset(settings: Settings) -> list[Row]:

@@ -5,7 +5,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from credits.periods import days_until_reset, next_reset, period_bounds
+from credits.periods import days_until_reset, next_reset, period_bounds, periods_through
 from tests.factories import utc
 
 PRAGUE = ZoneInfo("Europe/Prague")
@@ -44,3 +44,23 @@ def test_next_reset_and_days_until_reset_count_local_days():
         days_until_reset(utc(2026, 11, 30, 23), PRAGUE)
         == date(2027, 1, 1).toordinal() - date(2026, 12, 1).toordinal()
     )
+
+
+def test_periods_through_lists_each_local_month_across_dst_and_the_year_end():
+    # Auckland: New Year at 11:00 UTC on 31 Dec (UTC+13), standard time (UTC+12) from 4 April.
+    periods = periods_through(utc(2026, 11, 20), utc(2027, 4, 10), AUCKLAND)
+
+    assert [(bounds.start, bounds.end) for bounds in periods] == [
+        (utc(2026, 10, 31, 11), utc(2026, 11, 30, 11)),
+        (utc(2026, 11, 30, 11), utc(2026, 12, 31, 11)),
+        (utc(2026, 12, 31, 11), utc(2027, 1, 31, 11)),
+        (utc(2027, 1, 31, 11), utc(2027, 2, 28, 11)),
+        (utc(2027, 2, 28, 11), utc(2027, 3, 31, 11)),
+        (utc(2027, 3, 31, 11), utc(2027, 4, 30, 12)),
+    ]
+
+
+def test_periods_through_a_later_start_is_just_the_last_period():
+    assert periods_through(utc(2026, 6, 1), utc(2026, 3, 15), PRAGUE) == [
+        period_bounds(utc(2026, 3, 15), PRAGUE)
+    ]

@@ -4,19 +4,25 @@ Beat runs ``open_billing_periods`` every 15 minutes (UTC); these tests run it by
 instants around each month start, with time frozen.
 """
 
+import smtplib
 import threading
 from datetime import datetime, timedelta
+from unittest import mock
 
 import pytest
 import time_machine
+from django.core.mail.backends.locmem import EmailBackend
 from django.db import connection
 from django.utils import timezone
+from kombu.exceptions import OperationalError
 
 from accounts.models import Role, Subscription
+from credits import notifications
 from credits.billing import period_for
 from credits.models import BillingPeriod, ThresholdAlert
 from credits.notifications import PERIOD_OPENED
-from credits.tasks import open_billing_periods
+from credits.periods import periods_through
+from credits.tasks import open_billing_periods, send_reset_notices, send_unsent_alerts
 from tests import factories
 from tests.factories import utc
 
@@ -50,6 +56,24 @@ def bounds(subscription) -> list[tuple[datetime, datetime]]:
         .order_by("start")
         .values_list("start", "end")
     )
+
+
+ZONES = ["Pacific/Auckland", "Asia/Kolkata", "Europe/Prague", "America/Los_Angeles", "UTC"]
+
+
+def cohort(count: int) -> list[Subscription]:
+    """``count`` subscriptions created on 10 January in several time zones, in three states on
+    1 April: up to date until March, last seen in January (beat missed two months), and never
+    used (no period at all)."""
+    subscriptions = []
+    for n in range(count):
+        with time_machine.travel(utc(2026, 1, 10), tick=False):
+            subscription = factories.SubscriptionFactory(timezone=ZONES[n % len(ZONES)])
+        months = {0: [utc(2026, 1, 20), utc(2026, 2, 15), utc(2026, 3, 15)], 1: [utc(2026, 1, 20)]}
+        for instant in months.get(n % 3, []):
+            period_for(subscription=subscription, instant=instant)
+        subscriptions.append(subscription)
+    return subscriptions
 
 
 @pytest.mark.parametrize(
@@ -166,9 +190,110 @@ def test_a_broken_subscription_does_not_stop_the_others(
     assert [message.to for message in mailoutbox] == [["admin@kiwi.example"]]
 
 
+@pytest.mark.parametrize("count", [1, 30])
+def test_the_month_start_takes_the_same_queries_for_any_number_of_subscriptions(
+    count, django_assert_max_num_queries, django_capture_on_commit_callbacks
+):
+    subscriptions = cohort(count)
+    now = utc(2026, 4, 1, 12)  # 1 April in every one of ZONES
+
+    with (
+        time_machine.travel(now, tick=False),
+        django_capture_on_commit_callbacks() as callbacks,
+        # Who is behind, open their months, claim the notices; and the savepoint and the
+        # planner setting (``SET LOCAL``) that go with the first two.
+        django_assert_max_num_queries(6),
+    ):
+        result = open_billing_periods()
+
+    assert result == {"subscriptions_caught_up": count, "reset_notices": count}
+    for subscription in subscriptions:
+        # The months of its own time zone, contiguous, exactly as recording computes them.
+        months = periods_through(utc(2026, 1, 10), now, subscription.zone)
+        assert bounds(subscription) == [(month.start, month.end) for month in months]
+        assert period_for(subscription=subscription, instant=now).start == months[-1].start
+        notice = ThresholdAlert.objects.get(subscription=subscription, threshold=PERIOD_OPENED)
+        assert notice.period.start == months[-1].start
+    assert len(callbacks) == 1  # the notices are queued once the claim commits
+
+
+def test_reset_notices_are_queued_in_chunks(
+    monkeypatch, mailoutbox, django_capture_on_commit_callbacks
+):
+    monkeypatch.setattr(notifications, "NOTICES_PER_TASK", 10)
+    for n in range(25):
+        subscription_in("Europe/Prague", created=utc(2026, 1, 10), name=f"Kiwi{n}")
+
+    with mock.patch.object(
+        send_reset_notices, "delay", wraps=send_reset_notices.delay
+    ) as queue_chunk:
+        result = run_beat(utc(2026, 1, 31, 23, 5), django_capture_on_commit_callbacks)
+
+    assert result["reset_notices"] == 25
+    chunks = [call.args[0] for call in queue_chunk.call_args_list]
+    assert [len(chunk) for chunk in chunks] == [10, 10, 5]
+    notices = ThresholdAlert.objects.filter(threshold=PERIOD_OPENED)
+    queued = [alert_id for chunk in chunks for alert_id in chunk]
+    assert sorted(queued) == sorted(notices.values_list("pk", flat=True))
+    assert sorted(message.to[0] for message in mailoutbox) == sorted(
+        f"admin@kiwi{n}.example" for n in range(25)
+    )
+    assert not notices.filter(notified_at__isnull=True).exists()
+
+
+def test_a_chunk_retried_after_an_smtp_error_sends_each_notice_once(
+    mailoutbox, settings, django_capture_on_commit_callbacks
+):
+    settings.CELERY_TASK_EAGER_PROPAGATES = False  # let eager retries run, as a worker would
+    for n in range(3):
+        subscription_in("Europe/Prague", created=utc(2026, 1, 10), name=f"Kiwi{n}")
+    with mock.patch.object(send_reset_notices, "delay"):  # queued, not sent yet
+        run_beat(utc(2026, 1, 31, 23, 5), django_capture_on_commit_callbacks)
+    alert_ids = sorted(ThresholdAlert.objects.values_list("pk", flat=True))
+    send = EmailBackend.send_messages
+    attempts = []
+
+    def second_send_fails_once(backend, messages):
+        attempts.append(messages[0].to)
+        if len(attempts) == 2:
+            raise smtplib.SMTPServerDisconnected("try again")
+        return send(backend, messages)
+
+    with mock.patch.object(EmailBackend, "send_messages", second_send_fails_once):
+        result = send_reset_notices.apply(args=[alert_ids])
+
+    assert result.successful()
+    assert len(attempts) == 4  # the first notice is not sent again by the retry
+    assert sorted(message.to[0] for message in mailoutbox) == [
+        "admin@kiwi0.example",
+        "admin@kiwi1.example",
+        "admin@kiwi2.example",
+    ]
+
+
+def test_with_the_broker_down_the_notices_wait_for_the_sweep(
+    monkeypatch, mailoutbox, django_capture_on_commit_callbacks
+):
+    monkeypatch.setattr(notifications, "NOTICES_PER_TASK", 2)
+    for n in range(5):
+        subscription_in("Europe/Prague", created=utc(2026, 1, 10), name=f"Kiwi{n}")
+    down = OperationalError("Error 111 connecting to 127.0.0.1:1. Connection refused.")
+
+    with mock.patch.object(send_reset_notices, "delay", side_effect=down) as queue_chunk:
+        result = run_beat(utc(2026, 1, 31, 23, 5), django_capture_on_commit_callbacks)
+
+    assert result == {"subscriptions_caught_up": 5, "reset_notices": 5}
+    assert queue_chunk.call_count == 1  # one failed attempt, not one per chunk
+    assert mailoutbox == []
+    with time_machine.travel(utc(2026, 1, 31, 23, 20), tick=False):
+        assert send_unsent_alerts() == 5
+    assert len(mailoutbox) == 5
+
+
 @pytest.mark.django_db(transaction=True, serialized_rollback=True)
 def test_two_beats_at_once_open_one_period_and_send_one_notice(mailoutbox):
     subscription = subscription_in("Pacific/Auckland", created=utc(2026, 1, 10))
+    others = cohort(12)  # with months to catch up, in several time zones
     start = threading.Barrier(4)
     results, failures = [], []
 
@@ -181,7 +306,7 @@ def test_two_beats_at_once_open_one_period_and_send_one_notice(mailoutbox):
         finally:
             connection.close()
 
-    with time_machine.travel(utc(2026, 1, 31, 11, 2), tick=False):
+    with time_machine.travel(utc(2026, 4, 1, 12), tick=False):
         threads = [threading.Thread(target=beat) for _ in range(4)]
         for thread in threads:
             thread.start()
@@ -189,6 +314,9 @@ def test_two_beats_at_once_open_one_period_and_send_one_notice(mailoutbox):
             thread.join()
 
     assert failures == []
-    assert len(bounds(subscription)) == 2
-    assert sum(result["reset_notices"] for result in results) == 1
-    assert len(mailoutbox) == 1
+    assert len(bounds(subscription)) == 4
+    for other in others:
+        assert len(bounds(other)) == 4  # January to April, each once
+    assert sum(result["reset_notices"] for result in results) == 13
+    assert ThresholdAlert.objects.filter(threshold=PERIOD_OPENED).count() == 13
+    assert [message.to for message in mailoutbox] == [["admin@kiwi.example"]]
