@@ -17,11 +17,12 @@ Each event is accepted or refused on its own, in order. A lone event's refusal r
 transaction back; in a batch, a refused event's key claim is released and the others commit.
 """
 
+import dataclasses
 import hashlib
 import json
 import logging
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 from uuid import UUID
@@ -85,7 +86,7 @@ class Usage:
 
     def fingerprint(self) -> str:
         """A stable hash of the payload, to tell a replay from a reused key."""
-        fields = asdict(self)
+        fields = {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
         fields["credits"] = str(self.credits.quantize(CREDIT_PLACES))
         fields["environment"] = str(self.environment)
         fields["timestamp"] = self.timestamp.isoformat() if self.timestamp else None
@@ -377,23 +378,38 @@ def _find_agents_by_id(subscription: Subscription, pending: list[_Pending], outc
 
 
 def _register_agents_by_name(subscription: Subscription, accepted: list[_Pending]) -> None:
-    """Find agents named by name; an unknown name registers a new agent."""
-    found: dict[str, Agent] = {}
+    """Find agents named by name; unknown names register new agents (described by the first
+    event that names them)."""
+    first_use = {}
     for item in accepted:
-        usage = item.usage
-        if not usage.agent or _agent_id(usage):
-            continue
-        if usage.agent not in found:
-            found[usage.agent], _ = Agent.objects.get_or_create(
-                subscription=subscription,
-                name=usage.agent,
-                defaults={
-                    "agent_type": usage.agent_type,
-                    "model": usage.model,
-                    "created_by": item.user,
-                },
-            )
-        item.agent = found[usage.agent]
+        if item.usage.agent and not _agent_id(item.usage):
+            first_use.setdefault(item.usage.agent, item)
+    if not first_use:
+        return
+    agents = Agent.objects.filter(subscription=subscription)
+    found = {agent.name: agent for agent in agents.filter(name__in=first_use)}
+    missing = [name for name in first_use if name not in found]
+    if missing:
+        # A concurrent request may register the same name: the unique name wins, we reread.
+        Agent.objects.bulk_create(
+            [_new_agent(subscription, first_use[name]) for name in missing],
+            ignore_conflicts=True,
+        )
+        found.update((agent.name, agent) for agent in agents.filter(name__in=missing))
+    for item in accepted:
+        if item.usage.agent in first_use:
+            item.agent = found[item.usage.agent]
+
+
+def _new_agent(subscription: Subscription, item: _Pending) -> Agent:
+    usage = item.usage
+    return Agent(
+        subscription=subscription,
+        name=usage.agent,
+        agent_type=usage.agent_type,
+        model=usage.model,
+        created_by=item.user,
+    )
 
 
 def _agent_id(usage: Usage) -> bool:
