@@ -197,17 +197,18 @@ def _write(api_key: ApiKey, pending: list[_Pending], outcomes: list) -> list[_Pe
         if outcomes[item.index] is None
     }
     moves = charge(subscription=subscription, charges=list(charges.values())) if charges else {}
-    accepted = []
+    accepted, refused = [], []
     for item in pending:
         refusal = outcomes[item.index] or charges[item.index].error
         if refusal is not None:
             outcomes[item.index] = refusal
+            refused.append(item)
         else:
             accepted.append(item)
-    _release(subscription, [item for item in pending if item not in accepted])
+    _release(subscription, refused)
     _register_agents_by_name(subscription, accepted)
-    events = CreditEvent.objects.bulk_create(
-        _event(api_key, item, charges[item.index].excess) for item in accepted
+    events = _insert_events(
+        [_event(api_key, item, charges[item.index].excess) for item in accepted]
     )
     for item, event in zip(accepted, events, strict=True):
         outcomes[item.index] = Recorded(event=event, created=True)
@@ -216,6 +217,31 @@ def _write(api_key: ApiKey, pending: list[_Pending], outcomes: list) -> list[_Pe
     for period_id, move in moves.items():
         _note_thresholds(subscription, period_id, before=move.before, after=move.after)
     return taken
+
+
+def _insert_events(events: list[CreditEvent]) -> list[CreditEvent]:
+    """Insert ledger rows. On PostgreSQL their ids are drawn from the sequence first and the
+    rows are copied in (``COPY FROM STDIN``): several times cheaper, in Python, than building
+    a thousand-row ``INSERT``. Elsewhere (the SQLite demo), ``bulk_create``."""
+    if connection.vendor != "postgresql" or not events:
+        return CreditEvent.objects.bulk_create(events)
+    table = CreditEvent._meta.db_table
+    columns = [field.attname for field in CreditEvent._meta.concrete_fields]
+    recorded_at = timezone.now()
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT nextval(pg_get_serial_sequence(%s, 'id')) FROM generate_series(1, %s)",
+            [table, len(events)],
+        )
+        for event, (pk,) in zip(events, cursor.fetchall(), strict=True):
+            event.pk, event.recorded_at = pk, recorded_at
+        # Every column holds a plain value (ids, not objects) that psycopg adapts as is.
+        with cursor.cursor.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
+            for event in events:
+                copy.write_row([getattr(event, column) for column in columns])
+    for event in events:
+        event._state.adding, event._state.db = False, connection.alias
+    return events
 
 
 def _event(api_key: ApiKey, item: _Pending, excess: Decimal) -> CreditEvent:
