@@ -153,3 +153,59 @@ def test_a_period_nobody_charged_reads_as_zero(world, key_client):
 
     assert (body["used"], body["remaining"]) == ("0.0000", "1000.0000")
     assert Decimal(body["utilisation_percent"]) == 0
+
+
+def test_a_batch_over_a_user_limit_accepts_exactly_the_events_that_fit_in_order(
+    world, key_client, event_payload
+):
+    """The batch does not fit as a whole, so it is charged event by event: the admin's
+    events are not held back by the member's limit, and a key reused with another payload
+    inside the batch is a conflict."""
+    CreditLimit.objects.create(subscription=world.subscription, user=world.member, credits=5)
+    admin = world.admin.email
+    events = [
+        event_payload(idempotency_key="m1", credits="3"),
+        event_payload(idempotency_key="a1", credits="10", user=admin),
+        event_payload(idempotency_key="m2", credits="3"),
+        event_payload(idempotency_key="m3", credits="2"),
+        event_payload(idempotency_key="m1", credits="4"),
+        event_payload(idempotency_key="a2", credits="10", user=admin),
+    ]
+
+    body = key_client.post(BATCH, {"events": events}, format="json").json()
+
+    assert [r["status"] for r in body["results"]] == [201, 201, 402, 201, 409, 201]
+    assert body["results"][2]["error"]["code"] == "user_limit_exceeded"
+    assert body["results"][4]["error"]["code"] == "idempotency_conflict"
+    assert body["balance"]["used"] == "25.0000"
+    assert sorted(CreditEvent.objects.values_list("idempotency_key", flat=True)) == [
+        "a1",
+        "a2",
+        "m1",
+        "m3",
+    ]
+    member_balance = key_client.get(BALANCE, {"user": world.member.email}).json()
+    assert member_balance["user"] == {"limit": "5.0000", "used": "5.0000", "remaining": "0.0000"}
+    resent = key_client.post(BATCH, {"events": events[2:3]}, format="json").json()
+    assert resent["results"][0]["error"]["code"] == "user_limit_exceeded"  # nothing was kept
+
+
+@pytest.mark.parametrize("size", [10, 200])
+def test_a_batch_that_fits_costs_the_same_queries_whatever_its_size(
+    world, key_client, event_payload, django_assert_max_num_queries, size
+):
+    members = [world.member]
+    for n in range(3):
+        member = factories.UserFactory(email=f"member{n}@acme.example")
+        factories.membership(member, "member", environment=world.environment)
+        members.append(member)
+    events = [
+        event_payload(user=members[n % 4].email, agent=f"agent {n % 3}", credits="0.5")
+        for n in range(size)
+    ]
+
+    with django_assert_max_num_queries(30):
+        response = key_client.post(BATCH, {"events": events}, format="json")
+
+    assert response.json()["accepted"] == size
+    assert response.json()["balance"]["used"] == str(Decimal("0.5") * size)
