@@ -208,4 +208,4 @@ def test_a_batch_that_fits_costs_the_same_queries_whatever_its_size(
         response = key_client.post(BATCH, {"events": events}, format="json")
 
     assert response.json()["accepted"] == size
-    assert response.json()["balance"]["used"] == str(Decimal("0.5") * size)
+    assert Decimal(response.json()["balance"]["used"]) == Decimal("0.5") * size
