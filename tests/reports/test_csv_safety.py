@@ -29,6 +29,7 @@ PROJECT = "+cmd|' /C calc'!A0"
 AGENT, AGENT_TYPE, MODEL = "@SUM(1+1)", "=type", "-2+3"
 FEATURE, PRODUCT, TEAM, SUB_ACCOUNT = "+feature", "-product", "\t=team", "\r=sub"
 REPORTS = "/api/v1/reports/"
+EXPORT = "/api/v1/exports/credit-usage/"
 
 
 @pytest.fixture(autouse=True)
@@ -165,6 +166,52 @@ def test_quotes_commas_line_breaks_and_unicode_survive_the_round_trip(world):
 
 def csv_dicts_from(body: bytes) -> list[dict]:
     return list(csv.DictReader(io.StringIO(body.decode("utf-8"), newline="")))
+
+
+@pytest.mark.parametrize(
+    ("project", "environment", "key"),
+    [
+        (PROJECT, "Production", KEY),
+        ('Zürich 東京, "blue"\nline\r', " spaced ", "\\."),
+        ("\t=tab", "-minus", "@at,comma"),
+        ("Website", "\r=sub", '"quoted"'),
+    ],
+)
+def test_the_export_is_byte_for_byte_what_the_csv_module_writes(world, project, environment, key):
+    """PostgreSQL writes the file (COPY); the JSON rows are formatted in Python. Written by the
+    ``csv`` module and neutralised, the JSON rows give the same bytes, whatever the names."""
+    world.environment.project.name = project
+    world.environment.project.save()
+    world.environment.name = environment
+    world.environment.save()
+    recorder = EventRecorder(world, key_name=key)
+    recorder.record(at=utc(2026, 11, 20, 9))
+    recorder.record(at=utc(2026, 11, 20, 9, 30, 5, 120000), user=None, credits="987.6543")
+    recorder.record(at=utc(2026, 11, 20, 9, 30, 5, 1), credits="0")
+    record_adjustment(
+        subscription=world.subscription,
+        credits=Decimal("-2.5"),
+        reason="Correction",
+        created_by=world.admin,
+    )
+    client = logged_in(world.admin)
+    params = {"scope": "subscription"}
+
+    body = b"".join(client.get(EXPORT, {**params, "format": "csv"}).streaming_content)
+    rows = client.get(EXPORT, {**params, "page_size": 1000}).json()["results"]
+
+    written = io.StringIO(newline="")
+    writer = csv.writer(written)
+    writer.writerow(["Timestamp", "User", "Environment", "EnvironmentId", "Credits"])
+    for row in rows:
+        row["User"], row["Environment"] = neutralise(row["User"]), neutralise(row["Environment"])
+        writer.writerow(row.values())
+    assert len(rows) == 4
+    assert [row["Timestamp"] for row in rows[1:3]] == [
+        "2026-11-20T09:30:05.000001Z",
+        "2026-11-20T09:30:05.120000Z",
+    ]
+    assert body == written.getvalue().encode()
 
 
 @pytest.mark.parametrize(

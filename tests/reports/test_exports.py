@@ -9,11 +9,13 @@ from decimal import Decimal
 
 import pytest
 import time_machine
+from django.db import connection
 from django.http import StreamingHttpResponse
 from rest_framework.test import APIClient
 
+from credits.models import CreditEvent
 from credits.recording import record_adjustment
-from reports import exports
+from reports import exports, selectors
 from tests import factories
 from tests.factories import utc
 from tests.reports.recorder import EventRecorder, logged_in, record_november
@@ -32,8 +34,10 @@ def usage(world):
 
 @pytest.fixture(autouse=True)
 def frozen_now():
-    with time_machine.travel(NOW, tick=False):
-        yield
+    clock = time_machine.travel(NOW, tick=False)
+    clock.start()
+    yield clock
+    clock.stop()
 
 
 def export(user, **params):
@@ -266,13 +270,54 @@ def test_the_ledger_is_streamed_in_chunks_with_a_constant_number_of_queries(
     monkeypatch.setattr(exports, "LEDGER_CHUNK_ROWS", 2)
     client = logged_in(world.admin)
 
-    with django_assert_max_num_queries(6):
+    # Session, user, subscription, role, count; SAVEPOINT, COPY, RELEASE (tests run in a
+    # transaction, where a savepoint guards the COPY).
+    with django_assert_max_num_queries(8):
         response = client.get(EXPORT, {"scope": "subscription", "format": "csv"})
         chunks = list(response.streaming_content)
 
     assert isinstance(response, StreamingHttpResponse)
     assert len(chunks) > 2
     assert len(b"".join(chunks).decode().splitlines()) == 6
+
+
+@pytest.fixture
+def a_long_ledger(world, usage) -> int:
+    """60,000 more of carol's events in November, a file of several megabytes: more than the
+    sockets hold, so PostgreSQL is still sending when a reader stops early."""
+    count = 60_000
+    event = CreditEvent.objects.get(subscription=world.subscription, timestamp=utc(2026, 11, 10, 9))
+    columns = ", ".join(
+        connection.ops.quote_name(field.column)
+        for field in CreditEvent._meta.concrete_fields
+        if field.name not in ("id", "timestamp")
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO credits_creditevent (timestamp, {columns}) "  # noqa: S608 - our columns
+            f"SELECT timestamp + make_interval(secs => n), {columns} "
+            "FROM credits_creditevent, generate_series(1, %s) AS n WHERE id = %s",
+            [count, event.pk],
+        )
+    return 5 + count
+
+
+def test_a_download_given_up_midway_leaves_the_database_usable(world, a_long_ledger, frozen_now):
+    """The server closes the stream when the client goes away (emails stop reading a file
+    over their budget): the COPY is cancelled, and the transaction around it goes on."""
+    export = selectors.credit_usage_export(user=world.admin, scope="subscription")
+    chunks = exports.csv_chunks(exports.credit_usage_table(export))
+    first, second = next(chunks), next(chunks)
+    frozen_now.stop()  # psycopg times its cancel request with the clock
+    try:
+        chunks.close()
+    finally:
+        frozen_now.start()
+
+    assert first == b"Timestamp,User,Environment,EnvironmentId,Credits\r\n"
+    assert second.startswith(b"2026-11-10T09:00:00Z,carol@acme.example,Website / Production,")
+    response = logged_in(world.admin).get(EXPORT, {"scope": "subscription"})
+    assert response.json()["count"] == a_long_ledger
 
 
 def test_an_empty_period_is_a_header_row(world):
