@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 
 from django.db import connection, transaction
-from django.db.models import Q
+from django.db.models import OuterRef, Subquery
 
 from accounts.errors import DomainError
 from accounts.models import Subscription, TeamMembership, User
@@ -81,23 +81,29 @@ def charge(*, subscription: Subscription, charges: list[Charge]) -> dict[int, _P
 
 
 def _caps(subscription: Subscription, user_ids: set[int]) -> _Caps:
+    """Each user's team and the limits of both: one query."""
+    caps = _Caps(team_of={}, user_caps={}, team_caps={})
     if not user_ids:
-        return _Caps(team_of={}, user_caps={}, team_caps={})
-    team_of = dict(
-        TeamMembership.objects.filter(subscription=subscription, user_id__in=user_ids).values_list(
-            "user_id", "team_id"
+        return caps
+    limits = CreditLimit.objects.filter(subscription=subscription)
+    teams = TeamMembership.objects.filter(subscription=subscription, user=OuterRef("pk"))
+    rows = (
+        User.objects.filter(pk__in=user_ids)
+        .annotate(
+            team=Subquery(teams.values("team_id")[:1]),
+            user_cap=Subquery(limits.filter(user=OuterRef("pk")).values("credits")[:1]),
+            team_cap=Subquery(limits.filter(team=OuterRef("team")).values("credits")[:1]),
         )
+        .values_list("pk", "team", "user_cap", "team_cap")
     )
-    limits = CreditLimit.objects.filter(subscription=subscription).filter(
-        Q(user_id__in=user_ids) | Q(team_id__in=set(team_of.values()))
-    )
-    user_caps, team_caps = {}, {}
-    for user_id, team_id, credits in limits.values_list("user_id", "team_id", "credits"):
-        if user_id is not None:
-            user_caps[user_id] = credits
-        else:
-            team_caps[team_id] = credits
-    return _Caps(team_of=team_of, user_caps=user_caps, team_caps=team_caps)
+    for user_id, team_id, user_cap, team_cap in rows:
+        if team_id is not None:
+            caps.team_of[user_id] = team_id
+            if team_cap is not None:
+                caps.team_caps[team_id] = team_cap
+        if user_cap is not None:
+            caps.user_caps[user_id] = user_cap
+    return caps
 
 
 def _charge_together(subscription, charges, caps) -> dict[int, _PeriodMove]:
