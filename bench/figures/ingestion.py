@@ -9,7 +9,7 @@ import uuid
 from decimal import Decimal
 
 from .. import database, profiling
-from ..catalog import EventMaker, give_keys, load_targets
+from ..catalog import EventMaker, give_headroom, give_keys, load_targets
 from ..load import HttpClient, LoadResult, run_threads
 from ..raw import Refused, record_batch, record_one
 from ..report import PASS, SHORT, Row
@@ -40,6 +40,7 @@ def _close(connections) -> None:
 def single_events(settings: Settings) -> list[Row]:
     figure = "1 Single-event ingestion"
     with database.connect() as connection:
+        give_headroom(connection, settings.subscription_ids[:20], now=settings.now)
         targets = load_targets(connection, settings.subscription_ids[:20], now=settings.now)
     give_keys(targets)
     run = uuid.uuid4().hex[:8]
@@ -115,6 +116,7 @@ def batches(settings: Settings) -> list[Row]:
     figure = "2 Batch ingestion"
     size = settings.batch_size
     with database.connect() as connection:
+        give_headroom(connection, settings.subscription_ids[:20], now=settings.now)
         targets = load_targets(connection, settings.subscription_ids[:20], now=settings.now)
     give_keys(targets)
     run = uuid.uuid4().hex[:8]
