@@ -44,6 +44,7 @@ def credit_usage(request):
         subscriptions=subscriptions,
         date_range=date_range,
         filters=dashboard.MemberFilters.from_query(request.GET),
+        member_page=request.GET.get("page"),
     )
     context.update(
         member_link_query=member_link_query({"subscription": subscription.pk}, date_range),

@@ -2,10 +2,12 @@
 member's own usage.
 
 Every figure comes from the ``DailyUsage`` rollup (kept in step with the ledger by the recording
-service) through ``visible_to``; only "recent runs" reads ledger rows, one page at a time. Each
-page costs a fixed number of queries whatever the data size: one query returns the credits per
-day and product of the whole billing period, and the cards, chart, day-over-day view and
-"credits by product" table are all cut from it in Python (a period has at most 31 days).
+service) through ``visible_to``; only "recent runs" reads ledger rows, one page at a time
+through an index, never counted. Each page costs a fixed number of queries whatever the data
+size: one query returns the credits per day and product of the whole billing period, and the
+cards, chart, day-over-day view and "credits by product" table are all cut from it in Python
+(a period has at most 31 days); the admin's page adds one for the usage per member, of which
+it renders one page.
 
 Days are local dates in the subscription's time zone, like ``DailyUsage.day``; a "cycle" is one
 billing period seen that way (the 1st through the last day of the month, inclusive).
@@ -18,7 +20,7 @@ from datetime import date, datetime, timedelta
 from decimal import ROUND_CEILING, ROUND_HALF_UP, Decimal
 from functools import cached_property
 
-from django.core.paginator import Page, Paginator
+from django.core.paginator import InvalidPage, Page, Paginator
 from django.db.models import Max, Q, QuerySet, Sum
 
 from accounts.models import (
@@ -43,11 +45,13 @@ ZERO = Decimal("0.0000")
 CREDIT_PLACES = Decimal("0.0001")
 PERCENT_PLACES = Decimal("0.1")
 RUNS_PER_PAGE = 20
+MEMBERS_PER_PAGE = 50
 PAST_PERIODS_SHOWN = 13
 EXPORT_PATH = "/api/v1/exports/credit-usage/"
 CHART_COLOURS = 10  # the palette's size in reports/static/reports/charts.js
 
 ROLE_RANK = {Role.SUBSCRIPTION_ADMIN: 0, Role.PROJECT_MANAGER: 1, Role.MEMBER: 2}
+ROLE_LABELS = dict(Role.choices)
 ROLE_LABEL_RANK = {label: ROLE_RANK[value] for value, label in Role.choices}
 _PAID_PLANS = [
     label for value, label in Subscription.Plan.choices if value != Subscription.Plan.FREE
@@ -267,6 +271,10 @@ class DayChange:
     change: Decimal | None
     change_percent: Decimal | None
 
+    @property
+    def title(self) -> str:
+        return _day_title(self.day)
+
 
 OTHER_PRODUCT = "Adjustments and other"
 
@@ -278,6 +286,10 @@ class CycleUsage:
     cycle: Cycle
     cells: dict[tuple[date, int | None], Cell]
     product_names: dict[int | None, str]
+    # What ``cycle_usage`` was asked for beside the cycle's cells, read in the same query:
+    # credits per day of an earlier range (the trend's), and the features used in the cycle.
+    earlier: dict[date, Decimal] = field(default_factory=dict)
+    features: list[str] = field(default_factory=list)
 
     def _cells(self, first: date, last: date) -> Iterable[tuple[int | None, Cell]]:
         for (day, product_id), cell in self.cells.items():
@@ -388,11 +400,16 @@ class CycleUsage:
         }
 
 
+def _day_title(day: date) -> str:
+    """A day as the charts' tooltips and tables write it: "Mon 23 Nov 2026"."""
+    return f"{day:%a} {day.day} {day:%b %Y}"
+
+
 def _day_labels(days: list[date]) -> dict:
     return {
         "days": [day.isoformat() for day in days],
         "labels": [f"{day.day} {day:%b}" for day in days],
-        "titles": [f"{day:%a} {day.day} {day:%b %Y}" for day in days],
+        "titles": [_day_title(day) for day in days],
     }
 
 
@@ -402,36 +419,67 @@ def _plain(value: Decimal) -> str:
     return "0" if text in ("-0", "") else text
 
 
-def cycle_usage(rows: QuerySet, cycle: Cycle) -> CycleUsage:
-    """One query: credits, excess, runs per day and product of ``rows`` in ``cycle``."""
+def cycle_usage(
+    rows: QuerySet,
+    cycle: Cycle,
+    *,
+    earlier: tuple[date, date] | None = None,
+    with_features: bool = False,
+) -> CycleUsage:
+    """One query: credits, excess, runs per day and product of ``rows`` in ``cycle``.
+
+    The same query also brings, when asked, what would otherwise be another pass over the
+    rollup: the credits per day of the ``earlier`` range (first and last day, before the
+    cycle; the trend's) and, ``with_features``, the features used in the cycle (grouped by
+    feature too, then added up here). Either way it returns at most days x products
+    (x features) rows, however many events there were.
+    """
+    days = Q(day__range=(cycle.first_day, cycle.last_day))
+    if earlier is not None:
+        days |= Q(day__range=earlier)
+    dimensions = ["day", "product_id"] + (["feature"] if with_features else [])
     grouped = (
-        rows.filter(day__range=(cycle.first_day, cycle.last_day))
+        rows.filter(days)
         .order_by()
-        .values("day", "product_id", "product__name")
+        .values_list(*dimensions)
         .annotate(
+            # An aggregate, not a grouping key: with the name's text among the keys,
+            # PostgreSQL sorted (and spilled to disk) a month of rows instead of hashing them.
+            product_name=Max("product__name"),
             credits_sum=Sum("credits"),
             excess_sum=Sum("excess_credits"),
             runs_sum=Sum("runs"),
             failed_sum=Sum("failed_runs"),
         )
     )
-    cells, names = {}, {}
-    for row in grouped:
-        cells[row["day"], row["product_id"]] = Cell(
-            credits=_credits(row["credits_sum"]),
-            excess_credits=_credits(row["excess_sum"]),
-            runs=row["runs_sum"] or 0,
-            failed_runs=row["failed_sum"] or 0,
-        )
-        if row["product_id"] is not None:
-            names[row["product_id"]] = row["product__name"]
-    return CycleUsage(cycle=cycle, cells=cells, product_names=names)
-
-
-def credits_between(rows: QuerySet, first: date, last: date) -> Decimal:
-    """One query: the credits of ``rows`` from ``first`` to ``last`` (inclusive)."""
-    total = rows.filter(day__range=(first, last)).aggregate(total=Sum("credits"))["total"]
-    return _credits(total)
+    cells: dict[tuple[date, int | None], Cell] = {}
+    names: dict[int | None, str] = {}
+    before: dict[date, Decimal] = defaultdict(lambda: ZERO)
+    features: set[str] = set()
+    for day, product_id, *feature, product_name, credits, excess, runs, failed in grouped:
+        if day < cycle.first_day:
+            before[day] += credits or ZERO
+            continue
+        cell = cells.get((day, product_id))
+        if cell is None:
+            cell = cells[day, product_id] = Cell()
+        cell.credits += credits or ZERO
+        cell.excess_credits += excess or ZERO
+        cell.runs += runs or 0
+        cell.failed_runs += failed or 0
+        if product_id is not None:
+            names[product_id] = product_name
+        if feature and feature[0]:
+            features.add(feature[0])
+    for cell in cells.values():
+        cell.credits, cell.excess_credits = _credits(cell.credits), _credits(cell.excess_credits)
+    return CycleUsage(
+        cycle=cycle,
+        cells=cells,
+        product_names=names,
+        earlier={day: _credits(total) for day, total in before.items()},
+        features=sorted(features),
+    )
 
 
 # --- Cards ------------------------------------------------------------------------------------
@@ -448,14 +496,26 @@ class Trend:
         return _percent(self.this_period - self.last_period, self.last_period)
 
 
-def trend_vs_last_month(rows: QuerySet, usage: CycleUsage) -> Trend:
-    """Credits so far this period against last period up to the same day of the month."""
-    cycle = usage.cycle
+def trend_days(cycle: Cycle) -> tuple[date, date]:
+    """The days of last period that the trend compares with: from its first day up to the
+    same day of the month as today (or its last day, if shorter)."""
     previous = cycle.previous()
     point = min(previous.first_day + (cycle.last_elapsed_day - cycle.first_day), previous.last_day)
+    return previous.first_day, point
+
+
+def trend_vs_last_month(usage: CycleUsage) -> Trend:
+    """Credits so far this period against last period up to the same day of the month.
+
+    ``usage`` must have been read with ``earlier=trend_days(cycle)``."""
+    cycle = usage.cycle
+    first, point = trend_days(cycle)
+    last_period = sum(
+        (credits for day, credits in usage.earlier.items() if first <= day <= point), ZERO
+    )
     return Trend(
         this_period=usage.total(cycle.first_day, cycle.last_elapsed_day),
-        last_period=credits_between(rows, previous.first_day, point),
+        last_period=_credits(last_period),
         last_period_through=point,
     )
 
@@ -550,6 +610,9 @@ class MemberRow:
     runs: int = 0
     failed_runs: int = 0
     last_activity: datetime | None = None
+    # Written once the row is on the page shown, in the subscription's time zone.
+    last_activity_iso: str = ""
+    last_activity_label: str = ""
     period_credits: Decimal = ZERO
     limit: Decimal | None = None
     limit_scope: str = ""  # "own" or "team"
@@ -591,7 +654,9 @@ class SortHeader:
 
 @dataclass
 class MemberTable:
-    rows: list[MemberRow]
+    """Usage by team member: everyone listed (searched, filtered, sorted), one page shown."""
+
+    page: Page  # the rows shown: one page of the people listed
     keys_row: MemberRow | None  # API keys acting without a user
     filters: MemberFilters
     teams: list[tuple[int, str]]
@@ -599,11 +664,23 @@ class MemberTable:
     products: list[tuple[int, str]]
     for_admin: bool  # teams and limits are shown to subscription admins only
     member_count: int  # before search and team filters
+    total_credits: Decimal  # of everyone listed, on every page, and the API keys
+    active_people: int  # listed people with credits or runs in the range
 
     @property
-    def total_credits(self) -> Decimal:
-        rows = [*self.rows, *([self.keys_row] if self.keys_row else [])]
-        return _credits(sum((row.credits for row in rows), ZERO))
+    def rows(self) -> list[MemberRow]:
+        return self.page.object_list
+
+    @property
+    def listed_count(self) -> int:
+        return self.page.paginator.count
+
+    @property
+    def page_links(self) -> list[int | str]:
+        """Page numbers to link to, with ``Paginator.ELLIPSIS`` where some are left out."""
+        return list(
+            self.page.paginator.get_elided_page_range(self.page.number, on_each_side=2, on_ends=1)
+        )
 
     @property
     def headers(self) -> list[SortHeader]:
@@ -625,13 +702,23 @@ class MemberTable:
 
 
 def _sorted(rows: list[MemberRow], sort: str) -> list[MemberRow]:
+    """Sorted by ``sort``, ties and rows without a value (last either way) by email, so
+    that every row has one place and one page."""
     key = SORT_KEYS[sort.lstrip("-")][1]
-    descending = sort.startswith("-")
-    present = [row for row in rows if key(row) is not None]
-    missing = [row for row in rows if key(row) is None]
-    present.sort(key=lambda row: row.email.lower())
-    present.sort(key=key, reverse=descending)
-    return present + missing  # rows without a value go last either way
+    by_email = sorted(rows, key=lambda row: row.email.lower())
+    present = [row for row in by_email if key(row) is not None]
+    missing = [row for row in by_email if key(row) is None]
+    present.sort(key=key, reverse=sort.startswith("-"))
+    return present + missing
+
+
+def _page(paginator: Paginator, number: str | int | None) -> Page:
+    """The page asked for; a number that is none of its pages (not a number, 0, past the
+    end) gives the first page, like a visit without one."""
+    try:
+        return paginator.page(number or 1)
+    except InvalidPage:
+        return paginator.page(1)
 
 
 def member_table(
@@ -642,15 +729,20 @@ def member_table(
     date_range: DateRange,
     filters: MemberFilters,
     products: Mapping[int, str],
+    features: list[str],
     environment: Environment | None = None,
     for_admin: bool = False,
+    page_number: str | int | None = None,
 ) -> MemberTable:
-    """Usage by team member: everyone with a role there or usage in ``date_range``.
+    """Usage by team member: everyone with a role there or usage in the cycle, one page of
+    them (``MEMBERS_PER_PAGE``) at a time.
 
-    A fixed number of queries whatever the number of people: usage per user, roles and
-    features, and for a subscription admin (``for_admin``) teams and limits too. Teams and
-    limits are the subscription's business: a project manager sees neither. A limit applies
-    to the whole period, so "limit used" counts the period's credits, unfiltered.
+    A fixed number of queries whatever the number of people or events: usage per user (one
+    pass over the rollup, summed by PostgreSQL), roles, and for a subscription admin
+    (``for_admin``) teams and limits too; each returns one small row per person, team or
+    limit, and only the page shown is rendered. Teams and limits are the subscription's
+    business: a project manager sees neither. A limit applies to the whole period, so "limit
+    used" counts the period's credits, unfiltered.
     """
     cycle = date_range.cycle
     in_range = Q(day__range=(date_range.first_day, date_range.last_day))
@@ -661,7 +753,7 @@ def member_table(
     usage = (
         rows.filter(day__range=(cycle.first_day, cycle.last_day))
         .order_by()
-        .values("user_id", "user__email", "user__display_name")
+        .values_list("user_id", "user__email", "user__display_name")
         .annotate(
             range_credits=Sum("credits", filter=in_range),
             range_runs=Sum("runs", filter=in_range),
@@ -672,22 +764,22 @@ def member_table(
     )
     people: dict[int, MemberRow] = {}
     keys_row = None
-    for item in usage:
+    for user_id, email, name, credits, runs, failed, last_event, period_credits in usage:
         row = MemberRow(
-            user_id=item["user_id"],
-            email=item["user__email"] or "",
-            name=item["user__display_name"] or "",
-            credits=_credits(item["range_credits"]),
-            runs=item["range_runs"] or 0,
-            failed_runs=item["range_failed"] or 0,
-            last_activity=item["last_event"],
-            period_credits=_credits(item["period_credits_sum"]),
+            user_id=user_id,
+            email=email or "",
+            name=name or "",
+            credits=_credits(credits),
+            runs=runs or 0,
+            failed_runs=failed or 0,
+            last_activity=last_event,
+            period_credits=_credits(period_credits),
         )
-        if row.user_id is None:
+        if user_id is None:
             row.email, row.name = "", "API keys acting without a user"
             keys_row = row
         else:
-            people[row.user_id] = row
+            people[user_id] = row
 
     memberships = Membership.objects.visible_to(viewer).filter(subscription=subscription)
     if environment is not None:
@@ -695,32 +787,39 @@ def member_table(
         memberships = memberships.filter(
             Q(environment=environment) | Q(role=Role.SUBSCRIPTION_ADMIN)
         )
-    for membership in memberships.select_related("user", "environment__project"):
-        user = membership.user
-        row = people.get(user.pk)
+    for (
+        user_id,
+        email,
+        name,
+        role,
+        environment_id,
+        project_name,
+        environment_name,
+    ) in memberships.order_by("environment__project__name", "environment__name").values_list(
+        "user_id",
+        "user__email",
+        "user__display_name",
+        "role",
+        "environment_id",
+        "environment__project__name",
+        "environment__name",
+    ):
+        row = people.get(user_id)
         if row is None:
-            if environment is not None and membership.environment_id != environment.pk:
+            if environment is not None and environment_id != environment.pk:
                 continue
-            row = people[user.pk] = MemberRow(user.pk, user.email, user.display_name)
-        label = membership.get_role_display()
+            row = people[user_id] = MemberRow(user_id, email, name)
+        label = ROLE_LABELS.get(role, role)
         if label not in row.roles:
             row.roles.append(label)
             row.roles.sort(key=lambda text: ROLE_LABEL_RANK.get(text, 3))
-        row._rank = min(row._rank, ROLE_RANK.get(membership.role, 3))
-        if membership.environment_id:
-            row.environments.append(str(membership.environment))
+        row._rank = min(row._rank, ROLE_RANK.get(role, 3))
+        if environment_id:
+            row.environments.append(f"{project_name} / {environment_name}")
 
     teams: dict[int, str] = {}
     if for_admin:
         teams = _apply_teams_and_limits(people, subscription, viewer)
-
-    features = list(
-        rows.filter(day__range=(cycle.first_day, cycle.last_day))
-        .exclude(feature="")
-        .order_by("feature")
-        .values_list("feature", flat=True)
-        .distinct()
-    )
 
     member_count = len(people)
     listed = list(people.values())
@@ -733,8 +832,11 @@ def member_table(
         listed = [row for row in listed if needle in f"{row.email} {row.name}".lower()]
     if keys_row is not None and (filters.team or filters.q):
         keys_row = None
+    total = sum((row.credits for row in listed), keys_row.credits if keys_row else ZERO)
+    page = _page(Paginator(_sorted(listed, filters.sort), MEMBERS_PER_PAGE), page_number)
+    _write_activity_times([*page.object_list, *([keys_row] if keys_row else [])], subscription)
     return MemberTable(
-        rows=_sorted(listed, filters.sort),
+        page=page,
         keys_row=keys_row,
         filters=filters,
         teams=sorted(teams.items(), key=lambda item: item[1].lower()),
@@ -742,32 +844,50 @@ def member_table(
         products=sorted(products.items(), key=lambda item: item[1].lower()),
         for_admin=for_admin,
         member_count=member_count,
+        total_credits=_credits(total),
+        active_people=sum(1 for row in listed if row.credits or row.runs),
     )
+
+
+def _write_activity_times(rows: list[MemberRow], subscription: Subscription) -> None:
+    """Last activity as the table shows it (an ISO time and "23 Nov, 10:41" in the
+    subscription's time zone), for the rows shown only."""
+    zone = subscription.zone
+    for row in rows:
+        if row.last_activity is not None:
+            local = row.last_activity.astimezone(zone)
+            row.last_activity_iso = local.isoformat()
+            row.last_activity_label = f"{local.day} {local:%b, %H:%M}"
 
 
 def _apply_teams_and_limits(people, subscription, viewer) -> dict[int, str]:
     """Each person's team, and their own limit or else their team's; "used" is what counts
-    against it. Returns the teams' names."""
+    against it. Returns the teams' names. Two queries, one small row per team member and
+    per limit."""
     team_memberships = TeamMembership.objects.filter(
         subscription=subscription,
         team__in=Team.objects.visible_to(viewer).filter(subscription=subscription),
-    ).select_related("team")
+    ).values_list("team_id", "team__name", "user_id")
     teams: dict[int, str] = {}
     members_of_team: dict[int, list[int]] = defaultdict(list)
-    for team_membership in team_memberships:
-        teams[team_membership.team_id] = team_membership.team.name
-        members_of_team[team_membership.team_id].append(team_membership.user_id)
-        row = people.get(team_membership.user_id)
+    for team_id, team_name, user_id in team_memberships:
+        teams[team_id] = team_name
+        members_of_team[team_id].append(user_id)
+        row = people.get(user_id)
         if row is not None:
-            row.team_id, row.team = team_membership.team_id, team_membership.team.name
+            row.team_id, row.team = team_id, team_name
 
-    limits = CreditLimit.objects.visible_to(viewer).filter(subscription=subscription)
+    limits = (
+        CreditLimit.objects.visible_to(viewer)
+        .filter(subscription=subscription)
+        .values_list("user_id", "team_id", "credits")
+    )
     user_limits, team_limits = {}, {}
-    for limit in limits:
-        if limit.user_id:
-            user_limits[limit.user_id] = limit.credits
+    for user_id, team_id, credits in limits:
+        if user_id:
+            user_limits[user_id] = credits
         else:
-            team_limits[limit.team_id] = limit.credits
+            team_limits[team_id] = credits
     team_used = {
         team_id: _credits(
             sum((people[uid].period_credits for uid in user_ids if uid in people), ZERO)
@@ -813,31 +933,31 @@ class UsagePage:
     def cycle(self) -> Cycle:
         return self.date_range.cycle
 
-    @property
+    @cached_property
     def range_credits(self) -> Decimal:
         return self.usage.total(self.date_range.first_day, self.date_range.last_day)
 
-    @property
+    @cached_property
     def range_excess(self) -> Decimal:
         return self.usage.excess(self.date_range.first_day, self.date_range.last_day)
 
-    @property
+    @cached_property
     def range_runs(self) -> int:
         return self.usage.runs(self.date_range.first_day, self.date_range.last_day)
 
-    @property
+    @cached_property
     def range_failed_runs(self) -> int:
         return self.usage.failed_runs(self.date_range.first_day, self.date_range.last_day)
 
-    @property
+    @cached_property
     def period_credits(self) -> Decimal:
         return self.usage.total(self.cycle.first_day, self.cycle.last_day)
 
-    @property
+    @cached_property
     def average_daily(self) -> Decimal:
         return _per_day(self.range_credits, len(self.date_range.elapsed_days))
 
-    @property
+    @cached_property
     def active_products(self) -> int:
         return len(
             self.usage.active_product_ids(self.date_range.first_day, self.date_range.last_day)
@@ -1018,11 +1138,18 @@ def subscription_dashboard(
     subscriptions: list[Subscription],
     date_range: DateRange,
     filters: MemberFilters,
+    member_page: str | int | None = None,
 ) -> SubscriptionDashboard:
-    """The subscription admin's analytics, in a fixed number of queries (about ten)."""
+    """The subscription admin's analytics, in a fixed number of queries (about ten).
+
+    Two of them read the rollup: credits per day and product (with last period's days for
+    the trend, and the features), and usage per member.
+    """
     cycle = date_range.cycle
     rows = DailyUsage.objects.visible_to(viewer).filter(subscription=subscription)
-    usage = cycle_usage(rows, cycle)
+    usage = cycle_usage(
+        rows, cycle, earlier=trend_days(cycle), with_features=subscription.has_team_views
+    )
     enabled = _enabled_products(subscription)
     page = SubscriptionDashboard(
         subscription=subscription,
@@ -1031,7 +1158,7 @@ def subscription_dashboard(
         enabled_products=enabled,
         subscriptions=subscriptions,
         balance=balance(subscription=subscription, at=_instant_in(cycle)),
-        trend=trend_vs_last_month(rows, usage),
+        trend=trend_vs_last_month(usage),
         run_out=projected_run_out(usage, subscription.base_allocation),
         periods=past_periods(viewer=viewer, subscription=subscription),
     )
@@ -1043,7 +1170,9 @@ def subscription_dashboard(
             date_range=date_range,
             filters=filters,
             products={**enabled, **usage.product_names},
+            features=usage.features,
             for_admin=True,
+            page_number=member_page,
         )
     _usage_notices(page, scope_label="for this subscription")
     return page
@@ -1065,9 +1194,7 @@ class EnvironmentDashboard(UsagePage):
 
     @property
     def active_users(self) -> int:
-        if self.members is None:
-            return 0
-        return sum(1 for row in self.members.rows if row.credits or row.runs)
+        return 0 if self.members is None else self.members.active_people
 
     @property
     def share_percent(self) -> Decimal | None:
@@ -1100,6 +1227,7 @@ def environment_dashboard(
     environments: list[Environment],
     date_range: DateRange,
     filters: MemberFilters,
+    member_page: str | int | None = None,
 ) -> EnvironmentDashboard:
     """Everyone's usage in one environment that ``viewer`` manages. Constant queries."""
     subscription = environment.project.subscription
@@ -1107,7 +1235,7 @@ def environment_dashboard(
     rows = DailyUsage.objects.visible_to(viewer).filter(
         subscription=subscription, environment=environment
     )
-    usage = cycle_usage(rows, cycle)
+    usage = cycle_usage(rows, cycle, with_features=subscription.has_team_views)
     enabled = _enabled_products(subscription)
     page = EnvironmentDashboard(
         subscription=subscription,
@@ -1130,10 +1258,78 @@ def environment_dashboard(
             date_range=date_range,
             filters=filters,
             products={**enabled, **usage.product_names},
+            features=usage.features,
             environment=environment,
+            page_number=member_page,
         )
     _usage_notices(page, scope_label="in this environment")
     return page
+
+
+@dataclass
+class RecentRuns:
+    """One page of a person's runs (and adjustments), newest first.
+
+    The one place where a page reads ledger rows: ``RUNS_PER_PAGE + 1`` of them through the
+    ledger's (user, timestamp) index, the extra one only saying whether there is an older
+    page. There is no COUNT over the ledger: how many runs the range holds comes from the
+    rollup (``run_count``; adjustments are not runs).
+    """
+
+    events: list[CreditEvent]
+    number: int
+    has_next: bool
+    run_count: int
+
+    def __iter__(self):
+        return iter(self.events)
+
+    def __len__(self) -> int:
+        return len(self.events)
+
+    def __getitem__(self, index):
+        return self.events[index]
+
+    @property
+    def has_previous(self) -> bool:
+        return self.number > 1
+
+    @property
+    def has_other_pages(self) -> bool:
+        return self.has_previous or self.has_next
+
+    @property
+    def previous_page_number(self) -> int:
+        return self.number - 1
+
+    @property
+    def next_page_number(self) -> int:
+        return self.number + 1
+
+
+# The largest page whose OFFSET PostgreSQL can hold (a bigint).
+_LAST_POSSIBLE_RUNS_PAGE = (2**63 - 1) // RUNS_PER_PAGE
+
+
+def recent_runs(events: QuerySet, *, page_number: str | int | None, run_count: int) -> RecentRuns:
+    """One query (two for a page past the last): the page asked for of ``events``, which
+    must be ordered newest first. A number that is none of its pages gives the first."""
+    try:
+        number = int(page_number or 1)
+    except (TypeError, ValueError):
+        number = 1
+    if not 1 <= number <= _LAST_POSSIBLE_RUNS_PAGE:
+        number = 1
+    offset = (number - 1) * RUNS_PER_PAGE
+    fetched = list(events[offset : offset + RUNS_PER_PAGE + 1])
+    if not fetched and number > 1:
+        return recent_runs(events, page_number=1, run_count=run_count)
+    return RecentRuns(
+        events=fetched[:RUNS_PER_PAGE],
+        number=number,
+        has_next=len(fetched) > RUNS_PER_PAGE,
+        run_count=run_count,
+    )
 
 
 @dataclass
@@ -1141,7 +1337,7 @@ class PersonalDashboard(UsagePage):
     person: User | None = None
     environment: Environment | None = None
     balance: Balance | None = None
-    runs: Page | None = None
+    runs: RecentRuns | None = None
 
     @property
     def export_url(self) -> str:
@@ -1189,7 +1385,11 @@ def personal_dashboard(
             at=_instant_in(cycle),
             user=person if with_limits else None,
         ),
-        runs=Paginator(events, RUNS_PER_PAGE).get_page(page_number),
+        runs=recent_runs(
+            events,
+            page_number=page_number,
+            run_count=usage.runs(date_range.first_day, date_range.last_day),
+        ),
     )
     _usage_notices(
         page, scope_label="for you" if viewer == person else f"for {person.get_full_name()}"

@@ -115,6 +115,7 @@ def environment_usage(request):
         environments=environments,
         date_range=date_range,
         filters=dashboard.MemberFilters.from_query(request.GET),
+        member_page=request.GET.get("page"),
     )
     return render(
         request,

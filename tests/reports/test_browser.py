@@ -20,6 +20,7 @@ from django.core.management import call_command
 from playwright.sync_api import Page, expect, sync_playwright
 
 from credits.management.demo_world import DEMO_PASSWORD
+from reports import dashboard
 from reports.templatetags.usage_format import credits
 
 pytestmark = [
@@ -226,6 +227,42 @@ def test_subscription_admin_reads_the_analytics_in_the_admin(visit):
     alice.page.locator("#usage-by-member tbody th a").first.click()
     expect(alice.page.locator("h1")).to_contain_text("Credit usage of")
     alice.screenshot("admin-member-detail")
+    assert alice.errors == []
+
+
+def test_subscription_admin_pages_through_the_member_table(visit, monkeypatch):
+    # The demo's Acme Corp has about ten people: four a page makes three pages.
+    monkeypatch.setattr(dashboard, "MEMBERS_PER_PAGE", 4)
+    alice = visit()
+    alice.log_in("alice@acme.example", admin=True)
+    alice.page.goto(alice.base + "/admin/credit-usage/")
+    alice.page.click(".presets >> text=Last 14 days")
+    alice.page.click('#usage-by-member thead a[data-sort="member"]')
+    expect(alice.page.locator("#usage-by-member th[aria-sort=ascending]")).to_contain_text("Member")
+    rows = alice.page.locator("#usage-by-member tbody tr[data-member]")
+    first_page = [rows.nth(n).get_attribute("data-member") for n in range(rows.count())]
+    assert len(first_page) == 4
+    total = alice.figure("members-total")
+
+    pages = alice.page.locator("nav.member-pages")
+    expect(pages).to_have_attribute("aria-label", "Pages of the member table")
+    expect(pages.locator("[aria-current=page]")).to_have_text("Page 1")
+    pages.locator("a[rel=next]").focus()
+    alice.page.keyboard.press("Enter")
+    expect(alice.page).to_have_url(re.compile(r"[?&]page=2(&|#|$)"))
+    for kept in ("period=", "from=", "to=", "sort=member"):
+        assert kept in alice.page.url
+    expect(pages.locator("[aria-current=page]")).to_have_text("Page 2")
+    expect(alice.page.locator(".presets [aria-current=true]")).to_have_text("Last 14 days")
+    second_page = [rows.nth(n).get_attribute("data-member") for n in range(rows.count())]
+    assert 1 <= len(second_page) <= 4
+    assert sorted(first_page + second_page) == first_page + second_page  # by email, no overlap
+    assert alice.figure("members-total") == total  # everyone's total, on every page
+    expect(alice.page.locator("#members-summary")).to_contain_text("page 2 of")
+
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    alice.page.locator("#members").screenshot(path=SCREENSHOTS / "admin-members-page-2.png")
+    alice.screenshot("admin-credit-usage-members-page-2")
     assert alice.errors == []
 
 

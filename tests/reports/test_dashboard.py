@@ -13,8 +13,12 @@ from reports.dashboard import (
     Cycle,
     CycleUsage,
     DateRange,
+    DayChange,
+    MemberRow,
+    _sorted,
     date_range_from,
     projected_run_out,
+    trend_days,
 )
 from reports.templatetags.usage_format import credits, percent, signed_credits, signed_percent
 from tests import factories
@@ -151,6 +155,50 @@ def test_day_over_day_starts_without_a_change_on_the_first():
     ]
 
 
+@pytest.mark.parametrize(
+    ("today", "expected"),
+    [
+        (date(2026, 11, 23), (date(2026, 10, 1), date(2026, 10, 23))),
+        (date(2026, 11, 1), (date(2026, 10, 1), date(2026, 10, 1))),
+        (date(2027, 3, 31), (date(2027, 2, 1), date(2027, 2, 28))),  # February is shorter
+        (date(2028, 3, 30), (date(2028, 2, 1), date(2028, 2, 29))),  # a leap year
+        (date(2027, 1, 15), (date(2026, 12, 1), date(2026, 12, 15))),  # across the year end
+    ],
+)
+def test_the_trend_compares_with_last_period_up_to_the_same_day(today, expected):
+    assert trend_days(Cycle(prague(), today.replace(day=1), today)) == expected
+
+
+def test_a_closed_periods_trend_compares_whole_periods():
+    cycle = Cycle(prague(), date(2026, 9, 1), today=date(2026, 11, 23))
+
+    assert trend_days(cycle) == (date(2026, 8, 1), date(2026, 8, 30))  # September has 30 days
+
+
+@pytest.mark.parametrize(
+    ("sort", "expected"),
+    [
+        ("-credits", ["cy", "ann", "bea", "dan"]),  # ties by email
+        ("credits", ["ann", "bea", "dan", "cy"]),
+        ("-last_activity", ["bea", "ann", "cy", "dan"]),  # no activity: last, by email
+        ("last_activity", ["ann", "bea", "cy", "dan"]),
+        ("-limit", ["ann", "dan", "bea", "cy"]),  # 10%, 0%, then no limit
+    ],
+)
+def test_member_rows_have_one_place_in_every_order(sort, expected):
+    rows = [
+        MemberRow(4, "dan@x.example", "", credits=Decimal(1), limit=Decimal(2)),
+        MemberRow(3, "cy@x.example", "", credits=Decimal(5)),
+        MemberRow(2, "Bea@x.example", "", credits=Decimal(1), last_activity=utc(2026, 11, 2)),
+        MemberRow(1, "ann@x.example", "", credits=Decimal(1), last_activity=utc(2026, 11, 1)),
+    ]
+    rows[3].limit, rows[3].limit_used = Decimal(10), Decimal(1)
+
+    ordered = _sorted(rows, sort)
+
+    assert [row.email.split("@")[0].lower() for row in ordered] == expected
+
+
 @pytest.mark.django_db
 def test_trend_on_the_31st_compares_with_the_whole_of_a_shorter_month(client, world, settings):
     settings.STORAGES = {
@@ -201,6 +249,13 @@ def test_trend_on_the_31st_compares_with_the_whole_of_a_shorter_month(client, wo
 )
 def test_credits_are_written_exactly(value, expected):
     assert credits(value) == expected
+
+
+def test_days_are_written_as_the_date_filter_would():
+    from django.template.defaultfilters import date as date_filter
+
+    for day in (date(2026, 11, 23), date(2027, 1, 1), date(2028, 2, 29)):
+        assert DayChange(day, Decimal(0), None, None).title == date_filter(day, "D j M Y")
 
 
 def test_percentages_and_signed_figures():

@@ -6,6 +6,8 @@ with the ledger and with the balance API."""
 import re
 from datetime import datetime
 from decimal import Decimal
+from html import unescape
+from urllib.parse import parse_qsl
 
 import pytest
 import time_machine
@@ -16,6 +18,7 @@ from rest_framework.test import APIClient
 
 from accounts.models import Role, Subscription
 from credits.models import CreditEvent, CreditLimit
+from reports import dashboard
 from tests import factories
 from tests.factories import utc
 
@@ -213,7 +216,8 @@ def test_admin_chart_and_tables_add_up_to_the_ledger(client, world, usage):
 
 
 def test_admin_member_table_shows_roles_teams_limits_and_activity(client, world, usage):
-    page = logged_in(client, world.admin).get(ADMIN_PAGE).context["page"]
+    response = logged_in(client, world.admin).get(ADMIN_PAGE)
+    page, html = response.context["page"], response.content.decode()
 
     rows = {row.email: row for row in page.members.rows}
     member, manager = rows[world.member.email], rows[world.manager.email]
@@ -234,6 +238,8 @@ def test_admin_member_table_shows_roles_teams_limits_and_activity(client, world,
     assert manager.role == "Project manager, Member"
     assert member.last_activity == utc(2026, 11, 23, 8)
     assert rows[world.admin.email].role == "Subscription admin"
+    # In the subscription's time zone (Prague, UTC+1 in November).
+    assert '<time datetime="2026-11-23T09:00:00+01:00">23 Nov, 09:00</time>' in html
 
 
 @pytest.mark.parametrize(
@@ -468,6 +474,194 @@ def test_member_rows_link_to_their_detail(client, world, usage):
     assert link in response.content.decode()
 
 
+# --- The member table, one page at a time -----------------------------------------------------
+
+
+def names(page) -> list[str]:
+    return [row.email.split("@")[0] for row in page.members.rows]
+
+
+def member_page_links(response) -> list[dict]:
+    """The member table's page links: the query each keeps, its text and its attributes."""
+    nav = re.search(
+        r'<nav class="pagination member-pages"[^>]*>(.*?)</nav>', response.content.decode(), re.S
+    )
+    assert nav, "no pages of the member table"
+    return [
+        {
+            "query": dict(parse_qsl(unescape(query), keep_blank_values=True)),
+            "attributes": attributes,
+            "text": re.sub(r"<[^>]+>", "", text).strip(),
+        }
+        for query, attributes, text in re.findall(
+            r'<a href="\?([^"#]*)#members"([^>]*)>(.*?)</a>', nav.group(1), re.S
+        )
+    ]
+
+
+@pytest.fixture
+def two_per_page(monkeypatch):
+    monkeypatch.setattr(dashboard, "MEMBERS_PER_PAGE", 2)
+
+
+def test_admin_member_table_shows_one_page_and_its_links_keep_the_range(
+    client, world, usage, two_per_page
+):
+    query = {"period": "2026-11", "from": "2026-11-02", "to": "2026-11-22", "sort": "member"}
+    logged_in(client, world.admin)
+
+    first = client.get(ADMIN_PAGE, query)
+    second = client.get(ADMIN_PAGE, {**query, "page": "2"})
+
+    assert names(first.context["page"]) == ["alice", "bob"]
+    assert names(second.context["page"]) == ["carol"]
+    assert second.context["page"].members.page.number == 2
+    # The total is everyone's, on every page: the range's credits in the ledger.
+    in_range = ledger(
+        subscription=world.subscription,
+        timestamp__gte=utc(2026, 11, 1, 23),
+        timestamp__lt=utc(2026, 11, 22, 23),
+    )
+    assert in_range == Decimal("30.875")
+    assert figure(first, "members-total") == figure(second, "members-total") == "30.875"
+    html = second.content.decode()
+    assert "3 of 3 people (showing 3\N{EN DASH}3, page 2 of 2)" in html
+    links = member_page_links(second)
+    assert [(link["text"], link["query"]["page"]) for link in links] == [
+        ("← Previous page of people", "1"),
+        ("Page 1", "1"),
+        ("Page 2", "2"),
+    ]
+    for link in links:
+        assert link["query"] == {**query, "page": link["query"]["page"]}
+    assert 'rel="prev"' in links[0]["attributes"]
+    assert 'aria-current="page"' in links[2]["attributes"]
+    assert "aria-current" not in links[1]["attributes"]
+    # Sorting, searching and choosing another range start again at the first page.
+    sort_link = re.search(r'<a href="\?([^"]*)" data-sort="credits"', html).group(1)
+    assert "page" not in dict(parse_qsl(unescape(sort_link.split("#")[0])))
+    assert 'name="page"' not in html
+
+
+def test_environment_member_table_is_paginated_too(client, world, usage, two_per_page):
+    logged_in(client, world.manager)
+
+    response = client.get(ENVIRONMENT_PAGE, {"sort": "member", "page": "2"})
+
+    page = response.context["page"]
+    assert names(page) == ["carol"]
+    assert page.active_users == 3  # everyone listed, not only this page
+    assert figure(response, "members-total") == "25.875"
+    assert [link["text"] for link in member_page_links(response)] == [
+        "← Previous page of people",
+        "Page 1",
+        "Page 2",
+    ]
+
+
+@pytest.mark.parametrize("number", ["abc", "0", "-1", "3", "99", "1.5", "", str(10**30)])
+def test_a_member_page_that_does_not_exist_gives_the_first(
+    client, world, usage, two_per_page, number
+):
+    logged_in(client, world.admin)
+
+    response = client.get(ADMIN_PAGE, {"sort": "member", "page": number})
+
+    assert response.status_code == 200
+    assert response.context["page"].members.page.number == 1
+    assert names(response.context["page"]) == ["alice", "bob"]
+
+
+def test_pages_of_members_show_nothing_to_other_subscriptions_or_lower_roles(
+    client, world, usage, two_per_page
+):
+    acme = {"subscription": world.subscription.pk, "page": "2", "sort": "member"}
+    acme_environment = {"environment": str(world.environment.public_id), "page": "2"}
+
+    logged_in(client, world.outsider)
+    own = client.get(ADMIN_PAGE, {"page": "2"})
+    assert own.status_code == 200
+    assert own.context["page"].subscription == world.other_subscription
+    assert "acme.example" not in own.content.decode()
+    assert client.get(ADMIN_PAGE, acme).status_code == 404
+    assert client.get(ENVIRONMENT_PAGE, acme_environment).status_code == 404
+
+    for persona in (world.manager, world.member):
+        logged_in(client, persona)
+        response = client.get(ADMIN_PAGE, acme)
+        assert response.status_code == 302
+        assert response.url.startswith("/admin/login/")
+
+    logged_in(client, world.member)
+    response = client.get(ENVIRONMENT_PAGE, acme_environment)
+    assert response.status_code == 403
+    assert world.admin.email not in response.content.decode()
+
+
+@pytest.mark.parametrize("page_url", [ADMIN_PAGE, ENVIRONMENT_PAGE])
+def test_the_member_table_costs_the_same_queries_for_5_and_50_members(
+    client, world, recorder, django_assert_max_num_queries, page_url
+):
+    def add_members(count: int, events_each: int) -> None:
+        people = [factories.UserFactory() for _ in range(count)]
+        team = factories.TeamFactory(subscription=world.subscription)
+        for n, person in enumerate(people):
+            factories.membership(person, Role.MEMBER, environment=world.environment)
+            if n % 2:
+                factories.team_membership(person, team)
+            else:
+                CreditLimit.objects.create(subscription=world.subscription, user=person, credits=99)
+        CreditLimit.objects.create(subscription=world.subscription, team=team, credits=500)
+        recorder.record_batch(
+            [
+                {
+                    "at": utc(2026, 11, 1 + n % 22, n % 24),
+                    "user": people[n % count],
+                    "product": ["ai-agent", "writing"][n % 2],
+                    "feature": ["chat", "summarize", "translate"][n % 3],
+                    "credits": "0.25",
+                }
+                for n in range(count * events_each)
+            ]
+        )
+
+    viewer = world.admin if page_url == ADMIN_PAGE else world.manager
+    # The admin is listed in the environment once they used it.
+    recorder.record(at=utc(2026, 11, 2, 9), user=world.admin, credits="1")
+    add_members(2, events_each=3)  # with alice, bob and carol: 5 people
+    logged_in(client, viewer)
+    with CaptureQueriesContext(connection) as five:
+        response = client.get(page_url)
+    assert response.context["page"].members.listed_count == 5
+    five_members_queries = len(five)
+
+    add_members(45, events_each=20)  # 50 people, 900 more events
+    with django_assert_max_num_queries(five_members_queries):
+        response = client.get(page_url)
+
+    members = response.context["page"].members
+    assert members.listed_count == 50
+    assert len(members.rows) == dashboard.MEMBERS_PER_PAGE == 50
+    assert five_members_queries <= (13 if page_url == ADMIN_PAGE else 12)
+
+
+@pytest.mark.parametrize("page_url", [ADMIN_PAGE, ENVIRONMENT_PAGE, MY_PAGE])
+def test_pages_read_no_ledger_rows_but_one_page_of_runs(client, world, usage, page_url):
+    persona = {ADMIN_PAGE: world.admin, ENVIRONMENT_PAGE: world.manager, MY_PAGE: world.member}
+    logged_in(client, persona[page_url])
+
+    with CaptureQueriesContext(connection) as queries:
+        assert client.get(page_url).status_code == 200
+
+    ledger_reads = [q["sql"] for q in queries if "credits_creditevent" in q["sql"]]
+    if page_url == MY_PAGE:
+        # Recent runs: one page and one row more (is there an older page?), never a COUNT.
+        assert len(ledger_reads) == 1
+        assert ledger_reads[0].endswith("LIMIT 21")
+    else:
+        assert ledger_reads == []
+
+
 @pytest.mark.parametrize("page_url", [ADMIN_PAGE, ENVIRONMENT_PAGE, MY_PAGE])
 def test_each_page_reads_a_constant_number_of_queries(
     client, world, usage, recorder, django_assert_max_num_queries, page_url
@@ -658,12 +852,37 @@ def test_my_recent_runs_are_paginated_newest_first(client, world, usage, recorde
     logged_in(client, world.member)
 
     first = client.get(MY_PAGE).context["page"].runs
-    last = client.get(MY_PAGE, {"page": "2"}).context["page"].runs
+    response = client.get(MY_PAGE, {"page": "2"})
+    last = response.context["page"].runs
 
-    assert first.paginator.count == 28
+    # How many: from the rollup, not a COUNT over the ledger.
+    in_november = CreditEvent.objects.filter(
+        user=world.member, timestamp__gte=utc(2026, 10, 31, 23)
+    )
+    assert first.run_count == 28 == in_november.count()
     assert first[0].timestamp == utc(2026, 11, 23, 8)
     assert len(first) == 20 and len(last) == 8
+    assert (first.has_previous, first.has_next, last.has_previous, last.has_next) == (
+        False,
+        True,
+        True,
+        False,
+    )
     assert last[-1].timestamp == utc(2026, 11, 2, 9)
+    assert "Page 2 (28 runs in this range)" in response.content.decode()
+    assert 'href="?page=1" rel="prev"' in response.content.decode()
+
+
+@pytest.mark.parametrize("number", ["abc", "0", "-1", "3", "1.5", "", str(10**30)])
+def test_a_page_of_runs_that_does_not_exist_gives_the_first(client, world, usage, number):
+    logged_in(client, world.member)
+
+    response = client.get(MY_PAGE, {"page": number})
+
+    assert response.status_code == 200
+    runs = response.context["page"].runs
+    assert runs.number == 1
+    assert [event.credits for event in runs] == [Decimal("2"), Decimal("4.25"), Decimal("10.5")]
 
 
 def test_my_usage_links_my_csv(client, world, usage):
