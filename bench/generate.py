@@ -238,6 +238,11 @@ _ANALYZED = (
     "credits_billingperiod",
     "credits_creditevent",
     "credits_dailyusage",
+    "credits_personrollup",
+    "credits_agentrollup",
+    "credits_subscriptionrollup",
+    "credits_modelrollup",
+    "credits_agentsessionday",
     "credits_idempotencyrecord",
     "credits_userperiodusage",
     "credits_teamperiodusage",
@@ -597,6 +602,8 @@ def _drop_indexes(cursor, table: str) -> list[str]:
 
 def _derive(cursor, subscription_ids: list[int], first_event_id: int, progress) -> None:
     """Rollups, counters, idempotency records and sent notices, from the ledger, in SQL."""
+    from credits.rollups import derive_narrow_rollups  # needs Django set up, unlike the rest
+
     new = {"subs": subscription_ids, "first": first_event_id}
     progress("daily rollups")
     cursor.execute(
@@ -618,6 +625,8 @@ def _derive(cursor, subscription_ids: list[int], first_event_id: int, progress) 
         """,
         new,
     )
+    progress("narrow rollups, latency histograms and session claims")
+    derive_narrow_rollups(cursor, subscription_ids)
     progress("period, user and team counters")
     cursor.execute(
         """

@@ -303,6 +303,195 @@ class DailyUsage(models.Model):
         return f"{self.day}: {self.credits} credits"
 
 
+class RollupGrain(models.TextChoices):
+    DAY = "day", "Day"
+    MONTH = "month", "Month"
+
+
+class UsageSums(models.Model):
+    """The figures that add up, as every narrow rollup keeps them."""
+
+    credits = models.DecimalField(**CREDIT_DIGITS, default=Decimal(0))
+    excess_credits = models.DecimalField(**CREDIT_DIGITS, default=Decimal(0))
+    runs = models.PositiveIntegerField(default=0)
+    failed_runs = models.PositiveIntegerField(default=0)
+    input_tokens = models.PositiveBigIntegerField(default=0)
+    output_tokens = models.PositiveBigIntegerField(default=0)
+    latency_ms_total = models.PositiveBigIntegerField(default=0)
+    latency_samples = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        abstract = True
+
+
+class NarrowRollup(UsageSums):
+    """A rollup keyed by fewer dimensions than ``DailyUsage``, with a row per local day and
+    one per local month (``grain``), so that a year reads twelve monthly rows per key.
+
+    ``day`` is the local date in the subscription's time zone, or the first day of the local
+    month for a monthly row. Kept in step by ``credits.rollups.add_to_rollups``; which one a
+    report reads is chosen by ``credits.rollups.narrowest_rollup``. Foreign keys get no index
+    of their own: the unique key starts with (subscription, grain, day), which is how reports
+    read, and every extra index slows ingestion.
+    """
+
+    subscription = models.ForeignKey(
+        Subscription, on_delete=models.CASCADE, related_name="+", db_index=False
+    )
+    grain = models.CharField(max_length=5, choices=RollupGrain.choices)
+    day = models.DateField(help_text="The local day, or the first day of the local month.")
+
+    class Meta:
+        abstract = True
+
+    def __str__(self) -> str:
+        return f"{self.grain} {self.day}: {self.credits} credits"
+
+
+def _optional(model, **options):
+    return models.ForeignKey(
+        model,
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="+",
+        db_index=False,
+        **options,
+    )
+
+
+class PersonRollup(NarrowRollup):
+    """Usage per person: environment, user and API key (by user, team, environment and
+    sub-account). Everyone reads it through ``visible_to``, like the ledger."""
+
+    environment = _optional(Environment)
+    user = _optional(User)
+    api_key = _optional(ApiKey)
+
+    objects = UsageQuerySet.as_manager()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                F("subscription_id"),
+                F("grain"),
+                F("day"),
+                Coalesce("environment_id", Value(0)),
+                Coalesce("user_id", Value(0)),
+                Coalesce("api_key_id", Value("")),
+                name="person_rollup_unique",
+            ),
+        ]
+
+
+class LatencyHistogram(models.Model):
+    """Runs per latency bucket, as ``{"bucket": runs}``: the 95th percentile without the
+    ledger. Buckets are logarithmic (``credits.rollups.LATENCY_BUCKETS``), each within 1% of
+    its value; only the buckets that have runs are kept."""
+
+    latency_histogram = models.JSONField(default=dict)
+
+    class Meta:
+        abstract = True
+
+
+class AgentRollup(NarrowRollup, LatencyHistogram):
+    """Usage per agent, with sessions and a latency histogram, for the subscription as a
+    whole: no environment or user, so only the subscription's admins read it
+    (``visible_to``).
+
+    ``sessions`` counts each session once per local day on which it ran with the agent (see
+    ``AgentSessionDay``); ``session_runs`` are the runs that had a session id.
+    """
+
+    agent = _optional(Agent)
+    sessions = models.PositiveIntegerField(default=0)
+    session_runs = models.PositiveIntegerField(default=0)
+
+    objects = AdministeredQuerySet.as_manager()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                F("subscription_id"),
+                F("grain"),
+                F("day"),
+                Coalesce("agent_id", Value(0)),
+                name="agent_rollup_unique",
+            ),
+        ]
+
+
+class ModelRollup(NarrowRollup, LatencyHistogram):
+    """Usage per model, with a latency histogram, for the subscription as a whole: admins
+    only (``visible_to``)."""
+
+    model = models.CharField(max_length=100, blank=True)
+
+    objects = AdministeredQuerySet.as_manager()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                F("subscription_id"), F("grain"), F("day"), F("model"), name="model_rollup_unique"
+            ),
+        ]
+
+
+class SubscriptionRollup(NarrowRollup):
+    """Usage per product, feature, agent and model for the subscription as a whole: nothing
+    about who or where, so only the subscription's admins read it (``visible_to``)."""
+
+    product = _optional(Product)
+    agent = _optional(Agent)
+    model = models.CharField(max_length=100, blank=True)
+    feature = models.CharField(max_length=100, blank=True)
+
+    objects = AdministeredQuerySet.as_manager()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                F("subscription_id"),
+                F("grain"),
+                F("day"),
+                Coalesce("product_id", Value(0)),
+                Coalesce("agent_id", Value(0)),
+                F("model"),
+                F("feature"),
+                name="subscription_rollup_unique",
+            ),
+        ]
+
+
+class AgentSessionDay(models.Model):
+    """A session seen on a local day with an agent: the claim that counts it once in
+    ``AgentRollup.sessions``. Written by ``add_to_rollups``, never read by reports."""
+
+    subscription = models.ForeignKey(
+        Subscription, on_delete=models.CASCADE, related_name="+", db_index=False
+    )
+    day = models.DateField()
+    agent = _optional(Agent)
+    session_id = models.CharField(max_length=200)
+
+    objects = AdministeredQuerySet.as_manager()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                F("subscription_id"),
+                F("day"),
+                Coalesce("agent_id", Value(0)),
+                F("session_id"),
+                name="agent_session_day_unique",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.day}: session {self.session_id}"
+
+
 class CreditLimit(models.Model):
     """A per-period cap for one user or one team of a subscription."""
 

@@ -10,8 +10,9 @@ from accounts.scoping import (
 
 
 class UsageQuerySet(ScopedQuerySet):
-    """Ledger rows and rollups: admins see their subscriptions, project managers their
-    environments, members their own usage."""
+    """Ledger rows and the rollups keyed by environment and user (``DailyUsage``,
+    ``PersonRollup``): admins see their subscriptions, project managers their environments,
+    members their own usage."""
 
     def visibility(self, user) -> models.Q:
         return (
@@ -22,7 +23,9 @@ class UsageQuerySet(ScopedQuerySet):
 
 
 class AdministeredQuerySet(ScopedQuerySet):
-    """Subscription-level records (periods, limits, alerts) that only admins see."""
+    """Subscription-level records that only admins see: periods, limits, alerts, and the
+    rollups that name neither environment nor user (``AgentRollup``, ``ModelRollup``,
+    ``SubscriptionRollup``), which nobody narrower than an admin could be scoped to."""
 
     def visibility(self, user) -> models.Q:
         return models.Q(subscription_id__in=administered_subscription_ids(user))

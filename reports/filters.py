@@ -1,9 +1,10 @@
 """Filters of the usage reports.
 
-One FilterSet serves the daily rollups and the ledger rows alike: both have ``user``,
-``agent``, ``product``, ``model`` and ``feature``, so a filter validated once narrows both
-(``filter_queryset(queryset)``). A value that does not exist among what the caller can see is
-invalid, not an empty report: a typo must not read as "no usage".
+One FilterSet serves every rollup and the ledger rows alike: a filter validated once narrows
+any of them that has its field (``filter_queryset(queryset)``), and ``dimensions()`` tells the
+reports which dimensions the filters read, so that they pick a rollup keyed by them. A value
+that does not exist among what the caller can see is invalid, not an empty report: a typo must
+not read as "no usage".
 """
 
 import django_filters
@@ -12,6 +13,7 @@ from django.db.models import Q, QuerySet
 
 from accounts.models import Subscription, Team, User
 from credits.models import Agent, DailyUsage, Product
+from credits.rollups import MONTH, narrowest_rollup
 
 
 class KnownValueField(forms.ModelChoiceField):
@@ -46,22 +48,43 @@ class EmailChoiceFilter(django_filters.ModelChoiceFilter):
     field_class = EmailChoiceField
 
 
-def _usage(user, accounts) -> QuerySet:
-    return DailyUsage.objects.visible_to(user).filter(subscription__in=accounts)
+def _used(dimension: str):
+    """The usage ``user`` sees in ``accounts``, from the smallest rollup keyed by
+    ``dimension``: its monthly rows when it has them, which cover every event."""
+
+    def rows(user, accounts, whole_subscriptions) -> QuerySet:
+        rollup = narrowest_rollup({dimension}, whole_subscriptions=whole_subscriptions)
+        rows = rollup.model.objects.visible_to(user).filter(subscription__in=accounts)
+        return rows.filter(grain=MONTH) if rollup.monthly else rows
+
+    return rows
 
 
 # What each filter's value must be among, for ``user`` reading ``accounts``.
 CHOICES = {
-    "team": lambda user, accounts: Team.objects.visible_to(user).filter(subscription__in=accounts),
-    "agent_type": lambda user, accounts: Agent.objects.visible_to(user).filter(
+    "team": lambda user, accounts, _: Team.objects.visible_to(user).filter(
         subscription__in=accounts
     ),
-    "model": _usage,
-    "created_by": lambda user, accounts: User.objects.visible_to(user),
-    "product": lambda user, accounts: Product.objects.filter(
-        Q(enabled_for__in=accounts) | Q(pk__in=_usage(user, accounts).values("product_id"))
+    "agent_type": lambda user, accounts, _: Agent.objects.visible_to(user).filter(
+        subscription__in=accounts
     ),
-    "feature": _usage,
+    "model": _used("model"),
+    "created_by": lambda user, accounts, _: User.objects.visible_to(user),
+    "product": lambda user, accounts, whole: Product.objects.filter(
+        Q(enabled_for__in=accounts)
+        | Q(pk__in=_used("product")(user, accounts, whole).values("product_id"))
+    ),
+    "feature": _used("feature"),
+}
+# The dimension of the usage each filter reads (the team's members are users; an agent's type
+# and creator belong to the agent).
+DIMENSIONS = {
+    "team": "user",
+    "agent_type": "agent",
+    "model": "model",
+    "created_by": "agent",
+    "product": "product",
+    "feature": "feature",
 }
 
 
@@ -101,9 +124,16 @@ class UsageFilterSet(django_filters.FilterSet):
         help_text="Feature name.",
     )
 
-    def __init__(self, data, queryset: QuerySet, *, user, accounts: list[Subscription]):
-        super().__init__(data, queryset)
+    def __init__(
+        self, data, *, user, accounts: list[Subscription], whole_subscriptions: bool = False
+    ):
+        """``whole_subscriptions``: ``user`` administers every one of ``accounts``."""
+        super().__init__(data, DailyUsage.objects.none())
         # Only the filters asked for: each one checks its value with a scoped query.
         self.filters = {name: spec for name, spec in self.filters.items() if self.data.get(name)}
         for name, spec in self.filters.items():
-            spec.queryset = CHOICES[name](user, accounts)
+            spec.queryset = CHOICES[name](user, accounts, whole_subscriptions)
+
+    def dimensions(self) -> set[str]:
+        """The dimensions of the usage that the filters asked for read."""
+        return {DIMENSIONS[name] for name in self.filters}

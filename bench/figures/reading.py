@@ -386,22 +386,39 @@ def pages(settings: Settings) -> list[Row]:
 
 
 def rollup_compression(settings: Settings) -> Row:
-    """How many ledger rows each rollup row stands for: what reading rollups can save."""
+    """How many ledger rows each rollup row stands for: what reading rollups can save. For the
+    narrow rollups, their monthly rows (a 12-month report reads eleven months of them, plus
+    the current month's daily rows)."""
+    narrow = (
+        ("person", "credits_personrollup"),
+        ("agent", "credits_agentrollup"),
+        ("model", "credits_modelrollup"),
+        ("subscription", "credits_subscriptionrollup"),
+    )
+    subscription = {"s": settings.subscription_ids[0]}
     with database.connect() as connection:
-        ledger, rollups = connection.execute(
+        ledger, daily = connection.execute(
             "SELECT (SELECT COUNT(*) FROM credits_creditevent WHERE subscription_id = %(s)s), "
             "(SELECT COUNT(*) FROM credits_dailyusage WHERE subscription_id = %(s)s)",
-            {"s": settings.subscription_ids[0]},
+            subscription,
         ).fetchone()
+        monthly = []
+        for name, table in narrow:
+            (count,) = connection.execute(
+                f"SELECT COUNT(*) FROM {table} WHERE subscription_id = %(s)s AND grain = 'month'",
+                subscription,
+            ).fetchone()
+            monthly.append(f"{name} {count:,}")
     return Row(
         "5 Usage reports",
-        "busiest subscription: ledger rows / rollup rows",
-        f"{ledger:,} / {rollups:,}",
+        "busiest subscription: ledger rows / DailyUsage rows; narrow rollups' monthly rows",
+        f"{ledger:,} / {daily:,}; {', '.join(monthly)}",
         "",
-        f"{ledger / max(1, rollups):.1f}x",
+        f"{ledger / max(1, daily):.1f}x",
         "",
         INFO,
-        notes="DailyUsage keeps 9 dimensions per local day, so it compresses the "
-        "ledger only where events repeat the same user, agent, model and feature "
-        "on a day",
+        notes="DailyUsage keeps 9 dimensions per local day, so it compresses the ledger only "
+        "where events repeat the same user, agent, model and feature on a day; reports read "
+        "the narrowest rollup that holds what they group and filter by (credits.rollups), "
+        "monthly rows for whole months",
     )

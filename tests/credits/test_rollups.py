@@ -1,6 +1,7 @@
-"""rebuild_rollups recomputes rollups and period counters from the ledger alone."""
+"""rebuild_rollups recomputes rollups and period counters from the ledger alone; the rollup
+picker reads the narrowest rollup that holds what a report needs."""
 
-from datetime import date
+from datetime import date, timedelta
 from decimal import Decimal
 from io import StringIO
 
@@ -9,14 +10,25 @@ from django.core.management import CommandError, call_command
 
 from accounts.models import Role
 from credits.models import (
+    AgentRollup,
+    AgentSessionDay,
     BillingPeriod,
     CreditEvent,
     DailyUsage,
+    ModelRollup,
+    PersonRollup,
+    SubscriptionRollup,
     TeamPeriodUsage,
     UserPeriodUsage,
 )
 from credits.periods import period_bounds
-from credits.rollups import rebuild_rollups
+from credits.rollups import (
+    ROLLUPS,
+    covering,
+    latency_bucket,
+    narrowest_rollup,
+    rebuild_rollups,
+)
 from tests import factories
 from tests.factories import utc
 
@@ -268,7 +280,9 @@ def test_the_command_rebuilds_one_or_every_subscription(auckland, world):
     call_command("rebuild_rollups", "--subscription", str(subscription.pk), stdout=out)
 
     assert "Kiwi" in out.getvalue()
-    assert "1 ledger rows -> 1 daily rows" in out.getvalue()
+    assert "1 ledger rows -> 1 daily rows; narrow rollups (days and months): 2 person, " in (
+        out.getvalue()
+    )
     assert not DailyUsage.objects.filter(subscription=world.subscription).exists()
 
     out = StringIO()
@@ -282,3 +296,121 @@ def test_the_command_rebuilds_one_or_every_subscription(auckland, world):
 def test_the_command_refuses_an_unknown_subscription(db):
     with pytest.raises(CommandError, match="No subscription with id 999999"):
         call_command("rebuild_rollups", "--subscription", "999999", stdout=StringIO())
+
+
+def test_narrow_rollups_keep_a_row_per_local_day_and_per_local_month(auckland):
+    subscription, environment, member = auckland
+    agent = factories.AgentFactory(subscription=subscription, created_by=member)
+    product = factories.ProductFactory(slug="ai-agent")
+    common = {"environment": environment, "user": member, "product": product, "agent": agent}
+    # 23:30 on 31 March and 00:30 on 1 April in Auckland (NZDT): two days, two months.
+    record(subscription, utc(2026, 3, 31, 10, 30), "1", model="a", latency_ms=90, **common)
+    record(subscription, utc(2026, 3, 31, 11, 30), "2", model="a", session_id="s", **common)
+    record(subscription, utc(2026, 4, 2), "4", model="b", session_id="s", latency_ms=90, **common)
+    record(
+        subscription,
+        utc(2026, 4, 3),
+        "-0.5",
+        kind=CreditEvent.Kind.ADJUSTMENT,
+        reason="Refund",
+        **common,
+    )
+
+    rebuild_rollups(subscription=subscription)
+
+    def credits(rollup, **key):
+        rows = rollup.objects.filter(subscription=subscription, **key)
+        return {(row.grain, row.day): row.credits for row in rows}
+
+    assert credits(PersonRollup, user=member) == {
+        ("day", date(2026, 3, 31)): Decimal(1),
+        ("day", date(2026, 4, 1)): Decimal(2),
+        ("day", date(2026, 4, 2)): Decimal(4),
+        ("day", date(2026, 4, 3)): Decimal("-0.5"),
+        ("month", date(2026, 3, 1)): Decimal(1),
+        ("month", date(2026, 4, 1)): Decimal("5.5"),
+    }
+    assert credits(AgentRollup, agent=agent) == credits(PersonRollup, user=member)
+    assert credits(ModelRollup, model="b", grain="month") == {
+        ("month", date(2026, 4, 1)): Decimal(4)
+    }
+    assert credits(SubscriptionRollup, product=product, model="", grain="day") == {
+        ("day", date(2026, 4, 3)): Decimal("-0.5")
+    }
+    april = AgentRollup.objects.get(subscription=subscription, grain="month", day="2026-04-01")
+    # Session s ran on the 1st and the 2nd: once on each day. The adjustment is not a run.
+    assert (april.runs, april.session_runs, april.sessions) == (2, 2, 2)
+    assert april.latency_histogram == {str(latency_bucket(90)): 1}
+    assert AgentSessionDay.objects.filter(subscription=subscription).count() == 2
+
+
+def test_the_picker_reads_the_narrowest_rollup_that_holds_what_a_report_needs():
+    def pick(*dimensions, admin=True):
+        return narrowest_rollup(dimensions, whole_subscriptions=admin).model
+
+    assert pick("model") is ModelRollup
+    assert pick("agent") is AgentRollup
+    assert pick("user", "api_key") is PersonRollup
+    assert pick("environment", "user") is PersonRollup
+    assert pick("agent", "model") is SubscriptionRollup  # by agent, filtered by model
+    assert pick("product", "feature") is SubscriptionRollup
+    assert pick("agent", "user") is DailyUsage  # by agent, filtered by team
+    # Anyone who sees less than whole subscriptions needs environment and user to be scoped.
+    assert pick("user", "api_key", admin=False) is PersonRollup
+    assert pick("model", admin=False) is DailyUsage
+    assert pick("agent", admin=False) is DailyUsage
+    assert ROLLUPS[-1].model is DailyUsage
+    with pytest.raises(ValueError, match="team"):
+        pick("team")
+
+
+@pytest.mark.parametrize(
+    ("first_day", "last_day", "months", "days"),
+    [
+        # The last 12 months on 23 November: eleven whole months, then 23 days.
+        ("2025-12-01", "2026-11-23", ("2025-12-01", "2026-11-01"), [("2026-11-01", "2026-11-23")]),
+        # A whole month, and the days around one.
+        ("2026-10-01", "2026-10-31", ("2026-10-01", "2026-11-01"), []),
+        (
+            "2026-08-20",
+            "2026-10-06",
+            ("2026-09-01", "2026-10-01"),
+            [("2026-08-20", "2026-08-31"), ("2026-10-01", "2026-10-06")],
+        ),
+        # Across a year end without a whole month; a single day.
+        ("2026-12-15", "2027-01-14", None, [("2026-12-15", "2027-01-14")]),
+        ("2026-02-28", "2026-02-28", None, [("2026-02-28", "2026-02-28")]),
+        # February of a leap year, whole.
+        ("2028-02-01", "2028-02-29", ("2028-02-01", "2028-03-01"), []),
+    ],
+)
+def test_timeframes_read_whole_months_from_monthly_rows_and_the_rest_from_daily_rows(
+    auckland, first_day, last_day, months, days
+):
+    subscription, _, member = auckland
+    rollup = narrowest_rollup({"user"}, whole_subscriptions=True)
+    start, end = date.fromisoformat(first_day), date.fromisoformat(last_day)
+    day = date(start.year, start.month, 1) - timedelta(days=40)
+    while day <= end + timedelta(days=40):
+        for grain in ("day", "month") if day.day == 1 else ("day",):
+            PersonRollup.objects.create(
+                subscription=subscription, grain=grain, day=day, user=member, credits=1
+            )
+        day += timedelta(days=1)
+
+    read = PersonRollup.objects.filter(covering(rollup, start, end))
+
+    expected_months = set()
+    if months:
+        month = date.fromisoformat(months[0])
+        while month < date.fromisoformat(months[1]):
+            expected_months.add(month)
+            month = (month + timedelta(days=32)).replace(day=1)
+    expected_days = set()
+    for first, last in days:
+        day = date.fromisoformat(first)
+        while day <= date.fromisoformat(last):
+            expected_days.add(day)
+            day += timedelta(days=1)
+    assert set(read.filter(grain="month").values_list("day", flat=True)) == expected_months
+    assert set(read.filter(grain="day").values_list("day", flat=True)) == expected_days

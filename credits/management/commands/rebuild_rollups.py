@@ -1,16 +1,26 @@
-"""Recompute daily rollups and period counters from the ledger (the repair tool)."""
+"""Recompute the rollups and period counters from the ledger (the repair tool)."""
 
 import time
 
 from django.core.management.base import BaseCommand, CommandError
 
 from accounts.models import Subscription
-from credits.models import CreditEvent, DailyUsage
+from credits.models import (
+    AgentRollup,
+    CreditEvent,
+    DailyUsage,
+    ModelRollup,
+    PersonRollup,
+    SubscriptionRollup,
+)
 from credits.rollups import rebuild_rollups
 
 
 class Command(BaseCommand):
-    help = "Rebuild daily usage rollups and period counters from the credit ledger."
+    help = (
+        "Rebuild the usage rollups (daily, and the narrow ones by person, agent, model and "
+        "subscription) and the period counters from the credit ledger."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument(
@@ -36,4 +46,16 @@ class Command(BaseCommand):
         elapsed = time.monotonic() - started
         events = CreditEvent.objects.filter(subscription=subscription).count()
         rows = DailyUsage.objects.filter(subscription=subscription).count()
-        self.stdout.write(f"  {events:,} ledger rows -> {rows:,} daily rows in {elapsed:.1f} s")
+        narrow = ", ".join(
+            f"{model.objects.filter(subscription=subscription).count():,} {name}"
+            for name, model in (
+                ("person", PersonRollup),
+                ("agent", AgentRollup),
+                ("model", ModelRollup),
+                ("subscription", SubscriptionRollup),
+            )
+        )
+        self.stdout.write(
+            f"  {events:,} ledger rows -> {rows:,} daily rows; narrow rollups (days and "
+            f"months): {narrow} rows; in {elapsed:.1f} s"
+        )
