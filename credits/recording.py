@@ -57,6 +57,7 @@ from .models import (
     ThresholdAlert,
     UserPeriodUsage,
 )
+from .periods import Bounds, period_bounds
 from .rollups import add_to_rollups
 
 logger = logging.getLogger(__name__)
@@ -144,7 +145,8 @@ class _Pending:
     environment: Environment
     user: User | None
     product: Product
-    period: BillingPeriod
+    bounds: Bounds  # of the event's billing period, whose row is found in the transaction
+    period: BillingPeriod | None = None
     agent: Agent | None = None
 
 
@@ -191,6 +193,7 @@ def _write(api_key: ApiKey, pending: list[_Pending], outcomes: list) -> list[_Pe
     claimed = _claim(subscription, pending)
     taken = [item for item in pending if item.usage.idempotency_key not in claimed]
     pending = [item for item in pending if item.usage.idempotency_key in claimed]
+    _open_periods(subscription, pending)
     _find_agents_by_id(subscription, pending, outcomes)
     charges = {
         item.index: Charge(period=item.period, user=item.user, credits=item.usage.credits)
@@ -335,7 +338,6 @@ class _Resolver:
             )
         }
         self.memberships = _memberships(self.subscription, {u.user for u in usages if u.user})
-        self.periods: list[BillingPeriod] = []
 
     def resolve(self, index: int, usage: Usage, fingerprint: str) -> _Pending:
         timestamp = usage.timestamp or self.now
@@ -346,10 +348,10 @@ class _Resolver:
         product = self.products.get(usage.product)
         if product is None:
             raise errors.ProductNotEnabled(product=usage.product)
-        period = self._period(timestamp)
-        if self.now > period.end + timedelta(hours=settings.LATE_EVENT_GRACE_HOURS):
-            raise errors.PeriodClosed(period_start=period.start.isoformat())
-        return _Pending(index, usage, fingerprint, timestamp, environment, user, product, period)
+        bounds = period_bounds(timestamp, self.subscription.zone)
+        if self.now > bounds.end + timedelta(hours=settings.LATE_EVENT_GRACE_HOURS):
+            raise errors.PeriodClosed(period_start=bounds.start.isoformat())
+        return _Pending(index, usage, fingerprint, timestamp, environment, user, product, bounds)
 
     def _environment(self, public_id: UUID) -> Environment:
         environment = self.environments.get(public_id)
@@ -367,13 +369,16 @@ class _Resolver:
                 return membership.user
         raise errors.NotAMember(user=email, environment=str(environment.public_id))
 
-    def _period(self, timestamp: datetime) -> BillingPeriod:
-        for period in self.periods:
-            if period.start <= timestamp < period.end:
-                return period
-        period = period_for(subscription=self.subscription, instant=timestamp)
-        self.periods.append(period)
-        return period
+
+def _open_periods(subscription: Subscription, pending: list[_Pending]) -> None:
+    """Find (or open) each event's period row, in the transaction: a refused lone event leaves
+    no period behind."""
+    periods: dict[datetime, BillingPeriod] = {}
+    for item in pending:
+        start = item.bounds.start
+        if start not in periods:
+            periods[start] = period_for(subscription=subscription, instant=item.timestamp)
+        item.period = periods[start]
 
 
 def _memberships(subscription: Subscription, emails: set[str]) -> dict[str, list[Membership]]:
