@@ -59,15 +59,18 @@ class _DoesNotFit(Exception):
         self.error = error
 
 
-def charge(*, subscription: Subscription, charges: list[Charge]) -> dict[int, _PeriodMove]:
+def charge(
+    *, subscription: Subscription, charges: list[Charge], alone: bool = False
+) -> dict[int, _PeriodMove]:
     """Charge every event that fits, in order; set ``error`` on each one that does not.
 
-    Must run inside a transaction. A single event's refusal is raised instead, and the caller's
-    transaction rolls back. Returns each period's counters before and after, from which the
-    caller records the thresholds crossed.
+    Must run inside a transaction. With ``alone`` (the transaction holds this one event and
+    nothing else), a refusal is raised instead, and the caller's transaction rolls back: no
+    savepoint needed. Returns each period's counters before and after, from which the caller
+    records the thresholds crossed.
     """
     caps = _caps(subscription, {c.user.pk for c in charges if c.user})
-    if len(charges) == 1:
+    if alone:
         try:
             return _charge_together(subscription, charges, caps)
         except _DoesNotFit as refusal:

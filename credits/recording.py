@@ -200,7 +200,10 @@ def _write(api_key: ApiKey, pending: list[_Pending], outcomes: list) -> list[_Pe
         for item in pending
         if outcomes[item.index] is None
     }
-    moves = charge(subscription=subscription, charges=list(charges.values())) if charges else {}
+    moves = {}
+    if charges:
+        alone = len(pending) == 1 and not taken  # a refusal may roll everything back
+        moves = charge(subscription=subscription, charges=list(charges.values()), alone=alone)
     accepted, refused = [], []
     for item in pending:
         refusal = outcomes[item.index] or charges[item.index].error

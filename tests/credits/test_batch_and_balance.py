@@ -209,3 +209,20 @@ def test_a_batch_that_fits_costs_the_same_queries_whatever_its_size(
 
     assert response.json()["accepted"] == size
     assert Decimal(response.json()["balance"]["used"]) == Decimal("0.5") * size
+
+
+def test_each_refusal_keeps_its_own_reason_when_only_one_event_reaches_the_charge(
+    world, key_client, event_payload
+):
+    set_allocation(world.subscription, "1")
+    events = [
+        event_payload(idempotency_key="a", agent="999999"),
+        event_payload(idempotency_key="b", credits="2"),
+    ]
+
+    body = key_client.post(BATCH, {"events": events}, format="json").json()
+
+    assert [r["status"] for r in body["results"]] == [422, 402]
+    assert body["results"][0]["error"]["code"] == "unknown_agent"
+    assert body["results"][1]["error"]["code"] == "credit_limit_exceeded"
+    assert CreditEvent.objects.count() == 0
