@@ -46,7 +46,7 @@ from accounts.models import (
 
 from . import errors
 from .billing import period_for
-from .charging import Charge, add_to_counters, charge
+from .charging import CREDIT_PLACES, Charge, add_to_counters, charge
 from .models import (
     Agent,
     BillingPeriod,
@@ -62,7 +62,6 @@ from .rollups import add_to_rollups
 
 logger = logging.getLogger(__name__)
 
-CREDIT_PLACES = Decimal("0.0001")
 COPY_FROM = 20  # events: fewer go in one INSERT, which takes one round trip instead of two
 
 
