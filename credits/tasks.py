@@ -3,7 +3,7 @@
 from celery import shared_task
 from django.utils import timezone
 
-from . import billing, notifications, partitions
+from . import billing, notifications, partitions, pruning
 
 # SMTP errors (smtplib.SMTPException) and network failures are all OSErrors: retry them with
 # exponential backoff (30 s, 60 s, 120 s, ... at most an hour apart, jittered).
@@ -57,3 +57,10 @@ def send_unsent_alerts() -> int:
 def create_ledger_partitions() -> list[str]:
     """Every 6 hours: make sure the ledger has partitions for this month and the next three."""
     return partitions.ensure_ledger_partitions(now=timezone.now())
+
+
+@shared_task
+def prune_session_claims() -> int:
+    """Daily: delete the session claims of local days on which no event can be recorded any
+    more (``pruning.first_day_kept``); return how many went."""
+    return pruning.prune_session_claims(now=timezone.now())

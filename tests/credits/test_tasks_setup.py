@@ -14,6 +14,7 @@ TASKS = {
     "Open billing periods": ("credits.tasks.open_billing_periods", 15),
     "Send unsent alerts": ("credits.tasks.send_unsent_alerts", 15),
     "Create ledger partitions": ("credits.tasks.create_ledger_partitions", 360),
+    "Prune session claims": ("credits.tasks.prune_session_claims", 1440),
     "Dispatch due reports": ("reports.tasks.dispatch_due_reports", 5),
 }
 
@@ -47,7 +48,7 @@ def test_running_it_again_changes_nothing():
 
     assert "Updated periodic task 'Open billing periods'" in output
     assert list(PeriodicTask.objects.order_by("pk").values("pk", "interval_id", "task")) == before
-    assert IntervalSchedule.objects.count() == 3  # every 5, 15 and 360 minutes
+    assert IntervalSchedule.objects.count() == 4  # every 5, 15, 360 and 1440 minutes
 
 
 def test_it_repairs_a_schedule_edited_by_hand():

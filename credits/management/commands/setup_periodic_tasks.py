@@ -27,6 +27,13 @@ PERIODIC_TASKS = [
         "description": "Creates the credit ledger's monthly partitions for the coming months.",
     },
     {
+        "name": "Prune session claims",
+        "task": "credits.tasks.prune_session_claims",
+        "every_minutes": 1440,
+        "description": "Deletes the agent session claims of local days that can no longer get "
+        "an event (a month after the late-event grace window closes).",
+    },
+    {
         "name": "Dispatch due reports",
         "task": "reports.tasks.dispatch_due_reports",
         "every_minutes": 5,
