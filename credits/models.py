@@ -362,11 +362,13 @@ def _optional(model, **options):
 
 class PersonRollup(NarrowRollup):
     """Usage per person: environment, user and API key (by user, team, environment and
-    sub-account). Everyone reads it through ``visible_to``, like the ledger."""
+    sub-account), and their latest event (the member tables' "last activity"). Everyone
+    reads it through ``visible_to``, like the ledger."""
 
     environment = _optional(Environment)
     user = _optional(User)
     api_key = _optional(ApiKey)
+    last_event_at = models.DateTimeField(null=True, blank=True)
 
     objects = UsageQuerySet.as_manager()
 
@@ -438,6 +440,30 @@ class ModelRollup(NarrowRollup, LatencyHistogram):
         ]
 
 
+class ProductRollup(NarrowRollup):
+    """Usage per product and feature for the subscription as a whole: the admin's dashboard
+    (credits per day and product, the features used) and reports by product or feature. Its
+    rows per month are bounded by the catalogue, whatever the volume. Admins only
+    (``visible_to``)."""
+
+    product = _optional(Product)
+    feature = models.CharField(max_length=100, blank=True)
+
+    objects = AdministeredQuerySet.as_manager()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                F("subscription_id"),
+                F("grain"),
+                F("day"),
+                Coalesce("product_id", Value(0)),
+                F("feature"),
+                name="product_rollup_unique",
+            ),
+        ]
+
+
 class SubscriptionRollup(NarrowRollup):
     """Usage per product, feature, agent and model for the subscription as a whole: nothing
     about who or where, so only the subscription's admins read it (``visible_to``)."""
@@ -466,7 +492,9 @@ class SubscriptionRollup(NarrowRollup):
 
 class AgentSessionDay(models.Model):
     """A session seen on a local day with an agent: the claim that counts it once in
-    ``AgentRollup.sessions``. Written by ``add_to_rollups``, never read by reports."""
+    ``AgentRollup.sessions``. Written by ``add_to_rollups``, never read by reports; the
+    claims of local days that no event can reach any more are deleted daily
+    (``credits.pruning``)."""
 
     subscription = models.ForeignKey(
         Subscription, on_delete=models.CASCADE, related_name="+", db_index=False

@@ -7,19 +7,22 @@ it is the reference the tests compare against and the repair tool when the two e
 The rollups, and who reads them:
 
 * ``DailyUsage``: every dimension (environment, user, API key, product, agent, model,
-  feature) per local day. The dashboards read it, and it is the reports' fallback for any
-  combination of dimensions that no narrower rollup holds.
+  feature) per local day. A project manager's and a member's pages read it, and it is the
+  reports' fallback for any combination of dimensions that no narrower rollup holds.
 * Narrow rollups, keyed by fewer dimensions, with a row per local day and one per local month
   (``grain``), so that twelve months read about twelve rows per key, not 365:
-  ``ModelRollup`` (model), ``AgentRollup`` (agent), ``PersonRollup`` (environment, user, API
-  key) and ``SubscriptionRollup`` (product, feature, agent, model). ``narrowest_rollup`` picks
-  the one a report reads. Only ``PersonRollup`` holds environment and user, which scoping needs
+  ``ModelRollup`` (model), ``AgentRollup`` (agent), ``ProductRollup`` (product, feature),
+  ``PersonRollup`` (environment, user, API key; and the latest event) and
+  ``SubscriptionRollup`` (product, feature, agent, model). ``narrowest_rollup`` picks the one
+  a report reads; the admin's dashboard reads ``ProductRollup`` and every member table
+  ``PersonRollup``. Only ``PersonRollup`` holds environment and user, which scoping needs
   for anyone who sees less than whole subscriptions; the others are for admins.
 * ``AgentRollup`` and ``ModelRollup`` also keep a latency histogram (runs per logarithmic
   bucket, ``LATENCY_BUCKETS``): their 95th percentile within 1% (``latency_percentile``).
 * ``AgentRollup.sessions`` counts each session once per local day on which it ran with the
   agent; ``AgentSessionDay`` holds the (day, agent, session) claims that make that exact under
-  concurrent writers. A session that runs on several local days counts once on each.
+  concurrent writers. A session that runs on several local days counts once on each. Claims
+  of closed days are pruned (``credits.pruning``); ``rebuild_rollups`` derives them again.
 
 Rows on the benchmark's data, for its busiest subscription (400 people, 60 agents, 12 models,
 a year of events over 13 local months) with 1M events loaded (212,857 of them in its ledger)
@@ -53,6 +56,7 @@ from .models import (
     DailyUsage,
     ModelRollup,
     PersonRollup,
+    ProductRollup,
     RollupGrain,
     SubscriptionRollup,
     TeamPeriodUsage,
@@ -185,6 +189,7 @@ SCOPING_DIMENSIONS = frozenset({"environment", "user"})
 ROLLUPS = (
     Rollup(ModelRollup, frozenset({"model"}), latency=True),
     Rollup(AgentRollup, frozenset({"agent"}), latency=True, sessions=True),
+    Rollup(ProductRollup, frozenset({"product", "feature"})),
     Rollup(PersonRollup, frozenset({"environment", "user", "api_key"})),
     Rollup(SubscriptionRollup, frozenset({"product", "feature", "agent", "model"})),
     Rollup(DailyUsage, ALL_DIMENSIONS, monthly=False),
@@ -252,16 +257,22 @@ SUMS = tuple(spec.name for spec in fields(Sums))
 
 
 @dataclass
-class DayTotals(Sums):
-    """Running sums for one ``DailyUsage`` row."""
+class LatestTotals(Sums):
+    """Running sums and the latest event's time, for a rollup that keeps it."""
 
-    period_id: int = 0
     last_event_at: datetime | None = None
 
     def add(self, row) -> None:
         super().add(row)
         if self.last_event_at is None or row.timestamp > self.last_event_at:
             self.last_event_at = row.timestamp
+
+
+@dataclass
+class DayTotals(LatestTotals):
+    """Running sums for one ``DailyUsage`` row."""
+
+    period_id: int = 0
 
 
 @dataclass
@@ -308,7 +319,8 @@ class Derived:
     """
 
     daily: dict[tuple, DayTotals] = field(default_factory=dict)
-    person: dict[tuple, Sums] = field(default_factory=dict)
+    person: dict[tuple, LatestTotals] = field(default_factory=dict)
+    product: dict[tuple, Sums] = field(default_factory=dict)
     agent: dict[tuple, AgentTotals] = field(default_factory=dict)
     model: dict[tuple, TimedTotals] = field(default_factory=dict)
     subscription: dict[tuple, Sums] = field(default_factory=dict)
@@ -323,7 +335,10 @@ class Derived:
         totals.add(row)
         for grain, start in ((DAY, day), (MONTH, month_start(day))):
             at = (subscription, grain, start)
-            _totals(self.person, (*at, row.environment_id, row.user_id, row.api_key_id)).add(row)
+            _totals(
+                self.person, (*at, row.environment_id, row.user_id, row.api_key_id), LatestTotals
+            ).add(row)
+            _totals(self.product, (*at, row.product_id, row.feature)).add(row)
             _totals(self.agent, (*at, row.agent_id), AgentTotals).add(row)
             _totals(self.model, (*at, row.model), TimedTotals).add(row)
             _totals(
@@ -411,7 +426,7 @@ def _sum_ledger(subscription: Subscription) -> LedgerTotals:
 
 
 def _replace_rollups(subscription: Subscription, derived: Derived) -> None:
-    for table in (_DAILY, _PERSON, _AGENT, _MODEL, _SUBSCRIPTION, _SESSIONS):
+    for table in (_DAILY, *_NARROW, _SESSIONS):
         table.model.objects.filter(subscription=subscription).delete()
     sessions = sessions_per_row(derived.sessions)
     rows = {
@@ -432,6 +447,9 @@ def _replace_rollups(subscription: Subscription, derived: Derived) -> None:
             for key, totals in derived.agent.items()
         ),
         _MODEL: (_narrow_row(_MODEL, key, vars(totals)) for key, totals in derived.model.items()),
+        _PRODUCT: (
+            _narrow_row(_PRODUCT, key, vars(totals)) for key, totals in derived.product.items()
+        ),
         _SUBSCRIPTION: (
             _narrow_row(_SUBSCRIPTION, key, vars(totals))
             for key, totals in derived.subscription.items()
@@ -493,49 +511,64 @@ def _replace_user_and_team_usage(
 # --- Deriving the narrow rollups in bulk (PostgreSQL) -----------------------------------------
 
 
-def derive_narrow_rollups(cursor, subscription_ids: list[int]) -> None:
-    """Build the narrow rollups, latency histograms and session claims of these subscriptions
-    with set-based SQL (PostgreSQL), from their ``DailyUsage`` rows and ledger: for bulk loads
-    (the benchmark's generator) and the migration that added these tables. The subscriptions
-    must have none of these rows yet, and ``DailyUsage`` must be in step with the ledger. Runs
-    inside the caller's transaction (it uses a temporary table dropped at commit).
+def derive_narrow_rollups(cursor, subscription_ids: list[int], models=None) -> None:
+    """Build the narrow rollups (and for ``AgentRollup`` and ``ModelRollup`` their latency
+    histograms and the session claims) of these subscriptions with set-based SQL
+    (PostgreSQL), from their ``DailyUsage`` rows and ledger: for bulk loads (the benchmark's
+    generator) and the migrations that add these tables. ``models`` names the rollups to
+    build (model names, as a migration knows them; default every one). The subscriptions must
+    have none of their rows yet, and ``DailyUsage`` must be in step with the ledger. Runs
+    inside the caller's transaction (it may use a temporary table dropped at commit).
 
     ``cursor`` is a DB-API cursor (Django's or psycopg's) taking ``%(name)s`` parameters.
     """
-    for statement in _DERIVE_STATEMENTS:
+    tables = [table for table in _NARROW if models is None or table.model.__name__ in set(models)]
+    for statement in _derive_statements(tables):
         cursor.execute(
             statement, {"subscriptions": list(subscription_ids), "bounds": list(LATENCY_BUCKETS)}
         )
 
 
-def _derive_statements() -> list[str]:
+def _aggregate(column: str, alias: str = "") -> str:
+    """How a rollup column adds up over rows: the latest time, or the sum."""
+    function = "MAX" if column == "last_event_at" else "SUM"
+    return f"{function}({alias}{column}) AS {column}"
+
+
+def _derive_statements(tables: list["_Table"]) -> list[str]:
     """Daily rows from ``DailyUsage`` (keyed by every dimension, so it adds up to any of
     them), with what it does not keep (latency buckets, sessions) from one pass over the
     ledger into a temporary table of runs per (day, agent, model, bucket, in a session) and
     one pass for the session claims; then the monthly rows from the daily ones."""
     runs = "narrow_rollup_runs"
-    statements = [
-        f"DROP TABLE IF EXISTS pg_temp.{runs}",
-        f"CREATE TEMPORARY TABLE {runs} ON COMMIT DROP AS "  # noqa: S608
-        "SELECT e.subscription_id, (e.timestamp AT TIME ZONE s.timezone)::date AS day, "
-        "e.agent_id, e.model, width_bucket(e.latency_ms, %(bounds)s::integer[]) - 1 AS bucket, "
-        "e.session_id <> '' AS in_session, COUNT(*) AS runs "
-        "FROM credits_creditevent e JOIN accounts_subscription s ON s.id = e.subscription_id "
-        "WHERE e.subscription_id = ANY(%(subscriptions)s) AND e.kind = 'usage' "
-        "GROUP BY 1, 2, 3, 4, 5, 6",
-        f"INSERT INTO {_SESSIONS.table} ({', '.join(_SESSIONS.columns)}) "  # noqa: S608
-        "SELECT DISTINCT e.subscription_id, (e.timestamp AT TIME ZONE s.timezone)::date, "
-        "e.agent_id, e.session_id "
-        "FROM credits_creditevent e JOIN accounts_subscription s ON s.id = e.subscription_id "
-        "WHERE e.subscription_id = ANY(%(subscriptions)s) AND e.kind = 'usage' "
-        "AND e.session_id <> ''",
-    ]
-    narrow = (_PERSON, _AGENT, _MODEL, _SUBSCRIPTION)
-    for table in narrow:
+    statements = []
+    if _AGENT in tables or _MODEL in tables:
+        statements += [
+            f"DROP TABLE IF EXISTS pg_temp.{runs}",
+            f"CREATE TEMPORARY TABLE {runs} ON COMMIT DROP AS "  # noqa: S608
+            "SELECT e.subscription_id, (e.timestamp AT TIME ZONE s.timezone)::date AS day, "
+            "e.agent_id, e.model, "
+            "width_bucket(e.latency_ms, %(bounds)s::integer[]) - 1 AS bucket, "
+            "e.session_id <> '' AS in_session, COUNT(*) AS runs "
+            "FROM credits_creditevent e JOIN accounts_subscription s ON s.id = e.subscription_id "
+            "WHERE e.subscription_id = ANY(%(subscriptions)s) AND e.kind = 'usage' "
+            "GROUP BY 1, 2, 3, 4, 5, 6",
+        ]
+    if _AGENT in tables:
+        statements.append(
+            f"INSERT INTO {_SESSIONS.table} ({', '.join(_SESSIONS.columns)}) "  # noqa: S608
+            "SELECT DISTINCT e.subscription_id, (e.timestamp AT TIME ZONE s.timezone)::date, "
+            "e.agent_id, e.session_id "
+            "FROM credits_creditevent e JOIN accounts_subscription s ON s.id = e.subscription_id "
+            "WHERE e.subscription_id = ANY(%(subscriptions)s) AND e.kind = 'usage' "
+            "AND e.session_id <> ''"
+        )
+    for table in tables:
         dimensions = table.key[3:]
         listed = ", ".join(dimensions)
+        own = [c for c in table.sums if c in _DAILY.sums]  # what DailyUsage keeps too
         selected = ["d.subscription_id", f"'{DAY}'", "d.day", *(f"d.{c}" for c in dimensions)]
-        selected += [f"d.{c}" for c in SUMS]
+        selected += [f"d.{c}" for c in own]
         joins = ""
         if table is _AGENT:
             selected += ["COALESCE(x.session_runs, 0)", "COALESCE(c.sessions, 0)"]
@@ -561,13 +594,13 @@ def _derive_statements() -> list[str]:
         statements.append(
             f"INSERT INTO {table.table} ({', '.join(table.columns)}) "  # noqa: S608
             f"SELECT {', '.join(selected)} FROM (SELECT subscription_id, day, {listed}, "
-            f"{', '.join(f'SUM({c}) AS {c}' for c in SUMS)} FROM {DailyUsage._meta.db_table} "
+            f"{', '.join(_aggregate(c) for c in own)} FROM {DailyUsage._meta.db_table} "
             f"WHERE subscription_id = ANY(%(subscriptions)s) "
             f"GROUP BY subscription_id, day, {listed}) d{joins}"
         )
     month = "date_trunc('month', t.day)::date"
     days = f"t.grain = '{DAY}' AND t.subscription_id = ANY(%(subscriptions)s)"
-    for table in narrow:
+    for table in tables:
         dimensions = table.key[3:]
         listed = ", ".join(f"t.{c}" for c in dimensions)
         selected = ["m.subscription_id", f"'{MONTH}'", "m.day", *(f"m.{c}" for c in dimensions)]
@@ -587,7 +620,7 @@ def _derive_statements() -> list[str]:
         statements.append(
             f"INSERT INTO {table.table} ({', '.join(table.columns)}) "  # noqa: S608
             f"SELECT {', '.join(selected)} FROM (SELECT t.subscription_id, {month} AS day, "
-            f"{listed}, {', '.join(f'SUM(t.{c}) AS {c}' for c in table.sums)} "
+            f"{listed}, {', '.join(_aggregate(c, 't.') for c in table.sums)} "
             f"FROM {table.table} t WHERE {days} "
             f"GROUP BY t.subscription_id, {month}, {listed}) m{joins}"
         )
@@ -651,7 +684,7 @@ _PERSON = _Table(
         "subscription_id, grain, day, COALESCE(environment_id, 0), COALESCE(user_id, 0), "
         "COALESCE(api_key_id, '')"
     ),
-    sums=SUMS,
+    sums=(*SUMS, "last_event_at"),
 )
 _AGENT = _Table(
     AgentRollup,
@@ -676,6 +709,13 @@ _SUBSCRIPTION = _Table(
     ),
     sums=SUMS,
 )
+_PRODUCT = _Table(
+    ProductRollup,
+    key=(*_NARROW_KEY, "product_id", "feature"),
+    conflict="subscription_id, grain, day, COALESCE(product_id, 0), feature",
+    sums=SUMS,
+)
+_NARROW = (_PERSON, _AGENT, _MODEL, _PRODUCT, _SUBSCRIPTION)
 _SESSIONS = _Table(
     AgentSessionDay,
     key=("subscription_id", "day", "agent_id", "session_id"),
@@ -728,7 +768,7 @@ def add_to_rollups(events: list[CreditEvent], *, zone) -> None:
             (*key, totals.period_id, *(getattr(totals, name) for name in _DAILY.sums))
             for key, totals in derived.daily.items()
         ],
-        _PERSON: _sum_rows(derived.person),
+        _PERSON: _sum_rows(_PERSON, derived.person),
         _AGENT: [
             (
                 *key,
@@ -741,9 +781,10 @@ def add_to_rollups(events: list[CreditEvent], *, zone) -> None:
         ],
         _MODEL: [
             (*row, json.dumps(histogram_object(derived.model[row[:4]].latency_histogram)))
-            for row in _sum_rows(derived.model)
+            for row in _sum_rows(_MODEL, derived.model)
         ],
-        _SUBSCRIPTION: _sum_rows(derived.subscription),
+        _PRODUCT: _sum_rows(_PRODUCT, derived.product),
+        _SUBSCRIPTION: _sum_rows(_SUBSCRIPTION, derived.subscription),
         _SESSIONS: list(derived.sessions),
     }
     rows = {table: sorted(table_rows, key=_sort_key) for table, table_rows in rows.items()}
@@ -753,8 +794,8 @@ def add_to_rollups(events: list[CreditEvent], *, zone) -> None:
         _write_statement_by_statement(rows)
 
 
-def _sum_rows(rows: dict[tuple, Sums]) -> list[tuple]:
-    return [(*key, *(getattr(totals, name) for name in SUMS)) for key, totals in rows.items()]
+def _sum_rows(table: _Table, rows: dict[tuple, Sums]) -> list[tuple]:
+    return [(*key, *(getattr(totals, name) for name in table.sums)) for key, totals in rows.items()]
 
 
 def _write_in_one_statement(rows: dict[_Table, list[tuple]]) -> None:
@@ -775,6 +816,7 @@ def _write_in_one_statement(rows: dict[_Table, list[tuple]]) -> None:
         ("daily", _DAILY),
         ("person", _PERSON),
         ("model", _MODEL),
+        ("product", _PRODUCT),
         ("whole", _SUBSCRIPTION),
     ):
         parts.append(f"{name} AS ({_upsert(table, _from_arrays(table.columns))})")
@@ -862,7 +904,7 @@ def _write_statement_by_statement(rows: dict[_Table, list[tuple]]) -> None:
         sessions = sessions_per_row(claimed)
         at = _AGENT.columns.index("sessions")
         rows[_AGENT] = [(*row[:at], sessions[row[:4]], *row[at + 1 :]) for row in rows[_AGENT]]
-        for table in (_DAILY, _PERSON, _AGENT, _MODEL, _SUBSCRIPTION):
+        for table in (_DAILY, *_NARROW):
             for batch in _batches(table, rows[table]):
                 cursor.execute(_upsert(table, _values(table, batch)), _flat(batch))
 
@@ -885,6 +927,3 @@ def _flat(rows: list[tuple]) -> list:
 def _sort_key(key: tuple) -> tuple:
     """Order rollup keys with NULL dimensions first, as comparable tuples."""
     return tuple((value is not None, value if value is not None else 0) for value in key)
-
-
-_DERIVE_STATEMENTS = _derive_statements()

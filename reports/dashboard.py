@@ -1,13 +1,18 @@
 """Reads behind the usage pages: the admin's analytics, a project manager's environments and a
 member's own usage.
 
-Every figure comes from the ``DailyUsage`` rollup (kept in step with the ledger by the recording
-service) through ``visible_to``; only "recent runs" reads ledger rows, one page at a time
-through an index, never counted. Each page costs a fixed number of queries whatever the data
-size: one query returns the credits per day and product of the whole billing period, and the
-cards, chart, day-over-day view and "credits by product" table are all cut from it in Python
-(a period has at most 31 days); the admin's page adds one for the usage per member, of which
-it renders one page.
+Every figure comes from a rollup (kept in step with the ledger by the recording service)
+through ``visible_to``; only "recent runs" reads ledger rows, one page at a time through an
+index, never counted. Each page costs a fixed number of queries whatever the data size: one
+query returns the credits per day and product of the whole billing period, and the cards,
+chart, day-over-day view and "credits by product" table are all cut from it in Python (a
+period has at most 31 days); the team pages add one for the usage per member, of which they
+render one page.
+
+Which rollup: the admin's page reads ``ProductRollup`` (rows per day bounded by the products
+and features, whatever the volume) and the member tables ``PersonRollup`` (one monthly row per
+person for a whole period); the rest read ``DailyUsage``, narrowed to an environment or a
+person.
 
 Days are local dates in the subscription's time zone, like ``DailyUsage.day``; a "cycle" is one
 billing period seen that way (the 1st through the last day of the month, inclusive).
@@ -32,7 +37,16 @@ from accounts.models import (
     TeamMembership,
     User,
 )
-from credits.models import BillingPeriod, CreditEvent, CreditLimit, DailyUsage, Product
+from credits.models import (
+    BillingPeriod,
+    CreditEvent,
+    CreditLimit,
+    DailyUsage,
+    PersonRollup,
+    Product,
+    ProductRollup,
+    RollupGrain,
+)
 from credits.periods import (
     local_date,
     local_midnight,
@@ -725,7 +739,6 @@ def member_table(
     *,
     viewer: User,
     subscription: Subscription,
-    rows: QuerySet,
     date_range: DateRange,
     filters: MemberFilters,
     products: Mapping[int, str],
@@ -744,14 +757,12 @@ def member_table(
     business: a project manager sees neither. A limit applies to the whole period, so "limit
     used" counts the period's credits, unfiltered.
     """
-    cycle = date_range.cycle
-    in_range = Q(day__range=(date_range.first_day, date_range.last_day))
-    if filters.feature:
-        in_range &= Q(feature=filters.feature)
-    if filters.product:
-        in_range &= Q(product_id=int(filters.product))
+    rows, period, in_range = _member_usage_rows(date_range, filters)
+    rows = rows.visible_to(viewer).filter(subscription=subscription)
+    if environment is not None:
+        rows = rows.filter(environment=environment)
     usage = (
-        rows.filter(day__range=(cycle.first_day, cycle.last_day))
+        rows.filter(period | in_range)
         .order_by()
         .values_list("user_id", "user__email", "user__display_name")
         .annotate(
@@ -759,7 +770,7 @@ def member_table(
             range_runs=Sum("runs", filter=in_range),
             range_failed=Sum("failed_runs", filter=in_range),
             last_event=Max("last_event_at", filter=in_range),
-            period_credits_sum=Sum("credits"),
+            period_credits_sum=Sum("credits", filter=period),
         )
     )
     people: dict[int, MemberRow] = {}
@@ -847,6 +858,29 @@ def member_table(
         total_credits=_credits(total),
         active_people=sum(1 for row in listed if row.credits or row.runs),
     )
+
+
+def _member_usage_rows(date_range: DateRange, filters: MemberFilters) -> tuple[QuerySet, Q, Q]:
+    """Where the member table's usage comes from: the rollup, the rows that add up to the
+    whole period, and those that add up to the range shown (with the filters).
+
+    ``PersonRollup``: the period is each person's monthly row, a range within it their daily
+    rows. Only ``DailyUsage`` knows the products and features a person used, so a table
+    filtered by either reads it instead (days x products x features rows per person).
+    """
+    cycle = date_range.cycle
+    first, last = date_range.first_day, date_range.last_day
+    if filters.filters_usage:
+        in_range = Q(day__range=(first, last))
+        if filters.feature:
+            in_range &= Q(feature=filters.feature)
+        if filters.product:
+            in_range &= Q(product_id=int(filters.product))
+        return DailyUsage.objects, Q(day__range=(cycle.first_day, cycle.last_day)), in_range
+    period = Q(grain=RollupGrain.MONTH, day=cycle.first_day)
+    if date_range.is_whole_cycle:
+        return PersonRollup.objects, period, period
+    return PersonRollup.objects, period, Q(grain=RollupGrain.DAY, day__range=(first, last))
 
 
 def _write_activity_times(rows: list[MemberRow], subscription: Subscription) -> None:
@@ -1142,11 +1176,13 @@ def subscription_dashboard(
 ) -> SubscriptionDashboard:
     """The subscription admin's analytics, in a fixed number of queries (about ten).
 
-    Two of them read the rollup: credits per day and product (with last period's days for
-    the trend, and the features), and usage per member.
+    Two of them read rollups: credits per day and product (``ProductRollup``, with last
+    period's days for the trend, and the features), and usage per member (``PersonRollup``).
     """
     cycle = date_range.cycle
-    rows = DailyUsage.objects.visible_to(viewer).filter(subscription=subscription)
+    rows = ProductRollup.objects.visible_to(viewer).filter(
+        subscription=subscription, grain=RollupGrain.DAY
+    )
     usage = cycle_usage(
         rows, cycle, earlier=trend_days(cycle), with_features=subscription.has_team_views
     )
@@ -1166,7 +1202,6 @@ def subscription_dashboard(
         page.members = member_table(
             viewer=viewer,
             subscription=subscription,
-            rows=rows,
             date_range=date_range,
             filters=filters,
             products={**enabled, **usage.product_names},
@@ -1254,7 +1289,6 @@ def environment_dashboard(
         page.members = member_table(
             viewer=viewer,
             subscription=subscription,
-            rows=rows,
             date_range=date_range,
             filters=filters,
             products={**enabled, **usage.product_names},

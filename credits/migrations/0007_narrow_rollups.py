@@ -8,24 +8,21 @@ from django.db import migrations, models
 
 
 def fill_from_the_ledger(apps, schema_editor):
-    """The new rollups of the data already there: set-based SQL from ``DailyUsage`` and the
-    ledger on PostgreSQL; elsewhere (the SQLite demo) the Python rebuild, subscription by
-    subscription. Nothing to do on a new database."""
-    from credits.rollups import derive_narrow_rollups, rebuild_rollups
+    """The new rollups of the data already there, on PostgreSQL: set-based SQL from
+    ``DailyUsage`` and the ledger. ``PersonRollup`` is filled by 0008, which adds a column to
+    it, and the SQLite demo's rollups are rebuilt there too (the rebuild writes every rollup
+    of today's models). Nothing to do on a new database."""
+    from credits.rollups import derive_narrow_rollups
 
     subscription_ids = list(
         apps.get_model("accounts", "Subscription").objects.values_list("pk", flat=True)
     )
-    if not subscription_ids:
+    if not subscription_ids or schema_editor.connection.vendor != "postgresql":
         return
-    if schema_editor.connection.vendor == "postgresql":
-        with schema_editor.connection.cursor() as cursor:
-            derive_narrow_rollups(cursor, subscription_ids)
-        return
-    from accounts.models import Subscription
-
-    for subscription in Subscription.objects.filter(pk__in=subscription_ids):
-        rebuild_rollups(subscription=subscription)
+    with schema_editor.connection.cursor() as cursor:
+        derive_narrow_rollups(
+            cursor, subscription_ids, models=("AgentRollup", "ModelRollup", "SubscriptionRollup")
+        )
 
 
 class Migration(migrations.Migration):

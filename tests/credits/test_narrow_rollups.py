@@ -23,6 +23,7 @@ from credits.models import (
     DailyUsage,
     ModelRollup,
     PersonRollup,
+    ProductRollup,
     SubscriptionRollup,
 )
 from credits.recording import record_adjustment
@@ -41,7 +42,15 @@ from tests.factories import utc
 
 pytestmark = pytest.mark.django_db
 
-ROLLUPS = (DailyUsage, PersonRollup, AgentRollup, ModelRollup, SubscriptionRollup, AgentSessionDay)
+ROLLUPS = (
+    DailyUsage,
+    PersonRollup,
+    AgentRollup,
+    ModelRollup,
+    ProductRollup,
+    SubscriptionRollup,
+    AgentSessionDay,
+)
 NARROW = ROLLUPS[1:]
 
 
@@ -169,6 +178,14 @@ def test_day_and_month_rows_add_up_per_dimension(world, auckland, post):
         world.environment,
         Decimal(3),
     )
+    assert person.last_event_at == utc(2026, 11, 1, 11, 10)
+    october_person = PersonRollup.objects.get(subscription=auckland, grain="day", day="2026-10-31")
+    assert october_person.last_event_at == utc(2026, 10, 31, 10, 50)
+    products = ProductRollup.objects.filter(subscription=auckland, grain="month")
+    assert {(row.day, row.runs) for row in products} == {
+        (date(2026, 10, 1), 1),
+        (date(2026, 11, 1), 2),
+    }
     assert AgentSessionDay.objects.filter(subscription=auckland).count() == 3
 
 

@@ -17,6 +17,7 @@ from credits.models import (
     DailyUsage,
     ModelRollup,
     PersonRollup,
+    ProductRollup,
     SubscriptionRollup,
     TeamPeriodUsage,
     UserPeriodUsage,
@@ -353,7 +354,9 @@ def test_the_picker_reads_the_narrowest_rollup_that_holds_what_a_report_needs():
     assert pick("user", "api_key") is PersonRollup
     assert pick("environment", "user") is PersonRollup
     assert pick("agent", "model") is SubscriptionRollup  # by agent, filtered by model
-    assert pick("product", "feature") is SubscriptionRollup
+    assert pick("product", "feature") is ProductRollup
+    assert pick("product") is ProductRollup
+    assert pick("product", "agent") is SubscriptionRollup
     assert pick("agent", "user") is DailyUsage  # by agent, filtered by team
     # Anyone who sees less than whole subscriptions needs environment and user to be scoped.
     assert pick("user", "api_key", admin=False) is PersonRollup

@@ -12,7 +12,7 @@ from urllib.parse import parse_qsl
 import pytest
 import time_machine
 from django.db import connection
-from django.db.models import Sum
+from django.db.models import Max, Sum
 from django.test.utils import CaptureQueriesContext
 from rest_framework.test import APIClient
 
@@ -297,6 +297,18 @@ def test_admin_date_range_narrows_chart_and_tables_but_not_the_period_cards(clie
         Decimal("-1.125"),
         Decimal("4.875"),
     ]
+    # The member table counts the range too; limits and their use stay the period's.
+    in_range = {"timestamp__gte": utc(2026, 11, 19, 23), "timestamp__lt": utc(2026, 11, 22, 23)}
+    members = {row.email: row for row in page.members.rows}
+    for user in (world.member, world.manager, world.admin):
+        events = CreditEvent.objects.filter(subscription=world.subscription, user=user, **in_range)
+        assert members[user.email].credits == ledger(user=user, **in_range)
+        assert (
+            members[user.email].last_activity
+            == events.aggregate(Max("timestamp"))["timestamp__max"]
+        )
+    assert members[world.manager.email].limit_used == Decimal("10.125")
+    assert page.members.total_credits == page.range_credits
 
 
 def test_admin_looks_back_at_a_past_billing_period(client, world, usage):

@@ -11,6 +11,7 @@ from credits.models import (
     DailyUsage,
     ModelRollup,
     PersonRollup,
+    ProductRollup,
     SubscriptionRollup,
 )
 from credits.rollups import rebuild_rollups
@@ -18,8 +19,8 @@ from credits.rollups import rebuild_rollups
 
 class Command(BaseCommand):
     help = (
-        "Rebuild the usage rollups (daily, and the narrow ones by person, agent, model and "
-        "subscription) and the period counters from the credit ledger."
+        "Rebuild the usage rollups (daily, and the narrow ones by person, agent, model, "
+        "product and subscription) and the period counters from the credit ledger."
     )
 
     def add_arguments(self, parser):
@@ -52,6 +53,7 @@ class Command(BaseCommand):
                 ("person", PersonRollup),
                 ("agent", AgentRollup),
                 ("model", ModelRollup),
+                ("product", ProductRollup),
                 ("subscription", SubscriptionRollup),
             )
         )
