@@ -2,6 +2,7 @@
 
 import uuid
 import zoneinfo
+from decimal import Decimal
 
 from django.contrib.auth.base_user import AbstractBaseUser, BaseUserManager
 from django.contrib.auth.models import PermissionsMixin
@@ -23,6 +24,8 @@ from .scoping import (
 )
 
 CREDIT_DIGITS = {"max_digits": 18, "decimal_places": 4}
+# The smallest amount of credits: what amounts are quantized to (0.0001).
+CREDIT_PLACES = Decimal(1).scaleb(-CREDIT_DIGITS["decimal_places"])
 
 
 def validate_timezone(value: str) -> None:

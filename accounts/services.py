@@ -11,11 +11,10 @@ from rest_framework.authtoken.models import Token
 
 from .audit import record_audit_event
 from .errors import DomainError
-from .models import ApiKey, Environment, Membership, Role, Subscription, User
+from .models import CREDIT_PLACES, ApiKey, Environment, Membership, Role, Subscription, User
 
 logger = logging.getLogger(__name__)
 
-CREDIT_PLACES = Decimal("0.0001")
 
 SUBSCRIPTION_ADMINS_GROUP = "Subscription admins"
 

@@ -19,12 +19,10 @@ from decimal import Decimal
 from django.db import connection, transaction
 
 from accounts.errors import DomainError
-from accounts.models import Subscription, TeamMembership, User
+from accounts.models import CREDIT_PLACES, Subscription, TeamMembership, User
 
 from . import errors
 from .models import BillingPeriod, CreditLimit, TeamPeriodUsage, UserPeriodUsage
-
-CREDIT_PLACES = Decimal("0.0001")
 
 
 @dataclass

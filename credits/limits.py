@@ -17,7 +17,7 @@ from django.db.models.functions import Coalesce, Greatest
 
 from accounts.audit import record_audit_event
 from accounts.errors import DomainError
-from accounts.models import CREDIT_DIGITS, Membership, Subscription, Team, User
+from accounts.models import CREDIT_DIGITS, CREDIT_PLACES, Membership, Subscription, Team, User
 
 from .errors import NotAMember
 from .models import BillingPeriod, CreditLimit, TeamPeriodUsage, UserPeriodUsage
@@ -25,7 +25,6 @@ from .periods import period_bounds
 
 logger = logging.getLogger(__name__)
 
-CREDIT_PLACES = Decimal("0.0001")
 MAX_CREDITS = Decimal(10) ** (CREDIT_DIGITS["max_digits"] - CREDIT_DIGITS["decimal_places"])
 
 

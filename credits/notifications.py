@@ -24,7 +24,7 @@ from django.db import connection, transaction
 from django.template.loader import render_to_string
 from django.utils import timezone
 
-from accounts.models import Role, Subscription, User
+from accounts.models import CREDIT_PLACES, Role, Subscription, User
 
 from .models import BillingPeriod, ThresholdAlert
 from .periods import days_until_reset, local_date
@@ -119,7 +119,7 @@ class PeriodFacts:
 
 def credits_text(value: Decimal) -> str:
     """``1234.5000`` -> ``1,234.5``: exact, without float, without trailing zeros."""
-    value = value.quantize(Decimal("0.0001")).normalize()
+    value = value.quantize(CREDIT_PLACES).normalize()
     return f"{value:,f}"
 
 

@@ -35,6 +35,7 @@ from django.utils import timezone
 
 from accounts.errors import DomainError
 from accounts.models import (
+    CREDIT_PLACES,
     ApiKey,
     Environment,
     Membership,
@@ -46,7 +47,7 @@ from accounts.models import (
 
 from . import errors
 from .billing import period_for
-from .charging import CREDIT_PLACES, Charge, add_to_counters, charge
+from .charging import Charge, add_to_counters, charge
 from .models import (
     Agent,
     BillingPeriod,

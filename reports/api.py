@@ -33,6 +33,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.authentication import KeyPrincipal
+from accounts.models import CREDIT_PLACES
 from config.db_routers import reading_for_reports
 
 from . import large_exports, selectors
@@ -586,7 +587,7 @@ class CreditUsageExportApi(CsvOrJsonApi):
             ],
             subscription=export.subscription,
             timeframe=export.timeframe,
-            totals={"Credits": f"{export.total_credits().quantize(selectors.CREDITS):f}"},
+            totals={"Credits": f"{export.total_credits().quantize(CREDIT_PLACES):f}"},
             report="credit-usage",
             scope=export.scope,
         )

@@ -29,6 +29,7 @@ from django.core.paginator import InvalidPage, Page, Paginator
 from django.db.models import Max, Q, QuerySet, Sum
 
 from accounts.models import (
+    CREDIT_PLACES,
     Environment,
     Membership,
     Role,
@@ -56,7 +57,6 @@ from credits.periods import (
 from credits.selectors import Balance, balance
 
 ZERO = Decimal("0.0000")
-CREDIT_PLACES = Decimal("0.0001")
 PERCENT_PLACES = Decimal("0.1")
 RUNS_PER_PAGE = 20
 MEMBERS_PER_PAGE = 50

@@ -59,7 +59,14 @@ from django.db.models import (
 from django.db.models.functions import Cast, Concat, TruncDate
 
 from accounts.errors import DomainError
-from accounts.models import Environment, Membership, Role, Subscription, TeamMembership
+from accounts.models import (
+    CREDIT_PLACES,
+    Environment,
+    Membership,
+    Role,
+    Subscription,
+    TeamMembership,
+)
 from credits.errors import UnknownEnvironment
 from credits.models import Agent, CreditEvent
 from credits.rollups import Rollup, covering, latency_percentile, narrowest_rollup
@@ -67,7 +74,6 @@ from credits.rollups import Rollup, covering, latency_percentile, narrowest_roll
 from .filters import UsageFilterSet
 from .timeframes import Timeframe, current_billing_period
 
-CREDITS = Decimal("0.0001")
 HUNDREDTHS = Decimal("0.01")
 RATE = Decimal("0.0001")
 ZERO = Decimal("0.0000")
@@ -106,9 +112,9 @@ def column(description: str, *, places: Decimal | None = None, total: bool = Fal
 
 
 RUNS = column("AI runs (usage events; adjustments are not runs).", total=True)
-CREDITS_CONSUMED = column("Credits, adjustments included.", places=CREDITS, total=True)
+CREDITS_CONSUMED = column("Credits, adjustments included.", places=CREDIT_PLACES, total=True)
 EXCESS_CREDITS = column(
-    "Credits beyond the base allocation (soft limit mode).", places=CREDITS, total=True
+    "Credits beyond the base allocation (soft limit mode).", places=CREDIT_PLACES, total=True
 )
 INPUT_TOKENS = column("Input tokens across all runs.", total=True)
 OUTPUT_TOKENS = column("Output tokens across all runs.", total=True)
@@ -190,7 +196,7 @@ class ProductUsage:
     product: str = field(metadata=column("The product's name; empty for usage without a product."))
     credits_consumed: Decimal = field(metadata=CREDITS_CONSUMED)
     avg_credits_per_day: Decimal = field(
-        metadata=column("Credits per local day of the timeframe.", places=CREDITS)
+        metadata=column("Credits per local day of the timeframe.", places=CREDIT_PLACES)
     )
     excess_credits: Decimal = field(metadata=EXCESS_CREDITS)
     share_percent: Decimal = field(metadata=SHARE)
@@ -689,7 +695,7 @@ def usage_by_product(
         ProductUsage(
             product=row["product__name"] or "",
             credits_consumed=sums.credits,
-            avg_credits_per_day=_ratio(sums.credits, timeframe.days, CREDITS),
+            avg_credits_per_day=_ratio(sums.credits, timeframe.days, CREDIT_PLACES),
             excess_credits=sums.excess_credits,
             share_percent=_share(sums.credits, total),
         )

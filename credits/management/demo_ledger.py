@@ -18,14 +18,13 @@ from itertools import accumulate
 
 from django.db.models import Max
 
-from accounts.models import ApiKey, Membership, Subscription, TeamMembership, User
+from accounts.models import CREDIT_PLACES, ApiKey, Membership, Subscription, TeamMembership, User
 from credits.models import BillingPeriod, CreditEvent, CreditLimit, ThresholdAlert
 from credits.periods import local_date, month_bounds, next_month_start
 from credits.rollups import rebuild_rollups
 
 from .demo_world import AGENTS, API_KEYS, PEOPLE, DemoWorld, SubscriptionSpec, UsageShape
 
-CREDIT_PLACES = Decimal("0.0001")
 FAILURE_RATE = 0.03
 WEEKDAY_WEIGHTS = (1.0, 1.1, 1.05, 1.0, 0.85, 0.15, 0.08)  # Monday first
 HOLIDAY_MONTHS = {7: 0.9, 8: 0.75, 12: 0.8}

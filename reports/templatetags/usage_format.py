@@ -4,9 +4,10 @@ from decimal import ROUND_HALF_UP, Decimal
 
 from django import template
 
+from accounts.models import CREDIT_PLACES
+
 register = template.Library()
 
-CREDIT_PLACES = Decimal("0.0001")
 PERCENT_PLACES = Decimal("0.1")
 
 
