@@ -15,7 +15,13 @@ from django.utils import timezone
 from accounts.models import User
 
 from . import dashboard
-from .views import DATE_RANGE_PARAMETERS, MEMBER_FILTERS, kept_parameters, member_link_query
+from .views import (
+    DATE_RANGE_PARAMETERS,
+    MEMBER_FILTERS,
+    kept_parameters,
+    member_detail,
+    member_link_query,
+)
 
 
 def _subscription(subscriptions, query):
@@ -70,31 +76,21 @@ def member_usage(request, user_id: int):
     )
     if person is None:
         raise Http404("No such member in this subscription.")
-    context = {
-        **admin.site.each_context(request),
-        "title": f"Credit usage of {person.get_full_name()}",
-        "subtitle": subscription.name,
-        "subscription": subscription,
-        "person": person,
-        "page": None,
-        "plans_with_team_views": dashboard.PLANS_WITH_TEAM_VIEWS,
-    }
-    if not subscription.has_team_views:
-        return TemplateResponse(request, "admin/credit_usage_member.html", context, status=403)
-    date_range, problems = dashboard.date_range_from(
-        subscription=subscription, query=request.GET, now=timezone.now()
-    )
-    context["page"] = dashboard.personal_dashboard(
-        viewer=request.user,
+    context, status = member_detail(
+        request,
         person=person,
         subscription=subscription,
         environment=None,
-        date_range=date_range,
-        page_number=request.GET.get("page"),
+        with_limits=True,
+        keep=("subscription",),
     )
-    context["problems"] = problems
-    context["keep_for_range"] = kept_parameters(request.GET, ("subscription",))
-    return TemplateResponse(request, "admin/credit_usage_member.html", context)
+    context.update(
+        admin.site.each_context(request),
+        title=f"Credit usage of {person.get_full_name()}",
+        subtitle=subscription.name,
+        subscription=subscription,
+    )
+    return TemplateResponse(request, "admin/credit_usage_member.html", context, status=status)
 
 
 urlpatterns = [

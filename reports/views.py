@@ -151,16 +151,37 @@ def environment_member_usage(request, user_id: int):
     person = User.objects.visible_to(request.user).filter(worked_there, pk=user_id).first()
     if person is None:
         raise Http404("No such person in this environment.")
+    context, status = member_detail(
+        request,
+        person=person,
+        subscription=subscription,
+        environment=environment,
+        with_limits=False,
+        keep=("environment",),
+    )
+    context.update(nav="environments", manages_environments=True, environment=environment)
+    return render(request, "reports/environment_member.html", context, status=status)
+
+
+def member_detail(
+    request,
+    *,
+    person: User,
+    subscription,
+    environment: Environment | None,
+    with_limits: bool,
+    keep: tuple[str, ...],
+) -> tuple[dict, int]:
+    """What a member's detail page shows to an admin or a project manager, and its status:
+    the person's usage in the range asked for, or none (403) on a plan without team views.
+    ``keep`` names the query parameters that choosing a range carries along."""
     context = {
-        "nav": "environments",
-        "manages_environments": True,
-        "environment": environment,
         "person": person,
         "page": None,
         "plans_with_team_views": dashboard.PLANS_WITH_TEAM_VIEWS,
     }
     if not subscription.has_team_views:
-        return render(request, "reports/environment_member.html", context, status=403)
+        return context, 403
     date_range, problems = dashboard.date_range_from(
         subscription=subscription, query=request.GET, now=timezone.now()
     )
@@ -171,11 +192,11 @@ def environment_member_usage(request, user_id: int):
         environment=environment,
         date_range=date_range,
         page_number=request.GET.get("page"),
-        with_limits=False,
+        with_limits=with_limits,
     )
     context["problems"] = problems
-    context["keep_for_range"] = kept_parameters(request.GET, ("environment",))
-    return render(request, "reports/environment_member.html", context)
+    context["keep_for_range"] = kept_parameters(request.GET, keep)
+    return context, 200
 
 
 MEMBER_FILTERS = ("q", "team", "feature", "product", "sort")
