@@ -241,6 +241,7 @@ _ANALYZED = (
     "credits_personrollup",
     "credits_agentrollup",
     "credits_subscriptionrollup",
+    "credits_productrollup",
     "credits_modelrollup",
     "credits_agentsessionday",
     "credits_idempotencyrecord",

@@ -393,6 +393,7 @@ def rollup_compression(settings: Settings) -> Row:
         ("person", "credits_personrollup"),
         ("agent", "credits_agentrollup"),
         ("model", "credits_modelrollup"),
+        ("product", "credits_productrollup"),
         ("subscription", "credits_subscriptionrollup"),
     )
     subscription = {"s": settings.subscription_ids[0]}

@@ -9,12 +9,18 @@ from django.db import connection
 
 from accounts.models import Subscription
 from bench.generate import generate
-from credits.models import AgentRollup, ModelRollup, PersonRollup, SubscriptionRollup
+from credits.models import (
+    AgentRollup,
+    ModelRollup,
+    PersonRollup,
+    ProductRollup,
+    SubscriptionRollup,
+)
 from credits.rollups import rebuild_rollups
 
 pytestmark = pytest.mark.django_db
 
-NARROW = (PersonRollup, AgentRollup, ModelRollup, SubscriptionRollup)
+NARROW = (PersonRollup, AgentRollup, ModelRollup, ProductRollup, SubscriptionRollup)
 
 
 def narrow_rows(subscription) -> dict[str, list[str]]:
