@@ -206,13 +206,24 @@ def narrowest_rollup(dimensions, *, whole_subscriptions: bool) -> Rollup:
     return next(rollup for rollup in ROLLUPS if needed <= rollup.dimensions)
 
 
-def covering(rollup: Rollup, first_day: date, last_day: date) -> models.Q:
+def covering(
+    rollup: Rollup, first_day: date, last_day: date, *, month_ends_there: bool = False
+) -> models.Q:
     """The rows of ``rollup`` that add up to the local days ``first_day`` to ``last_day``:
-    whole local months from the monthly rows, the days around them from the daily rows."""
+    whole local months from the monthly rows, the days around them from the daily rows.
+
+    ``month_ends_there``: the month of ``last_day`` has no rows after it (``recorded_after``
+    said so; the usual case when ``last_day`` is today), so its monthly row adds up to its
+    days through ``last_day`` and is read instead of them.
+    """
     if not rollup.monthly:
         return models.Q(day__gte=first_day, day__lte=last_day)
     first_month = first_day if first_day.day == 1 else next_month_start(first_day)
-    after_last_month = month_start(last_day + timedelta(days=1))  # after the last whole month
+    # After the last month read whole.
+    if month_ends_there:
+        after_last_month = next_month_start(last_day)
+    else:
+        after_last_month = month_start(last_day + timedelta(days=1))
     if first_month >= after_last_month:
         return models.Q(grain=DAY, day__gte=first_day, day__lte=last_day)
     rows = models.Q(grain=MONTH, day__gte=first_month, day__lt=after_last_month)
@@ -221,6 +232,23 @@ def covering(rollup: Rollup, first_day: date, last_day: date) -> models.Q:
     if after_last_month <= last_day:
         rows |= models.Q(grain=DAY, day__gte=after_last_month, day__lte=last_day)
     return rows
+
+
+def recorded_after(rollup: Rollup, subscriptions, last_day: date) -> bool:
+    """Whether any of ``subscriptions`` has a daily row of ``rollup`` after ``last_day`` in
+    the same month: a timeframe that ends before its month does, or an event dated ahead.
+    One probe of the rollup's unique index; it decides which rows a report reads (see
+    ``covering``), never what anyone sees, so it needs no scoping."""
+    return (
+        rollup.model.objects.filter(
+            subscription__in=subscriptions,
+            grain=DAY,
+            day__gt=last_day,
+            day__lt=next_month_start(last_day),
+        )
+        .order_by()
+        .exists()
+    )
 
 
 # --- What ledger rows add to each rollup -----------------------------------------------------

@@ -69,7 +69,13 @@ from accounts.models import (
 )
 from credits.errors import UnknownEnvironment
 from credits.models import Agent, CreditEvent
-from credits.rollups import Rollup, covering, latency_percentile, narrowest_rollup
+from credits.rollups import (
+    Rollup,
+    covering,
+    latency_percentile,
+    narrowest_rollup,
+    recorded_after,
+)
 
 from .filters import UsageFilterSet
 from .timeframes import Timeframe, current_billing_period
@@ -283,6 +289,8 @@ class _Usage:
     timeframe: Timeframe
     filterset: UsageFilterSet
     whole_subscriptions: bool
+    # Per rollup read: whether the timeframe's last month has nothing after its last day.
+    _month_ends_there: dict = field(default_factory=dict, compare=False, repr=False)
 
     def rollup(self, *grouped: str) -> Rollup:
         """The narrowest rollup keyed by ``grouped`` and by what the filters read."""
@@ -292,8 +300,16 @@ class _Usage:
 
     def rows(self, rollup: Rollup) -> QuerySet:
         """The rollup's rows of the timeframe that the reader may see, filtered."""
+        first_day, last_day = self.timeframe.first_day, self.timeframe.last_day
+        if rollup.monthly and rollup not in self._month_ends_there:
+            self._month_ends_there[rollup] = not recorded_after(rollup, self.accounts, last_day)
         rows = rollup.model.objects.visible_to(self.user).filter(
-            covering(rollup, self.timeframe.first_day, self.timeframe.last_day),
+            covering(
+                rollup,
+                first_day,
+                last_day,
+                month_ends_there=self._month_ends_there.get(rollup, False),
+            ),
             subscription__in=self.accounts,
         )
         return self.filterset.filter_queryset(rows)
@@ -449,7 +465,8 @@ def _run_stats(
 def _histogram_p95(rows: QuerySet, group: str) -> dict:
     """The p95 latency per ``group`` from the rows' latency histograms, added up bucket by
     bucket by the database: one query that returns at most a row per group and bucket (a few
-    hundred buckets), however many runs."""
+    hundred buckets), however many runs. Buckets are grouped as integers: sorting their text
+    keys by collation took a third of the query."""
     connection = connections[rows.db]
     if connection.vendor == "postgresql":
         each, runs = "jsonb_each_text", "SUM(bucket.value::bigint)"
@@ -459,8 +476,8 @@ def _histogram_p95(rows: QuerySet, group: str) -> dict:
     buckets: dict = {}
     with connection.cursor() as cursor:
         cursor.execute(
-            f"SELECT r.{group}, bucket.key, {runs} FROM ({histograms}) r, "  # noqa: S608 (our names)
-            f"{each}(r.latency_histogram) bucket GROUP BY 1, 2",
+            f"SELECT r.{group}, CAST(bucket.key AS integer), {runs} "  # noqa: S608 (our names)
+            f"FROM ({histograms}) r, {each}(r.latency_histogram) bucket GROUP BY 1, 2",
             params,
         )
         for key, bucket, count in cursor.fetchall():

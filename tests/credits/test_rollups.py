@@ -417,3 +417,42 @@ def test_timeframes_read_whole_months_from_monthly_rows_and_the_rest_from_daily_
             day += timedelta(days=1)
     assert set(read.filter(grain="month").values_list("day", flat=True)) == expected_months
     assert set(read.filter(grain="day").values_list("day", flat=True)) == expected_days
+
+
+@pytest.mark.parametrize(
+    ("first_day", "last_day", "months", "days"),
+    [
+        # The last month has nothing after its last day: its monthly row stands for it.
+        ("2026-08-20", "2026-10-06", {"2026-09-01", "2026-10-01"}, ("2026-08-20", "2026-08-31")),
+        ("2026-10-01", "2026-10-06", {"2026-10-01"}, None),
+        # A range that starts inside the month still reads its days.
+        ("2026-10-02", "2026-10-06", set(), ("2026-10-02", "2026-10-06")),
+    ],
+)
+def test_a_month_with_nothing_after_the_last_day_is_read_from_its_monthly_row(
+    first_day, last_day, months, days
+):
+    rollup = narrowest_rollup({"user"}, whole_subscriptions=True)
+    read = covering(
+        rollup, date.fromisoformat(first_day), date.fromisoformat(last_day), month_ends_there=True
+    )
+
+    rows = []
+    day = date(2026, 7, 1)
+    while day < date(2026, 12, 1):
+        rows += [("day", day)] + ([("month", day)] if day.day == 1 else [])
+        day += timedelta(days=1)
+    subscription = factories.SubscriptionFactory()
+    PersonRollup.objects.bulk_create(
+        PersonRollup(subscription=subscription, grain=grain, day=day) for grain, day in rows
+    )
+    selected = PersonRollup.objects.filter(read, subscription=subscription)
+
+    assert {str(d) for d in selected.filter(grain="month").values_list("day", flat=True)} == months
+    expected_days = set()
+    if days:
+        day, last = date.fromisoformat(days[0]), date.fromisoformat(days[1])
+        while day <= last:
+            expected_days.add(day)
+            day += timedelta(days=1)
+    assert set(selected.filter(grain="day").values_list("day", flat=True)) == expected_days

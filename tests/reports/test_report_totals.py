@@ -23,7 +23,7 @@ from credits.models import CreditEvent
 from credits.recording import record_adjustment
 from tests import factories
 from tests.factories import utc
-from tests.reports.recorder import EventRecorder, logged_in
+from tests.reports.recorder import EVENTS_URL, EventRecorder, logged_in
 
 pytestmark = pytest.mark.django_db
 
@@ -140,6 +140,33 @@ def test_every_report_gives_the_same_credits_as_the_ledger(world, generated):
         expected = ledger_credits(world.subscription, timeframe["start"], timeframe["end"])
         assert expected != 0
         assert totals == dict.fromkeys(REPORTS, expected), params
+
+
+def test_a_timeframe_ending_today_stays_exact_when_an_event_is_dated_tomorrow(world, auckland):
+    """Up to today, a report reads the month's row instead of its days, unless something in
+    the month is dated after today (an event recorded ahead of its time): then the days."""
+    recorder = EventRecorder(world)
+    recorder.record(at=utc(2026, 10, 1, 21), credits="1")  # 2 October, 10:00 in Auckland
+    recorder.record(at=utc(2026, 10, 24, 20), credits="2")  # 25 October, 09:00
+    client = logged_in(world.admin)
+
+    def totals(**params) -> set[Decimal]:
+        return {report_credits(client, report, **params) for report in REPORTS}
+
+    with time_machine.travel(NOW, tick=False):
+        assert totals(timeframe="last_7_days") == {Decimal(2)}
+        assert totals(timeframe="last_30_days") == {Decimal(3)}
+
+    two_minutes_to_midnight = utc(2026, 10, 25, 10, 58)  # 25 October, 23:58
+    with time_machine.travel(two_minutes_to_midnight, tick=False):
+        ahead = recorder.payload(
+            timestamp=(two_minutes_to_midnight + timedelta(minutes=4)).isoformat(), credits="4"
+        )
+        assert recorder.client.post(EVENTS_URL, ahead, format="json").status_code == 201
+        assert totals(timeframe="last_7_days") == {Decimal(2)}  # not 26 October's
+        assert totals(timeframe="last_30_days") == {Decimal(3)}
+        assert totals(timeframe="this_month") == {Decimal(3)}  # to date
+        assert totals(period="2026-10") == {Decimal(7)}
 
 
 def test_this_month_equals_the_balance_and_the_subscription_export(world, generated):
