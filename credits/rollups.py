@@ -25,10 +25,11 @@ The rollups, and who reads them:
   of closed days are pruned (``credits.pruning``); ``rebuild_rollups`` derives them again.
 
 Rows on the benchmark's data, for its busiest subscription (400 people, 60 agents, 12 models,
-a year of events over 13 local months) with 1M events loaded (212,857 of them in its ledger)
-and with 10M (1,693,472): ``DailyUsage`` 167,219 and 953,002 rows; the narrow rollups'
-monthly rows: ``ModelRollup`` 156 and 156, ``AgentRollup`` 792 and 793, ``PersonRollup``
-5,142 and 5,226, ``SubscriptionRollup`` 14,944 and 33,120. The latency histograms fill up
+a year of events over 13 local months) with 1M events loaded (528,708 of them in its ledger)
+and with 10M (1,693,472): ``DailyUsage`` 203,980 and 953,002 rows; the narrow rollups'
+monthly rows: ``ProductRollup`` 104 and 104, ``ModelRollup`` 156 and 156, ``AgentRollup``
+792 and 793, ``PersonRollup`` 5,759 and 5,226, ``SubscriptionRollup`` 15,010 and 33,120
+(``ProductRollup`` keeps 8 daily rows a day at 10M). The latency histograms fill up
 with volume (about 58 buckets per agent and month at 1M, 122 at 10M), to at most a few
 hundred.
 
