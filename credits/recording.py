@@ -171,7 +171,8 @@ def _record_round(api_key: ApiKey, usages: list[tuple[int, Usage]], outcomes: li
         taken = _write(api_key, pending, outcomes)
     except DomainError as refusal:  # the round's only event was refused
         outcomes[pending[0].index] = refusal
-        return
+        taken = []
+    _note_caps_reached(subscription, pending, outcomes)
     if taken:
         # Another request claimed these keys between our check and our claim, and committed.
         late = _Replays(subscription, [item.usage.idempotency_key for item in taken])
@@ -545,6 +546,35 @@ def _note_thresholds(subscription, period_id, *, before, after) -> None:
         crossed.append(ThresholdAlert.Threshold.EXCESS_100)
     for threshold in crossed:
         _record_crossing(subscription=subscription, period_id=period_id, threshold=threshold)
+
+
+def _note_caps_reached(subscription, pending: list[_Pending], outcomes: list) -> None:
+    """Record the subscription's cap as reached when it refused an event of a period that has
+    used 80% of it or more: the hard cap itself is never crossed (the event that would cross
+    it is refused), yet from then on the admins' usage is being refused. The cap's alert is
+    the allocation's in hard mode and the excess allowance's in soft mode; once per period,
+    like any crossing. Its own transaction, after the refused events' own."""
+    period_ids = {
+        item.period.pk
+        for item in pending
+        if item.period is not None and isinstance(outcomes[item.index], errors.CreditLimitExceeded)
+    }
+    allocation, allowance = subscription.base_allocation, subscription.excess_allowance
+    soft = subscription.limit_mode == Subscription.LimitMode.SOFT
+    cap = allocation + allowance if soft else allocation
+    if not period_ids or cap <= 0:
+        return
+    threshold = (
+        ThresholdAlert.Threshold.EXCESS_100
+        if soft and allowance > 0
+        else ThresholdAlert.Threshold.ALLOCATION_100
+    )
+    near_the_cap = BillingPeriod.objects.filter(
+        pk__in=period_ids, subscription=subscription, credits_used__gte=cap * Decimal("0.8")
+    )
+    with transaction.atomic():
+        for period_id in near_the_cap.values_list("pk", flat=True):
+            _record_crossing(subscription=subscription, period_id=period_id, threshold=threshold)
 
 
 def _record_crossing(*, subscription, period_id, threshold) -> None:

@@ -27,6 +27,7 @@ pytestmark = pytest.mark.django_db
 
 NOW = utc(2026, 11, 23, 10)
 URL = "/api/v1/events/"
+BATCH_URL = "/api/v1/events/batch/"
 
 
 @pytest.fixture(autouse=True)
@@ -368,6 +369,55 @@ def test_crossing_thresholds_records_each_once(world, key_client, event_payload)
         "allocation_80",
         "excess_100",
     ]
+
+
+def alerts() -> list[str]:
+    return sorted(ThresholdAlert.objects.values_list("threshold", flat=True))
+
+
+def test_a_refusal_at_the_hard_cap_tells_the_admins_once(
+    world, key_client, event_payload, settings, mailoutbox, django_capture_on_commit_callbacks
+):
+    settings.CELERY_TASK_ALWAYS_EAGER = True
+    set_allocation(world.subscription, "10")
+    key_client.post(URL, event_payload(credits="9.5"), format="json")  # 95%: never lands on 10
+
+    with django_capture_on_commit_callbacks(execute=True):
+        refused = [key_client.post(URL, event_payload(credits="1"), format="json") for _ in "ab"]
+
+    assert [response.status_code for response in refused] == [402, 402]
+    assert alerts() == ["allocation_100", "allocation_80"]
+    (email,) = mailoutbox
+    assert email.subject == "Acme has used all of its credits for November 2026"
+    assert "Used: 9.5 of 10 credits (95.0%)" in email.body
+    assert "Further usage is refused until the period resets" in email.body
+
+
+def test_a_refused_event_far_from_the_cap_raises_no_alert(world, key_client, event_payload):
+    set_allocation(world.subscription, "10")
+    key_client.post(URL, event_payload(credits="5"), format="json")
+
+    response = key_client.post(URL, event_payload(credits="6"), format="json")
+
+    assert response.status_code == 402
+    assert alerts() == []
+
+
+def test_refusals_at_the_soft_cap_in_a_batch_alert_on_the_excess_allowance(
+    world, key_client, event_payload
+):
+    set_allocation(world.subscription, "10", mode="soft", allowance="2")
+    key_client.post(URL, event_payload(credits="11.5"), format="json")
+    assert alerts() == ["allocation_100", "allocation_80"]
+
+    response = key_client.post(
+        BATCH_URL,
+        {"events": [event_payload(credits="0.25"), event_payload(credits="1")]},
+        format="json",
+    )
+
+    assert [result["status"] for result in response.json()["results"]] == [201, 402]
+    assert alerts() == ["allocation_100", "allocation_80", "excess_100"]
 
 
 def test_recording_takes_a_bounded_number_of_queries(

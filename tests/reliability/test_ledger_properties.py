@@ -272,7 +272,9 @@ class LedgerMachine(RuleBasedStateMachine):
             return replaying
         refusal = self._predicted_refusal(usage)
         if refusal:
-            self._expect_refusal(lambda: self._record(usage), refusal)
+            self._expect_refusal(
+                lambda: self._record(usage), refusal, start=self._period_start(usage.timestamp)
+            )
             return Sent(usage=usage, event_id=None)
         allocation = self.subscription.base_allocation
         start = self._period_start(usage.timestamp)
@@ -321,12 +323,36 @@ class LedgerMachine(RuleBasedStateMachine):
             return subscription.base_allocation + subscription.excess_allowance
         return subscription.base_allocation
 
-    def _expect_refusal(self, send, code: str) -> None:
+    def _expect_refusal(self, send, code: str, *, start: datetime | None = None) -> None:
+        """Nothing changes, except that a refusal by the subscription's cap once its period has
+        used 80% of it records the cap's alert (once per period)."""
         before = self._snapshot()
         with pytest.raises(DomainError) as refused:
             send()
         assert refused.value.code == code
-        assert self._snapshot() == before, f"a refused event ({code}) left something behind"
+        after = self._snapshot()
+        assert after[:-1] == before[:-1], f"a refused event ({code}) left something behind"
+        expected = set(before[-1])
+        if code == "credit_limit_exceeded":
+            period = BillingPeriod.objects.filter(subscription=self.subscription, start=start)
+            near = period.filter(credits_used__gte=self._cap() * Decimal("0.8")).first()
+            if near is not None and self._cap() > 0:
+                expected.add((near.pk, self._cap_threshold()))
+        assert set(after[-1]) == expected, f"a refused event ({code}) alerted wrongly"
+
+    def _cap_threshold(self) -> str:
+        subscription = self.subscription
+        soft = subscription.limit_mode == Subscription.LimitMode.SOFT
+        if soft and subscription.excess_allowance > 0:
+            return ThresholdAlert.Threshold.EXCESS_100
+        return ThresholdAlert.Threshold.ALLOCATION_100
+
+    def _alerts(self) -> list[tuple[int, str]]:
+        return list(
+            ThresholdAlert.objects.filter(subscription=self.subscription).values_list(
+                "period_id", "threshold"
+            )
+        )
 
     def _assert_within_limits(self, start, person) -> None:
         """An accepted event fits every cap in force when it was charged (a limit lowered
@@ -356,7 +382,7 @@ class LedgerMachine(RuleBasedStateMachine):
             tuple(DailyUsage.objects.order_by("pk").values_list("pk", "credits", "runs")),
             IdempotencyRecord.objects.count(),
             Agent.objects.count(),
-            ThresholdAlert.objects.count(),
+            tuple(sorted(self._alerts())),  # last: see _expect_refusal
         )
 
     # --- Invariants, after every step ---------------------------------------------------------
