@@ -265,7 +265,7 @@ class ReportScheduleAdmin(ScopedModelAdmin):
         for schedule in queryset.select_related("subscription", "environment__project"):
             schedule.created_by = request.user
             try:
-                services.save_schedule(schedule=schedule)
+                services.save_schedule(schedule=schedule, actor=request.user)
             except ValidationError as error:
                 problem = " ".join(error.messages)
                 self.message_user(request, f"“{schedule}”: {problem}", messages.ERROR)

@@ -192,9 +192,9 @@ def _apply(schedule: ReportSchedule, data: dict) -> None:
         schedule.attached_reports = data["attached_reports"]
 
 
-def _save(schedule: ReportSchedule) -> ReportSchedule:
+def _save(schedule: ReportSchedule, actor) -> ReportSchedule:
     try:
-        return services.save_schedule(schedule=schedule)
+        return services.save_schedule(schedule=schedule, actor=actor)
     except ModelValidationError as error:
         raise ValidationError(error.message_dict) from None
 
@@ -253,7 +253,7 @@ class ReportScheduleListApi(APIView):
             created_by=request.user,
         )
         _apply(schedule, data)
-        schedule = _save(schedule)
+        schedule = _save(schedule, request.user)
         return _output(request, schedule.pk, status_code=status.HTTP_201_CREATED)
 
 
@@ -305,7 +305,7 @@ class ReportScheduleDetailApi(APIView):
         if "environment" in data or not partial:
             schedule.environment = _environment(request, data.get("environment"))
         _apply(schedule, data)
-        _save(schedule)
+        _save(schedule, request.user)
         return _output(request, schedule.pk)
 
     @extend_schema(
@@ -315,5 +315,5 @@ class ReportScheduleDetailApi(APIView):
         responses={204: None, **ERRORS},
     )
     def delete(self, request, schedule_id: int):
-        services.delete_schedule(schedule=self._schedule(request, schedule_id))
+        services.delete_schedule(schedule=self._schedule(request, schedule_id), actor=request.user)
         return Response(status=status.HTTP_204_NO_CONTENT)

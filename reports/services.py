@@ -32,6 +32,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from accounts.audit import changed, record_audit_event, snapshot
 from accounts.errors import DomainError
 from credits.tasks import EMAIL_RETRY
 
@@ -77,14 +78,35 @@ class SendResult:
 
 
 @transaction.atomic
-def save_schedule(*, schedule: ReportSchedule) -> ReportSchedule:
-    """Validate (``ReportSchedule.clean``: recipients, scope, the owner's reach) and save."""
+def save_schedule(*, schedule: ReportSchedule, actor) -> ReportSchedule:
+    """Validate (``ReportSchedule.clean``: recipients, scope, the owner's reach) and save; an
+    ``actor``'s change goes into the audit trail with what it changed."""
     schedule.full_clean()
+    created = schedule.pk is None
+    stored = None if created else ReportSchedule.objects.filter(pk=schedule.pk).first()
+    before = {} if stored is None else snapshot(stored)
     schedule.save()
+    changes = changed(before, snapshot(schedule))
+    if changes:
+        record_audit_event(
+            subscription=schedule.subscription,
+            actor=actor,
+            action="schedule.created" if created else "schedule.changed",
+            obj=schedule,
+            changes=changes,
+        )
     return schedule
 
 
-def delete_schedule(*, schedule: ReportSchedule) -> None:
+@transaction.atomic
+def delete_schedule(*, schedule: ReportSchedule, actor) -> None:
+    record_audit_event(
+        subscription=schedule.subscription,
+        actor=actor,
+        action="schedule.deleted",
+        obj=schedule,
+        changes=changed(snapshot(schedule), {}),
+    )
     schedule.delete()
 
 

@@ -101,11 +101,11 @@ def test_a_new_or_resumed_schedule_sends_nothing_that_fell_due_before(
 
     with time_machine.travel(utc(2026, 11, 24), tick=False):
         schedule.enabled = False
-        save_schedule(schedule=schedule)
+        save_schedule(schedule=schedule, actor=schedule.created_by)
     run_beat(utc(2026, 11, 30, 7, 5), django_capture_on_commit_callbacks)  # paused
     with time_machine.travel(utc(2026, 12, 1), tick=False):
         schedule.enabled = True
-        save_schedule(schedule=schedule)
+        save_schedule(schedule=schedule, actor=schedule.created_by)
     run_beat(utc(2026, 12, 1, 0, 5), django_capture_on_commit_callbacks)
     assert mailoutbox == []
     assert not Delivery.objects.exists()
@@ -323,7 +323,7 @@ def test_the_schedules_validation_is_the_models(world):
         attached_reports=["credit-usage", "usage-by-nothing"],
     )
     with pytest.raises(ValidationError) as error:
-        save_schedule(schedule=schedule)
+        save_schedule(schedule=schedule, actor=schedule.created_by)
 
     assert error.value.message_dict == {
         "recipients": ["Not valid email addresses: not-an-email."],
@@ -336,12 +336,12 @@ def test_the_schedules_validation_is_the_models(world):
     schedule.recipients = ["A@Acme.example", "a@acme.example", " b@acme.example "]
     schedule.attached_reports = ["credit-usage"]
     with pytest.raises(ValidationError) as error:
-        save_schedule(schedule=schedule)
+        save_schedule(schedule=schedule, actor=schedule.created_by)
     assert error.value.message_dict == {
         "attached_reports": [
             "The credit usage export covers a whole billing period: attach it to monthly reports."
         ]
     }
     schedule.frequency = "monthly"
-    save_schedule(schedule=schedule)
+    save_schedule(schedule=schedule, actor=schedule.created_by)
     assert schedule.recipients == ["a@acme.example", "b@acme.example"]

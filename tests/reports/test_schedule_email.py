@@ -51,7 +51,8 @@ def make_schedule(world, *, created=CREATED, **fields) -> ReportSchedule:
     }
     values.update(fields)
     with time_machine.travel(created, tick=False):
-        return save_schedule(schedule=ReportSchedule(**values))
+        schedule = ReportSchedule(**values)
+        return save_schedule(schedule=schedule, actor=schedule.created_by)
 
 
 def run_beat(at, capture) -> int:

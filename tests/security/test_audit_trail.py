@@ -204,6 +204,32 @@ def test_schedules_are_audited_like_every_scoped_admin(world, client):
     assert changes["name"] == ["Weekly usage", None]
 
 
+def test_schedule_changes_over_the_api_are_audited(world, settings):
+    settings.CELERY_TASK_ALWAYS_EAGER = True
+    client = api(world.admin)
+    url = "/api/v1/report-schedules/"
+
+    created = client.post(
+        url, {"name": "Finance weekly", "recipients": ["cfo@acme.example"]}, format="json"
+    )
+    schedule_url = f"{url}{created.json()['id']}/"
+    assert client.patch(schedule_url, {"send_time": "06:30"}, format="json").status_code == 200
+    assert client.patch(schedule_url, {"send_time": "06:30"}, format="json").status_code == 200
+    assert client.delete(schedule_url).status_code == 204
+
+    events = trail(world.subscription)
+    assert [(actor, action, kind) for actor, action, kind, _ in events] == [
+        ("alice@acme.example", "schedule.created", "reports.reportschedule"),
+        ("alice@acme.example", "schedule.changed", "reports.reportschedule"),
+        ("alice@acme.example", "schedule.deleted", "reports.reportschedule"),
+    ]
+    created_changes, changed, deleted = (changes for *_, changes in events)
+    assert created_changes["name"] == [None, "Finance weekly"]
+    assert changed == {"send_time": ["08:00:00", "06:30:00"]}
+    assert deleted["name"] == ["Finance weekly", None]
+    assert trail(world.other_subscription) == []
+
+
 def test_admins_read_their_own_trail_and_nobody_else_does(world, client):
     api(world.admin).put(
         f"/api/v1/limits/users/{world.member.pk}/", {"credits": "1"}, format="json"
