@@ -34,6 +34,8 @@ in order. Credits and ratios are exact ``Decimal`` values quantized to the colum
 """
 
 import dataclasses
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal
@@ -342,6 +344,25 @@ def _usage(*, user, subscription, timeframe, include_sub_accounts, filters) -> _
     )
 
 
+def _report(build: Callable[[_Usage], list]) -> Callable[..., list]:
+    """A report as callers call it (the reader, the subscription, the timeframe, sub-accounts
+    or not, the filters), built from what it reads (``_usage``)."""
+
+    @functools.wraps(build)
+    def report(*, user, subscription, timeframe, include_sub_accounts=False, filters=None):
+        return build(
+            _usage(
+                user=user,
+                subscription=subscription,
+                timeframe=timeframe,
+                include_sub_accounts=include_sub_accounts,
+                filters=filters,
+            )
+        )
+
+    return report
+
+
 def _accounts(user, subscription, *, include_sub_accounts: bool) -> list[Subscription]:
     """The subscription first, then the sub-accounts ``user`` sees if asked, each with
     ``administered``: no query for the subscription alone from ``report_subscription``."""
@@ -556,17 +577,9 @@ def _by_credits(rows: list) -> list:
 _ROLE_RANK = {Role.SUBSCRIPTION_ADMIN: 0, Role.PROJECT_MANAGER: 1, Role.MEMBER: 2}
 
 
-def usage_by_user(
-    *, user, subscription, timeframe, include_sub_accounts=False, filters=None
-) -> list[UserUsage]:
+@_report
+def usage_by_user(usage: _Usage) -> list[UserUsage]:
     """One row per person, and one per API key for what keys did with nobody named."""
-    usage = _usage(
-        user=user,
-        subscription=subscription,
-        timeframe=timeframe,
-        include_sub_accounts=include_sub_accounts,
-        filters=filters,
-    )
     groups = _grouped(
         usage.rows(usage.rollup("user", "api_key")).annotate(
             key_id=Case(When(user__isnull=True, then=F("api_key_id"))),
@@ -580,8 +593,8 @@ def usage_by_user(
     user_ids = [row["user_id"] for row, _ in groups if row["user_id"] is not None]
     roles = _roles(user_ids, usage.accounts)
     agents_created = dict(
-        Agent.objects.visible_to(user)
-        .filter(_during(usage.accounts, timeframe, "created_at"), created_by_id__in=user_ids)
+        Agent.objects.visible_to(usage.user)
+        .filter(_during(usage.accounts, usage.timeframe, "created_at"), created_by_id__in=user_ids)
         .order_by()
         .values("created_by_id")
         .annotate(count=Count("pk"))
@@ -618,17 +631,9 @@ def _roles(user_ids: list[int], accounts: list[Subscription]) -> dict[int, str]:
     return roles
 
 
-def usage_by_agent(
-    *, user, subscription, timeframe, include_sub_accounts=False, filters=None
-) -> list[AgentUsage]:
+@_report
+def usage_by_agent(usage: _Usage) -> list[AgentUsage]:
     """One row per agent; runs without an agent are one row with an empty name."""
-    usage = _usage(
-        user=user,
-        subscription=subscription,
-        timeframe=timeframe,
-        include_sub_accounts=include_sub_accounts,
-        filters=filters,
-    )
     rollup = usage.rollup("agent")
     sessions = {"sessions": Sum("sessions"), "session_runs": Sum("session_runs")}
     groups = _grouped(
@@ -668,16 +673,8 @@ def usage_by_agent(
     return _by_credits(rows)
 
 
-def usage_by_model(
-    *, user, subscription, timeframe, include_sub_accounts=False, filters=None
-) -> list[ModelUsage]:
-    usage = _usage(
-        user=user,
-        subscription=subscription,
-        timeframe=timeframe,
-        include_sub_accounts=include_sub_accounts,
-        filters=filters,
-    )
+@_report
+def usage_by_model(usage: _Usage) -> list[ModelUsage]:
     rollup = usage.rollup("model")
     stats = _run_stats(usage, rollup, "model")
     rows = [
@@ -696,23 +693,15 @@ def usage_by_model(
     return _by_credits(rows)
 
 
-def usage_by_product(
-    *, user, subscription, timeframe, include_sub_accounts=False, filters=None
-) -> list[ProductUsage]:
-    usage = _usage(
-        user=user,
-        subscription=subscription,
-        timeframe=timeframe,
-        include_sub_accounts=include_sub_accounts,
-        filters=filters,
-    )
+@_report
+def usage_by_product(usage: _Usage) -> list[ProductUsage]:
     groups = _grouped(usage.rows(usage.rollup("product")), "product_id", "product__name")
     total = _total_credits(groups)
     rows = [
         ProductUsage(
             product=row["product__name"] or "",
             credits_consumed=sums.credits,
-            avg_credits_per_day=_ratio(sums.credits, timeframe.days, CREDIT_PLACES),
+            avg_credits_per_day=_ratio(sums.credits, usage.timeframe.days, CREDIT_PLACES),
             excess_credits=sums.excess_credits,
             share_percent=_share(sums.credits, total),
         )
@@ -721,16 +710,8 @@ def usage_by_product(
     return _by_credits(rows)
 
 
-def usage_by_feature(
-    *, user, subscription, timeframe, include_sub_accounts=False, filters=None
-) -> list[FeatureUsage]:
-    usage = _usage(
-        user=user,
-        subscription=subscription,
-        timeframe=timeframe,
-        include_sub_accounts=include_sub_accounts,
-        filters=filters,
-    )
+@_report
+def usage_by_feature(usage: _Usage) -> list[FeatureUsage]:
     groups = _grouped(usage.rows(usage.rollup("feature")), "feature")
     total = _total_credits(groups)
     rows = [
@@ -748,17 +729,9 @@ def usage_by_feature(
     return _by_credits(rows)
 
 
-def usage_by_team(
-    *, user, subscription, timeframe, include_sub_accounts=False, filters=None
-) -> list[TeamUsage]:
+@_report
+def usage_by_team(usage: _Usage) -> list[TeamUsage]:
     """One row per team of the people with usage (their team now, not when they used it)."""
-    usage = _usage(
-        user=user,
-        subscription=subscription,
-        timeframe=timeframe,
-        include_sub_accounts=include_sub_accounts,
-        filters=filters,
-    )
     team = TeamMembership.objects.filter(
         subscription_id=OuterRef("subscription_id"), user_id=OuterRef("user_id")
     )
@@ -789,16 +762,8 @@ def usage_by_team(
     return _by_credits(rows)
 
 
-def usage_by_environment(
-    *, user, subscription, timeframe, include_sub_accounts=False, filters=None
-) -> list[EnvironmentUsage]:
-    usage = _usage(
-        user=user,
-        subscription=subscription,
-        timeframe=timeframe,
-        include_sub_accounts=include_sub_accounts,
-        filters=filters,
-    )
+@_report
+def usage_by_environment(usage: _Usage) -> list[EnvironmentUsage]:
     groups = _grouped(
         usage.rows(usage.rollup("environment", "user")),
         "environment_id",
