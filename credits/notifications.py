@@ -190,7 +190,7 @@ def _message(alert: ThresholdAlert, recipients: list[str]) -> EmailMultiAlternat
 # Plain SQL that PostgreSQL and SQLite both run.
 CLAIM_RESET_NOTICES = """
 INSERT INTO {alert} (subscription_id, period_id, threshold, crossed_at)
-SELECT p.subscription_id, p.id, %(threshold)s, %(now)s
+SELECT p.subscription_id, p.id, CAST(%(threshold)s AS varchar(30)), %(now)s
 FROM {period} p JOIN {subscription} s ON s.id = p.subscription_id
 WHERE p.start <= %(now)s AND p."end" > %(now)s AND s.created_at < p.start
   AND NOT EXISTS (SELECT 1 FROM {alert} a WHERE a.period_id = p.id AND a.threshold = %(threshold)s)

@@ -136,11 +136,11 @@ def archive_ledger_partitions(
 def _create_partition(month: date) -> None:
     start = datetime.combine(month, datetime.min.time(), tzinfo=UTC)
     end = datetime.combine(next_month_start(month), datetime.min.time(), tzinfo=UTC)
+    # Bounds are literals: DDL takes no parameters once the server binds them.
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute(
             f'CREATE TABLE IF NOT EXISTS "{partition_name(month)}" PARTITION OF {LEDGER} '
-            "FOR VALUES FROM (%s) TO (%s)",
-            [start, end],
+            f"FOR VALUES FROM ('{start.isoformat()}') TO ('{end.isoformat()}')"
         )
 
 
