@@ -165,6 +165,14 @@ class Subscription(models.Model):
         """Per-member views are a paid-plan feature."""
         return self.plan != self.Plan.FREE
 
+    @property
+    def credit_cap(self) -> Decimal:
+        """The most credits a period may use: the allocation, plus the excess allowance in
+        soft mode. Recording refuses an event that would go beyond it."""
+        if self.limit_mode == self.LimitMode.SOFT:
+            return self.base_allocation + self.excess_allowance
+        return self.base_allocation
+
     def clean(self) -> None:
         if self.parent_id and self.parent_id == self.pk:
             raise ValidationError({"parent": "A subscription cannot be its own parent."})

@@ -146,10 +146,7 @@ def _charge_one_by_one(subscription, charges, caps) -> dict[int, _PeriodMove]:
 
 def _charge_period(subscription, period, credits) -> tuple[tuple, tuple]:
     """Add ``credits`` to the period if they fit; the (used, excess) before and after."""
-    allocation = subscription.base_allocation
-    cap = allocation
-    if subscription.limit_mode == Subscription.LimitMode.SOFT:
-        cap += subscription.excess_allowance
+    allocation, cap = subscription.base_allocation, subscription.credit_cap
     table = BillingPeriod._meta.db_table
     with connection.cursor() as cursor:
         cursor.execute(

@@ -559,14 +559,13 @@ def _note_caps_reached(subscription, pending: list[_Pending], outcomes: list) ->
         for item in pending
         if item.period is not None and isinstance(outcomes[item.index], errors.CreditLimitExceeded)
     }
-    allocation, allowance = subscription.base_allocation, subscription.excess_allowance
-    soft = subscription.limit_mode == Subscription.LimitMode.SOFT
-    cap = allocation + allowance if soft else allocation
+    cap = subscription.credit_cap
     if not period_ids or cap <= 0:
         return
+    soft = subscription.limit_mode == Subscription.LimitMode.SOFT
     threshold = (
         ThresholdAlert.Threshold.EXCESS_100
-        if soft and allowance > 0
+        if soft and subscription.excess_allowance > 0
         else ThresholdAlert.Threshold.ALLOCATION_100
     )
     near_the_cap = BillingPeriod.objects.filter(
