@@ -540,18 +540,20 @@ def _replace_user_and_team_usage(
 # --- Deriving the narrow rollups in bulk (PostgreSQL) -----------------------------------------
 
 
-def derive_narrow_rollups(cursor, subscription_ids: list[int], models=None) -> None:
+def derive_narrow_rollups(cursor, subscription_ids: list[int], model_names=None) -> None:
     """Build the narrow rollups (and for ``AgentRollup`` and ``ModelRollup`` their latency
     histograms and the session claims) of these subscriptions with set-based SQL
     (PostgreSQL), from their ``DailyUsage`` rows and ledger: for bulk loads (the benchmark's
-    generator) and the migrations that add these tables. ``models`` names the rollups to
-    build (model names, as a migration knows them; default every one). The subscriptions must
+    generator) and the migrations that add these tables. ``model_names`` names the rollups
+    to build (as a migration knows them; default every one). The subscriptions must
     have none of their rows yet, and ``DailyUsage`` must be in step with the ledger. Runs
     inside the caller's transaction (it may use a temporary table dropped at commit).
 
     ``cursor`` is a DB-API cursor (Django's or psycopg's) taking ``%(name)s`` parameters.
     """
-    tables = [table for table in _NARROW if models is None or table.model.__name__ in set(models)]
+    tables = [
+        table for table in _NARROW if model_names is None or table.model.__name__ in model_names
+    ]
     for statement in _derive_statements(tables):
         cursor.execute(
             statement, {"subscriptions": list(subscription_ids), "bounds": list(LATENCY_BUCKETS)}

@@ -25,7 +25,8 @@ class UsageQuerySet(ScopedQuerySet):
 class AdministeredQuerySet(ScopedQuerySet):
     """Subscription-level records that only admins see: periods, limits, alerts, and the
     rollups that name neither environment nor user (``AgentRollup``, ``ModelRollup``,
-    ``SubscriptionRollup``), which nobody narrower than an admin could be scoped to."""
+    ``ProductRollup``, ``SubscriptionRollup``), which nobody narrower than an admin could be
+    scoped to."""
 
     def visibility(self, user) -> models.Q:
         return models.Q(subscription_id__in=administered_subscription_ids(user))

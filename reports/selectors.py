@@ -7,11 +7,11 @@ subscriptions' and, when asked, their sub-accounts'.
 Figures come from rollups, never from a scan of the ledger, so that a report costs about the
 same whatever the ledger holds (see ``credits.rollups``). A report reads the narrowest rollup
 keyed by every dimension it groups or filters by (``narrowest_rollup``): ``ModelRollup``,
-``AgentRollup``, ``PersonRollup`` or ``SubscriptionRollup``, with a row per local month for the
-whole months of the timeframe and a row per local day for the days around them; ``DailyUsage``
-when none is narrow enough. Rollups without environment and user serve only readers who
-administer every account of the report; anyone else reads rollups keyed by person, through
-``visible_to``.
+``AgentRollup``, ``ProductRollup``, ``PersonRollup`` or ``SubscriptionRollup``, with a row per
+local month for the whole months of the timeframe and a row per local day for the days around
+them; ``DailyUsage`` when none is narrow enough. Rollups without environment and user serve
+only readers who administer every account of the report; anyone else reads rollups keyed by
+person, through ``visible_to``.
 
 * **p95 latency** is read from the latency histograms of ``AgentRollup`` and ``ModelRollup``
   (runs per logarithmic bucket): the same interpolation as PostgreSQL's

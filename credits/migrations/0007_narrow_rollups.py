@@ -21,7 +21,9 @@ def fill_from_the_ledger(apps, schema_editor):
         return
     with schema_editor.connection.cursor() as cursor:
         derive_narrow_rollups(
-            cursor, subscription_ids, models=("AgentRollup", "ModelRollup", "SubscriptionRollup")
+            cursor,
+            subscription_ids,
+            model_names=("AgentRollup", "ModelRollup", "SubscriptionRollup"),
         )
 
 

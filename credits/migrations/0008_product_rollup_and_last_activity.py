@@ -22,7 +22,7 @@ def fill_from_the_ledger(apps, schema_editor):
         apps.get_model("credits", "PersonRollup").objects.all().delete()
         with schema_editor.connection.cursor() as cursor:
             derive_narrow_rollups(
-                cursor, subscription_ids, models=("PersonRollup", "ProductRollup")
+                cursor, subscription_ids, model_names=("PersonRollup", "ProductRollup")
             )
         return
     from accounts.models import Subscription
