@@ -6,6 +6,7 @@ and ``EMAIL_URL`` at real services; every variable is parsed strictly, so a bad 
 start-up with a clear message instead of running half-configured.
 """
 
+from datetime import timedelta
 from pathlib import Path
 
 from .environment import StrictEnv
@@ -38,6 +39,7 @@ INSTALLED_APPS = [
     "django_filters",
     "drf_spectacular",
     "django_celery_beat",
+    "axes",
     "accounts",
     "credits",
     "reports",
@@ -52,6 +54,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "axes.middleware.AxesMiddleware",  # last: turns a locked-out login into its 429 page
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -107,6 +110,24 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 AUTH_USER_MODEL = "accounts.User"
 LOGIN_URL = "usage-login"
 LOGIN_REDIRECT_URL = "/usage/"
+AUTHENTICATION_BACKENDS = [
+    "accounts.login_throttle.LoginFormBackend",  # refuses locked-out accounts and addresses
+    "django.contrib.auth.backends.ModelBackend",
+]
+# Login forms (usage pages and admin): LOGIN_FAILURE_LIMIT failures per account or per client
+# address lock it out for LOGIN_LOCKOUT_MINUTES, counted in the shared cache.
+AXES_HANDLER = "axes.handlers.cache.AxesCacheHandler"
+AXES_FAILURE_LIMIT = env.int("LOGIN_FAILURE_LIMIT", default=5)
+AXES_COOLOFF_TIME = timedelta(minutes=env.int("LOGIN_LOCKOUT_MINUTES", default=15))
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+AXES_RESET_ON_SUCCESS = True
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False  # unlock a fixed time after the lockout
+AXES_USERNAME_FORM_FIELD = "username"
+AXES_USERNAME_CALLABLE = "accounts.login_throttle.login_username"
+AXES_CLIENT_IP_CALLABLE = "accounts.login_throttle.client_address"
+AXES_LOCKOUT_CALLABLE = "accounts.login_throttle.locked_out"
+AXES_ENABLE_ADMIN = False  # the cache holds the counts: there are no rows to show
+AXES_DISABLE_ACCESS_LOG = True
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
@@ -204,7 +225,15 @@ SPECTACULAR_SETTINGS = {
 }
 DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("DATA_UPLOAD_MAX_MEMORY_SIZE", default=2_621_440)
 
-CACHES = {"default": env.cache("CACHE_URL", default="locmemcache://")}
+# Throttles and login lockouts count here: production needs one cache shared by every process
+# (Redis); accounts.E001 stops start-up and `check --deploy` on a per-process cache.
+CACHES = {
+    "default": env.cache(
+        "CACHE_URL", default="locmemcache://" if DEBUG else "rediscache://127.0.0.1:6379/2"
+    )
+}
+# accounts.E001 says it for production; the demo (DEBUG) may count in one process.
+SILENCED_SYSTEM_CHECKS = ["axes.W001"]
 
 # --- Security (on whenever DEBUG is off) -------------------------------------------------------
 SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = env.bool("SECURE_COOKIES", default=not DEBUG)

@@ -12,7 +12,6 @@ import pytest
 from django.conf import settings
 from django.contrib.admin.models import LogEntry
 from django.contrib.admin.utils import quote
-from django.core.cache import cache
 from django.test import Client, override_settings
 from django.urls import reverse
 from rest_framework.test import APIClient
@@ -21,16 +20,12 @@ from accounts.audit import AuditEvent
 from accounts.models import ApiKey, User
 from credits.models import CreditEvent
 from tests import factories
+from tests.conftest import fresh_cache_keys
 from tests.security.test_tenant_isolation import PATTERNS
 
 pytestmark = pytest.mark.django_db
 
 KEYS = "/api/v1/api-keys/"
-
-
-@pytest.fixture(autouse=True)
-def fresh_throttles():
-    cache.clear()
 
 
 @pytest.fixture
@@ -223,7 +218,7 @@ def test_the_token_endpoint_is_throttled_per_address_and_per_email(world, settin
     assert throttled.json()["error"]["details"]["retry_after_seconds"] > 0
 
     # One person's password guessed from many addresses: throttled by email.
-    cache.clear()
+    fresh_cache_keys(settings)
     statuses = [guess(world.admin.email, f"198.51.100.{n}").status_code for n in range(rate + 1)]
     assert statuses[-1] == 429
 
