@@ -434,8 +434,9 @@ def test_processes_charging_and_replaying_while_the_month_start_task_and_dispatc
     db = connection.settings_dict
     env = {
         **os.environ,
-        "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:"
-        f"{db['PORT'] or 5432}/{db['NAME']}",
+        # host and port as parameters: the host may be a socket directory (embedded PostgreSQL)
+        "DATABASE_URL": f"postgres://{db['USER']}@/{db['NAME']}"
+        f"?host={db['HOST'] or db['OPTIONS'].get('host') or '127.0.0.1'}&port={db['PORT'] or 5432}",
         "DATABASE_CONN_MAX_AGE": "0",
         "CELERY_TASK_ALWAYS_EAGER": "true",  # reset notices are sent in line, by memory mail
         "EMAIL_URL": "memorymail://",
