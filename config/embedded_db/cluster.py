@@ -16,6 +16,7 @@ import warnings
 from functools import cache
 from pathlib import Path
 
+import psutil
 import psycopg
 
 with warnings.catch_warnings():
@@ -66,6 +67,18 @@ def run(pgdata: Path, command: list[str], *, fast: bool = False, export_url: boo
     process = subprocess.Popen(command, env=env)  # noqa: S603 - the caller's own command
     while True:
         try:
-            return process.wait()
+            status = process.wait()
+            break
         except KeyboardInterrupt:
             continue  # Ctrl-C reached the command too: let it shut down before the database
+    _forget_dead_holders(pgdata)
+    return status
+
+
+def _forget_dead_holders(pgdata: Path) -> None:
+    """Drop the pids of holders that died without saying so (a SIGTERM skips ``atexit``), so
+    that this process, if it is the last one alive, stops the server when it exits."""
+    server = get_server(Path(pgdata).resolve(), cleanup_mode="stop")
+    with server._lock:
+        holders = server.global_process_id_list
+        holders.put([pid for pid in holders.get() if psutil.pid_exists(pid)])
