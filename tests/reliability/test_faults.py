@@ -239,13 +239,13 @@ def test_a_failed_send_rolls_back_and_the_sweep_stops_at_the_first_smtp_error(al
 
 def terminate(backend_pid: int) -> None:
     """Kill a PostgreSQL backend from outside, as a failover or a network cut would."""
-    db = connection.settings_dict
+    params = connection.get_connection_params()  # the host may be a socket directory
     with psycopg.connect(
-        host=db["HOST"] or "127.0.0.1",
-        port=db["PORT"] or 5432,
-        user=db["USER"],
-        password=db["PASSWORD"] or None,
-        dbname=db["NAME"],
+        host=params.get("host") or "127.0.0.1",
+        port=params.get("port") or 5432,
+        user=params["user"],
+        password=params.get("password") or None,
+        dbname=params["dbname"],
         autocommit=True,
     ) as admin:
         admin.execute("SELECT pg_terminate_backend(%s)", [backend_pid])
