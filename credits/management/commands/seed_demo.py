@@ -2,7 +2,7 @@
 
 A second run finds everything in place, changes nothing and says so. The ledger of a
 subscription is seeded only while it is empty (ledger rows are never deleted), so to start
-over, remove the demo database (``var/demo.sqlite3``).
+over, remove the demo database (``rm -rf var/`` with the demo stopped).
 """
 
 import argparse
