@@ -16,6 +16,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from django.conf import settings
 from django.core.management import call_command
 from playwright.sync_api import Page, expect, sync_playwright
 
@@ -405,7 +406,7 @@ def test_the_pages_and_the_admin_pass_the_content_security_policy(visit):
 
 
 @pytest.mark.skipif(
-    "drf_spectacular_sidecar" not in __import__("django.conf").conf.settings.INSTALLED_APPS,
+    "drf_spectacular_sidecar" not in settings.INSTALLED_APPS,
     reason="Swagger UI and ReDoc load their bundles from a CDN until drf-spectacular-sidecar "
     "serves them from this site",
 )
