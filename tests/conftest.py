@@ -78,6 +78,16 @@ def broker_keys_of_this_run(request):
     options["global_keyprefix"] = prefix
     yield prefix
     options.pop("global_keyprefix", None)
+    if app.conf.broker_url.startswith("redis"):
+        import redis
+
+        try:
+            broker = redis.Redis.from_url(app.conf.broker_url, socket_connect_timeout=2)
+            keys = list(broker.scan_iter(match=f"{prefix}*"))
+            if keys:
+                broker.delete(*keys)
+        except redis.RedisError:
+            pass  # the tests that needed the broker have said so already
 
 
 PIN_CLOCK_VARIABLE = "CREDITDESK_PIN_CLOCK"
