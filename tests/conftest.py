@@ -8,7 +8,9 @@
 The clock: ``CREDITDESK_PIN_CLOCK`` (e.g. ``2027-01-01T00:30 Europe/Prague`` or
 ``2028-02-29T12:00+01:00``) starts every test at that moment, the clock running on from there;
 and tests marked ``date_sensitive`` also run at each of ``PINNED_MOMENTS`` in every run, so
-that no outcome depends on the day the suite happens to run.
+that no outcome depends on the day the suite happens to run. A module-scoped fixture that
+such tests use asks for ``pinned_clock``, so that it is made again at each moment (see
+``seeded`` in tests/credits/test_seed_demo.py). Subprocesses keep the real clock.
 
 Runs side by side: each run's test databases and broker keys carry a token of that run, so two
 ``bin/test`` runs against one PostgreSQL and one Redis do not meet.
@@ -101,7 +103,7 @@ PINNED_MOMENTS = (
     "2027-03-03T09:00 Europe/Prague",
     "2028-02-29T12:00 Europe/Prague",
     "2026-12-31T23:30 America/New_York",
-    "2026-10-25T02:30 Europe/Prague",  # the second 02:30 does not exist yet: the first one
+    "2026-10-25T02:30 Europe/Prague",  # the first 02:30 (summer time), before clocks go back
     "2027-03-28T03:30 Europe/Prague",  # an hour after the clocks went forward
 )
 
