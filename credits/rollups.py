@@ -753,6 +753,8 @@ _SESSIONS = _Table(
     conflict="subscription_id, day, COALESCE(agent_id, 0), session_id",
     sums=(),
 )
+# The tables ``derive_narrow_rollups`` writes, for bulk loads that prepare them.
+NARROW_ROLLUP_TABLES = tuple(table.table for table in (*_NARROW, _SESSIONS))
 # PostgreSQL array types of the columns, for ``unnest``.
 _TYPES = {
     "subscription_id": "bigint",
