@@ -21,8 +21,8 @@ from credits.models import (
     CreditEvent,
     CreditLimit,
     DailyUsage,
-    ThresholdAlert,
     TeamPeriodUsage,
+    ThresholdAlert,
     UserPeriodUsage,
 )
 from credits.periods import local_date, month_bounds
