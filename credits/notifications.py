@@ -115,6 +115,7 @@ class PeriodFacts:
     utilisation_percent: str | None
     excess_used: str
     excess_allowance: str
+    ended: bool = False  # an alert sent after its period ended (a sweep, the demo)
 
 
 def credits_text(value: Decimal) -> str:
@@ -144,6 +145,7 @@ def period_facts(period: BillingPeriod, *, now: datetime) -> PeriodFacts:
         utilisation_percent=None if utilisation is None else f"{utilisation:f}",
         excess_used=credits_text(period.excess_used),
         excess_allowance=credits_text(subscription.excess_allowance),
+        ended=now >= period.end,
     )
 
 
@@ -155,7 +157,9 @@ def alert_headline(threshold: str, subscription: Subscription, period: PeriodFac
     """
     month = f"{period.month:%B %Y}"
     if period.utilisation_percent is None:
-        now = f"{period.credits_used} credits are used"
+        now = f"{period.credits_used} credits {'were' if period.ended else 'are'} used"
+    elif period.ended:
+        now = f"usage ended the period at {period.utilisation_percent}%"
     else:
         now = f"usage is now {period.utilisation_percent}%"
     if threshold == ThresholdAlert.Threshold.ALLOCATION_80:

@@ -101,6 +101,20 @@ def test_the_100_percent_alert_says_the_cap_was_reached_and_the_usage_now(world,
     assert "; usage is now 95.0%." in mailoutbox[0].body
 
 
+def test_an_alert_sent_after_its_period_ended_says_how_the_period_ended(world, mailoutbox):
+    with time_machine.travel(utc(2026, 3, 31, 12), tick=False):
+        alert = crossed(world, Threshold.ALLOCATION_80, used="930")
+
+    with time_machine.travel(utc(2026, 4, 1, 12), tick=False):
+        send_threshold_alert(alert.pk)
+
+    body = mailoutbox[0].body
+    headline = "Acme crossed 80% of its base allocation for March 2026; usage ended the period at"
+    assert f"{headline} 93.0%." in body
+    assert "Ended: reset on 1 April 2026" in body
+    assert "Resets on" not in body
+
+
 def test_the_outsider_and_lower_roles_are_not_emailed(world, mailoutbox):
     alert = crossed(world, Threshold.ALLOCATION_100, used="1000")
 
