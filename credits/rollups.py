@@ -584,6 +584,9 @@ def _derive_statements(tables: list["_Table"]) -> list[str]:
             "FROM credits_creditevent e JOIN accounts_subscription s ON s.id = e.subscription_id "
             "WHERE e.subscription_id = ANY(%(subscriptions)s) AND e.kind = 'usage' "
             "GROUP BY 1, 2, 3, 4, 5, 6",
+            # Temporary tables get no statistics of their own: without them the joins below
+            # were planned for a few rows.
+            f"ANALYZE pg_temp.{runs}",
         ]
     if _AGENT in tables:
         statements.append(
