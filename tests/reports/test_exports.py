@@ -267,7 +267,6 @@ def test_the_ledger_is_streamed_in_chunks_with_a_constant_number_of_queries(
     world, usage, monkeypatch, django_assert_max_num_queries
 ):
     monkeypatch.setattr(exports, "CHUNK_BYTES", 200)
-    monkeypatch.setattr(exports, "LEDGER_CHUNK_ROWS", 2)
     client = logged_in(world.admin)
 
     # Session, user, subscription, role, count; SAVEPOINT, COPY, RELEASE (tests run in a

@@ -2,7 +2,7 @@
 
 A second run finds everything in place, changes nothing and says so. The ledger of a
 subscription is seeded only while it is empty (ledger rows are never deleted), so to start
-over, start from an empty database (the README's Quick start says how).
+over, remove the demo database (``rm -rf var/`` with the demo stopped).
 
 The ledger is written with ``COPY`` and everything it implies (rollups, period, user and team
 counters) is derived from it in set-based SQL (``credits.bulk``), so that months of usage load
