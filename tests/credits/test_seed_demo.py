@@ -22,9 +22,11 @@ from credits.models import (
     CreditLimit,
     DailyUsage,
     TeamPeriodUsage,
+    ThresholdAlert,
     UserPeriodUsage,
 )
 from credits.periods import local_date, month_bounds
+from reports.models import Delivery, ReportSchedule
 
 pytestmark = pytest.mark.django_db
 
@@ -239,6 +241,9 @@ def test_a_second_run_changes_nothing_and_says_so(seeded):
                 BillingPeriod,
                 CreditEvent,
                 DailyUsage,
+                ThresholdAlert,
+                ReportSchedule,
+                Delivery,
             )
         } | {"credits": CreditEvent.objects.aggregate(total=Sum("credits"))["total"]}
 
