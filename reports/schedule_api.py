@@ -27,6 +27,7 @@ from rest_framework.views import APIView
 from accounts.api import page_of
 from accounts.authentication import KeyPrincipal
 from accounts.models import ApiKey, Environment, Subscription
+from config.serializers import StrictInputSerializer
 
 from . import services
 from .api import SubscriptionRefSerializer
@@ -113,7 +114,7 @@ class ScheduleOutputSerializer(serializers.Serializer):
 
 
 @extend_schema_serializer(component_name="ReportScheduleRequest")
-class ScheduleInputSerializer(serializers.Serializer):
+class ScheduleInputSerializer(StrictInputSerializer):
     subscription = serializers.IntegerField(
         min_value=1,
         required=False,
