@@ -25,7 +25,7 @@ from rest_framework.settings import api_settings
 from rest_framework.throttling import AnonRateThrottle
 from rest_framework.views import APIView
 
-from config.serializers import SUBSCRIPTION_ID, StrictInputSerializer
+from config.serializers import SUBSCRIPTION_ID, NullableUUIDField, StrictInputSerializer
 
 from .authentication import KeyPrincipal
 from .models import ApiKey, Environment, Subscription
@@ -213,7 +213,7 @@ class ApiKeyListCreateApi(ManagementView):
     @extend_schema_serializer(component_name="ApiKeyCreateRequest")
     class InputSerializer(StrictInputSerializer):
         name = serializers.CharField(max_length=50)
-        environment = serializers.UUIDField(
+        environment = NullableUUIDField(
             required=False,
             allow_null=True,
             help_text="EnvironmentId to restrict the key to; omit for every environment.",

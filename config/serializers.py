@@ -6,6 +6,7 @@ from collections.abc import Mapping
 
 from rest_framework import serializers
 from rest_framework.exceptions import ValidationError
+from rest_framework.utils import html
 
 # The schema of a subscription id parameter: ids start at 1, and 0 or less is refused.
 SUBSCRIPTION_ID = {"type": "integer", "minimum": 1}
@@ -32,3 +33,13 @@ class StrictInputSerializer(serializers.Serializer):
                     }
                 )
         return super().to_internal_value(data)
+
+
+class NullableUUIDField(serializers.UUIDField):
+    """A UUID, or null where ``allow_null``. An empty form value is refused like any other
+    non-UUID: DRF would read it as null, which the schema does not say (it says a UUID)."""
+
+    def get_value(self, dictionary):
+        if html.is_html_input(dictionary) and dictionary.get(self.field_name) == "":
+            return ""
+        return super().get_value(dictionary)

@@ -64,12 +64,17 @@ def _unstorable_parameter(pairs: Iterable[tuple[str, list[str]]]) -> dict[str, l
 
 
 def unstorable_in_request(request) -> dict[str, list[str]]:
-    """Where ``request`` carries unstorable text outside its body (or in a form body)."""
+    """Where ``request`` carries unstorable text: its path, headers, cookies, query or
+    URL-encoded form body (a JSON body is the parser's to check, a multipart one the form
+    fields')."""
     if is_unstorable(request.path_info):
         return {"path": [MESSAGE]}
     for header, value in request.META.items():
         if header.startswith("HTTP_") and isinstance(value, str) and is_unstorable(value):
             return {"headers": [MESSAGE]}
+    # Cookies are unquoted by Django: "\000" in a quoted value becomes a NUL.
+    if any(is_unstorable(name + value) for name, value in request.COOKIES.items()):
+        return {"cookies": [MESSAGE]}
     found = _unstorable_parameter(request.GET.lists())
     if not found and request.content_type == "application/x-www-form-urlencoded":
         # A body too large or malformed is the view's to answer, as without this check.

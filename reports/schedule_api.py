@@ -27,7 +27,7 @@ from rest_framework.views import APIView
 from accounts.api import page_of
 from accounts.authentication import KeyPrincipal
 from accounts.models import ApiKey, Environment, Subscription
-from config.serializers import StrictInputSerializer
+from config.serializers import NullableUUIDField, StrictInputSerializer
 
 from . import services
 from .api import SubscriptionRefSerializer
@@ -134,7 +134,7 @@ class ScheduleInputSerializer(StrictInputSerializer):
         "removed, case-insensitive.",
     )
     scope = serializers.ChoiceField(choices=ReportSchedule.Scope.values, default="subscription")
-    environment = serializers.UUIDField(
+    environment = NullableUUIDField(
         required=False, allow_null=True, help_text="EnvironmentId, for the environment scope."
     )
     attached_reports = serializers.ListField(
