@@ -154,7 +154,7 @@ class ObtainTokenApi(APIView):
     permission_classes = [permissions.AllowAny]
     throttle_classes = [TokenRateThrottle, TokenEmailRateThrottle]
 
-    @extend_schema_serializer(component_name="TokenRequest")
+    @extend_schema_serializer(component_name="Token")
     class InputSerializer(StrictInputSerializer):
         email = serializers.CharField(max_length=254)
         password = serializers.CharField(max_length=4096, trim_whitespace=False)
@@ -210,7 +210,7 @@ class ApiKeyOutputSerializer(serializers.Serializer):
 
 
 class ApiKeyListCreateApi(ManagementView):
-    @extend_schema_serializer(component_name="ApiKeyCreateRequest")
+    @extend_schema_serializer(component_name="ApiKeyCreate")
     class InputSerializer(StrictInputSerializer):
         name = serializers.CharField(max_length=50)
         environment = NullableUUIDField(

@@ -11,6 +11,7 @@ import re
 from decimal import Decimal
 
 from django import forms
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from .models import CREDIT_DIGITS
@@ -39,6 +40,16 @@ def parse_credits(value, *, signed: bool = False) -> Decimal:
     raise ValueError("Not an amount of credits.")
 
 
+# In the schema (requests): what ``parse_credits`` reads, within 18 digits.
+CREDITS_SCHEMA = {
+    "oneOf": [
+        {"type": "string", "pattern": "^[0-9]{1,14}(\\.[0-9]{1,4})?$", "example": "12.5"},
+        {"type": "integer", "minimum": 0, "maximum": 10**14 - 1},
+    ]
+}
+
+
+@extend_schema_field(CREDITS_SCHEMA)
 class CreditsField(serializers.DecimalField):
     """An amount of credits in the API: at least 0 unless ``min_value`` says otherwise, 18
     digits, 4 decimal places."""

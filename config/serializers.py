@@ -13,8 +13,9 @@ SUBSCRIPTION_ID = {"type": "integer", "minimum": 1}
 
 
 class StrictInputSerializer(serializers.Serializer):
-    """Refuses unknown fields, checked on the data given (not in ``validate()``) so that one
-    instance can validate many items, as a batch does."""
+    # Refuses unknown fields, checked on the data given (not in validate()) so that one
+    # instance can validate many items, as a batch does. (A comment, not a docstring: the
+    # schema would show it as every request body's description.)
 
     # Fields the resource has (they are in its output) that cannot be written here.
     fixed_fields: tuple[str, ...] = ()

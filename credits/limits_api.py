@@ -63,7 +63,7 @@ class LimitOutputSerializer(serializers.Serializer):
         return "user" if limit.user_id else "team"
 
 
-@extend_schema_serializer(component_name="CreditLimitRequest")
+@extend_schema_serializer(component_name="CreditLimit")
 class LimitInputSerializer(StrictInputSerializer):
     credits = CreditsField(help_text=f"Credits per billing period. {AMOUNT_HELP}")
 

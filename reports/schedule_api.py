@@ -113,7 +113,7 @@ class ScheduleOutputSerializer(serializers.Serializer):
         return serializers.DateTimeField().to_representation(when)
 
 
-@extend_schema_serializer(component_name="ReportScheduleRequest")
+@extend_schema_serializer(component_name="ReportSchedule")
 class ScheduleInputSerializer(StrictInputSerializer):
     subscription = serializers.IntegerField(
         min_value=1,
