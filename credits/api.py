@@ -358,7 +358,7 @@ def _subscription_of(request) -> Subscription:
 
 def _environment_param(request, environments) -> Environment | None:
     wanted = request.query_params.get("environment")
-    if not wanted:
+    if wanted is None:  # an empty value is not an EnvironmentId: refused below
         return None
     field = serializers.UUIDField()
     try:

@@ -129,6 +129,8 @@ class ScheduleInputSerializer(StrictInputSerializer):
     )
     recipients = serializers.ListField(
         child=serializers.CharField(max_length=254),
+        min_length=1,
+        error_messages={"min_length": "Add at least one recipient."},
         max_length=MAX_RECIPIENTS * 2,  # duplicates are removed before the real limit applies
         help_text=f"Email addresses, members or not; at most {MAX_RECIPIENTS}, duplicates "
         "removed, case-insensitive.",

@@ -531,3 +531,30 @@ def test_subscription_ids_from_1_or_a_400(admin_api, value):
     for path in ("/api/v1/balance/", "/api/v1/api-keys/", "/api/v1/reports/usage-by-user/"):
         response = admin_api.get(path, {"subscription": value, "timeframe": "this_month"})
         assert refused(response)["code"] == "validation_error", path
+
+
+def test_the_schema_states_these_rules(client):
+    schema = client.get("/api/schema/?format=json").json()
+    components = schema["components"]["schemas"]
+    requests = [name for name in components if name.endswith("Request")]
+    assert {"TokenRequest", "UsageInputRequest", "CreditLimitRequest"} <= set(requests)
+    for name in requests:
+        assert components[name]["additionalProperties"] is False, name
+    credits = components["CreditLimitRequest"]["properties"]["credits"]["oneOf"]
+    assert {"type": "string", "pattern": "^[0-9]{1,14}(\\.[0-9]{1,4})?$"}.items() <= credits[
+        0
+    ].items()
+    assert components["TokenRequest"]["properties"]["email"]["minLength"] == 1
+    balance = {
+        parameter["name"]: parameter["schema"]
+        for parameter in schema["paths"]["/api/v1/balance/"]["get"]["parameters"]
+    }
+    assert balance["environment"] == {"type": "string", "format": "uuid"}
+    assert balance["subscription"] == {"type": "integer", "minimum": 1}
+    assert balance["user"]["pattern"] == "^[^\\u0000]*$"
+
+
+def test_an_empty_environment_id_on_the_balance_is_a_400(admin_api):
+    response = admin_api.get("/api/v1/balance/", {"environment": ""})
+
+    assert refused(response)["details"] == {"environment": ["Give an EnvironmentId (a UUID)."]}
