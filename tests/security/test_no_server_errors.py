@@ -558,3 +558,14 @@ def test_an_empty_environment_id_on_the_balance_is_a_400(admin_api):
     response = admin_api.get("/api/v1/balance/", {"environment": ""})
 
     assert refused(response)["details"] == {"environment": ["Give an EnvironmentId (a UUID)."]}
+
+
+def test_a_crash_under_api_is_answered_in_json_and_pages_keep_html(rf):
+    from config.api_errors import server_error
+
+    api = server_error(rf.get("/api/v1/balance/"))
+    page = server_error(rf.get("/usage/"))
+
+    assert api.status_code == page.status_code == 500
+    assert json.loads(api.content)["error"]["code"] == "server_error"
+    assert page["Content-Type"].startswith("text/html")
