@@ -49,6 +49,8 @@ from credits.models import (
     RollupGrain,
 )
 from credits.periods import (
+    PLACEABLE_YEARS,
+    is_placeable_day,
     local_date,
     local_midnight,
     next_month_start,
@@ -224,18 +226,20 @@ def _parse_date(value: str | None) -> date | None:
     if not value:
         return None
     try:
-        return date.fromisoformat(value)
+        day = date.fromisoformat(value)
     except ValueError:
         return None
+    return day if is_placeable_day(day) else None
 
 
 def _parse_month(value: str | None) -> date | None:
     if not value:
         return None
     try:
-        return datetime.strptime(value, "%Y-%m").date()  # noqa: DTZ007 - a calendar month
+        month = datetime.strptime(value, "%Y-%m").date()  # noqa: DTZ007 - a calendar month
     except ValueError:
         return None
+    return month if is_placeable_day(month) else None
 
 
 def date_range_from(
@@ -262,7 +266,10 @@ def date_range_from(
     first, last = _parse_date(query.get("from")), _parse_date(query.get("to"))
     for name in ("from", "to"):
         if query.get(name) and _parse_date(query.get(name)) is None:
-            problems.append(f"“{query.get(name)}” is not a date (use YYYY-MM-DD).")
+            problems.append(
+                f"“{query.get(name)}” is not a date in the years {PLACEABLE_YEARS} "
+                "(use YYYY-MM-DD)."
+            )
     first = first or cycle.first_day
     last = last or cycle.last_day
     if first > last:
