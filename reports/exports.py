@@ -1,4 +1,5 @@
-"""CSV files as people download them: streamed, UTF-8, RFC 4180, safe to open in a spreadsheet.
+"""CSV files as people download them: streamed, UTF-8 with a byte-order mark, RFC 4180, safe to
+open in a spreadsheet.
 
 Rows are written as they are read and sent in chunks of about 64 KB, so a file of millions of
 ledger rows takes the memory of one chunk. Quoting is the ``csv`` module's (RFC 4180, CRLF
@@ -38,6 +39,9 @@ from accounts.models import CREDIT_PLACES, Subscription
 from .selectors import CreditUsageExport, environment_label
 
 FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
+# Every CSV starts with the UTF-8 byte-order mark: without it, spreadsheets that guess the
+# encoding (Excel's default) garble non-ASCII names. Programs read it with "utf-8-sig".
+BOM = "\ufeff"
 CHUNK_BYTES = 64 * 1024
 
 CREDIT_USAGE_COLUMNS = ("Timestamp", "User", "Environment", "EnvironmentId", "Credits")
@@ -79,7 +83,7 @@ def csv_chunks(table: CsvTable | CopiedCsvTable) -> Iterator[bytes]:
         return
     writer = csv.writer(_Echo())
     is_text = [name in table.text_columns for name in table.columns]
-    lines, size = [writer.writerow(table.columns)], 0
+    lines, size = [BOM + writer.writerow(table.columns)], 0
     for row in table.rows:
         line = writer.writerow(
             [
@@ -127,7 +131,7 @@ def _copied_chunks(table: CopiedCsvTable) -> Iterator[bytes]:
     Stopping early (a download given up, an email attachment over its budget) cancels the
     COPY; inside a transaction a savepoint takes the cancellation, so the transaction goes on.
     """
-    yield csv.writer(_Echo()).writerow(table.columns).encode()
+    yield (BOM + csv.writer(_Echo()).writerow(table.columns)).encode()
     try:
         sql, params = table.rows.query.get_compiler(using=table.using).as_sql()
     except EmptyResultSet:  # e.g. ``none()``: nothing to ask PostgreSQL

@@ -191,6 +191,30 @@ def static_files_without_manifest(settings):
     }
 
 
+def fresh_cache_keys(settings) -> None:
+    """Count in the cache under a new key prefix: as if it were empty, without flushing it."""
+    from axes.handlers.proxy import AxesProxyHandler
+
+    redis = {"django.core.cache.backends.redis.RedisCache": "tests.cache.ScopedRedisCache"}
+    settings.CACHES = {
+        name: {
+            **config,
+            "BACKEND": redis.get(config["BACKEND"], config["BACKEND"]),
+            "KEY_PREFIX": f"test-{uuid.uuid4().hex}",
+        }
+        for name, config in settings.CACHES.items()
+    }
+    AxesProxyHandler.get_implementation(force=True)  # it holds a cache client
+
+
+@pytest.fixture(autouse=True)
+def own_cache_keys(settings):
+    """Each test counts throttles and login failures under a key prefix of its own in the
+    shared (Redis) cache: tests, parallel workers and other checkouts never see each other's
+    counts, and nothing needs flushing (a flush would also empty a broker in the same DB)."""
+    fresh_cache_keys(settings)
+
+
 @pytest.fixture
 def world(db) -> World:
     subscription = factories.SubscriptionFactory(name="Acme")

@@ -87,7 +87,7 @@ def test_a_member_large_export_only_holds_their_own_rows(
         response = logged_in(world.member).get(EXPORT, {"scope": "mine", "format": "csv"})
 
     assert response.status_code == 202
-    body = b"".join(Client().get(link_from(mail.outbox[0])).streaming_content).decode()
+    body = b"".join(Client().get(link_from(mail.outbox[0])).streaming_content).decode("utf-8-sig")
     assert world.member.email in body
     assert world.admin.email not in body
 
