@@ -55,6 +55,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "csp.middleware.CSPMiddleware",
+    "config.text_guard.RefuseUnstorableText",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -234,6 +235,15 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Record AI credit usage, read balances and export usage reports.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # Request bodies get their own components, so that they can say what only requests need
+    # (a text field that may not be blank has minLength 1) without constraining responses.
+    "COMPONENT_SPLIT_REQUEST": True,
+    # The API is documented as JSON (it also reads forms, for the browsable API).
+    "PARSER_WHITELIST": ["config.parsers.DecimalJSONParser"],
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "config.schema.state_input_rules",
+    ],
     # Swagger UI would fetch a validity badge from another site, which the CSP refuses.
     "SWAGGER_UI_SETTINGS": {"validatorUrl": None},
 }

@@ -27,3 +27,7 @@ urlpatterns = [
     path("", include("reports.unsubscribe_urls")),
     path("", include("reports.urls")),
 ]
+
+handler400 = "config.api_errors.bad_request"
+handler404 = "config.api_errors.not_found"
+handler500 = "config.api_errors.server_error"

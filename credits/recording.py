@@ -587,10 +587,10 @@ def _record_crossing(*, subscription, period_id, threshold) -> None:
         )
         row = cursor.fetchone()
     if row:
-        transaction.on_commit(lambda: _queue_alert(row[0]))
+        transaction.on_commit(lambda: queue_alert(row[0]))
 
 
-def _queue_alert(alert_id: int) -> None:
+def queue_alert(alert_id: int) -> None:
     """Queue the alert email; a broker outage must not fail a charge that has committed.
 
     Alerts whose email was not sent keep ``notified_at`` empty and are retried by the

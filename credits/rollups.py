@@ -583,6 +583,9 @@ def _derive_statements(tables: list["_Table"]) -> list[str]:
             "FROM credits_creditevent e JOIN accounts_subscription s ON s.id = e.subscription_id "
             "WHERE e.subscription_id = ANY(%(subscriptions)s) AND e.kind = 'usage' "
             "GROUP BY 1, 2, 3, 4, 5, 6",
+            # Temporary tables get no statistics of their own: without them the joins below
+            # were planned for a few rows.
+            f"ANALYZE pg_temp.{runs}",
         ]
     if _AGENT in tables:
         statements.append(
@@ -752,6 +755,8 @@ _SESSIONS = _Table(
     conflict="subscription_id, day, COALESCE(agent_id, 0), session_id",
     sums=(),
 )
+# The tables ``derive_narrow_rollups`` writes, for bulk loads that prepare them.
+NARROW_ROLLUP_TABLES = tuple(table.table for table in (*_NARROW, _SESSIONS))
 # PostgreSQL array types of the columns, for ``unnest``.
 _TYPES = {
     "subscription_id": "bigint",

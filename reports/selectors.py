@@ -139,12 +139,23 @@ SHARE = column("Share of the report's credits, in percent.", places=HUNDREDTHS)
 
 # --- Rows ----------------------------------------------------------------------------------
 
+# Every row has a label: these name the rows of usage without the dimension a report groups by
+# (its id column, where it has one, stays empty).
+NO_USER = "No user or API key"  # adjustments by platform staff
+NO_AGENT = "No agent"
+NO_MODEL = "No model"
+NO_PRODUCT = "No product"
+NO_FEATURE = "No feature"
+NO_TEAM = "No team"
+NO_ENVIRONMENT = "No environment"
+
 
 @dataclass(frozen=True)
 class UserUsage:
     user_email: str = field(
         metadata=column(
-            "The user's email; for what an API key did alone, the key's name; empty for usage "
+            "The user's email; for what an API key did alone, the key's name (and its "
+            f'account\'s, in brackets, when sub-accounts are included); "{NO_USER}" for usage '
             "nobody is named for (adjustments)."
         )
     )
@@ -166,7 +177,9 @@ class UserUsage:
 
 @dataclass(frozen=True)
 class AgentUsage:
-    agent_name: str = field(metadata=column("The agent's name; empty for runs without an agent."))
+    agent_name: str = field(
+        metadata=column(f'The agent\'s name; "{NO_AGENT}" for runs without an agent.')
+    )
     agent_id: int | None = field(metadata=column("The agent's id."))
     model_used: str = field(metadata=column("The agent's model."))
     agent_type: str = field(metadata=column("The agent's type, e.g. single_task."))
@@ -189,7 +202,9 @@ class AgentUsage:
 
 @dataclass(frozen=True)
 class ModelUsage:
-    model: str = field(metadata=column("The model the runs used; empty when none was given."))
+    model: str = field(
+        metadata=column(f'The model the runs used; "{NO_MODEL}" when none was given.')
+    )
     total_runs: int = field(metadata=RUNS)
     credits_consumed: Decimal = field(metadata=CREDITS_CONSUMED)
     input_tokens_total: int = field(metadata=INPUT_TOKENS)
@@ -201,7 +216,9 @@ class ModelUsage:
 
 @dataclass(frozen=True)
 class ProductUsage:
-    product: str = field(metadata=column("The product's name; empty for usage without a product."))
+    product: str = field(
+        metadata=column(f'The product\'s name; "{NO_PRODUCT}" for usage without a product.')
+    )
     credits_consumed: Decimal = field(metadata=CREDITS_CONSUMED)
     avg_credits_per_day: Decimal = field(
         metadata=column("Credits per local day of the timeframe.", places=CREDIT_PLACES)
@@ -212,7 +229,7 @@ class ProductUsage:
 
 @dataclass(frozen=True)
 class FeatureUsage:
-    feature: str = field(metadata=column("The feature; empty when none was given."))
+    feature: str = field(metadata=column(f'The feature; "{NO_FEATURE}" when none was given.'))
     total_runs: int = field(metadata=RUNS)
     credits_consumed: Decimal = field(metadata=CREDITS_CONSUMED)
     excess_credits: Decimal = field(metadata=EXCESS_CREDITS)
@@ -224,7 +241,9 @@ class FeatureUsage:
 @dataclass(frozen=True)
 class TeamUsage:
     team: str = field(
-        metadata=column("The team's name; empty for people in no team, keys and adjustments.")
+        metadata=column(
+            f'The team\'s name; "{NO_TEAM}" for people in no team, API keys and adjustments.'
+        )
     )
     team_id: int | None = field(metadata=column("The team's id."))
     active_users: int = field(metadata=ACTIVE_USERS)
@@ -238,7 +257,11 @@ class TeamUsage:
 
 @dataclass(frozen=True)
 class EnvironmentUsage:
-    environment: str = field(metadata=column("Project name / Environment name."))
+    environment: str = field(
+        metadata=column(
+            f'Project name / Environment name; "{NO_ENVIRONMENT}" for usage outside any.'
+        )
+    )
     environment_id: UUID | None = field(metadata=column("The EnvironmentId."))
     active_users: int = field(metadata=ACTIVE_USERS)
     total_runs: int = field(metadata=RUNS)
@@ -579,11 +602,13 @@ def usage_by_user(usage: _Usage) -> list[UserUsage]:
         usage.rows(usage.rollup("user", "api_key")).annotate(
             key_id=Case(When(user__isnull=True, then=F("api_key_id"))),
             key_name=Case(When(user__isnull=True, then=F("api_key__name"))),
+            key_account=Case(When(user__isnull=True, then=F("api_key__subscription__name"))),
         ),
         "user_id",
         "user__email",
         "key_id",
         "key_name",
+        "key_account",
     )
     user_ids = [row["user_id"] for row, _ in groups if row["user_id"] is not None]
     roles = _roles(user_ids, usage.accounts)
@@ -599,8 +624,10 @@ def usage_by_user(usage: _Usage) -> list[UserUsage]:
     for row, sums in groups:
         if row["user_id"] is not None:
             email, role = row["user__email"], roles.get(row["user_id"], "")
+        elif row["key_id"]:
+            email, role = _key_label(row["key_name"], row["key_account"], usage), "api_key"
         else:
-            email, role = row["key_name"] or "", "api_key" if row["key_id"] else ""
+            email, role = NO_USER, ""
         rows.append(
             UserUsage(
                 user_email=email,
@@ -614,6 +641,12 @@ def usage_by_user(usage: _Usage) -> list[UserUsage]:
             )
         )
     return _by_credits(rows)
+
+
+def _key_label(name: str, account: str, usage: _Usage) -> str:
+    """A key's name, and its account's beside it when the report covers several accounts
+    (each sub-account has a key called "Demo key" in the demo)."""
+    return f"{name} ({account})" if len(usage.accounts) > 1 else name
 
 
 def _roles(user_ids: list[int], accounts: list[Subscription]) -> dict[int, str]:
@@ -650,7 +683,7 @@ def usage_by_agent(usage: _Usage) -> list[AgentUsage]:
         run_stats = stats.get(row["agent_id"], _RunStats())
         rows.append(
             AgentUsage(
-                agent_name=row["agent__name"] or "",
+                agent_name=row["agent__name"] or NO_AGENT,
                 agent_id=row["agent_id"],
                 model_used=row["agent__model"] or "",
                 agent_type=row["agent__agent_type"] or "",
@@ -674,7 +707,7 @@ def usage_by_model(usage: _Usage) -> list[ModelUsage]:
     stats = _run_stats(usage, rollup, "model")
     rows = [
         ModelUsage(
-            model=row["model"],
+            model=row["model"] or NO_MODEL,
             total_runs=sums.runs,
             credits_consumed=sums.credits,
             input_tokens_total=sums.input_tokens,
@@ -694,7 +727,7 @@ def usage_by_product(usage: _Usage) -> list[ProductUsage]:
     total = _total_credits(groups)
     rows = [
         ProductUsage(
-            product=row["product__name"] or "",
+            product=row["product__name"] or NO_PRODUCT,
             credits_consumed=sums.credits,
             avg_credits_per_day=_ratio(sums.credits, usage.timeframe.days, CREDIT_PLACES),
             excess_credits=sums.excess_credits,
@@ -711,7 +744,7 @@ def usage_by_feature(usage: _Usage) -> list[FeatureUsage]:
     total = _total_credits(groups)
     rows = [
         FeatureUsage(
-            feature=row["feature"],
+            feature=row["feature"] or NO_FEATURE,
             total_runs=sums.runs,
             credits_consumed=sums.credits,
             excess_credits=sums.excess_credits,
@@ -742,7 +775,7 @@ def usage_by_team(usage: _Usage) -> list[TeamUsage]:
     total = _total_credits(groups)
     rows = [
         TeamUsage(
-            team=row["team_name"] or "",
+            team=row["team_name"] or NO_TEAM,
             team_id=row["team_id"],
             active_users=row["active_users"],
             total_runs=sums.runs,
@@ -772,7 +805,8 @@ def usage_by_environment(usage: _Usage) -> list[EnvironmentUsage]:
         EnvironmentUsage(
             environment=environment_label(
                 row["environment__project__name"], row["environment__name"]
-            ),
+            )
+            or NO_ENVIRONMENT,
             environment_id=row["environment__public_id"],
             active_users=row["active_users"],
             total_runs=sums.runs,

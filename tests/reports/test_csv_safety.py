@@ -129,7 +129,7 @@ def test_negative_credits_stay_numbers(world, hostile):
     )
 
     assert products[0] == {
-        "product": "",
+        "product": "No product",
         "credits_consumed": "-2.0000",
         "avg_credits_per_day": "-0.0870",
         "excess_credits": "0.0000",
