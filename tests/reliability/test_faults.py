@@ -39,6 +39,7 @@ from credits.models import (
     ThresholdAlert,
 )
 from tests import factories
+from tests.conftest import PIN_CLOCK_VARIABLE
 
 CLOSED_PORT_BROKER = "redis://127.0.0.1:1/0"  # nothing listens on port 1: connection refused
 
@@ -442,6 +443,8 @@ def test_processes_charging_and_replaying_while_the_month_start_task_and_dispatc
         "EMAIL_URL": "memorymail://",
         "LOG_LEVEL": "ERROR",
     }
+    if os.environ.get(PIN_CLOCK_VARIABLE):
+        env[PIN_CLOCK_VARIABLE] = timezone.now().isoformat()  # the processes share our clock
     go_file = str(tmp_path / "go")
     keys = [f"op-{n}" for n in range(KEYS)]
     processes = [
