@@ -24,7 +24,8 @@ from django.db import connection, transaction
 from django.template.loader import render_to_string
 from django.utils import timezone
 
-from accounts.models import CREDIT_PLACES, Role, Subscription, User
+from accounts.display import format_credits
+from accounts.models import Role, Subscription, User
 
 from .models import BillingPeriod, ThresholdAlert
 from .periods import days_until_reset, local_date
@@ -118,9 +119,8 @@ class PeriodFacts:
 
 
 def credits_text(value: Decimal) -> str:
-    """``1234.5000`` -> ``1,234.5``: exact, without float, without trailing zeros."""
-    value = value.quantize(CREDIT_PLACES).normalize()
-    return f"{value:,f}"
+    """``1234.5`` -> ``1,234.5000``: the one credit format (``accounts.display``)."""
+    return format_credits(value)
 
 
 def period_facts(period: BillingPeriod, *, now: datetime) -> PeriodFacts:

@@ -28,6 +28,7 @@ from functools import cached_property
 from django.core.paginator import InvalidPage, Page, Paginator
 from django.db.models import Max, Q, QuerySet, Sum
 
+from accounts.display import format_credits
 from accounts.models import (
     CREDIT_PLACES,
     Environment,
@@ -428,9 +429,8 @@ def _day_labels(days: list[date]) -> dict:
 
 
 def _plain(value: Decimal) -> str:
-    """A credit amount for people: thousands separated, no trailing zeros (exact)."""
-    text = f"{_credits(value):,.4f}".rstrip("0").rstrip(".")
-    return "0" if text in ("-0", "") else text
+    """A credit amount for people: the one credit format (``accounts.display``)."""
+    return format_credits(value)
 
 
 def cycle_usage(
