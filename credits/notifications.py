@@ -22,7 +22,9 @@ from django.conf import settings
 from django.core.mail import EmailMultiAlternatives
 from django.db import connection, transaction
 from django.template.loader import render_to_string
+from django.urls import reverse
 from django.utils import timezone
+from django.utils.http import urlencode
 
 from accounts.display import format_credits
 from accounts.models import Role, Subscription, User
@@ -147,6 +149,13 @@ def period_facts(period: BillingPeriod, *, now: datetime) -> PeriodFacts:
     )
 
 
+def admin_dashboard_url(subscription: Subscription) -> str:
+    """Where an alert sends its recipients, the subscription's admins: the subscription's
+    dashboard in the admin (their own /usage/ page shows only what they used themselves)."""
+    query = urlencode({"subscription": subscription.pk})
+    return f"{settings.SITE_URL.rstrip('/')}{reverse('admin-credit-usage')}?{query}"
+
+
 def _message(alert: ThresholdAlert, recipients: list[str]) -> EmailMultiAlternatives:
     template = (
         "emails/period_opened" if alert.threshold == PERIOD_OPENED else "emails/threshold_alert"
@@ -167,7 +176,7 @@ def _message(alert: ThresholdAlert, recipients: list[str]) -> EmailMultiAlternat
         "previous": period_facts(previous, now=now) if previous else None,
         "soft_mode": subscription.limit_mode == Subscription.LimitMode.SOFT,
         "timezone": subscription.timezone,
-        "usage_url": settings.SITE_URL.rstrip("/") + "/usage/",
+        "usage_url": admin_dashboard_url(subscription),
     }
     subject = SUBJECTS[alert.threshold].format(
         name=subscription.name, month=facts.month.strftime("%B %Y")
