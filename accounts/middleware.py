@@ -10,7 +10,7 @@ row in its own subscription's zone (``accounts.display.format_moment``).
 from django.conf import settings
 from django.utils import timezone
 
-from .models import Subscription
+from .admin_scoping import administered_zones
 
 
 class AdminTimeZoneMiddleware:
@@ -26,13 +26,8 @@ class AdminTimeZoneMiddleware:
             and user.is_authenticated
             and not user.is_superuser
         ):
-            zones = list(
-                Subscription.objects.administered_by(user)
-                .order_by()
-                .values_list("timezone", flat=True)
-                .distinct()[:2]
-            )
-            zone = zones[0] if len(zones) == 1 else settings.TIME_ZONE
+            zones = set(administered_zones(request))
+            zone = zones.pop() if len(zones) == 1 else settings.TIME_ZONE
             with timezone.override(zone):
                 return self.get_response(request)
         return self.get_response(request)

