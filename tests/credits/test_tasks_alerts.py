@@ -5,6 +5,7 @@ import threading
 import time
 from decimal import Decimal
 from unittest import mock
+from urllib.parse import urlsplit
 
 import pytest
 import time_machine
@@ -231,3 +232,48 @@ def test_two_workers_sending_the_same_alert_send_it_once(mailoutbox):
 
     assert sorted(results) == [False, False, True]
     assert len(mailoutbox) == 1
+
+
+@time_machine.travel(utc(2026, 3, 20, 12), tick=False)
+def test_the_alert_links_its_admins_to_the_subscriptions_dashboard_in_the_brand(
+    world, mailoutbox, settings
+):
+    """Admins receive alerts: "See the usage" opens the subscription's dashboard in the admin,
+    not their personal /usage/ page (which shows only what they used themselves)."""
+    settings.SITE_URL = "https://creditdesk.example/"
+    alert = crossed(world, Threshold.ALLOCATION_100, used="1000")
+
+    send_threshold_alert(alert.pk)
+
+    (email,) = mailoutbox
+    dashboard = (
+        f"https://creditdesk.example/admin/credit-usage/?subscription={world.subscription.pk}"
+    )
+    html = email.alternatives[0][0]
+    assert f'<a href="{dashboard}"' in html
+    assert ">See the usage</a>" in html
+    assert f"See the usage: {dashboard}\n" in email.body
+    assert "/usage/\n" not in email.body
+    # The brand: the header, the design tokens' colours and a fluid 600 px frame, inline.
+    assert "Creditdesk</td>" in html
+    assert "max-width: 600px" in html and "width: 100%" in html
+    assert "background-color: #1d4ed8" in html  # the brand token, on the button
+    assert "<style" not in html and "class=" not in html and "<link" not in html
+
+
+@time_machine.travel(utc(2026, 3, 20, 12), tick=False)
+def test_the_dashboard_link_of_an_alert_shows_the_admin_their_subscription_only(
+    client, world, mailoutbox
+):
+    alert = crossed(world, Threshold.ALLOCATION_80)
+    send_threshold_alert(alert.pk)
+    (email,) = mailoutbox
+    link = urlsplit(email.body.split("See the usage: ")[1].split()[0])
+    path = f"{link.path}?{link.query}"
+
+    client.force_login(world.admin)
+    assert client.get(path).context["page"].subscription == world.subscription
+    client.force_login(world.outsider)
+    assert client.get(path).status_code == 404
+    client.force_login(world.member)
+    assert client.get(path).status_code == 302
