@@ -87,9 +87,9 @@ class BillingPeriodAdmin(ReadOnlyAdminMixin, ScopedModelAdmin):
         "subscription",
         "start",
         "end",
-        "credits_used",
+        "credits_used_amount",
         "credits_remaining",
-        "excess_used",
+        "excess_used_amount",
         "excess_remaining",
         "opened_at",
     )
@@ -203,8 +203,8 @@ class CreditEventAdmin(ReadOnlyAdminMixin, ScopedModelAdmin):
             "Credits and tokens",
             {
                 "fields": (
-                    "credits",
-                    "excess_credits",
+                    "credits_amount",
+                    "excess_amount",
                     "input_tokens",
                     "output_tokens",
                     "latency_ms",

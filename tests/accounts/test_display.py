@@ -183,3 +183,23 @@ def test_the_admin_of_another_subscription_sees_none_of_its_rows(client, world):
     content = client.get(LEDGER).content.decode()
 
     assert "1,234.5000" not in content and world.member.email not in content
+
+
+def test_the_detail_pages_use_the_same_formats(client, world):
+    event = record(
+        world.environment,
+        user=world.member,
+        credits="1234.5",
+        timestamp=factories.utc(2026, 12, 5, 15, 45),
+    )
+    client.force_login(world.admin)
+
+    event_page = client.get(
+        reverse("admin:credits_creditevent_change", args=[event.pk])
+    ).content.decode()
+    period_page = client.get(
+        reverse("admin:credits_billingperiod_change", args=[event.period.pk])
+    ).content.decode()
+
+    assert "1,234.5000" in event_page and "5 Dec 2026, 16:45 CET" in event_page
+    assert "1 Dec 2026, 00:00 CET" in period_page  # the period's start, in Prague
