@@ -416,7 +416,7 @@ def rendered_emails(demo, mailoutbox):
 
 
 @pytest.mark.parametrize("viewport", [WIDE, PHONE], ids=["1400px", "390px"])
-def test_the_admin_and_my_usage_show_their_key_columns_without_sideways_scrolling(visit, viewport):
+def test_the_admin_and_the_usage_pages_show_their_key_columns_without_sideways_scrolling(visit, viewport):
     alice = visit(viewport=viewport)
     alice.log_in("alice@acme.example", admin=True)
     size = viewport["width"]
@@ -449,6 +449,14 @@ def test_the_admin_and_my_usage_show_their_key_columns_without_sideways_scrollin
     assert runs and all(ZONE_NAMED.search(text) for text in runs)
     carol.screenshot(f"look-my-usage-{size}")
     assert carol.errors == []
+
+    bob = visit(viewport=viewport)
+    bob.log_in("bob@acme.example")
+    bob.page.goto(bob.base + "/usage/environments/")
+    assert bob.page.evaluate(NO_OVERFLOW)
+    assert_inside_viewport(bob, "#usage-by-member td.member-credits")
+    bob.screenshot(f"look-environment-{size}")
+    assert bob.errors == []
 
 
 @pytest.mark.parametrize("width", EMAIL_WIDTHS)
