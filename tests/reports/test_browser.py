@@ -416,7 +416,9 @@ def rendered_emails(demo, mailoutbox):
 
 
 @pytest.mark.parametrize("viewport", [WIDE, PHONE], ids=["1400px", "390px"])
-def test_the_admin_and_the_usage_pages_show_their_key_columns_without_sideways_scrolling(visit, viewport):
+def test_the_admin_and_the_usage_pages_show_their_key_columns_without_sideways_scrolling(
+    visit, viewport
+):
     alice = visit(viewport=viewport)
     alice.log_in("alice@acme.example", admin=True)
     size = viewport["width"]
