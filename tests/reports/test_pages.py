@@ -456,6 +456,10 @@ def test_the_allocation_used_up_shows_the_day_it_ran_out(client, world, recorder
     assert figure(response, "excess-used") == "2.0000"
     assert figure(response, "excess-remaining") == "98.0000"
     assert figure(response, "utilisation") == "120%"
+    html = response.content.decode()
+    # Over 100% the usage bar is past its "high" mark: browsers draw it red, not amber.
+    assert re.search(r'<meter [^>]*value="120[.0-9]*" optimum="0" low="80" high="99.99"', html)
+    assert '<h3 id="card-run-out">Ran out on</h3>' in html
 
 
 def test_admin_member_detail_matches_the_ledger_and_the_balance_api(client, world, usage):
