@@ -165,7 +165,8 @@ class ReportScheduleAdmin(ScopedModelAdmin):
 
     @admin.display(description="when")
     def timing(self, obj) -> str:
-        at = f"{obj.send_time:%H:%M}"
+        """The local send time, its zone named: ``Mondays at 08:00 (Europe/Prague)``."""
+        at = f"{obj.send_time:%H:%M} ({obj.subscription.timezone})"
         if obj.frequency == ReportSchedule.Frequency.MONTHLY:
             return f"Monthly, the 1st at {at}"
         return f"{obj.get_weekday_display()}s at {at}"

@@ -203,3 +203,19 @@ def test_the_detail_pages_use_the_same_formats(client, world):
 
     assert "1,234.5000" in event_page and "5 Dec 2026, 16:45 CET" in event_page
     assert "1 Dec 2026, 00:00 CET" in period_page  # the period's start, in Prague
+
+
+def test_report_schedules_name_the_zone_of_their_send_time(client, world):
+    from reports.models import ReportSchedule
+
+    ReportSchedule.objects.create(
+        subscription=world.subscription,
+        created_by=world.admin,
+        name="Weekly",
+        recipients=["finance@acme.example"],
+    )
+    client.force_login(world.admin)
+
+    content = client.get(reverse("admin:reports_reportschedule_changelist")).content.decode()
+
+    assert "s at 08:00 (Europe/Prague)" in content
