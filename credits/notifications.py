@@ -157,6 +157,7 @@ def admin_dashboard_url(subscription: Subscription) -> str:
     query = urlencode({"subscription": subscription.pk})
     return f"{settings.SITE_URL.rstrip('/')}{reverse('admin-credit-usage')}?{query}"
 
+
 def alert_headline(threshold: str, subscription: Subscription, period: PeriodFacts) -> str:
     """What the alert says first: the threshold that was crossed, then the usage now, which
     may be well past it (one large event, or usage that went on in soft mode).
