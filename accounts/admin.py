@@ -26,6 +26,7 @@ from .admin_scoping import (
     administered,
     managed_queryset,
 )
+from .display import format_credits
 from .models import (
     ApiKey,
     Environment,
@@ -57,13 +58,14 @@ admin.site.unregister(APIKey)
 @admin.register(Subscription)
 class SubscriptionAdmin(ScopedModelAdmin):
     subscription_path = "pk"
+    wide_changelist = True
     list_display = (
         "name",
         "plan",
         "parent",
         "limit_mode",
-        "base_allocation",
-        "excess_allowance",
+        "base_allocation_amount",
+        "excess_allowance_amount",
         "timezone",
     )
     list_filter = ("plan", "limit_mode")
@@ -83,6 +85,14 @@ class SubscriptionAdmin(ScopedModelAdmin):
         """Subscription admins choose how limits behave; the plan and allocation are sold."""
         readonly = ("enabled_product_names",)
         return readonly if request.user.is_superuser else readonly + self.platform_fields
+
+    @admin.display(description="base allocation", ordering="base_allocation")
+    def base_allocation_amount(self, obj):
+        return format_credits(obj.base_allocation)
+
+    @admin.display(description="excess allowance", ordering="excess_allowance")
+    def excess_allowance_amount(self, obj):
+        return format_credits(obj.excess_allowance)
 
     @admin.display(description="enabled products")
     def enabled_product_names(self, obj):

@@ -1,13 +1,27 @@
 from csp.decorators import csp_update
 from django.contrib import admin
+from django.templatetags.static import static
 from django.urls import include, path
+from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
 from config.health import health
 
+
+class FaviconView(RedirectView):
+    """``/favicon.ico``, which browsers ask for whatever the pages link: the static file (its
+    URL looked up per request, so that the manifest need not exist when URLs are loaded)."""
+
+    permanent = True
+
+    def get_redirect_url(self, *args, **kwargs):
+        return static("creditdesk/favicon.ico")
+
+
 urlpatterns = [
     path("admin/credit-usage/", include("reports.admin_views")),
     path("health/", health, name="health"),
+    path("favicon.ico", FaviconView.as_view(), name="favicon"),
     path("admin/", admin.site.urls),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/schema/swagger/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger"),

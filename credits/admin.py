@@ -11,7 +11,8 @@ from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import path
 
-from accounts.admin_scoping import ScopedModelAdmin, ScopedRelatedFilter
+from accounts.admin_scoping import ScopedModelAdmin, ScopedRelatedFilter, administered_zones
+from accounts.display import format_credits, format_moment
 from accounts.models import Membership, Subscription
 from accounts.money import CreditsFormField
 
@@ -74,9 +75,9 @@ class BillingPeriodAdmin(ReadOnlyAdminMixin, ScopedModelAdmin):
     list_display = (
         "month",
         "subscription",
-        "credits_used",
+        "credits_used_amount",
         "credits_remaining",
-        "excess_used",
+        "excess_used_amount",
         "excess_remaining",
     )
     list_filter = (("subscription", ScopedRelatedFilter),)
@@ -87,9 +88,9 @@ class BillingPeriodAdmin(ReadOnlyAdminMixin, ScopedModelAdmin):
         "subscription",
         "start",
         "end",
-        "credits_used",
+        "credits_used_amount",
         "credits_remaining",
-        "excess_used",
+        "excess_used_amount",
         "excess_remaining",
         "opened_at",
     )
@@ -98,13 +99,21 @@ class BillingPeriodAdmin(ReadOnlyAdminMixin, ScopedModelAdmin):
     def month(self, period):
         return f"{period.start.astimezone(period.subscription.zone):%B %Y}"
 
+    @admin.display(description="credits used", ordering="credits_used")
+    def credits_used_amount(self, period):
+        return format_credits(period.credits_used)
+
     @admin.display(description="credits remaining")
     def credits_remaining(self, period):
-        return max(period.subscription.base_allocation - period.credits_used, 0)
+        return format_credits(max(period.subscription.base_allocation - period.credits_used, 0))
+
+    @admin.display(description="excess used", ordering="excess_used")
+    def excess_used_amount(self, period):
+        return format_credits(period.excess_used)
 
     @admin.display(description="excess remaining")
     def excess_remaining(self, period):
-        return max(period.subscription.excess_allowance - period.excess_used, 0)
+        return format_credits(max(period.subscription.excess_allowance - period.excess_used, 0))
 
 
 class AdjustmentForm(forms.Form):
@@ -130,16 +139,19 @@ class CreditEventAdmin(ReadOnlyAdminMixin, ScopedModelAdmin):
     """The append-only ledger, to read. Platform staff correct it with adjustment rows
     recorded by the recording service (so counters and rollups follow); nobody edits it."""
 
+    wide_changelist = True
+    # What people need fits 1400 px: tokens, sessions and the rest are on the detail page. The
+    # subscription column shows only to those who administer several (``get_list_display``).
     list_display = (
-        "timestamp",
+        "time",
         "actor",
         "subscription",
         "environment",
         "product",
         "agent",
         "model",
-        "credits",
-        "excess_credits",
+        "credits_amount",
+        "excess_amount",
         "status",
     )
     list_filter = (
@@ -192,8 +204,8 @@ class CreditEventAdmin(ReadOnlyAdminMixin, ScopedModelAdmin):
             "Credits and tokens",
             {
                 "fields": (
-                    "credits",
-                    "excess_credits",
+                    "credits_amount",
+                    "excess_amount",
                     "input_tokens",
                     "output_tokens",
                     "latency_ms",
@@ -203,9 +215,27 @@ class CreditEventAdmin(ReadOnlyAdminMixin, ScopedModelAdmin):
         ("Adjustment", {"fields": ("reason", "created_by")}),
     )
 
+    def get_list_display(self, request):
+        columns = super().get_list_display(request)
+        several = request.user.is_superuser or len(administered_zones(request)) > 1
+        return columns if several else tuple(c for c in columns if c != "subscription")
+
+    @admin.display(description="time", ordering="timestamp")
+    def time(self, event):
+        """In the row's own subscription's time zone, named: people may administer several."""
+        return format_moment(event.timestamp, event.subscription.zone)
+
     @admin.display(description="user or API key", ordering="user__email")
     def actor(self, event):
         return event.actor_label
+
+    @admin.display(description="credits", ordering="credits")
+    def credits_amount(self, event):
+        return format_credits(event.credits)
+
+    @admin.display(description="excess", ordering="excess_credits")
+    def excess_amount(self, event):
+        return format_credits(event.excess_credits)
 
     def get_urls(self):
         adjust = self.admin_site.admin_view(self.adjustment_view)
@@ -269,7 +299,7 @@ class CreditLimitForm(forms.ModelForm):
 @admin.register(CreditLimit)
 class CreditLimitAdmin(ScopedModelAdmin):
     form = CreditLimitForm
-    list_display = ("applies_to", "subscription", "credits", "updated_at")
+    list_display = ("applies_to", "subscription", "credits_amount", "updated_at")
     list_filter = (("subscription", ScopedRelatedFilter),)
     list_select_related = ("subscription", "user", "team")
     search_fields = ("user__email", "team__name")
@@ -280,3 +310,7 @@ class CreditLimitAdmin(ScopedModelAdmin):
     @admin.display(description="user or team")
     def applies_to(self, limit):
         return limit.user or f"Team {limit.team}"
+
+    @admin.display(description="credits", ordering="credits")
+    def credits_amount(self, limit):
+        return format_credits(limit.credits)

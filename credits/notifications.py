@@ -22,9 +22,12 @@ from django.conf import settings
 from django.core.mail import EmailMultiAlternatives
 from django.db import connection, transaction
 from django.template.loader import render_to_string
+from django.urls import reverse
 from django.utils import timezone
+from django.utils.http import urlencode
 
-from accounts.models import CREDIT_PLACES, Role, Subscription, User
+from accounts.display import format_credits
+from accounts.models import Role, Subscription, User
 
 from .models import BillingPeriod, ThresholdAlert
 from .periods import days_until_reset, local_date
@@ -119,9 +122,8 @@ class PeriodFacts:
 
 
 def credits_text(value: Decimal) -> str:
-    """``1234.5000`` -> ``1,234.5``: exact, without float, without trailing zeros."""
-    value = value.quantize(CREDIT_PLACES).normalize()
-    return f"{value:,f}"
+    """``1234.5`` -> ``1,234.5000``: the one credit format (``accounts.display``)."""
+    return format_credits(value)
 
 
 def period_facts(period: BillingPeriod, *, now: datetime) -> PeriodFacts:
@@ -147,6 +149,13 @@ def period_facts(period: BillingPeriod, *, now: datetime) -> PeriodFacts:
         excess_allowance=credits_text(subscription.excess_allowance),
         ended=now >= period.end,
     )
+
+
+def admin_dashboard_url(subscription: Subscription) -> str:
+    """Where an alert sends its recipients, the subscription's admins: the subscription's
+    dashboard in the admin (their own /usage/ page shows only what they used themselves)."""
+    query = urlencode({"subscription": subscription.pk})
+    return f"{settings.SITE_URL.rstrip('/')}{reverse('admin-credit-usage')}?{query}"
 
 
 def alert_headline(threshold: str, subscription: Subscription, period: PeriodFacts) -> str:
@@ -193,7 +202,7 @@ def _message(alert: ThresholdAlert, recipients: list[str]) -> EmailMultiAlternat
         "previous": period_facts(previous, now=now) if previous else None,
         "soft_mode": subscription.limit_mode == Subscription.LimitMode.SOFT,
         "timezone": subscription.timezone,
-        "usage_url": settings.SITE_URL.rstrip("/") + "/usage/",
+        "usage_url": admin_dashboard_url(subscription),
     }
     subject = SUBJECTS[alert.threshold].format(
         name=subscription.name, month=facts.month.strftime("%B %Y")

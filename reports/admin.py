@@ -15,6 +15,7 @@ from django.utils.http import urlencode
 from django.utils.translation import ngettext
 
 from accounts.admin_scoping import ScopedAdminMixin, ScopedModelAdmin, ScopedRelatedFilter
+from accounts.display import format_moment
 
 from . import services
 from .models import (
@@ -164,7 +165,8 @@ class ReportScheduleAdmin(ScopedModelAdmin):
 
     @admin.display(description="when")
     def timing(self, obj) -> str:
-        at = f"{obj.send_time:%H:%M}"
+        """The local send time, its zone named: ``Mondays at 08:00 (Europe/Prague)``."""
+        at = f"{obj.send_time:%H:%M} ({obj.subscription.timezone})"
         if obj.frequency == ReportSchedule.Frequency.MONTHLY:
             return f"Monthly, the 1st at {at}"
         return f"{obj.get_weekday_display()}s at {at}"
@@ -285,22 +287,40 @@ class DeliveryAdmin(DeliveryInlineMixin, ScopedModelAdmin):
     """The delivery log: every report owed to every recipient, and what became of it."""
 
     subscription_path = "schedule__subscription"
+    wide_changelist = True
     list_display = (
         "schedule",
-        "period_start",
-        "period_end",
+        "period",
         "recipient",
         "status",
         "attempts",
-        "sent_at",
-        "last_error",
+        "sent",
+        "error",
     )
     list_filter = ("status", ("schedule", ScopedRelatedFilter))
-    list_select_related = ("schedule",)
+    list_select_related = ("schedule__subscription",)
     search_fields = ("recipient", "schedule__name")
     ordering = ("-period_start", "schedule__name", "recipient")
     date_hierarchy = "period_start"
     actions = ("resend",)
+
+    @admin.display(description="period", ordering="period_start")
+    def period(self, delivery):
+        first, last = delivery.period_start, delivery.period_end
+        return f"{first:%-d %b %Y}" if first == last else f"{first:%-d %b} to {last:%-d %b %Y}"
+
+    @admin.display(description="sent", ordering="sent_at")
+    def sent(self, delivery):
+        """In the schedule's subscription's time zone, named."""
+        if delivery.sent_at is None:
+            return "—"
+        return format_moment(delivery.sent_at, delivery.schedule.subscription.zone)
+
+    @admin.display(description="last error")
+    def error(self, delivery):
+        """The first line, shortened: the whole error is on the detail page."""
+        first_line = delivery.last_error.strip().splitlines()[0] if delivery.last_error else ""
+        return first_line if len(first_line) <= 80 else first_line[:79] + "…"
 
     def has_resend_permission(self, request) -> bool:
         return request.user.has_perm("reports.change_reportschedule")

@@ -28,6 +28,7 @@ from functools import cached_property
 from django.core.paginator import InvalidPage, Page, Paginator
 from django.db.models import Max, Q, QuerySet, Sum
 
+from accounts.display import format_credits, format_moment
 from accounts.models import (
     CREDIT_PLACES,
     Environment,
@@ -455,9 +456,8 @@ def _day_labels(days: list[date]) -> dict:
 
 
 def _plain(value: Decimal) -> str:
-    """A credit amount for people: thousands separated, no trailing zeros (exact)."""
-    text = f"{_credits(value):,.4f}".rstrip("0").rstrip(".")
-    return "0" if text in ("-0", "") else text
+    """A credit amount for people: the one credit format (``accounts.display``)."""
+    return format_credits(value)
 
 
 def cycle_usage(
@@ -567,9 +567,18 @@ class RunOut:
 
     day: date | None
     status: str  # "used_up", "projected", "lasts", "no_usage", "no_allocation"
+    period_closed: bool = False  # a closed period states what happened, not a projection
+
+    @property
+    def title(self) -> str:
+        if self.status == "used_up":
+            return "Ran out on"
+        return "Base allocation" if self.period_closed else "Projected run-out"
 
     @property
     def message(self) -> str:
+        if self.period_closed and self.status == "lasts":
+            return "Lasted the period"
         return {
             "used_up": "Allocation used up",
             "projected": "Runs out at this pace",
@@ -592,9 +601,9 @@ def projected_run_out(usage: CycleUsage, allocation: Decimal) -> RunOut:
     for day in _days(cycle.first_day, cycle.last_elapsed_day):
         used += totals.get(day, ZERO)
         if used >= allocation:
-            return RunOut(day, "used_up")
+            return RunOut(day, "used_up", period_closed=not cycle.is_current)
     if not cycle.is_current:
-        return RunOut(None, "lasts")
+        return RunOut(None, "lasts", period_closed=True)
     if not used:
         return RunOut(None, "no_usage")
     pace = used / cycle.elapsed_day_count
@@ -911,14 +920,14 @@ def _member_usage_rows(date_range: DateRange, filters: MemberFilters) -> tuple[Q
 
 
 def _write_activity_times(rows: list[MemberRow], subscription: Subscription) -> None:
-    """Last activity as the table shows it (an ISO time and "23 Nov, 10:41" in the
+    """Last activity as the table shows it (an ISO time and "23 Nov 2026, 10:41 CET" in the
     subscription's time zone), for the rows shown only."""
     zone = subscription.zone
     for row in rows:
         if row.last_activity is not None:
             local = row.last_activity.astimezone(zone)
             row.last_activity_iso = local.isoformat()
-            row.last_activity_label = f"{local.day} {local:%b, %H:%M}"
+            row.last_activity_label = format_moment(local, zone)
 
 
 def _apply_teams_and_limits(people, subscription, viewer) -> dict[int, str]:

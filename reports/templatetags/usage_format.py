@@ -1,10 +1,10 @@
-"""How the usage pages write credits and percentages: exact, thousands separated, no noise."""
+"""How the usage pages write credits and percentages: exact, thousands separated, four places."""
 
 from decimal import ROUND_HALF_UP, Decimal
 
 from django import template
 
-from accounts.models import CREDIT_PLACES
+from accounts.display import format_credits
 
 register = template.Library()
 
@@ -13,11 +13,8 @@ PERCENT_PLACES = Decimal("0.1")
 
 @register.filter
 def credits(value) -> str:
-    """``Decimal("12345.2500")`` -> ``"12,345.25"``; up to four places, never rounded away."""
-    if value is None or value == "":
-        return "—"
-    text = f"{Decimal(value).quantize(CREDIT_PLACES):,.4f}".rstrip("0").rstrip(".")
-    return "0" if text in ("", "-0") else text
+    """``Decimal("12345.25")`` -> ``"12,345.2500"``: the one format (``accounts.display``)."""
+    return format_credits(value)
 
 
 @register.filter

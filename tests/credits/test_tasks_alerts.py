@@ -5,6 +5,7 @@ import threading
 import time
 from decimal import Decimal
 from unittest import mock
+from urllib.parse import urlsplit
 
 import pytest
 import time_machine
@@ -64,11 +65,11 @@ def test_each_admin_gets_the_alert_once_even_when_the_task_runs_twice(
     assert "Acme crossed 80% of its base allocation for March 2026; usage is now 80.0%." in (
         email.body
     )
-    assert "Used: 800 of 1,000 credits (80.0%)" in email.body
+    assert "Used: 800.0000 of 1,000.0000 credits (80.0%)" in email.body
     assert "Resets on: 1 April 2026, in 12 days" in email.body
     html, mimetype = email.alternatives[0]
     assert mimetype == "text/html"
-    assert "<strong>800</strong> of 1,000 credits" in html
+    assert "<strong>800.0000</strong> of 1,000.0000 credits" in html
     alert.refresh_from_db()
     assert alert.notified_at == utc(2026, 3, 20, 12)
 
@@ -88,7 +89,7 @@ def test_the_80_percent_alert_says_which_threshold_was_crossed_and_the_usage_now
     headline = "Acme crossed 80% of its base allocation for March 2026; usage is now 106.2%."
     assert email.body.startswith(headline)
     assert headline in email.alternatives[0][0]
-    assert "Used: 1,062 of 1,000 credits (106.2%)" in email.body
+    assert "Used: 1,062.0000 of 1,000.0000 credits (106.2%)" in email.body
 
 
 def test_the_100_percent_alert_says_the_cap_was_reached_and_the_usage_now(world, mailoutbox):
@@ -97,7 +98,7 @@ def test_the_100_percent_alert_says_the_cap_was_reached_and_the_usage_now(world,
 
     send_threshold_alert(alert.pk)
 
-    assert "Acme reached its base allocation of 1,000 credits for" in mailoutbox[0].body
+    assert "Acme reached its base allocation of 1,000.0000 credits for" in mailoutbox[0].body
     assert "; usage is now 95.0%." in mailoutbox[0].body
 
 
@@ -204,7 +205,7 @@ def test_crossing_a_threshold_over_the_api_emails_the_admins_after_commit(
     assert response.status_code == 201
     (email,) = mailoutbox
     assert email.subject.startswith("Acme crossed 80% of its credits")
-    assert "Used: 850 of 1,000 credits (85.0%)" in email.body
+    assert "Used: 850.0000 of 1,000.0000 credits (85.0%)" in email.body
 
 
 def test_the_sweep_sends_alerts_whose_task_was_lost(world, mailoutbox):
@@ -276,3 +277,48 @@ def test_two_workers_sending_the_same_alert_send_it_once(mailoutbox):
 
     assert sorted(results) == [False, False, True]
     assert len(mailoutbox) == 1
+
+
+@time_machine.travel(utc(2026, 3, 20, 12), tick=False)
+def test_the_alert_links_its_admins_to_the_subscriptions_dashboard_in_the_brand(
+    world, mailoutbox, settings
+):
+    """Admins receive alerts: "See the usage" opens the subscription's dashboard in the admin,
+    not their personal /usage/ page (which shows only what they used themselves)."""
+    settings.SITE_URL = "https://creditdesk.example/"
+    alert = crossed(world, Threshold.ALLOCATION_100, used="1000")
+
+    send_threshold_alert(alert.pk)
+
+    (email,) = mailoutbox
+    dashboard = (
+        f"https://creditdesk.example/admin/credit-usage/?subscription={world.subscription.pk}"
+    )
+    html = email.alternatives[0][0]
+    assert f'<a href="{dashboard}"' in html
+    assert ">See the usage</a>" in html
+    assert f"See the usage: {dashboard}\n" in email.body
+    assert "/usage/\n" not in email.body
+    # The brand: the header, the design tokens' colours and a fluid 600 px frame, inline.
+    assert "Creditdesk</td>" in html
+    assert "max-width: 600px" in html and "width: 100%" in html
+    assert "background-color: #1d4ed8" in html  # the brand token, on the button
+    assert "<style" not in html and "class=" not in html and "<link" not in html
+
+
+@time_machine.travel(utc(2026, 3, 20, 12), tick=False)
+def test_the_dashboard_link_of_an_alert_shows_the_admin_their_subscription_only(
+    client, world, mailoutbox
+):
+    alert = crossed(world, Threshold.ALLOCATION_80)
+    send_threshold_alert(alert.pk)
+    (email,) = mailoutbox
+    link = urlsplit(email.body.split("See the usage: ")[1].split()[0])
+    path = f"{link.path}?{link.query}"
+
+    client.force_login(world.admin)
+    assert client.get(path).context["page"].subscription == world.subscription
+    client.force_login(world.outsider)
+    assert client.get(path).status_code == 404
+    client.force_login(world.member)
+    assert client.get(path).status_code == 302

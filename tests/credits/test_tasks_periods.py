@@ -104,7 +104,7 @@ def test_it_opens_the_period_when_the_local_month_starts(
     (notice,) = mailoutbox
     assert notice.to == ["admin@kiwi.example"]
     assert notice.subject.startswith("Kiwi: your credits have been reset for " + month)
-    assert "1,000 credits" in notice.body
+    assert "1,000.0000 credits" in notice.body
     assert notice.alternatives[0][1] == "text/html"
 
 

@@ -151,7 +151,7 @@ def hover_latest_day(visit: Visit, chart_id: str = "trend-chart") -> dict:
             const chart = Chart.getChart(canvas);
             const data = JSON.parse(document.getElementById(id + "-data").textContent);
             let index = data.days.length - 1;
-            while (index > 0 && (data.future[index] || data.totals[index] === "0")) index -= 1;
+            while (index > 0 && (data.future[index] || data.totals[index] === "0.0000")) index -= 1;
             const box = canvas.getBoundingClientRect();
             return {
                 day: data.days[index], title: data.titles[index], total: data.totals[index],
@@ -350,6 +350,142 @@ def test_my_usage_fits_a_phone(visit):
     expect(carol.page.locator("[data-export=mine]")).to_be_visible()
     carol.screenshot("member-my-usage-phone")
     assert carol.errors == []
+
+
+# --- One look, at a desk and on a phone ---------------------------------------------------------
+
+WIDE = {"width": 1400, "height": 900}
+EMAIL_WIDTHS = (600, 390)
+ZONE_NAMED = re.compile(r"\d{2}:\d{2} ([A-Z]{2,5}|[+-]\d{2,4})$")
+NO_OVERFLOW = "() => document.scrollingElement.scrollWidth <= window.innerWidth"
+
+
+def assert_inside_viewport(visit: Visit, selector: str) -> None:
+    """Each element of ``selector`` lies within the window's width (no sideways scrolling)."""
+    boxes = visit.page.eval_on_selector_all(
+        selector,
+        "els => els.map(e => { const r = e.getBoundingClientRect();"
+        " return [e.textContent.trim(), r.left, r.right]; })",
+    )
+    assert boxes, selector
+    width = visit.page.viewport_size["width"]
+    outside = [text for text, left, right in boxes if left < 0 or right > width + 1]
+    assert outside == [], f"{selector} outside the {width} px window: {outside[:3]}"
+
+
+def assert_times_name_their_zone(visit: Visit) -> None:
+    """Every time of day on the page (``<time>`` elements) says which zone it is in."""
+    times = [t for t in visit.page.locator("time").all_inner_texts() if ":" in t]
+    unnamed = [text for text in times if not ZONE_NAMED.search(text.strip())]
+    assert unnamed == [], f"times without a zone: {unnamed[:3]}"
+
+
+@pytest.fixture
+def rendered_emails(demo, mailoutbox):
+    """The monthly report and a threshold alert as sent, their chart inlined for the browser
+    (made before the browser starts: see ``browser``)."""
+    import base64
+
+    from django.utils import timezone
+
+    from accounts.models import Subscription, User
+    from credits.models import BillingPeriod, ThresholdAlert
+    from credits.tasks import send_threshold_alert
+    from reports.models import ReportSchedule
+    from reports.services import save_schedule, send_test_report
+
+    alice = User.objects.get(email="alice@acme.example")
+    acme = Subscription.objects.get(name="Acme Corp")
+    schedule = save_schedule(
+        schedule=ReportSchedule(
+            subscription=acme,
+            created_by=alice,
+            name="Finance monthly",
+            recipients=["finance@acme.example"],
+            frequency="monthly",
+        ),
+        actor=alice,
+    )
+    send_test_report(schedule=schedule, to="finance@acme.example", now=timezone.now())
+    period = BillingPeriod.objects.filter(subscription=acme).order_by("-start").first()
+    alert, _ = ThresholdAlert.objects.update_or_create(
+        subscription=acme,
+        period=period,
+        threshold=ThresholdAlert.Threshold.ALLOCATION_100,
+        defaults={"notified_at": None},
+    )
+    send_threshold_alert(alert.pk)
+    report, alert_email = mailoutbox
+    report_html = report.alternatives[0][0]
+    for content_id, png in report.inline_images:
+        inline = "data:image/png;base64," + base64.b64encode(png).decode()
+        report_html = report_html.replace(f"cid:{content_id}", inline)
+    return {"report": report_html, "alert": alert_email.alternatives[0][0]}
+
+
+@pytest.mark.parametrize("viewport", [WIDE, PHONE], ids=["1400px", "390px"])
+def test_the_admin_and_the_usage_pages_show_their_key_columns_without_sideways_scrolling(
+    visit, viewport
+):
+    alice = visit(viewport=viewport)
+    alice.log_in("alice@acme.example", admin=True)
+    size = viewport["width"]
+
+    alice.page.goto(alice.base + "/admin/credit-usage/")
+    assert alice.page.evaluate(NO_OVERFLOW)
+    assert_times_name_their_zone(alice)
+    alice.screenshot(f"look-admin-dashboard-{size}")
+
+    alice.page.goto(alice.base + "/admin/credits/creditevent/")
+    assert alice.page.evaluate(NO_OVERFLOW)
+    times = alice.page.locator("#result_list td.field-time, #result_list th.field-time")
+    assert all(ZONE_NAMED.search(text.strip()) for text in times.all_inner_texts())
+    if viewport is WIDE:
+        for column in ("time", "credits_amount", "excess_amount", "status", "model", "agent"):
+            assert_inside_viewport(alice, f"#result_list th.column-{column}")
+    alice.screenshot(f"look-admin-credit-events-{size}")
+
+    alice.page.goto(alice.base + "/admin/credits/billingperiod/")
+    assert alice.page.evaluate(NO_OVERFLOW)
+    used = alice.page.locator("#result_list td.field-credits_used_amount").all_inner_texts()
+    assert used and all(re.fullmatch(r"\d{1,3}(,\d{3})*\.\d{4}", text) for text in used)
+    assert alice.errors == []
+
+    carol = visit(viewport=viewport)
+    carol.log_in("carol@acme.example")
+    assert carol.page.evaluate(NO_OVERFLOW)
+    assert_inside_viewport(carol, "#recent-runs td.run-credits")
+    assert_inside_viewport(carol, "#recent-runs td.run-status")
+    assert carol.page.locator("#recent-runs time").count()
+    assert_times_name_their_zone(carol)
+    carol.screenshot(f"look-my-usage-{size}")
+    assert carol.errors == []
+
+    bob = visit(viewport=viewport)
+    bob.log_in("bob@acme.example")
+    bob.page.goto(bob.base + "/usage/environments/")
+    assert bob.page.evaluate(NO_OVERFLOW)
+    assert_inside_viewport(bob, "#usage-by-member td.member-credits")
+    assert_times_name_their_zone(bob)
+    bob.screenshot(f"look-environment-{size}")
+    assert bob.errors == []
+
+
+@pytest.mark.parametrize("width", EMAIL_WIDTHS)
+def test_the_emails_fit_600_and_390_px(rendered_emails, browser, width):
+    context = browser.new_context(viewport={"width": width, "height": 900})
+    page = context.new_page()
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    for name, html in rendered_emails.items():
+        page.set_content(html)
+        assert page.evaluate(NO_OVERFLOW), f"the {name} email is wider than {width} px"
+        # A member's address stays on one or two lines, never a character at a time.
+        for cell in page.locator("td", has_text=re.compile(r"^\S+@\S+$")).all():
+            assert cell.bounding_box()["height"] < 50, cell.inner_text()
+        page.screenshot(path=SCREENSHOTS / f"look-email-{name}-{width}.png", full_page=True)
+    link = page.locator("a", has_text="See the usage")
+    assert "/admin/credit-usage/?subscription=" in link.get_attribute("href")
+    context.close()
 
 
 # --- Content-Security-Policy -------------------------------------------------------------------

@@ -170,11 +170,32 @@ def test_a_closed_period_that_never_ran_out_lasted():
 
     run_out = projected_run_out(usage(cycle, {5: "10"}), Decimal(1000))
 
-    assert (run_out.day, run_out.status, run_out.message) == (
+    assert (run_out.day, run_out.status, run_out.title, run_out.message) == (
         None,
         "lasts",
-        "Lasts until the reset",
+        "Base allocation",
+        "Lasted the period",
     )
+
+
+def test_a_closed_period_that_ran_out_says_when_not_projected():
+    cycle = Cycle(prague(), date(2026, 10, 1), today=date(2026, 11, 10))
+
+    run_out = projected_run_out(usage(cycle, {5: "600", 9: "600"}), Decimal(1000))
+
+    assert (run_out.day, run_out.status, run_out.title) == (
+        date(2026, 10, 9),
+        "used_up",
+        "Ran out on",
+    )
+
+
+def test_an_open_period_projects_its_run_out():
+    cycle = Cycle(prague(), date(2026, 11, 1), today=date(2026, 11, 10))
+
+    run_out = projected_run_out(usage(cycle, {1: "500"}), Decimal(1000))
+
+    assert (run_out.status, run_out.title) == ("projected", "Projected run-out")
 
 
 def test_day_over_day_starts_without_a_change_on_the_first():
@@ -274,15 +295,17 @@ def test_trend_on_the_31st_compares_with_the_whole_of_a_shorter_month(client, wo
 @pytest.mark.parametrize(
     ("value", "expected"),
     [
-        (Decimal("12345.2500"), "12,345.25"),
-        (Decimal("1000.0000"), "1,000"),
+        (Decimal("12345.25"), "12,345.2500"),
+        (Decimal("1000"), "1,000.0000"),
         (Decimal("0.0025"), "0.0025"),
-        (Decimal("0"), "0"),
-        (Decimal("-1.5000"), "-1.5"),
+        (Decimal("0"), "0.0000"),
+        (Decimal("-0.00001"), "0.0000"),
+        (Decimal("-1.5000"), "-1.5000"),
         (None, "—"),
     ],
 )
 def test_credits_are_written_exactly(value, expected):
+    """Always four places, so that the decimals of a column line up."""
     assert credits(value) == expected
 
 
@@ -299,5 +322,5 @@ def test_percentages_and_signed_figures():
     assert percent(None) == "—"
     assert signed_percent(Decimal("12.5")) == "+12.5%"
     assert signed_percent(Decimal("-3")) == "-3%"
-    assert signed_credits(Decimal("2.5")) == "+2.5"
-    assert signed_credits(Decimal("-0.25")) == "-0.25"
+    assert signed_credits(Decimal("2.5")) == "+2.5000"
+    assert signed_credits(Decimal("-0.25")) == "-0.2500"

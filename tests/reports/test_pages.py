@@ -173,8 +173,8 @@ def test_admin_cards_equal_the_ledger_and_the_balance_api(client, world, usage):
     assert page.balance.used == used == Decimal(api["used"])
     assert page.balance.remaining == Decimal(api["remaining"]) == Decimal("967.125")
     assert page.range_credits == used
-    assert figure(response, "used") == "32.875"
-    assert figure(response, "remaining") == "967.125"
+    assert figure(response, "used") == "32.8750"
+    assert figure(response, "remaining") == "967.1250"
     assert figure(response, "utilisation") == "3.3%"  # 3.29% of 1,000
     assert figure(response, "days-until-reset") == str(api["days_until_reset"]) == "8"
     assert figure(response, "reset-date") == "1 December 2026"
@@ -200,7 +200,7 @@ def test_admin_chart_and_tables_add_up_to_the_ledger(client, world, usage):
     assert len(chart["days"]) == 30  # one point per day of November
     assert chart["days"][1] == "2026-11-02"
     ai_agent = next(d for d in chart["datasets"] if d["label"] == "AI agent")
-    assert ai_agent["display"][1] == "10.5"
+    assert ai_agent["display"][1] == "10.5000"
     assert ai_agent["values"][25] is None  # 26 November is still to come
     assert sum(Decimal(t.replace(",", "")) for t in chart["totals"]) == Decimal("32.875")
 
@@ -211,7 +211,7 @@ def test_admin_chart_and_tables_add_up_to_the_ledger(client, world, usage):
         subscription=world.subscription, user__isnull=True
     )
     assert page.members.total_credits == Decimal("32.875")
-    assert figure(response, "members-total") == "32.875"
+    assert figure(response, "members-total") == "32.8750"
     assert world.outsider.email not in response.content.decode()
 
 
@@ -239,7 +239,7 @@ def test_admin_member_table_shows_roles_teams_limits_and_activity(client, world,
     assert member.last_activity == utc(2026, 11, 23, 8)
     assert rows[world.admin.email].role == "Subscription admin"
     # In the subscription's time zone (Prague, UTC+1 in November).
-    assert '<time datetime="2026-11-23T09:00:00+01:00">23 Nov, 09:00</time>' in html
+    assert '<time datetime="2026-11-23T09:00:00+01:00">23 Nov 2026, 09:00 CET</time>' in html
 
 
 @pytest.mark.parametrize(
@@ -290,8 +290,8 @@ def test_admin_date_range_narrows_chart_and_tables_but_not_the_period_cards(clie
     )
     assert page.range_credits == Decimal("15.375")
     assert page.chart["days"] == ["2026-11-20", "2026-11-21", "2026-11-22"]
-    assert figure(response, "used") == "32.875"  # the period's balance
-    assert figure(response, "average-daily") == "5.125"
+    assert figure(response, "used") == "32.8750"  # the period's balance
+    assert figure(response, "average-daily") == "5.1250"
     assert [change.change for change in page.day_over_day] == [
         Decimal("4.25"),
         Decimal("-1.125"),
@@ -401,7 +401,7 @@ def test_free_plan_shows_totals_and_says_which_plans_have_team_views(client, wor
 
     page = response.context["page"]
     assert page.members is None
-    assert figure(response, "used") == "32.875"
+    assert figure(response, "used") == "32.8750"
     html = response.content.decode()
     assert "available on the Pro, Premium or Scale plans" in html
     assert "is on the Free plan" in html
@@ -414,7 +414,7 @@ def test_no_products_enabled_shows_zero_usage_and_why(client, world):
     response = logged_in(client, world.admin).get(ADMIN_PAGE)
 
     page = response.context["page"]
-    assert figure(response, "used") == "0"
+    assert figure(response, "used") == "0.0000"
     assert page.products == []
     assert "No AI products are enabled for Acme" in response.content.decode()
     assert "nothing to chart yet" in response.content.decode()
@@ -435,7 +435,7 @@ def test_the_first_of_the_month_starts_a_new_period(client, world, usage):
 
     page = response.context["page"]
     assert page.cycle.month == "2026-12"
-    assert figure(response, "used") == "0"
+    assert figure(response, "used") == "0.0000"
     assert figure(response, "days-until-reset") == "31"
     html = response.content.decode()
     assert "A new billing period started today (1 December)" in html
@@ -471,9 +471,13 @@ def test_the_allocation_used_up_shows_the_day_it_ran_out(client, world, recorder
     response = logged_in(client, world.admin).get(ADMIN_PAGE)
 
     assert figure(response, "run-out") == "5 Nov 2026"
-    assert figure(response, "excess-used") == "2"
-    assert figure(response, "excess-remaining") == "98"
+    assert figure(response, "excess-used") == "2.0000"
+    assert figure(response, "excess-remaining") == "98.0000"
     assert figure(response, "utilisation") == "120%"
+    html = response.content.decode()
+    # Over 100% the usage bar is past its "high" mark: browsers draw it red, not amber.
+    assert re.search(r'<meter [^>]*value="120[.0-9]*" optimum="0" low="80" high="99.99"', html)
+    assert '<h3 id="card-run-out">Ran out on</h3>' in html
 
 
 def test_admin_member_detail_matches_the_ledger_and_the_balance_api(client, world, usage):
@@ -485,8 +489,8 @@ def test_admin_member_detail_matches_the_ledger_and_the_balance_api(client, worl
     page = response.context["page"]
     api = balance_api(world.admin, user=world.member.email)
     assert page.range_credits == november(user=world.member) == Decimal("16.75")
-    assert figure(response, "period-credits") == "16.75" == api["user"]["used"].rstrip("0")
-    assert figure(response, "limit-remaining") == "83.25"
+    assert figure(response, "period-credits") == "16.7500" == api["user"]["used"]
+    assert figure(response, "limit-remaining") == "83.2500"
     assert Decimal(api["team"]["remaining"]) == Decimal("83.25")
     assert [event.credits for event in page.runs] == [
         Decimal("2"),
@@ -553,7 +557,7 @@ def test_admin_member_table_shows_one_page_and_its_links_keep_the_range(
         timestamp__lt=utc(2026, 11, 22, 23),
     )
     assert in_range == Decimal("30.875")
-    assert figure(first, "members-total") == figure(second, "members-total") == "30.875"
+    assert figure(first, "members-total") == figure(second, "members-total") == "30.8750"
     html = second.content.decode()
     assert "3 of 3 people (showing 3\N{EN DASH}3, page 2 of 2)" in html
     links = member_page_links(second)
@@ -581,7 +585,7 @@ def test_environment_member_table_is_paginated_too(client, world, usage, two_per
     page = response.context["page"]
     assert names(page) == ["carol"]
     assert page.active_users == 3  # everyone listed, not only this page
-    assert figure(response, "members-total") == "25.875"
+    assert figure(response, "members-total") == "25.8750"
     assert [link["text"] for link in member_page_links(response)] == [
         "← Previous page of people",
         "Page 1",
@@ -672,7 +676,8 @@ def test_the_member_table_costs_the_same_queries_for_5_and_50_members(
     members = response.context["page"].members
     assert members.listed_count == 50
     assert len(members.rows) == dashboard.MEMBERS_PER_PAGE == 50
-    assert five_members_queries <= (13 if page_url == ADMIN_PAGE else 12)
+    # The admin reads its subscriptions' time zones once (accounts.middleware).
+    assert five_members_queries <= (14 if page_url == ADMIN_PAGE else 12)
 
 
 @pytest.mark.parametrize("page_url", [ADMIN_PAGE, ENVIRONMENT_PAGE, MY_PAGE])
@@ -746,7 +751,7 @@ def test_manager_sees_everyones_usage_in_their_environment(client, world, usage)
     assert page.range_credits == in_environment == Decimal("25.875")
     api = balance_api(world.manager, environment=str(world.environment.public_id))
     assert page.balance.environment_used == Decimal(api["environment_used"]) == in_environment
-    assert figure(response, "period-credits") == "25.875"
+    assert figure(response, "period-credits") == "25.8750"
     rows = {row.email: row.credits for row in page.members.rows}
     assert rows == {
         world.member.email: Decimal("16.75"),
@@ -834,7 +839,7 @@ def test_free_plan_environment_page_shows_totals_only(client, world, usage):
     )
 
     assert response.context["page"].members is None
-    assert figure(response, "period-credits") == "25.875"
+    assert figure(response, "period-credits") == "25.8750"
     assert "available on the Pro, Premium or Scale plans" in response.content.decode()
     assert detail.status_code == 403
 
@@ -850,12 +855,12 @@ def test_my_usage_equals_the_ledger_and_the_balance_api(client, world, usage):
     api = balance_api(world.member)
     mine = november(user=world.member)
     assert page.range_credits == mine == Decimal(api["user"]["used"]) == Decimal("16.75")
-    assert figure(response, "range-credits") == "16.75"
-    assert figure(response, "period-credits") == "16.75"
+    assert figure(response, "range-credits") == "16.7500"
+    assert figure(response, "period-credits") == "16.7500"
     # No limit of their own: their team's limit of 100 applies.
     assert api["user"]["limit"] is None
-    assert figure(response, "limit-remaining") == "83.25" == api["team"]["remaining"].rstrip("0.")
-    assert figure(response, "limit") == "100"
+    assert figure(response, "limit-remaining") == "83.2500" == api["team"]["remaining"]
+    assert figure(response, "limit") == "100.0000"
     assert figure(response, "days-until-reset") == "8 days"
     assert world.manager.email not in response.content.decode()
 

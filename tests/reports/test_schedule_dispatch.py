@@ -152,7 +152,7 @@ def test_the_week_is_the_local_monday_to_sunday_across_dst(
     run_beat(now, django_capture_on_commit_callbacks)
 
     (email,) = mailoutbox
-    assert "Credits used: 2\n" in email.body
+    assert "Credits used: 2.0000\n" in email.body
     assert f"{zone} time" in email.body
 
 
@@ -175,7 +175,7 @@ def test_an_auckland_monthly_report_goes_out_early_on_its_first_while_utc_is_sti
 
     (email,) = mailoutbox
     assert email.subject == "Usage report: Acme, November 2026"
-    assert "Credits used: 7\n" in email.body
+    assert "Credits used: 7.0000\n" in email.body
     assert "As of 1 December 2026, 08:05 (Pacific/Auckland)" in email.body
 
 

@@ -108,20 +108,21 @@ def test_the_weekly_report_states_each_section_as_the_ledger_has_it(
     body = email.body
     assert "Credit usage, 16\N{EN DASH}22 November 2026" in body
     assert "Monday 16 November 2026 to Sunday 22 November 2026, Europe/Prague time" in body
-    assert "Credits used: 14.25\n" in body
-    assert "Trend: +280.0% vs the previous week (3.75)" in body  # (14.25 - 3.75) / 3.75
-    assert "Excess credits: 0\n" in body
+    assert "Credits used: 14.2500\n" in body
+    assert "Trend: +280.0% vs the previous week (3.7500)" in body  # (14.25 - 3.75) / 3.75
+    assert "Excess credits: 0.0000\n" in body
     # The billing period holding the week, as of the report: all of November so far.
     assert ledger_total(world, utc(2026, 10, 31, 23), WEEKLY_DUE) == Decimal("18")
     assert (
-        "Acme, November 2026 (so far): 18 of 1,000 credits used (1.8%), 982 remaining, "
-        "excess used 0" in body
+        "Acme, November 2026 (so far): 18.0000 of 1,000.0000 credits used (1.8%), "
+        "982.0000 remaining, excess used 0.0000" in body
     )
     # alice 10 and bob 4 (the API key's 0.25 belongs to nobody), shares of the week's 14.25.
-    assert "TOP MEMBERS\n1. alice@acme.example: 10 (70.2%)\n2. bob@acme.example: 4 (28.1%)\n" in (
-        body
+    assert (
+        "TOP MEMBERS\n1. alice@acme.example: 10.0000 (70.2%)\n2. bob@acme.example: 4.0000 (28.1%)\n"
+        in (body)
     )
-    assert "TOP PRODUCTS\n1. AI agent: 14.25 (100.0%)\n" in body
+    assert "TOP PRODUCTS\n1. AI agent: 14.2500 (100.0%)\n" in body
     assert (
         "As of 23 November 2026, 08:05 (Europe/Prague). Late usage can still be added until "
         "3 December 2026, 00:00, so these figures may still grow." in body
@@ -133,8 +134,8 @@ def test_the_weekly_report_states_each_section_as_the_ledger_has_it(
     html = html_of(email)
     assert dashboard in html
     assert dashboard.replace("&amp;", "&") in body
-    assert ">14.25</p>" in html
-    assert "+280.0% vs the previous week (3.75)" in html
+    assert ">14.2500</p>" in html
+    assert "+280.0% vs the previous week (3.7500)" in html
     assert "alice@acme.example</td>" in html
     schedule.refresh_from_db()
     assert schedule.last_due_at == utc(2026, 11, 23, 7)
@@ -182,12 +183,15 @@ def test_the_monthly_report_covers_the_closed_billing_period_and_its_late_window
     october = ledger_total(world, utc(2026, 9, 30, 22), utc(2026, 10, 31, 23))
     assert (november, october) == (Decimal("18"), Decimal("7"))
     assert email.subject == "Usage report: Acme, November 2026"
-    assert "Credits used: 18\n" in body
-    assert "Trend: +157.1% vs the previous month (7)" in body
-    assert "Acme, November 2026 (ended): 18 of 1,000 credits used (1.8%), 982 remaining" in body
+    assert "Credits used: 18.0000\n" in body
+    assert "Trend: +157.1% vs the previous month (7.0000)" in body
     assert (
-        "1. alice@acme.example: 10 (55.6%)\n2. bob@acme.example: 4 (22.2%)\n"
-        "3. carol@acme.example: 3.75 (20.8%)\n" in body
+        "Acme, November 2026 (ended): 18.0000 of 1,000.0000 credits used (1.8%), 982.0000 remaining"
+        in body
+    )
+    assert (
+        "1. alice@acme.example: 10.0000 (55.6%)\n2. bob@acme.example: 4.0000 (22.2%)\n"
+        "3. carol@acme.example: 3.7500 (20.8%)\n" in body
     )
     # The period ended at midnight on 1 December; late events are taken for 48 more hours.
     assert (
@@ -216,11 +220,11 @@ def test_an_environment_report_shows_only_that_environment(
     assert email.subject == "Usage report: Acme \N{MIDDLE DOT} Website / Production, " + (
         "16\N{EN DASH}22 November 2026"
     )
-    assert "Credits used: 4\n" in body
-    assert "Trend: +6.7% vs the previous week (3.75)" in body
-    assert "1. bob@acme.example: 4 (100.0%)\n" in body
+    assert "Credits used: 4.0000\n" in body
+    assert "Trend: +6.7% vs the previous week (3.7500)" in body
+    assert "1. bob@acme.example: 4.0000 (100.0%)\n" in body
     assert "alice" not in body  # her usage is in Staging
-    assert "; 7.75 in this environment" in body  # November so far, in Production
+    assert "; 7.7500 in this environment" in body  # November so far, in Production
     assert f"/usage/environments/?environment={world.environment.public_id}" in body
 
 
@@ -249,9 +253,9 @@ def test_a_report_with_sub_accounts_adds_them_and_lists_each_account(
     run_beat(WEEKLY_DUE, django_capture_on_commit_callbacks)
 
     (email,) = mailoutbox
-    assert "Credits used: 19.25\n" in email.body  # 14.25 in Acme and 5 in Acme Labs
-    assert "Acme, November 2026 (so far): 18 of 1,000" in email.body
-    assert "Acme Labs, November 2026 (so far): 5 of 1,000" in email.body
+    assert "Credits used: 19.2500\n" in email.body  # 14.25 in Acme and 5 in Acme Labs
+    assert "Acme, November 2026 (so far): 18.0000 of 1,000.0000" in email.body
+    assert "Acme Labs, November 2026 (so far): 5.0000 of 1,000.0000" in email.body
     with time_machine.travel(WEEKLY_DUE, tick=False):
         filename, expected = csv_from(
             logged_in(world.admin).get(

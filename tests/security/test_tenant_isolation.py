@@ -466,6 +466,7 @@ def admin_app_index(t):
 VIEWS: dict[str, Callable[[Tenants], list[Probe]]] = {
     # Public pages: no tenant data at all, whoever asks.
     "health": public("/health/"),
+    "favicon": public("/favicon.ico"),
     "schema": public("/api/schema/"),
     "swagger": public("/api/schema/swagger/"),
     "redoc": public("/api/schema/redoc/"),

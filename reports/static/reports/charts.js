@@ -48,7 +48,7 @@
         lines.push([dataset.label, dataset.display[index], colour(dataset)]);
       }
     });
-    if (!lines.length) lines.push(["No usage", "0"]);
+    if (!lines.length) lines.push(["No usage", "0.0000"]);
     lines.push(["Total", data.totals[index]]);
     return lines;
   }

@@ -1,0 +1,45 @@
+"""How Creditdesk shows an amount, a moment and itself, in the admin, the pages and the emails.
+
+One credit format (four decimal places, always, so that columns line up; thousands
+separated), one moment format (the subscription's local time with the zone named), and one
+set of design tokens, read from the stylesheet that the admin and the pages link, so that the
+emails' inline styles use the same values. Exports keep their machine formats and do not use
+this module.
+"""
+
+import re
+from datetime import datetime
+from decimal import Decimal
+from functools import cache
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+from .models import CREDIT_PLACES
+
+TOKENS_CSS = Path(__file__).resolve().parent / "static" / "creditdesk" / "tokens.css"
+_TOKEN = re.compile(r"--cd-([a-z0-9-]+)\s*:\s*([^;]+);")
+
+
+def format_credits(value) -> str:
+    """``Decimal("9605.75")`` -> ``"9,605.7500"``; no value -> a dash."""
+    if value is None or value == "":
+        return "—"
+    amount = Decimal(value).quantize(CREDIT_PLACES)
+    return f"{amount if amount else abs(amount):,.4f}"
+
+
+def format_moment(moment: datetime | None, zone: ZoneInfo | str) -> str:
+    """An aware datetime in ``zone``: ``"5 Dec 2026, 15:45 CET"``."""
+    if moment is None:
+        return "—"
+    zone = ZoneInfo(zone) if isinstance(zone, str) else zone
+    local = moment.astimezone(zone)
+    return f"{local.day} {local:%b %Y, %H:%M} {local.tzname()}"
+
+
+@cache
+def design_tokens() -> dict[str, str]:
+    """``{"brand": "#1d4ed8", "font": "system-ui, ...", ...}`` from ``tokens.css``; the keys
+    use underscores (``brand_soft``) so that templates can read them."""
+    text = TOKENS_CSS.read_text()
+    return {name.replace("-", "_"): value.strip() for name, value in _TOKEN.findall(text)}

@@ -1,0 +1,24 @@
+"""The display formats and design tokens for templates: ``{% load display %}``."""
+
+from django import template
+
+from accounts.display import design_tokens, format_credits, format_moment
+
+register = template.Library()
+
+
+@register.filter
+def credit_amount(value) -> str:
+    return format_credits(value)
+
+
+@register.filter
+def moment(value, zone) -> str:
+    """``{{ event.timestamp|moment:subscription.timezone }}`` -> ``5 Dec 2026, 15:45 CET``."""
+    return format_moment(value, zone)
+
+
+@register.simple_tag
+def tokens() -> dict[str, str]:
+    """``{% tokens as t %}`` then ``style="color: {{ t.text }}"`` (emails' inline styles)."""
+    return design_tokens()
