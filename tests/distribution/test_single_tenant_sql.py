@@ -5,7 +5,8 @@ routes a statement to one node only when the statement filters (or joins, or ins
 column. This test captures the SQL of a recorded event, a batch, a balance read and each report
 of the catalogue, and holds every statement that touches a tenant table (any table with a
 ``subscription_id`` column) to that: each reference to such a table is qualified by an
-equality or ``IN`` on its ``subscription_id``, is joined on it, or inserts it. Catalogue tables
+equality or ``IN`` on its ``subscription_id``, is joined on it, or inserts it, and the
+statement names its subscription(s) by value (or inserts rows that carry it). Catalogue tables
 (products, plans) are reference tables, copied to every node, and need nothing.
 
 ``COPY`` (the batch's ledger rows) is not seen by Django's query capture; its rows carry
@@ -63,6 +64,9 @@ SQL_WORDS = {
 # This is the one read on the request path that is not keyed by the subscription; the README
 # (Scaling out) lists it: a small index-only multi-shard read, or a reference table.
 BY_PERSON = {("accounts_membership", "U0")}
+# An API key names its subscription only through itself: authentication finds the key by its
+# prefix, across subscriptions (the other allowed read; see the README).
+KEY_LOOKUP = re.compile(r'FROM "accounts_apikey" .*WHERE .*"accounts_apikey"\."prefix" = ')
 
 
 def tenant_tables() -> set[str]:
@@ -106,11 +110,32 @@ def carries_subscription(sql: str, keyword: str, table: str, name: str) -> bool:
     return keyword == "UPDATE" and bool(re.search(unqualified + predicate, sql, re.IGNORECASE))
 
 
+ANCHOR = re.compile(
+    r'(?:subscription_id"?|"accounts_subscription"\."id")\s*(?:=\s*\(?\d|IN\s*\(\d)',
+    re.IGNORECASE,
+)
+
+
+def anchored(sql: str) -> bool:
+    """The statement names its subscription(s) by value, or inserts rows that carry one."""
+    if ANCHOR.search(sql):
+        return True
+    inserts = re.findall(r'INSERT\s+INTO\s+"?\w+"?\s*\(([^)]*)\)', sql, re.IGNORECASE)
+    return any("subscription_id" in columns for columns in inserts)
+
+
 def offending(captured) -> list[str]:
     tables = tenant_tables()
     problems = []
     for query in captured:
         sql = query["sql"]
+        touched = {
+            (table, name)
+            for _, table, name in references(sql, tables)
+            if (table, name) not in BY_PERSON
+        }
+        if touched and not anchored(sql) and not KEY_LOOKUP.search(sql):
+            problems.append(f"not anchored to a subscription: {sql}")
         for keyword, table, name in references(sql, tables):
             if (table, name) in BY_PERSON:
                 continue
@@ -200,5 +225,11 @@ def test_the_check_sees_a_statement_without_the_subscription():
     )
     assert offending([{"sql": f'SELECT 1 {ledger} T2 WHERE T2."period_id" = 3'}])
     assert not offending([{"sql": f'SELECT 1 {ledger} T2 WHERE T2."subscription_id" IN (1)'}])
+    joined = (
+        'SELECT 1 FROM "credits_agent" INNER JOIN "accounts_subscription" ON '
+        '("credits_agent"."subscription_id" = "accounts_subscription"."id") WHERE '
+    )
+    assert offending([{"sql": joined + '"credits_agent"."name" = \'x\''}])
+    assert not offending([{"sql": joined + '"accounts_subscription"."id" = 4'}])
     assert offending([{"sql": 'INSERT INTO "credits_agent" ("name") VALUES (%s)'}])
     assert not offending([{"sql": 'INSERT INTO "credits_agent" ("subscription_id") VALUES (1)'}])
