@@ -615,7 +615,10 @@ def usage_by_user(usage: _Usage) -> list[UserUsage]:
         .annotate(
             key_id=Case(When(user__isnull=True, then=F("api_key_id"))),
             key_name=Case(When(user__isnull=True, then=F("own_key__name"))),
-            key_account=Case(When(user__isnull=True, then=F("own_key__subscription__name"))),
+            # A key belongs to the row's own subscription (the join above says so).
+            key_account=Case(
+                When(user__isnull=True, api_key__isnull=False, then=F("subscription__name"))
+            ),
         ),
         "user_id",
         "user__email",
