@@ -64,5 +64,7 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
         now = timezone.now()
         if api_key.last_used_at and now - api_key.last_used_at < LAST_USED_PRECISION:
             return
-        ApiKey.objects.filter(pk=api_key.pk).update(last_used_at=now)
+        ApiKey.objects.filter(subscription_id=api_key.subscription_id, pk=api_key.pk).update(
+            last_used_at=now
+        )
         api_key.last_used_at = now

@@ -156,9 +156,16 @@ def _charge_period(subscription, period, credits) -> tuple[tuple, tuple]:
             "   THEN credits_used + %(x)s - %(allocation)s ELSE 0 END"
             " - CASE WHEN credits_used > %(allocation)s"
             "   THEN credits_used - %(allocation)s ELSE 0 END "
-            "WHERE id = %(id)s AND credits_used + %(x)s <= %(cap)s "
+            "WHERE subscription_id = %(subscription)s AND id = %(id)s"
+            " AND credits_used + %(x)s <= %(cap)s "
             "RETURNING credits_used, excess_used",
-            {"x": credits, "allocation": allocation, "cap": cap, "id": period.pk},
+            {
+                "x": credits,
+                "allocation": allocation,
+                "cap": cap,
+                "subscription": subscription.pk,
+                "id": period.pk,
+            },
         )
         row = cursor.fetchone()
     if row is None:

@@ -29,7 +29,7 @@ from uuid import UUID
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import F
+from django.db.models import F, Prefetch
 from django.db.models.functions import Lower
 from django.utils import timezone
 
@@ -297,7 +297,9 @@ def record_adjustment(
     timestamp = timestamp or timezone.now()
     subscription = Subscription.objects.select_for_update().get(pk=subscription.pk)
     period = period_for(subscription=subscription, instant=timestamp)
-    BillingPeriod.objects.filter(pk=period.pk).update(credits_used=F("credits_used") + credits)
+    BillingPeriod.objects.filter(subscription=subscription, pk=period.pk).update(
+        credits_used=F("credits_used") + credits
+    )
     if user:
         team_id = TeamMembership.objects.team_id_of(subscription=subscription, user=user)
         if team_id is not None:
@@ -467,9 +469,10 @@ class _Replays:
             ).values_list("key", "payload_hash", "event_id")
         }
         self.events = (
-            CreditEvent.objects.select_related("environment", "user", "product", "agent").in_bulk(
-                [event_id for _, event_id in self.records.values()]
-            )
+            CreditEvent.objects.filter(subscription=subscription)
+            .select_related("environment", "user", "product")
+            .prefetch_related(Prefetch("agent", Agent.objects.filter(subscription=subscription)))
+            .in_bulk([event_id for _, event_id in self.records.values()])
             if self.records
             else {}
         )

@@ -77,7 +77,11 @@ def balance(
     environment_used = None
     if environment is not None:
         environment_used = _sum(
-            DailyUsage.objects.filter(period=period, environment=environment) if period else None
+            DailyUsage.objects.filter(
+                subscription=subscription, period=period, environment=environment
+            )
+            if period
+            else None
         )
     return Balance(
         subscription=subscription,

@@ -49,6 +49,7 @@ from django.db.models import (
     Count,
     Exists,
     F,
+    FilteredRelation,
     FloatField,
     OuterRef,
     Q,
@@ -450,6 +451,16 @@ class _Sums:
         return _ratio(self.failed_runs, self.runs, RATE)
 
 
+def _joined(relation: str, through: str | None = None) -> FilteredRelation:
+    """``relation`` joined on the row's subscription as well as its id: a distributed database
+    (Citus) keeps a join on one node only when it includes the distribution column. Rows of
+    one subscription point at their own subscription's objects, so the result is the same."""
+    through = through or relation
+    return FilteredRelation(
+        relation, condition=Q(**{f"{through}__subscription_id": F("subscription_id")})
+    )
+
+
 def _grouped(rollups: QuerySet, *group: str, **annotations) -> list[tuple[dict, _Sums]]:
     """One SQL query: the rollups summed per ``group``."""
     sums = {f"sum_{spec.name}": Sum(spec.name) for spec in dataclasses.fields(_Sums)}
@@ -599,10 +610,15 @@ _ROLE_RANK = {Role.SUBSCRIPTION_ADMIN: 0, Role.PROJECT_MANAGER: 1, Role.MEMBER: 
 def usage_by_user(usage: _Usage) -> list[UserUsage]:
     """One row per person, and one per API key for what keys did with nobody named."""
     groups = _grouped(
-        usage.rows(usage.rollup("user", "api_key")).annotate(
+        usage.rows(usage.rollup("user", "api_key"))
+        .annotate(own_key=_joined("api_key"))
+        .annotate(
             key_id=Case(When(user__isnull=True, then=F("api_key_id"))),
-            key_name=Case(When(user__isnull=True, then=F("api_key__name"))),
-            key_account=Case(When(user__isnull=True, then=F("api_key__subscription__name"))),
+            key_name=Case(When(user__isnull=True, then=F("own_key__name"))),
+            # A key belongs to the row's own subscription (the join above says so).
+            key_account=Case(
+                When(user__isnull=True, api_key__isnull=False, then=F("subscription__name"))
+            ),
         ),
         "user_id",
         "user__email",
@@ -665,11 +681,11 @@ def usage_by_agent(usage: _Usage) -> list[AgentUsage]:
     rollup = usage.rollup("agent")
     sessions = {"sessions": Sum("sessions"), "session_runs": Sum("session_runs")}
     groups = _grouped(
-        usage.rows(rollup),
+        usage.rows(rollup).annotate(own_agent=_joined("agent")),
         "agent_id",
-        "agent__name",
-        "agent__model",
-        "agent__agent_type",
+        "own_agent__name",
+        "own_agent__model",
+        "own_agent__agent_type",
         **(sessions if rollup.sessions else {}),
     )
     counted = None  # sessions are in the rollup, or counted from the ledger
@@ -683,10 +699,10 @@ def usage_by_agent(usage: _Usage) -> list[AgentUsage]:
         run_stats = stats.get(row["agent_id"], _RunStats())
         rows.append(
             AgentUsage(
-                agent_name=row["agent__name"] or NO_AGENT,
+                agent_name=row["own_agent__name"] or NO_AGENT,
                 agent_id=row["agent_id"],
-                model_used=row["agent__model"] or "",
-                agent_type=row["agent__agent_type"] or "",
+                model_used=row["own_agent__model"] or "",
+                agent_type=row["own_agent__agent_type"] or "",
                 total_runs=sums.runs,
                 total_sessions=run_stats.sessions,
                 avg_runs_per_session=run_stats.avg_runs_per_session,
@@ -761,7 +777,9 @@ def usage_by_feature(usage: _Usage) -> list[FeatureUsage]:
 def usage_by_team(usage: _Usage) -> list[TeamUsage]:
     """One row per team of the people with usage (their team now, not when they used it)."""
     team = TeamMembership.objects.filter(
-        subscription_id=OuterRef("subscription_id"), user_id=OuterRef("user_id")
+        subscription_id=OuterRef("subscription_id"),
+        user_id=OuterRef("user_id"),
+        team__subscription_id=OuterRef("subscription_id"),
     )
     groups = _grouped(
         usage.rows(usage.rollup("user")).annotate(
@@ -793,9 +811,11 @@ def usage_by_team(usage: _Usage) -> list[TeamUsage]:
 @_report
 def usage_by_environment(usage: _Usage) -> list[EnvironmentUsage]:
     groups = _grouped(
-        usage.rows(usage.rollup("environment", "user")),
+        usage.rows(usage.rollup("environment", "user")).annotate(
+            own_project=_joined("environment__project")
+        ),
         "environment_id",
-        "environment__project__name",
+        "own_project__name",
         "environment__name",
         "environment__public_id",
         active_users=Count("user_id", distinct=True),
@@ -803,9 +823,7 @@ def usage_by_environment(usage: _Usage) -> list[EnvironmentUsage]:
     total = _total_credits(groups)
     rows = [
         EnvironmentUsage(
-            environment=environment_label(
-                row["environment__project__name"], row["environment__name"]
-            )
+            environment=environment_label(row["own_project__name"], row["environment__name"])
             or NO_ENVIRONMENT,
             environment_id=row["environment__public_id"],
             active_users=row["active_users"],
