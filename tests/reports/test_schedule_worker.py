@@ -21,7 +21,7 @@ DISPATCH = "reports.tasks.dispatch_due_reports"
 SEND = "reports.tasks.send_scheduled_report"
 
 
-def wait_for(condition, timeout=15.0) -> bool:
+def wait_for(condition, timeout=60.0) -> bool:  # generous: CI machines can be busy
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if condition():

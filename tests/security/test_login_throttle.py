@@ -148,7 +148,7 @@ print(json.dumps(statuses))
 """
 
 
-@pytest.mark.django_db(transaction=True)
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)  # keeps migrated groups
 def test_two_worker_processes_share_the_token_throttle_through_redis(world):
     """Two processes (as two gunicorn workers) ask for a token with wrong passwords: the second
     is throttled once both together reach the rate, not after its own ten."""
