@@ -40,6 +40,7 @@ from credits.models import (
 )
 from tests import factories
 from tests.conftest import PIN_CLOCK_VARIABLE
+from tests.database_url import child_database_url
 
 CLOSED_PORT_BROKER = "redis://127.0.0.1:1/0"  # nothing listens on port 1: connection refused
 
@@ -432,12 +433,9 @@ def test_processes_charging_and_replaying_while_the_month_start_task_and_dispatc
     )
     ReportSchedule.objects.filter(pk=schedule.pk).update(active_since=created)  # a report is due
 
-    db = connection.settings_dict
     env = {
         **os.environ,
-        # host and port as parameters: the host may be a socket directory (embedded PostgreSQL)
-        "DATABASE_URL": f"postgres://{db['USER']}@/{db['NAME']}"
-        f"?host={db['HOST'] or db['OPTIONS'].get('host') or '127.0.0.1'}&port={db['PORT'] or 5432}",
+        "DATABASE_URL": child_database_url(),
         "DATABASE_CONN_MAX_AGE": "0",
         "CELERY_TASK_ALWAYS_EAGER": "true",  # reset notices are sent in line, by memory mail
         "EMAIL_URL": "memorymail://",

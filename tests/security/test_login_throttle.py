@@ -11,10 +11,10 @@ from datetime import timedelta
 import pytest
 import time_machine
 from django.conf import settings as django_settings
-from django.db import connection
 from django.test import Client
 
 from tests import factories
+from tests.database_url import child_database_url
 from tests.factories import PASSWORD, utc
 
 pytestmark = pytest.mark.django_db
@@ -153,13 +153,11 @@ def test_two_worker_processes_share_the_token_throttle_through_redis(world):
     """Two processes (as two gunicorn workers) ask for a token with wrong passwords: the second
     is throttled once both together reach the rate, not after its own ten."""
     rate = int(django_settings.REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"]["token"].split("/")[0])
-    db = connection.settings_dict
     cache_url = os.environ.get("CACHE_URL", "rediscache://127.0.0.1:6379/2")
     prefix = f"test-processes-{os.getpid()}-{id(world)}"
     env = {
         **os.environ,
-        "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:"
-        f"{db['PORT'] or 5432}/{db['NAME']}",
+        "DATABASE_URL": child_database_url(),
         "CACHE_URL": f"{cache_url}{'&' if '?' in cache_url else '?'}key_prefix={prefix}",
         "DEBUG": "false",
         "LOG_LEVEL": "ERROR",
