@@ -6,11 +6,14 @@ through ``accounts.services``.
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin import helpers
+from django.contrib.admin.utils import quote, unquote
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
 from django.contrib.auth.forms import UserCreationForm
 from django.contrib.auth.models import Group
 from django.core.exceptions import ValidationError
 from django.db.models import Count, Q
+from django.urls import path, register_converter
 from django.utils.html import format_html
 from django.utils.translation import ngettext
 from rest_framework_api_key.models import APIKey
@@ -225,6 +228,28 @@ class TeamAdmin(ScopedModelAdmin):
         return obj.member_count
 
 
+class ApiKeyPrefix:
+    """The object part of an API key's admin URLs: its public prefix, never its primary key.
+
+    The key's primary key is ``<prefix>.<hash of the secret>`` (django-rest-framework-api-key's
+    format, which the ledger's foreign keys use). Every admin link to a key (change list, recent
+    actions, history, the ledger's link to its key) reverses the change URL with that primary
+    key; ``to_url`` keeps the prefix, so the hash never reaches a URL, a log or a browser's
+    history.
+    """
+
+    regex = "[0-9A-Za-z]+"
+
+    def to_python(self, value: str) -> str:
+        return value
+
+    def to_url(self, value) -> str:
+        return str(value).partition(".")[0]
+
+
+register_converter(ApiKeyPrefix, "api_key_prefix")
+
+
 @admin.register(ApiKey)
 class ApiKeyAdmin(ScopedModelAdmin):
     list_display = (
@@ -261,6 +286,51 @@ class ApiKeyAdmin(ScopedModelAdmin):
 
     def get_fields(self, request, obj=None):
         return self.fields if obj else self.add_fields
+
+    def get_urls(self):
+        """The admin's own URLs, with the key named by its prefix (see ``ApiKeyPrefix``)."""
+        return [
+            path(
+                str(pattern.pattern).replace("<path:object_id>", "<api_key_prefix:object_id>"),
+                pattern.callback,
+                name=pattern.name,
+            )
+            for pattern in super().get_urls()
+        ]
+
+    def get_object(self, request, object_id, from_field=None):
+        prefix = str(object_id).partition(".")[0]
+        return self.get_queryset(request).filter(prefix=prefix).first()
+
+    def history_view(self, request, object_id, extra_context=None):
+        """The admin log names the key by its primary key: look its entries up by that."""
+        key = self.get_object(request, unquote(object_id))
+        object_id = quote(key.pk) if key is not None else object_id
+        return super().history_view(request, object_id, extra_context)
+
+    def action_checkbox(self, obj):
+        """Select keys by prefix: the change list's HTML carries no hash."""
+        checkbox = forms.CheckboxInput(
+            {
+                "class": "action-select",
+                "aria-label": format_html("Select this object for an action - {}", str(obj)),
+            },
+            lambda value: False,
+        )
+        return checkbox.render(helpers.ACTION_CHECKBOX_NAME, obj.prefix)
+
+    def response_action(self, request, queryset):
+        """Selections name keys by prefix (a full primary key is read as its prefix too)."""
+        selected = [
+            value.partition(".")[0] for value in request.POST.getlist(helpers.ACTION_CHECKBOX_NAME)
+        ]
+        if selected:
+            request.POST = request.POST.copy()
+            request.POST.setlist(
+                helpers.ACTION_CHECKBOX_NAME,
+                list(queryset.filter(prefix__in=selected).values_list("pk", flat=True)),
+            )
+        return super().response_action(request, queryset)
 
     def has_delete_permission(self, request, obj=None):
         """Keys are revoked, never deleted: the ledger names them."""

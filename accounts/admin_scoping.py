@@ -18,6 +18,7 @@ from django.db import models
 
 from .audit import AuditedAdminMixin
 from .models import Subscription
+from .money import CreditsFormField
 
 
 def administered(queryset: models.QuerySet, user, subscription_path: str) -> models.QuerySet:
@@ -54,6 +55,8 @@ class ScopedAdminMixin(AuditedAdminMixin):
 
     subscription_path = "subscription"
     fixed_after_creation: tuple[str, ...] = ()
+    # Every decimal in the models is an amount of credits: read strictly (accounts.money).
+    formfield_overrides = {models.DecimalField: {"form_class": CreditsFormField}}
 
     def scope(self, queryset: models.QuerySet, user) -> models.QuerySet:
         return administered(queryset, user, self.subscription_path)

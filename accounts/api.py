@@ -7,11 +7,9 @@ keys) cannot manage anything: a leaked key must not be able to mint more keys.
 
 import hashlib
 from collections.abc import Mapping
-from decimal import Decimal
 
 from django.db.models import F
 from django.shortcuts import get_object_or_404
-from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
     OpenApiParameter,
     OpenApiResponse,
@@ -27,15 +25,18 @@ from rest_framework.settings import api_settings
 from rest_framework.throttling import AnonRateThrottle
 from rest_framework.views import APIView
 
+from config.serializers import SUBSCRIPTION_ID, NullableUUIDField, StrictInputSerializer
+
 from .authentication import KeyPrincipal
 from .models import ApiKey, Environment, Subscription
+from .money import AMOUNT_HELP, CreditsField
 from .services import create_api_key, obtain_api_token, revoke_api_key, update_limit_settings
 
 CREDITS = {"max_digits": 18, "decimal_places": 4}
 
 SUBSCRIPTION_PARAMETER = OpenApiParameter(
     "subscription",
-    OpenApiTypes.INT,
+    SUBSCRIPTION_ID,
     description=(
         "Id of a subscription you administer. Optional when you administer one; otherwise "
         "your first top-level subscription is used."
@@ -153,8 +154,8 @@ class ObtainTokenApi(APIView):
     permission_classes = [permissions.AllowAny]
     throttle_classes = [TokenRateThrottle, TokenEmailRateThrottle]
 
-    @extend_schema_serializer(component_name="TokenRequest")
-    class InputSerializer(serializers.Serializer):
+    @extend_schema_serializer(component_name="Token")
+    class InputSerializer(StrictInputSerializer):
         email = serializers.CharField(max_length=254)
         password = serializers.CharField(max_length=4096, trim_whitespace=False)
 
@@ -209,10 +210,10 @@ class ApiKeyOutputSerializer(serializers.Serializer):
 
 
 class ApiKeyListCreateApi(ManagementView):
-    @extend_schema_serializer(component_name="ApiKeyCreateRequest")
-    class InputSerializer(serializers.Serializer):
+    @extend_schema_serializer(component_name="ApiKeyCreate")
+    class InputSerializer(StrictInputSerializer):
         name = serializers.CharField(max_length=50)
-        environment = serializers.UUIDField(
+        environment = NullableUUIDField(
             required=False,
             allow_null=True,
             help_text="EnvironmentId to restrict the key to; omit for every environment.",
@@ -309,26 +310,12 @@ class SubscriptionDetailApi(ManagementView):
         excess_allowance = serializers.DecimalField(**CREDITS)
 
     @extend_schema_serializer(component_name="SubscriptionSettingsUpdate")
-    class InputSerializer(serializers.Serializer):
+    class InputSerializer(StrictInputSerializer):
         limit_mode = serializers.ChoiceField(choices=Subscription.LimitMode.choices, required=False)
-        excess_allowance = serializers.DecimalField(**CREDITS, min_value=Decimal(0), required=False)
+        excess_allowance = CreditsField(required=False, help_text=AMOUNT_HELP)
 
-        read_only_fields = ("id", "name", "plan", "timezone", "base_allocation")
-
-        def validate(self, attrs):
-            """Refuse fields that cannot change here rather than silently ignoring them: an
-            admin sending ``base_allocation`` must not believe their allocation changed."""
-            data = self.initial_data if isinstance(self.initial_data, Mapping) else {}
-            errors = {
-                name: ["This field cannot be changed over the API."]
-                if name in self.read_only_fields
-                else ["Unknown field."]
-                for name in data
-                if name not in self.fields
-            }
-            if errors:
-                raise serializers.ValidationError(errors)
-            return attrs
+        # An admin sending base_allocation must not believe their allocation changed.
+        fixed_fields = ("id", "name", "plan", "timezone", "base_allocation")
 
     @extend_schema(
         tags=["subscription"],

@@ -6,4 +6,4 @@ class AccountsConfig(AppConfig):
     verbose_name = "Accounts and access"
 
     def ready(self) -> None:
-        from . import schema  # noqa: F401  (registers the OpenAPI extension)
+        from . import checks, schema  # noqa: F401  (register the system check, OpenAPI extension)

@@ -3,7 +3,6 @@
 import logging
 from decimal import Decimal
 
-from django.contrib.auth import authenticate
 from django.contrib.auth.models import Group
 from django.db import transaction
 from django.utils import timezone
@@ -11,6 +10,7 @@ from rest_framework.authtoken.models import Token
 
 from .audit import record_audit_event
 from .errors import DomainError
+from .login_throttle import authenticate_without_request
 from .models import CREDIT_PLACES, ApiKey, Environment, Membership, Role, Subscription, User
 
 logger = logging.getLogger(__name__)
@@ -116,10 +116,12 @@ class InvalidCredentials(DomainError):
 def obtain_api_token(*, email: str, password: str) -> Token:
     """The personal API token of the user with this email (any case) and password.
 
-    Authentication goes through Django's backends, so inactive users are refused and an unknown
-    email costs as much time as a wrong password. One token per user: asking again returns it.
+    Authentication goes through Django's model backend, so inactive users are refused and an
+    unknown email costs as much time as a wrong password; the endpoint's throttle, not the login
+    forms' lockout (``login_throttle``), limits guessing here. One token per user: asking again
+    returns it.
     """
-    user = authenticate(email=email, password=password)
+    user = authenticate_without_request(email=email, password=password)
     if user is None:
         logger.info("event=token_refused reason=invalid_credentials")
         raise InvalidCredentials()

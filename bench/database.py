@@ -21,7 +21,7 @@ def conninfo(database: str | None = None) -> str:
 
     config = environ.Env.db_url_config(url())
     parts = {
-        "host": config.get("HOST") or "127.0.0.1",
+        "host": config.get("HOST") or config.get("OPTIONS", {}).get("host") or "127.0.0.1",
         "port": str(config.get("PORT") or 5432),
         "user": config.get("USER") or "postgres",
         "dbname": database or config["NAME"],

@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
+from credits.bulk import copy_rows, derive_from_ledger, drop_indexes
 from credits.periods import month_bounds, month_start, next_month_start, previous_month_start
 
 TIMEZONES = (
@@ -148,16 +149,6 @@ class _Ids:
             )
 
 
-def _copy(cursor, table: str, columns: tuple[str, ...], rows) -> int:
-    count = 0
-    quoted = ", ".join(f'"{column}"' for column in columns)
-    with cursor.copy(f"COPY {table} ({quoted}) FROM STDIN") as copy:
-        for row in rows:
-            copy.write_row(row)
-            count += 1
-    return count
-
-
 def subscription_count(events: int) -> int:
     return max(10, min(2000, events // 5000))
 
@@ -197,7 +188,7 @@ def generate(
         )
         first_event_id = ids.take("credits_creditevent", 0).start
         rebuild_indexes = events >= LEDGER_INDEX_THRESHOLD
-        dropped = _drop_indexes(cursor, "credits_creditevent") if rebuild_indexes else []
+        dropped = drop_indexes(cursor, "credits_creditevent") if rebuild_indexes else []
         _ledger(cursor, plans, product_ids, rng, events, days, now, label, progress)
         if dropped:
             progress(f"rebuilding {len(dropped)} ledger indexes")
@@ -209,7 +200,7 @@ def generate(
         progress("deriving rollups, counters, idempotency records and notices (set-based SQL)")
         derived = ("credits_dailyusage", "credits_idempotencyrecord")
         dropped = (
-            [statement for table in derived for statement in _drop_indexes(cursor, table)]
+            [statement for table in derived for statement in drop_indexes(cursor, table)]
             if rebuild_indexes
             else []
         )
@@ -280,7 +271,7 @@ def _world(cursor, ids, rng, count, product_ids, now, range_start, label) -> lis
         for rank, sid in enumerate(subscription_ids, start=1)
     ]
     tag = f"{label}-{subscription_ids.start}"
-    _copy(
+    copy_rows(
         cursor,
         "accounts_subscription",
         (
@@ -307,7 +298,7 @@ def _world(cursor, ids, rng, count, product_ids, now, range_start, label) -> lis
             for p in plans
         ),
     )
-    _copy(
+    copy_rows(
         cursor,
         "credits_product_enabled_for",
         ("product_id", "subscription_id"),
@@ -372,9 +363,11 @@ def _world(cursor, ids, rng, count, product_ids, now, range_start, label) -> lis
             p.agent_model[agent_id] = model
         for user_id in p.user_ids:
             p.user_agent[user_id] = p.agent_ids[zipf_pick(p.agent_weights, rng)]
-    _copy(cursor, "accounts_project", ("id", "subscription_id", "name"), projects)
-    _copy(cursor, "accounts_environment", ("id", "project_id", "name", "public_id"), environments)
-    _copy(
+    copy_rows(cursor, "accounts_project", ("id", "subscription_id", "name"), projects)
+    copy_rows(
+        cursor, "accounts_environment", ("id", "project_id", "name", "public_id"), environments
+    )
+    copy_rows(
         cursor,
         "accounts_user",
         (
@@ -389,7 +382,7 @@ def _world(cursor, ids, rng, count, product_ids, now, range_start, label) -> lis
         ),
         users,
     )
-    _copy(
+    copy_rows(
         cursor,
         "accounts_membership",
         ("user_id", "subscription_id", "environment_id", "role", "created_at"),
@@ -398,23 +391,23 @@ def _world(cursor, ids, rng, count, product_ids, now, range_start, label) -> lis
     cursor.execute("SELECT id FROM auth_group WHERE name = %s", [ADMINS_GROUP])
     group = cursor.fetchone()
     if group:
-        _copy(
+        copy_rows(
             cursor,
             "accounts_user_groups",
             ("user_id", "group_id"),
             ((admin, group[0]) for admin in admins),
         )
-    _copy(cursor, "accounts_team", ("id", "subscription_id", "name"), teams)
-    _copy(
+    copy_rows(cursor, "accounts_team", ("id", "subscription_id", "name"), teams)
+    copy_rows(
         cursor, "accounts_teammembership", ("subscription_id", "team_id", "user_id"), team_members
     )
-    _copy(
+    copy_rows(
         cursor,
         "credits_agent",
         ("id", "subscription_id", "name", "agent_type", "model", "created_at"),
         agents,
     )
-    _copy(
+    copy_rows(
         cursor,
         "accounts_apikey",
         (
@@ -465,7 +458,7 @@ def _periods(cursor, ids, plans, range_start: datetime, now: datetime) -> None:
             p.period_starts.append(bounds.start.timestamp())
             p.period_ids.append(period_id)
             month = next_month_start(month)
-    _copy(
+    copy_rows(
         cursor,
         "credits_billingperiod",
         ("id", "subscription_id", "start", "end", "credits_used", "excess_used", "opened_at"),
@@ -584,84 +577,11 @@ def _ledger(cursor, plans, product_ids, rng, events, days, now, label, progress)
                 progress(f"ledger {written:,}/{events:,} ({100 * written / max(1, events):.0f}%)")
 
 
-def _drop_indexes(cursor, table: str) -> list[str]:
-    """Drop the table's plain (non-constraint) indexes; return the statements that rebuild them."""
-    cursor.execute(
-        """
-        SELECT i.indexname, i.indexdef FROM pg_indexes i
-        WHERE i.tablename = %s AND NOT EXISTS (
-            SELECT 1 FROM pg_constraint c WHERE c.conname = i.indexname)
-        """,
-        [table],
-    )
-    rows = cursor.fetchall()
-    for name, _ in rows:
-        cursor.execute(f'DROP INDEX "{name}"')
-    # A partitioned table's index reads "ON ONLY parent": rebuild it on every partition.
-    return [definition.replace(" ON ONLY ", " ON ") for _, definition in rows]
-
-
 def _derive(cursor, subscription_ids: list[int], first_event_id: int, progress) -> None:
     """Rollups, counters, idempotency records and sent notices, from the ledger, in SQL."""
-    from credits.rollups import derive_narrow_rollups  # needs Django set up, unlike the rest
-
     new = {"subs": subscription_ids, "first": first_event_id}
-    progress("daily rollups")
-    cursor.execute(
-        """
-        INSERT INTO credits_dailyusage (
-            day, subscription_id, period_id, environment_id, user_id, api_key_id, product_id,
-            agent_id, model, feature, credits, excess_credits, runs, failed_runs, input_tokens,
-            output_tokens, latency_ms_total, latency_samples, last_event_at)
-        SELECT (e.timestamp AT TIME ZONE s.timezone)::date, e.subscription_id, e.period_id,
-            e.environment_id, e.user_id, e.api_key_id, e.product_id, e.agent_id, e.model,
-            e.feature, SUM(e.credits), SUM(e.excess_credits),
-            COUNT(*) FILTER (WHERE e.kind = 'usage'),
-            COUNT(*) FILTER (WHERE e.kind = 'usage' AND e.status = 'failed'),
-            SUM(e.input_tokens), SUM(e.output_tokens), COALESCE(SUM(e.latency_ms), 0),
-            COUNT(e.latency_ms), MAX(e.timestamp)
-        FROM credits_creditevent e JOIN accounts_subscription s ON s.id = e.subscription_id
-        WHERE e.id >= %(first)s AND e.subscription_id = ANY(%(subs)s)
-        GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9, 10
-        """,
-        new,
-    )
-    progress("narrow rollups, latency histograms and session claims")
-    derive_narrow_rollups(cursor, subscription_ids)
-    progress("period, user and team counters")
-    cursor.execute(
-        """
-        UPDATE credits_billingperiod p
-        SET credits_used = t.credits, excess_used = t.excess
-        FROM (SELECT period_id, SUM(credits) AS credits, SUM(excess_credits) AS excess
-              FROM credits_creditevent WHERE id >= %(first)s AND subscription_id = ANY(%(subs)s)
-              GROUP BY period_id) t
-        WHERE p.id = t.period_id
-        """,
-        new,
-    )
-    cursor.execute(
-        """
-        INSERT INTO credits_userperiodusage (period_id, user_id, credits_used)
-        SELECT period_id, user_id, SUM(credits) FROM credits_creditevent
-        WHERE id >= %(first)s AND subscription_id = ANY(%(subs)s) AND user_id IS NOT NULL
-        GROUP BY period_id, user_id
-        """,
-        new,
-    )
-    cursor.execute(
-        """
-        INSERT INTO credits_teamperiodusage (period_id, team_id, credits_used)
-        SELECT u.period_id, m.team_id, SUM(u.credits_used)
-        FROM credits_userperiodusage u
-        JOIN credits_billingperiod p ON p.id = u.period_id
-        JOIN accounts_teammembership m ON m.user_id = u.user_id
-            AND m.subscription_id = p.subscription_id
-        WHERE p.subscription_id = ANY(%(subs)s)
-        GROUP BY u.period_id, m.team_id
-        """,
-        new,
-    )
+    progress("daily and narrow rollups, latency histograms, session claims; counters")
+    derive_from_ledger(cursor, subscription_ids)
     progress("idempotency records")
     cursor.execute(
         """

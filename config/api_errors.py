@@ -7,7 +7,8 @@ import logging
 
 from django.core.exceptions import PermissionDenied
 from django.db import InterfaceError, OperationalError
-from django.http import Http404
+from django.http import Http404, JsonResponse
+from django.views import defaults
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
@@ -84,3 +85,33 @@ def exception_handler(exc, context):
             details = {"retry_after_seconds": int(exc.wait)}
     response.data = error_body(str(code), message, details)
     return response
+
+
+# Django's own error views (``handler400/404/500`` in ``config.urls``), for what never reaches
+# a DRF view: a URL that matches no route, a request refused before routing, a crash. Under
+# /api/ they answer in the one JSON shape; pages keep Django's HTML templates.
+
+
+def _is_api(request) -> bool:
+    return request.path_info.startswith("/api/")
+
+
+def bad_request(request, exception):
+    if _is_api(request):
+        return JsonResponse(error_body("bad_request", "The request is malformed."), status=400)
+    return defaults.bad_request(request, exception)
+
+
+def not_found(request, exception):
+    if _is_api(request):
+        return JsonResponse(error_body("not_found", "Not found."), status=404)
+    return defaults.page_not_found(request, exception)
+
+
+def server_error(request):
+    if _is_api(request):
+        return JsonResponse(
+            error_body("server_error", "The server failed to answer; the error is logged."),
+            status=500,
+        )
+    return defaults.server_error(request)

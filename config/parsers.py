@@ -5,8 +5,10 @@ from decimal import Decimal
 
 from django.conf import settings
 from rest_framework import status
-from rest_framework.exceptions import APIException, ParseError
+from rest_framework.exceptions import APIException, ParseError, ValidationError
 from rest_framework.parsers import JSONParser
+
+from config.text_guard import unstorable_in
 
 
 class PayloadTooLarge(APIException):
@@ -20,6 +22,9 @@ class DecimalJSONParser(JSONParser):
 
     The body is read up to ``DATA_UPLOAD_MAX_MEMORY_SIZE`` bytes and no further. Deeply nested
     documents make Python's parser recurse until it gives up: a 400 like any malformed body.
+    Text holding a NUL character or an unpaired surrogate, in a value or a field name, is a 400
+    naming where it was (``config.text_guard``), except inside the list named by a view's
+    ``judged_one_by_one`` attribute, whose items the view refuses one at a time.
     """
 
     def parse(self, stream, media_type=None, parser_context=None):
@@ -29,6 +34,15 @@ class DecimalJSONParser(JSONParser):
             raise PayloadTooLarge(f"The request body is larger than {limit} bytes.")
         encoding = (parser_context or {}).get("encoding", settings.DEFAULT_CHARSET)
         try:
-            return json.loads(body.decode(encoding), parse_float=Decimal)
+            document = json.loads(body.decode(encoding), parse_float=Decimal)
         except (ValueError, RecursionError) as exc:
             raise ParseError(f"JSON parse error: {exc}") from None
+        view = (parser_context or {}).get("view")
+        items = getattr(view, "judged_one_by_one", None)
+        checked = document
+        if items and isinstance(document, dict) and isinstance(document.get(items), list):
+            checked = {**document, items: [None] * len(document[items])}
+        found = unstorable_in(checked)
+        if found:
+            raise ValidationError(found)
+        return document

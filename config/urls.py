@@ -1,3 +1,4 @@
+from csp.decorators import csp_update
 from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
@@ -10,7 +11,14 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/schema/swagger/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger"),
-    path("api/schema/redoc/", SpectacularRedocView.as_view(url_name="schema"), name="redoc"),
+    path(
+        "api/schema/redoc/",
+        # ReDoc's sidebar shows its maker's logo from their site (hidden if it cannot load).
+        csp_update({"img-src": ["https://cdn.redoc.ly"]})(
+            SpectacularRedocView.as_view(url_name="schema")
+        ),
+        name="redoc",
+    ),
     path("api/v1/", include("accounts.api_urls")),
     path("api/v1/", include("credits.api_urls")),
     path("api/v1/", include("credits.limits_urls")),
@@ -19,3 +27,7 @@ urlpatterns = [
     path("", include("reports.unsubscribe_urls")),
     path("", include("reports.urls")),
 ]
+
+handler400 = "config.api_errors.bad_request"
+handler404 = "config.api_errors.not_found"
+handler500 = "config.api_errors.server_error"

@@ -13,8 +13,9 @@ from django.urls import path
 
 from accounts.admin_scoping import ScopedModelAdmin, ScopedRelatedFilter
 from accounts.models import Membership, Subscription
+from accounts.money import CreditsFormField
 
-from .models import CREDIT_DIGITS, Agent, BillingPeriod, CreditEvent, CreditLimit, Product
+from .models import Agent, BillingPeriod, CreditEvent, CreditLimit, Product
 from .recording import record_adjustment
 
 
@@ -108,8 +109,8 @@ class BillingPeriodAdmin(ReadOnlyAdminMixin, ScopedModelAdmin):
 
 class AdjustmentForm(forms.Form):
     subscription = forms.ModelChoiceField(queryset=Subscription.objects.all())
-    credits = forms.DecimalField(
-        **CREDIT_DIGITS, help_text="Positive to charge credits, negative to give them back."
+    credits = CreditsFormField(
+        signed=True, help_text="Positive to charge credits, negative to give them back."
     )
     reason = forms.CharField(widget=forms.Textarea(attrs={"rows": 3}))
     timestamp = forms.DateTimeField(

@@ -1,6 +1,7 @@
 """Metering endpoints: record usage (one or a batch) and read the balance."""
 
 from django.utils.dateparse import parse_datetime
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
     OpenApiParameter,
     OpenApiResponse,
@@ -14,10 +15,14 @@ from rest_framework.views import APIView
 
 from accounts.authentication import KeyPrincipal
 from accounts.models import Environment, Subscription, User
+from accounts.money import AMOUNT_HELP, CreditsField
 from config.api_errors import STATUS_BY_CODE, error_body
+from config.serializers import SUBSCRIPTION_ID, StrictInputSerializer
+from config.text_guard import unstorable_in
 
 from . import errors
 from .models import CreditEvent
+from .periods import PLACEABLE_YEARS, is_placeable
 from .recording import Recorded, Usage, record_batch, record_usage
 from .selectors import balance
 
@@ -53,7 +58,8 @@ class AwareDateTimeField(serializers.DateTimeField):
     """ISO 8601 with an explicit offset; a naive timestamp is ambiguous and refused."""
 
     default_error_messages = {
-        "naive": "Give the timestamp with a UTC offset, e.g. 2026-11-23T10:00:00Z."
+        "naive": "Give the timestamp with a UTC offset, e.g. 2026-11-23T10:00:00Z.",
+        "unplaceable": f"Give a timestamp in the years {PLACEABLE_YEARS} (UTC).",
     }
 
     def to_internal_value(self, value):
@@ -63,10 +69,13 @@ class AwareDateTimeField(serializers.DateTimeField):
             parsed = None
         if parsed is not None and parsed.tzinfo is None:
             self.fail("naive")
-        return super().to_internal_value(value)
+        instant = super().to_internal_value(value)
+        if not is_placeable(instant):  # no billing period: refused, not "period closed"
+            self.fail("unplaceable")
+        return instant
 
 
-class UsageInputSerializer(serializers.Serializer):
+class UsageInputSerializer(StrictInputSerializer):
     idempotency_key = serializers.CharField(max_length=200)
     timestamp = AwareDateTimeField(required=False, default_timezone=None)
     environment = serializers.UUIDField(help_text="EnvironmentId")
@@ -80,7 +89,7 @@ class UsageInputSerializer(serializers.Serializer):
     )
     agent_type = serializers.CharField(max_length=50, required=False, allow_blank=True, default="")
     model = serializers.CharField(max_length=100, required=False, allow_blank=True, default="")
-    credits = serializers.DecimalField(max_digits=18, decimal_places=4, min_value=0)
+    credits = CreditsField(help_text=AMOUNT_HELP)
     input_tokens = serializers.IntegerField(min_value=0, max_value=2**62, default=0)
     output_tokens = serializers.IntegerField(min_value=0, max_value=2**62, default=0)
     latency_ms = serializers.IntegerField(
@@ -90,15 +99,6 @@ class UsageInputSerializer(serializers.Serializer):
         choices=CreditEvent.Status.choices, default=CreditEvent.Status.SUCCEEDED
     )
     session_id = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
-
-    def to_internal_value(self, data):
-        # Checked here rather than in validate(), on the data given: one instance validates
-        # every event of a batch.
-        if isinstance(data, dict):
-            unknown = set(data) - set(self.fields)
-            if unknown:
-                raise ValidationError({name: ["Unknown field."] for name in sorted(unknown)})
-        return super().to_internal_value(data)
 
     def to_usage(self) -> Usage:
         return Usage(**self.validated_data)
@@ -205,13 +205,15 @@ class RecordEventView(APIView):
         )
 
 
-class BatchInputSerializer(serializers.Serializer):
+class BatchInputSerializer(StrictInputSerializer):
     events = serializers.ListField(
         child=serializers.JSONField(), min_length=1, max_length=MAX_BATCH
     )
 
 
 class RecordBatchView(APIView):
+    judged_one_by_one = "events"  # the parser leaves each event's text to the loop below
+
     @extend_schema(
         request=inline_serializer("EventBatch", {"events": UsageInputSerializer(many=True)}),
         responses={
@@ -252,6 +254,8 @@ class RecordBatchView(APIView):
             try:
                 if not isinstance(item, dict):
                     raise ValidationError("Each event must be a JSON object.")
+                if unstorable := unstorable_in(item):
+                    raise ValidationError(unstorable)
                 valid.append((index, Usage(**validator.run_validation(item))))
             except ValidationError as exc:
                 results[index] = _invalid(index, exc.detail)
@@ -298,9 +302,11 @@ class BalanceView(APIView):
     @extend_schema(
         parameters=[
             OpenApiParameter(
-                "subscription", int, description="For people in several subscriptions."
+                "subscription", SUBSCRIPTION_ID, description="For people in several subscriptions."
             ),
-            OpenApiParameter("environment", str, description="EnvironmentId: adds its usage."),
+            OpenApiParameter(
+                "environment", OpenApiTypes.UUID, description="EnvironmentId: adds its usage."
+            ),
             OpenApiParameter("user", str, description="Email: that user's limits (keys, admins)."),
         ],
         responses={
@@ -341,8 +347,8 @@ def _subscription_of(request) -> Subscription:
     subscriptions = Subscription.objects.visible_to(request.user)
     wanted = request.query_params.get("subscription")
     if wanted is not None:
-        if not wanted.isdigit():
-            raise ValidationError({"subscription": ["A subscription id is a number."]})
+        if not wanted.isascii() or not wanted.isdigit() or int(wanted) < 1:
+            raise ValidationError({"subscription": ["A subscription id is a number from 1."]})
         subscriptions = subscriptions.filter(pk=int(wanted))
     subscription = subscriptions.order_by("pk").first()
     if subscription is None:
@@ -352,7 +358,7 @@ def _subscription_of(request) -> Subscription:
 
 def _environment_param(request, environments) -> Environment | None:
     wanted = request.query_params.get("environment")
-    if not wanted:
+    if wanted is None:  # an empty value is not an EnvironmentId: refused below
         return None
     field = serializers.UUIDField()
     try:

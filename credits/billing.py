@@ -39,9 +39,8 @@ def period_for(*, subscription: Subscription, instant: datetime) -> BillingPerio
 # periods cover until (the end of its latest period or, without any, its creation) through the
 # current one; the current one even when a later period exists (opened early by an event a few
 # minutes before midnight, say). The months come from ``local_month``: each time zone's
-# periods, computed by ``credits.periods``. Plain SQL that PostgreSQL and SQLite both run; rows
-# are inserted in (subscription, start) order, so that two concurrent runs wait for each other
-# instead of deadlocking.
+# periods, computed by ``credits.periods``. Rows are inserted in (subscription, start) order,
+# so that two concurrent runs wait for each other instead of deadlocking.
 OPEN_MISSING_PERIODS = """
 WITH local_month (timezone, start, "end") AS (VALUES {months}),
 due AS (
@@ -113,9 +112,8 @@ def _plan_without_jit() -> None:
     """At a month start PostgreSQL's statistics still describe last month, so the planner takes
     every subscription to be behind and JIT-compiles both statements: at 100,000 subscriptions
     that cost a second, more than it saved. Off for this transaction only."""
-    if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute("SET LOCAL jit = off")
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL jit = off")
 
 
 def _insert_missing_periods(

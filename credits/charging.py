@@ -260,5 +260,5 @@ def excess_of(used: Decimal, credits: Decimal, allocation: Decimal) -> Decimal:
 
 
 def _credits(value) -> Decimal:
-    """A counter read back from SQL as an exact Decimal (SQLite returns floats)."""
+    """A counter read back from SQL, at the ledger's four places."""
     return Decimal(str(value)).quantize(CREDIT_PLACES)

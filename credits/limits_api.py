@@ -5,8 +5,6 @@ team in the chosen subscription (``?subscription=<id>``, see ``accounts.api``): 
 PUT sets it, DELETE lifts it. Users and teams outside that subscription are a 404.
 """
 
-from decimal import Decimal
-
 from django.db.models import F
 from django.shortcuts import get_object_or_404
 from django.utils import timezone
@@ -29,6 +27,8 @@ from accounts.api import (
     paginated_response,
 )
 from accounts.models import Membership, Team, User
+from accounts.money import AMOUNT_HELP, CreditsField
+from config.serializers import StrictInputSerializer
 
 from .limits import limits_with_usage, remove_limit, set_team_limit, set_user_limit
 from .models import CreditLimit
@@ -63,13 +63,9 @@ class LimitOutputSerializer(serializers.Serializer):
         return "user" if limit.user_id else "team"
 
 
-@extend_schema_serializer(component_name="CreditLimitRequest")
-class LimitInputSerializer(serializers.Serializer):
-    credits = serializers.DecimalField(
-        **CREDITS,
-        min_value=Decimal(0),
-        help_text="Credits per billing period: a decimal string, at most 4 decimal places.",
-    )
+@extend_schema_serializer(component_name="CreditLimit")
+class LimitInputSerializer(StrictInputSerializer):
+    credits = CreditsField(help_text=f"Credits per billing period. {AMOUNT_HELP}")
 
 
 def _limit_response(limit: CreditLimit, *, subscription) -> Response:

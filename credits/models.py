@@ -278,7 +278,7 @@ class DailyUsage(models.Model):
         verbose_name_plural = "daily usage"
         constraints = [
             # A missing dimension is NULL; COALESCE makes NULLs collide so that the recording
-            # service can upsert with ON CONFLICT on PostgreSQL and SQLite alike.
+            # service can upsert with ON CONFLICT.
             models.UniqueConstraint(
                 F("subscription_id"),
                 F("day"),

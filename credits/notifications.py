@@ -38,7 +38,7 @@ SWEEP_AFTER = timedelta(minutes=10)
 SWEEP_UNTIL = timedelta(days=3)
 
 SUBJECTS = {
-    ThresholdAlert.Threshold.ALLOCATION_80: "{name} has used 80% of its credits for {month}",
+    ThresholdAlert.Threshold.ALLOCATION_80: "{name} crossed 80% of its credits for {month}",
     ThresholdAlert.Threshold.ALLOCATION_100: "{name} has used all of its credits for {month}",
     ThresholdAlert.Threshold.EXCESS_100: "{name} has used all of its excess allowance for {month}",
     PERIOD_OPENED: "{name}: your credits have been reset for {month}",
@@ -115,6 +115,7 @@ class PeriodFacts:
     utilisation_percent: str | None
     excess_used: str
     excess_allowance: str
+    ended: bool = False  # an alert sent after its period ended (a sweep, the demo)
 
 
 def credits_text(value: Decimal) -> str:
@@ -144,7 +145,31 @@ def period_facts(period: BillingPeriod, *, now: datetime) -> PeriodFacts:
         utilisation_percent=None if utilisation is None else f"{utilisation:f}",
         excess_used=credits_text(period.excess_used),
         excess_allowance=credits_text(subscription.excess_allowance),
+        ended=now >= period.end,
     )
+
+
+def alert_headline(threshold: str, subscription: Subscription, period: PeriodFacts) -> str:
+    """What the alert says first: the threshold that was crossed, then the usage now, which
+    may be well past it (one large event, or usage that went on in soft mode).
+
+    ``Globex crossed 80% of its base allocation for November 2026; usage is now 106.2%.``
+    """
+    month = f"{period.month:%B %Y}"
+    if period.utilisation_percent is None:
+        now = f"{period.credits_used} credits {'were' if period.ended else 'are'} used"
+    elif period.ended:
+        now = f"usage ended the period at {period.utilisation_percent}%"
+    else:
+        now = f"usage is now {period.utilisation_percent}%"
+    if threshold == ThresholdAlert.Threshold.ALLOCATION_80:
+        crossed = f"crossed 80% of its base allocation for {month}"
+    elif threshold == ThresholdAlert.Threshold.ALLOCATION_100:
+        crossed = f"reached its base allocation of {period.base_allocation} credits for {month}"
+    else:
+        crossed = f"reached its excess allowance of {period.excess_allowance} credits for {month}"
+        now += " of the base allocation"
+    return f"{subscription.name} {crossed}; {now}."
 
 
 def _message(alert: ThresholdAlert, recipients: list[str]) -> EmailMultiAlternatives:
@@ -163,6 +188,7 @@ def _message(alert: ThresholdAlert, recipients: list[str]) -> EmailMultiAlternat
     context = {
         "subscription": subscription,
         "threshold": alert.threshold,
+        "headline": alert_headline(alert.threshold, subscription, facts),
         "period": facts,
         "previous": period_facts(previous, now=now) if previous else None,
         "soft_mode": subscription.limit_mode == Subscription.LimitMode.SOFT,
@@ -187,7 +213,6 @@ def _message(alert: ThresholdAlert, recipients: list[str]) -> EmailMultiAlternat
 
 # The reset notice owed by each current period whose subscription existed before the period
 # started (a subscription created mid-month has had no reset), claimed by inserting its row.
-# Plain SQL that PostgreSQL and SQLite both run.
 CLAIM_RESET_NOTICES = """
 INSERT INTO {alert} (subscription_id, period_id, threshold, crossed_at)
 SELECT p.subscription_id, p.id, CAST(%(threshold)s AS varchar(30)), %(now)s

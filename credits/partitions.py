@@ -1,4 +1,4 @@
-"""The ledger's monthly partitions on PostgreSQL: created ahead, archived when old.
+"""The ledger's monthly partitions: created ahead, archived when old.
 
 ``credits_creditevent`` is partitioned by range of ``timestamp``, one partition per UTC month
 (``credits_creditevent_y2026m11``), plus a default partition that catches anything outside
@@ -7,8 +7,6 @@ partitions of the coming months; ``archive_ledger_partitions`` detaches old ones
 to storage as gzipped CSV and drops them, without touching current data. Rollups and billing
 periods are kept, so dashboards and reports of archived months still work; raw exports of
 those months come from the archive files.
-
-On SQLite (the demo) there are no partitions and every function here does nothing.
 """
 
 import gzip
@@ -37,8 +35,6 @@ def partition_name(month: date) -> str:
 
 
 def is_partitioned() -> bool:
-    if connection.vendor != "postgresql":
-        return False
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT 1 FROM pg_partitioned_table WHERE partrelid = %s::regclass", [LEDGER]

@@ -10,6 +10,26 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
+# The local days whose billing periods (and the month before, which pages compare with) can be
+# computed in every time zone: Python's dates end with the years 1 and 9999, and a period in
+# either would need a day beyond them.
+FIRST_PLACEABLE_DAY = date(2, 1, 1)
+LAST_PLACEABLE_DAY = date(9998, 12, 31)
+PLACEABLE_YEARS = f"{FIRST_PLACEABLE_DAY.year} to {LAST_PLACEABLE_DAY.year}"
+
+
+def is_placeable_day(day: date) -> bool:
+    return FIRST_PLACEABLE_DAY <= day <= LAST_PLACEABLE_DAY
+
+
+def is_placeable(instant: datetime) -> bool:
+    """Whether ``instant`` falls in a billing period the product can compute, in any time
+    zone (its UTC date within the placeable days)."""
+    try:
+        return is_placeable_day(instant.astimezone(UTC).date())
+    except OverflowError:  # before the year 1 or after 9999 in UTC
+        return False
+
 
 @dataclass(frozen=True)
 class Bounds:

@@ -228,10 +228,10 @@ def _write(api_key: ApiKey, pending: list[_Pending], outcomes: list) -> list[_Pe
 
 
 def _insert_events(events: list[CreditEvent]) -> list[CreditEvent]:
-    """Insert ledger rows. Many rows, on PostgreSQL: their ids are drawn from the sequence first
-    and the rows copied in (``COPY FROM STDIN``), several times cheaper in Python than building
-    a thousand-row ``INSERT``. Otherwise (a few rows, the SQLite demo) ``bulk_create``."""
-    if connection.vendor != "postgresql" or len(events) < COPY_FROM:
+    """Insert ledger rows. Many rows: their ids are drawn from the sequence first and the rows
+    copied in (``COPY FROM STDIN``), several times cheaper in Python than building a
+    thousand-row ``INSERT``. A few rows: ``bulk_create``."""
+    if len(events) < COPY_FROM:
         return CreditEvent.objects.bulk_create(events)
     table = CreditEvent._meta.db_table
     columns = [field.attname for field in CreditEvent._meta.concrete_fields]
@@ -587,10 +587,10 @@ def _record_crossing(*, subscription, period_id, threshold) -> None:
         )
         row = cursor.fetchone()
     if row:
-        transaction.on_commit(lambda: _queue_alert(row[0]))
+        transaction.on_commit(lambda: queue_alert(row[0]))
 
 
-def _queue_alert(alert_id: int) -> None:
+def queue_alert(alert_id: int) -> None:
     """Queue the alert email; a broker outage must not fail a charge that has committed.
 
     Alerts whose email was not sent keep ``notified_at`` empty and are retried by the

@@ -34,8 +34,7 @@ with volume (about 58 buckets per agent and month at 1M, 122 at 10M), to at most
 hundred.
 
 The ledger is streamed with a server-side cursor and summed in Python rather than with SQL
-``SUM``: local days need the subscription's ``zoneinfo`` (DST included), and SQLite would sum
-decimals as floats.
+``SUM``: local days need the subscription's ``zoneinfo`` (DST included).
 """
 
 import json
@@ -584,6 +583,9 @@ def _derive_statements(tables: list["_Table"]) -> list[str]:
             "FROM credits_creditevent e JOIN accounts_subscription s ON s.id = e.subscription_id "
             "WHERE e.subscription_id = ANY(%(subscriptions)s) AND e.kind = 'usage' "
             "GROUP BY 1, 2, 3, 4, 5, 6",
+            # Temporary tables get no statistics of their own: without them the joins below
+            # were planned for a few rows.
+            f"ANALYZE pg_temp.{runs}",
         ]
     if _AGENT in tables:
         statements.append(
@@ -753,6 +755,8 @@ _SESSIONS = _Table(
     conflict="subscription_id, day, COALESCE(agent_id, 0), session_id",
     sums=(),
 )
+# The tables ``derive_narrow_rollups`` writes, for bulk loads that prepare them.
+NARROW_ROLLUP_TABLES = tuple(table.table for table in (*_NARROW, _SESSIONS))
 # PostgreSQL array types of the columns, for ``unnest``.
 _TYPES = {
     "subscription_id": "bigint",
@@ -819,10 +823,7 @@ def add_to_rollups(events: list[CreditEvent], *, zone) -> None:
         _SESSIONS: list(derived.sessions),
     }
     rows = {table: sorted(table_rows, key=_sort_key) for table, table_rows in rows.items()}
-    if connection.vendor == "postgresql":
-        _write_in_one_statement(rows)
-    else:
-        _write_statement_by_statement(rows)
+    _write_in_one_statement(rows)
 
 
 def _sum_rows(table: _Table, rows: dict[tuple, Sums]) -> list[tuple]:
@@ -830,7 +831,7 @@ def _sum_rows(table: _Table, rows: dict[tuple, Sums]) -> list[tuple]:
 
 
 def _write_in_one_statement(rows: dict[_Table, list[tuple]]) -> None:
-    """PostgreSQL: every table in one statement (data-modifying CTEs), each fed by ``unnest``
+    """Every table in one statement (data-modifying CTEs), each fed by ``unnest``
     of one array per column, whatever the number of rows."""
     parts, params = [], []
     claims = _upsert(_SESSIONS, _from_arrays(_SESSIONS.columns), returning=True)
@@ -906,53 +907,12 @@ def _merged_histograms(table: str) -> str:
     """The row's histogram plus the new one, bucket by bucket (JSON objects): the new buckets,
     each added to the row's count, replace theirs; a cost in the new buckets, not the row's."""
     old, new = f"{table}.latency_histogram", "EXCLUDED.latency_histogram"
-    if connection.vendor == "postgresql":
-        added = (
-            f"(SELECT jsonb_object_agg(key, COALESCE(({old} ->> key)::bigint, 0) "  # noqa: S608
-            f"+ value::bigint) FROM jsonb_each_text({new}))"
-        )
-        merged, empty = f"{old} || {added}", "'{}'::jsonb"
-    else:
-        added = (
-            f"(SELECT json_group_object(key, COALESCE(json_extract({old}, "  # noqa: S608
-            f"'$.\"' || key || '\"'), 0) + value) FROM json_each({new}))"
-        )
-        merged, empty = f"json_patch({old}, {added})", "'{}'"
+    added = (
+        f"(SELECT jsonb_object_agg(key, COALESCE(({old} ->> key)::bigint, 0) "  # noqa: S608
+        f"+ value::bigint) FROM jsonb_each_text({new}))"
+    )
+    merged, empty = f"{old} || {added}", "'{}'::jsonb"
     return f"CASE WHEN {new} = {empty} THEN {old} ELSE {merged} END"
-
-
-def _write_statement_by_statement(rows: dict[_Table, list[tuple]]) -> None:
-    """Other databases (the SQLite demo): one ``INSERT ... VALUES`` per table and batch, the
-    session claims first, since their outcome decides the agents' session counts."""
-    with connection.cursor() as cursor:
-        claimed = []
-        for batch in _batches(_SESSIONS, rows[_SESSIONS]):
-            cursor.execute(
-                _upsert(_SESSIONS, _values(_SESSIONS, batch), returning=True), _flat(batch)
-            )
-            inserted = {tuple(map(str, row)) for row in cursor.fetchall()}
-            claimed += [claim for claim in batch if tuple(map(str, claim)) in inserted]
-        sessions = sessions_per_row(claimed)
-        at = _AGENT.columns.index("sessions")
-        rows[_AGENT] = [(*row[:at], sessions[row[:4]], *row[at + 1 :]) for row in rows[_AGENT]]
-        for table in (_DAILY, *_NARROW):
-            for batch in _batches(table, rows[table]):
-                cursor.execute(_upsert(table, _values(table, batch)), _flat(batch))
-
-
-def _batches(table: _Table, rows: list[tuple]):
-    size = max(1, 30_000 // len(table.columns))  # SQLite allows 32,766 parameters
-    for start in range(0, len(rows), size):
-        yield rows[start : start + size]
-
-
-def _values(table: _Table, rows: list[tuple]) -> str:
-    row = "(" + ", ".join(["%s"] * len(table.columns)) + ")"
-    return "VALUES " + ", ".join([row] * len(rows))
-
-
-def _flat(rows: list[tuple]) -> list:
-    return [value for row in rows for value in row]
 
 
 def _sort_key(key: tuple) -> tuple:

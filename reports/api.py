@@ -35,6 +35,7 @@ from rest_framework.views import APIView
 from accounts.authentication import KeyPrincipal
 from accounts.models import CREDIT_PLACES
 from config.db_routers import reading_for_reports
+from config.serializers import SUBSCRIPTION_ID
 
 from . import large_exports, selectors
 from .exports import (
@@ -147,7 +148,7 @@ class TimeframeSerializer(serializers.Serializer):
 
 SUBSCRIPTION_PARAMETER = OpenApiParameter(
     "subscription",
-    OpenApiTypes.INT,
+    SUBSCRIPTION_ID,
     description="Id of one of your subscriptions; by default your first top-level one.",
 )
 FORMAT_PARAMETER = OpenApiParameter(

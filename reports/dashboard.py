@@ -49,6 +49,8 @@ from credits.models import (
     RollupGrain,
 )
 from credits.periods import (
+    PLACEABLE_YEARS,
+    is_placeable_day,
     local_date,
     local_midnight,
     next_month_start,
@@ -146,6 +148,7 @@ class Cycle:
 
 @dataclass(frozen=True)
 class Preset:
+    key: str  # the ``range`` query parameter that marks it chosen
     label: str
     first_day: date
     last_day: date
@@ -154,11 +157,15 @@ class Preset:
 
 @dataclass(frozen=True)
 class DateRange:
-    """The days of one cycle that a page shows (the whole cycle unless a range was chosen)."""
+    """The days of one cycle that a page shows (the whole cycle unless a range was chosen).
+
+    ``chosen`` is the quick range the person clicked (``range=last_14_days``), if any.
+    """
 
     cycle: Cycle
     first_day: date
     last_day: date
+    chosen: str = ""
 
     @property
     def days(self) -> list[date]:
@@ -182,17 +189,32 @@ class DateRange:
 
     @property
     def presets(self) -> list[Preset]:
+        """The quick ranges, each inside the cycle like every range of the page.
+
+        "Last 7 days" and "Last 14 days" end on the cycle's last elapsed day and start at most
+        6 (13) days earlier, never before the cycle's 1st: on the 3rd of the current month
+        both are the 1st to the 3rd, the period so far. At most one is marked, even when
+        several cover the shown days: the one clicked (``range``), else the narrowest.
+        """
         cycle = self.cycle
         last = cycle.last_elapsed_day
         choices = [
-            ("Whole period", cycle.first_day, cycle.last_day),
-            ("Last 7 days", max(cycle.first_day, last - timedelta(days=6)), last),
-            ("Last 14 days", max(cycle.first_day, last - timedelta(days=13)), last),
-            ("Today" if cycle.is_current else "Last day", last, last),
+            ("whole_period", "Whole period", cycle.first_day, cycle.last_day),
+            ("last_7_days", "Last 7 days", max(cycle.first_day, last - timedelta(days=6)), last),
+            ("last_14_days", "Last 14 days", max(cycle.first_day, last - timedelta(days=13)), last),
+            ("last_day", "Today" if cycle.is_current else "Last day", last, last),
         ]
+        shown = (self.first_day, self.last_day)
+        matching = [key for key, _, first, final in choices if (first, final) == shown]
+        narrowest_first = ("last_day", "last_7_days", "last_14_days", "whole_period")
+        selected = (
+            self.chosen
+            if self.chosen in matching
+            else next((key for key in narrowest_first if key in matching), None)
+        )
         return [
-            Preset(label, first, final, (first, final) == (self.first_day, self.last_day))
-            for label, first, final in choices
+            Preset(key, label, first, final, key == selected)
+            for key, label, first, final in choices
         ]
 
 
@@ -204,18 +226,20 @@ def _parse_date(value: str | None) -> date | None:
     if not value:
         return None
     try:
-        return date.fromisoformat(value)
+        day = date.fromisoformat(value)
     except ValueError:
         return None
+    return day if is_placeable_day(day) else None
 
 
 def _parse_month(value: str | None) -> date | None:
     if not value:
         return None
     try:
-        return datetime.strptime(value, "%Y-%m").date()  # noqa: DTZ007 - a calendar month
+        month = datetime.strptime(value, "%Y-%m").date()  # noqa: DTZ007 - a calendar month
     except ValueError:
         return None
+    return month if is_placeable_day(month) else None
 
 
 def date_range_from(
@@ -242,7 +266,10 @@ def date_range_from(
     first, last = _parse_date(query.get("from")), _parse_date(query.get("to"))
     for name in ("from", "to"):
         if query.get(name) and _parse_date(query.get(name)) is None:
-            problems.append(f"“{query.get(name)}” is not a date (use YYYY-MM-DD).")
+            problems.append(
+                f"“{query.get(name)}” is not a date in the years {PLACEABLE_YEARS} "
+                "(use YYYY-MM-DD)."
+            )
     first = first or cycle.first_day
     last = last or cycle.last_day
     if first > last:
@@ -252,7 +279,7 @@ def date_range_from(
         # A range left over from another period (e.g. after choosing a new period).
         first, last = cycle.first_day, cycle.last_day
     first, last = max(first, cycle.first_day), min(last, cycle.last_day)
-    return DateRange(cycle, first, last), problems
+    return DateRange(cycle, first, last, chosen=query.get("range") or ""), problems
 
 
 # --- Credits per day and product --------------------------------------------------------------

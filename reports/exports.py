@@ -1,4 +1,5 @@
-"""CSV files as people download them: streamed, UTF-8, RFC 4180, safe to open in a spreadsheet.
+"""CSV files as people download them: streamed, UTF-8 with a byte-order mark, RFC 4180, safe to
+open in a spreadsheet.
 
 Rows are written as they are read and sent in chunks of about 64 KB, so a file of millions of
 ledger rows takes the memory of one chunk. Quoting is the ``csv`` module's (RFC 4180, CRLF
@@ -8,8 +9,7 @@ The credit usage export, the one file that can hold millions of rows, is written
 PostgreSQL itself: ``COPY (the scoped queryset, its cells formatted in SQL) TO STDOUT WITH
 CSV``, passed on as it arrives: Python only copies bytes, instead of formatting each row.
 The bytes are the ones the ``csv`` module writes for the same cells (the tests compare
-them); other databases (the SQLite demo) read the ledger with a server-side cursor and write
-it with the ``csv`` module.
+them).
 
 Formula injection: a spreadsheet runs a cell that starts with ``=``, ``+``, ``-``, ``@``, a tab
 or a carriage return as a formula. Such cells in **text columns** (names, emails, models,
@@ -39,11 +39,12 @@ from accounts.models import CREDIT_PLACES, Subscription
 from .selectors import CreditUsageExport, environment_label
 
 FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
+# Every CSV starts with the UTF-8 byte-order mark: without it, spreadsheets that guess the
+# encoding (Excel's default) garble non-ASCII names. Programs read it with "utf-8-sig".
+BOM = "\ufeff"
 CHUNK_BYTES = 64 * 1024
-LEDGER_CHUNK_ROWS = 2000
 
 CREDIT_USAGE_COLUMNS = ("Timestamp", "User", "Environment", "EnvironmentId", "Credits")
-CREDIT_USAGE_TEXT_COLUMNS = frozenset({"User", "Environment"})
 
 
 def neutralise(value: str) -> str:
@@ -82,7 +83,7 @@ def csv_chunks(table: CsvTable | CopiedCsvTable) -> Iterator[bytes]:
         return
     writer = csv.writer(_Echo())
     is_text = [name in table.text_columns for name in table.columns]
-    lines, size = [writer.writerow(table.columns)], 0
+    lines, size = [BOM + writer.writerow(table.columns)], 0
     for row in table.rows:
         line = writer.writerow(
             [
@@ -130,7 +131,7 @@ def _copied_chunks(table: CopiedCsvTable) -> Iterator[bytes]:
     Stopping early (a download given up, an email attachment over its budget) cancels the
     COPY; inside a transaction a savepoint takes the cancellation, so the transaction goes on.
     """
-    yield csv.writer(_Echo()).writerow(table.columns).encode()
+    yield (BOM + csv.writer(_Echo()).writerow(table.columns)).encode()
     try:
         sql, params = table.rows.query.get_compiler(using=table.using).as_sql()
     except EmptyResultSet:  # e.g. ``none()``: nothing to ask PostgreSQL
@@ -177,7 +178,7 @@ def utc_iso(instant: datetime) -> str:
 
 
 def credit_usage_cells(row) -> list[str]:
-    """One ledger row as the export's cells (JSON, and CSV outside PostgreSQL). The user is
+    """One ledger row as the export's cells (JSON). The user is
     the person's email, or the API key's name when a key acted alone. PostgreSQL writes the
     same cells (``_credit_usage_sql_cells``); a test compares the two byte for byte."""
     return [
@@ -231,18 +232,11 @@ def _credit_usage_sql_cells() -> tuple:
     )
 
 
-def credit_usage_table(export: CreditUsageExport) -> CsvTable | CopiedCsvTable:
-    """The export's rows as the file is sent: written by PostgreSQL's COPY, or elsewhere
-    read from a server-side cursor and written by the ``csv`` module."""
-    events, using = export.events, export.events.db
-    if connections[using].vendor == "postgresql":
-        return CopiedCsvTable(
-            columns=CREDIT_USAGE_COLUMNS,
-            rows=events.values_list(*_credit_usage_sql_cells()),
-            using=using,
-        )
-    return CsvTable(
+def credit_usage_table(export: CreditUsageExport) -> CopiedCsvTable:
+    """The export's rows as the file is sent: written by PostgreSQL's COPY."""
+    events = export.events
+    return CopiedCsvTable(
         columns=CREDIT_USAGE_COLUMNS,
-        rows=map(credit_usage_cells, events.iterator(chunk_size=LEDGER_CHUNK_ROWS)),
-        text_columns=CREDIT_USAGE_TEXT_COLUMNS,
+        rows=events.values_list(*_credit_usage_sql_cells()),
+        using=events.db,
     )

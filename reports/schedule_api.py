@@ -27,6 +27,7 @@ from rest_framework.views import APIView
 from accounts.api import page_of
 from accounts.authentication import KeyPrincipal
 from accounts.models import ApiKey, Environment, Subscription
+from config.serializers import NullableUUIDField, StrictInputSerializer
 
 from . import services
 from .api import SubscriptionRefSerializer
@@ -112,8 +113,8 @@ class ScheduleOutputSerializer(serializers.Serializer):
         return serializers.DateTimeField().to_representation(when)
 
 
-@extend_schema_serializer(component_name="ReportScheduleRequest")
-class ScheduleInputSerializer(serializers.Serializer):
+@extend_schema_serializer(component_name="ReportSchedule")
+class ScheduleInputSerializer(StrictInputSerializer):
     subscription = serializers.IntegerField(
         min_value=1,
         required=False,
@@ -128,12 +129,14 @@ class ScheduleInputSerializer(serializers.Serializer):
     )
     recipients = serializers.ListField(
         child=serializers.CharField(max_length=254),
+        min_length=1,
+        error_messages={"min_length": "Add at least one recipient."},
         max_length=MAX_RECIPIENTS * 2,  # duplicates are removed before the real limit applies
         help_text=f"Email addresses, members or not; at most {MAX_RECIPIENTS}, duplicates "
         "removed, case-insensitive.",
     )
     scope = serializers.ChoiceField(choices=ReportSchedule.Scope.values, default="subscription")
-    environment = serializers.UUIDField(
+    environment = NullableUUIDField(
         required=False, allow_null=True, help_text="EnvironmentId, for the environment scope."
     )
     attached_reports = serializers.ListField(

@@ -25,7 +25,7 @@ When the report's rollup keeps no histogram or sessions (a reader who sees less 
 subscriptions; a filter it is not keyed by: team, product, feature, the model on the agent
 report, the agent on the model report), they come from the timeframe's ledger rows that the
 reader may see, with the same meaning: sessions per local day, and ``percentile_cont(0.95)``
-itself on PostgreSQL (empty on other databases, such as the SQLite demo). The export reads one
+itself. The export reads one
 row per event, streamed from a server-side cursor.
 
 Each report is one function returning rows, dataclasses whose fields are the report's columns
@@ -139,12 +139,23 @@ SHARE = column("Share of the report's credits, in percent.", places=HUNDREDTHS)
 
 # --- Rows ----------------------------------------------------------------------------------
 
+# Every row has a label: these name the rows of usage without the dimension a report groups by
+# (its id column, where it has one, stays empty).
+NO_USER = "No user or API key"  # adjustments by platform staff
+NO_AGENT = "No agent"
+NO_MODEL = "No model"
+NO_PRODUCT = "No product"
+NO_FEATURE = "No feature"
+NO_TEAM = "No team"
+NO_ENVIRONMENT = "No environment"
+
 
 @dataclass(frozen=True)
 class UserUsage:
     user_email: str = field(
         metadata=column(
-            "The user's email; for what an API key did alone, the key's name; empty for usage "
+            "The user's email; for what an API key did alone, the key's name (and its "
+            f'account\'s, in brackets, when sub-accounts are included); "{NO_USER}" for usage '
             "nobody is named for (adjustments)."
         )
     )
@@ -166,7 +177,9 @@ class UserUsage:
 
 @dataclass(frozen=True)
 class AgentUsage:
-    agent_name: str = field(metadata=column("The agent's name; empty for runs without an agent."))
+    agent_name: str = field(
+        metadata=column(f'The agent\'s name; "{NO_AGENT}" for runs without an agent.')
+    )
     agent_id: int | None = field(metadata=column("The agent's id."))
     model_used: str = field(metadata=column("The agent's model."))
     agent_type: str = field(metadata=column("The agent's type, e.g. single_task."))
@@ -189,7 +202,9 @@ class AgentUsage:
 
 @dataclass(frozen=True)
 class ModelUsage:
-    model: str = field(metadata=column("The model the runs used; empty when none was given."))
+    model: str = field(
+        metadata=column(f'The model the runs used; "{NO_MODEL}" when none was given.')
+    )
     total_runs: int = field(metadata=RUNS)
     credits_consumed: Decimal = field(metadata=CREDITS_CONSUMED)
     input_tokens_total: int = field(metadata=INPUT_TOKENS)
@@ -201,7 +216,9 @@ class ModelUsage:
 
 @dataclass(frozen=True)
 class ProductUsage:
-    product: str = field(metadata=column("The product's name; empty for usage without a product."))
+    product: str = field(
+        metadata=column(f'The product\'s name; "{NO_PRODUCT}" for usage without a product.')
+    )
     credits_consumed: Decimal = field(metadata=CREDITS_CONSUMED)
     avg_credits_per_day: Decimal = field(
         metadata=column("Credits per local day of the timeframe.", places=CREDIT_PLACES)
@@ -212,7 +229,7 @@ class ProductUsage:
 
 @dataclass(frozen=True)
 class FeatureUsage:
-    feature: str = field(metadata=column("The feature; empty when none was given."))
+    feature: str = field(metadata=column(f'The feature; "{NO_FEATURE}" when none was given.'))
     total_runs: int = field(metadata=RUNS)
     credits_consumed: Decimal = field(metadata=CREDITS_CONSUMED)
     excess_credits: Decimal = field(metadata=EXCESS_CREDITS)
@@ -224,7 +241,9 @@ class FeatureUsage:
 @dataclass(frozen=True)
 class TeamUsage:
     team: str = field(
-        metadata=column("The team's name; empty for people in no team, keys and adjustments.")
+        metadata=column(
+            f'The team\'s name; "{NO_TEAM}" for people in no team, API keys and adjustments.'
+        )
     )
     team_id: int | None = field(metadata=column("The team's id."))
     active_users: int = field(metadata=ACTIVE_USERS)
@@ -238,7 +257,11 @@ class TeamUsage:
 
 @dataclass(frozen=True)
 class EnvironmentUsage:
-    environment: str = field(metadata=column("Project name / Environment name."))
+    environment: str = field(
+        metadata=column(
+            f'Project name / Environment name; "{NO_ENVIRONMENT}" for usage outside any.'
+        )
+    )
     environment_id: UUID | None = field(metadata=column("The EnvironmentId."))
     active_users: int = field(metadata=ACTIVE_USERS)
     total_runs: int = field(metadata=RUNS)
@@ -488,17 +511,12 @@ def _histogram_p95(rows: QuerySet, group: str) -> dict:
     bucket by the database: one query that returns at most a row per group and bucket (a few
     hundred buckets), however many runs. Buckets are grouped as integers: sorting their text
     keys by collation took a third of the query."""
-    connection = connections[rows.db]
-    if connection.vendor == "postgresql":
-        each, runs = "jsonb_each_text", "SUM(bucket.value::bigint)"
-    else:
-        each, runs = "json_each", "SUM(bucket.value)"
     histograms, params = rows.order_by().values(group, "latency_histogram").query.sql_with_params()
     buckets: dict = {}
-    with connection.cursor() as cursor:
+    with connections[rows.db].cursor() as cursor:
         cursor.execute(
-            f"SELECT r.{group}, CAST(bucket.key AS integer), {runs} "  # noqa: S608 (our names)
-            f"FROM ({histograms}) r, {each}(r.latency_histogram) bucket GROUP BY 1, 2",
+            f"SELECT r.{group}, CAST(bucket.key AS integer), SUM(bucket.value::bigint) "  # noqa: S608 (our names)
+            f"FROM ({histograms}) r, jsonb_each_text(r.latency_histogram) bucket GROUP BY 1, 2",
             params,
         )
         for key, bucket, count in cursor.fetchall():
@@ -511,7 +529,7 @@ def _histogram_p95(rows: QuerySet, group: str) -> dict:
 
 def _ledger_stats(usage: _Usage, group: str, *, sessions: bool, p95: bool) -> dict:
     """Sessions (once per local day, as ``AgentRollup`` counts them) and ``percentile_cont``
-    (PostgreSQL only) per ``group``, from the ledger rows of the timeframe, in one query."""
+    per ``group``, from the ledger rows of the timeframe, in one query."""
     events = usage.events().filter(kind=CreditEvent.Kind.USAGE)
     in_session = ~Q(session_id="")
     aggregates = {}
@@ -524,7 +542,7 @@ def _ledger_stats(usage: _Usage, group: str, *, sessions: bool, p95: bool) -> di
         )
         aggregates["sessions"] = Count(session_day, distinct=True, filter=in_session)
         aggregates["runs_in_sessions"] = Count("pk", filter=in_session)
-    if p95 and connections[events.db].vendor == "postgresql":
+    if p95:
         aggregates["p95"] = PercentileCont("latency_ms", fraction=P95)
     if not aggregates:
         return {}
@@ -584,11 +602,13 @@ def usage_by_user(usage: _Usage) -> list[UserUsage]:
         usage.rows(usage.rollup("user", "api_key")).annotate(
             key_id=Case(When(user__isnull=True, then=F("api_key_id"))),
             key_name=Case(When(user__isnull=True, then=F("api_key__name"))),
+            key_account=Case(When(user__isnull=True, then=F("api_key__subscription__name"))),
         ),
         "user_id",
         "user__email",
         "key_id",
         "key_name",
+        "key_account",
     )
     user_ids = [row["user_id"] for row, _ in groups if row["user_id"] is not None]
     roles = _roles(user_ids, usage.accounts)
@@ -604,8 +624,10 @@ def usage_by_user(usage: _Usage) -> list[UserUsage]:
     for row, sums in groups:
         if row["user_id"] is not None:
             email, role = row["user__email"], roles.get(row["user_id"], "")
+        elif row["key_id"]:
+            email, role = _key_label(row["key_name"], row["key_account"], usage), "api_key"
         else:
-            email, role = row["key_name"] or "", "api_key" if row["key_id"] else ""
+            email, role = NO_USER, ""
         rows.append(
             UserUsage(
                 user_email=email,
@@ -619,6 +641,12 @@ def usage_by_user(usage: _Usage) -> list[UserUsage]:
             )
         )
     return _by_credits(rows)
+
+
+def _key_label(name: str, account: str, usage: _Usage) -> str:
+    """A key's name, and its account's beside it when the report covers several accounts
+    (each sub-account has a key called "Demo key" in the demo)."""
+    return f"{name} ({account})" if len(usage.accounts) > 1 else name
 
 
 def _roles(user_ids: list[int], accounts: list[Subscription]) -> dict[int, str]:
@@ -655,7 +683,7 @@ def usage_by_agent(usage: _Usage) -> list[AgentUsage]:
         run_stats = stats.get(row["agent_id"], _RunStats())
         rows.append(
             AgentUsage(
-                agent_name=row["agent__name"] or "",
+                agent_name=row["agent__name"] or NO_AGENT,
                 agent_id=row["agent_id"],
                 model_used=row["agent__model"] or "",
                 agent_type=row["agent__agent_type"] or "",
@@ -679,7 +707,7 @@ def usage_by_model(usage: _Usage) -> list[ModelUsage]:
     stats = _run_stats(usage, rollup, "model")
     rows = [
         ModelUsage(
-            model=row["model"],
+            model=row["model"] or NO_MODEL,
             total_runs=sums.runs,
             credits_consumed=sums.credits,
             input_tokens_total=sums.input_tokens,
@@ -699,7 +727,7 @@ def usage_by_product(usage: _Usage) -> list[ProductUsage]:
     total = _total_credits(groups)
     rows = [
         ProductUsage(
-            product=row["product__name"] or "",
+            product=row["product__name"] or NO_PRODUCT,
             credits_consumed=sums.credits,
             avg_credits_per_day=_ratio(sums.credits, usage.timeframe.days, CREDIT_PLACES),
             excess_credits=sums.excess_credits,
@@ -716,7 +744,7 @@ def usage_by_feature(usage: _Usage) -> list[FeatureUsage]:
     total = _total_credits(groups)
     rows = [
         FeatureUsage(
-            feature=row["feature"],
+            feature=row["feature"] or NO_FEATURE,
             total_runs=sums.runs,
             credits_consumed=sums.credits,
             excess_credits=sums.excess_credits,
@@ -747,7 +775,7 @@ def usage_by_team(usage: _Usage) -> list[TeamUsage]:
     total = _total_credits(groups)
     rows = [
         TeamUsage(
-            team=row["team_name"] or "",
+            team=row["team_name"] or NO_TEAM,
             team_id=row["team_id"],
             active_users=row["active_users"],
             total_runs=sums.runs,
@@ -777,7 +805,8 @@ def usage_by_environment(usage: _Usage) -> list[EnvironmentUsage]:
         EnvironmentUsage(
             environment=environment_label(
                 row["environment__project__name"], row["environment__name"]
-            ),
+            )
+            or NO_ENVIRONMENT,
             environment_id=row["environment__public_id"],
             active_users=row["active_users"],
             total_runs=sums.runs,

@@ -18,9 +18,11 @@ Two claims, each a database write whose result decides who acts:
 
 A beat that was down catches up: the dispatch looks at the most recent period due (however long
 ago) and every period is claimed once, so nothing due is skipped and nothing is sent twice.
-SMTP errors are retried with exponential backoff (``credits.tasks.EMAIL_RETRY``'s numbers); the
-last failure marks the delivery failed, for the admin to see and resend. Deliveries whose task
-was lost (a broker outage when it was queued) are queued again by the next dispatch.
+SMTP errors are retried with exponential backoff (``credits.tasks.EMAIL_RETRY``'s numbers),
+whichever entry point made the failed attempt (the send task, ``send_due_reports``, a resend):
+the worker runs the retry, and a retry or first send whose task was lost (a broker outage when
+it was queued) is queued again by the next dispatch once it is ``SWEEP_AFTER`` overdue. The
+``MAX_ATTEMPTS``-th failure marks the delivery failed, for the admin to see and resend.
 """
 
 import logging
@@ -204,14 +206,14 @@ def dispatch_due_reports(*, now: datetime) -> list[DueReport]:
     return due
 
 
-def queue_report(report: DueReport) -> None:
+def queue_report(report: DueReport, *, countdown: int | None = None) -> None:
+    """Hand the report to a worker after the commit, ``countdown`` seconds later for a retry."""
     from . import tasks
 
     def queue() -> None:
+        args = (report.schedule_id, report.period_start.isoformat(), report.period_end.isoformat())
         try:
-            tasks.send_scheduled_report.delay(
-                report.schedule_id, report.period_start.isoformat(), report.period_end.isoformat()
-            )
+            tasks.send_scheduled_report.apply_async(args, countdown=countdown)
         except Exception:  # the broker is down: the next dispatch queues it again
             logger.exception("event=report_not_queued schedule_id=%s", report.schedule_id)
 
@@ -221,8 +223,13 @@ def queue_report(report: DueReport) -> None:
 # --- Sending ---------------------------------------------------------------------------------
 
 
+# A delivery is tried once and retried this many times, then it is failed (for a resend).
+MAX_ATTEMPTS = 1 + EMAIL_RETRY["max_retries"]
+
+
 def retry_delay(attempt: int) -> int:
-    """Seconds before attempt ``attempt + 1``: 30 s, 60 s, 120 s ... at most an hour, jittered."""
+    """Seconds before attempt ``attempt + 1``: 30 s, 60 s, 120 s ... at most an hour
+    (``EMAIL_RETRY``, the schedule the README states)."""
     return get_exponential_backoff_interval(
         factor=EMAIL_RETRY["retry_backoff"],
         retries=max(0, attempt - 1),
@@ -250,8 +257,9 @@ def send_report(
     """Send the pending deliveries of one report, each at most once (see the module docstring).
 
     The report is read and drawn once, then each recipient's email is sent under the lock of
-    their delivery row. An SMTP failure counts an attempt and schedules another, or marks the
-    delivery failed on the ``final_attempt``.
+    their delivery row. An SMTP failure counts an attempt and schedules another
+    (``next_attempt_at``, and ``retry_in`` for the caller to queue), or marks the delivery
+    failed on its ``MAX_ATTEMPTS``-th attempt or the caller's ``final_attempt``.
     """
     result = SendResult()
     schedule = (
@@ -298,7 +306,8 @@ def send_report(
             try:
                 message.send(fail_silently=False)
             except OSError as error:  # smtplib.SMTPException and network errors
-                _failed_attempt(delivery, error, final=final_attempt, now=now, result=result)
+                final = final_attempt or delivery.attempts >= MAX_ATTEMPTS
+                _failed_attempt(delivery, error, final=final, now=now, result=result)
             else:
                 delivery.status = Delivery.Status.SENT
                 delivery.sent_at = now
@@ -334,8 +343,8 @@ def _failed_attempt(delivery, error, *, final: bool, now: datetime, result: Send
         delivery.next_attempt_at = None
         result.failed.append(delivery.recipient)
         return
-    delay = result.retry_in if result.retry_in is not None else retry_delay(delivery.attempts)
-    result.retry_in = delay
+    delay = retry_delay(delivery.attempts)
+    result.retry_in = max(delay, result.retry_in or 0)  # one retry, when every one is due
     delivery.next_attempt_at = now + timedelta(seconds=delay)
 
 

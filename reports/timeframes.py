@@ -36,7 +36,9 @@ from django.utils import timezone
 from accounts.errors import DomainError
 from accounts.models import Subscription
 from credits.periods import (
+    PLACEABLE_YEARS,
     Bounds,
+    is_placeable_day,
     local_date,
     local_midnight,
     month_start,
@@ -178,7 +180,14 @@ def _period(value: str, *, zone: ZoneInfo, now: datetime) -> Timeframe:
     match = _PERIOD.fullmatch(value)
     if match is None:
         raise InvalidTimeframe("A period is a month, YYYY-MM.", parameter="period")
-    month = date(int(match[1]), int(match[2]), 1)
+    try:
+        month = date(int(match[1]), int(match[2]), 1)
+    except ValueError:  # the year 0
+        month = None
+    if month is None or not is_placeable_day(month):
+        raise InvalidTimeframe(
+            f"A period is a month in the years {PLACEABLE_YEARS}.", parameter="period"
+        )
     if month > local_date(now, zone):
         raise InvalidTimeframe(
             "A period is the current billing period or a past one.", parameter="period"
@@ -198,6 +207,10 @@ def _custom(start: str, end: str, *, zone: ZoneInfo) -> Timeframe:
                 f"Give {parameter} as a date, YYYY-MM-DD (start and end go together).",
                 parameter=parameter,
             ) from None
+        if not is_placeable_day(days[parameter]):
+            raise InvalidTimeframe(
+                f"Give {parameter} as a date in the years {PLACEABLE_YEARS}.", parameter=parameter
+            )
     if days["start"] > days["end"]:
         raise InvalidTimeframe("start is after end.", parameter="start")
     if (days["end"] - days["start"]).days >= MAX_CUSTOM_DAYS:

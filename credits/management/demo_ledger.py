@@ -10,18 +10,25 @@ stored. Credits beyond the base allocation are recorded as ``excess_credits``.
 
 import random
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from itertools import accumulate
 
+from django.db import connection
 from django.db.models import Max
 
 from accounts.models import CREDIT_PLACES, ApiKey, Membership, Subscription, TeamMembership, User
+from credits.bulk import (
+    DERIVED_TABLES,
+    copy_rows,
+    derive_from_ledger,
+    foreign_keys_checked_once,
+)
 from credits.models import BillingPeriod, CreditEvent, CreditLimit, ThresholdAlert
 from credits.periods import local_date, month_bounds, next_month_start
-from credits.rollups import rebuild_rollups
 
 from .demo_world import AGENTS, API_KEYS, PEOPLE, DemoWorld, SubscriptionSpec, UsageShape
 
@@ -32,7 +39,31 @@ PEAK_UTILISATION = 1.5
 DEFAULT_MODEL_SHARE = 0.75
 PRIMARY_ENVIRONMENT_SHARE = 0.7
 CALIBRATION_RUNS = 2000
-INSERT_BATCH_SIZE = 5000
+LEDGER = CreditEvent._meta.db_table
+# The ledger columns the seed writes with COPY, in the order of ``LedgerSimulation._event``.
+LEDGER_COLUMNS = (
+    "timestamp",
+    "recorded_at",
+    "kind",
+    "subscription_id",
+    "period_id",
+    "environment_id",
+    "user_id",
+    "api_key_id",
+    "product_id",
+    "agent_id",
+    "model",
+    "feature",
+    "credits",
+    "excess_credits",
+    "input_tokens",
+    "output_tokens",
+    "latency_ms",
+    "status",
+    "session_id",
+    "idempotency_key",
+    "reason",
+)
 
 
 @dataclass(frozen=True)
@@ -136,6 +167,7 @@ class AgentRef:
     model: str
     product: str
     feature: str
+    created_on: date  # the local day its creator added it: it runs from the next day on
 
 
 @dataclass(frozen=True)
@@ -176,6 +208,7 @@ class SeededLedger:
     events: int
     refused: int
     periods: int
+    crossings: list[ThresholdAlert]  # the thresholds the usage crossed, oldest first
 
 
 def seed_ledger(
@@ -187,18 +220,42 @@ def seed_ledger(
     now: datetime,
     rng: random.Random,
 ) -> SeededLedger:
-    """Simulate and store a subscription's usage, then derive what the ledger implies."""
+    """Simulate a subscription's usage and store its ledger rows (with ``COPY``), the API
+    keys' last use and the alerts the usage crossed, marked as sent at the time.
+
+    Rollups and counters are left to ``derive_seeded_ledgers``, once for every subscription
+    seeded in the run.
+    """
     subscription = world.subscriptions[spec.name]
     plan = ledger_plan(world, spec, months=months, scale=scale, now=now)
     simulation = LedgerSimulation(plan, rng)
-    inserted = 0
-    for batch in _batches(simulation.events(), INSERT_BATCH_SIZE):
-        CreditEvent.objects.bulk_create(batch)
-        inserted += len(batch)
-    rebuild_rollups(subscription=subscription)
+    with connection.cursor() as cursor:
+        inserted = copy_rows(cursor, LEDGER, LEDGER_COLUMNS, simulation.events())
     record_api_key_use(subscription)
-    record_sent_alerts(subscription, simulation.charges.crossings)
-    return SeededLedger(events=inserted, refused=simulation.refused, periods=len(plan.periods))
+    crossings = record_sent_alerts(subscription, simulation.charges.crossings)
+    return SeededLedger(
+        events=inserted,
+        refused=simulation.refused,
+        periods=len(plan.periods),
+        crossings=crossings,
+    )
+
+
+@contextmanager
+def ledger_load() -> Iterator[None]:
+    """Around the ``seed_ledger`` and ``derive_seeded_ledgers`` calls of a run: the ledger and
+    what is derived from it are loaded without foreign keys, which are put back (and checked)
+    once, at the end (``credits.bulk.foreign_keys_checked_once``)."""
+    tables = [LEDGER, *DERIVED_TABLES]
+    with connection.cursor() as cursor, foreign_keys_checked_once(cursor, tables):
+        yield
+
+
+def derive_seeded_ledgers(subscriptions: list[Subscription]) -> None:
+    """Rollups and the period, user and team counters of the freshly seeded subscriptions,
+    from their ledgers, in set-based SQL: the counters equal the ledger exactly."""
+    with connection.cursor() as cursor:
+        derive_from_ledger(cursor, [subscription.pk for subscription in subscriptions])
 
 
 def ledger_plan(
@@ -220,6 +277,9 @@ def ledger_plan(
                 model=agent.model,
                 product=agent.product,
                 feature=agent.feature,
+                created_on=local_date(
+                    world.agents[agent.subscription, agent.name].created_at, subscription.zone
+                ),
             )
             for agent in AGENTS
             if agent.subscription == spec.name
@@ -384,14 +444,23 @@ class LedgerSimulation:
         self.people_weights = _cumulative([actor.weight for actor in plan.people])
         self.products_for_people = self._weighted_products("people_weight")
         self.products_for_keys = self._weighted_products("key_weight")
-        self.agents_by_product = defaultdict(list)
-        for agent in plan.agents:
-            self.agents_by_product[agent.product].append(agent)
+        self.agents_by_day: dict[date, dict[str, list[AgentRef]]] = {}
+        self.recorded_at = plan.now
+        self.calibrations: dict[tuple[AgentRef, ...], float] = {}
 
-    def events(self) -> Iterator[CreditEvent]:
-        runs_per_allocation = self._runs_per_allocation()
+    def _agents_by_product(self, day: date) -> dict[str, list[AgentRef]]:
+        """The agents that exist on ``day`` (created before it), by product."""
+        agents = self.agents_by_day.get(day)
+        if agents is None:
+            agents = self.agents_by_day[day] = defaultdict(list)
+            for agent in self.plan.agents:
+                if agent.created_on < day:
+                    agents[agent.product].append(agent)
+        return agents
+
+    def events(self) -> Iterator[tuple]:
         for first_day, period in sorted(self.plan.periods.items()):
-            month_runs = runs_per_allocation * self._utilisation(first_day)
+            month_runs = self._runs_per_allocation(first_day) * self._utilisation(first_day)
             for day, share in self._day_shares(first_day):
                 count = int(month_runs * share + self.rng.random())  # rounds to the expectation
                 for run in sorted(self._draw_runs(day, count), key=lambda run: run.timestamp):
@@ -412,14 +481,23 @@ class LedgerSimulation:
         weights = [getattr(PRODUCT_PROFILES[slug], weight_name) for slug in slugs]
         return slugs, _cumulative(weights)
 
-    def _runs_per_allocation(self) -> float:
-        """How many runs of this subscription's mix use up one base allocation (calibrated
-        on a sample, so that the monthly totals follow the usage shape at any scale)."""
-        sample = self._draw_runs(min(self.plan.periods), CALIBRATION_RUNS)
-        credits_per_run = sum(run.credits for run in sample) / CALIBRATION_RUNS
-        if not credits_per_run:
-            return 0.0
-        return float(self.plan.subscription.base_allocation / credits_per_run)
+    def _runs_per_allocation(self, first_day: date) -> float:
+        """How many runs of this subscription's mix use up one base allocation in the month
+        of ``first_day`` (calibrated on a sample, so that the monthly totals follow the usage
+        shape at any scale). The mix changes as agents are added: one sample per set of
+        agents."""
+        agents = tuple(
+            agent for agents in self._agents_by_product(first_day).values() for agent in agents
+        )
+        if agents not in self.calibrations:
+            sample = self._draw_runs(first_day, CALIBRATION_RUNS)
+            credits_per_run = sum(run.credits for run in sample) / CALIBRATION_RUNS
+            self.calibrations[agents] = (
+                float(self.plan.subscription.base_allocation / credits_per_run)
+                if credits_per_run
+                else 0.0
+            )
+        return self.calibrations[agents]
 
     def _utilisation(self, first_day: date) -> float:
         """The share of the base allocation that the month's demand asks for."""
@@ -472,7 +550,7 @@ class LedgerSimulation:
         slugs, cum_weights = products
         product = rng.choices(slugs, cum_weights=cum_weights)[0]
         profile = PRODUCT_PROFILES[product]
-        agents = self.agents_by_product[product]
+        agents = self._agents_by_product(day)[product]
         agent = rng.choice(agents) if agents and rng.random() < profile.agent_share else None
         if agent:
             model, feature = agent.model, agent.feature
@@ -552,25 +630,30 @@ class LedgerSimulation:
         self.sessions[key] = (day, session_id)
         return session_id
 
-    def _event(self, run: Run, period: BillingPeriod, excess: Decimal) -> CreditEvent:
-        return CreditEvent(
-            timestamp=run.timestamp,
-            subscription_id=self.plan.subscription.pk,
-            period_id=period.pk,
-            environment_id=run.environment_id,
-            user_id=run.actor.user_id,
-            api_key_id=run.actor.api_key_id,
-            product_id=self.plan.product_ids[run.product],
-            agent_id=run.agent.id if run.agent else None,
-            model=run.model,
-            feature=run.feature,
-            credits=run.credits,
-            excess_credits=excess,
-            input_tokens=run.input_tokens,
-            output_tokens=run.output_tokens,
-            latency_ms=run.latency_ms,
-            status=CreditEvent.Status.FAILED if run.failed else CreditEvent.Status.SUCCEEDED,
-            session_id=self._session_id(run),
+    def _event(self, run: Run, period: BillingPeriod, excess: Decimal) -> tuple:
+        """The ledger row of a charged run, in the order of ``LEDGER_COLUMNS``."""
+        return (
+            run.timestamp,
+            self.recorded_at,
+            CreditEvent.Kind.USAGE.value,
+            self.plan.subscription.pk,
+            period.pk,
+            run.environment_id,
+            run.actor.user_id,
+            run.actor.api_key_id,
+            self.plan.product_ids[run.product],
+            run.agent.id if run.agent else None,
+            run.model,
+            run.feature,
+            run.credits,
+            excess,
+            run.input_tokens,
+            run.output_tokens,
+            run.latency_ms,
+            (CreditEvent.Status.FAILED if run.failed else CreditEvent.Status.SUCCEEDED).value,
+            self._session_id(run),
+            "",
+            "",
         )
 
 
@@ -585,8 +668,9 @@ def record_api_key_use(subscription: Subscription) -> None:
         ApiKey.objects.filter(pk=row["api_key_id"]).update(last_used_at=row["last_used_at"])
 
 
-def record_sent_alerts(subscription: Subscription, crossings: list) -> None:
+def record_sent_alerts(subscription: Subscription, crossings: list) -> list[ThresholdAlert]:
     """The thresholds the usage crossed, as alerts whose email went out at the time."""
+    alerts = []
     for period_id, threshold, crossed_at in crossings:
         alert = ThresholdAlert.objects.create(
             subscription=subscription, period_id=period_id, threshold=threshold
@@ -595,17 +679,9 @@ def record_sent_alerts(subscription: Subscription, crossings: list) -> None:
         ThresholdAlert.objects.filter(pk=alert.pk).update(
             crossed_at=crossed_at, notified_at=crossed_at
         )
-
-
-def _batches(items: Iterable, size: int) -> Iterator[list]:
-    batch = []
-    for item in items:
-        batch.append(item)
-        if len(batch) == size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
+        alert.crossed_at = alert.notified_at = crossed_at
+        alerts.append(alert)
+    return alerts
 
 
 def _cumulative(weights: list[float]) -> list[float]:

@@ -8,7 +8,7 @@ import hashlib
 import hmac
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, time, timedelta
 from decimal import Decimal
 
 from django.conf import settings
@@ -28,6 +28,7 @@ from accounts.models import (
 )
 from accounts.services import add_membership, revoke_api_key
 from credits.models import Agent, CreditLimit, Product
+from credits.periods import local_date
 
 # Published in the README and printed by seed_demo: demo data only.
 DEMO_PASSWORD = "demo-password"  # noqa: S105
@@ -106,6 +107,9 @@ class AgentSpec:
     product: str
     feature: str
     created_by: str
+    # How far into the demo history (0 to 1) its creator added it: people add agents over
+    # the year, so the agents created in a past month show in that month's reports.
+    created_after: float = 0.0
 
 
 SUBSCRIPTIONS = (
@@ -317,9 +321,17 @@ AGENTS = (
         "ai-agent",
         "generate-content",
         "dave@acme.example",
+        created_after=0.25,
     ),
     AgentSpec(
-        "Acme Corp", "Support assistant", "chat", "gpt-5", "ai-agent", "chat", "erin@acme.example"
+        "Acme Corp",
+        "Support assistant",
+        "chat",
+        "gpt-5",
+        "ai-agent",
+        "chat",
+        "erin@acme.example",
+        created_after=0.45,
     ),
     AgentSpec(
         "Acme Corp",
@@ -329,6 +341,7 @@ AGENTS = (
         "ai-agent",
         "summarize",
         "frank@acme.example",
+        created_after=0.7,
     ),
     AgentSpec(
         "Acme Corp",
@@ -347,6 +360,7 @@ AGENTS = (
         "expert-agents",
         "brand-check",
         "grace@acme.example",
+        created_after=0.96,
     ),
     AgentSpec(
         "Acme Labs",
@@ -356,6 +370,7 @@ AGENTS = (
         "ai-agent",
         "summarize",
         "mia@acme.example",
+        created_after=0.05,
     ),
     AgentSpec(
         "Acme Labs",
@@ -365,6 +380,7 @@ AGENTS = (
         "ai-agent",
         "chat",
         "lars@acme.example",
+        created_after=0.6,
     ),
     AgentSpec(
         "Acme Labs",
@@ -376,7 +392,14 @@ AGENTS = (
         "mia@acme.example",
     ),
     AgentSpec(
-        "Globex", "Intranet helper", "chat", "gpt-5-mini", "ai-agent", "chat", "judy@globex.example"
+        "Globex",
+        "Intranet helper",
+        "chat",
+        "gpt-5-mini",
+        "ai-agent",
+        "chat",
+        "judy@globex.example",
+        created_after=0.1,
     ),
     AgentSpec(
         "Globex",
@@ -386,6 +409,7 @@ AGENTS = (
         "ai-agent",
         "generate-content",
         "ken@globex.example",
+        created_after=0.8,
     ),
 )
 
@@ -417,7 +441,8 @@ class DemoWorld:
         return self.environments[subscription, path]
 
 
-def build_world(*, joined_at: datetime) -> DemoWorld:
+def build_world(*, joined_at: datetime, now: datetime) -> DemoWorld:
+    """Everyone joined at ``joined_at``; agents are added between then and ``now``."""
     world = DemoWorld()
     _build_products(world)
     for spec in SUBSCRIPTIONS:
@@ -426,7 +451,7 @@ def build_world(*, joined_at: datetime) -> DemoWorld:
     _build_teams(world)
     _build_limits(world)
     _build_api_keys(world)
-    _build_agents(world)
+    _build_agents(world, joined_at=joined_at, now=now)
     return world
 
 
@@ -593,10 +618,11 @@ def _first_admin_email(subscription_name: str) -> str:
     )
 
 
-def _build_agents(world: DemoWorld) -> None:
+def _build_agents(world: DemoWorld, *, joined_at: datetime, now: datetime) -> None:
     for spec in AGENTS:
+        subscription = world.subscriptions[spec.subscription]
         agent, created = Agent.objects.get_or_create(
-            subscription=world.subscriptions[spec.subscription],
+            subscription=subscription,
             name=spec.name,
             defaults={
                 "agent_type": spec.agent_type,
@@ -604,5 +630,22 @@ def _build_agents(world: DemoWorld) -> None:
                 "created_by": world.users[spec.created_by],
             },
         )
+        if created:
+            # created_at is set on creation (auto_now_add): backdate it.
+            agent.created_at = agent_created_at(spec, subscription, joined_at=joined_at, now=now)
+            Agent.objects.filter(pk=agent.pk).update(created_at=agent.created_at)
         world.agents[spec.subscription, spec.name] = agent
         world.created["agents"] += created
+
+
+def agent_created_at(
+    spec: AgentSpec, subscription: Subscription, *, joined_at: datetime, now: datetime
+) -> datetime:
+    """Mid-morning, local time, of the working day ``spec.created_after`` into the history
+    (at the latest today, and never after ``now``)."""
+    zone = subscription.zone
+    first_day, today = local_date(joined_at, zone), local_date(now, zone)
+    day = first_day + (today - first_day) * spec.created_after
+    while day.weekday() >= 5 and day < today:  # people add agents on working days
+        day += timedelta(days=1)
+    return min(datetime.combine(day, time(10, 30), tzinfo=zone), now)

@@ -1,4 +1,4 @@
-"""On PostgreSQL, a trigger refuses UPDATE and DELETE on the ledger, whatever the caller.
+"""A trigger refuses UPDATE and DELETE on the ledger, whatever the caller.
 
 TRUNCATE (used by test teardown and by archiving whole partitions) is not a row operation and
 stays possible.
@@ -25,13 +25,11 @@ DROP FUNCTION IF EXISTS creditdesk_ledger_append_only();
 
 
 def forbid(apps, schema_editor):
-    if schema_editor.connection.vendor == "postgresql":
-        schema_editor.execute(FORBID)
+    schema_editor.execute(FORBID)
 
 
 def allow(apps, schema_editor):
-    if schema_editor.connection.vendor == "postgresql":
-        schema_editor.execute(ALLOW)
+    schema_editor.execute(ALLOW)
 
 
 class Migration(migrations.Migration):

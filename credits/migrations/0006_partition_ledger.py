@@ -1,4 +1,4 @@
-"""Partition the ledger by month (PostgreSQL only; SQLite, for the demo, keeps one table).
+"""Partition the ledger by month.
 
 The table is rebuilt as ``PARTITION BY RANGE ("timestamp")`` with the same columns, checks,
 foreign keys, indexes and append-only trigger. Its primary key becomes (id, timestamp), as
@@ -28,8 +28,6 @@ def _month_starts(today: date, back: int, ahead: int) -> list[date]:
 
 
 def partition(apps, schema_editor):
-    if schema_editor.connection.vendor != "postgresql":
-        return
     CreditEvent = apps.get_model("credits", "CreditEvent")
     run = schema_editor.execute
     run(f"DROP TRIGGER IF EXISTS credits_creditevent_append_only ON {LEDGER}")

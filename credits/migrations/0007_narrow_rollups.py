@@ -8,16 +8,15 @@ from django.db import migrations, models
 
 
 def fill_from_the_ledger(apps, schema_editor):
-    """The new rollups of the data already there, on PostgreSQL: set-based SQL from
-    ``DailyUsage`` and the ledger. ``PersonRollup`` is filled by 0008, which adds a column to
-    it, and the SQLite demo's rollups are rebuilt there too (the rebuild writes every rollup
-    of today's models). Nothing to do on a new database."""
+    """The new rollups of the data already there: set-based SQL from ``DailyUsage`` and the
+    ledger. ``PersonRollup`` is filled by 0008, which adds a column to it. Nothing to do on a
+    new database."""
     from credits.rollups import derive_narrow_rollups
 
     subscription_ids = list(
         apps.get_model("accounts", "Subscription").objects.values_list("pk", flat=True)
     )
-    if not subscription_ids or schema_editor.connection.vendor != "postgresql":
+    if not subscription_ids:
         return
     with schema_editor.connection.cursor() as cursor:
         derive_narrow_rollups(

@@ -8,27 +8,17 @@ from django.db import migrations, models
 
 def fill_from_the_ledger(apps, schema_editor):
     """``PersonRollup`` (with its new ``last_event_at``) and ``ProductRollup`` of the data
-    already there: set-based SQL from ``DailyUsage`` on PostgreSQL; elsewhere (the SQLite
-    demo) the Python rebuild of every rollup, subscription by subscription. Nothing to do on
-    a new database."""
-    from credits.rollups import derive_narrow_rollups, rebuild_rollups
+    already there: set-based SQL from ``DailyUsage``. Nothing to do on a new database."""
+    from credits.rollups import derive_narrow_rollups
 
     subscription_ids = list(
         apps.get_model("accounts", "Subscription").objects.values_list("pk", flat=True)
     )
     if not subscription_ids:
         return
-    if schema_editor.connection.vendor == "postgresql":
-        apps.get_model("credits", "PersonRollup").objects.all().delete()
-        with schema_editor.connection.cursor() as cursor:
-            derive_narrow_rollups(
-                cursor, subscription_ids, model_names=("PersonRollup", "ProductRollup")
-            )
-        return
-    from accounts.models import Subscription
-
-    for subscription in Subscription.objects.filter(pk__in=subscription_ids):
-        rebuild_rollups(subscription=subscription)
+    apps.get_model("credits", "PersonRollup").objects.all().delete()
+    with schema_editor.connection.cursor() as cursor:
+        derive_narrow_rollups(cursor, subscription_ids, model_names=("PersonRollup", "ProductRollup"))
 
 
 class Migration(migrations.Migration):

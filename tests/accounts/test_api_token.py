@@ -1,7 +1,6 @@
 """People get a personal API token with their email and password; guessing is throttled."""
 
 import pytest
-from django.core.cache import cache
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
@@ -10,13 +9,6 @@ from tests.factories import PASSWORD
 pytestmark = pytest.mark.django_db
 
 URL = "/api/v1/auth/token/"
-
-
-@pytest.fixture(autouse=True)
-def fresh_throttle_history():
-    cache.clear()
-    yield
-    cache.clear()
 
 
 @pytest.fixture

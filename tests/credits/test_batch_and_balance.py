@@ -11,7 +11,8 @@ from tests import factories
 from tests.credits.conftest import set_allocation
 from tests.factories import utc
 
-pytestmark = pytest.mark.django_db
+# On the real clock: also run at each pinned moment (tests/conftest.py).
+pytestmark = [pytest.mark.django_db, pytest.mark.date_sensitive]
 
 BATCH = "/api/v1/events/batch/"
 BALANCE = "/api/v1/balance/"

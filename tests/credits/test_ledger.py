@@ -8,7 +8,8 @@ from django.db import DatabaseError, connection, transaction
 from credits.models import BillingPeriod, CreditEvent
 from tests.factories import utc
 
-pytestmark = pytest.mark.django_db
+# On the real clock: also run at each pinned moment (tests/conftest.py).
+pytestmark = [pytest.mark.django_db, pytest.mark.date_sensitive]
 
 
 @pytest.fixture

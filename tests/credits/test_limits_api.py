@@ -9,7 +9,8 @@ from rest_framework.test import APIClient
 from credits.models import CreditEvent, CreditLimit
 from tests import factories
 
-pytestmark = pytest.mark.django_db
+# On the real clock: also run at each pinned moment (tests/conftest.py).
+pytestmark = [pytest.mark.django_db, pytest.mark.date_sensitive]
 
 LIMITS = "/api/v1/limits/"
 

@@ -33,7 +33,8 @@ from credits.rollups import (
 from tests import factories
 from tests.factories import utc
 
-pytestmark = pytest.mark.django_db
+# On the real clock: also run at each pinned moment (tests/conftest.py).
+pytestmark = [pytest.mark.django_db, pytest.mark.date_sensitive]
 
 
 @pytest.fixture

@@ -22,9 +22,11 @@ from credits.models import (
     CreditLimit,
     DailyUsage,
     TeamPeriodUsage,
+    ThresholdAlert,
     UserPeriodUsage,
 )
 from credits.periods import local_date, month_bounds
+from reports.models import Delivery, ReportSchedule
 
 pytestmark = pytest.mark.django_db
 
@@ -34,8 +36,9 @@ FAST_PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
 @pytest.fixture(scope="module")
-def seeded(django_db_setup, django_db_blocker):
-    """Seed once for the whole module, in a transaction rolled back at its end.
+def seeded(django_db_setup, django_db_blocker, pinned_clock):
+    """Seed once for the whole module (and once more for each pinned moment of the
+    ``date_sensitive`` tests), in a transaction rolled back at its end.
 
     Each test still runs in its own savepoint, so a test that seeds again changes nothing
     for the next one.
@@ -126,6 +129,7 @@ def test_it_creates_agents_of_several_types_and_models(seeded):
         ).exists()
 
 
+@pytest.mark.date_sensitive
 def test_every_event_belongs_to_the_period_of_its_timestamp(seeded):
     now = timezone.now()
     for each in Subscription.objects.all():
@@ -137,7 +141,8 @@ def test_every_event_belongs_to_the_period_of_its_timestamp(seeded):
             bounds = month_bounds(first_day, each.zone)
             assert (period.start, period.end) == (bounds.start, bounds.end)
             events = CreditEvent.objects.filter(period=period)
-            assert events.exists()
+            # The current period may still be empty: at 00:30 on the 1st nothing ran yet.
+            assert events.exists() or period == periods[-1]
             assert not events.exclude(timestamp__gte=period.start, timestamp__lt=period.end)
             assert not events.exclude(subscription=each).exists()
         assert periods[-1].start <= now < periods[-1].end
@@ -162,13 +167,14 @@ def test_the_ledger_looks_like_real_use(seeded):
     assert working_day_average > 3 * weekend_day_average
 
 
+@pytest.mark.date_sensitive
 def test_counters_and_rollups_equal_the_ledger(seeded):
     for period in BillingPeriod.objects.all():
         sums = CreditEvent.objects.filter(period=period).aggregate(
             credits=Sum("credits"), excess=Sum("excess_credits")
         )
-        assert period.credits_used == sums["credits"]
-        assert period.excess_used == sums["excess"]
+        assert period.credits_used == (sums["credits"] or 0)
+        assert period.excess_used == (sums["excess"] or 0)
 
     ledger = defaultdict(Decimal)
     runs = defaultdict(int)
@@ -235,6 +241,9 @@ def test_a_second_run_changes_nothing_and_says_so(seeded):
                 BillingPeriod,
                 CreditEvent,
                 DailyUsage,
+                ThresholdAlert,
+                ReportSchedule,
+                Delivery,
             )
         } | {"credits": CreditEvent.objects.aggregate(total=Sum("credits"))["total"]}
 

@@ -60,7 +60,10 @@ def test_each_admin_gets_the_alert_once_even_when_the_task_runs_twice(
 
     (email,) = mailoutbox
     assert email.to == ["alice@acme.example", "dave@acme.example"]
-    assert email.subject == "Acme has used 80% of its credits for March 2026"
+    assert email.subject == "Acme crossed 80% of its credits for March 2026"
+    assert "Acme crossed 80% of its base allocation for March 2026; usage is now 80.0%." in (
+        email.body
+    )
     assert "Used: 800 of 1,000 credits (80.0%)" in email.body
     assert "Resets on: 1 April 2026, in 12 days" in email.body
     html, mimetype = email.alternatives[0]
@@ -68,6 +71,48 @@ def test_each_admin_gets_the_alert_once_even_when_the_task_runs_twice(
     assert "<strong>800</strong> of 1,000 credits" in html
     alert.refresh_from_db()
     assert alert.notified_at == utc(2026, 3, 20, 12)
+
+
+@time_machine.travel(utc(2026, 3, 20, 12), tick=False)
+def test_the_80_percent_alert_says_which_threshold_was_crossed_and_the_usage_now(world, mailoutbox):
+    """One large event (or soft mode) can take usage well past 80%: the alert says both."""
+    world.subscription.limit_mode = "soft"
+    world.subscription.excess_allowance = Decimal("200")
+    world.subscription.save()
+    alert = crossed(world, Threshold.ALLOCATION_80, used="1062", excess="62")
+
+    send_threshold_alert(alert.pk)
+
+    (email,) = mailoutbox
+    assert email.subject == "Acme crossed 80% of its credits for March 2026"
+    headline = "Acme crossed 80% of its base allocation for March 2026; usage is now 106.2%."
+    assert email.body.startswith(headline)
+    assert headline in email.alternatives[0][0]
+    assert "Used: 1,062 of 1,000 credits (106.2%)" in email.body
+
+
+def test_the_100_percent_alert_says_the_cap_was_reached_and_the_usage_now(world, mailoutbox):
+    """In hard mode the first refused event counts as reaching the cap, from 80% on."""
+    alert = crossed(world, Threshold.ALLOCATION_100, used="950")
+
+    send_threshold_alert(alert.pk)
+
+    assert "Acme reached its base allocation of 1,000 credits for" in mailoutbox[0].body
+    assert "; usage is now 95.0%." in mailoutbox[0].body
+
+
+def test_an_alert_sent_after_its_period_ended_says_how_the_period_ended(world, mailoutbox):
+    with time_machine.travel(utc(2026, 3, 31, 12), tick=False):
+        alert = crossed(world, Threshold.ALLOCATION_80, used="930")
+
+    with time_machine.travel(utc(2026, 4, 1, 12), tick=False):
+        send_threshold_alert(alert.pk)
+
+    body = mailoutbox[0].body
+    headline = "Acme crossed 80% of its base allocation for March 2026; usage ended the period at"
+    assert f"{headline} 93.0%." in body
+    assert "Ended: reset on 1 April 2026" in body
+    assert "Resets on" not in body
 
 
 def test_the_outsider_and_lower_roles_are_not_emailed(world, mailoutbox):
@@ -100,7 +145,7 @@ def test_names_are_not_html_escaped_in_the_plain_text(world, mailoutbox):
     send_threshold_alert(crossed(world, Threshold.EXCESS_100).pk)
 
     email = mailoutbox[0]
-    assert "Smith & Sons <Ltd> has used all of its excess allowance" in email.body
+    assert "Smith & Sons <Ltd> reached its excess allowance of" in email.body
     assert "Smith &amp; Sons &lt;Ltd&gt;" in email.alternatives[0][0]
 
 
@@ -158,7 +203,7 @@ def test_crossing_a_threshold_over_the_api_emails_the_admins_after_commit(
 
     assert response.status_code == 201
     (email,) = mailoutbox
-    assert email.subject.startswith("Acme has used 80% of its credits")
+    assert email.subject.startswith("Acme crossed 80% of its credits")
     assert "Used: 850 of 1,000 credits (85.0%)" in email.body
 
 

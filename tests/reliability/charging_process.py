@@ -11,6 +11,7 @@ import json
 import os
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 
 
@@ -57,6 +58,11 @@ def dispatch_reports(job: dict) -> int:
 
 def main() -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+    if moment := os.environ.get("CREDITDESK_PIN_CLOCK"):
+        # The test's clock is pinned (tests/conftest.py): start where it is now, ticking on.
+        import time_machine
+
+        time_machine.travel(datetime.fromisoformat(moment), tick=True).start()
     import django
 
     django.setup()

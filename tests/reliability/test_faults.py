@@ -39,6 +39,7 @@ from credits.models import (
     ThresholdAlert,
 )
 from tests import factories
+from tests.conftest import PIN_CLOCK_VARIABLE
 
 CLOSED_PORT_BROKER = "redis://127.0.0.1:1/0"  # nothing listens on port 1: connection refused
 
@@ -239,13 +240,13 @@ def test_a_failed_send_rolls_back_and_the_sweep_stops_at_the_first_smtp_error(al
 
 def terminate(backend_pid: int) -> None:
     """Kill a PostgreSQL backend from outside, as a failover or a network cut would."""
-    db = connection.settings_dict
+    params = connection.get_connection_params()  # the host may be a socket directory
     with psycopg.connect(
-        host=db["HOST"] or "127.0.0.1",
-        port=db["PORT"] or 5432,
-        user=db["USER"],
-        password=db["PASSWORD"] or None,
-        dbname=db["NAME"],
+        host=params.get("host") or "127.0.0.1",
+        port=params.get("port") or 5432,
+        user=params["user"],
+        password=params.get("password") or None,
+        dbname=params["dbname"],
         autocommit=True,
     ) as admin:
         admin.execute("SELECT pg_terminate_backend(%s)", [backend_pid])
@@ -434,13 +435,16 @@ def test_processes_charging_and_replaying_while_the_month_start_task_and_dispatc
     db = connection.settings_dict
     env = {
         **os.environ,
-        "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:"
-        f"{db['PORT'] or 5432}/{db['NAME']}",
+        # host and port as parameters: the host may be a socket directory (embedded PostgreSQL)
+        "DATABASE_URL": f"postgres://{db['USER']}@/{db['NAME']}"
+        f"?host={db['HOST'] or db['OPTIONS'].get('host') or '127.0.0.1'}&port={db['PORT'] or 5432}",
         "DATABASE_CONN_MAX_AGE": "0",
         "CELERY_TASK_ALWAYS_EAGER": "true",  # reset notices are sent in line, by memory mail
         "EMAIL_URL": "memorymail://",
         "LOG_LEVEL": "ERROR",
     }
+    if os.environ.get(PIN_CLOCK_VARIABLE):
+        env[PIN_CLOCK_VARIABLE] = timezone.now().isoformat()  # the processes share our clock
     go_file = str(tmp_path / "go")
     keys = [f"op-{n}" for n in range(KEYS)]
     processes = [

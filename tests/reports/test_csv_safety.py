@@ -67,7 +67,7 @@ def hostile(world):
 def csv_dicts(response) -> list[dict]:
     assert response.status_code == 200
     assert isinstance(response, StreamingHttpResponse)
-    body = b"".join(response.streaming_content).decode("utf-8")
+    body = b"".join(response.streaming_content).decode("utf-8-sig")
     return list(csv.DictReader(io.StringIO(body, newline="")))
 
 
@@ -129,7 +129,7 @@ def test_negative_credits_stay_numbers(world, hostile):
     )
 
     assert products[0] == {
-        "product": "",
+        "product": "No product",
         "credits_consumed": "-2.0000",
         "avg_credits_per_day": "-0.0870",
         "excess_credits": "0.0000",
@@ -165,7 +165,7 @@ def test_quotes_commas_line_breaks_and_unicode_survive_the_round_trip(world):
 
 
 def csv_dicts_from(body: bytes) -> list[dict]:
-    return list(csv.DictReader(io.StringIO(body.decode("utf-8"), newline="")))
+    return list(csv.DictReader(io.StringIO(body.decode("utf-8-sig"), newline="")))
 
 
 @pytest.mark.parametrize(
@@ -211,7 +211,7 @@ def test_the_export_is_byte_for_byte_what_the_csv_module_writes(world, project, 
         "2026-11-20T09:30:05.000001Z",
         "2026-11-20T09:30:05.120000Z",
     ]
-    assert body == written.getvalue().encode()
+    assert body == ("\ufeff" + written.getvalue()).encode()  # after the byte-order mark
 
 
 @pytest.mark.parametrize(
@@ -233,4 +233,37 @@ def test_an_empty_report_is_a_streamed_header_row(world, report, row_class):
 
     assert isinstance(response, StreamingHttpResponse)
     header = ",".join(spec.name for spec in dataclasses.fields(row_class))
-    assert b"".join(response.streaming_content) == f"{header}\r\n".encode()
+    assert b"".join(response.streaming_content) == f"\ufeff{header}\r\n".encode()
+
+
+def test_every_csv_starts_with_the_utf8_byte_order_mark(world):
+    """Spreadsheets that guess the encoding (Excel's default) read the file as UTF-8 only when it
+    starts with the byte-order mark: every report and export does, before its header row, and
+    the same bytes go into emails and large exports (tests/reports/test_schedule_email.py,
+    test_large_exports.py compare them)."""
+    from reports.api import REPORTS as CATALOGUE
+
+    world.environment.project.name = "Zürich 東京"
+    world.environment.project.save()
+    EventRecorder(world).record(at=utc(2026, 11, 20, 9))
+    client = logged_in(world.admin)
+    files = {
+        report.slug: client.get(
+            f"{REPORTS}{report.slug}/", {"timeframe": "this_month", "format": "csv"}
+        )
+        for report in CATALOGUE
+    }
+    for scope in ("mine", "subscription"):
+        files[f"export {scope}"] = client.get(EXPORT, {"scope": scope, "format": "csv"})
+
+    assert len(files) >= 10
+    bodies = {name: b"".join(response.streaming_content) for name, response in files.items()}
+    for name, body in bodies.items():
+        assert files[name]["Content-Type"] == "text/csv; charset=utf-8", name
+        assert body[:3] == b"\xef\xbb\xbf", name
+        assert body[3:4].isalpha() and body.count(b"\xef\xbb\xbf") == 1, name
+    subscription = bodies["export subscription"]
+    assert subscription.startswith(
+        b"\xef\xbb\xbfTimestamp,User,Environment,EnvironmentId,Credits\r\n"
+    )
+    assert csv_dicts_from(subscription)[0]["Environment"] == "Zürich 東京 / Production"

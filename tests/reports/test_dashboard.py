@@ -106,6 +106,41 @@ def test_presets_stay_inside_the_period():
     }
 
 
+def selected(date_range: DateRange) -> list[str]:
+    return [preset.label for preset in date_range.presets if preset.selected]
+
+
+@pytest.mark.parametrize("day", range(1, 8))
+def test_one_preset_is_marked_on_the_first_days_of_a_period(day):
+    # On the 1st to the 7th "Last 7 days" and "Last 14 days" are both the period so far.
+    cycle = Cycle(prague(), date(2026, 12, 1), today=date(2026, 12, day))
+    so_far = (date(2026, 12, 1), date(2026, 12, day))
+
+    clicked = {
+        key: selected(DateRange(cycle, *so_far, chosen=key))
+        for key in ("last_7_days", "last_14_days")
+    }
+    typed_in = selected(DateRange(cycle, *so_far))
+
+    assert clicked == {"last_7_days": ["Last 7 days"], "last_14_days": ["Last 14 days"]}
+    assert typed_in == (["Today"] if day == 1 else ["Last 7 days"])
+
+
+def test_a_preset_named_in_the_query_is_marked_only_when_its_days_are_shown():
+    cycle = Cycle(prague(), date(2026, 11, 1), today=date(2026, 11, 20))
+
+    assert selected(DateRange(cycle, date(2026, 11, 14), date(2026, 11, 20))) == ["Last 7 days"]
+    assert selected(
+        DateRange(cycle, date(2026, 11, 7), date(2026, 11, 20), chosen="last_14_days")
+    ) == ["Last 14 days"]
+    assert (
+        selected(DateRange(cycle, date(2026, 11, 2), date(2026, 11, 5), chosen="last_7_days")) == []
+    )
+    assert selected(DateRange(cycle, cycle.first_day, cycle.last_day, chosen="bogus")) == [
+        "Whole period"
+    ]
+
+
 # --- Projections ------------------------------------------------------------------------------
 
 

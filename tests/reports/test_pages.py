@@ -443,6 +443,24 @@ def test_the_first_of_the_month_starts_a_new_period(client, world, usage):
     assert [period.month for period in page.periods] == ["2026-11", "2026-10"]
 
 
+@pytest.mark.parametrize("chip", ["Last 7 days", "Last 14 days"])
+def test_on_the_3rd_the_clicked_quick_range_is_the_one_marked(client, world, usage, chip):
+    # 3 December: both ranges reach back before the period and show the 1st to the 3rd.
+    with time_machine.travel(utc(2026, 12, 3, 9), tick=False):
+        admin = logged_in(client, world.admin)
+        first = admin.get(ADMIN_PAGE)
+        link = unescape(re.search(rf'<a href="([^"]*)"[^>]*>{chip}</a>', first.content.decode())[1])
+        response = admin.get(ADMIN_PAGE + link)
+
+    marked = re.findall(r'aria-current="true">([^<]*)</a>', response.content.decode())
+    assert marked == [chip]
+    page = response.context["page"]
+    assert (page.date_range.first_day.isoformat(), page.date_range.last_day.isoformat()) == (
+        "2026-12-01",
+        "2026-12-03",
+    )
+
+
 def test_the_allocation_used_up_shows_the_day_it_ran_out(client, world, recorder):
     Subscription.objects.filter(pk=world.subscription.pk).update(
         base_allocation=10, limit_mode=Subscription.LimitMode.SOFT, excess_allowance=100

@@ -230,14 +230,18 @@ def expected_rows(report: str, events: list, zone) -> dict[str, dict]:
     """The report's figures computed from ledger rows alone, per row name."""
     teams = dict(TeamMembership.objects.values_list("user_id", "team__name"))
     name_of = {
-        "user_email": lambda e: e.user.email if e.user else (e.api_key.name if e.api_key else ""),
-        "agent_name": lambda e: e.agent.name if e.agent else "",
-        "model": lambda e: e.model,
-        "product": lambda e: e.product.name if e.product else "",
-        "feature": lambda e: e.feature,
-        "team": lambda e: teams.get(e.user_id, "") if e.user_id else "",
+        "user_email": lambda e: (
+            e.user.email if e.user else (e.api_key.name if e.api_key else "No user or API key")
+        ),
+        "agent_name": lambda e: e.agent.name if e.agent else "No agent",
+        "model": lambda e: e.model or "No model",
+        "product": lambda e: e.product.name if e.product else "No product",
+        "feature": lambda e: e.feature or "No feature",
+        "team": lambda e: teams.get(e.user_id, "No team") if e.user_id else "No team",
         "environment": lambda e: (
-            f"{e.environment.project.name} / {e.environment.name}" if e.environment else ""
+            f"{e.environment.project.name} / {e.environment.name}"
+            if e.environment
+            else "No environment"
         ),
         "sub_account": lambda e: e.subscription.name,
     }[GROUPS[report]]

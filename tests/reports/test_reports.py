@@ -79,7 +79,7 @@ def column(response, name: str) -> list:
 
 def csv_rows(response) -> list[list[str]]:
     assert isinstance(response, StreamingHttpResponse)
-    return list(csv.reader(io.StringIO(b"".join(response.streaming_content).decode())))
+    return list(csv.reader(io.StringIO(b"".join(response.streaming_content).decode("utf-8-sig"))))
 
 
 def within_one_percent(reported: str | None, exact: str) -> bool:
@@ -165,7 +165,7 @@ def test_adjustments_nobody_is_named_for_are_a_row_of_their_own(world, usage):
     response = get(world.admin, "usage-by-user", ordering="credits_consumed")
 
     assert results(response)[0] == {
-        "user_email": "",
+        "user_email": "No user or API key",
         "role": "",
         "user_id": None,
         "total_runs": 0,  # an adjustment is not a run
@@ -214,7 +214,7 @@ def test_usage_by_agent(world, usage):
             "error_rate": "0.0000",
         },
         {
-            "agent_name": "",
+            "agent_name": "No agent",
             "agent_id": None,
             "model_used": "",
             "agent_type": "",
@@ -278,7 +278,7 @@ def usage_agent_id(name: str) -> int:
 def test_usage_by_model(world, usage):
     response = get(world.admin, "usage-by-model")
 
-    assert [row["model"] for row in results(response)] == ["gpt-5-mini", "gpt-5", ""]
+    assert [row["model"] for row in results(response)] == ["gpt-5-mini", "gpt-5", "No model"]
     assert within_one_percent(results(response)[0]["p95_latency_ms"], "1160.00")
     assert within_one_percent(results(response)[1]["p95_latency_ms"], "2000.00")
     assert without_p95(results(response)) == [
@@ -301,7 +301,7 @@ def test_usage_by_model(world, usage):
             "error_rate": "0.0000",
         },
         {
-            "model": "",
+            "model": "No model",
             "total_runs": 1,
             "credits_consumed": "0.2500",
             "input_tokens_total": 1000,
@@ -337,7 +337,7 @@ def test_usage_by_feature(world, usage):
     ] == [
         ("chat", 3, "13.7500", "76.39"),
         ("translate", 1, "4.0000", "22.22"),
-        ("", 1, "0.2500", "1.39"),
+        ("No feature", 1, "0.2500", "1.39"),
     ]
     assert results(response)[0]["excess_credits"] == "0.0000"
     assert results(response)[0]["input_tokens_total"] == 3000
@@ -350,7 +350,7 @@ def test_usage_by_team(world, usage, teams):
 
     fields = ("team", "team_id", "active_users", "total_runs", "credits_consumed")
     assert [tuple(row[name] for name in fields) for row in results(response)] == [
-        ("", None, 1, 2, "10.2500"),  # alice (no team) and the key
+        ("No team", None, 1, 2, "10.2500"),  # alice (no team) and the key
         ("Platform", platform.pk, 1, 1, "4.0000"),
         ("Support", support.pk, 1, 2, "3.7500"),
     ]
@@ -425,7 +425,7 @@ def test_sub_accounts_are_included_on_request(world, sub_account):
 
     assert without.json()["totals"]["credits_consumed"] == "18.0000"
     assert with_them.json()["totals"]["credits_consumed"] == "20.5000"
-    assert "Labs key" in column(
+    assert "Labs key (Acme Labs)" in column(
         get(world.admin, "usage-by-user", include_sub_accounts="true"), "user_email"
     )
 
@@ -500,7 +500,11 @@ def test_csv_has_the_same_columns_and_values(world, usage):
     assert rows[1][4:11] == ["3", "3", "1.00", "13.7500", "3000", "600", "933.33"]
     assert within_one_percent(rows[1][11], "1160.00")
     assert rows[1][12] == "0.3333"
-    assert rows[3] == ["", "", "", "", "1", "0", "", "0.2500", "1000", "200", "", "", "0.0000"]
+    assert rows[3] == [
+        "No agent",
+        *("", "", ""),
+        *("1", "0", "", "0.2500", "1000", "200", "", "", "0.0000"),
+    ]
     assert response["Content-Type"] == "text/csv; charset=utf-8"
     assert response["Content-Disposition"] == (
         'attachment; filename="acme_usage-by-agent_2026-11-01_2026-11-23.csv"'
@@ -673,8 +677,8 @@ def test_empty_values_sort_last_both_ways(world, usage):
     ascending = get(world.admin, "usage-by-agent", ordering="p95_latency_ms")
     descending = get(world.admin, "usage-by-agent", ordering="-p95_latency_ms")
 
-    assert column(ascending, "agent_name") == ["Support bot", "Translator", ""]
-    assert column(descending, "agent_name") == ["Translator", "Support bot", ""]
+    assert column(ascending, "agent_name") == ["Support bot", "Translator", "No agent"]
+    assert column(descending, "agent_name") == ["Translator", "Support bot", "No agent"]
     assert column(ascending, "p95_latency_ms")[2] is None
 
 

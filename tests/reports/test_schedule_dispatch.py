@@ -345,3 +345,101 @@ def test_the_schedules_validation_is_the_models(world):
     schedule.frequency = "monthly"
     save_schedule(schedule=schedule, actor=schedule.created_by)
     assert schedule.recipients == ["a@acme.example", "b@acme.example"]
+
+
+# --- Retries, from every entry point (issue 23) --------------------------------------------------
+
+# The schedule the README states: 30 s doubling to an hour, ten retries, then failed.
+DOCUMENTED_RETRY_DELAYS = [30, 60, 120, 240, 480, 960, 1920, 3600, 3600, 3600]
+
+
+def test_send_due_reports_during_an_smtp_outage_is_sent_once_when_smtp_is_back(
+    world, mailoutbox, django_capture_on_commit_callbacks
+):
+    make_schedule(world, name="Finance", recipients=["finance@acme.example"])
+    down = smtplib.SMTPServerDisconnected("Connection unexpectedly closed")
+    out = StringIO()
+    with (
+        time_machine.travel(MONDAY_0805, tick=False),
+        mock.patch.object(EmailBackend, "send_messages", side_effect=down),
+        django_capture_on_commit_callbacks() as queued,  # no worker: the retry waits in the queue
+    ):
+        call_command("send_due_reports", stdout=out)
+
+    assert out.getvalue() == (
+        "Could not send Finance (2026-11-16 to 2026-11-22) yet (SMTP error); retrying in 30 s.\n"
+    )
+    delivery = Delivery.objects.get()
+    assert (delivery.status, delivery.attempts) == (Status.PENDING, 1)  # not failed
+    assert delivery.next_attempt_at == MONDAY_0805 + timedelta(seconds=30)
+    assert delivery.last_error == "SMTPServerDisconnected: Connection unexpectedly closed"
+    assert len(queued) == 1  # the retry handed to the worker
+
+    # SMTP is back but the worker's retry was lost: the periodic dispatch sends it once it is
+    # overdue (SWEEP_AFTER), and only once, whatever runs after it.
+    assert run_beat(MONDAY_0805 + timedelta(minutes=5), django_capture_on_commit_callbacks) == 0
+    assert mailoutbox == []
+    assert run_beat(MONDAY_0805 + timedelta(minutes=20), django_capture_on_commit_callbacks) == 1
+    assert run_beat(MONDAY_0805 + timedelta(minutes=25), django_capture_on_commit_callbacks) == 0
+    with time_machine.travel(MONDAY_0805 + timedelta(minutes=30), tick=False):
+        queued[0]()  # the worker's retry turns up late
+        call_command("send_due_reports", stdout=StringIO())
+
+    assert sent_to(mailoutbox) == ["finance@acme.example"]
+    assert deliveries() == [(utc(2026, 11, 16).date(), "finance@acme.example", Status.SENT, 2)]
+
+
+def test_the_worker_retries_with_the_documented_backoff_then_marks_the_delivery_failed(
+    world, mailoutbox, django_capture_on_commit_callbacks, client
+):
+    """Each attempt's retry is queued with the README's delay (no jitter), the same on the
+    delivery's ``next_attempt_at``; the eleventh failure marks it failed, shown in the admin."""
+    schedule = make_schedule(world, recipients=["finance@acme.example"])
+    with time_machine.travel(MONDAY_0805, tick=False), django_capture_on_commit_callbacks():
+        tasks.dispatch_due_reports()
+    down = smtplib.SMTPConnectError(421, "Service not available")
+    args = [schedule.pk, "2026-11-16", "2026-11-22"]
+    delays, at = [], MONDAY_0805
+    for retries in range(11):
+        with (
+            time_machine.travel(at, tick=False),
+            mock.patch.object(EmailBackend, "send_messages", side_effect=down),
+            mock.patch.object(
+                tasks.send_scheduled_report, "retry", side_effect=RuntimeError
+            ) as retry,
+        ):
+            tasks.send_scheduled_report.apply(args=args, retries=retries, throw=False)
+        delivery = Delivery.objects.get()
+        assert delivery.attempts == retries + 1
+        if retry.called:
+            delays.append(retry.call_args.kwargs["countdown"])
+            assert delivery.next_attempt_at == at + timedelta(seconds=delays[-1])
+            at = delivery.next_attempt_at
+
+    assert delays == DOCUMENTED_RETRY_DELAYS
+    assert (delivery.status, delivery.next_attempt_at) == (Status.FAILED, None)
+    assert mailoutbox == []
+    client.force_login(world.admin)
+    page = client.get("/admin/reports/delivery/?status__exact=failed").content.decode()
+    assert "finance@acme.example" in page and "Failed" in page
+
+
+def test_the_alert_emails_retry_on_the_same_documented_schedule():
+    from celery.utils.time import get_exponential_backoff_interval
+
+    from credits.tasks import EMAIL_RETRY, send_threshold_alert
+    from reports.services import MAX_ATTEMPTS, retry_delay
+
+    assert send_threshold_alert.max_retries == EMAIL_RETRY["max_retries"] == 10
+    assert send_threshold_alert.retry_jitter is False
+    autoretry = [
+        get_exponential_backoff_interval(
+            factor=send_threshold_alert.retry_backoff,
+            retries=retries,
+            maximum=send_threshold_alert.retry_backoff_max,
+            full_jitter=send_threshold_alert.retry_jitter,
+        )
+        for retries in range(10)
+    ]
+    assert autoretry == DOCUMENTED_RETRY_DELAYS
+    assert [retry_delay(attempt) for attempt in range(1, MAX_ATTEMPTS)] == DOCUMENTED_RETRY_DELAYS

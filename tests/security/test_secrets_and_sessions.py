@@ -11,23 +11,21 @@ import sys
 import pytest
 from django.conf import settings
 from django.contrib.admin.models import LogEntry
-from django.core.cache import cache
+from django.contrib.admin.utils import quote
 from django.test import Client, override_settings
+from django.urls import reverse
 from rest_framework.test import APIClient
 
 from accounts.audit import AuditEvent
 from accounts.models import ApiKey, User
+from credits.models import CreditEvent
 from tests import factories
+from tests.conftest import fresh_cache_keys
 from tests.security.test_tenant_isolation import PATTERNS
 
 pytestmark = pytest.mark.django_db
 
 KEYS = "/api/v1/api-keys/"
-
-
-@pytest.fixture(autouse=True)
-def fresh_throttles():
-    cache.clear()
 
 
 @pytest.fixture
@@ -85,7 +83,7 @@ def test_an_api_key_is_shown_once_and_stored_only_as_a_hash(world, product, clie
     assert hidden not in listed.content.decode()
     assert "key" not in listed.json()["results"][0]
     client.force_login(world.admin)
-    for path in ("/admin/accounts/apikey/", f"/admin/accounts/apikey/{stored.pk}/change/"):
+    for path in ("/admin/accounts/apikey/", f"/admin/accounts/apikey/{stored.prefix}/change/"):
         assert hidden not in client.get(path).content.decode()
 
 
@@ -102,6 +100,61 @@ def test_the_admin_shows_a_new_keys_secret_once(world, client):
     api_key = ApiKey.objects.get(name="From the admin")
     assert api_key.is_valid(secret)
     assert secret.split(".", 1)[1] not in client.get("/admin/accounts/apikey/").content.decode()
+
+
+def test_no_admin_url_or_page_carries_a_keys_hash(world, product, client):
+    """Admin URLs name a key by its public prefix: the stored hash is in no link, redirect,
+    page or form of the admin (change list, change form, history, recent actions, the
+    ledger's link to the key)."""
+    client.force_login(world.admin)
+    added = client.post(
+        reverse("admin:accounts_apikey_add"),
+        {"name": "From the admin", "subscription": world.subscription.pk},
+        follow=True,
+    )
+    api_key = ApiKey.objects.get(name="From the admin")
+    digest = api_key.hashed_key.rsplit("$", 1)[-1]
+    assert len(digest) >= 32 and digest in api_key.pk
+    (secret,) = re.findall(r"<code>([^<]+)</code>", added.content.decode())
+    machine = APIClient()
+    machine.credentials(HTTP_AUTHORIZATION=f"Api-Key {secret}")
+    assert record(machine, world, "with-the-key").status_code == 201
+    event = CreditEvent.objects.get(idempotency_key="with-the-key")
+
+    change = reverse("admin:accounts_apikey_change", args=[quote(api_key.pk)])
+    assert change == f"/admin/accounts/apikey/{api_key.prefix}/change/"
+    urls = [url for url, _ in added.redirect_chain]
+    pages = {"add (followed)": added}
+    for url in (
+        "/admin/",
+        reverse("admin:accounts_apikey_changelist"),
+        change,
+        reverse("admin:accounts_apikey_history", args=[quote(api_key.pk)]),
+        reverse("admin:credits_creditevent_changelist"),
+        reverse("admin:credits_creditevent_change", args=[quote(event.pk)]),
+    ):
+        response = client.get(url)
+        assert response.status_code == 200, url
+        pages[url] = response
+        urls.append(url)
+    assert not [url for url in urls if digest in url]
+    assert not [name for name, page in pages.items() if digest in page.content.decode()]
+    assert f'href="{change}"' in pages["/admin/"].content.decode()  # recent actions link
+    assert (
+        change
+        in pages[
+            reverse("admin:credits_creditevent_change", args=[quote(event.pk)])
+        ].content.decode()
+    )
+    assert "Added." in pages[urls[-3]].content.decode()  # the history found the key's log
+
+    # Actions select keys by prefix.
+    client.post(
+        reverse("admin:accounts_apikey_changelist"),
+        {"action": "revoke", "_selected_action": [api_key.prefix]},
+    )
+    api_key.refresh_from_db()
+    assert api_key.revoked
 
 
 @pytest.mark.parametrize("how", ["api", "admin action"])
@@ -165,7 +218,7 @@ def test_the_token_endpoint_is_throttled_per_address_and_per_email(world, settin
     assert throttled.json()["error"]["details"]["retry_after_seconds"] > 0
 
     # One person's password guessed from many addresses: throttled by email.
-    cache.clear()
+    fresh_cache_keys(settings)
     statuses = [guess(world.admin.email, f"198.51.100.{n}").status_code for n in range(rate + 1)]
     assert statuses[-1] == 429
 

@@ -601,7 +601,7 @@ def admin_label(key: str) -> tuple[str, str] | None:
         prefix = f"admin:{opts.app_label}_{opts.model_name}_"
         if key.startswith(prefix) and key[len(prefix) :] in ADMIN_VIEWS:
             return opts.label_lower, key[len(prefix) :]
-        if key == f"admin/{opts.app_label}/{opts.model_name}/<path:object_id>/":
+        if re.fullmatch(rf"admin/{opts.app_label}/{opts.model_name}/<\w+:object_id>/", key):
             return opts.label_lower, "redirect"
     return None
 
@@ -651,7 +651,8 @@ def admin_probes(label: str, view: str, t: Tenants) -> list[Probe]:
         twin = "staff" if staff_may("add", obj, t) else None
         return [get(url, twin=twin), form(url, {**_name_and_owner(t), **spec.post})]
     if view == "redirect":
-        return [get(f"/admin/{app_label}/{model_name}/{object_id}/", refused=refused)]
+        change = reverse(f"{base}_change", args=[object_id])  # an API key's names its prefix
+        return [get(change.removesuffix("change/"), refused=refused)]
     url = reverse(f"{base}_{view}", args=[object_id])
     if view == "delete":
         twin = "staff" if twin and staff_may("delete", obj, t) else None

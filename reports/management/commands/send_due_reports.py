@@ -2,7 +2,8 @@
 
 What beat and the worker do every 5 minutes, synchronously, printing what was sent. Safe to run
 at any time and as often as you like: every report is claimed once per period and recipient,
-so a report already sent (by this command or by the worker) is not sent again.
+so a report already sent (by this command or by the worker) is not sent again. An email the
+mail server refuses stays pending and is retried like any other (``reports.services``).
 """
 
 from django.core.management.base import BaseCommand
@@ -39,7 +40,6 @@ class Command(BaseCommand):
                 schedule_id=report.schedule_id,
                 period_start=report.period_start,
                 period_end=report.period_end,
-                final_attempt=True,  # nobody retries here: the admin shows what failed
             )
             label = f"{names.get(report.schedule_id, report.schedule_id)!s} "
             label += f"({report.period_start} to {report.period_end})"
@@ -47,7 +47,14 @@ class Command(BaseCommand):
                 self.stdout.write(f"Sent {label} to {', '.join(result.sent)}.")
             if result.failed:
                 self.stdout.write(f"Could not send {label} to {', '.join(result.failed)}.")
+            if result.retry_in is not None:
+                # SMTP refused some: the worker retries with the usual backoff (and the periodic
+                # dispatch does, should that task be lost).
+                services.queue_report(report, countdown=result.retry_in)
+                self.stdout.write(
+                    f"Could not send {label} yet (SMTP error); retrying in {result.retry_in} s."
+                )
             if result.skipped:
                 self.stdout.write(f"Skipped {label} for {', '.join(result.skipped)}.")
-            if not (result.sent or result.failed or result.skipped):
+            if not (result.sent or result.failed or result.skipped or result.retry_in):
                 self.stdout.write(f"Nothing left to send for {label}.")

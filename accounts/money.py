@@ -1,0 +1,92 @@
+"""Reading amounts of credits from people and API callers, strictly, in one place.
+
+Python's ``Decimal("1_5")`` is 15, and it reads Arabic-Indic or full-width digits, spaces and a
+leading ``+`` too; a typo must never be charged. An amount is a JSON number, or a string of
+ASCII digits with an optional ``.`` and at most 4 decimals (``"12"``, ``"0.5"``, ``"12.2500"``),
+and nothing else. Credits, limits and allowances (and prices, when they come) all read it here:
+``CreditsField`` in API serializers, ``CreditsFormField`` in the admin.
+"""
+
+import re
+from decimal import Decimal
+
+from django import forms
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from .models import CREDIT_DIGITS
+
+_AMOUNT = re.compile(r"[0-9]+(?:\.[0-9]{1,4})?")
+_SIGNED_AMOUNT = re.compile(r"-?[0-9]+(?:\.[0-9]{1,4})?")
+AMOUNT_HELP = 'A JSON number, or a string of digits with up to 4 decimals after a ".", e.g. "12.5".'
+
+
+def parse_credits(value, *, signed: bool = False) -> Decimal:
+    """``value`` as an exact Decimal; ``ValueError`` for anything but an int, a finite
+    ``Decimal`` (a JSON number as ``config.parsers`` reads it) or a strict amount string.
+    ``signed`` also accepts a leading ``-`` (an adjustment that gives credits back).
+
+    Range and number of decimal places of numbers are the caller's to check."""
+    if isinstance(value, bool):
+        raise ValueError("A boolean is not an amount.")
+    if isinstance(value, int):
+        return Decimal(value)
+    if isinstance(value, Decimal):
+        if not value.is_finite():
+            raise ValueError("Not a finite number.")
+        return value
+    if isinstance(value, str) and (_SIGNED_AMOUNT if signed else _AMOUNT).fullmatch(value):
+        return Decimal(value)
+    raise ValueError("Not an amount of credits.")
+
+
+# In the schema (requests): what ``parse_credits`` reads, within 18 digits.
+CREDITS_SCHEMA = {
+    "oneOf": [
+        {"type": "string", "pattern": "^[0-9]{1,14}(\\.[0-9]{1,4})?$", "example": "12.5"},
+        {"type": "integer", "minimum": 0, "maximum": 10**14 - 1},
+    ]
+}
+
+
+@extend_schema_field(CREDITS_SCHEMA)
+class CreditsField(serializers.DecimalField):
+    """An amount of credits in the API: at least 0 unless ``min_value`` says otherwise, 18
+    digits, 4 decimal places."""
+
+    default_error_messages = {"invalid": f"Not an amount of credits. {AMOUNT_HELP}"}
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("max_digits", CREDIT_DIGITS["max_digits"])
+        kwargs.setdefault("decimal_places", CREDIT_DIGITS["decimal_places"])
+        kwargs.setdefault("min_value", Decimal(0))
+        super().__init__(**kwargs)
+
+    def to_internal_value(self, data):
+        try:
+            amount = parse_credits(data)
+        except ValueError:
+            self.fail("invalid")
+        return super().to_internal_value(amount)
+
+
+class CreditsFormField(forms.DecimalField):
+    """An amount of credits in the admin's forms; ``signed`` for adjustments."""
+
+    default_error_messages = {
+        "invalid": 'Enter digits with up to 4 decimals after a ".", e.g. 12.5.',
+    }
+
+    def __init__(self, *, signed: bool = False, **kwargs):
+        self.signed = signed
+        kwargs.setdefault("max_digits", CREDIT_DIGITS["max_digits"])
+        kwargs.setdefault("decimal_places", CREDIT_DIGITS["decimal_places"])
+        super().__init__(**kwargs)
+
+    def to_python(self, value):
+        if value in self.empty_values:
+            return None
+        try:
+            return parse_credits(value, signed=self.signed)
+        except ValueError:
+            raise forms.ValidationError(self.error_messages["invalid"], code="invalid") from None

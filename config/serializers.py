@@ -1,0 +1,46 @@
+"""The base of every API input serializer: a field the API does not know is refused, never
+ignored, so that a typo (``credit`` for ``credits``) or a field that cannot be written is
+not mistaken for a change that took effect."""
+
+from collections.abc import Mapping
+
+from rest_framework import serializers
+from rest_framework.exceptions import ValidationError
+from rest_framework.utils import html
+
+# The schema of a subscription id parameter: ids start at 1, and 0 or less is refused.
+SUBSCRIPTION_ID = {"type": "integer", "minimum": 1}
+
+
+class StrictInputSerializer(serializers.Serializer):
+    # Refuses unknown fields, checked on the data given (not in validate()) so that one
+    # instance can validate many items, as a batch does. (A comment, not a docstring: the
+    # schema would show it as every request body's description.)
+
+    # Fields the resource has (they are in its output) that cannot be written here.
+    fixed_fields: tuple[str, ...] = ()
+
+    def to_internal_value(self, data):
+        if isinstance(data, Mapping):
+            writable = {name for name, field in self.fields.items() if not field.read_only}
+            unknown = sorted(set(data) - writable)
+            if unknown:
+                raise ValidationError(
+                    {
+                        name: ["This field cannot be changed over the API."]
+                        if name in self.fixed_fields
+                        else ["Unknown field."]
+                        for name in unknown
+                    }
+                )
+        return super().to_internal_value(data)
+
+
+class NullableUUIDField(serializers.UUIDField):
+    """A UUID, or null where ``allow_null``. An empty form value is refused like any other
+    non-UUID: DRF would read it as null, which the schema does not say (it says a UUID)."""
+
+    def get_value(self, dictionary):
+        if html.is_html_input(dictionary) and dictionary.get(self.field_name) == "":
+            return ""
+        return super().get_value(dictionary)
