@@ -62,9 +62,7 @@ MAX_CUSTOM_DAYS = 366
 _DAYS = {"last_7_days": 7, "last_30_days": 30}
 _MONTHS = {"last_3_months": 3, "last_6_months": 6, "last_12_months": 12}
 
-# The years 0 and 1 are refused: Python has no year 0, and a period of the year 1 needs days
-# before it (its month before, or the previous local day east of UTC).
-_PERIOD = re.compile(r"^(?!000[01]-)(\d{4})-(0[1-9]|1[0-2])$")
+_PERIOD = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
 
