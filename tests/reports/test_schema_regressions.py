@@ -6,6 +6,7 @@ import pytest
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
+from tests import factories
 from tests.reports.test_schema import REPORTS
 
 pytestmark = pytest.mark.django_db
@@ -65,3 +66,16 @@ def test_export_errors_are_json_when_csv_was_asked_for(admin_api):
     response = admin_api.get(EXPORT, {"scope": "environment", "format": "csv"})
 
     refused(response, "invalid_scope")
+
+
+@pytest.mark.parametrize(("value", "status"), [("0", 400), ("x", 400), ("999999", 404)])
+def test_an_api_keys_balance_checks_the_subscription_parameter(world, value, status):
+    """Was: 200, the parameter ignored for API keys although the schema says ids start at 1
+    (found by the stock run with an API key)."""
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Api-Key {factories.api_key(world.subscription)[1]}")
+
+    assert client.get("/api/v1/balance/", {"subscription": value}).status_code == status
+    own = client.get("/api/v1/balance/", {"subscription": world.subscription.pk})
+    assert own.status_code == 200
+    assert own.json()["subscription"]["id"] == world.subscription.pk
