@@ -45,6 +45,7 @@ INSTALLED_APPS = [
     "rest_framework_api_key",
     "django_filters",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
     "django_celery_beat",
     "axes",
     "accounts",
@@ -248,6 +249,11 @@ SPECTACULAR_SETTINGS = {
     ],
     # Swagger UI would fetch a validity badge from another site, which the CSP refuses.
     "SWAGGER_UI_SETTINGS": {"validatorUrl": None},
+    # Swagger UI and ReDoc from the pinned drf-spectacular-sidecar package, served as static
+    # files by the project: no CDN, so the API docs work offline.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
 }
 DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("DATA_UPLOAD_MAX_MEMORY_SIZE", default=2_621_440)
 

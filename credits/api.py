@@ -323,7 +323,10 @@ class BalanceView(APIView):
     )
     def get(self, request):
         if isinstance(request.user, KeyPrincipal):
-            subscription = request.auth.subscription
+            # A key reads its own subscription; ?subscription= is checked as for people.
+            subscription = _subscription_of(
+                request, Subscription.objects.filter(pk=request.auth.subscription_id)
+            )
             environments = Environment.objects.filter(project__subscription=subscription)
             if request.auth.environment_id:
                 environments = environments.filter(pk=request.auth.environment_id)
@@ -343,8 +346,9 @@ class BalanceView(APIView):
         )
 
 
-def _subscription_of(request) -> Subscription:
-    subscriptions = Subscription.objects.visible_to(request.user)
+def _subscription_of(request, subscriptions=None) -> Subscription:
+    if subscriptions is None:
+        subscriptions = Subscription.objects.visible_to(request.user)
     wanted = request.query_params.get("subscription")
     if wanted is not None:
         if not wanted.isascii() or not wanted.isdigit() or int(wanted) < 1:

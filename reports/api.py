@@ -81,14 +81,16 @@ class CsvOrJsonApi(APIView):
         except Http404:
             raise ValidationError({"format": ["Choose csv or json."]}) from None
 
-    def handle_exception(self, exc):
-        # A CSV file holding an error message would be mistaken for data.
-        request = self.request
-        renderer = getattr(request, "accepted_renderer", None)
-        if isinstance(renderer, CSVRenderer):
+    def finalize_response(self, request, response, *args, **kwargs):
+        # CSV is only ever a streamed table. Anything else answered when CSV was asked for (an
+        # error, the OPTIONS description, a queued large export) is JSON: a CSV file holding
+        # an error message would be mistaken for data, and the CSV renderer only writes tables.
+        if isinstance(response, Response) and isinstance(
+            getattr(request, "accepted_renderer", None), CSVRenderer
+        ):
             request.accepted_renderer = JSONRenderer()
             request.accepted_media_type = JSONRenderer.media_type
-        return super().handle_exception(exc)
+        return super().finalize_response(request, response, *args, **kwargs)
 
     def wants_csv(self) -> bool:
         return isinstance(self.request.accepted_renderer, CSVRenderer)
