@@ -389,7 +389,7 @@ def test_a_refusal_at_the_hard_cap_tells_the_admins_once(
     assert alerts() == ["allocation_100", "allocation_80"]
     (email,) = mailoutbox
     assert email.subject == "Acme has used all of its credits for November 2026"
-    assert "Used: 9.5 of 10 credits (95.0%)" in email.body
+    assert "Used: 9.5000 of 10.0000 credits (95.0%)" in email.body
     assert "Further usage is refused until the period resets" in email.body
 
 
