@@ -511,15 +511,16 @@ ROLE_PAGES = {
 ZONE_AFTER_TIME = r"\d{2}:\d{2} (([A-Z]{2,5}|[+-]\d{2,4})\b|\([A-Za-z_]+(/[A-Za-z_+-]+)+\))"
 # A time of day in a table cell or a label, in any of the formats the pages use.
 TIME_OF_DAY = re.compile(r"\b\d{1,2}:\d{2}\b|\b[ap]\.m\.")
-UNZONED_CELLS = """re => [...document.querySelectorAll(`main td, main th, main dd, main label,
+TIME_CELLS = """re => [...document.querySelectorAll(`main td, main th, main dd, main label,
     #content td, #content th, #content .readonly, #content label, time`)]
     .filter(e => !e.querySelector('td, th, dd, time'))
     .map(e => e.textContent.trim().replace(/\\s+/g, ' '))
-    .filter(text => new RegExp(re.time).test(text) && !new RegExp(re.zone).test(text))"""
+    .filter(text => new RegExp(re).test(text))"""
 
 
-def page_problems(visit: Visit, path: str) -> list[str]:
-    """Open ``path``; return what is wrong with its look (an empty list when nothing is)."""
+def page_problems(visit: Visit, path: str) -> tuple[list[str], int]:
+    """Open ``path``; return what is wrong with its look (an empty list when nothing is) and
+    how many times of day it shows."""
     visit.errors.clear()
     response = visit.page.goto(visit.base + path)
     visit.page.wait_for_load_state("networkidle")
@@ -527,13 +528,11 @@ def page_problems(visit: Visit, path: str) -> list[str]:
     if not visit.page.evaluate(NO_OVERFLOW):
         # Tables may scroll inside their own box; the page itself may not scroll sideways.
         problems.append("the page scrolls sideways")
-    unzoned = visit.page.evaluate(
-        UNZONED_CELLS,
-        {"time": TIME_OF_DAY.pattern, "zone": ZONE_AFTER_TIME},
-    )
+    times = visit.page.evaluate(TIME_CELLS, TIME_OF_DAY.pattern)
+    unzoned = [text for text in times if not re.search(ZONE_AFTER_TIME, text)]
     problems += [f"time without a zone: {text[:80]}" for text in unzoned[:3]]
     problems += visit.errors
-    return problems
+    return problems, len(times)
 
 
 def screenshot_name(role: str, path: str, width: int) -> str:
@@ -546,7 +545,7 @@ def test_every_page_of_every_role_looks_right(visit, viewport):
     """Every page each role can reach, at a desk and on a phone: no sideways scrolling, no
     console error or failed request, every time names its zone; a screenshot of each."""
     width = viewport["width"]
-    problems = {}
+    problems, times = {}, {}
     for role, (email, admin, pages) in ROLE_PAGES.items():
         person = visit(viewport=viewport)
         person.log_in(email, admin=admin)
@@ -561,12 +560,15 @@ def test_every_page_of_every_role_looks_right(visit, viewport):
             change = person.page.locator("#result_list tbody th a").first.get_attribute("href")
             pages = [*pages, change]
         for path in pages:
-            found = page_problems(person, path)
+            found, times[path] = page_problems(person, path)
             name = "change-form" if path == pages[-1] and admin else path
             person.screenshot(screenshot_name(role, name, width))
             if found:
                 problems[f"{role} {path}"] = found
     assert problems == {}
+    # The zone check saw times: the ledger's, the schedules' and the recent runs'.
+    for path in ("/admin/credits/creditevent/", "/admin/reports/reportschedule/", "/usage/"):
+        assert times[path], f"no time of day on {path}"
 
 
 @pytest.mark.parametrize("width", EMAIL_WIDTHS)
