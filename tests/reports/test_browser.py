@@ -414,12 +414,23 @@ def rendered_emails(demo, mailoutbox):
         defaults={"notified_at": None},
     )
     send_threshold_alert(alert.pk)
-    report, alert_email = mailoutbox
+    reset, _ = ThresholdAlert.objects.update_or_create(
+        subscription=acme,
+        period=period,
+        threshold=ThresholdAlert.Threshold.PERIOD_OPENED,
+        defaults={"notified_at": None},
+    )
+    send_threshold_alert(reset.pk)
+    report, alert_email, reset_email = mailoutbox
     report_html = report.alternatives[0][0]
     for content_id, png in report.inline_images:
         inline = "data:image/png;base64," + base64.b64encode(png).decode()
         report_html = report_html.replace(f"cid:{content_id}", inline)
-    return {"report": report_html, "alert": alert_email.alternatives[0][0]}
+    return {
+        "report": report_html,
+        "reset": reset_email.alternatives[0][0],
+        "alert": alert_email.alternatives[0][0],  # last: the test reads its link
+    }
 
 
 @pytest.mark.parametrize("viewport", [WIDE, PHONE], ids=["1400px", "390px"])
@@ -468,6 +479,96 @@ def test_the_admin_and_the_usage_pages_show_their_key_columns_without_sideways_s
     assert_times_name_their_zone(bob)
     bob.screenshot(f"look-environment-{size}")
     assert bob.errors == []
+
+
+# Every page a role reaches, by the admin's navigation (the subscription admin) or the site's.
+ADMIN_CHANGELISTS = [
+    "/admin/accounts/apikey/",
+    "/admin/accounts/auditevent/",
+    "/admin/accounts/environment/",
+    "/admin/accounts/membership/",
+    "/admin/accounts/project/",
+    "/admin/accounts/subscription/",
+    "/admin/accounts/team/",
+    "/admin/accounts/user/",
+    "/admin/credits/agent/",
+    "/admin/credits/billingperiod/",
+    "/admin/credits/creditevent/",
+    "/admin/credits/creditlimit/",
+    "/admin/credits/product/",
+    "/admin/reports/delivery/",
+    "/admin/reports/reportschedule/",
+]
+ADMIN_PAGES = ["/admin/", "/admin/credit-usage/", *ADMIN_CHANGELISTS]
+ROLE_PAGES = {
+    # role: (email, log in through the admin?, pages)
+    "subscription-admin": ("alice@acme.example", True, ADMIN_PAGES),
+    "project-manager": ("bob@acme.example", False, ["/usage/", "/usage/environments/"]),
+    "member": ("carol@acme.example", False, ["/usage/"]),
+}
+# A zone after a time: an abbreviation or offset ("08:00 CET"), or the zone's name in brackets
+# ("08:00 (Europe/Prague)", as a schedule's time reads).
+ZONE_AFTER_TIME = r"\d{2}:\d{2} (([A-Z]{2,5}|[+-]\d{2,4})\b|\([A-Za-z_]+(/[A-Za-z_+-]+)+\))"
+# A time of day in a table cell or a label, in any of the formats the pages use.
+TIME_OF_DAY = re.compile(r"\b\d{1,2}:\d{2}\b|\b[ap]\.m\.")
+TIME_CELLS = """re => [...document.querySelectorAll(`main td, main th, main dd, main label,
+    #content td, #content th, #content .readonly, #content label, time`)]
+    .filter(e => !e.querySelector('td, th, dd, time'))
+    .map(e => e.textContent.trim().replace(/\\s+/g, ' '))
+    .filter(text => new RegExp(re).test(text))"""
+
+
+def page_problems(visit: Visit, path: str) -> tuple[list[str], int]:
+    """Open ``path``; return what is wrong with its look (an empty list when nothing is) and
+    how many times of day it shows."""
+    visit.errors.clear()
+    response = visit.page.goto(visit.base + path)
+    visit.page.wait_for_load_state("networkidle")
+    problems = [] if response.ok else [f"{response.status} {path}"]
+    if not visit.page.evaluate(NO_OVERFLOW):
+        # Tables may scroll inside their own box; the page itself may not scroll sideways.
+        problems.append("the page scrolls sideways")
+    times = visit.page.evaluate(TIME_CELLS, TIME_OF_DAY.pattern)
+    unzoned = [text for text in times if not re.search(ZONE_AFTER_TIME, text)]
+    problems += [f"time without a zone: {text[:80]}" for text in unzoned[:3]]
+    problems += visit.errors
+    return problems, len(times)
+
+
+def screenshot_name(role: str, path: str, width: int) -> str:
+    slug = path.strip("/").replace("/", "-") or "home"
+    return f"look-{role}-{slug}-{width}"
+
+
+@pytest.mark.parametrize("viewport", [WIDE, PHONE], ids=["1400px", "390px"])
+def test_every_page_of_every_role_looks_right(visit, viewport):
+    """Every page each role can reach, at a desk and on a phone: no sideways scrolling, no
+    console error or failed request, every time names its zone; a screenshot of each."""
+    width = viewport["width"]
+    problems, times = {}, {}
+    for role, (email, admin, pages) in ROLE_PAGES.items():
+        person = visit(viewport=viewport)
+        person.log_in(email, admin=admin)
+        if admin:
+            links = person.page.eval_on_selector_all(
+                "#content-main a, #nav-sidebar a", "els => els.map(e => e.getAttribute('href'))"
+            )
+            missing = [path for path in ADMIN_CHANGELISTS if path not in links]
+            assert missing == [], f"not in the admin's navigation: {missing}"
+            # One change form: the subscription's own.
+            person.page.goto(person.base + "/admin/accounts/subscription/")
+            change = person.page.locator("#result_list tbody th a").first.get_attribute("href")
+            pages = [*pages, change]
+        for path in pages:
+            found, times[path] = page_problems(person, path)
+            name = "change-form" if path == pages[-1] and admin else path
+            person.screenshot(screenshot_name(role, name, width))
+            if found:
+                problems[f"{role} {path}"] = found
+    assert problems == {}
+    # The zone check saw times: the ledger's, the schedules' and the recent runs'.
+    for path in ("/admin/credits/creditevent/", "/admin/reports/reportschedule/", "/usage/"):
+        assert times[path], f"no time of day on {path}"
 
 
 @pytest.mark.parametrize("width", EMAIL_WIDTHS)
