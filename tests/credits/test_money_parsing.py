@@ -7,7 +7,6 @@ import json
 from decimal import Decimal
 
 import pytest
-from django.core.cache import cache
 from rest_framework.test import APIClient
 
 from accounts.models import Subscription, User
@@ -45,20 +44,6 @@ LOOSE = [
 ]
 # JSON text for the credits value, as a client would write it.
 STRICT = {"1": "1", '"12"': "12", '"0.5"': "0.5", '"12.2500"': "12.25", "0.1234": "0.1234"}
-
-
-@pytest.fixture(autouse=True)
-def fresh_throttles():
-    cache.clear()
-
-
-@pytest.fixture
-def key_client(world):
-    product = factories.ProductFactory(slug="ai-agent", name="AI agent")
-    product.enabled_for.add(world.subscription)
-    client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Api-Key {factories.api_key(world.subscription)[1]}")
-    return client
 
 
 @pytest.fixture

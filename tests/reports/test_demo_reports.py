@@ -22,22 +22,12 @@ from credits.models import Agent, CreditEvent, ThresholdAlert
 from reports.models import Delivery, ReportSchedule
 from reports.schedules import latest_due
 from tests.reports.recorder import logged_in
+from tests.reports.test_report_totals import GROUPS as LABELS  # each report's naming column
 
 pytestmark = pytest.mark.django_db
 
 NOW = datetime(2026, 3, 18, 9, 30, tzinfo=UTC)  # a Wednesday
 REPORTS = "/api/v1/reports/"
-# Each report, and the column that names its rows.
-LABELS = {
-    "usage-by-user": "user_email",
-    "usage-by-agent": "agent_name",
-    "usage-by-model": "model",
-    "usage-by-product": "product",
-    "usage-by-feature": "feature",
-    "usage-by-team": "team",
-    "usage-by-environment": "environment",
-    "usage-by-sub-account": "sub_account",
-}
 FAST_PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 

@@ -16,7 +16,6 @@ from urllib.parse import urlencode
 
 import pytest
 import time_machine
-from django.core.cache import cache
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
@@ -38,11 +37,6 @@ UNSTORABLE = [NUL, SURROGATE, f"ok{NUL}", f"{SURROGATE}tail"]
 def fixed_time():
     with time_machine.travel(NOW, tick=False):
         yield
-
-
-@pytest.fixture(autouse=True)
-def fresh_throttles():
-    cache.clear()
 
 
 @pytest.fixture
