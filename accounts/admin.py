@@ -18,6 +18,8 @@ from django.utils.html import format_html
 from django.utils.translation import ngettext
 from rest_framework_api_key.models import APIKey
 
+from core.display import format_credits
+
 from . import audit_admin  # noqa: F401  (registers the audit trail's admin)
 from .admin_scoping import (
     ScopedAdminMixin,
@@ -26,7 +28,6 @@ from .admin_scoping import (
     administered,
     managed_queryset,
 )
-from .display import format_credits
 from .models import (
     ApiKey,
     Environment,

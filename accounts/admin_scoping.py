@@ -16,9 +16,10 @@ what the related model's admin shows, so each admin is scoped once and reused ev
 from django.contrib import admin
 from django.db import models
 
+from core.money import CreditsFormField
+
 from .audit import AuditedAdminMixin
 from .models import Subscription
-from .money import CreditsFormField
 
 
 def administered(queryset: models.QuerySet, user, subscription_path: str) -> models.QuerySet:
@@ -70,7 +71,7 @@ class ScopedAdminMixin(AuditedAdminMixin):
     # Lists with many columns hide the navigation sidebar, so that their columns fit 1400 px
     # without sideways scrolling (the breadcrumbs and the index still lead everywhere).
     wide_changelist = False
-    # Every decimal in the models is an amount of credits: read strictly (accounts.money).
+    # Every decimal in the models is an amount of credits: read strictly (core.money).
     formfield_overrides = {models.DecimalField: {"form_class": CreditsFormField}}
 
     def scope(self, queryset: models.QuerySet, user) -> models.QuerySet:

@@ -13,6 +13,8 @@ from django.db.models.functions import Lower
 from django.utils import timezone
 from rest_framework_api_key.models import AbstractAPIKey, APIKeyManager
 
+from core.money import CREDIT_DIGITS
+
 from .scoping import (
     ApiKeyQuerySet,
     EnvironmentQuerySet,
@@ -22,10 +24,6 @@ from .scoping import (
     TeamQuerySet,
     UserQuerySet,
 )
-
-CREDIT_DIGITS = {"max_digits": 18, "decimal_places": 4}
-# The smallest amount of credits: what amounts are quantized to (0.0001).
-CREDIT_PLACES = Decimal(1).scaleb(-CREDIT_DIGITS["decimal_places"])
 
 
 def validate_timezone(value: str) -> None:

@@ -12,25 +12,13 @@ from django.template.response import TemplateResponse
 from django.urls import path
 
 from accounts.admin_scoping import ScopedModelAdmin, ScopedRelatedFilter, administered_zones
-from accounts.display import format_credits, format_moment
 from accounts.models import Membership, Subscription
-from accounts.money import CreditsFormField
+from core.admin import ReadOnlyAdminMixin
+from core.display import format_credits, format_moment
+from core.money import CreditsFormField
 
 from .models import Agent, BillingPeriod, CreditEvent, CreditLimit, Product
 from .recording import record_adjustment
-
-
-class ReadOnlyAdminMixin:
-    """Rows written only by the recording service: nobody adds, edits or deletes them here."""
-
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
 
 @admin.register(Product)

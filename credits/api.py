@@ -15,10 +15,10 @@ from rest_framework.views import APIView
 
 from accounts.authentication import KeyPrincipal
 from accounts.models import Environment, Subscription, User
-from accounts.money import AMOUNT_HELP, CreditsField
-from config.api_errors import STATUS_BY_CODE, error_body
-from config.serializers import SUBSCRIPTION_ID, StrictInputSerializer
-from config.text_guard import unstorable_in
+from core.api_errors import STATUS_BY_CODE, error_body
+from core.money import AMOUNT_HELP, CreditsField
+from core.serializers import SUBSCRIPTION_ID, StrictInputSerializer
+from core.text_guard import unstorable_in
 
 from . import errors
 from .models import CreditEvent

@@ -18,8 +18,9 @@ from decimal import Decimal
 
 from django.db import connection, transaction
 
-from accounts.errors import DomainError
-from accounts.models import CREDIT_PLACES, Subscription, TeamMembership, User
+from accounts.models import Subscription, TeamMembership, User
+from core.errors import DomainError
+from core.money import CREDIT_PLACES
 
 from . import errors
 from .models import BillingPeriod, CreditLimit, TeamPeriodUsage, UserPeriodUsage

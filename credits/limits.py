@@ -16,8 +16,9 @@ from django.db.models import DecimalField, F, OuterRef, QuerySet, Subquery, Valu
 from django.db.models.functions import Coalesce, Greatest
 
 from accounts.audit import record_audit_event
-from accounts.errors import DomainError
-from accounts.models import CREDIT_DIGITS, CREDIT_PLACES, Membership, Subscription, Team, User
+from accounts.models import Membership, Subscription, Team, User
+from core.errors import DomainError
+from core.money import CREDIT_DIGITS, CREDIT_PLACES
 
 from .errors import NotAMember
 from .models import BillingPeriod, CreditLimit, TeamPeriodUsage, UserPeriodUsage

@@ -18,17 +18,16 @@ from rest_framework import serializers, status
 from rest_framework.exceptions import NotFound
 from rest_framework.response import Response
 
-from accounts.api import (
+from accounts.models import Membership, Team, User
+from accounts.permissions import (
     ERRORS,
     SUBSCRIPTION_PARAMETER,
     ManagementView,
     administered_subscription,
-    page_of,
-    paginated_response,
 )
-from accounts.models import Membership, Team, User
-from accounts.money import AMOUNT_HELP, CreditsField
-from config.serializers import StrictInputSerializer
+from core.money import AMOUNT_HELP, CreditsField
+from core.pagination import page_of, paginated_response
+from core.serializers import StrictInputSerializer
 
 from .limits import limits_with_usage, remove_limit, set_team_limit, set_user_limit
 from .models import CreditLimit

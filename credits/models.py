@@ -8,7 +8,8 @@ from django.db import models
 from django.db.models import F, Value
 from django.db.models.functions import Coalesce
 
-from accounts.models import CREDIT_DIGITS, ApiKey, Environment, Subscription, Team, User
+from accounts.models import ApiKey, Environment, Subscription, Team, User
+from core.money import CREDIT_DIGITS
 
 from .scoping import AdministeredQuerySet, AgentQuerySet, CreditEventQuerySet, UsageQuerySet
 

@@ -26,8 +26,8 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.http import urlencode
 
-from accounts.display import format_credits
 from accounts.models import Role, Subscription, User
+from core.display import format_credits
 
 from .models import BillingPeriod, ThresholdAlert
 from .periods import days_until_reset, local_date
@@ -121,11 +121,6 @@ class PeriodFacts:
     ended: bool = False  # an alert sent after its period ended (a sweep, the demo)
 
 
-def credits_text(value: Decimal) -> str:
-    """``1234.5`` -> ``1,234.5000``: the one credit format (``accounts.display``)."""
-    return format_credits(value)
-
-
 def period_facts(period: BillingPeriod, *, now: datetime) -> PeriodFacts:
     subscription = period.subscription
     zone = subscription.zone
@@ -141,12 +136,12 @@ def period_facts(period: BillingPeriod, *, now: datetime) -> PeriodFacts:
         last_day=reset_on - timedelta(days=1),
         reset_on=reset_on,
         days_until_reset=days_until_reset(max(now, period.start), zone),
-        credits_used=credits_text(period.credits_used),
-        base_allocation=credits_text(allocation),
-        remaining=credits_text(max(Decimal(0), allocation - period.credits_used)),
+        credits_used=format_credits(period.credits_used),
+        base_allocation=format_credits(allocation),
+        remaining=format_credits(max(Decimal(0), allocation - period.credits_used)),
         utilisation_percent=None if utilisation is None else f"{utilisation:f}",
-        excess_used=credits_text(period.excess_used),
-        excess_allowance=credits_text(subscription.excess_allowance),
+        excess_used=format_credits(period.excess_used),
+        excess_allowance=format_credits(subscription.excess_allowance),
         ended=now >= period.end,
     )
 

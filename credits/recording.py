@@ -33,9 +33,7 @@ from django.db.models import F, Prefetch
 from django.db.models.functions import Lower
 from django.utils import timezone
 
-from accounts.errors import DomainError
 from accounts.models import (
-    CREDIT_PLACES,
     ApiKey,
     Environment,
     Membership,
@@ -44,6 +42,8 @@ from accounts.models import (
     TeamMembership,
     User,
 )
+from core.errors import DomainError
+from core.money import CREDIT_PLACES
 
 from . import errors
 from .billing import period_for

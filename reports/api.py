@@ -33,9 +33,9 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.authentication import KeyPrincipal
-from accounts.models import CREDIT_PLACES
-from config.db_routers import reading_for_reports
-from config.serializers import SUBSCRIPTION_ID
+from core.display import format_credits
+from core.replica import reading_for_reports
+from core.serializers import SUBSCRIPTION_ID
 
 from . import large_exports, selectors
 from .exports import (
@@ -590,7 +590,7 @@ class CreditUsageExportApi(CsvOrJsonApi):
             ],
             subscription=export.subscription,
             timeframe=export.timeframe,
-            totals={"Credits": f"{export.total_credits().quantize(CREDIT_PLACES):f}"},
+            totals={"Credits": format_credits(export.total_credits(), grouped=False)},
             report="credit-usage",
             scope=export.scope,
         )

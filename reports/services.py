@@ -18,7 +18,7 @@ Two claims, each a database write whose result decides who acts:
 
 A beat that was down catches up: the dispatch looks at the most recent period due (however long
 ago) and every period is claimed once, so nothing due is skipped and nothing is sent twice.
-SMTP errors are retried with exponential backoff (``credits.tasks.EMAIL_RETRY``'s numbers),
+SMTP errors are retried with exponential backoff (``core.retry.EMAIL_RETRY``'s numbers),
 whichever entry point made the failed attempt (the send task, ``send_due_reports``, a resend):
 the worker runs the retry, and a retry or first send whose task was lost (a broker outage when
 it was queued) is queued again by the next dispatch once it is ``SWEEP_AFTER`` overdue. The
@@ -35,8 +35,8 @@ from django.db.models import Q
 from django.utils import timezone
 
 from accounts.audit import changed, record_audit_event, snapshot
-from accounts.errors import DomainError
-from credits.tasks import EMAIL_RETRY
+from core.errors import DomainError
+from core.retry import EMAIL_RETRY
 
 from . import emails
 from .models import Delivery, ReportSchedule, Unsubscribe

@@ -2,7 +2,7 @@
 
 from django import template
 
-from accounts.display import design_tokens, format_credits, format_moment
+from core.display import design_tokens, format_credits, format_moment
 
 register = template.Library()
 
