@@ -14,7 +14,9 @@ named by its prefix, passwords and key hashes are left out of admin changes.
 from contextlib import contextmanager
 from contextvars import ContextVar
 
+from django.apps import apps
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.core.exceptions import FieldError
 from django.db import models
 from django.utils import timezone
@@ -161,15 +163,15 @@ def subscriptions_of(obj: models.Model, subscription_path: str, actor) -> list:
     actor administers gets the row. An object that belongs to no subscription (the product
     catalogue) gets one row without a subscription.
     """
-    from .models import Subscription, User
-
-    path = "memberships__subscription" if isinstance(obj, User) else subscription_path
+    # Looked up, not imported: ``accounts.models`` imports this module to register AuditEvent.
+    subscription_model = apps.get_model("accounts", "Subscription")
+    path = "memberships__subscription" if isinstance(obj, get_user_model()) else subscription_path
     try:
         ids = type(obj)._default_manager.filter(pk=obj.pk).values_list(path, flat=True)
         ids = [pk for pk in ids if pk is not None]
     except FieldError:
         return [None]
-    subscriptions = Subscription.objects.administered_by(actor).filter(pk__in=ids)
+    subscriptions = subscription_model.objects.administered_by(actor).filter(pk__in=ids)
     return list(subscriptions) or ([None] if not ids else [])
 
 

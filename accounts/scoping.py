@@ -11,21 +11,23 @@ Every ``visible_to(user)`` returns a lazy queryset built from subqueries, so sco
 round trips: it becomes part of the one SQL query that reads the data.
 """
 
+from django.apps import apps
 from django.db import models
+
+# ``accounts.models`` builds its managers from these querysets, so the models they filter are
+# looked up in Django's registry (as string foreign keys are) rather than imported.
 
 ADMIN = "subscription_admin"
 PROJECT_MANAGER = "project_manager"
 
 
 def _membership_model():
-    from .models import Membership
-
-    return Membership
+    return apps.get_model("accounts", "Membership")
 
 
 def administered_subscription_ids(user) -> models.QuerySet:
     """Ids of the subscriptions ``user`` administers, their sub-accounts included."""
-    from .models import Subscription
+    Subscription = apps.get_model("accounts", "Subscription")
 
     direct = _membership_model().objects.filter(user=user, role=ADMIN).values("subscription_id")
     return Subscription.objects.filter(
@@ -35,7 +37,7 @@ def administered_subscription_ids(user) -> models.QuerySet:
 
 def managed_environment_ids(user) -> models.QuerySet:
     """Ids of the environments where ``user`` sees everyone's usage: managed or administered."""
-    from .models import Environment
+    Environment = apps.get_model("accounts", "Environment")
 
     managed = (
         _membership_model().objects.filter(user=user, role=PROJECT_MANAGER).values("environment_id")
@@ -108,7 +110,7 @@ class MembershipQuerySet(ScopedQuerySet):
 
 class UserQuerySet(ScopedQuerySet):
     def visibility(self, user) -> models.Q:
-        from .models import TeamMembership
+        TeamMembership = apps.get_model("accounts", "TeamMembership")
 
         colleagues = (
             _membership_model()
@@ -126,7 +128,7 @@ class UserQuerySet(ScopedQuerySet):
 
 class TeamQuerySet(ScopedQuerySet):
     def visibility(self, user) -> models.Q:
-        from .models import TeamMembership
+        TeamMembership = apps.get_model("accounts", "TeamMembership")
 
         own_teams = TeamMembership.objects.filter(user=user).values("team_id")
         return models.Q(subscription_id__in=administered_subscription_ids(user)) | models.Q(

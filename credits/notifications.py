@@ -233,14 +233,14 @@ RETURNING id
 NOTICES_PER_TASK = 500
 
 
-def queue_reset_notices(*, now: datetime) -> int:
-    """Claim and queue the reset notice of every current period that still owes one; return
-    how many were claimed.
+def claim_reset_notices(*, now: datetime) -> list[int]:
+    """Claim the reset notice of every current period that still owes one; return the claimed
+    alerts' ids, for ``credits.tasks`` to queue after the claim commits, ``NOTICES_PER_TASK``
+    to a task.
 
     One statement claims them all: the unique (period, threshold) row makes two concurrent
     runs claim each notice once. Only current periods qualify, so months opened by a catch-up
-    after downtime get no notice of their own. The notices are queued after the claim
-    commits, ``NOTICES_PER_TASK`` to a task.
+    after downtime get no notice of their own.
     """
     sql = CLAIM_RESET_NOTICES.format(
         alert=ThresholdAlert._meta.db_table,
@@ -250,10 +250,7 @@ def queue_reset_notices(*, now: datetime) -> int:
     params = {"threshold": PERIOD_OPENED, "now": connection.ops.adapt_datetimefield_value(now)}
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
-        alert_ids = sorted(alert_id for (alert_id,) in cursor.fetchall())
-    if alert_ids:
-        transaction.on_commit(lambda: _queue_reset_notices(alert_ids))
-    return len(alert_ids)
+        return sorted(alert_id for (alert_id,) in cursor.fetchall())
 
 
 def send_unsent_alerts(*, now: datetime) -> int:
@@ -279,18 +276,3 @@ def send_unsent_alerts(*, now: datetime) -> int:
     if sent:
         logger.info("event=unsent_alerts_sent count=%s", sent)
     return sent
-
-
-def _queue_reset_notices(alert_ids: list[int]) -> None:
-    from . import tasks
-
-    for first in range(0, len(alert_ids), NOTICES_PER_TASK):
-        try:
-            tasks.send_reset_notices.delay(alert_ids[first : first + NOTICES_PER_TASK])
-        except Exception:  # the broker is down: the sweep sends the rest later
-            logger.exception(
-                "event=reset_notices_not_queued count=%s first_alert_id=%s",
-                len(alert_ids) - first,
-                alert_ids[first],
-            )
-            return

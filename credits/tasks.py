@@ -1,11 +1,16 @@
 """Celery tasks: a few lines around a service each, and safe to run twice."""
 
+import logging
+
 from celery import shared_task
+from django.db import transaction
 from django.utils import timezone
 
 from core.retry import EMAIL_RETRY
 
 from . import billing, notifications, partitions, pruning
+
+logger = logging.getLogger(__name__)
 
 
 @shared_task(**EMAIL_RETRY)
@@ -35,8 +40,26 @@ def open_billing_periods() -> dict:
     A few statements whatever the number of subscriptions, each safe to run twice at once."""
     now = timezone.now()
     caught_up = billing.open_current_periods(now=now)
-    notices = notifications.queue_reset_notices(now=now)
-    return {"subscriptions_caught_up": caught_up, "reset_notices": notices}
+    notices = notifications.claim_reset_notices(now=now)
+    if notices:
+        transaction.on_commit(lambda: queue_reset_notices(notices))
+    return {"subscriptions_caught_up": caught_up, "reset_notices": len(notices)}
+
+
+def queue_reset_notices(alert_ids: list[int]) -> None:
+    """``send_reset_notices`` tasks of ``notifications.NOTICES_PER_TASK`` notices each; when
+    the broker is down, the sweep (``send_unsent_alerts``) sends the rest later."""
+    size = notifications.NOTICES_PER_TASK
+    for first in range(0, len(alert_ids), size):
+        try:
+            send_reset_notices.delay(alert_ids[first : first + size])
+        except Exception:
+            logger.exception(
+                "event=reset_notices_not_queued count=%s first_alert_id=%s",
+                len(alert_ids) - first,
+                alert_ids[first],
+            )
+            return
 
 
 @shared_task

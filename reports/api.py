@@ -37,7 +37,7 @@ from core.display import format_credits
 from core.replica import reading_for_reports
 from core.serializers import SUBSCRIPTION_ID
 
-from . import large_exports, selectors
+from . import large_exports, selectors, tasks
 from .exports import (
     CREDIT_USAGE_COLUMNS,
     CSVRenderer,
@@ -597,7 +597,7 @@ class CreditUsageExportApi(CsvOrJsonApi):
 
     def _queue_large_export(self, request, export, options, *, rows: int):
         """Too many rows to stream: a worker writes the file and emails a download link."""
-        large_exports.queue(
+        tasks.queue_large_export(
             large_exports.ExportRequest(
                 user_id=request.user.pk,
                 scope=export.scope,

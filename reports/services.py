@@ -29,6 +29,7 @@ import logging
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 
+from celery import current_app
 from celery.utils.time import get_exponential_backoff_interval
 from django.db import transaction
 from django.db.models import Q
@@ -206,14 +207,18 @@ def dispatch_due_reports(*, now: datetime) -> list[DueReport]:
     return due
 
 
+# The task that sends a report, by the name it is registered under: ``reports.tasks`` calls this
+# module, so this module names the task (as beat does) instead of importing it.
+SEND_REPORT_TASK = "reports.tasks.send_scheduled_report"
+
+
 def queue_report(report: DueReport, *, countdown: int | None = None) -> None:
     """Hand the report to a worker after the commit, ``countdown`` seconds later for a retry."""
-    from . import tasks
 
     def queue() -> None:
         args = (report.schedule_id, report.period_start.isoformat(), report.period_end.isoformat())
         try:
-            tasks.send_scheduled_report.apply_async(args, countdown=countdown)
+            current_app.signature(SEND_REPORT_TASK).apply_async(args, countdown=countdown)
         except Exception:  # the broker is down: the next dispatch queues it again
             logger.exception("event=report_not_queued schedule_id=%s", report.schedule_id)
 
