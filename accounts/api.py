@@ -20,7 +20,7 @@ from rest_framework.settings import api_settings
 from rest_framework.throttling import AnonRateThrottle
 from rest_framework.views import APIView
 
-from core.money import AMOUNT_HELP, CreditsField
+from core.money import AMOUNT_HELP, CREDIT_DIGITS, CreditsField
 from core.pagination import page_of, paginated_response
 from core.serializers import NullableUUIDField, StrictInputSerializer
 
@@ -32,8 +32,6 @@ from .permissions import (
     administered_subscription,
 )
 from .services import create_api_key, obtain_api_token, revoke_api_key, update_limit_settings
-
-CREDITS = {"max_digits": 18, "decimal_places": 4}
 
 
 def no_store(response: Response) -> Response:
@@ -230,9 +228,9 @@ class SubscriptionDetailApi(ManagementView):
         name = serializers.CharField()
         plan = serializers.CharField()
         timezone = serializers.CharField()
-        base_allocation = serializers.DecimalField(**CREDITS)
+        base_allocation = serializers.DecimalField(**CREDIT_DIGITS)
         limit_mode = serializers.ChoiceField(choices=Subscription.LimitMode.choices)
-        excess_allowance = serializers.DecimalField(**CREDITS)
+        excess_allowance = serializers.DecimalField(**CREDIT_DIGITS)
 
     @extend_schema_serializer(component_name="SubscriptionSettingsUpdate")
     class InputSerializer(StrictInputSerializer):

@@ -246,7 +246,7 @@ SPECTACULAR_SETTINGS = {
     "PARSER_WHITELIST": ["core.parsers.DecimalJSONParser"],
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
-        "config.schema.state_input_rules",
+        "core.schema.state_input_rules",
     ],
     # Swagger UI would fetch a validity badge from another site, which the CSP refuses.
     "SWAGGER_UI_SETTINGS": {"validatorUrl": None},

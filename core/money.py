@@ -1,4 +1,5 @@
-"""Reading amounts of credits from people and API callers, strictly, in one place.
+"""Amounts of credits: their digits, and reading them from people and API callers, strictly,
+in one place.
 
 Python's ``Decimal("1_5")`` is 15, and it reads Arabic-Indic or full-width digits, spaces and a
 leading ``+`` too; a typo must never be charged. An amount is a JSON number, or a string of
@@ -14,7 +15,7 @@ from django import forms
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-# Every amount of credits: a numeric(18, 4) column, a Decimal quantized to 0.0001.
+# Every amount of credits (columns, API fields, form fields): 18 digits, 4 of them decimals.
 CREDIT_DIGITS = {"max_digits": 18, "decimal_places": 4}
 # The smallest amount of credits: what amounts are quantized to (0.0001).
 CREDIT_PLACES = Decimal(1).scaleb(-CREDIT_DIGITS["decimal_places"])

@@ -16,7 +16,7 @@ from rest_framework.views import APIView
 from accounts.authentication import KeyPrincipal
 from accounts.models import Environment, Subscription, User
 from core.api_errors import STATUS_BY_CODE, error_body
-from core.money import AMOUNT_HELP, CreditsField
+from core.money import AMOUNT_HELP, CREDIT_DIGITS, CreditsField
 from core.serializers import SUBSCRIPTION_ID, StrictInputSerializer
 from core.text_guard import unstorable_in
 
@@ -133,9 +133,9 @@ class EventOutputSerializer(serializers.ModelSerializer):
 
 
 class LimitStatusSerializer(serializers.Serializer):
-    limit = serializers.DecimalField(max_digits=18, decimal_places=4, allow_null=True)
-    used = serializers.DecimalField(max_digits=18, decimal_places=4)
-    remaining = serializers.DecimalField(max_digits=18, decimal_places=4, allow_null=True)
+    limit = serializers.DecimalField(**CREDIT_DIGITS, allow_null=True)
+    used = serializers.DecimalField(**CREDIT_DIGITS)
+    remaining = serializers.DecimalField(**CREDIT_DIGITS, allow_null=True)
 
 
 class BalanceSerializer(serializers.Serializer):
@@ -148,14 +148,14 @@ class BalanceSerializer(serializers.Serializer):
     next_reset = serializers.DateTimeField()
     days_until_reset = serializers.IntegerField()
     limit_mode = serializers.CharField()
-    base_allocation = serializers.DecimalField(max_digits=18, decimal_places=4)
-    used = serializers.DecimalField(max_digits=18, decimal_places=4)
-    remaining = serializers.DecimalField(max_digits=18, decimal_places=4)
-    excess_allowance = serializers.DecimalField(max_digits=18, decimal_places=4)
-    excess_used = serializers.DecimalField(max_digits=18, decimal_places=4)
-    excess_remaining = serializers.DecimalField(max_digits=18, decimal_places=4)
+    base_allocation = serializers.DecimalField(**CREDIT_DIGITS)
+    used = serializers.DecimalField(**CREDIT_DIGITS)
+    remaining = serializers.DecimalField(**CREDIT_DIGITS)
+    excess_allowance = serializers.DecimalField(**CREDIT_DIGITS)
+    excess_used = serializers.DecimalField(**CREDIT_DIGITS)
+    excess_remaining = serializers.DecimalField(**CREDIT_DIGITS)
     utilisation_percent = serializers.DecimalField(max_digits=12, decimal_places=2)
-    environment_used = serializers.DecimalField(max_digits=18, decimal_places=4, allow_null=True)
+    environment_used = serializers.DecimalField(**CREDIT_DIGITS, allow_null=True)
     user = LimitStatusSerializer(allow_null=True)
     team = LimitStatusSerializer(allow_null=True)
 

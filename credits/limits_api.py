@@ -25,14 +25,12 @@ from accounts.permissions import (
     ManagementView,
     administered_subscription,
 )
-from core.money import AMOUNT_HELP, CreditsField
+from core.money import AMOUNT_HELP, CREDIT_DIGITS, CreditsField
 from core.pagination import page_of, paginated_response
 from core.serializers import StrictInputSerializer
 
 from .limits import limits_with_usage, remove_limit, set_team_limit, set_user_limit
 from .models import CreditLimit
-
-CREDITS = {"max_digits": 18, "decimal_places": 4}
 
 
 class LimitUserSerializer(serializers.Serializer):
@@ -50,10 +48,12 @@ class LimitOutputSerializer(serializers.Serializer):
     kind = serializers.SerializerMethodField()
     user = LimitUserSerializer(allow_null=True)
     team = LimitTeamSerializer(allow_null=True)
-    credits = serializers.DecimalField(**CREDITS, help_text="Credits allowed per period.")
-    credits_used = serializers.DecimalField(**CREDITS, help_text="Used in the current period.")
+    credits = serializers.DecimalField(**CREDIT_DIGITS, help_text="Credits allowed per period.")
+    credits_used = serializers.DecimalField(
+        **CREDIT_DIGITS, help_text="Used in the current period."
+    )
     remaining = serializers.DecimalField(
-        **CREDITS, help_text="Left in the current period (0 when the limit is below usage)."
+        **CREDIT_DIGITS, help_text="Left in the current period (0 when the limit is below usage)."
     )
     updated_at = serializers.DateTimeField()
 
