@@ -1,8 +1,9 @@
 """People's API: personal tokens, and what subscription admins manage (API keys, limit settings).
 
 Management endpoints act on one subscription the caller administers: ``?subscription=<id>``
-picks it, and without it the caller's only (or first) subscription is used. Machines (API
-keys) cannot manage anything: a leaked key must not be able to mint more keys.
+picks it, and without it the caller's only (or first) subscription is used; other apps'
+management endpoints share these rules (``accounts.permissions``). Machines (API keys) cannot
+manage anything: a leaked key must not be able to mint more keys.
 """
 
 import hashlib

@@ -1,8 +1,8 @@
 """Per-user and per-team credit limits, managed by subscription admins over the API.
 
 ``/limits/users/<user_id>/`` and ``/limits/teams/<team_id>/`` are the limit of one user or
-team in the chosen subscription (``?subscription=<id>``, see ``accounts.api``): GET reads it,
-PUT sets it, DELETE lifts it. Users and teams outside that subscription are a 404.
+team in the chosen subscription (``?subscription=<id>``, see ``accounts.permissions``): GET
+reads it, PUT sets it, DELETE lifts it. Users and teams outside that subscription are a 404.
 """
 
 from django.db.models import F
