@@ -41,10 +41,6 @@ class ProductAdmin(ScopedModelAdmin):
     prepopulated_fields = {"slug": ("name",)}
     filter_horizontal = ("enabled_for",)
 
-    def scope(self, queryset, user):
-        """The catalogue is shared by every subscription."""
-        return queryset
-
     def get_fields(self, request, obj=None):
         """Which subscriptions use a product is platform business, not a tenant's."""
         fields = ("name", "slug", "enabled_for")

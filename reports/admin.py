@@ -94,7 +94,6 @@ class DeliveryInlineMixin:
 
 class UnsubscribeInline(ScopedAdminMixin, DeliveryInlineMixin, admin.TabularInline):
     model = Unsubscribe
-    subscription_path = "schedule__subscription"
     fields = ("email", "created_at")
     readonly_fields = fields
     extra = 0
@@ -286,7 +285,6 @@ def _log_url(schedule, **filters) -> str:
 class DeliveryAdmin(DeliveryInlineMixin, ScopedModelAdmin):
     """The delivery log: every report owed to every recipient, and what became of it."""
 
-    subscription_path = "schedule__subscription"
     wide_changelist = True
     list_display = (
         "schedule",
