@@ -25,7 +25,11 @@ subscription, not for a person: it sees its subscription's rows, narrowed to its
 when it has one (``key_visibility``). A revoked key sees nothing.
 
 Per-member usage is a paid-plan feature (``Subscription.has_team_views``): on a Free plan the
-querysets marked ``plan_gated`` show nobody another person's rows (see ``_team_views``).
+querysets marked ``plan_gated`` (the ledger and the per-person rollups) show nobody another
+person's rows, in both modes, so no surface (page, report, email, export, admin) can list
+them. Totals stay whole: the period counters (balances, limits, billing) and the rollups that
+name nobody are not gated, and recording reads as the system. Platform superusers are not
+gated.
 
 Every rule is a lazy ``Q`` of subqueries, so scoping adds no round trips: it becomes part of
 the one SQL query that reads the data.
@@ -95,7 +99,7 @@ class ScopedQuerySet(models.QuerySet):
             return self.none()
         if user.is_superuser:
             return self.all()
-        return self.filter(self.administration(_administered(user)))
+        return self.filter(self.administration(_administered(user)) & self._team_views(user))
 
     def administration(self, subscriptions: models.QuerySet) -> models.Q:
         """The rows belonging to ``subscriptions`` (a subquery of subscription ids)."""

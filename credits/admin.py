@@ -113,7 +113,7 @@ class BillingPeriodAdmin(ReadOnlyAdminMixin, ScopedModelAdmin):
 
 
 class AdjustmentForm(forms.Form):
-    subscription = forms.ModelChoiceField(queryset=Subscription.objects.all())
+    subscription = forms.ModelChoiceField(queryset=Subscription.objects.none())
     credits = CreditsFormField(
         signed=True, help_text="Positive to charge credits, negative to give them back."
     )
@@ -248,6 +248,7 @@ class CreditEventAdmin(ReadOnlyAdminMixin, ScopedModelAdmin):
         if not request.user.is_superuser:
             raise PermissionDenied
         form = AdjustmentForm(request.POST or None)
+        form.fields["subscription"].queryset = Subscription.objects.administered_by(request.user)
         if form.is_valid():
             try:
                 event = record_adjustment(created_by=request.user, **form.cleaned_data)

@@ -251,7 +251,8 @@ class ReportScheduleAdmin(ScopedModelAdmin):
     @admin.action(description="Resend failed deliveries", permissions=["change"])
     def resend_failed(self, request, queryset):
         count = services.resend_failed(
-            deliveries=Delivery.objects.filter(schedule__in=queryset), now=timezone.now()
+            deliveries=Delivery.objects.administered_by(request.user).filter(schedule__in=queryset),
+            now=timezone.now(),
         )
         self.message_user(
             request,
