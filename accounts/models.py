@@ -21,6 +21,7 @@ from .scoping import (
     MembershipQuerySet,
     ProjectQuerySet,
     SubscriptionQuerySet,
+    TeamMembershipQuerySet,
     TeamQuerySet,
     UserQuerySet,
 )
@@ -305,16 +306,6 @@ class Team(models.Model):
 
     def __str__(self) -> str:
         return self.name
-
-
-class TeamMembershipQuerySet(models.QuerySet):
-    def team_id_of(self, *, subscription: "Subscription", user: "User") -> int | None:
-        """The id of ``user``'s team in ``subscription`` (at most one), or None."""
-        return (
-            self.filter(subscription=subscription, user=user)
-            .values_list("team_id", flat=True)
-            .first()
-        )
 
 
 class TeamMembership(models.Model):

@@ -29,10 +29,6 @@ class ProductAdmin(ScopedModelAdmin):
     prepopulated_fields = {"slug": ("name",)}
     filter_horizontal = ("enabled_for",)
 
-    def scope(self, queryset, user):
-        """The catalogue is shared by every subscription."""
-        return queryset
-
     def get_fields(self, request, obj=None):
         """Which subscriptions use a product is platform business, not a tenant's."""
         fields = ("name", "slug", "enabled_for")
@@ -105,7 +101,7 @@ class BillingPeriodAdmin(ReadOnlyAdminMixin, ScopedModelAdmin):
 
 
 class AdjustmentForm(forms.Form):
-    subscription = forms.ModelChoiceField(queryset=Subscription.objects.all())
+    subscription = forms.ModelChoiceField(queryset=Subscription.objects.none())
     credits = CreditsFormField(
         signed=True, help_text="Positive to charge credits, negative to give them back."
     )
@@ -240,6 +236,7 @@ class CreditEventAdmin(ReadOnlyAdminMixin, ScopedModelAdmin):
         if not request.user.is_superuser:
             raise PermissionDenied
         form = AdjustmentForm(request.POST or None)
+        form.fields["subscription"].queryset = Subscription.objects.administered_by(request.user)
         if form.is_valid():
             try:
                 event = record_adjustment(created_by=request.user, **form.cleaned_data)

@@ -322,23 +322,14 @@ class BalanceView(APIView):
         summary="Read the current period's balance",
     )
     def get(self, request):
-        if isinstance(request.user, KeyPrincipal):
-            # A key reads its own subscription; ?subscription= is checked as for people.
-            subscription = _subscription_of(
-                request, Subscription.objects.filter(pk=request.auth.subscription_id)
-            )
-            environments = Environment.objects.filter(project__subscription=subscription)
-            if request.auth.environment_id:
-                environments = environments.filter(pk=request.auth.environment_id)
-            users = User.objects.filter(memberships__subscription=subscription).distinct()
-            own_user = None
-        else:
-            subscription = _subscription_of(request)
-            environments = Environment.objects.visible_to(request.user).filter(
-                project__subscription=subscription
-            )
-            users = User.objects.visible_to(request.user)
-            own_user = request.user
+        # A key reads its own subscription (and environment); ?subscription= is checked as
+        # for people.
+        subscription = _subscription_of(request)
+        environments = Environment.objects.visible_to(request.user).filter(
+            project__subscription=subscription
+        )
+        users = User.objects.visible_to(request.user)
+        own_user = None if isinstance(request.user, KeyPrincipal) else request.user
         environment = _environment_param(request, environments)
         user = _user_param(request, users) or own_user
         return Response(
@@ -346,9 +337,8 @@ class BalanceView(APIView):
         )
 
 
-def _subscription_of(request, subscriptions=None) -> Subscription:
-    if subscriptions is None:
-        subscriptions = Subscription.objects.visible_to(request.user)
+def _subscription_of(request) -> Subscription:
+    subscriptions = Subscription.objects.visible_to(request.user)
     wanted = request.query_params.get("subscription")
     if wanted is not None:
         if not wanted.isascii() or not wanted.isdigit() or int(wanted) < 1:

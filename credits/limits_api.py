@@ -112,7 +112,11 @@ class LimitListApi(ManagementView):
 
 class UserLimitApi(ManagementView):
     def _member(self, request, subscription, user_id: int) -> User:
-        members = Membership.objects.filter(subscription=subscription).values("user_id")
+        members = (
+            Membership.objects.visible_to(request.user)
+            .filter(subscription=subscription)
+            .values("user_id")
+        )
         return get_object_or_404(
             User.objects.visible_to(request.user).filter(pk__in=members), pk=user_id
         )

@@ -11,7 +11,15 @@ from django.db.models.functions import Coalesce
 from accounts.models import ApiKey, Environment, Subscription, Team, User
 from core.money import CREDIT_DIGITS
 
-from .scoping import AdministeredQuerySet, AgentQuerySet, CreditEventQuerySet, UsageQuerySet
+from .scoping import (
+    AdministeredQuerySet,
+    AgentQuerySet,
+    CreditEventQuerySet,
+    DailyUsageQuerySet,
+    ProductQuerySet,
+    SubscriptionUsageQuerySet,
+    UsageQuerySet,
+)
 
 
 class Product(models.Model):
@@ -20,6 +28,8 @@ class Product(models.Model):
     slug = models.SlugField(unique=True)
     name = models.CharField(max_length=100)
     enabled_for = models.ManyToManyField(Subscription, related_name="enabled_products", blank=True)
+
+    objects = ProductQuerySet.as_manager()
 
     class Meta:
         ordering = ["name"]
@@ -273,7 +283,7 @@ class DailyUsage(models.Model):
     latency_samples = models.PositiveIntegerField(default=0)
     last_event_at = models.DateTimeField(null=True, blank=True)
 
-    objects = UsageQuerySet.as_manager()
+    objects = DailyUsageQuerySet.as_manager()
 
     class Meta:
         verbose_name_plural = "daily usage"
@@ -411,7 +421,7 @@ class AgentRollup(NarrowRollup, LatencyHistogram):
     sessions = models.PositiveIntegerField(default=0)
     session_runs = models.PositiveIntegerField(default=0)
 
-    objects = AdministeredQuerySet.as_manager()
+    objects = SubscriptionUsageQuerySet.as_manager()
 
     class Meta:
         constraints = [
@@ -431,7 +441,7 @@ class ModelRollup(NarrowRollup, LatencyHistogram):
 
     model = models.CharField(max_length=100, blank=True)
 
-    objects = AdministeredQuerySet.as_manager()
+    objects = SubscriptionUsageQuerySet.as_manager()
 
     class Meta:
         constraints = [
@@ -450,7 +460,7 @@ class ProductRollup(NarrowRollup):
     product = _optional(Product)
     feature = models.CharField(max_length=100, blank=True)
 
-    objects = AdministeredQuerySet.as_manager()
+    objects = SubscriptionUsageQuerySet.as_manager()
 
     class Meta:
         constraints = [
@@ -474,7 +484,7 @@ class SubscriptionRollup(NarrowRollup):
     model = models.CharField(max_length=100, blank=True)
     feature = models.CharField(max_length=100, blank=True)
 
-    objects = AdministeredQuerySet.as_manager()
+    objects = SubscriptionUsageQuerySet.as_manager()
 
     class Meta:
         constraints = [
@@ -504,7 +514,7 @@ class AgentSessionDay(models.Model):
     agent = _optional(Agent)
     session_id = models.CharField(max_length=200)
 
-    objects = AdministeredQuerySet.as_manager()
+    objects = SubscriptionUsageQuerySet.as_manager()
 
     class Meta:
         constraints = [

@@ -332,10 +332,9 @@ class _Resolver:
         self.subscription = api_key.subscription
         self.environments = {
             environment.public_id: environment
-            for environment in Environment.objects.select_related("project").filter(
-                public_id__in={usage.environment for usage in usages},
-                project__subscription_id=api_key.subscription_id,
-            )
+            for environment in Environment.objects.visible_to(api_key)
+            .select_related("project")
+            .filter(public_id__in={usage.environment for usage in usages})
         }
         self.products = {
             product.slug: product
@@ -343,7 +342,7 @@ class _Resolver:
                 slug__in={usage.product for usage in usages}, enabled_for=self.subscription
             )
         }
-        self.memberships = _memberships(self.subscription, {u.user for u in usages if u.user})
+        self.memberships = _memberships(api_key, {u.user for u in usages if u.user})
 
     def resolve(self, index: int, usage: Usage, fingerprint: str) -> _Pending:
         timestamp = usage.timestamp or self.now
@@ -360,9 +359,9 @@ class _Resolver:
         return _Pending(index, usage, fingerprint, timestamp, environment, user, product, bounds)
 
     def _environment(self, public_id: UUID) -> Environment:
+        """One of the environments the key sees (``visible_to``: its own, if it has one)."""
         environment = self.environments.get(public_id)
-        restricted_to = self.api_key.environment_id
-        if environment is None or (restricted_to and environment.pk != restricted_to):
+        if environment is None:
             raise errors.UnknownEnvironment(environment=str(public_id))
         return environment
 
@@ -387,14 +386,15 @@ def _open_periods(subscription: Subscription, pending: list[_Pending]) -> None:
         item.period = periods[start]
 
 
-def _memberships(subscription: Subscription, emails: set[str]) -> dict[str, list[Membership]]:
+def _memberships(api_key: ApiKey, emails: set[str]) -> dict[str, list[Membership]]:
     if not emails:
         return {}
     memberships = (
-        Membership.objects.select_related("user")
+        Membership.objects.visible_to(api_key)
+        .select_related("user")
         # Lower(), not iexact (UPPER): the case-insensitive unique index on users serves it.
         .annotate(email_lower=Lower("user__email"))
-        .filter(email_lower__in={email.lower() for email in emails}, subscription=subscription)
+        .filter(email_lower__in={email.lower() for email in emails})
     )
     found: dict[str, list[Membership]] = {}
     for membership in memberships:

@@ -84,7 +84,6 @@ class ReportScheduleForm(forms.ModelForm):
 
 class UnsubscribeInline(ScopedAdminMixin, ReadOnlyAdminMixin, admin.TabularInline):
     model = Unsubscribe
-    subscription_path = "schedule__subscription"
     fields = ("email", "created_at")
     readonly_fields = fields
     extra = 0
@@ -242,7 +241,8 @@ class ReportScheduleAdmin(ScopedModelAdmin):
     @admin.action(description="Resend failed deliveries", permissions=["change"])
     def resend_failed(self, request, queryset):
         count = services.resend_failed(
-            deliveries=Delivery.objects.filter(schedule__in=queryset), now=timezone.now()
+            deliveries=Delivery.objects.administered_by(request.user).filter(schedule__in=queryset),
+            now=timezone.now(),
         )
         self.message_user(
             request,
@@ -276,7 +276,6 @@ def _log_url(schedule, **filters) -> str:
 class DeliveryAdmin(ReadOnlyAdminMixin, ScopedModelAdmin):
     """The delivery log: every report owed to every recipient, and what became of it."""
 
-    subscription_path = "schedule__subscription"
     wide_changelist = True
     list_display = (
         "schedule",

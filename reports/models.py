@@ -23,7 +23,7 @@ from django.db import models
 from django.utils import timezone
 
 from accounts.models import Environment, Subscription
-from accounts.scoping import ScopedQuerySet, administered_subscription_ids, managed_environment_ids
+from accounts.scoping import ScopedQuerySet
 
 MAX_RECIPIENTS = 50
 
@@ -95,11 +95,15 @@ class ReportScheduleQuerySet(ScopedQuerySet):
     project manager sees the schedules they own on environments they still manage."""
 
     def visibility(self, user) -> models.Q:
-        return models.Q(subscription_id__in=administered_subscription_ids(user)) | models.Q(
+        administered = Subscription.objects.administered_by(user).values("pk")
+        return models.Q(subscription_id__in=administered) | models.Q(
             created_by=user,
             scope=ReportSchedule.Scope.ENVIRONMENT,
-            environment_id__in=managed_environment_ids(user),
+            environment_id__in=Environment.objects.managed_by(user).values("pk"),
         )
+
+    def key_visibility(self, api_key) -> models.Q:
+        return models.Q(pk__in=[])  # schedules are people's: each has an owner
 
 
 class ReportSchedule(models.Model):
@@ -310,8 +314,13 @@ class ReportSchedule(models.Model):
 
 
 class DeliveryQuerySet(ScopedQuerySet):
+    subscription_lookup = "schedule__subscription"
+
     def visibility(self, user) -> models.Q:
         return models.Q(schedule__in=ReportSchedule.objects.visible_to(user))
+
+    def key_visibility(self, api_key) -> models.Q:
+        return models.Q(pk__in=[])
 
 
 class Delivery(models.Model):
@@ -361,8 +370,13 @@ class Delivery(models.Model):
 
 
 class UnsubscribeQuerySet(ScopedQuerySet):
+    subscription_lookup = "schedule__subscription"
+
     def visibility(self, user) -> models.Q:
         return models.Q(schedule__in=ReportSchedule.objects.visible_to(user))
+
+    def key_visibility(self, api_key) -> models.Q:
+        return models.Q(pk__in=[])
 
 
 class Unsubscribe(models.Model):
