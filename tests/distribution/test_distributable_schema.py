@@ -1,0 +1,305 @@
+"""The schema is distributable: the catalog after migrations is what Citus needs.
+
+Citus distributes each tenant table by ``subscription_id`` and co-locates them, so that one
+subscription's rows live on one node. It can only do that when the database itself is keyed
+by the tenant: every tenant table has the column, every primary key and unique constraint or
+unique index includes it (a node can only enforce uniqueness among its own rows), and every
+foreign key between two tenant tables includes it on both sides (composite
+``(subscription_id, x_id) -> (subscription_id, id)``), so that each is checked on one node.
+Reference tables (copied to every node) may be referenced from anywhere but may not reference
+a distributed table themselves.
+
+Each finding names a table and what lacks the subscription: its ``subscription_id`` column, its
+primary key (``pk``), a unique constraint or index, or a foreign key (``fk``).
+
+This test reads PostgreSQL's catalog (``pg_constraint``, ``pg_index``, ``pg_attribute``,
+``pg_partitioned_table``) of the migrated test database, for every table of the project's apps,
+and lists what breaks those rules. ``PENDING`` is what is known and not fixed yet: the test
+fails when something new appears and when something pending gets fixed (then remove it).
+"""
+
+import pytest
+from django.apps import apps
+from django.db import connection
+
+pytestmark = pytest.mark.django_db
+
+PROJECT_APPS = ("accounts", "credits", "reports")
+TENANT_COLUMN = "subscription_id"
+
+# Distributed by its own id, co-located with every tenant table: a tenant row's
+# ``subscription_id`` is this table's distribution column.
+SUBSCRIPTIONS = "accounts_subscription"
+
+# Reference tables: small, read everywhere, written rarely; Citus keeps a copy on every node.
+REFERENCE_TABLES = {
+    # People belong to several subscriptions (and log in before one is chosen).
+    "accounts_user",
+    "accounts_user_groups",
+    "accounts_user_user_permissions",
+    # The product catalogue (plans and prices are columns of the subscription).
+    "credits_product",
+    # API keys: authentication finds a key by its prefix before it knows the subscription,
+    # so the prefix stays unique across all subscriptions. A reference table keeps that
+    # unique constraint and lets the ledger and rollups reference a key from every node. Its
+    # only frequent write is ``last_used_at``, at most once a minute per key.
+    "accounts_apikey",
+}
+
+# What the catalog check finds and is not fixed yet (see the README, "Scaling out").
+PENDING = {
+    "accounts_apikey: fk (environment_id) -> accounts_environment, from a reference table",
+    "accounts_apikey: fk (subscription_id) -> accounts_subscription, from a reference table",
+    "accounts_auditevent: pk (id)",
+    "accounts_auditevent: subscription_id nullable",
+    "accounts_environment: fk (project_id) -> accounts_project",
+    "accounts_environment: no subscription_id",
+    "accounts_environment: pk (id)",
+    "accounts_environment: unique accounts_environment_public_id_key (public_id)",
+    "accounts_environment: unique environment_name_unique (project_id, name)",
+    "accounts_membership: fk (environment_id) -> accounts_environment",
+    "accounts_membership: pk (id)",
+    "accounts_membership: unique index membership_one_role_per_environment",
+    "accounts_project: pk (id)",
+    "accounts_subscription: fk (parent_id) -> accounts_subscription, from a reference table",
+    "accounts_team: pk (id)",
+    "accounts_teammembership: fk (team_id) -> accounts_team",
+    "accounts_teammembership: pk (id)",
+    "credits_agent: pk (id)",
+    "credits_agentrollup: fk (agent_id) -> credits_agent",
+    "credits_agentrollup: pk (id)",
+    "credits_agentsessionday: fk (agent_id) -> credits_agent",
+    "credits_agentsessionday: pk (id)",
+    "credits_billingperiod: pk (id)",
+    "credits_creditevent: fk (agent_id) -> credits_agent",
+    "credits_creditevent: fk (environment_id) -> accounts_environment",
+    "credits_creditevent: fk (period_id) -> credits_billingperiod",
+    "credits_creditevent: pk (id, timestamp)",
+    "credits_creditlimit: fk (team_id) -> accounts_team",
+    "credits_creditlimit: pk (id)",
+    "credits_dailyusage: fk (agent_id) -> credits_agent",
+    "credits_dailyusage: fk (environment_id) -> accounts_environment",
+    "credits_dailyusage: fk (period_id) -> credits_billingperiod",
+    "credits_dailyusage: pk (id)",
+    "credits_idempotencyrecord: pk (id)",
+    "credits_modelrollup: pk (id)",
+    "credits_personrollup: fk (environment_id) -> accounts_environment",
+    "credits_personrollup: pk (id)",
+    "credits_product_enabled_for: pk (id)",
+    "credits_productrollup: pk (id)",
+    "credits_subscriptionrollup: fk (agent_id) -> credits_agent",
+    "credits_subscriptionrollup: pk (id)",
+    "credits_teamperiodusage: fk (period_id) -> credits_billingperiod",
+    "credits_teamperiodusage: fk (team_id) -> accounts_team",
+    "credits_teamperiodusage: no subscription_id",
+    "credits_teamperiodusage: pk (id)",
+    "credits_teamperiodusage: unique team_period_usage_unique (period_id, team_id)",
+    "credits_thresholdalert: fk (period_id) -> credits_billingperiod",
+    "credits_thresholdalert: pk (id)",
+    "credits_thresholdalert: unique threshold_alert_once_per_period (period_id, threshold)",
+    "credits_userperiodusage: fk (period_id) -> credits_billingperiod",
+    "credits_userperiodusage: no subscription_id",
+    "credits_userperiodusage: pk (id)",
+    "credits_userperiodusage: unique user_period_usage_unique (period_id, user_id)",
+    "reports_delivery: fk (schedule_id) -> reports_reportschedule",
+    "reports_delivery: no subscription_id",
+    "reports_delivery: pk (id)",
+    "reports_delivery: unique delivery_once_per_period_and_recipient "
+    "(schedule_id, period_start, period_end, recipient)",
+    "reports_reportschedule: fk (environment_id) -> accounts_environment",
+    "reports_reportschedule: pk (id)",
+    "reports_unsubscribe: fk (schedule_id) -> reports_reportschedule",
+    "reports_unsubscribe: no subscription_id",
+    "reports_unsubscribe: pk (id)",
+    "reports_unsubscribe: unique unsubscribe_once (schedule_id, email)",
+}
+
+
+def _rows(sql: str, params=()) -> list[tuple]:
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.fetchall()
+
+
+def project_tables() -> set[str]:
+    return {
+        model._meta.db_table
+        for label in PROJECT_APPS
+        for model in apps.get_app_config(label).get_models(include_auto_created=True)
+        if model._meta.managed and not model._meta.proxy
+    }
+
+
+def tenant_tables() -> set[str]:
+    return project_tables() - REFERENCE_TABLES - {SUBSCRIPTIONS}
+
+
+def _columns(table: str) -> dict[str, bool]:
+    """Column name -> NOT NULL."""
+    return {
+        name: not_null
+        for name, not_null in _rows(
+            "SELECT attname, attnotnull FROM pg_attribute "
+            "WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped",
+            [table],
+        )
+    }
+
+
+def _constraints(table: str) -> list[tuple]:
+    """(name, type, own columns, referenced table, referenced columns) of ``table``."""
+    return _rows(
+        """
+        SELECT c.conname, c.contype,
+               ARRAY(SELECT a.attname FROM unnest(c.conkey) WITH ORDINALITY k(num, pos)
+                     JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = k.num
+                     ORDER BY k.pos),
+               c.confrelid::regclass::text,
+               ARRAY(SELECT a.attname FROM unnest(c.confkey) WITH ORDINALITY k(num, pos)
+                     JOIN pg_attribute a ON a.attrelid = c.confrelid AND a.attnum = k.num
+                     ORDER BY k.pos)
+        FROM pg_constraint c
+        WHERE c.conrelid = %s::regclass AND c.contype IN ('p', 'u', 'f') AND c.conparentid = 0
+        ORDER BY c.conname
+        """,
+        [table],
+    )
+
+
+def _unique_indexes(table: str) -> list[tuple[str, list[str]]]:
+    """(name, plain key columns) of each unique index; expressions are not columns."""
+    return _rows(
+        """
+        SELECT i.indexrelid::regclass::text,
+               ARRAY(SELECT a.attname FROM unnest(i.indkey) k(num)
+                     JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.num)
+        FROM pg_index i WHERE i.indrelid = %s::regclass AND i.indisunique
+        ORDER BY 1
+        """,
+        [table],
+    )
+
+
+def _partition_key(table: str) -> list[str] | None:
+    rows = _rows(
+        """
+        SELECT ARRAY(SELECT a.attname FROM unnest(p.partattrs) k(num)
+                     JOIN pg_attribute a ON a.attrelid = p.partrelid AND a.attnum = k.num)
+        FROM pg_partitioned_table p WHERE p.partrelid = %s::regclass
+        """,
+        [table],
+    )
+    return rows[0][0] if rows else None
+
+
+def _partitions(table: str) -> list[str]:
+    return [
+        name
+        for (name,) in _rows(
+            "SELECT inhrelid::regclass::text FROM pg_inherits WHERE inhparent = %s::regclass",
+            [table],
+        )
+    ]
+
+
+def _tenant_table_findings(table: str, tenants: set[str]) -> set[str]:
+    found = set()
+    columns = _columns(table)
+    if TENANT_COLUMN not in columns:
+        found.add(f"{table}: no {TENANT_COLUMN}")
+    elif not columns[TENANT_COLUMN]:
+        found.add(f"{table}: {TENANT_COLUMN} nullable")
+    partition_key = _partition_key(table)
+    constraints = _constraints(table)
+    if not any(kind == "p" for _, kind, *_ in constraints):
+        found.add(f"{table}: no primary key")
+    for name, kind, own, target, target_columns in constraints:
+        key = f"({', '.join(own)})"
+        label = "pk" if kind == "p" else f"unique {name}"
+        if kind in ("p", "u"):
+            if TENANT_COLUMN not in own:
+                found.add(f"{table}: {label} {key}")
+            if partition_key and not set(partition_key) <= set(own):
+                found.add(f"{table}: {label} {key} without the partition key")
+        elif target in tenants:
+            if (TENANT_COLUMN, TENANT_COLUMN) not in zip(own, target_columns, strict=True):
+                found.add(f"{table}: fk {key} -> {target}")
+        elif target == SUBSCRIPTIONS and own != [TENANT_COLUMN]:
+            found.add(f"{table}: fk {key} -> {target}, not its tenant")
+        elif target not in tenants | REFERENCE_TABLES | {SUBSCRIPTIONS}:
+            found.add(f"{table}: fk {key} -> {target}, not distributed")
+    constrained = {name for name, kind, *_ in constraints if kind in ("p", "u")}
+    for name, own in _unique_indexes(table):
+        if name not in constrained and TENANT_COLUMN not in own:
+            found.add(f"{table}: unique index {name}")
+    for partition in _partitions(table):
+        keys = [own for _, kind, own, *_ in _constraints(partition) if kind == "p"]
+        inherited = _rows(
+            "SELECT 1 FROM pg_constraint WHERE conrelid = %s::regclass AND contype = 'p' "
+            "AND conparentid <> 0",
+            [partition],
+        )
+        if keys or not inherited:
+            found.add(f"{partition}: its primary key is not the partitioned table's")
+    return found
+
+
+def schema_findings() -> set[str]:
+    tenants = tenant_tables()
+    found = set()
+    for table in sorted(tenants):
+        found |= _tenant_table_findings(table, tenants)
+    for table in sorted(REFERENCE_TABLES | {SUBSCRIPTIONS}):
+        for _name, kind, own, target, _ in _constraints(table):
+            if kind == "f" and target in tenants | {SUBSCRIPTIONS}:
+                found.add(f"{table}: fk ({', '.join(own)}) -> {target}, from a reference table")
+    return found
+
+
+def test_every_tenant_table_is_keyed_by_the_subscription():
+    assert sorted(schema_findings() - PENDING) == [], "new findings"
+    assert sorted(PENDING - schema_findings()) == [], "fixed: remove them from PENDING"
+
+
+def test_every_project_table_is_classified():
+    """A new table is a tenant table unless it is named a reference table here."""
+    assert project_tables() >= REFERENCE_TABLES
+    assert SUBSCRIPTIONS in project_tables()
+    assert "credits_creditevent" in tenant_tables()
+
+
+def test_the_ledger_stays_partitioned_by_month():
+    """Citus distributes partitioned tables: the partition key is in the primary key (the
+    tenant too, see PENDING), and every month's partition inherits it."""
+    ledger = "credits_creditevent"
+    assert _partition_key(ledger) == ["timestamp"]
+    (primary_key,) = [own for _, kind, own, *_ in _constraints(ledger) if kind == "p"]
+    assert "timestamp" in primary_key
+    assert len(_partitions(ledger)) > 3
+
+
+def test_an_api_key_prefix_is_unique_across_subscriptions():
+    """Keys are found by prefix before the subscription is known: the reference table keeps
+    the prefix unique over all subscriptions."""
+    unique = [own for _, kind, own, *_ in _constraints("accounts_apikey") if kind == "u"]
+    unique += [own for _, own in _unique_indexes("accounts_apikey")]
+    assert ["prefix"] in unique
+
+
+def test_the_check_sees_what_citus_would_refuse():
+    """The check itself, on scratch tables: each key without the tenant is found."""
+    tenants = tenant_tables() | {"scratch_agent", "scratch_tenant"}
+    with connection.cursor() as cursor:
+        cursor.execute("CREATE TEMPORARY TABLE scratch_agent (id bigint PRIMARY KEY)")
+        cursor.execute(
+            "CREATE TEMPORARY TABLE scratch_tenant (id bigint PRIMARY KEY, "
+            "subscription_id bigint, agent_id bigint REFERENCES scratch_agent (id), "
+            "name text UNIQUE)"
+        )
+    found = _tenant_table_findings("scratch_tenant", tenants)
+    assert found >= {
+        "scratch_tenant: subscription_id nullable",
+        "scratch_tenant: pk (id)",
+        "scratch_tenant: unique scratch_tenant_name_key (name)",
+        "scratch_tenant: fk (agent_id) -> scratch_agent",
+    }
