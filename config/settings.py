@@ -89,7 +89,8 @@ TEMPLATES = [
 
 # --- Database -------------------------------------------------------------------------------
 if env.str("DATABASE_URL", default=""):
-    DATABASES = {"default": env.db("DATABASE_URL")}
+    # PostgreSQL's backend, aware of the tenant tables' primary keys (config/postgresql).
+    DATABASES = {"default": env.db("DATABASE_URL", engine="config.postgresql")}
 else:
     # The zero-setup default: PostgreSQL from a wheel, its data in var/postgres (HOST).
     DATABASES = {
@@ -114,7 +115,7 @@ REPLICA_DATABASE_URL = env.str("REPLICA_DATABASE_URL", default="")
 if REPLICA_DATABASE_URL:
     # Report reads go here inside ``reading_for_reports()``; tests mirror it onto default.
     DATABASES["replica"] = {
-        **env.db_url_config(REPLICA_DATABASE_URL),
+        **env.db_url_config(REPLICA_DATABASE_URL, engine="config.postgresql"),
         "CONN_MAX_AGE": DATABASES["default"]["CONN_MAX_AGE"],
         "CONN_HEALTH_CHECKS": True,
         "TEST": {"MIRROR": "default"},

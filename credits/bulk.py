@@ -135,23 +135,24 @@ def derive_from_ledger(cursor, subscription_ids: list[int]) -> None:
     )
     cursor.execute(
         f"""
-        INSERT INTO {UserPeriodUsage._meta.db_table} (period_id, user_id, credits_used)
-        SELECT period_id, user_id, SUM(credits) FROM {ledger}
+        INSERT INTO {UserPeriodUsage._meta.db_table}
+            (subscription_id, period_id, user_id, credits_used)
+        SELECT subscription_id, period_id, user_id, SUM(credits) FROM {ledger}
         WHERE subscription_id = ANY(%(subscriptions)s) AND user_id IS NOT NULL
-        GROUP BY period_id, user_id
+        GROUP BY subscription_id, period_id, user_id
         """,  # noqa: S608
         params,
     )
     cursor.execute(
         f"""
-        INSERT INTO {TeamPeriodUsage._meta.db_table} (period_id, team_id, credits_used)
-        SELECT u.period_id, m.team_id, SUM(u.credits_used)
+        INSERT INTO {TeamPeriodUsage._meta.db_table}
+            (subscription_id, period_id, team_id, credits_used)
+        SELECT u.subscription_id, u.period_id, m.team_id, SUM(u.credits_used)
         FROM {UserPeriodUsage._meta.db_table} u
-        JOIN {BillingPeriod._meta.db_table} p ON p.id = u.period_id
         JOIN accounts_teammembership m ON m.user_id = u.user_id
-            AND m.subscription_id = p.subscription_id
-        WHERE p.subscription_id = ANY(%(subscriptions)s)
-        GROUP BY u.period_id, m.team_id
+            AND m.subscription_id = u.subscription_id
+        WHERE u.subscription_id = ANY(%(subscriptions)s)
+        GROUP BY u.subscription_id, u.period_id, m.team_id
         """,  # noqa: S608
         params,
     )

@@ -139,10 +139,10 @@ def limits_with_usage(
         subscription=subscription, start=period_bounds(now, subscription.zone).start
     ).values("pk")[:1]
     user_used = UserPeriodUsage.objects.filter(
-        period_id=Subquery(period), user_id=OuterRef("user_id")
+        subscription=subscription, period_id=Subquery(period), user_id=OuterRef("user_id")
     ).values("credits_used")[:1]
     team_used = TeamPeriodUsage.objects.filter(
-        period_id=Subquery(period), team_id=OuterRef("team_id")
+        subscription=subscription, period_id=Subquery(period), team_id=OuterRef("team_id")
     ).values("credits_used")[:1]
     zero = Value(Decimal(0), output_field=DecimalField(**CREDIT_DIGITS))
     return (

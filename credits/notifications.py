@@ -224,7 +224,7 @@ FROM {period} p JOIN {subscription} s ON s.id = p.subscription_id
 WHERE p.start <= %(now)s AND p."end" > %(now)s AND s.created_at < p.start
   AND NOT EXISTS (SELECT 1 FROM {alert} a WHERE a.period_id = p.id AND a.threshold = %(threshold)s)
 ORDER BY p.id
-ON CONFLICT (period_id, threshold) DO NOTHING
+ON CONFLICT (subscription_id, period_id, threshold) DO NOTHING
 RETURNING id
 """
 

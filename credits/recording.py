@@ -303,8 +303,10 @@ def record_adjustment(
     if user:
         team_id = TeamMembership.objects.team_id_of(subscription=subscription, user=user)
         if team_id is not None:
-            add_to_counters(TeamPeriodUsage, "team_id", [(period.pk, team_id, credits)])
-        add_to_counters(UserPeriodUsage, "user_id", [(period.pk, user.pk, credits)])
+            add_to_counters(
+                TeamPeriodUsage, "team_id", [(period.pk, team_id, credits)], subscription
+            )
+        add_to_counters(UserPeriodUsage, "user_id", [(period.pk, user.pk, credits)], subscription)
     event = CreditEvent.objects.create(
         kind=CreditEvent.Kind.ADJUSTMENT,
         timestamp=timestamp,
@@ -585,7 +587,8 @@ def _record_crossing(*, subscription, period_id, threshold) -> None:
     with connection.cursor() as cursor:
         cursor.execute(
             f"INSERT INTO {table} (subscription_id, period_id, threshold, crossed_at) "  # noqa: S608
-            "VALUES (%s, %s, %s, %s) ON CONFLICT (period_id, threshold) DO NOTHING RETURNING id",
+            "VALUES (%s, %s, %s, %s) ON CONFLICT (subscription_id, period_id, threshold) "
+            "DO NOTHING RETURNING id",
             [subscription.pk, period_id, threshold, timezone.now()],
         )
         row = cursor.fetchone()

@@ -522,14 +522,24 @@ def _replace_user_and_team_usage(
 
     UserPeriodUsage.objects.bulk_create(
         (
-            UserPeriodUsage(period_id=period_id, user_id=user_id, credits_used=credits)
+            UserPeriodUsage(
+                subscription=subscription,
+                period_id=period_id,
+                user_id=user_id,
+                credits_used=credits,
+            )
             for (period_id, user_id), credits in user_credits.items()
         ),
         batch_size=INSERT_BATCH_SIZE,
     )
     TeamPeriodUsage.objects.bulk_create(
         (
-            TeamPeriodUsage(period_id=period_id, team_id=team_id, credits_used=credits)
+            TeamPeriodUsage(
+                subscription=subscription,
+                period_id=period_id,
+                team_id=team_id,
+                credits_used=credits,
+            )
             for (period_id, team_id), credits in team_credits.items()
         ),
         batch_size=INSERT_BATCH_SIZE,

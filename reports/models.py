@@ -151,6 +151,7 @@ class ReportSchedule(models.Model):
         blank=True,
         related_name="+",
         help_text="For the environment scope only.",
+        db_constraint=False,  # the database's key is (subscription, environment)
     )
     attached_reports = models.JSONField(
         "CSV reports to attach",
@@ -333,8 +334,12 @@ class Delivery(models.Model):
         # Not sent on purpose: unsubscribed, removed from the recipients or paused meanwhile.
         SKIPPED = "skipped", "Skipped"
 
+    # Copied from the schedule: the tenant of the row (the distribution column under Citus).
+    subscription = models.ForeignKey(
+        Subscription, on_delete=models.CASCADE, related_name="+", editable=False, db_index=False
+    )
     schedule = models.ForeignKey(
-        ReportSchedule, on_delete=models.CASCADE, related_name="deliveries"
+        ReportSchedule, on_delete=models.CASCADE, related_name="deliveries", db_constraint=False
     )
     period_start = models.DateField(help_text="First local day of the period covered.")
     period_end = models.DateField(help_text="Last local day of the period covered (included).")
@@ -357,7 +362,7 @@ class Delivery(models.Model):
             # The claim that makes a second email to the same person impossible. The end is part
             # of the period: a weekly and a monthly period can start on the same day.
             models.UniqueConstraint(
-                fields=["schedule", "period_start", "period_end", "recipient"],
+                fields=["subscription", "schedule", "period_start", "period_end", "recipient"],
                 name="delivery_once_per_period_and_recipient",
             ),
         ]
@@ -367,6 +372,10 @@ class Delivery(models.Model):
 
     def __str__(self) -> str:
         return f"{self.schedule} {self.period_start} to {self.period_end}: {self.recipient}"
+
+    def save(self, *args, **kwargs):
+        self.subscription_id = self.schedule.subscription_id
+        super().save(*args, **kwargs)
 
 
 class UnsubscribeQuerySet(ScopedQuerySet):
@@ -382,8 +391,12 @@ class UnsubscribeQuerySet(ScopedQuerySet):
 class Unsubscribe(models.Model):
     """A recipient who asked (through the link in a report) to receive no more of it."""
 
+    # Copied from the schedule: the tenant of the row (the distribution column under Citus).
+    subscription = models.ForeignKey(
+        Subscription, on_delete=models.CASCADE, related_name="+", editable=False, db_index=False
+    )
     schedule = models.ForeignKey(
-        ReportSchedule, on_delete=models.CASCADE, related_name="unsubscribes"
+        ReportSchedule, on_delete=models.CASCADE, related_name="unsubscribes", db_constraint=False
     )
     email = models.EmailField(help_text="Lower case, as the schedule's recipients.")
     created_at = models.DateTimeField(default=timezone.now)
@@ -392,8 +405,14 @@ class Unsubscribe(models.Model):
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["schedule", "email"], name="unsubscribe_once"),
+            models.UniqueConstraint(
+                fields=["subscription", "schedule", "email"], name="unsubscribe_once"
+            ),
         ]
 
     def __str__(self) -> str:
         return f"{self.email} from {self.schedule}"
+
+    def save(self, *args, **kwargs):
+        self.subscription_id = self.schedule.subscription_id
+        super().save(*args, **kwargs)
