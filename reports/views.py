@@ -14,6 +14,8 @@ from accounts.models import Environment, User
 from credits.models import DailyUsage
 
 from . import dashboard, large_exports
+from .member_table import MemberFilters
+from .timeframes import DateRange, date_range_from
 
 # Members are not staff, so the admin's login form (settings.LOGIN_URL) would refuse them.
 LOGIN_URL = "usage-login"
@@ -40,7 +42,7 @@ def my_usage(request):
             {"nav": "mine", "manages_environments": manages, "page": None},
         )
     choice = _chosen_scope(scopes, request.GET)
-    date_range, problems = dashboard.date_range_from(
+    date_range, problems = date_range_from(
         subscription=choice.subscription, query=request.GET, now=timezone.now()
     )
     page = dashboard.personal_dashboard(
@@ -106,7 +108,7 @@ def environment_usage(request):
     if not environments:
         return _not_a_manager(request)
     environment = _managed_environment(request, environments)
-    date_range, problems = dashboard.date_range_from(
+    date_range, problems = date_range_from(
         subscription=environment.project.subscription, query=request.GET, now=timezone.now()
     )
     page = dashboard.environment_dashboard(
@@ -114,7 +116,7 @@ def environment_usage(request):
         environment=environment,
         environments=environments,
         date_range=date_range,
-        filters=dashboard.MemberFilters.from_query(request.GET),
+        filters=MemberFilters.from_query(request.GET),
         member_page=request.GET.get("page"),
     )
     return render(
@@ -182,7 +184,7 @@ def member_detail(
     }
     if not subscription.has_team_views:
         return context, 403
-    date_range, problems = dashboard.date_range_from(
+    date_range, problems = date_range_from(
         subscription=subscription, query=request.GET, now=timezone.now()
     )
     context["page"] = dashboard.personal_dashboard(
@@ -208,7 +210,7 @@ def kept_parameters(query, names) -> list[tuple[str, str]]:
     return [(name, query[name]) for name in names if query.get(name)]
 
 
-def member_link_query(selector: dict, date_range: dashboard.DateRange) -> str:
+def member_link_query(selector: dict, date_range: DateRange) -> str:
     """Member detail links keep what is being looked at: the scope, period and range."""
     return urlencode(
         {
