@@ -26,12 +26,10 @@ from email.mime.image import MIMEImage
 from django.conf import settings
 from django.core.mail import EmailMultiAlternatives
 from django.core.mail.message import SafeMIMEMultipart
-from django.db.models import QuerySet, Sum
 from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils.http import urlencode
 
-from credits.models import DailyUsage
 from credits.notifications import credits_text
 from credits.periods import local_midnight, month_start, next_month_start
 from credits.selectors import balance
@@ -42,7 +40,8 @@ from .charts import Series, daily_credits_png
 from .exports import CsvTable, credit_usage_table, csv_chunks, csv_filename
 from .models import CREDIT_USAGE_EXPORT, ReportSchedule
 from .schedules import MONTHLY, ReportPeriod
-from .timeframes import resolve_timeframe
+from .timeframes import days_timeframe, resolve_timeframe
+from .usage import Sums, UsageQuery, grouped
 
 TOP = 5
 ZERO = Decimal("0.0000")
@@ -106,20 +105,21 @@ class Report:
     attachments: list[Attachment] = field(default_factory=list)
 
 
-def scoped_usage(*, schedule: ReportSchedule, first_day, last_day) -> QuerySet:
-    """The rollups of the schedule's scope on these local days, as its owner sees them.
-    ``DailyUsage.day`` is each account's local date, so sub-accounts in other time zones
-    contribute their own local days, as in the usage reports."""
-    usage = DailyUsage.objects.visible_to(schedule.created_by).filter(
-        subscription__in=schedule.accounts(), day__gte=first_day, day__lte=last_day
-    )
+def scoped_usage(*, schedule: ReportSchedule, first_day, last_day) -> UsageQuery:
+    """The usage of the schedule's scope on these local days, as its owner sees it. Rollup
+    days are each account's local dates, so sub-accounts in other time zones contribute their
+    own local days, as in the usage reports."""
+    narrowed = {}
     if schedule.scope == ReportSchedule.Scope.ENVIRONMENT:
-        usage = usage.filter(environment_id=schedule.environment_id)
-    return usage
-
-
-def _sum(usage: QuerySet, column: str = "credits") -> Decimal:
-    return usage.aggregate(total=Sum(column))["total"] or ZERO
+        narrowed["environment"] = schedule.environment_id
+    return UsageQuery(
+        principal=schedule.created_by,
+        accounts=schedule.accounts(),
+        timeframe=days_timeframe(
+            name="custom", first_day=first_day, last_day=last_day, zone=schedule.subscription.zone
+        ),
+        narrowed=narrowed,
+    )
 
 
 def _percent(part: Decimal, whole: Decimal) -> str:
@@ -136,27 +136,30 @@ def _trend(current: Decimal, previous: Decimal) -> Trend:
     return Trend(credits_text(previous), change, direction)
 
 
-def _top_members(usage: QuerySet, total: Decimal) -> list[Ranked]:
-    """People by credits (what an API key did alone belongs to nobody and is left out)."""
-    rows = (
-        usage.filter(user__isnull=False)
-        .values("user__email")
-        .annotate(credits=Sum("credits"))
-        .order_by("-credits", "user__email")[:TOP]
-    )
+def _by_member(usage: UsageQuery) -> tuple[Sums, list[tuple[str, Decimal]]]:
+    """One query: the total, and the credits of each person with usage, most first (what an
+    API key did alone belongs to nobody and only counts in the total)."""
+    groups = usage.sums("user_id", "user__email")
+    total = sum((sums for _, sums in groups), Sums())
+    people = [(row["user__email"], sums.credits) for row, sums in groups if row["user_id"]]
+    return total, sorted(people, key=lambda person: (-person[1], person[0]))
+
+
+def _top_members(people: list[tuple[str, Decimal]], total: Decimal) -> list[Ranked]:
     return [
-        Ranked(row["user__email"], credits_text(row["credits"]), _percent(row["credits"], total))
-        for row in rows
+        Ranked(email, credits_text(credits), _percent(credits, total))
+        for email, credits in people[:TOP]
     ]
 
 
-def _product_series(usage: QuerySet) -> list[Series]:
+def _product_series(usage: UsageQuery) -> list[Series]:
+    """Credits per day and product, from the daily rows of the narrowest rollup."""
     by_product: dict[tuple, dict] = {}
-    rows = usage.values("day", "product_id", "product__name").annotate(credits=Sum("credits"))
-    for row in rows.order_by():
+    rows = usage.daily_rows(usage.rollup("product"))
+    for row, sums in grouped(rows, "day", "product_id", "product__name"):
         key = (row["product_id"], row["product__name"] or "No product")
         days = by_product.setdefault(key, {})
-        days[row["day"]] = days.get(row["day"], ZERO) + row["credits"]
+        days[row["day"]] = days.get(row["day"], ZERO) + sums.credits
     return [Series(name, product_id, days) for (product_id, name), days in by_product.items()]
 
 
@@ -333,10 +336,13 @@ def build_report(*, schedule: ReportSchedule, period: ReportPeriod, now: datetim
     """Read the figures, draw the chart and make the attachments of one report."""
     zone = schedule.subscription.zone
     usage = scoped_usage(schedule=schedule, first_day=period.first_day, last_day=period.last_day)
-    used = _sum(usage)
+    totals, people = _by_member(usage)
+    used = totals.credits
     previous_first, previous_last = period.previous_days()
-    previous = _sum(
+    previous = (
         scoped_usage(schedule=schedule, first_day=previous_first, last_day=previous_last)
+        .total()
+        .credits
     )
     series = _product_series(usage)
     late_until = late_usage_until(schedule, period)
@@ -350,10 +356,10 @@ def build_report(*, schedule: ReportSchedule, period: ReportPeriod, now: datetim
         "late_until": local_text(late_until, zone),
         "late_usage_closed": late_until <= now,
         "credits_used": credits_text(used),
-        "excess_credits": credits_text(_sum(usage, "excess_credits")),
+        "excess_credits": credits_text(totals.excess_credits),
         "trend": _trend(used, previous),
         "balances": _balances(schedule, period, now),
-        "top_members": _top_members(usage, used),
+        "top_members": _top_members(people, used),
         "top_products": _top_products(series, used),
         "chart_cid": CHART_CID,
         "dashboard_url": dashboard_url(schedule, period),
