@@ -16,9 +16,8 @@ from accounts.models import User
 
 from . import dashboard
 from .member_table import MemberFilters
-from .timeframes import date_range_from
+from .timeframes import DATE_RANGE_PARAMETERS, date_range_from
 from .views import (
-    DATE_RANGE_PARAMETERS,
     MEMBER_FILTERS,
     kept_parameters,
     member_detail,

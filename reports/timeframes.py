@@ -23,6 +23,11 @@ one), and ``start=YYYY-MM-DD&end=YYYY-MM-DD`` any range of at most 366 local day
 
 Sub-accounts can live in other time zones: the same local days are then each account's own
 (``bounds_in``), just as each account's billing periods are its own calendar months.
+
+The usage pages show one billing period (``Cycle``) at a time and the days chosen within it
+(``DateRange``, ``period=YYYY-MM&from=YYYY-MM-DD&to=YYYY-MM-DD``); ``date_range_from`` parses
+them with the API's parsers but says what was wrong on the page instead of refusing. Either
+way, what a usage query reads is a ``Timeframe``.
 """
 
 import re
@@ -58,6 +63,9 @@ TIMEFRAMES = (
     "last_12_months",
 )
 TIMEFRAME_PARAMETERS = ("timeframe", "period", "start", "end")
+# The usage pages show one billing period at a time: its month and the days shown within it.
+# Their links (emails' included) and forms keep these names; the values parse as the API's.
+DATE_RANGE_PARAMETERS = ("period", "from", "to")
 MAX_CUSTOM_DAYS = 366
 _DAYS = {"last_7_days": 7, "last_30_days": 30}
 _MONTHS = {"last_3_months": 3, "last_6_months": 6, "last_12_months": 12}
@@ -174,7 +182,13 @@ def resolve_timeframe(
     return _custom(params.get("start", ""), params.get("end", ""), zone=zone)
 
 
-def _period(value: str, *, zone: ZoneInfo, now: datetime) -> Timeframe:
+class PeriodNotStarted(InvalidTimeframe):
+    """A billing period after the current one: the API refuses it like any invalid timeframe,
+    the pages say so and show the current period."""
+
+
+def parse_period(value: str, *, zone: ZoneInfo, now: datetime) -> date:
+    """The first day of the billing period ``YYYY-MM``, the current one or a past one."""
     match = _PERIOD.fullmatch(value)
     if match is None:
         raise InvalidTimeframe("A period is a month, YYYY-MM.", parameter="period")
@@ -187,28 +201,39 @@ def _period(value: str, *, zone: ZoneInfo, now: datetime) -> Timeframe:
             f"A period is a month in the years {PLACEABLE_YEARS}.", parameter="period"
         )
     if month > local_date(now, zone):
-        raise InvalidTimeframe(
+        raise PeriodNotStarted(
             "A period is the current billing period or a past one.", parameter="period"
         )
-    return billing_period(month=month, zone=zone)
+    return month
+
+
+def parse_day(value: str, *, parameter: str) -> date:
+    """A local date, ``YYYY-MM-DD``, in the years the periods can be placed in."""
+    try:
+        if not _DATE.fullmatch(value):
+            raise ValueError
+        day = date.fromisoformat(value)
+    except ValueError:
+        raise InvalidTimeframe(
+            f"Give {parameter} as a date, YYYY-MM-DD (start and end go together).",
+            parameter=parameter,
+        ) from None
+    if not is_placeable_day(day):
+        raise InvalidTimeframe(
+            f"Give {parameter} as a date in the years {PLACEABLE_YEARS}.", parameter=parameter
+        )
+    return day
+
+
+def _period(value: str, *, zone: ZoneInfo, now: datetime) -> Timeframe:
+    return billing_period(month=parse_period(value, zone=zone, now=now), zone=zone)
 
 
 def _custom(start: str, end: str, *, zone: ZoneInfo) -> Timeframe:
-    days = {}
-    for parameter, value in (("start", start), ("end", end)):
-        try:
-            if not _DATE.fullmatch(value):
-                raise ValueError
-            days[parameter] = date.fromisoformat(value)
-        except ValueError:
-            raise InvalidTimeframe(
-                f"Give {parameter} as a date, YYYY-MM-DD (start and end go together).",
-                parameter=parameter,
-            ) from None
-        if not is_placeable_day(days[parameter]):
-            raise InvalidTimeframe(
-                f"Give {parameter} as a date in the years {PLACEABLE_YEARS}.", parameter=parameter
-            )
+    days = {
+        parameter: parse_day(value, parameter=parameter)
+        for parameter, value in (("start", start), ("end", end))
+    }
     if days["start"] > days["end"]:
         raise InvalidTimeframe("start is after end.", parameter="start")
     if (days["end"] - days["start"]).days >= MAX_CUSTOM_DAYS:
@@ -356,30 +381,11 @@ def days_between(first: date, last: date) -> list[date]:
     return [first + timedelta(days=n) for n in range((last - first).days + 1)]
 
 
-def _parse_date(value: str | None) -> date | None:
-    if not value:
-        return None
-    try:
-        day = date.fromisoformat(value)
-    except ValueError:
-        return None
-    return day if is_placeable_day(day) else None
-
-
-def _parse_month(value: str | None) -> date | None:
-    if not value:
-        return None
-    try:
-        month = datetime.strptime(value, "%Y-%m").date()  # noqa: DTZ007 - a calendar month
-    except ValueError:
-        return None
-    return month if is_placeable_day(month) else None
-
-
 def date_range_from(
     *, subscription: Subscription, query: Mapping[str, str], now: datetime
 ) -> tuple[DateRange, list[str]]:
-    """The date range that ``query`` asks for (``period=YYYY-MM``, ``from``/``to`` dates).
+    """The date range that ``query`` asks for (``period=YYYY-MM``, ``from``/``to`` dates),
+    parsed by the API's own parsers (``parse_period``, ``parse_day``).
 
     Defaults to the whole current billing period. A past period can be looked back at, a
     future one cannot; a range is clipped to its period. Returns the range and what was
@@ -389,21 +395,26 @@ def date_range_from(
     today = local_date(now, subscription.zone)
     current = Cycle(subscription, today.replace(day=1), today)
     cycle = current
-    month = _parse_month(query.get("period"))
-    if query.get("period") and month is None:
-        problems.append("The billing period must be a month such as 2026-11.")
-    elif month is not None and month > current.first_day:
-        problems.append("That billing period has not started yet; showing the current one.")
-    elif month is not None:
-        cycle = Cycle(subscription, month, today)
-
-    first, last = _parse_date(query.get("from")), _parse_date(query.get("to"))
-    for name in ("from", "to"):
-        if query.get(name) and _parse_date(query.get(name)) is None:
-            problems.append(
-                f"“{query.get(name)}” is not a date in the years {PLACEABLE_YEARS} "
-                "(use YYYY-MM-DD)."
+    if query.get("period"):
+        try:
+            cycle = Cycle(
+                subscription, parse_period(query["period"], zone=subscription.zone, now=now), today
             )
+        except PeriodNotStarted:
+            problems.append("That billing period has not started yet; showing the current one.")
+        except InvalidTimeframe:
+            problems.append("The billing period must be a month such as 2026-11.")
+    days = {}
+    for name in ("from", "to"):
+        if not query.get(name):
+            continue
+        try:
+            days[name] = parse_day(query[name], parameter=name)
+        except InvalidTimeframe:
+            problems.append(
+                f"“{query[name]}” is not a date in the years {PLACEABLE_YEARS} (use YYYY-MM-DD)."
+            )
+    first, last = days.get("from"), days.get("to")
     first = first or cycle.first_day
     last = last or cycle.last_day
     if first > last:

@@ -15,7 +15,7 @@ from credits.models import DailyUsage
 
 from . import dashboard, large_exports
 from .member_table import MemberFilters
-from .timeframes import DateRange, date_range_from
+from .timeframes import DATE_RANGE_PARAMETERS, DateRange, date_range_from
 
 # Members are not staff, so the admin's login form (settings.LOGIN_URL) would refuse them.
 LOGIN_URL = "usage-login"
@@ -202,7 +202,6 @@ def member_detail(
 
 
 MEMBER_FILTERS = ("q", "team", "feature", "product", "sort")
-DATE_RANGE_PARAMETERS = ("period", "from", "to")
 
 
 def kept_parameters(query, names) -> list[tuple[str, str]]:
