@@ -266,6 +266,12 @@ class Trend:
     def percent(self) -> Decimal | None:
         return percent_of(self.this_period - self.last_period, self.last_period)
 
+    @property
+    def direction(self) -> str:
+        if self.this_period == self.last_period:
+            return "flat"
+        return "up" if self.this_period > self.last_period else "down"
+
 
 def trend_days(cycle: Cycle) -> tuple[date, date]:
     """The days of last period that the trend compares with: from its first day up to the

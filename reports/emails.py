@@ -37,6 +37,7 @@ from credits.selectors import balance
 from . import selectors
 from .api import REPORT_VIEWS
 from .charts import Series, daily_credits_png
+from .cycle_usage import Trend
 from .exports import CsvTable, credit_usage_table, csv_chunks, csv_filename
 from .models import CREDIT_USAGE_EXPORT, ReportSchedule
 from .schedules import MONTHLY, ReportPeriod
@@ -77,13 +78,6 @@ class AccountBalance:
     excess_allowance: str
     soft_mode: bool
     environment_used: str | None
-
-
-@dataclass(frozen=True)
-class Trend:
-    previous_credits: str
-    change_percent: str | None  # None when the previous period had no usage
-    direction: str  # "up", "down" or "flat"
 
 
 @dataclass(frozen=True)
@@ -128,12 +122,15 @@ def _percent(part: Decimal, whole: Decimal) -> str:
     return f"{(part * 100 / whole).quantize(PERCENT, ROUND_HALF_UP):f}"
 
 
-def _trend(current: Decimal, previous: Decimal) -> Trend:
-    direction = "up" if current > previous else "down" if current < previous else "flat"
-    change = None
-    if previous:
-        change = f"{((current - previous) * 100 / previous).quantize(PERCENT, ROUND_HALF_UP):+f}"
-    return Trend(credits_text(previous), change, direction)
+def _trend(trend: Trend) -> dict:
+    """The trend card's words: the previous period's credits, the change in percent with its
+    sign (none when the previous period had no usage), and whether usage went up or down."""
+    change = None if trend.percent is None else f"{trend.percent:+f}"
+    return {
+        "previous_credits": credits_text(trend.last_period),
+        "change_percent": change,
+        "direction": trend.direction,
+    }
 
 
 def _by_member(usage: UsageQuery) -> tuple[Sums, list[tuple[str, Decimal]]]:
@@ -357,7 +354,7 @@ def build_report(*, schedule: ReportSchedule, period: ReportPeriod, now: datetim
         "late_usage_closed": late_until <= now,
         "credits_used": credits_text(used),
         "excess_credits": credits_text(totals.excess_credits),
-        "trend": _trend(used, previous),
+        "trend": _trend(Trend(used, previous, last_period_through=previous_last)),
         "balances": _balances(schedule, period, now),
         "top_members": _top_members(people, used),
         "top_products": _top_products(series, used),

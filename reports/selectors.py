@@ -31,7 +31,7 @@ from accounts.models import (
     TeamMembership,
 )
 from credits.errors import UnknownEnvironment
-from credits.models import Agent, CreditEvent
+from credits.models import Agent
 
 from .run_stats import RunStats, run_stats
 from .timeframes import Timeframe, current_billing_period
@@ -653,24 +653,23 @@ def credit_usage_export(
     else:
         subscription = report_subscription(user=user, subscription_id=subscription_id)
     timeframe = current_billing_period(subscription=subscription, now=now)
-    events = CreditEvent.objects.visible_to(user).filter(
-        subscription=subscription, timestamp__gte=timeframe.start, timestamp__lt=timeframe.end
-    )
-    if environment is not None:
-        events = events.filter(environment=environment)
+    narrowed = {} if environment is None else {"environment": environment}
     if scope == "mine":
-        events = events.filter(user=user)
+        narrowed["user"] = user
     elif scope == "environment":
         if not Environment.objects.managed_by(user).filter(pk=environment.pk).exists():
             raise NotAllowed("Exporting an environment needs its project manager role.")
     elif not Subscription.objects.administered_by(user).filter(pk=subscription.pk).exists():
         raise NotAllowed("Exporting the whole subscription is for its admins.")
+    query = UsageQuery(
+        principal=user, accounts=[subscription], timeframe=timeframe, narrowed=narrowed
+    )
     return CreditUsageExport(
         subscription=subscription,
         scope=scope,
         environment=environment,
         timeframe=timeframe,
-        events=events.order_by("timestamp", "pk").values_list(*EXPORT_FIELDS, named=True),
+        events=query.events().order_by("timestamp", "pk").values_list(*EXPORT_FIELDS, named=True),
     )
 
 
