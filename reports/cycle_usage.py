@@ -84,17 +84,12 @@ class CycleUsage:
             if first <= day <= last:
                 yield product_id, cell
 
+    def sums(self, first: date, last: date) -> Sums:
+        """Everything summed over the days ``first`` to ``last``."""
+        return sum((cell for _, cell in self._cells(first, last)), Sums()).quantized()
+
     def total(self, first: date, last: date) -> Decimal:
-        return to_credits(sum((cell.credits for _, cell in self._cells(first, last)), ZERO))
-
-    def excess(self, first: date, last: date) -> Decimal:
-        return to_credits(sum((cell.excess_credits for _, cell in self._cells(first, last)), ZERO))
-
-    def runs(self, first: date, last: date) -> int:
-        return sum(cell.runs for _, cell in self._cells(first, last))
-
-    def failed_runs(self, first: date, last: date) -> int:
-        return sum(cell.failed_runs for _, cell in self._cells(first, last))
+        return self.sums(first, last).credits
 
     def day_totals(self) -> dict[date, Decimal]:
         totals: dict[date, Decimal] = defaultdict(lambda: ZERO)

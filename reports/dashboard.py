@@ -49,7 +49,7 @@ from .cycle_usage import (
 )
 from .member_table import MemberFilters, MemberTable, member_table
 from .timeframes import Cycle, DateRange
-from .usage import UsageQuery
+from .usage import Sums, UsageQuery
 
 ZERO = Decimal("0.0000")
 PERCENT_PLACES = Decimal("0.1")
@@ -101,20 +101,24 @@ class UsagePage:
         return self.date_range.cycle
 
     @cached_property
+    def range_sums(self) -> Sums:
+        return self.usage.sums(self.date_range.first_day, self.date_range.last_day)
+
+    @property
     def range_credits(self) -> Decimal:
-        return self.usage.total(self.date_range.first_day, self.date_range.last_day)
+        return self.range_sums.credits
 
-    @cached_property
+    @property
     def range_excess(self) -> Decimal:
-        return self.usage.excess(self.date_range.first_day, self.date_range.last_day)
+        return self.range_sums.excess_credits
 
-    @cached_property
+    @property
     def range_runs(self) -> int:
-        return self.usage.runs(self.date_range.first_day, self.date_range.last_day)
+        return self.range_sums.runs
 
-    @cached_property
+    @property
     def range_failed_runs(self) -> int:
-        return self.usage.failed_runs(self.date_range.first_day, self.date_range.last_day)
+        return self.range_sums.failed_runs
 
     @cached_property
     def period_credits(self) -> Decimal:
@@ -562,7 +566,7 @@ def personal_dashboard(
         runs=recent_runs(
             events,
             page_number=page_number,
-            run_count=usage.runs(date_range.first_day, date_range.last_day),
+            run_count=usage.sums(date_range.first_day, date_range.last_day).runs,
         ),
     )
     _usage_notices(

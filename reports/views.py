@@ -1,5 +1,6 @@
 """The usage pages outside the admin: every member's own usage and a project manager's
-environments. Thin: parse the query, call one selector in ``reports.dashboard``, render."""
+environments. Thin: parse the query (``reports.timeframes.date_range_from``), call one selector
+in ``reports.dashboard``, render."""
 
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.views import LoginView
