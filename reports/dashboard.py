@@ -338,19 +338,24 @@ def subscription_dashboard(
         run_out=projected_run_out(usage, subscription.base_allocation),
         periods=past_periods(viewer=viewer, subscription=subscription),
     )
-    if subscription.has_team_views:
-        page.members = member_table(
-            viewer=viewer,
-            subscription=subscription,
-            date_range=date_range,
-            filters=filters,
-            products={**enabled, **usage.product_names},
-            features=usage.features,
-            for_admin=True,
-            page_number=member_page,
-        )
+    _add_members(page, viewer=viewer, filters=filters, page_number=member_page, for_admin=True)
     _usage_notices(page, scope_label="for this subscription")
     return page
+
+
+def _add_members(page: UsagePage, *, viewer: User, filters, page_number, **scope) -> None:
+    """The member table of a team page, on the plans that have one."""
+    if page.subscription.has_team_views:
+        page.members = member_table(
+            viewer=viewer,
+            subscription=page.subscription,
+            date_range=page.date_range,
+            filters=filters,
+            products={**page.enabled_products, **page.usage.product_names},
+            features=page.usage.features,
+            page_number=page_number,
+            **scope,
+        )
 
 
 def _instant_in(cycle: Cycle) -> datetime:
@@ -428,17 +433,9 @@ def environment_dashboard(
             environment=environment,
         ),
     )
-    if subscription.has_team_views:
-        page.members = member_table(
-            viewer=viewer,
-            subscription=subscription,
-            date_range=date_range,
-            filters=filters,
-            products={**enabled, **usage.product_names},
-            features=usage.features,
-            environment=environment,
-            page_number=member_page,
-        )
+    _add_members(
+        page, viewer=viewer, filters=filters, page_number=member_page, environment=environment
+    )
     _usage_notices(page, scope_label="in this environment")
     return page
 
