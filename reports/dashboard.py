@@ -102,23 +102,12 @@ class UsagePage:
 
     @cached_property
     def range_sums(self) -> Sums:
+        """Credits, excess, runs and failed runs of the days shown (as the cards show them)."""
         return self.usage.sums(self.date_range.first_day, self.date_range.last_day)
 
     @property
     def range_credits(self) -> Decimal:
         return self.range_sums.credits
-
-    @property
-    def range_excess(self) -> Decimal:
-        return self.range_sums.excess_credits
-
-    @property
-    def range_runs(self) -> int:
-        return self.range_sums.runs
-
-    @property
-    def range_failed_runs(self) -> int:
-        return self.range_sums.failed_runs
 
     @cached_property
     def period_credits(self) -> Decimal:
