@@ -9,8 +9,9 @@ from django.utils import timezone
 
 from accounts.models import Environment, Subscription, TeamMembership, User
 
-from .models import BillingPeriod, CreditLimit, DailyUsage, TeamPeriodUsage, UserPeriodUsage
-from .periods import days_until_reset, period_bounds
+from .models import BillingPeriod, CreditLimit, TeamPeriodUsage, UserPeriodUsage
+from .periods import days_until_reset, local_date, period_bounds
+from .rollups import MONTH, narrowest_rollup
 
 ZERO = Decimal("0.0000")
 
@@ -76,13 +77,7 @@ def balance(
     period = BillingPeriod.objects.filter(subscription=subscription, start=bounds.start).first()
     environment_used = None
     if environment is not None:
-        environment_used = _sum(
-            DailyUsage.objects.filter(
-                subscription=subscription, period=period, environment=environment
-            )
-            if period
-            else None
-        )
+        environment_used = _environment_used(subscription, period, environment)
     return Balance(
         subscription=subscription,
         period_start=bounds.start,
@@ -128,7 +123,16 @@ def _limit_status(subscription, period, usage_model, **owner) -> LimitStatus:
     return LimitStatus(limit=limit, used=used or ZERO)
 
 
-def _sum(queryset) -> Decimal:
-    if queryset is None:
+def _environment_used(subscription, period, environment) -> Decimal:
+    """The period's credits in one environment: its monthly row of the narrowest rollup keyed
+    by environment (one row per person there), like every other usage figure."""
+    if period is None:
         return ZERO
-    return queryset.aggregate(total=Sum("credits"))["total"] or ZERO
+    rollup = narrowest_rollup({"environment"}, whole_subscriptions=True)
+    rows = rollup.model.objects.filter(
+        subscription=subscription,
+        grain=MONTH,
+        day=local_date(period.start, subscription.zone),
+        environment=environment,
+    )
+    return rows.aggregate(total=Sum("credits"))["total"] or ZERO

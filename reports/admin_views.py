@@ -15,8 +15,9 @@ from django.utils import timezone
 from accounts.models import User
 
 from . import dashboard
+from .member_table import MemberFilters
+from .timeframes import DATE_RANGE_PARAMETERS, date_range_from
 from .views import (
-    DATE_RANGE_PARAMETERS,
     MEMBER_FILTERS,
     kept_parameters,
     member_detail,
@@ -41,7 +42,7 @@ def credit_usage(request):
     if not subscriptions:
         return TemplateResponse(request, "admin/credit_usage.html", context)
     subscription = _subscription(subscriptions, request.GET)
-    date_range, problems = dashboard.date_range_from(
+    date_range, problems = date_range_from(
         subscription=subscription, query=request.GET, now=timezone.now()
     )
     page = dashboard.subscription_dashboard(
@@ -49,7 +50,7 @@ def credit_usage(request):
         subscription=subscription,
         subscriptions=subscriptions,
         date_range=date_range,
-        filters=dashboard.MemberFilters.from_query(request.GET),
+        filters=MemberFilters.from_query(request.GET),
         member_page=request.GET.get("page"),
     )
     context.update(

@@ -12,7 +12,7 @@ from decimal import Decimal
 from io import BytesIO
 
 # The dashboard's palette and colour rule (reports/static/reports/charts.js and
-# ``reports.dashboard``): a product is PALETTE[product id % 10] on the pages and in the email;
+# ``reports.cycle_usage``): a product is PALETTE[product id % 10] on the pages and in the email;
 # usage without a product, and the products beyond MAX_SERIES, are grey.
 PALETTE = (
     "#2563eb",

@@ -26,23 +26,23 @@ from email.mime.image import MIMEImage
 from django.conf import settings
 from django.core.mail import EmailMultiAlternatives
 from django.core.mail.message import SafeMIMEMultipart
-from django.db.models import QuerySet, Sum
 from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils.http import urlencode
 
 from core.display import format_credits
-from credits.models import DailyUsage
 from credits.periods import local_midnight, month_start, next_month_start
 from credits.selectors import balance
 
 from . import selectors
 from .api import REPORT_VIEWS
 from .charts import Series, daily_credits_png
+from .cycle_usage import Trend
 from .exports import CsvTable, credit_usage_table, csv_chunks, csv_filename
 from .models import CREDIT_USAGE_EXPORT, ReportSchedule
 from .schedules import MONTHLY, ReportPeriod
-from .timeframes import resolve_timeframe
+from .timeframes import days_timeframe, resolve_timeframe
+from .usage import Sums, UsageQuery, grouped
 
 TOP = 5
 ZERO = Decimal("0.0000")
@@ -81,13 +81,6 @@ class AccountBalance:
 
 
 @dataclass(frozen=True)
-class Trend:
-    previous_credits: str
-    change_percent: str | None  # None when the previous period had no usage
-    direction: str  # "up", "down" or "flat"
-
-
-@dataclass(frozen=True)
 class Attachment:
     filename: str
     content: bytes | None  # None: too large to attach (see MAX_ATTACHMENT_BYTES)
@@ -106,20 +99,21 @@ class Report:
     attachments: list[Attachment] = field(default_factory=list)
 
 
-def scoped_usage(*, schedule: ReportSchedule, first_day, last_day) -> QuerySet:
-    """The rollups of the schedule's scope on these local days, as its owner sees them.
-    ``DailyUsage.day`` is each account's local date, so sub-accounts in other time zones
-    contribute their own local days, as in the usage reports."""
-    usage = DailyUsage.objects.visible_to(schedule.created_by).filter(
-        subscription__in=schedule.accounts(), day__gte=first_day, day__lte=last_day
-    )
+def scoped_usage(*, schedule: ReportSchedule, first_day, last_day) -> UsageQuery:
+    """The usage of the schedule's scope on these local days, as its owner sees it. Rollup
+    days are each account's local dates, so sub-accounts in other time zones contribute their
+    own local days, as in the usage reports."""
+    narrowed = {}
     if schedule.scope == ReportSchedule.Scope.ENVIRONMENT:
-        usage = usage.filter(environment_id=schedule.environment_id)
-    return usage
-
-
-def _sum(usage: QuerySet, column: str = "credits") -> Decimal:
-    return usage.aggregate(total=Sum(column))["total"] or ZERO
+        narrowed["environment"] = schedule.environment_id
+    return UsageQuery(
+        principal=schedule.created_by,
+        accounts=schedule.accounts(),
+        timeframe=days_timeframe(
+            name="custom", first_day=first_day, last_day=last_day, zone=schedule.subscription.zone
+        ),
+        narrowed=narrowed,
+    )
 
 
 def _percent(part: Decimal, whole: Decimal) -> str:
@@ -128,35 +122,41 @@ def _percent(part: Decimal, whole: Decimal) -> str:
     return f"{(part * 100 / whole).quantize(PERCENT, ROUND_HALF_UP):f}"
 
 
-def _trend(current: Decimal, previous: Decimal) -> Trend:
-    direction = "up" if current > previous else "down" if current < previous else "flat"
-    change = None
-    if previous:
-        change = f"{((current - previous) * 100 / previous).quantize(PERCENT, ROUND_HALF_UP):+f}"
-    return Trend(format_credits(previous), change, direction)
+def _trend(trend: Trend) -> dict:
+    """The trend card's words: the previous period's credits, the change in percent with its
+    sign (none when the previous period had no usage), and whether usage went up or down."""
+    change = None if trend.percent is None else f"{trend.percent:+f}"
+    return {
+        "previous_credits": format_credits(trend.last_period),
+        "change_percent": change,
+        "direction": trend.direction,
+    }
 
 
-def _top_members(usage: QuerySet, total: Decimal) -> list[Ranked]:
-    """People by credits (what an API key did alone belongs to nobody and is left out)."""
-    rows = (
-        usage.filter(user__isnull=False)
-        .values("user__email")
-        .annotate(credits=Sum("credits"))
-        .order_by("-credits", "user__email")[:TOP]
-    )
+def _by_member(usage: UsageQuery) -> tuple[Sums, list[tuple[str, Decimal]]]:
+    """One query: the total, and the credits of each person with usage, most first (what an
+    API key did alone belongs to nobody and only counts in the total)."""
+    groups = usage.sums("user_id", "user__email")
+    total = sum((sums for _, sums in groups), Sums())
+    people = [(row["user__email"], sums.credits) for row, sums in groups if row["user_id"]]
+    return total, sorted(people, key=lambda person: (-person[1], person[0]))
+
+
+def _top_members(people: list[tuple[str, Decimal]], total: Decimal) -> list[Ranked]:
     return [
-        Ranked(row["user__email"], format_credits(row["credits"]), _percent(row["credits"], total))
-        for row in rows
+        Ranked(email, format_credits(credits), _percent(credits, total))
+        for email, credits in people[:TOP]
     ]
 
 
-def _product_series(usage: QuerySet) -> list[Series]:
+def _product_series(usage: UsageQuery) -> list[Series]:
+    """Credits per day and product, from the daily rows of the narrowest rollup."""
     by_product: dict[tuple, dict] = {}
-    rows = usage.values("day", "product_id", "product__name").annotate(credits=Sum("credits"))
-    for row in rows.order_by():
+    rows = usage.daily_rows(usage.rollup("product"))
+    for row, sums in grouped(rows, "day", "product_id", "product__name"):
         key = (row["product_id"], row["product__name"] or "No product")
         days = by_product.setdefault(key, {})
-        days[row["day"]] = days.get(row["day"], ZERO) + row["credits"]
+        days[row["day"]] = days.get(row["day"], ZERO) + sums.credits
     return [Series(name, product_id, days) for (product_id, name), days in by_product.items()]
 
 
@@ -337,10 +337,13 @@ def build_report(*, schedule: ReportSchedule, period: ReportPeriod, now: datetim
     """Read the figures, draw the chart and make the attachments of one report."""
     zone = schedule.subscription.zone
     usage = scoped_usage(schedule=schedule, first_day=period.first_day, last_day=period.last_day)
-    used = _sum(usage)
+    totals, people = _by_member(usage)
+    used = totals.credits
     previous_first, previous_last = period.previous_days()
-    previous = _sum(
+    previous = (
         scoped_usage(schedule=schedule, first_day=previous_first, last_day=previous_last)
+        .total()
+        .credits
     )
     series = _product_series(usage)
     late_until = late_usage_until(schedule, period)
@@ -354,10 +357,10 @@ def build_report(*, schedule: ReportSchedule, period: ReportPeriod, now: datetim
         "late_until": local_text(late_until, zone),
         "late_usage_closed": late_until <= now,
         "credits_used": format_credits(used),
-        "excess_credits": format_credits(_sum(usage, "excess_credits")),
-        "trend": _trend(used, previous),
+        "excess_credits": format_credits(totals.excess_credits),
+        "trend": _trend(Trend(used, previous, last_period_through=previous_last)),
         "balances": _balances(schedule, period, now),
-        "top_members": _top_members(usage, used),
+        "top_members": _top_members(people, used),
         "top_products": _top_products(series, used),
         "chart_cid": CHART_CID,
         "dashboard_url": dashboard_url(schedule, period),

@@ -23,6 +23,11 @@ one), and ``start=YYYY-MM-DD&end=YYYY-MM-DD`` any range of at most 366 local day
 
 Sub-accounts can live in other time zones: the same local days are then each account's own
 (``bounds_in``), just as each account's billing periods are its own calendar months.
+
+The usage pages show one billing period (``Cycle``) at a time and the days chosen within it
+(``DateRange``, ``period=YYYY-MM&from=YYYY-MM-DD&to=YYYY-MM-DD``); ``date_range_from`` parses
+them with the API's parsers but says what was wrong on the page instead of refusing. Either
+way, what a usage query reads is a ``Timeframe``.
 """
 
 import re
@@ -58,6 +63,9 @@ TIMEFRAMES = (
     "last_12_months",
 )
 TIMEFRAME_PARAMETERS = ("timeframe", "period", "start", "end")
+# The usage pages show one billing period at a time: its month and the days shown within it.
+# Their links (emails' included) and forms keep these names; the values parse as the API's.
+DATE_RANGE_PARAMETERS = ("period", "from", "to")
 MAX_CUSTOM_DAYS = 366
 _DAYS = {"last_7_days": 7, "last_30_days": 30}
 _MONTHS = {"last_3_months": 3, "last_6_months": 6, "last_12_months": 12}
@@ -174,7 +182,13 @@ def resolve_timeframe(
     return _custom(params.get("start", ""), params.get("end", ""), zone=zone)
 
 
-def _period(value: str, *, zone: ZoneInfo, now: datetime) -> Timeframe:
+class PeriodNotStarted(InvalidTimeframe):
+    """A billing period after the current one: the API refuses it like any invalid timeframe,
+    the pages say so and show the current period."""
+
+
+def parse_period(value: str, *, zone: ZoneInfo, now: datetime) -> date:
+    """The first day of the billing period ``YYYY-MM``, the current one or a past one."""
     match = _PERIOD.fullmatch(value)
     if match is None:
         raise InvalidTimeframe("A period is a month, YYYY-MM.", parameter="period")
@@ -187,28 +201,39 @@ def _period(value: str, *, zone: ZoneInfo, now: datetime) -> Timeframe:
             f"A period is a month in the years {PLACEABLE_YEARS}.", parameter="period"
         )
     if month > local_date(now, zone):
-        raise InvalidTimeframe(
+        raise PeriodNotStarted(
             "A period is the current billing period or a past one.", parameter="period"
         )
-    return billing_period(month=month, zone=zone)
+    return month
+
+
+def parse_day(value: str, *, parameter: str) -> date:
+    """A local date, ``YYYY-MM-DD``, in the years the periods can be placed in."""
+    try:
+        if not _DATE.fullmatch(value):
+            raise ValueError
+        day = date.fromisoformat(value)
+    except ValueError:
+        raise InvalidTimeframe(
+            f"Give {parameter} as a date, YYYY-MM-DD (start and end go together).",
+            parameter=parameter,
+        ) from None
+    if not is_placeable_day(day):
+        raise InvalidTimeframe(
+            f"Give {parameter} as a date in the years {PLACEABLE_YEARS}.", parameter=parameter
+        )
+    return day
+
+
+def _period(value: str, *, zone: ZoneInfo, now: datetime) -> Timeframe:
+    return billing_period(month=parse_period(value, zone=zone, now=now), zone=zone)
 
 
 def _custom(start: str, end: str, *, zone: ZoneInfo) -> Timeframe:
-    days = {}
-    for parameter, value in (("start", start), ("end", end)):
-        try:
-            if not _DATE.fullmatch(value):
-                raise ValueError
-            days[parameter] = date.fromisoformat(value)
-        except ValueError:
-            raise InvalidTimeframe(
-                f"Give {parameter} as a date, YYYY-MM-DD (start and end go together).",
-                parameter=parameter,
-            ) from None
-        if not is_placeable_day(days[parameter]):
-            raise InvalidTimeframe(
-                f"Give {parameter} as a date in the years {PLACEABLE_YEARS}.", parameter=parameter
-            )
+    days = {
+        parameter: parse_day(value, parameter=parameter)
+        for parameter, value in (("start", start), ("end", end))
+    }
     if days["start"] > days["end"]:
         raise InvalidTimeframe("start is after end.", parameter="start")
     if (days["end"] - days["start"]).days >= MAX_CUSTOM_DAYS:
@@ -221,3 +246,182 @@ def _custom(start: str, end: str, *, zone: ZoneInfo) -> Timeframe:
         )
     except OverflowError:
         raise InvalidTimeframe("These dates are out of range.", parameter="start") from None
+
+
+# --- Cycles and date ranges -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Cycle:
+    """One billing period in the subscription's local dates."""
+
+    subscription: Subscription
+    first_day: date
+    today: date
+
+    @property
+    def reset_day(self) -> date:
+        return next_month_start(self.first_day)
+
+    @property
+    def last_day(self) -> date:
+        return self.reset_day - timedelta(days=1)
+
+    @property
+    def is_current(self) -> bool:
+        return self.first_day <= self.today <= self.last_day
+
+    @property
+    def last_elapsed_day(self) -> date:
+        return min(self.today, self.last_day)
+
+    @property
+    def elapsed_day_count(self) -> int:
+        return max(0, (self.last_elapsed_day - self.first_day).days + 1)
+
+    @property
+    def start(self) -> datetime:
+        return local_midnight(self.first_day, self.subscription.zone)
+
+    @property
+    def month(self) -> str:
+        return f"{self.first_day:%Y-%m}"
+
+    @property
+    def timeframe(self) -> Timeframe:
+        return billing_period(month=self.first_day, zone=self.subscription.zone)
+
+    def previous(self) -> "Cycle":
+        return Cycle(self.subscription, previous_month_start(self.first_day), self.today)
+
+
+@dataclass(frozen=True)
+class Preset:
+    key: str  # the ``range`` query parameter that marks it chosen
+    label: str
+    first_day: date
+    last_day: date
+    selected: bool
+
+
+@dataclass(frozen=True)
+class DateRange:
+    """The days of one cycle that a page shows (the whole cycle unless a range was chosen).
+
+    ``chosen`` is the quick range the person clicked (``range=last_14_days``), if any.
+    """
+
+    cycle: Cycle
+    first_day: date
+    last_day: date
+    chosen: str = ""
+
+    @property
+    def days(self) -> list[date]:
+        return days_between(self.first_day, self.last_day)
+
+    @property
+    def elapsed_days(self) -> list[date]:
+        return days_between(self.first_day, min(self.last_day, self.cycle.today))
+
+    @property
+    def is_whole_cycle(self) -> bool:
+        return (self.first_day, self.last_day) == (self.cycle.first_day, self.cycle.last_day)
+
+    @property
+    def timeframe(self) -> Timeframe:
+        """The days shown as a timeframe of the reports (what a usage query reads)."""
+        return days_timeframe(
+            name="custom",
+            first_day=self.first_day,
+            last_day=self.last_day,
+            zone=self.cycle.subscription.zone,
+        )
+
+    @property
+    def start(self) -> datetime:
+        return self.timeframe.start
+
+    @property
+    def end(self) -> datetime:
+        return self.timeframe.end
+
+    @property
+    def presets(self) -> list[Preset]:
+        """The quick ranges, each inside the cycle like every range of the page.
+
+        "Last 7 days" and "Last 14 days" end on the cycle's last elapsed day and start at most
+        6 (13) days earlier, never before the cycle's 1st: on the 3rd of the current month
+        both are the 1st to the 3rd, the period so far. At most one is marked, even when
+        several cover the shown days: the one clicked (``range``), else the narrowest.
+        """
+        cycle = self.cycle
+        last = cycle.last_elapsed_day
+        choices = [
+            ("whole_period", "Whole period", cycle.first_day, cycle.last_day),
+            ("last_7_days", "Last 7 days", max(cycle.first_day, last - timedelta(days=6)), last),
+            ("last_14_days", "Last 14 days", max(cycle.first_day, last - timedelta(days=13)), last),
+            ("last_day", "Today" if cycle.is_current else "Last day", last, last),
+        ]
+        shown = (self.first_day, self.last_day)
+        matching = [key for key, _, first, final in choices if (first, final) == shown]
+        narrowest_first = ("last_day", "last_7_days", "last_14_days", "whole_period")
+        selected = (
+            self.chosen
+            if self.chosen in matching
+            else next((key for key in narrowest_first if key in matching), None)
+        )
+        return [
+            Preset(key, label, first, final, key == selected)
+            for key, label, first, final in choices
+        ]
+
+
+def days_between(first: date, last: date) -> list[date]:
+    return [first + timedelta(days=n) for n in range((last - first).days + 1)]
+
+
+def date_range_from(
+    *, subscription: Subscription, query: Mapping[str, str], now: datetime
+) -> tuple[DateRange, list[str]]:
+    """The date range that ``query`` asks for (``period=YYYY-MM``, ``from``/``to`` dates),
+    parsed by the API's own parsers (``parse_period``, ``parse_day``).
+
+    Defaults to the whole current billing period. A past period can be looked back at, a
+    future one cannot; a range is clipped to its period. Returns the range and what was
+    wrong with the query, for the page to say.
+    """
+    problems = []
+    today = local_date(now, subscription.zone)
+    current = Cycle(subscription, today.replace(day=1), today)
+    cycle = current
+    if query.get("period"):
+        try:
+            cycle = Cycle(
+                subscription, parse_period(query["period"], zone=subscription.zone, now=now), today
+            )
+        except PeriodNotStarted:
+            problems.append("That billing period has not started yet; showing the current one.")
+        except InvalidTimeframe:
+            problems.append("The billing period must be a month such as 2026-11.")
+    days = {}
+    for name in ("from", "to"):
+        if not query.get(name):
+            continue
+        try:
+            days[name] = parse_day(query[name], parameter=name)
+        except InvalidTimeframe:
+            problems.append(
+                f"“{query[name]}” is not a date in the years {PLACEABLE_YEARS} (use YYYY-MM-DD)."
+            )
+    first, last = days.get("from"), days.get("to")
+    first = first or cycle.first_day
+    last = last or cycle.last_day
+    if first > last:
+        problems.append("The range ended before it started; showing the whole period.")
+        first, last = cycle.first_day, cycle.last_day
+    if last < cycle.first_day or first > cycle.last_day:
+        # A range left over from another period (e.g. after choosing a new period).
+        first, last = cycle.first_day, cycle.last_day
+    first, last = max(first, cycle.first_day), min(last, cycle.last_day)
+    return DateRange(cycle, first, last, chosen=query.get("range") or ""), problems

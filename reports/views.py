@@ -1,5 +1,6 @@
 """The usage pages outside the admin: every member's own usage and a project manager's
-environments. Thin: parse the query, call one selector in ``reports.dashboard``, render."""
+environments. Thin: parse the query (``reports.timeframes.date_range_from``), call one selector
+in ``reports.dashboard``, render."""
 
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.views import LoginView
@@ -14,6 +15,8 @@ from accounts.models import Environment, User
 from credits.models import DailyUsage
 
 from . import dashboard, large_exports
+from .member_table import MemberFilters
+from .timeframes import DATE_RANGE_PARAMETERS, DateRange, date_range_from
 
 # Members are not staff, so the admin's login form (settings.LOGIN_URL) would refuse them.
 LOGIN_URL = "usage-login"
@@ -40,7 +43,7 @@ def my_usage(request):
             {"nav": "mine", "manages_environments": manages, "page": None},
         )
     choice = _chosen_scope(scopes, request.GET)
-    date_range, problems = dashboard.date_range_from(
+    date_range, problems = date_range_from(
         subscription=choice.subscription, query=request.GET, now=timezone.now()
     )
     page = dashboard.personal_dashboard(
@@ -106,7 +109,7 @@ def environment_usage(request):
     if not environments:
         return _not_a_manager(request)
     environment = _managed_environment(request, environments)
-    date_range, problems = dashboard.date_range_from(
+    date_range, problems = date_range_from(
         subscription=environment.project.subscription, query=request.GET, now=timezone.now()
     )
     page = dashboard.environment_dashboard(
@@ -114,7 +117,7 @@ def environment_usage(request):
         environment=environment,
         environments=environments,
         date_range=date_range,
-        filters=dashboard.MemberFilters.from_query(request.GET),
+        filters=MemberFilters.from_query(request.GET),
         member_page=request.GET.get("page"),
     )
     return render(
@@ -184,7 +187,7 @@ def member_detail(
     }
     if not subscription.has_team_views:
         return context, 403
-    date_range, problems = dashboard.date_range_from(
+    date_range, problems = date_range_from(
         subscription=subscription, query=request.GET, now=timezone.now()
     )
     context["page"] = dashboard.personal_dashboard(
@@ -202,7 +205,6 @@ def member_detail(
 
 
 MEMBER_FILTERS = ("q", "team", "feature", "product", "sort")
-DATE_RANGE_PARAMETERS = ("period", "from", "to")
 
 
 def kept_parameters(query, names) -> list[tuple[str, str]]:
@@ -210,7 +212,7 @@ def kept_parameters(query, names) -> list[tuple[str, str]]:
     return [(name, query[name]) for name in names if query.get(name)]
 
 
-def member_link_query(selector: dict, date_range: dashboard.DateRange) -> str:
+def member_link_query(selector: dict, date_range: DateRange) -> str:
     """Member detail links keep what is being looked at: the scope, period and range."""
     return urlencode(
         {

@@ -8,19 +8,11 @@ import pytest
 import time_machine
 
 from accounts.models import Subscription
-from reports.dashboard import (
-    Cell,
-    Cycle,
-    CycleUsage,
-    DateRange,
-    DayChange,
-    MemberRow,
-    _sorted,
-    date_range_from,
-    projected_run_out,
-    trend_days,
-)
+from reports.cycle_usage import CycleUsage, DayChange, projected_run_out, trend_days
+from reports.member_table import MemberRow, _sorted
 from reports.templatetags.usage_format import credits, percent, signed_credits, signed_percent
+from reports.timeframes import Cycle, DateRange, date_range_from
+from reports.usage import Sums
 from tests import factories
 from tests.factories import utc
 
@@ -31,7 +23,7 @@ def prague(**fields) -> Subscription:
 
 def usage(cycle: Cycle, by_day: dict[int, str]) -> CycleUsage:
     cells = {
-        (cycle.first_day.replace(day=day), 1): Cell(credits=Decimal(value))
+        (cycle.first_day.replace(day=day), 1): Sums(credits=Decimal(value))
         for day, value in by_day.items()
     }
     return CycleUsage(cycle=cycle, cells=cells, product_names={1: "AI agent"})

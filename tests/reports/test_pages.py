@@ -18,7 +18,7 @@ from rest_framework.test import APIClient
 
 from accounts.models import Role, Subscription
 from credits.models import CreditEvent, CreditLimit
-from reports import dashboard
+from reports import member_table
 from tests import factories
 from tests.factories import utc
 
@@ -535,7 +535,7 @@ def member_page_links(response) -> list[dict]:
 
 @pytest.fixture
 def two_per_page(monkeypatch):
-    monkeypatch.setattr(dashboard, "MEMBERS_PER_PAGE", 2)
+    monkeypatch.setattr(member_table, "MEMBERS_PER_PAGE", 2)
 
 
 def test_admin_member_table_shows_one_page_and_its_links_keep_the_range(
@@ -675,7 +675,7 @@ def test_the_member_table_costs_the_same_queries_for_5_and_50_members(
 
     members = response.context["page"].members
     assert members.listed_count == 50
-    assert len(members.rows) == dashboard.MEMBERS_PER_PAGE == 50
+    assert len(members.rows) == member_table.MEMBERS_PER_PAGE == 50
     # The admin reads its subscriptions' time zones once (accounts.middleware).
     assert five_members_queries <= (14 if page_url == ADMIN_PAGE else 12)
 

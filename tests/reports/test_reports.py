@@ -856,3 +856,20 @@ def test_queries_do_not_grow_with_the_data_for_other_roles(
         response = client.get(f"{REPORTS}{report}/", {"timeframe": "this_month"})
 
     assert response.status_code == 200
+
+
+def test_a_project_manager_does_not_get_the_names_of_teams_they_may_not_see(world, usage, teams):
+    """bob sees carol's usage in Production, but not her team (Support): it is "Other teams"."""
+    support, platform = teams
+
+    response = get(world.manager, "usage-by-team")
+    refused = get(world.manager, "usage-by-team", team=support.pk)
+
+    fields = ("team", "team_id", "active_users", "credits_consumed")
+    assert [tuple(row[name] for name in fields) for row in results(response)] == [
+        ("Platform", platform.pk, 1, "4.0000"),
+        ("Other teams", None, 1, "3.7500"),
+    ]
+    assert "Support" not in response.content.decode()
+    assert refused.status_code == 400
+    assert refused.json()["error"]["code"] == "invalid_filter"

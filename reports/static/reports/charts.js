@@ -1,6 +1,6 @@
 /*
  * Usage charts: draws every <canvas data-chart> from the JSON its page embeds
- * (see reports/dashboard.py, CycleUsage.chart). Chart.js is vendored next to this file
+ * (see reports/cycle_usage.py, CycleUsage.chart). Chart.js is vendored next to this file
  * (vendor/chartjs, see its README.md); nothing is loaded from a CDN.
  *
  * The tooltip is an HTML element rather than Chart.js's canvas drawing, so that it can be read
