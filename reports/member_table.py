@@ -18,7 +18,6 @@ from accounts.models import (
     Membership,
     Role,
     Subscription,
-    Team,
     TeamMembership,
     User,
 )
@@ -368,10 +367,11 @@ def _apply_teams_and_limits(people, subscription, viewer) -> dict[int, str]:
     """Each person's team, and their own limit or else their team's; "used" is what counts
     against it. Returns the teams' names. Two queries, one small row per team member and
     per limit."""
-    team_memberships = TeamMembership.objects.filter(
-        subscription=subscription,
-        team__in=Team.objects.visible_to(viewer).filter(subscription=subscription),
-    ).values_list("team_id", "team__name", "user_id")
+    team_memberships = (
+        TeamMembership.objects.visible_to(viewer)
+        .filter(subscription=subscription)
+        .values_list("team_id", "team__name", "user_id")
+    )
     teams: dict[int, str] = {}
     members_of_team: dict[int, list[int]] = defaultdict(list)
     for team_id, team_name, user_id in team_memberships:
