@@ -65,6 +65,19 @@ class Refused(Exception):
     pass
 
 
+def _dimensions(event: Event) -> tuple:
+    """The event's values of ``credits.ledger_columns.DIMENSIONS``."""
+    return (
+        event.actor.environment_id,
+        event.actor.user_id,
+        event.target.api_key_id or None,
+        event.target.product_id,
+        event.agent_id,
+        event.body["model"],
+        event.body["feature"],
+    )
+
+
 def _ledger_row(event: Event, now: datetime, excess: Decimal) -> tuple:
     body, target = event.body, event.target
     return (
@@ -73,13 +86,7 @@ def _ledger_row(event: Event, now: datetime, excess: Decimal) -> tuple:
         "usage",
         target.subscription_id,
         target.period_id,
-        event.actor.environment_id,
-        event.actor.user_id,
-        target.api_key_id or None,
-        target.product_id,
-        event.agent_id,
-        body["model"],
-        body["feature"],
+        *_dimensions(event),
         event.credits,
         excess,
         body["input_tokens"],
@@ -98,13 +105,7 @@ def _rollup_row(event: Event, now: datetime, excess: Decimal) -> tuple:
         now.astimezone(target.zone).date(),
         target.subscription_id,
         target.period_id,
-        event.actor.environment_id,
-        event.actor.user_id,
-        target.api_key_id or None,
-        target.product_id,
-        event.agent_id,
-        body["model"],
-        body["feature"],
+        *_dimensions(event),
         event.credits,
         excess,
         1,
