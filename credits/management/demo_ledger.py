@@ -21,6 +21,7 @@ from django.db import connection
 from django.db.models import Max
 
 from accounts.models import CREDIT_PLACES, ApiKey, Membership, Subscription, TeamMembership, User
+from credits.billing import period_for
 from credits.bulk import (
     DERIVED_TABLES,
     copy_rows,
@@ -336,10 +337,8 @@ def open_periods(*, subscription: Subscription, months: int, now: datetime) -> d
         first_day = (first_day - timedelta(days=1)).replace(day=1)
     periods = {}
     while first_day <= local_date(now, zone):
-        bounds = month_bounds(first_day, zone)
-        periods[first_day], _ = BillingPeriod.objects.get_or_create(
-            subscription=subscription, start=bounds.start, defaults={"end": bounds.end}
-        )
+        start = month_bounds(first_day, zone).start
+        periods[first_day] = period_for(subscription=subscription, instant=start)
         first_day = next_month_start(first_day)
     return periods
 
