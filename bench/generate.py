@@ -41,6 +41,7 @@ from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from credits.bulk import copy_rows, derive_from_ledger, drop_indexes
+from credits.ledger_columns import LEDGER_COLUMNS
 from credits.periods import month_bounds, month_start, next_month_start, previous_month_start
 
 TIMEZONES = (
@@ -469,32 +470,6 @@ def _periods(cursor, ids, plans, range_start: datetime, now: datetime) -> None:
     )
 
 
-_LEDGER_COLUMNS = (
-    "timestamp",
-    "recorded_at",
-    "kind",
-    "feature",
-    "model",
-    "credits",
-    "excess_credits",
-    "input_tokens",
-    "output_tokens",
-    "latency_ms",
-    "status",
-    "session_id",
-    "idempotency_key",
-    "reason",
-    "agent_id",
-    "api_key_id",
-    "created_by_id",
-    "environment_id",
-    "period_id",
-    "subscription_id",
-    "user_id",
-    "product_id",
-)
-
-
 def _day_counts(events: int, rng: random.Random, days: int) -> list[int]:
     """Events per day: growing towards today (about 3x over the year), with weekly dips."""
     weights = []
@@ -529,7 +504,7 @@ def _ledger(cursor, plans, product_ids, rng, events, days, now, label, progress)
     written = 0
     last_report = time.monotonic()
     day_counts = _day_counts(events, rng, days)
-    columns = ", ".join(_LEDGER_COLUMNS)
+    columns = ", ".join(LEDGER_COLUMNS)
     with cursor.copy(f"COPY credits_creditevent ({columns}) FROM STDIN") as copy:
         for day_index, count in enumerate(day_counts):
             base = horizon - (days - day_index) * 86_400
@@ -567,11 +542,11 @@ def _ledger(cursor, plans, product_ids, rng, events, days, now, label, progress)
                 sequence += 1
                 stamp = datetime.fromtimestamp(instant, UTC).isoformat()
                 write(
-                    f"{stamp}\t{recorded}\tusage\t{feature}\t{model}\t{credits}\t0\t{tokens}\t"
-                    f"{tokens // 4}\t{latency}\t{'failed' if failed else 'succeeded'}\t\t"
-                    f"{label.lower()}-{sequence}\t\t{agent or NULL}\t"
-                    f"{p.environment_key[environment]}\t\\N\t{environment}\t{period_id}\t{p.id}\t"
-                    f"{user or NULL}\t{product_ids[product]}\n"
+                    f"{stamp}\t{recorded}\tusage\t{p.id}\t{period_id}\t{environment}\t"
+                    f"{user or NULL}\t{p.environment_key[environment]}\t{product_ids[product]}\t"
+                    f"{agent or NULL}\t{model}\t{feature}\t{credits}\t0\t{tokens}\t{tokens // 4}\t"
+                    f"{latency}\t{'failed' if failed else 'succeeded'}\t\t"
+                    f"{label.lower()}-{sequence}\t\n"
                 )
             copy.write(buffer.getvalue())
             written += count

@@ -28,16 +28,33 @@ def maybe(settings, server, name: str, duration: float):
     if not settings.profile or not available():
         yield None
         return
+
+    def stop(recorder: subprocess.Popen) -> None:
+        try:
+            recorder.wait(timeout=duration + 30)
+        except subprocess.TimeoutExpired:
+            recorder.terminate()
+
+    with _recording(
+        name, server.process.pid, "--subprocesses", rate=200, duration=duration, stop=stop
+    ) as output:
+        yield output
+
+
+@contextlib.contextmanager
+def _recording(name: str, pid: int, *options: str, rate: int, duration: float, stop):
+    """py-spy records ``pid`` into ``profile-<name>.txt`` while the body runs; ``stop`` ends
+    it, and what it recorded is summarised beside it."""
     output = RESULTS / f"profile-{name}.txt"
     command = [
         str(PY_SPY if PY_SPY.exists() else shutil.which("py-spy")),
         "record",
         "--pid",
-        str(server.process.pid),
-        "--subprocesses",
+        str(pid),
+        *options,
         "--nonblocking",
         "--rate",
-        "200",
+        str(rate),
         "--duration",
         str(int(duration)),
         "--format",
@@ -51,10 +68,7 @@ def maybe(settings, server, name: str, duration: float):
     try:
         yield output
     finally:
-        try:
-            recorder.wait(timeout=duration + 30)
-        except subprocess.TimeoutExpired:
-            recorder.terminate()
+        stop(recorder)
         if output.exists():
             (RESULTS / f"profile-{name}-summary.txt").write_text(summarise(output))
 
@@ -127,32 +141,13 @@ def maybe_in_process(settings, name: str, duration: float = 600):
     if not settings.profile or not available():
         yield None
         return
-    output = RESULTS / f"profile-{name}.txt"
-    command = [
-        str(PY_SPY if PY_SPY.exists() else shutil.which("py-spy")),
-        "record",
-        "--pid",
-        str(os.getpid()),
-        "--nonblocking",
-        "--rate",
-        "100",
-        "--duration",
-        str(int(duration)),
-        "--format",
-        "raw",
-        "--output",
-        str(output),
-    ]
-    recorder = subprocess.Popen(  # noqa: S603 - py-spy from our venv, fixed arguments
-        command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    try:
-        yield output
-    finally:
+
+    def stop(recorder: subprocess.Popen) -> None:
         recorder.send_signal(2)  # SIGINT: py-spy writes what it has and exits
         try:
             recorder.wait(timeout=30)
         except subprocess.TimeoutExpired:
             recorder.kill()
-        if output.exists():
-            (RESULTS / f"profile-{name}-summary.txt").write_text(summarise(output))
+
+    with _recording(name, os.getpid(), rate=100, duration=duration, stop=stop) as output:
+        yield output

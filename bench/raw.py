@@ -15,6 +15,8 @@ from collections import defaultdict
 from datetime import UTC, datetime
 from decimal import Decimal
 
+from credits.ledger_columns import LEDGER_COLUMNS, ROLLUP_COLUMNS, ROLLUP_SUMS
+
 from .catalog import Event
 
 CLAIM = (
@@ -43,58 +45,11 @@ USER = (
     "SET credits_used = credits_userperiodusage.credits_used + EXCLUDED.credits_used "
     "RETURNING credits_used"
 )
-LEDGER_COLUMNS = (
-    "timestamp",
-    "recorded_at",
-    "kind",
-    "subscription_id",
-    "period_id",
-    "environment_id",
-    "user_id",
-    "api_key_id",
-    "product_id",
-    "feature",
-    "agent_id",
-    "model",
-    "credits",
-    "excess_credits",
-    "input_tokens",
-    "output_tokens",
-    "latency_ms",
-    "status",
-    "session_id",
-    "idempotency_key",
-    "reason",
-)
 LEDGER = (
     f"INSERT INTO credits_creditevent ({', '.join(LEDGER_COLUMNS)}) "
     f"VALUES ({', '.join(['%s'] * len(LEDGER_COLUMNS))}) RETURNING id"
 )
 POINT = "UPDATE credits_idempotencyrecord SET event_id = %s WHERE subscription_id = %s AND key = %s"
-ROLLUP_SUMS = (
-    "credits",
-    "excess_credits",
-    "runs",
-    "failed_runs",
-    "input_tokens",
-    "output_tokens",
-    "latency_ms_total",
-    "latency_samples",
-)
-ROLLUP_COLUMNS = (
-    "day",
-    "subscription_id",
-    "period_id",
-    "environment_id",
-    "user_id",
-    "api_key_id",
-    "product_id",
-    "agent_id",
-    "model",
-    "feature",
-    *ROLLUP_SUMS,
-    "last_event_at",
-)
 ROLLUP = (
     f"INSERT INTO credits_dailyusage ({', '.join(ROLLUP_COLUMNS)}) "
     f"VALUES ({', '.join(['%s'] * len(ROLLUP_COLUMNS))}) "
@@ -110,6 +65,19 @@ class Refused(Exception):
     pass
 
 
+def _dimensions(event: Event) -> tuple:
+    """The event's values of ``credits.ledger_columns.DIMENSIONS``."""
+    return (
+        event.actor.environment_id,
+        event.actor.user_id,
+        event.target.api_key_id or None,
+        event.target.product_id,
+        event.agent_id,
+        event.body["model"],
+        event.body["feature"],
+    )
+
+
 def _ledger_row(event: Event, now: datetime, excess: Decimal) -> tuple:
     body, target = event.body, event.target
     return (
@@ -118,13 +86,7 @@ def _ledger_row(event: Event, now: datetime, excess: Decimal) -> tuple:
         "usage",
         target.subscription_id,
         target.period_id,
-        event.actor.environment_id,
-        event.actor.user_id,
-        target.api_key_id or None,
-        target.product_id,
-        body["feature"],
-        event.agent_id,
-        body["model"],
+        *_dimensions(event),
         event.credits,
         excess,
         body["input_tokens"],
@@ -143,13 +105,7 @@ def _rollup_row(event: Event, now: datetime, excess: Decimal) -> tuple:
         now.astimezone(target.zone).date(),
         target.subscription_id,
         target.period_id,
-        event.actor.environment_id,
-        event.actor.user_id,
-        target.api_key_id or None,
-        target.product_id,
-        event.agent_id,
-        body["model"],
-        body["feature"],
+        *_dimensions(event),
         event.credits,
         excess,
         1,

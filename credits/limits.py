@@ -57,18 +57,7 @@ def set_user_limit(
     _check_credits(credits)
     if not Membership.objects.filter(subscription=subscription, user=user).exists():
         raise NotAMember("This user is not a member of the subscription.", user=user.pk)
-    before = _current_credits(subscription=subscription, user=user)
-    limit, _ = CreditLimit.objects.update_or_create(
-        subscription=subscription, user=user, defaults={"credits": credits}
-    )
-    _audit_limit(limit, actor=actor, before=before, after=credits)
-    logger.info(
-        "event=limit_set subscription_id=%s user_id=%s credits=%s",
-        subscription.pk,
-        user.pk,
-        credits,
-    )
-    return limit
+    return _set_limit(subscription=subscription, credits=credits, actor=actor, user=user)
 
 
 @transaction.atomic
@@ -79,15 +68,22 @@ def set_team_limit(
     _check_credits(credits)
     if team.subscription_id != subscription.pk:
         raise TeamNotInSubscription(team=team.pk)
-    before = _current_credits(subscription=subscription, team=team)
+    return _set_limit(subscription=subscription, credits=credits, actor=actor, team=team)
+
+
+def _set_limit(*, subscription: Subscription, credits: Decimal, actor, **owner) -> CreditLimit:
+    """Create or replace the limit of the one user or team in ``owner``."""
+    ((owner_name, owner_object),) = owner.items()
+    before = _current_credits(subscription=subscription, **owner)
     limit, _ = CreditLimit.objects.update_or_create(
-        subscription=subscription, team=team, defaults={"credits": credits}
+        subscription=subscription, **owner, defaults={"credits": credits}
     )
     _audit_limit(limit, actor=actor, before=before, after=credits)
     logger.info(
-        "event=limit_set subscription_id=%s team_id=%s credits=%s",
+        "event=limit_set subscription_id=%s %s_id=%s credits=%s",
         subscription.pk,
-        team.pk,
+        owner_name,
+        owner_object.pk,
         credits,
     )
     return limit

@@ -5,6 +5,8 @@ team in the chosen subscription (``?subscription=<id>``, see ``accounts.permissi
 reads it, PUT sets it, DELETE lifts it. Users and teams outside that subscription are a 404.
 """
 
+from collections.abc import Callable
+
 from django.db.models import F
 from django.shortcuts import get_object_or_404
 from django.utils import timezone
@@ -13,6 +15,7 @@ from drf_spectacular.utils import (
     extend_schema,
     extend_schema_field,
     extend_schema_serializer,
+    extend_schema_view,
 )
 from rest_framework import serializers, status
 from rest_framework.exceptions import NotFound
@@ -110,114 +113,92 @@ class LimitListApi(ManagementView):
         )
 
 
-class UserLimitApi(ManagementView):
-    def _member(self, request, subscription, user_id: int) -> User:
+def _owner_limit_schemas(owner: str) -> dict:
+    """The OpenAPI operations of one owner's (a user's or a team's) limit."""
+    return {
+        "get": extend_schema(
+            tags=["limits"],
+            summary=f"A {owner}'s limit",
+            parameters=[SUBSCRIPTION_PARAMETER],
+            responses={**LIMIT_RESPONSES, 404: NO_LIMIT},
+        ),
+        "put": extend_schema(
+            tags=["limits"],
+            summary=f"Set a {owner}'s limit",
+            description="Applies at once to the usage already recorded in the current period: "
+            f"a limit below it blocks the {owner}'s further use until the period resets.",
+            parameters=[SUBSCRIPTION_PARAMETER],
+            request=LimitInputSerializer,
+            responses=LIMIT_RESPONSES,
+        ),
+        "delete": extend_schema(
+            tags=["limits"],
+            summary=f"Remove a {owner}'s limit",
+            parameters=[SUBSCRIPTION_PARAMETER],
+            responses={204: None, **ERRORS, 404: NO_LIMIT},
+        ),
+    }
+
+
+# The limit of one user or team: the two differ only in how the owner is found and how its
+# limit is set. (A comment, not a docstring: the schema would show it as each operation's text.)
+class OwnerLimitApi(ManagementView):
+    owner: str  # "user" or "team": the URL's ``<owner>_id`` and the limit's owner field
+    set_owner_limit: Callable[..., CreditLimit]  # the service, taking the owner by that name
+    # and ``find_owner(request, subscription, owner_id)``: the owner, or a 404
+
+    def _owner(self, request, subscription) -> User | Team:
+        return self.find_owner(request, subscription, self.kwargs[f"{self.owner}_id"])
+
+    def get(self, request, **kwargs):
+        subscription = administered_subscription(request)
+        owner = self._owner(request, subscription)
+        limit = _existing_limit(request, subscription=subscription, **{self.owner: owner})
+        return _limit_response(limit, subscription=subscription)
+
+    def put(self, request, **kwargs):
+        subscription = administered_subscription(request)
+        owner = self._owner(request, subscription)
+        serializer = LimitInputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        limit = self.set_owner_limit(
+            subscription=subscription,
+            **{self.owner: owner},
+            credits=serializer.validated_data["credits"],
+            actor=request.user,
+        )
+        return _limit_response(limit, subscription=subscription)
+
+    def delete(self, request, **kwargs):
+        subscription = administered_subscription(request)
+        owner = self._owner(request, subscription)
+        limit = _existing_limit(request, subscription=subscription, **{self.owner: owner})
+        remove_limit(limit=limit, actor=request.user)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+@extend_schema_view(**_owner_limit_schemas("user"))
+class UserLimitApi(OwnerLimitApi):
+    owner = "user"
+    set_owner_limit = staticmethod(set_user_limit)
+
+    def find_owner(self, request, subscription, owner_id: int) -> User:
         members = (
             Membership.objects.visible_to(request.user)
             .filter(subscription=subscription)
             .values("user_id")
         )
         return get_object_or_404(
-            User.objects.visible_to(request.user).filter(pk__in=members), pk=user_id
+            User.objects.visible_to(request.user).filter(pk__in=members), pk=owner_id
         )
 
-    @extend_schema(
-        tags=["limits"],
-        summary="A user's limit",
-        parameters=[SUBSCRIPTION_PARAMETER],
-        responses={**LIMIT_RESPONSES, 404: NO_LIMIT},
-    )
-    def get(self, request, user_id: int):
-        subscription = administered_subscription(request)
-        user = self._member(request, subscription, user_id)
-        limit = _existing_limit(request, subscription=subscription, user=user)
-        return _limit_response(limit, subscription=subscription)
 
-    @extend_schema(
-        tags=["limits"],
-        summary="Set a user's limit",
-        description="Applies at once to the usage already recorded in the current period: "
-        "a limit below it blocks the user's further use until the period resets.",
-        parameters=[SUBSCRIPTION_PARAMETER],
-        request=LimitInputSerializer,
-        responses=LIMIT_RESPONSES,
-    )
-    def put(self, request, user_id: int):
-        subscription = administered_subscription(request)
-        user = self._member(request, subscription, user_id)
-        serializer = LimitInputSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        limit = set_user_limit(
-            subscription=subscription,
-            user=user,
-            credits=serializer.validated_data["credits"],
-            actor=request.user,
-        )
-        return _limit_response(limit, subscription=subscription)
+@extend_schema_view(**_owner_limit_schemas("team"))
+class TeamLimitApi(OwnerLimitApi):
+    owner = "team"
+    set_owner_limit = staticmethod(set_team_limit)
 
-    @extend_schema(
-        tags=["limits"],
-        summary="Remove a user's limit",
-        parameters=[SUBSCRIPTION_PARAMETER],
-        responses={204: None, **ERRORS, 404: NO_LIMIT},
-    )
-    def delete(self, request, user_id: int):
-        subscription = administered_subscription(request)
-        user = self._member(request, subscription, user_id)
-        limit = _existing_limit(request, subscription=subscription, user=user)
-        remove_limit(limit=limit, actor=request.user)
-        return Response(status=status.HTTP_204_NO_CONTENT)
-
-
-class TeamLimitApi(ManagementView):
-    def _team(self, request, subscription, team_id: int) -> Team:
+    def find_owner(self, request, subscription, owner_id: int) -> Team:
         return get_object_or_404(
-            Team.objects.visible_to(request.user).filter(subscription=subscription), pk=team_id
+            Team.objects.visible_to(request.user).filter(subscription=subscription), pk=owner_id
         )
-
-    @extend_schema(
-        tags=["limits"],
-        summary="A team's limit",
-        parameters=[SUBSCRIPTION_PARAMETER],
-        responses={**LIMIT_RESPONSES, 404: NO_LIMIT},
-    )
-    def get(self, request, team_id: int):
-        subscription = administered_subscription(request)
-        team = self._team(request, subscription, team_id)
-        limit = _existing_limit(request, subscription=subscription, team=team)
-        return _limit_response(limit, subscription=subscription)
-
-    @extend_schema(
-        tags=["limits"],
-        summary="Set a team's limit",
-        description="Applies at once to the usage already recorded in the current period: "
-        "a limit below it blocks the team's further use until the period resets.",
-        parameters=[SUBSCRIPTION_PARAMETER],
-        request=LimitInputSerializer,
-        responses=LIMIT_RESPONSES,
-    )
-    def put(self, request, team_id: int):
-        subscription = administered_subscription(request)
-        team = self._team(request, subscription, team_id)
-        serializer = LimitInputSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        limit = set_team_limit(
-            subscription=subscription,
-            team=team,
-            credits=serializer.validated_data["credits"],
-            actor=request.user,
-        )
-        return _limit_response(limit, subscription=subscription)
-
-    @extend_schema(
-        tags=["limits"],
-        summary="Remove a team's limit",
-        parameters=[SUBSCRIPTION_PARAMETER],
-        responses={204: None, **ERRORS, 404: NO_LIMIT},
-    )
-    def delete(self, request, team_id: int):
-        subscription = administered_subscription(request)
-        team = self._team(request, subscription, team_id)
-        limit = _existing_limit(request, subscription=subscription, team=team)
-        remove_limit(limit=limit, actor=request.user)
-        return Response(status=status.HTTP_204_NO_CONTENT)

@@ -607,8 +607,22 @@ class CreditLimit(models.Model):
             raise ValidationError({"user": "This user has no role in the subscription."})
 
 
-class UserPeriodUsage(models.Model):
-    """A user's running total in one billing period, charged like ``BillingPeriod``."""
+def _period_usage_constraints(owner: str) -> list:
+    return [
+        models.UniqueConstraint(
+            fields=["subscription", "period", owner], name=f"{owner}_period_usage_unique"
+        ),
+        models.CheckConstraint(
+            condition=models.Q(credits_used__gte=0), name=f"{owner}_period_usage_not_negative"
+        ),
+    ]
+
+
+class PeriodUsage(models.Model):
+    """One owner's (a user's or a team's) running total in one billing period, charged like
+    ``BillingPeriod``."""
+
+    owner: str  # the name of the owner's field
 
     subscription = models.ForeignKey(
         Subscription, on_delete=models.CASCADE, related_name="+", db_index=False
@@ -616,55 +630,33 @@ class UserPeriodUsage(models.Model):
     period = models.ForeignKey(
         BillingPeriod, on_delete=models.CASCADE, related_name="+", db_constraint=False
     )
+    credits_used = models.DecimalField(**CREDIT_DIGITS, default=Decimal(0))
+
+    class Meta:
+        abstract = True
+
+    def __str__(self) -> str:
+        return f"{getattr(self, f'{self.owner}_id')} in {self.period}: {self.credits_used}"
+
+    def save(self, *args, **kwargs):
+        self.subscription_id = self.period.subscription_id
+        super().save(*args, **kwargs)
+
+
+class UserPeriodUsage(PeriodUsage):
+    owner = "user"
     user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="+")
-    credits_used = models.DecimalField(**CREDIT_DIGITS, default=Decimal(0))
 
     class Meta:
-        constraints = [
-            models.UniqueConstraint(
-                fields=["subscription", "period", "user"], name="user_period_usage_unique"
-            ),
-            models.CheckConstraint(
-                condition=models.Q(credits_used__gte=0), name="user_period_usage_not_negative"
-            ),
-        ]
-
-    def __str__(self) -> str:
-        return f"{self.user_id} in {self.period}: {self.credits_used}"
-
-    def save(self, *args, **kwargs):
-        self.subscription_id = self.period.subscription_id
-        super().save(*args, **kwargs)
+        constraints = _period_usage_constraints("user")
 
 
-class TeamPeriodUsage(models.Model):
-    """A team's running total in one billing period, charged like ``BillingPeriod``."""
-
-    subscription = models.ForeignKey(
-        Subscription, on_delete=models.CASCADE, related_name="+", db_index=False
-    )
-    period = models.ForeignKey(
-        BillingPeriod, on_delete=models.CASCADE, related_name="+", db_constraint=False
-    )
+class TeamPeriodUsage(PeriodUsage):
+    owner = "team"
     team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="+", db_constraint=False)
-    credits_used = models.DecimalField(**CREDIT_DIGITS, default=Decimal(0))
 
     class Meta:
-        constraints = [
-            models.UniqueConstraint(
-                fields=["subscription", "period", "team"], name="team_period_usage_unique"
-            ),
-            models.CheckConstraint(
-                condition=models.Q(credits_used__gte=0), name="team_period_usage_not_negative"
-            ),
-        ]
-
-    def __str__(self) -> str:
-        return f"{self.team_id} in {self.period}: {self.credits_used}"
-
-    def save(self, *args, **kwargs):
-        self.subscription_id = self.period.subscription_id
-        super().save(*args, **kwargs)
+        constraints = _period_usage_constraints("team")
 
 
 class ThresholdAlert(models.Model):

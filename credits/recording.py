@@ -535,7 +535,9 @@ def _link_keys(subscription: Subscription, accepted: list[_Pending], events) -> 
 # --- Thresholds --------------------------------------------------------------------------------
 
 
-def _note_thresholds(subscription, period_id, *, before, after) -> None:
+def thresholds_crossed(subscription, *, before, after) -> list[str]:
+    """The thresholds a charge crossed, from the period's (credits used, excess used) before
+    and after it: 80% and 100% of the allocation, and the excess allowance in soft mode."""
     (old_used, old_excess), (used, excess_used) = before, after
     allocation, allowance = subscription.base_allocation, subscription.excess_allowance
     crossed = []
@@ -549,7 +551,11 @@ def _note_thresholds(subscription, period_id, *, before, after) -> None:
     soft = subscription.limit_mode == Subscription.LimitMode.SOFT
     if soft and allowance > 0 and old_excess < allowance <= excess_used:
         crossed.append(ThresholdAlert.Threshold.EXCESS_100)
-    for threshold in crossed:
+    return crossed
+
+
+def _note_thresholds(subscription, period_id, *, before, after) -> None:
+    for threshold in thresholds_crossed(subscription, before=before, after=after):
         _record_crossing(subscription=subscription, period_id=period_id, threshold=threshold)
 
 

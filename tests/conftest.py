@@ -253,3 +253,24 @@ def world(db) -> World:
 @pytest.fixture
 def api_client() -> APIClient:
     return APIClient()
+
+
+@pytest.fixture
+def product(world):
+    """The AI agent product, enabled for both subscriptions."""
+    product = factories.ProductFactory(slug="ai-agent", name="AI agent")
+    product.enabled_for.add(world.subscription, world.other_subscription)
+    return product
+
+
+@pytest.fixture
+def eager_celery(settings):
+    """Tasks run in line, and their errors fail the test (for ``usefixtures``)."""
+    settings.CELERY_TASK_ALWAYS_EAGER = True
+    settings.CELERY_TASK_EAGER_PROPAGATES = True
+
+
+@pytest.fixture
+def site_url(settings):
+    """The product's public address, as the links in emails give it (for ``usefixtures``)."""
+    settings.SITE_URL = "https://creditdesk.example"

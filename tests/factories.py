@@ -4,7 +4,11 @@ from datetime import UTC, datetime
 from decimal import Decimal
 
 import factory
+import pytest
+import time_machine
 from factory.django import DjangoModelFactory
+from rest_framework.authtoken.models import Token
+from rest_framework.test import APIClient
 
 from accounts.models import (
     Environment,
@@ -107,6 +111,28 @@ def api_key(subscription: Subscription, *, name: str = "Backend", environment=No
 
 def utc(*args) -> datetime:
     return datetime(*args, tzinfo=UTC)
+
+
+def token_client(user) -> APIClient:
+    """An API client signed in with ``user``'s API token."""
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.get_or_create(user=user)[0].key}")
+    return client
+
+
+def frozen_at(moment: datetime):
+    """An autouse fixture that stops the clock at ``moment`` for every test of a module
+    (``frozen_now = frozen_at(NOW)``); it yields the traveller, for a test that must let the
+    clock run for a while."""
+
+    @pytest.fixture(autouse=True)
+    def frozen_now():
+        clock = time_machine.travel(moment, tick=False)
+        clock.start()
+        yield clock
+        clock.stop()
+
+    return frozen_now
 
 
 __all__ = ["PASSWORD", "Role", "utc"]

@@ -22,14 +22,17 @@ from django.db.models import Max
 
 from accounts.models import ApiKey, Membership, Subscription, TeamMembership, User
 from core.money import CREDIT_PLACES
+from credits.billing import period_for
 from credits.bulk import (
     DERIVED_TABLES,
     copy_rows,
     derive_from_ledger,
     foreign_keys_checked_once,
 )
+from credits.ledger_columns import LEDGER_COLUMNS
 from credits.models import BillingPeriod, CreditEvent, CreditLimit, ThresholdAlert
 from credits.periods import local_date, month_bounds, next_month_start
+from credits.recording import thresholds_crossed
 
 from .demo_world import AGENTS, API_KEYS, PEOPLE, DemoWorld, SubscriptionSpec, UsageShape
 
@@ -41,30 +44,6 @@ DEFAULT_MODEL_SHARE = 0.75
 PRIMARY_ENVIRONMENT_SHARE = 0.7
 CALIBRATION_RUNS = 2000
 LEDGER = CreditEvent._meta.db_table
-# The ledger columns the seed writes with COPY, in the order of ``LedgerSimulation._event``.
-LEDGER_COLUMNS = (
-    "timestamp",
-    "recorded_at",
-    "kind",
-    "subscription_id",
-    "period_id",
-    "environment_id",
-    "user_id",
-    "api_key_id",
-    "product_id",
-    "agent_id",
-    "model",
-    "feature",
-    "credits",
-    "excess_credits",
-    "input_tokens",
-    "output_tokens",
-    "latency_ms",
-    "status",
-    "session_id",
-    "idempotency_key",
-    "reason",
-)
 
 
 @dataclass(frozen=True)
@@ -359,10 +338,8 @@ def open_periods(*, subscription: Subscription, months: int, now: datetime) -> d
         first_day = (first_day - timedelta(days=1)).replace(day=1)
     periods = {}
     while first_day <= local_date(now, zone):
-        bounds = month_bounds(first_day, zone)
-        periods[first_day], _ = BillingPeriod.objects.get_or_create(
-            subscription=subscription, start=bounds.start, defaults={"end": bounds.end}
-        )
+        start = month_bounds(first_day, zone).start
+        periods[first_day] = period_for(subscription=subscription, instant=start)
         first_day = next_month_start(first_day)
     return periods
 
@@ -371,11 +348,9 @@ class Charges:
     """The counters of the simulated recording service, with its refusal rules and alerts."""
 
     def __init__(self, plan: LedgerPlan):
-        subscription = plan.subscription
-        self.base_allocation = subscription.base_allocation
-        self.excess_allowance = Decimal(0)
-        if subscription.limit_mode == Subscription.LimitMode.SOFT:
-            self.excess_allowance = subscription.excess_allowance
+        self.subscription = plan.subscription
+        self.base_allocation = plan.subscription.base_allocation
+        self.credit_cap = plan.subscription.credit_cap
         self.user_limits = plan.user_limits
         self.team_limits = plan.team_limits
         self.period_used: dict[int, Decimal] = defaultdict(Decimal)
@@ -389,7 +364,7 @@ class Charges:
         used = self.period_used[period_id]
         after = used + credits
         if (
-            after > self.base_allocation + self.excess_allowance
+            after > self.credit_cap
             or not _within(self.user_used, self.user_limits, period_id, user_id, credits)
             or not _within(self.team_used, self.team_limits, period_id, team_id, credits)
         ):
@@ -399,31 +374,13 @@ class Charges:
             self.user_used[period_id, user_id] += credits
         if team_id:
             self.team_used[period_id, team_id] += credits
-        self._note_thresholds(period_id, used, after, run.timestamp)
-        return self._excess(after) - self._excess(used)
+        before, now = (used, self._excess(used)), (after, self._excess(after))
+        for threshold in thresholds_crossed(self.subscription, before=before, after=now):
+            self.crossings.append((period_id, threshold, run.timestamp))
+        return now[1] - before[1]
 
     def _excess(self, used: Decimal) -> Decimal:
         return max(Decimal(0), used - self.base_allocation)
-
-    def _note_thresholds(self, period_id: int, before: Decimal, after: Decimal, when) -> None:
-        """The same crossings as the recording service notes (80% and 100% of the
-        allocation, 100% of the excess allowance)."""
-        levels = []
-        if self.base_allocation > 0:
-            levels += [
-                (ThresholdAlert.Threshold.ALLOCATION_80, self.base_allocation * Decimal("0.8")),
-                (ThresholdAlert.Threshold.ALLOCATION_100, self.base_allocation),
-            ]
-        if self.excess_allowance > 0:
-            levels.append(
-                (
-                    ThresholdAlert.Threshold.EXCESS_100,
-                    self.base_allocation + self.excess_allowance,
-                )
-            )
-        for threshold, level in levels:
-            if before < level <= after:
-                self.crossings.append((period_id, threshold, when))
 
 
 def _within(counters: dict, limits: dict, period_id: int, owner_id, credits: Decimal) -> bool:

@@ -3,21 +3,15 @@
 import uuid
 
 import pytest
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from accounts.models import ApiKey, Role
 from tests import factories
+from tests.factories import token_client
 
 pytestmark = pytest.mark.django_db
 
 URL = "/api/v1/api-keys/"
-
-
-def client_for(user) -> APIClient:
-    client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.get_or_create(user=user)[0].key}")
-    return client
 
 
 def key_client(secret: str) -> APIClient:
@@ -46,7 +40,7 @@ def globex_key(world):
 def test_admin_lists_the_subscriptions_keys_without_secrets(world, acme_key, globex_key):
     api_key, _ = acme_key
 
-    response = client_for(world.admin).get(URL)
+    response = token_client(world.admin).get(URL)
 
     assert response.status_code == 200
     body = response.json()
@@ -66,17 +60,17 @@ def test_admin_lists_the_subscriptions_keys_without_secrets(world, acme_key, glo
 
 
 def test_it_validates_ownership_the_outsider_sees_only_their_own_keys(world, acme_key, globex_key):
-    response = client_for(world.outsider).get(URL)
+    response = token_client(world.outsider).get(URL)
 
     assert [key["name"] for key in response.json()["results"]] == ["Globex backend"]
-    foreign = client_for(world.outsider).get(URL, {"subscription": world.subscription.pk})
+    foreign = token_client(world.outsider).get(URL, {"subscription": world.subscription.pk})
     assert foreign.status_code == 404
     assert foreign.json()["error"]["code"] == "not_found"
 
 
 @pytest.mark.parametrize("persona", ["manager", "member"])
 def test_lower_roles_are_forbidden(world, acme_key, persona):
-    client = client_for(getattr(world, persona))
+    client = token_client(getattr(world, persona))
 
     assert client.get(URL).status_code == 403
     assert client.post(URL, {"name": "Mine"}).status_code == 403
@@ -104,7 +98,7 @@ def test_an_admin_of_several_subscriptions_picks_one(world, acme_key, globex_key
     factories.membership(
         world.admin, Role.SUBSCRIPTION_ADMIN, subscription=world.other_subscription
     )
-    client = client_for(world.admin)
+    client = token_client(world.admin)
 
     default = client.get(URL)
     chosen = client.get(URL, {"subscription": world.other_subscription.pk})
@@ -118,7 +112,7 @@ def test_an_admin_of_several_subscriptions_picks_one(world, acme_key, globex_key
 def test_a_parent_admin_manages_a_sub_accounts_keys(world):
     sub_account = factories.SubscriptionFactory(name="Acme Labs", parent=world.subscription)
     factories.api_key(sub_account, name="Labs backend")
-    client = client_for(world.admin)
+    client = token_client(world.admin)
 
     assert client.get(URL).json()["count"] == 0  # the parent comes first
     listed = client.get(URL, {"subscription": sub_account.pk}).json()["results"]
@@ -129,7 +123,7 @@ def test_a_parent_admin_manages_a_sub_accounts_keys(world):
 
 
 def test_creating_a_key_returns_its_secret_once(world):
-    client = client_for(world.admin)
+    client = token_client(world.admin)
 
     response = client.post(
         URL, {"name": "Billing worker", "environment": str(world.environment.public_id)}
@@ -148,7 +142,7 @@ def test_creating_a_key_returns_its_secret_once(world):
 
 
 def test_a_new_key_without_environment_covers_every_environment(world):
-    response = client_for(world.admin).post(URL, {"name": "Everywhere"}, format="json")
+    response = token_client(world.admin).post(URL, {"name": "Everywhere"}, format="json")
 
     assert response.status_code == 201
     assert response.json()["environment"] is None
@@ -165,7 +159,7 @@ def test_a_new_key_without_environment_covers_every_environment(world):
     ],
 )
 def test_invalid_keys_are_refused_field_by_field(world, body, field):
-    response = client_for(world.admin).post(URL, body, format="json")
+    response = token_client(world.admin).post(URL, body, format="json")
 
     assert response.status_code == 400
     error = response.json()["error"]
@@ -175,7 +169,7 @@ def test_invalid_keys_are_refused_field_by_field(world, body, field):
 
 
 def test_a_key_cannot_be_restricted_to_another_tenants_environment(world):
-    response = client_for(world.admin).post(
+    response = token_client(world.admin).post(
         URL, {"name": "Sneaky", "environment": str(world.foreign_environment.public_id)}
     )
 
@@ -192,7 +186,7 @@ def test_a_revoked_key_is_refused_at_once(world, acme_key):
     machine = key_client(secret)
     assert machine.get(URL).status_code == 403  # authenticated, merely not allowed to manage
 
-    response = client_for(world.admin).post(revoke_url(api_key))
+    response = token_client(world.admin).post(revoke_url(api_key))
 
     assert response.status_code == 200
     assert response.json()["revoked"] is True
@@ -203,7 +197,7 @@ def test_a_revoked_key_is_refused_at_once(world, acme_key):
 
 
 def test_revoking_twice_is_harmless(world, acme_key):
-    client = client_for(world.admin)
+    client = token_client(world.admin)
     first = client.post(revoke_url(acme_key[0])).json()
 
     second = client.post(revoke_url(acme_key[0]))
@@ -213,9 +207,9 @@ def test_revoking_twice_is_harmless(world, acme_key):
 
 
 def test_it_validates_ownership_of_the_key_to_revoke(world, acme_key):
-    response = client_for(world.outsider).post(revoke_url(acme_key[0]))
+    response = token_client(world.outsider).post(revoke_url(acme_key[0]))
 
     assert response.status_code == 404
     assert response.json()["error"]["code"] == "not_found"
     assert not ApiKey.objects.get(pk=acme_key[0].pk).revoked
-    assert client_for(world.admin).post(f"{URL}nosuchkey/revoke/").status_code == 404
+    assert token_client(world.admin).post(f"{URL}nosuchkey/revoke/").status_code == 404

@@ -3,25 +3,19 @@
 from decimal import Decimal
 
 import pytest
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from accounts.models import Subscription
 from tests import factories
+from tests.factories import token_client
 
 pytestmark = pytest.mark.django_db
 
 URL = "/api/v1/subscription/"
 
 
-def client_for(user) -> APIClient:
-    client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.get_or_create(user=user)[0].key}")
-    return client
-
-
 def test_admin_reads_the_subscription_with_decimals_as_strings(world):
-    response = client_for(world.admin).get(URL)
+    response = token_client(world.admin).get(URL)
 
     assert response.status_code == 200
     assert response.json() == {
@@ -36,7 +30,7 @@ def test_admin_reads_the_subscription_with_decimals_as_strings(world):
 
 
 def test_admin_switches_to_soft_mode_with_an_allowance(world):
-    response = client_for(world.admin).patch(
+    response = token_client(world.admin).patch(
         URL, {"limit_mode": "soft", "excess_allowance": "250.5"}, format="json"
     )
 
@@ -52,14 +46,14 @@ def test_a_patch_changes_only_what_it_names(world):
     world.subscription.excess_allowance = Decimal("100")
     world.subscription.save()
 
-    response = client_for(world.admin).patch(URL, {"limit_mode": "soft"}, format="json")
+    response = token_client(world.admin).patch(URL, {"limit_mode": "soft"}, format="json")
 
     assert response.json()["excess_allowance"] == "100.0000"
-    assert client_for(world.admin).patch(URL, {}, format="json").status_code == 200
+    assert token_client(world.admin).patch(URL, {}, format="json").status_code == 200
 
 
 def test_json_numbers_are_read_exactly(world):
-    response = client_for(world.admin).patch(URL, {"excess_allowance": 0.1}, format="json")
+    response = token_client(world.admin).patch(URL, {"excess_allowance": 0.1}, format="json")
 
     assert response.status_code == 200
     world.subscription.refresh_from_db()
@@ -82,7 +76,7 @@ def test_json_numbers_are_read_exactly(world):
     ],
 )
 def test_invalid_or_read_only_fields_are_refused(world, body, field):
-    response = client_for(world.admin).patch(URL, body, format="json")
+    response = token_client(world.admin).patch(URL, body, format="json")
 
     assert response.status_code == 400
     error = response.json()["error"]
@@ -96,13 +90,13 @@ def test_invalid_or_read_only_fields_are_refused(world, body, field):
 
 
 def test_a_body_that_is_not_an_object_is_a_400(world):
-    response = client_for(world.admin).patch(URL, ["soft"], format="json")
+    response = token_client(world.admin).patch(URL, ["soft"], format="json")
 
     assert response.status_code == 400
 
 
 def test_it_validates_ownership(world):
-    outsider = client_for(world.outsider)
+    outsider = token_client(world.outsider)
 
     assert outsider.get(URL).json()["name"] == "Globex"
     assert outsider.get(URL, {"subscription": world.subscription.pk}).status_code == 404
@@ -116,7 +110,7 @@ def test_it_validates_ownership(world):
 
 @pytest.mark.parametrize("persona", ["manager", "member"])
 def test_lower_roles_are_forbidden(world, persona):
-    client = client_for(getattr(world, persona))
+    client = token_client(getattr(world, persona))
 
     assert client.get(URL).status_code == 403
     assert client.patch(URL, {"limit_mode": "soft"}, format="json").status_code == 403
@@ -136,7 +130,7 @@ def test_an_api_key_cannot_change_settings(world):
 def test_the_subscription_parameter_picks_a_sub_account(world):
     sub_account = factories.SubscriptionFactory(name="Acme Labs", parent=world.subscription)
 
-    response = client_for(world.admin).patch(
+    response = token_client(world.admin).patch(
         f"{URL}?subscription={sub_account.pk}", {"limit_mode": "soft"}, format="json"
     )
 

@@ -13,6 +13,7 @@ from django.db.models import Count, F, Q, Sum
 
 from accounts.models import Membership, Role, Subscription
 from bench.generate import generate
+from credits.ledger_columns import ROLLUP_COLUMNS
 from credits.models import (
     BillingPeriod,
     CreditEvent,
@@ -41,27 +42,8 @@ def generated():
 
 
 def rollup_rows(subscription):
-    fields = (
-        "day",
-        "period_id",
-        "environment_id",
-        "user_id",
-        "api_key_id",
-        "product_id",
-        "agent_id",
-        "model",
-        "feature",
-        "credits",
-        "excess_credits",
-        "runs",
-        "failed_runs",
-        "input_tokens",
-        "output_tokens",
-        "latency_ms_total",
-        "latency_samples",
-        "last_event_at",
-    )
-    return Counter(DailyUsage.objects.filter(subscription=subscription).values_list(*fields))
+    rows = DailyUsage.objects.filter(subscription=subscription)
+    return Counter(rows.values_list(*ROLLUP_COLUMNS))
 
 
 def counters(subscription):

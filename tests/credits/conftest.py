@@ -7,13 +7,6 @@ from tests import factories
 
 
 @pytest.fixture
-def product(world):
-    product = factories.ProductFactory(slug="ai-agent", name="AI agent")
-    product.enabled_for.add(world.subscription, world.other_subscription)
-    return product
-
-
-@pytest.fixture
 def key_client(world, product):
     """An API client authenticated with an API key of ``world.subscription``."""
     _, secret = factories.api_key(world.subscription)

@@ -3,13 +3,12 @@
 from decimal import Decimal
 
 import pytest
-import time_machine
 from rest_framework.test import APIClient
 
 from credits.models import CreditEvent, CreditLimit
 from tests import factories
 from tests.credits.conftest import set_allocation
-from tests.factories import utc
+from tests.factories import frozen_at, utc
 
 # On the real clock: also run at each pinned moment (tests/conftest.py).
 pytestmark = [pytest.mark.django_db, pytest.mark.date_sensitive]
@@ -18,10 +17,7 @@ BATCH = "/api/v1/events/batch/"
 BALANCE = "/api/v1/balance/"
 
 
-@pytest.fixture(autouse=True)
-def frozen_now():
-    with time_machine.travel(utc(2026, 11, 23, 10), tick=False):
-        yield
+frozen_now = frozen_at(utc(2026, 11, 23, 10))
 
 
 def test_each_event_of_a_batch_is_accepted_or_refused_on_its_own(world, key_client, event_payload):

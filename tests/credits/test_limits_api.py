@@ -3,22 +3,16 @@
 from decimal import Decimal
 
 import pytest
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from credits.models import CreditEvent, CreditLimit
 from tests import factories
+from tests.factories import token_client
 
 # On the real clock: also run at each pinned moment (tests/conftest.py).
 pytestmark = [pytest.mark.django_db, pytest.mark.date_sensitive]
 
 LIMITS = "/api/v1/limits/"
-
-
-def client_for(user) -> APIClient:
-    client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.get_or_create(user=user)[0].key}")
-    return client
 
 
 def user_url(user) -> str:
@@ -45,7 +39,7 @@ def foreign_team(world):
 
 
 def test_admin_sets_reads_and_lifts_a_user_limit(world):
-    client = client_for(world.admin)
+    client = token_client(world.admin)
 
     created = client.put(user_url(world.member), {"credits": "500.0000"}, format="json")
 
@@ -74,7 +68,7 @@ def test_admin_sets_reads_and_lifts_a_user_limit(world):
 
 
 def test_admin_sets_reads_and_lifts_a_team_limit(world, team):
-    client = client_for(world.admin)
+    client = token_client(world.admin)
 
     response = client.put(team_url(team), {"credits": 1200}, format="json")
 
@@ -88,7 +82,7 @@ def test_admin_sets_reads_and_lifts_a_team_limit(world, team):
 
 
 def test_the_list_shows_user_limits_then_team_limits(world, team):
-    client = client_for(world.admin)
+    client = token_client(world.admin)
     client.put(team_url(team), {"credits": "900"}, format="json")
     client.put(user_url(world.member), {"credits": "50"}, format="json")
     client.put(user_url(world.admin), {"credits": "70"}, format="json")
@@ -108,7 +102,7 @@ def test_the_list_shows_user_limits_then_team_limits(world, team):
 
 
 def test_members_of_any_role_can_have_a_limit(world):
-    client = client_for(world.admin)
+    client = token_client(world.admin)
 
     assert client.put(user_url(world.manager), {"credits": "10"}).status_code == 200
     assert client.put(user_url(world.admin), {"credits": "10"}).status_code == 200
@@ -133,7 +127,7 @@ def test_members_of_any_role_can_have_a_limit(world):
     ],
 )
 def test_invalid_limits_are_refused_in_the_shared_shape(world, team, body):
-    client = client_for(world.admin)
+    client = token_client(world.admin)
 
     for url in (user_url(world.member), team_url(team)):
         response = client.put(url, body, format="json")
@@ -147,7 +141,7 @@ def test_invalid_limits_are_refused_in_the_shared_shape(world, team, body):
 
 
 def test_zero_is_a_valid_limit(world):
-    response = client_for(world.admin).put(user_url(world.member), {"credits": "0"})
+    response = token_client(world.admin).put(user_url(world.member), {"credits": "0"})
 
     assert response.status_code == 200
     assert response.json()["credits"] == "0.0000"
@@ -157,7 +151,7 @@ def test_zero_is_a_valid_limit(world):
 
 
 def test_it_validates_ownership_of_users(world):
-    outsider = client_for(world.outsider)
+    outsider = token_client(world.outsider)
 
     assert outsider.put(user_url(world.member), {"credits": "1"}).status_code == 404
     assert outsider.get(user_url(world.member)).status_code == 404
@@ -168,28 +162,30 @@ def test_it_validates_ownership_of_users(world):
         == 404
     )
     assert (
-        client_for(world.admin).put(user_url(world.outsider), {"credits": "1"}).status_code == 404
+        token_client(world.admin).put(user_url(world.outsider), {"credits": "1"}).status_code == 404
     )
     stranger = factories.UserFactory()
-    assert client_for(world.admin).put(user_url(stranger), {"credits": "1"}).status_code == 404
-    assert client_for(world.admin).get(f"{LIMITS}users/999999/").status_code == 404
+    assert token_client(world.admin).put(user_url(stranger), {"credits": "1"}).status_code == 404
+    assert token_client(world.admin).get(f"{LIMITS}users/999999/").status_code == 404
     assert not CreditLimit.objects.exists()
 
 
 def test_it_validates_ownership_of_teams_and_limits(world, team, foreign_team):
-    client_for(world.admin).put(team_url(team), {"credits": "10"})
-    outsider = client_for(world.outsider)
+    token_client(world.admin).put(team_url(team), {"credits": "10"})
+    outsider = token_client(world.outsider)
 
     assert outsider.get(team_url(team)).status_code == 404
     assert outsider.delete(team_url(team)).status_code == 404
     assert outsider.get(LIMITS).json()["count"] == 0
-    assert client_for(world.admin).put(team_url(foreign_team), {"credits": "1"}).status_code == 404
+    assert (
+        token_client(world.admin).put(team_url(foreign_team), {"credits": "1"}).status_code == 404
+    )
     assert CreditLimit.objects.get().team == team
 
 
 @pytest.mark.parametrize("persona", ["manager", "member"])
 def test_lower_roles_are_forbidden(world, team, persona):
-    client = client_for(getattr(world, persona))
+    client = token_client(getattr(world, persona))
 
     assert client.get(LIMITS).status_code == 403
     assert client.put(user_url(world.member), {"credits": "1"}).status_code == 403
@@ -215,7 +211,7 @@ def test_an_api_key_cannot_manage_limits(world, team):
 def test_lowering_a_limit_below_usage_blocks_further_use_without_rewriting_history(
     world, key_client, event_payload
 ):
-    admin = client_for(world.admin)
+    admin = token_client(world.admin)
     admin.put(user_url(world.member), {"credits": "10"}, format="json")
     for _ in range(4):
         assert key_client.post("/api/v1/events/", event_payload(), format="json").status_code == 201

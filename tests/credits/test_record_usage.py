@@ -21,7 +21,7 @@ from credits.models import (
 )
 from tests import factories
 from tests.credits.conftest import set_allocation
-from tests.factories import utc
+from tests.factories import frozen_at, utc
 
 pytestmark = pytest.mark.django_db
 
@@ -30,10 +30,7 @@ URL = "/api/v1/events/"
 BATCH_URL = "/api/v1/events/batch/"
 
 
-@pytest.fixture(autouse=True)
-def frozen_now():
-    with time_machine.travel(NOW, tick=False):
-        yield
+frozen_now = frozen_at(NOW)
 
 
 def ledger_total(subscription) -> Decimal:

@@ -20,15 +20,9 @@ from credits.tasks import send_threshold_alert, send_unsent_alerts
 from tests import factories
 from tests.factories import utc
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("eager_celery")]
 
 Threshold = ThresholdAlert.Threshold
-
-
-@pytest.fixture(autouse=True)
-def eager_celery(settings):
-    settings.CELERY_TASK_ALWAYS_EAGER = True
-    settings.CELERY_TASK_EAGER_PROPAGATES = True
 
 
 @pytest.fixture

@@ -26,13 +26,7 @@ from credits.tasks import open_billing_periods, send_reset_notices, send_unsent_
 from tests import factories
 from tests.factories import utc
 
-pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(autouse=True)
-def eager_celery(settings):
-    settings.CELERY_TASK_ALWAYS_EAGER = True
-    settings.CELERY_TASK_EAGER_PROPAGATES = True
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("eager_celery")]
 
 
 def subscription_in(zone: str, *, created: datetime, name: str = "Kiwi") -> Subscription:

@@ -13,6 +13,7 @@ from tests.factories import utc
 
 EVENTS_URL = "/api/v1/events/"
 BATCH_URL = "/api/v1/events/batch/"
+SUB_ACCOUNT_RUN = utc(2026, 11, 18, 15)  # when Acme Labs records its credits by default
 
 
 class EventRecorder:
@@ -47,6 +48,27 @@ class EventRecorder:
                 BATCH_URL, {"events": [self.payload(**event) for event in events]}, format="json"
             )
         assert response.json()["refused"] == 0, response.json()
+
+    def record_sub_account(
+        self, *, at: datetime = SUB_ACCOUNT_RUN, credits: str = "2.5", **subscription_fields
+    ):
+        """Acme Labs, a sub-account of Acme with Acme's products, where its own key "Labs key"
+        records ``credits`` at ``at``; returns it and its environment."""
+        labs = factories.SubscriptionFactory(
+            name="Acme Labs", parent=self.world.subscription, **subscription_fields
+        )
+        environment = factories.EnvironmentFactory(
+            project=factories.ProjectFactory(subscription=labs, name="Lab"), name="Production"
+        )
+        labs.enabled_products.add(*self.world.subscription.enabled_products.all())
+        self.record(
+            at=at,
+            client=self.key_client(labs, name="Labs key"),
+            environment=str(environment.public_id),
+            user=None,
+            credits=credits,
+        )
+        return labs, environment
 
     def payload(self, **fields) -> dict:
         payload = {

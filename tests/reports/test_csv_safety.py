@@ -11,14 +11,13 @@ import io
 from decimal import Decimal
 
 import pytest
-import time_machine
 from django.http import StreamingHttpResponse
 
 from credits.recording import record_adjustment
 from reports import selectors
 from reports.exports import neutralise
 from tests import factories
-from tests.factories import utc
+from tests.factories import frozen_at, utc
 from tests.reports.recorder import EventRecorder, logged_in
 
 pytestmark = pytest.mark.django_db
@@ -32,10 +31,7 @@ REPORTS = "/api/v1/reports/"
 EXPORT = "/api/v1/exports/credit-usage/"
 
 
-@pytest.fixture(autouse=True)
-def frozen_now():
-    with time_machine.travel(NOW, tick=False):
-        yield
+frozen_now = frozen_at(NOW)
 
 
 @pytest.fixture

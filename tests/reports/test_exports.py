@@ -16,9 +16,8 @@ from rest_framework.test import APIClient
 from credits.models import CreditEvent
 from credits.recording import record_adjustment
 from reports import exports, selectors
-from tests import factories
-from tests.factories import utc
-from tests.reports.recorder import EventRecorder, logged_in, record_november
+from tests.factories import frozen_at, utc
+from tests.reports.recorder import logged_in, record_november
 
 pytestmark = pytest.mark.django_db
 
@@ -32,12 +31,7 @@ def usage(world):
     return record_november(world)
 
 
-@pytest.fixture(autouse=True)
-def frozen_now():
-    clock = time_machine.travel(NOW, tick=False)
-    clock.start()
-    yield clock
-    clock.stop()
+frozen_now = frozen_at(NOW)
 
 
 def export(user, **params):
@@ -200,18 +194,7 @@ def test_the_outsider_exports_their_own_empty_subscription(world, usage):
 
 
 def test_admins_of_a_parent_export_a_sub_account(world, usage):
-    labs = factories.SubscriptionFactory(name="Acme Labs", parent=world.subscription)
-    environment = factories.EnvironmentFactory(
-        project=factories.ProjectFactory(subscription=labs, name="Lab"), name="Production"
-    )
-    labs.enabled_products.add(*world.subscription.enabled_products.all())
-    usage.record(
-        at=utc(2026, 11, 18, 15),
-        client=EventRecorder.key_client(labs, name="Labs key"),
-        environment=str(environment.public_id),
-        user=None,
-        credits="2.5",
-    )
+    labs, environment = usage.record_sub_account()
 
     by_id = export(world.admin, scope="subscription", subscription=labs.pk, format="csv")
     by_environment = export(world.admin, scope="environment", environment=environment.public_id)

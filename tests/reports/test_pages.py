@@ -20,7 +20,7 @@ from accounts.models import Role, Subscription
 from credits.models import CreditEvent, CreditLimit
 from reports import member_table
 from tests import factories
-from tests.factories import utc
+from tests.factories import frozen_at, utc
 
 pytestmark = pytest.mark.django_db
 
@@ -30,10 +30,7 @@ ENVIRONMENT_PAGE = "/usage/environments/"
 MY_PAGE = "/usage/"
 
 
-@pytest.fixture(autouse=True)
-def frozen_now():
-    with time_machine.travel(NOW, tick=False):
-        yield
+frozen_now = frozen_at(NOW)
 
 
 class Recorder:

@@ -24,19 +24,10 @@ from credits.recording import record_adjustment
 from tests import factories
 from tests.factories import utc
 from tests.reports.recorder import EVENTS_URL, EventRecorder, logged_in
+from tests.reports.slugs import REPORT_SLUGS
 
 pytestmark = pytest.mark.django_db
 
-REPORTS = [
-    "usage-by-user",
-    "usage-by-agent",
-    "usage-by-model",
-    "usage-by-product",
-    "usage-by-feature",
-    "usage-by-team",
-    "usage-by-environment",
-    "usage-by-sub-account",
-]
 # Sunday 25 October 2026, 10:00 in Auckland.
 NOW = utc(2026, 10, 24, 21)
 
@@ -134,12 +125,12 @@ def test_every_report_gives_the_same_credits_as_the_ledger(world, generated):
 
     for params in TIMEFRAMES:
         with time_machine.travel(NOW, tick=False):
-            totals = {report: report_credits(client, report, **params) for report in REPORTS}
+            totals = {report: report_credits(client, report, **params) for report in REPORT_SLUGS}
             timeframe = client.get("/api/v1/reports/usage-by-user/", params).json()["timeframe"]
 
         expected = ledger_credits(world.subscription, timeframe["start"], timeframe["end"])
         assert expected != 0
-        assert totals == dict.fromkeys(REPORTS, expected), params
+        assert totals == dict.fromkeys(REPORT_SLUGS, expected), params
 
 
 def test_a_timeframe_ending_today_stays_exact_when_an_event_is_dated_tomorrow(world, auckland):
@@ -151,7 +142,7 @@ def test_a_timeframe_ending_today_stays_exact_when_an_event_is_dated_tomorrow(wo
     client = logged_in(world.admin)
 
     def totals(**params) -> set[Decimal]:
-        return {report_credits(client, report, **params) for report in REPORTS}
+        return {report_credits(client, report, **params) for report in REPORT_SLUGS}
 
     with time_machine.travel(NOW, tick=False):
         assert totals(timeframe="last_7_days") == {Decimal(2)}

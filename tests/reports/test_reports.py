@@ -13,7 +13,6 @@ from datetime import timedelta
 from decimal import Decimal, InvalidOperation
 
 import pytest
-import time_machine
 from django.http import StreamingHttpResponse
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
@@ -21,23 +20,14 @@ from rest_framework.test import APIClient
 from credits.models import Agent
 from credits.recording import record_adjustment
 from tests import factories
-from tests.factories import utc
+from tests.factories import frozen_at, utc
 from tests.reports.recorder import logged_in, record_november
+from tests.reports.slugs import REPORT_SLUGS
 
 pytestmark = pytest.mark.django_db
 
 NOW = utc(2026, 11, 23, 10)
 REPORTS = "/api/v1/reports/"
-ALL_REPORTS = [
-    "usage-by-user",
-    "usage-by-agent",
-    "usage-by-model",
-    "usage-by-product",
-    "usage-by-feature",
-    "usage-by-team",
-    "usage-by-environment",
-    "usage-by-sub-account",
-]
 
 
 @pytest.fixture
@@ -54,10 +44,7 @@ def usage(world, teams):
     return record_november(world)
 
 
-@pytest.fixture(autouse=True)
-def frozen_now():
-    with time_machine.travel(NOW, tick=False):
-        yield
+frozen_now = frozen_at(NOW)
 
 
 def get(user, report, **params):
@@ -389,20 +376,7 @@ def test_usage_by_environment(world, usage):
 @pytest.fixture
 def sub_account(world, usage):
     """Acme Labs, a sub-account of Acme in New York, with 2.5 credits this month."""
-    labs = factories.SubscriptionFactory(
-        name="Acme Labs", parent=world.subscription, timezone="America/New_York"
-    )
-    environment = factories.EnvironmentFactory(
-        project=factories.ProjectFactory(subscription=labs, name="Lab"), name="Production"
-    )
-    labs.enabled_products.add(*world.subscription.enabled_products.all())
-    usage.record(
-        at=utc(2026, 11, 18, 15),
-        client=usage.key_client(labs, name="Labs key"),
-        environment=str(environment.public_id),
-        user=None,
-        credits="2.5",
-    )
+    labs, _ = usage.record_sub_account(timezone="America/New_York")
     return labs
 
 
@@ -538,7 +512,7 @@ def test_project_managers_get_their_environments(world, usage):
     assert column(by_environment, "environment") == ["Website / Production"]
 
 
-@pytest.mark.parametrize("report", ALL_REPORTS[:-1])
+@pytest.mark.parametrize("report", REPORT_SLUGS[:-1])
 @pytest.mark.parametrize(
     ("user", "credits"),
     [
@@ -554,7 +528,7 @@ def test_every_report_shows_each_role_its_share(world, usage, report, user, cred
     assert response.json()["totals"]["credits_consumed"] == credits
 
 
-@pytest.mark.parametrize("report", ALL_REPORTS)
+@pytest.mark.parametrize("report", REPORT_SLUGS)
 def test_another_subscription_is_a_404(world, usage, report):
     response = get(world.outsider, report, subscription=world.subscription.pk)
 
@@ -562,7 +536,7 @@ def test_another_subscription_is_a_404(world, usage, report):
     assert response.json()["error"]["code"] == "not_found"
 
 
-@pytest.mark.parametrize("report", ALL_REPORTS)
+@pytest.mark.parametrize("report", REPORT_SLUGS)
 def test_anonymous_callers_get_a_401_and_api_keys_a_403(world, usage, report):
     anonymous = get(None, report)
     with_a_key = usage.client.get(f"{REPORTS}{report}/", {"timeframe": "this_month"})
@@ -621,23 +595,31 @@ def test_created_by_filters_agents_by_their_creator_whatever_the_case(world, usa
 
 
 @pytest.mark.parametrize(
-    ("params", "field"),
+    ("params", "code", "field"),
     [
-        ({"agent_type": "multi_task"}, "agent_type"),
-        ({"model": "gpt-6"}, "model"),
-        ({"feature": "summarise"}, "feature"),
-        ({"product": "writing-assistant"}, "product"),
-        ({"created_by": "nobody@acme.example"}, "created_by"),
-        ({"created_by": "charlie@globex.example"}, "created_by"),  # not visible to alice
-        ({"team": "abc"}, "team"),
-        ({"team": "999999"}, "team"),
+        ({"agent_type": "multi_task"}, "invalid_filter", "agent_type"),
+        ({"model": "gpt-6"}, "invalid_filter", "model"),
+        ({"feature": "summarise"}, "invalid_filter", "feature"),
+        ({"product": "writing-assistant"}, "invalid_filter", "product"),
+        ({"created_by": "nobody@acme.example"}, "invalid_filter", "created_by"),
+        # not visible to alice
+        ({"created_by": "charlie@globex.example"}, "invalid_filter", "created_by"),
+        ({"team": "abc"}, "invalid_filter", "team"),
+        ({"team": "999999"}, "invalid_filter", "team"),
+        ({"include_sub_accounts": "maybe"}, "validation_error", "include_sub_accounts"),
+        ({"subscription": "acme"}, "validation_error", "subscription"),
+        # a typo is not silently ignored
+        ({"agent-type": "single_task"}, "validation_error", "agent-type"),
+        ({"format": "xml"}, "validation_error", "format"),
     ],
 )
-def test_unknown_filter_values_are_refused(world, usage, params, field):
+def test_unknown_filter_values_and_bad_parameters_are_a_400_naming_the_field(
+    world, usage, params, code, field
+):
     response = get(world.admin, "usage-by-agent", **params)
 
     assert response.status_code == 400
-    assert response.json()["error"]["code"] == "invalid_filter"
+    assert response.json()["error"]["code"] == code
     assert list(response.json()["error"]["details"]) == [field]
 
 
@@ -682,7 +664,7 @@ def test_empty_values_sort_last_both_ways(world, usage):
     assert column(ascending, "p95_latency_ms")[2] is None
 
 
-@pytest.mark.parametrize("report", ALL_REPORTS)
+@pytest.mark.parametrize("report", REPORT_SLUGS)
 def test_every_column_can_order_a_report(world, sub_account, report):
     client = logged_in(world.admin)
     columns = list(results(get(world.admin, report))[0])
@@ -760,23 +742,6 @@ def test_bad_timeframes_are_a_400_listing_the_allowed_values(world, usage, param
     ]
 
 
-@pytest.mark.parametrize(
-    ("params", "field"),
-    [
-        ({"include_sub_accounts": "maybe"}, "include_sub_accounts"),
-        ({"subscription": "acme"}, "subscription"),
-        ({"agent-type": "single_task"}, "agent-type"),  # a typo is not silently ignored
-        ({"format": "xml"}, "format"),
-    ],
-)
-def test_bad_parameters_are_a_400_in_the_error_shape(world, usage, params, field):
-    response = get(world.admin, "usage-by-agent", **params)
-
-    assert response.status_code == 400
-    assert response.json()["error"]["code"] == "validation_error"
-    assert list(response.json()["error"]["details"]) == [field]
-
-
 def test_errors_are_json_even_when_csv_was_asked_for(world, usage):
     response = get(world.admin, "usage-by-agent", timeframe="someday", format="csv")
 
@@ -795,7 +760,7 @@ def test_include_sub_accounts_is_not_a_parameter_of_usage_by_sub_account(world, 
 # --- Queries -------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("report", ALL_REPORTS)
+@pytest.mark.parametrize("report", REPORT_SLUGS)
 def test_queries_do_not_grow_with_the_data(
     world, usage, teams, report, django_assert_max_num_queries
 ):
@@ -832,7 +797,7 @@ def test_queries_do_not_grow_with_the_data(
     assert everything.json()["totals"]["credits_consumed"] == "54.0000"  # 18 + 24 x 1.5
 
 
-@pytest.mark.parametrize("report", ALL_REPORTS[:-1])
+@pytest.mark.parametrize("report", REPORT_SLUGS[:-1])
 @pytest.mark.parametrize("reader", ["manager", "member"])
 def test_queries_do_not_grow_with_the_data_for_other_roles(
     world, usage, report, reader, django_assert_max_num_queries

@@ -14,15 +14,12 @@ from tests.factories import utc
 from tests.reports.test_schedule_email import make_schedule
 
 # serialized_rollback restores what migrations created (the admins group) after a flush.
-pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
+pytestmark = [
+    pytest.mark.django_db(transaction=True, serialized_rollback=True),
+    pytest.mark.usefixtures("eager_celery"),
+]
 
 THREADS = 8
-
-
-@pytest.fixture(autouse=True)
-def eager_celery(settings):
-    settings.CELERY_TASK_ALWAYS_EAGER = True
-    settings.CELERY_TASK_EAGER_PROPAGATES = True
 
 
 def at_once(function, count=THREADS) -> list:

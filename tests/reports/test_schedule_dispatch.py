@@ -22,16 +22,10 @@ from tests.factories import utc
 from tests.reports.recorder import EventRecorder
 from tests.reports.test_schedule_email import make_schedule, run_beat
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("eager_celery")]
 
 MONDAY_0805 = utc(2026, 11, 23, 7, 5)  # Monday 23 November 2026, 08:05 in Prague
 Status = Delivery.Status
-
-
-@pytest.fixture(autouse=True)
-def eager_celery(settings):
-    settings.CELERY_TASK_ALWAYS_EAGER = True
-    settings.CELERY_TASK_EAGER_PROPAGATES = True
 
 
 def deliveries() -> list[tuple]:

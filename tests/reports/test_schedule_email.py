@@ -13,27 +13,19 @@ import pytest
 import time_machine
 from django.db.models import Sum
 
-from credits.models import CreditEvent, Product
+from credits.models import CreditEvent
 from reports import tasks
 from reports.models import ReportSchedule
 from reports.services import save_schedule
-from tests import factories
 from tests.factories import utc
-from tests.reports.recorder import EventRecorder, logged_in, record_november
+from tests.reports.recorder import logged_in, record_november
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("eager_celery", "site_url")]
 
 CREATED = utc(2026, 10, 1)
 WEEKLY_DUE = utc(2026, 11, 23, 7, 5)  # Monday 23 November 2026, 08:05 in Prague
 MONTHLY_DUE = utc(2026, 12, 1, 7, 5)  # Tuesday 1 December 2026, 08:05 in Prague
 RECIPIENTS = ["finance@acme.example", "Team.Lead@Outside.example"]
-
-
-@pytest.fixture(autouse=True)
-def eager_celery(settings):
-    settings.CELERY_TASK_ALWAYS_EAGER = True
-    settings.CELERY_TASK_EAGER_PROPAGATES = True
-    settings.SITE_URL = "https://creditdesk.example"
 
 
 @pytest.fixture
@@ -231,18 +223,7 @@ def test_an_environment_report_shows_only_that_environment(
 def test_a_report_with_sub_accounts_adds_them_and_lists_each_account(
     world, usage, mailoutbox, django_capture_on_commit_callbacks
 ):
-    labs = factories.SubscriptionFactory(
-        name="Acme Labs", parent=world.subscription, timezone="Pacific/Auckland"
-    )
-    lab = factories.EnvironmentFactory(project=factories.ProjectFactory(subscription=labs))
-    Product.objects.get(slug="ai-agent").enabled_for.add(labs)
-    usage.record(
-        at=utc(2026, 11, 18, 9),
-        client=EventRecorder.key_client(labs, name="Lab key"),
-        environment=str(lab.public_id),
-        user=None,
-        credits="5",
-    )
+    usage.record_sub_account(at=utc(2026, 11, 18, 9), credits="5", timezone="Pacific/Auckland")
     make_schedule(
         world,
         scope="with_sub_accounts",

@@ -13,15 +13,9 @@ from tests.factories import utc
 from tests.reports.recorder import EventRecorder, logged_in
 from tests.reports.test_schedule_email import make_schedule
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("eager_celery")]
 
 URL = "/api/v1/report-schedules/"
-
-
-@pytest.fixture(autouse=True)
-def eager_celery(settings):
-    settings.CELERY_TASK_ALWAYS_EAGER = True
-    settings.CELERY_TASK_EAGER_PROPAGATES = True
 
 
 def detail(schedule) -> str:

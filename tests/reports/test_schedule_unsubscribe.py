@@ -13,17 +13,10 @@ from reports.unsubscribe import unsubscribe_token
 from tests.factories import utc
 from tests.reports.test_schedule_email import make_schedule, run_beat
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("eager_celery", "site_url")]
 
 MONDAY = utc(2026, 11, 23, 7, 5)
 NEXT_MONDAY = utc(2026, 11, 30, 7, 5)
-
-
-@pytest.fixture(autouse=True)
-def eager_celery(settings):
-    settings.CELERY_TASK_ALWAYS_EAGER = True
-    settings.CELERY_TASK_EAGER_PROPAGATES = True
-    settings.SITE_URL = "https://creditdesk.example"
 
 
 @pytest.fixture

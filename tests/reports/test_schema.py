@@ -9,19 +9,9 @@ from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from tests import factories
+from tests.reports.slugs import REPORT_SLUGS
 
 pytestmark = pytest.mark.django_db
-
-REPORTS = [
-    "usage-by-user",
-    "usage-by-agent",
-    "usage-by-model",
-    "usage-by-product",
-    "usage-by-feature",
-    "usage-by-team",
-    "usage-by-environment",
-    "usage-by-sub-account",
-]
 
 
 @pytest.fixture
@@ -38,7 +28,7 @@ def test_the_schema_is_valid_openapi_3(schema):
     assert schema["openapi"].startswith("3.")
 
 
-@pytest.mark.parametrize("report", REPORTS)
+@pytest.mark.parametrize("report", REPORT_SLUGS)
 def test_each_report_has_its_parameters_columns_and_both_formats(schema, report):
     operation = schema["paths"][f"/api/v1/reports/{report}/"]["get"]
     parameters = {parameter["name"]: parameter for parameter in operation["parameters"]}

@@ -49,13 +49,6 @@ def fresh_throttles():
 
 
 @pytest.fixture
-def product(world):
-    product = factories.ProductFactory(slug="ai-agent", name="AI agent")
-    product.enabled_for.add(world.subscription, world.other_subscription)
-    return product
-
-
-@pytest.fixture
 def secret(world, product):
     return factories.api_key(world.subscription)[1]
 

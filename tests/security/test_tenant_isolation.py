@@ -29,6 +29,7 @@ from django.db import transaction
 from django.test.utils import override_settings
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 
+from tests.reports.slugs import REPORT_SLUGS
 from tests.security.tenants import Tenants, build_tenants, globex_state
 
 # --- The URL patterns -------------------------------------------------------------------------
@@ -505,19 +506,7 @@ VIEWS: dict[str, Callable[[Tenants], list[Probe]]] = {
     "user-limit": limit_of("users", lambda t: g(t).member.pk),
     "team-limit": limit_of("teams", lambda t: g(t).team.pk),
     "export-credit-usage": export,
-    **{
-        f"report-{slug}": report(slug)
-        for slug in (
-            "usage-by-user",
-            "usage-by-agent",
-            "usage-by-model",
-            "usage-by-product",
-            "usage-by-feature",
-            "usage-by-team",
-            "usage-by-environment",
-            "usage-by-sub-account",
-        )
-    },
+    **{f"report-{slug}": report(slug) for slug in REPORT_SLUGS},
     # Pages.
     "my-usage": my_usage,
     "environment-usage": environment_usage,
