@@ -10,21 +10,18 @@ counters equal the ledger exactly (the recording service keeps them so one event
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
-from .models import (
-    BillingPeriod,
-    CreditEvent,
-    DailyUsage,
-    TeamPeriodUsage,
-    UserPeriodUsage,
-)
-from .rollups import NARROW_ROLLUP_TABLES, derive_narrow_rollups
+from .models import AgentSessionDay, TeamPeriodUsage, UserPeriodUsage
+from .rollups import ROLLUPS, derive_rollups
 
 # What ``derive_from_ledger`` writes.
-DERIVED_TABLES = (
-    DailyUsage._meta.db_table,
-    *NARROW_ROLLUP_TABLES,
-    UserPeriodUsage._meta.db_table,
-    TeamPeriodUsage._meta.db_table,
+DERIVED_TABLES = tuple(
+    model._meta.db_table
+    for model in (
+        *(rollup.model for rollup in ROLLUPS),
+        AgentSessionDay,
+        UserPeriodUsage,
+        TeamPeriodUsage,
+    )
 )
 
 
@@ -91,67 +88,8 @@ def drop_indexes(cursor, table: str) -> list[str]:
 
 
 def derive_from_ledger(cursor, subscription_ids: list[int]) -> None:
-    """``DailyUsage``, the narrow rollups (``derive_narrow_rollups``) and the period, user and
-    team counters of these subscriptions, from their ledger alone.
-
-    The subscriptions must have no rollup rows and no user or team counters yet (a bulk load
-    into new or empty subscriptions). Team counters are summed from the people's, as the
-    recording service charges them: a person's usage counts for their team.
-    """
-    params = {"subscriptions": list(subscription_ids)}
-    cursor.execute("SET LOCAL work_mem = '64MB'")  # sorts and hashes of a load, in memory
-    ledger, subscription = CreditEvent._meta.db_table, "accounts_subscription"
-    cursor.execute(
-        f"""
-        INSERT INTO {DailyUsage._meta.db_table} (
-            day, subscription_id, period_id, environment_id, user_id, api_key_id, product_id,
-            agent_id, model, feature, credits, excess_credits, runs, failed_runs, input_tokens,
-            output_tokens, latency_ms_total, latency_samples, last_event_at)
-        SELECT (e.timestamp AT TIME ZONE s.timezone)::date, e.subscription_id, e.period_id,
-            e.environment_id, e.user_id, e.api_key_id, e.product_id, e.agent_id, e.model,
-            e.feature, SUM(e.credits), SUM(e.excess_credits),
-            COUNT(*) FILTER (WHERE e.kind = 'usage'),
-            COUNT(*) FILTER (WHERE e.kind = 'usage' AND e.status = 'failed'),
-            SUM(e.input_tokens), SUM(e.output_tokens), COALESCE(SUM(e.latency_ms), 0),
-            COUNT(e.latency_ms), MAX(e.timestamp)
-        FROM {ledger} e JOIN {subscription} s ON s.id = e.subscription_id
-        WHERE e.subscription_id = ANY(%(subscriptions)s)
-        GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9, 10
-        """,  # noqa: S608 (our table names)
-        params,
-    )
-    derive_narrow_rollups(cursor, subscription_ids)
-    cursor.execute(
-        f"""
-        UPDATE {BillingPeriod._meta.db_table} p
-        SET credits_used = COALESCE(t.credits, 0), excess_used = COALESCE(t.excess, 0)
-        FROM {BillingPeriod._meta.db_table} q
-        LEFT JOIN (SELECT period_id, SUM(credits) AS credits, SUM(excess_credits) AS excess
-                   FROM {ledger} WHERE subscription_id = ANY(%(subscriptions)s)
-                   GROUP BY period_id) t ON t.period_id = q.id
-        WHERE p.id = q.id AND q.subscription_id = ANY(%(subscriptions)s)
-        """,  # noqa: S608
-        params,
-    )
-    cursor.execute(
-        f"""
-        INSERT INTO {UserPeriodUsage._meta.db_table} (period_id, user_id, credits_used)
-        SELECT period_id, user_id, SUM(credits) FROM {ledger}
-        WHERE subscription_id = ANY(%(subscriptions)s) AND user_id IS NOT NULL
-        GROUP BY period_id, user_id
-        """,  # noqa: S608
-        params,
-    )
-    cursor.execute(
-        f"""
-        INSERT INTO {TeamPeriodUsage._meta.db_table} (period_id, team_id, credits_used)
-        SELECT u.period_id, m.team_id, SUM(u.credits_used)
-        FROM {UserPeriodUsage._meta.db_table} u
-        JOIN {BillingPeriod._meta.db_table} p ON p.id = u.period_id
-        JOIN accounts_teammembership m ON m.user_id = u.user_id
-            AND m.subscription_id = p.subscription_id
-        WHERE p.subscription_id = ANY(%(subscriptions)s)
-        GROUP BY u.period_id, m.team_id
-        """,  # noqa: S608
-        params,
-    )
+    """The rollups and the period, user and team counters of these newly loaded subscriptions,
+    from their ledger alone (``credits.rollups.derive_rollups``), with the memory a load's
+    sorts and hashes need. The subscriptions must have none of those rows yet."""
+    cursor.execute("SET LOCAL work_mem = '64MB'")
+    derive_rollups(cursor, subscription_ids)
