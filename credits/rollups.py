@@ -448,21 +448,21 @@ def _upsert(rollup: Rollup) -> sql.Composed:
         *(sql.Identifier(column) for column in head if column != "period_id"),
         *(_indexed(column) for column in rollup.key),
     ]
+    table = sql.Identifier(rollup.table)
     sets = []
     for column in columns[len(head) + len(rollup.key) :]:
         name = sql.Identifier(column)
         if column == "last_event_at":
-            value = sql.SQL("GREATEST(t.{0}, EXCLUDED.{0})").format(name)
+            value = sql.SQL("GREATEST({0}.{1}, EXCLUDED.{1})").format(table, name)
         elif column == "latency_histogram":
-            value = _merged_histograms()
+            value = _merged_histograms(table)
         else:
-            value = sql.SQL("t.{0} + EXCLUDED.{0}").format(name)
+            value = sql.SQL("{0}.{1} + EXCLUDED.{1}").format(table, name)
         sets.append(sql.SQL("{} = {}").format(name, value))
     return sql.SQL(
-        "INSERT INTO {table} AS t ({columns}) {select} "
-        "ON CONFLICT ({conflict}) DO UPDATE SET {sets}"
+        "INSERT INTO {table} ({columns}) {select} ON CONFLICT ({conflict}) DO UPDATE SET {sets}"
     ).format(
-        table=sql.Identifier(rollup.table),
+        table=table,
         columns=_names(columns),
         select=select,
         conflict=sql.SQL(", ").join(conflict),
@@ -470,15 +470,15 @@ def _upsert(rollup: Rollup) -> sql.Composed:
     )
 
 
-def _merged_histograms() -> sql.Composed:
+def _merged_histograms(table: sql.Identifier) -> sql.Composed:
     """The row's histogram plus the new one, bucket by bucket (JSON objects): the new buckets,
     each added to the row's count, replace theirs; a cost in the new buckets, not the row's."""
     return sql.SQL(
-        "CASE WHEN EXCLUDED.latency_histogram = '{}'::jsonb THEN t.latency_histogram "
-        "ELSE t.latency_histogram || (SELECT jsonb_object_agg(key, "
-        "COALESCE((t.latency_histogram ->> key)::bigint, 0) + value::bigint) "
+        "CASE WHEN EXCLUDED.latency_histogram = '{{}}'::jsonb THEN {t}.latency_histogram "
+        "ELSE {t}.latency_histogram || (SELECT jsonb_object_agg(key, "
+        "COALESCE(({t}.latency_histogram ->> key)::bigint, 0) + value::bigint) "
         "FROM jsonb_each_text(EXCLUDED.latency_histogram)) END"
-    )
+    ).format(t=table)
 
 
 def _source(*, from_ledger: bool) -> sql.Composed:
@@ -533,7 +533,7 @@ def _statement(*, from_ledger: bool) -> str:
     ]
     *first, last = ROLLUPS
     parts += [
-        sql.SQL("{} AS ({})").format(sql.Identifier(rollup.table), _upsert(rollup))
+        sql.SQL("{} AS ({})").format(sql.Identifier(rollup.model._meta.model_name), _upsert(rollup))
         for rollup in first
     ]
     statement = sql.SQL("WITH {} {}").format(sql.SQL(", ").join(parts), _upsert(last))
