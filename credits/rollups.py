@@ -270,8 +270,11 @@ def add_to_rollups(events: list[CreditEvent], *, zone) -> None:
     if not events:
         return
     params = {column: [getattr(event, column) for event in events] for column in LEDGER_COLUMNS}
+    params["bucket"] = [
+        None if event.latency_ms is None else latency_bucket(event.latency_ms) for event in events
+    ]
     with connection.cursor() as cursor:
-        cursor.execute(_statement(from_ledger=False), {**params, "zone": zone.key, **_BOUNDS})
+        cursor.execute(_statement(from_ledger=False), {**params, "zone": zone.key})
 
 
 def derive_rollups(cursor, subscription_ids: list[int]) -> None:
@@ -283,7 +286,7 @@ def derive_rollups(cursor, subscription_ids: list[int]) -> None:
     person's usage counts for their team. ``cursor`` is a DB-API cursor (Django's or
     psycopg's) in the caller's transaction.
     """
-    params = {"subscriptions": list(subscription_ids), **_BOUNDS}
+    params = {"subscriptions": list(subscription_ids), "bounds": list(LATENCY_BUCKETS)}
     for statement in (_statement(from_ledger=True), *_counter_statements()):
         cursor.execute(statement, params)
 
@@ -330,7 +333,6 @@ LEDGER_COLUMNS = {
     "latency_ms": "integer",
     "session_id": "varchar",
 }
-_BOUNDS = {"bounds": list(LATENCY_BUCKETS)}
 _IN_SESSION = sql.SQL("e.kind = 'usage' AND e.session_id <> ''")
 
 
@@ -385,6 +387,10 @@ def _grouped(values: list[sql.Composable], columns) -> sql.Composed:
     )
 
 
+def _positions(count: int) -> sql.Composed:
+    return sql.SQL(", ").join(sql.Literal(n) for n in range(1, count + 1))
+
+
 def _rows(rollup: Rollup) -> tuple[tuple[str, ...], sql.Composed]:
     """The rollup's columns and the SELECT that sums the ledger rows ``e`` into its rows."""
     head, values, source = _head(rollup)
@@ -395,38 +401,43 @@ def _rows(rollup: Rollup) -> tuple[tuple[str, ...], sql.Composed]:
         sums["last_event_at"] = sql.SQL("MAX(e.timestamp)")
     if rollup.sessions:
         sums["session_runs"] = sql.SQL("COUNT(*) FILTER (WHERE {})").format(_IN_SESSION)
-    summed = sql.SQL("SELECT {key}, {sums} FROM {source} GROUP BY {positions}").format(
+    summed = sql.SQL("SELECT {key}, {sums} FROM {source} GROUP BY {positions}")
+    if rollup.latency:
+        # Summed per key and latency bucket first, then per key: the histogram and the sums
+        # in one pass.
+        bucket = sql.SQL("CASE WHEN e.kind = 'usage' THEN e.bucket END")
+        by_bucket = summed.format(
+            key=_grouped([*values, bucket], (*key, "bucket")),
+            sums=_grouped([*sums.values(), sql.SQL("COUNT(*)")], (*sums, "bucket_runs")),
+            source=source,
+            positions=_positions(len(key) + 1),
+        )
+        values = [sql.Identifier("b", column) for column in key]
+        sums = {
+            name: sql.SQL("{}(b.{})").format(
+                sql.SQL("MAX" if name == "last_event_at" else "SUM"), sql.Identifier(name)
+            )
+            for name in sums
+        }
+        sums["latency_histogram"] = sql.SQL(
+            "COALESCE(jsonb_object_agg(b.bucket, b.bucket_runs) "
+            "FILTER (WHERE b.bucket IS NOT NULL), '{}'::jsonb)"
+        )
+        source = sql.SQL("({}) b").format(by_bucket)
+    summed = summed.format(
         key=_grouped(values, key),
         sums=_grouped(list(sums.values()), sums),
         source=source,
-        positions=sql.SQL(", ").join(sql.Literal(n) for n in range(1, len(key) + 1)),
+        positions=_positions(len(key)),
     )
     columns = (*key, *sums)
     selected = [sql.Identifier("r", column) for column in columns]
     joins = []
-    matched = tuple(column for column in key if column != "period_id")
     if rollup.sessions:
         columns += ("sessions",)
         selected.append(sql.SQL("COALESCE(n.sessions, 0)"))
+        matched = tuple(column for column in key if column != "period_id")
         joins.append(sql.SQL("LEFT JOIN new_sessions n ON {}").format(_same(matched, "n", "r")))
-    if rollup.latency:
-        columns += ("latency_histogram",)
-        selected.append(sql.SQL("COALESCE(h.histogram, '{}'::jsonb)"))
-        joins.append(
-            sql.SQL(
-                "LEFT JOIN (SELECT {key}, jsonb_object_agg(bucket, runs) AS histogram FROM ("
-                "SELECT {grouped}, width_bucket(e.latency_ms, %(bounds)s::integer[]) - 1 "
-                "AS bucket, COUNT(*) AS runs FROM {source} "
-                "WHERE e.kind = 'usage' AND e.latency_ms IS NOT NULL "
-                "GROUP BY {positions}) b GROUP BY {key}) h ON {same}"
-            ).format(
-                key=_names(key),
-                grouped=_grouped(values, key),
-                source=source,
-                positions=sql.SQL(", ").join(sql.Literal(n) for n in range(1, len(key) + 2)),
-                same=_same(matched, "h", "r"),
-            )
-        )
     in_order = sql.SQL(", ").join(
         sql.SQL("{} NULLS FIRST").format(sql.Identifier("r", column)) for column in key
     )
@@ -482,11 +493,12 @@ def _merged_histograms(table: sql.Identifier) -> sql.Composed:
 
 
 def _source(*, from_ledger: bool) -> sql.Composed:
-    """The ledger rows ``e`` to add, with their local day: the new events (one array per
-    column) or the ledger of some subscriptions."""
+    """The ledger rows ``e`` to add, with their local day and latency bucket: the new events
+    (one array per column) or the ledger of some subscriptions."""
     if from_ledger:
         return sql.SQL(
-            "SELECT {columns}, (l.timestamp AT TIME ZONE s.timezone)::date AS local_day "
+            "SELECT {columns}, (l.timestamp AT TIME ZONE s.timezone)::date AS local_day, "
+            "width_bucket(l.latency_ms, %(bounds)s::integer[]) - 1 AS bucket "
             "FROM {ledger} l JOIN {subscriptions} s ON s.id = l.subscription_id "
             "WHERE l.subscription_id = ANY(%(subscriptions)s)"
         ).format(
@@ -496,12 +508,12 @@ def _source(*, from_ledger: bool) -> sql.Composed:
         )
     arrays = sql.SQL(", ").join(
         sql.SQL("{}::{}[]").format(sql.Placeholder(column), sql.SQL(kind))
-        for column, kind in LEDGER_COLUMNS.items()
+        for column, kind in {**LEDGER_COLUMNS, "bucket": "integer"}.items()
     )
     return sql.SQL(
         "SELECT l.*, (l.timestamp AT TIME ZONE %(zone)s)::date AS local_day "
         "FROM unnest({arrays}) AS l({columns})"
-    ).format(arrays=arrays, columns=_names(LEDGER_COLUMNS))
+    ).format(arrays=arrays, columns=_names((*LEDGER_COLUMNS, "bucket")))
 
 
 @cache
