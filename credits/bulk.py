@@ -10,6 +10,8 @@ counters equal the ledger exactly (the recording service keeps them so one event
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
+from psycopg import sql
+
 from .models import AgentSessionDay, TeamPeriodUsage, UserPeriodUsage
 from .rollups import ROLLUPS, derive_rollups
 
@@ -29,8 +31,10 @@ def copy_rows(cursor, table: str, columns: tuple[str, ...], rows: Iterable[tuple
     """Write ``rows`` (tuples in the order of ``columns``) into ``table`` with ``COPY ... FROM
     STDIN``; return how many. ``cursor`` is a psycopg 3 cursor or Django's wrapper of one."""
     count = 0
-    quoted = ", ".join(f'"{column}"' for column in columns)
-    with cursor.copy(f"COPY {table} ({quoted}) FROM STDIN") as copy:
+    statement = sql.SQL("COPY {} ({}) FROM STDIN").format(
+        sql.Identifier(table), sql.SQL(", ").join(map(sql.Identifier, columns))
+    )
+    with cursor.copy(statement.as_string(None)) as copy:
         for row in rows:
             copy.write_row(row)
             count += 1
@@ -53,7 +57,10 @@ def foreign_keys_checked_once(cursor, tables: list[str]) -> Iterator[None]:
     keys = [(table, key) for table in tables for key in _drop_foreign_keys(cursor, table)]
     yield
     for table, (name, definition) in keys:
-        cursor.execute(f'ALTER TABLE {table} ADD CONSTRAINT "{name}" {definition}')
+        add = sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} {}").format(
+            sql.Identifier(table), sql.Identifier(name), sql.SQL(definition)
+        )
+        cursor.execute(add.as_string(None))
     cursor.execute("SET CONSTRAINTS ALL DEFERRED")
 
 
@@ -66,7 +73,8 @@ def _drop_foreign_keys(cursor, table: str) -> list[tuple[str, str]]:
     )
     keys = cursor.fetchall()
     for name, _ in keys:
-        cursor.execute(f'ALTER TABLE {table} DROP CONSTRAINT "{name}"')
+        drop = sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}")
+        cursor.execute(drop.format(sql.Identifier(table), sql.Identifier(name)).as_string(None))
     return keys
 
 
@@ -82,7 +90,7 @@ def drop_indexes(cursor, table: str) -> list[str]:
     )
     rows = cursor.fetchall()
     for name, _ in rows:
-        cursor.execute(f'DROP INDEX "{name}"')
+        cursor.execute(sql.SQL("DROP INDEX {}").format(sql.Identifier(name)).as_string(None))
     # A partitioned table's index reads "ON ONLY parent": rebuild it on every partition.
     return [definition.replace(" ON ONLY ", " ON ") for _, definition in rows]
 
