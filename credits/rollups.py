@@ -391,8 +391,9 @@ def _positions(count: int) -> sql.Composed:
     return sql.SQL(", ").join(sql.Literal(n) for n in range(1, count + 1))
 
 
-def _rows(rollup: Rollup) -> tuple[tuple[str, ...], sql.Composed]:
-    """The rollup's columns and the SELECT that sums the ledger rows ``e`` into its rows."""
+def _rows(rollup: Rollup, *, ordered: bool) -> tuple[tuple[str, ...], sql.Composed]:
+    """The rollup's columns and the SELECT that sums the ledger rows ``e`` into its rows
+    (``ordered``: in key order, missing keys first)."""
     head, values, source = _head(rollup)
     key = (*head, *rollup.key)
     values = [*values, *(sql.Identifier("e", column) for column in rollup.key)]
@@ -441,19 +442,25 @@ def _rows(rollup: Rollup) -> tuple[tuple[str, ...], sql.Composed]:
     in_order = sql.SQL(", ").join(
         sql.SQL("{} NULLS FIRST").format(sql.Identifier("r", column)) for column in key
     )
-    select = sql.SQL("SELECT {selected} FROM ({summed}) r {joins} ORDER BY {in_order}").format(
-        selected=sql.SQL(", ").join(selected),
-        summed=summed,
-        joins=sql.SQL(" ").join(joins),
-        in_order=in_order,
+    select = sql.SQL("SELECT {selected} FROM ({summed}) r {joins}").format(
+        selected=sql.SQL(", ").join(selected), summed=summed, joins=sql.SQL(" ").join(joins)
     )
+    if ordered:
+        select = sql.SQL("{} ORDER BY {}").format(select, in_order)
     return columns, select
 
 
-def _upsert(rollup: Rollup) -> sql.Composed:
-    """``INSERT ... ON CONFLICT`` of the rollup's rows: the sums add to an existing row's,
-    ``last_event_at`` keeps the latest, histograms add up bucket by bucket."""
-    columns, select = _rows(rollup)
+def _insert(rollup: Rollup, *, adding: bool) -> sql.Composed:
+    """``INSERT`` of the rollup's rows. ``adding``: to rows that may be there already, in key
+    order, with ``ON CONFLICT``: the sums add to an existing row's, ``last_event_at`` keeps
+    the latest, histograms add up bucket by bucket. Otherwise into an empty rollup (a bulk
+    load may have dropped the unique index that ``ON CONFLICT`` needs)."""
+    columns, select = _rows(rollup, ordered=adding)
+    insert = sql.SQL("INSERT INTO {} ({}) {}").format(
+        sql.Identifier(rollup.table), _names(columns), select
+    )
+    if not adding:
+        return insert
     head, _, _ = _head(rollup)
     conflict = [
         *(sql.Identifier(column) for column in head if column != "period_id"),
@@ -470,14 +477,8 @@ def _upsert(rollup: Rollup) -> sql.Composed:
         else:
             value = sql.SQL("{0}.{1} + EXCLUDED.{1}").format(table, name)
         sets.append(sql.SQL("{} = {}").format(name, value))
-    return sql.SQL(
-        "INSERT INTO {table} ({columns}) {select} ON CONFLICT ({conflict}) DO UPDATE SET {sets}"
-    ).format(
-        table=table,
-        columns=_names(columns),
-        select=select,
-        conflict=sql.SQL(", ").join(conflict),
-        sets=sql.SQL(", ").join(sets),
+    return sql.SQL("{} ON CONFLICT ({}) DO UPDATE SET {}").format(
+        insert, sql.SQL(", ").join(conflict), sql.SQL(", ").join(sets)
     )
 
 
@@ -518,21 +519,27 @@ def _source(*, from_ledger: bool) -> sql.Composed:
 
 @cache
 def _statement(*, from_ledger: bool) -> str:
-    """Every rollup's upsert in one statement (data-modifying CTEs over the rows ``e``).
+    """Every rollup's insert in one statement (data-modifying CTEs over the rows ``e``): new
+    events are added to the rollups, the ledger of some subscriptions fills them empty.
 
-    Sessions: the (day, agent, session) claims are inserted with ``ON CONFLICT DO NOTHING``;
-    the ones that went in, and only those, add one to their agent's day and month rows.
+    Sessions: the (day, agent, session) claims of new events are inserted with ``ON CONFLICT
+    DO NOTHING``; the ones that went in, and only those, add one to their agent's day and
+    month rows.
     """
+    adding = not from_ledger
     claims = sql.SQL(
         "INSERT INTO {table} (subscription_id, day, agent_id, session_id) "
         "SELECT DISTINCT e.subscription_id, e.local_day, e.agent_id, e.session_id FROM e "
-        "WHERE {in_session} ORDER BY 1, 2, 3 NULLS FIRST, 4 "
-        "ON CONFLICT (subscription_id, day, {agent}, session_id) DO NOTHING "
-        "RETURNING subscription_id, day, agent_id"
+        "WHERE {in_session} {on_conflict} RETURNING subscription_id, day, agent_id"
     ).format(
         table=sql.Identifier(AgentSessionDay._meta.db_table),
         in_session=_IN_SESSION,
-        agent=_indexed("agent_id"),
+        on_conflict=sql.SQL(
+            "ORDER BY 1, 2, 3 NULLS FIRST, 4 "
+            "ON CONFLICT (subscription_id, day, {}, session_id) DO NOTHING"
+        ).format(_indexed("agent_id"))
+        if adding
+        else sql.SQL(""),
     )
     new_sessions = sql.SQL(
         "SELECT c.subscription_id, g.grain, g.day, c.agent_id, COUNT(*) AS sessions "
@@ -545,10 +552,14 @@ def _statement(*, from_ledger: bool) -> str:
     ]
     *first, last = ROLLUPS
     parts += [
-        sql.SQL("{} AS ({})").format(sql.Identifier(rollup.model._meta.model_name), _upsert(rollup))
+        sql.SQL("{} AS ({})").format(
+            sql.Identifier(rollup.model._meta.model_name), _insert(rollup, adding=adding)
+        )
         for rollup in first
     ]
-    statement = sql.SQL("WITH {} {}").format(sql.SQL(", ").join(parts), _upsert(last))
+    statement = sql.SQL("WITH {} {}").format(
+        sql.SQL(", ").join(parts), _insert(last, adding=adding)
+    )
     return statement.as_string(None)
 
 
