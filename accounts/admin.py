@@ -18,15 +18,15 @@ from django.utils.html import format_html
 from django.utils.translation import ngettext
 from rest_framework_api_key.models import APIKey
 
+from core.display import format_credits
+
 from . import audit_admin  # noqa: F401  (registers the audit trail's admin)
 from .admin_scoping import (
     ScopedAdminMixin,
     ScopedModelAdmin,
     ScopedRelatedFilter,
-    administered,
-    managed_queryset,
+    administered_choices,
 )
-from .display import format_credits
 from .models import (
     ApiKey,
     Environment,
@@ -57,7 +57,6 @@ admin.site.unregister(APIKey)
 
 @admin.register(Subscription)
 class SubscriptionAdmin(ScopedModelAdmin):
-    subscription_path = "pk"
     wide_changelist = True
     list_display = (
         "name",
@@ -102,7 +101,6 @@ class SubscriptionAdmin(ScopedModelAdmin):
 
 class EnvironmentInline(ScopedAdminMixin, admin.TabularInline):
     model = Environment
-    subscription_path = "project__subscription"
     fields = ("name", "public_id")
     readonly_fields = ("public_id",)
     extra = 0
@@ -130,7 +128,6 @@ class ProjectAdmin(ScopedModelAdmin):
 
 @admin.register(Environment)
 class EnvironmentAdmin(ScopedModelAdmin):
-    subscription_path = "project__subscription"
     list_display = ("name", "project", "subscription", "public_id")
     list_filter = (
         ("project__subscription", ScopedRelatedFilter),
@@ -460,13 +457,6 @@ class UserAdmin(ScopedAdminMixin, BaseUserAdmin):
     search_fields = ("email", "display_name")
     ordering = ("email",)
 
-    def scope(self, queryset, user):
-        """People holding a role in a subscription that ``user`` administers."""
-        if user.is_superuser:
-            return queryset
-        memberships = administered(Membership.objects.all(), user, "subscription")
-        return queryset.filter(pk__in=memberships.values("user_id"))
-
     def get_fieldsets(self, request, obj=None):
         if obj is None:
             return self.add_fieldsets
@@ -484,8 +474,8 @@ class UserAdmin(ScopedAdminMixin, BaseUserAdmin):
         form = super().get_form(request, obj, **kwargs)
         if obj is None:
             form = form.limited_to(
-                subscriptions=managed_queryset(self.admin_site, request, Subscription),
-                environments=managed_queryset(self.admin_site, request, Environment),
+                subscriptions=administered_choices(self.admin_site, request, Subscription),
+                environments=administered_choices(self.admin_site, request, Environment),
             )
         return form
 

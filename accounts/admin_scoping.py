@@ -1,11 +1,11 @@
 """How the Django admin applies the scoping layer, in one place.
 
-In the admin a subscription admin manages the objects of
-``Subscription.objects.administered_by(user)`` (their subscriptions and those subscriptions'
-sub-accounts); platform superusers manage everything. This is ``administered_by`` rather than
-``visible_to`` on purpose: ``visible_to`` also shows an admin the environments where they are
-merely a member or project manager of someone else's subscription, and those must not become
-editable here.
+In the admin a subscription admin works on ``Model.objects.administered_by(user)``: the rows
+of their subscriptions and those subscriptions' sub-accounts, as each model's queryset defines
+it (``accounts.scoping``); platform superusers work on everything. This is ``administered_by``
+rather than ``visible_to`` on purpose: ``visible_to`` also shows an admin the environments
+where they are merely a member or project manager of someone else's subscription, and those
+must not become editable here.
 
 Everything in the admin that lists objects goes through ``get_queryset``: changelists, change,
 history and delete views, actions and autocomplete (``AutocompleteJsonView`` searches the
@@ -16,17 +16,10 @@ what the related model's admin shows, so each admin is scoped once and reused ev
 from django.contrib import admin
 from django.db import models
 
+from core.money import CreditsFormField
+
 from .audit import AuditedAdminMixin
 from .models import Subscription
-from .money import CreditsFormField
-
-
-def administered(queryset: models.QuerySet, user, subscription_path: str) -> models.QuerySet:
-    """Rows of ``queryset`` whose ``subscription_path`` is a subscription ``user`` administers."""
-    if user.is_superuser:
-        return queryset
-    subscriptions = Subscription.objects.administered_by(user).values("pk")
-    return queryset.filter(**{f"{subscription_path}__in": subscriptions})
 
 
 def administered_zones(request) -> list[str]:
@@ -41,7 +34,7 @@ def administered_zones(request) -> list[str]:
     return request._administered_zones
 
 
-def managed_queryset(admin_site: admin.AdminSite, request, model) -> models.QuerySet:
+def administered_choices(admin_site: admin.AdminSite, request, model) -> models.QuerySet:
     """What ``request.user`` may choose from ``model``: exactly what its admin shows them.
 
     A model whose admin is not scoped offers nothing to anyone but superusers.
@@ -59,25 +52,21 @@ class ScopedAdminMixin(AuditedAdminMixin):
     """Limits a model admin (or inline) to what the logged-in user manages, and records its
     changes in the audit trail (``accounts.audit``).
 
-    ``subscription_path`` is the lookup from the model to its subscription; override
-    ``scope`` for models that reach subscriptions differently. ``fixed_after_creation`` lists
+    The model's queryset says what a person administers (``administered_by``); no admin states
+    a path of its own. ``fixed_after_creation`` lists
     fields that become read-only once the object exists (moving a project to another
     subscription would strand its environments' memberships).
     """
 
-    subscription_path = "subscription"
     fixed_after_creation: tuple[str, ...] = ()
     # Lists with many columns hide the navigation sidebar, so that their columns fit 1400 px
     # without sideways scrolling (the breadcrumbs and the index still lead everywhere).
     wide_changelist = False
-    # Every decimal in the models is an amount of credits: read strictly (accounts.money).
+    # Every decimal in the models is an amount of credits: read strictly (core.money).
     formfield_overrides = {models.DecimalField: {"form_class": CreditsFormField}}
 
-    def scope(self, queryset: models.QuerySet, user) -> models.QuerySet:
-        return administered(queryset, user, self.subscription_path)
-
     def get_queryset(self, request):
-        return self.scope(super().get_queryset(request), request.user)
+        return super().get_queryset(request).administered_by(request.user)
 
     def changelist_view(self, request, extra_context=None):
         if self.wide_changelist:
@@ -90,20 +79,20 @@ class ScopedAdminMixin(AuditedAdminMixin):
 
     def formfield_for_foreignkey(self, db_field, request, **kwargs):
         kwargs.setdefault(
-            "queryset", managed_queryset(self.admin_site, request, db_field.related_model)
+            "queryset", administered_choices(self.admin_site, request, db_field.related_model)
         )
         return super().formfield_for_foreignkey(db_field, request, **kwargs)
 
     def formfield_for_manytomany(self, db_field, request, **kwargs):
         kwargs.setdefault(
-            "queryset", managed_queryset(self.admin_site, request, db_field.related_model)
+            "queryset", administered_choices(self.admin_site, request, db_field.related_model)
         )
         return super().formfield_for_manytomany(db_field, request, **kwargs)
 
     def get_changeform_initial_data(self, request):
         """Preselect the subscription when there is only one to choose."""
         initial = super().get_changeform_initial_data(request)
-        subscriptions = list(managed_queryset(self.admin_site, request, Subscription)[:2])
+        subscriptions = list(administered_choices(self.admin_site, request, Subscription)[:2])
         if len(subscriptions) == 1:
             initial.setdefault("subscription", subscriptions[0].pk)
         return initial
@@ -122,5 +111,5 @@ class ScopedRelatedFilter(admin.RelatedFieldListFilter):
     """
 
     def field_choices(self, field, request, model_admin):
-        related = managed_queryset(model_admin.admin_site, request, field.related_model)
+        related = administered_choices(model_admin.admin_site, request, field.related_model)
         return [(obj.pk, str(obj)) for obj in related]

@@ -1,120 +1,44 @@
 """People's API: personal tokens, and what subscription admins manage (API keys, limit settings).
 
 Management endpoints act on one subscription the caller administers: ``?subscription=<id>``
-picks it, and without it the caller's only (or first) subscription is used. Machines (API
-keys) cannot manage anything: a leaked key must not be able to mint more keys.
+picks it, and without it the caller's only (or first) subscription is used; other apps'
+management endpoints share these rules (``accounts.permissions``). Machines (API keys) cannot
+manage anything: a leaked key must not be able to mint more keys.
 """
 
 import hashlib
 from collections.abc import Mapping
 
-from django.db.models import F
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import (
-    OpenApiParameter,
     OpenApiResponse,
     extend_schema,
     extend_schema_serializer,
-    inline_serializer,
 )
 from rest_framework import permissions, serializers, status
-from rest_framework.exceptions import NotFound
-from rest_framework.pagination import PageNumberPagination
 from rest_framework.response import Response
 from rest_framework.settings import api_settings
 from rest_framework.throttling import AnonRateThrottle
 from rest_framework.views import APIView
 
-from config.serializers import SUBSCRIPTION_ID, NullableUUIDField, StrictInputSerializer
+from core.money import AMOUNT_HELP, CREDIT_DIGITS, CreditsField
+from core.pagination import page_of, paginated_response
+from core.serializers import NullableUUIDField, StrictInputSerializer
 
-from .authentication import KeyPrincipal
 from .models import ApiKey, Environment, Subscription
-from .money import AMOUNT_HELP, CreditsField
-from .services import create_api_key, obtain_api_token, revoke_api_key, update_limit_settings
-
-CREDITS = {"max_digits": 18, "decimal_places": 4}
-
-SUBSCRIPTION_PARAMETER = OpenApiParameter(
-    "subscription",
-    SUBSCRIPTION_ID,
-    description=(
-        "Id of a subscription you administer. Optional when you administer one; otherwise "
-        "your first top-level subscription is used."
-    ),
+from .permissions import (
+    ERRORS,
+    SUBSCRIPTION_PARAMETER,
+    ManagementView,
+    administered_subscription,
 )
-ERRORS = {
-    400: OpenApiResponse(description="Invalid input: `validation_error`."),
-    401: OpenApiResponse(description="Not authenticated."),
-    403: OpenApiResponse(description="Not a subscription admin, or called with an API key."),
-    404: OpenApiResponse(description="Not found among the subscriptions you administer."),
-}
-
-
-# --- Who may manage what ---------------------------------------------------------------------
-
-
-class IsSubscriptionAdmin(permissions.BasePermission):
-    """A person (not an API key) who administers at least one subscription."""
-
-    message = "Only subscription admins can manage API keys, limits and subscription settings."
-
-    def has_permission(self, request, view) -> bool:
-        user = request.user
-        if isinstance(user, KeyPrincipal) or isinstance(request.auth, ApiKey):
-            return False
-        return bool(user and user.is_authenticated) and (
-            Subscription.objects.administered_by(user).exists()
-        )
-
-
-class SubscriptionChoiceSerializer(serializers.Serializer):
-    subscription = serializers.IntegerField(min_value=1, required=False)
-
-
-def administered_subscription(request) -> Subscription:
-    """The subscription a management request acts on, chosen with ``?subscription=<id>``.
-
-    Without the parameter: the caller's only subscription, or the first top-level one they
-    administer (oldest first). A subscription they do not administer is a 404.
-    """
-    choice = SubscriptionChoiceSerializer(data=request.query_params)
-    choice.is_valid(raise_exception=True)
-    subscriptions = Subscription.objects.administered_by(request.user)
-    if "subscription" in choice.validated_data:
-        return get_object_or_404(subscriptions, pk=choice.validated_data["subscription"])
-    subscription = subscriptions.order_by(F("parent_id").asc(nulls_first=True), "pk").first()
-    if subscription is None:
-        raise NotFound("You administer no subscription.")
-    return subscription
-
-
-def page_of(item_serializer, *, component_name: str):
-    """Documents a page of ``PageNumberPagination`` (APIViews are not paginated automatically)."""
-    return inline_serializer(
-        name=component_name,
-        fields={
-            "count": serializers.IntegerField(),
-            "next": serializers.URLField(allow_null=True),
-            "previous": serializers.URLField(allow_null=True),
-            "results": item_serializer(many=True),
-        },
-    )
-
-
-def paginated_response(*, results, serializer_class, request, view) -> Response:
-    paginator = PageNumberPagination()
-    page = paginator.paginate_queryset(results, request, view=view)
-    return paginator.get_paginated_response(serializer_class(page, many=True).data)
+from .services import create_api_key, obtain_api_token, revoke_api_key, update_limit_settings
 
 
 def no_store(response: Response) -> Response:
     """Secrets must not linger in caches or browser history."""
     response["Cache-Control"] = "no-store"
     return response
-
-
-class ManagementView(APIView):
-    permission_classes = [IsSubscriptionAdmin]
 
 
 # --- Personal tokens -------------------------------------------------------------------------
@@ -305,9 +229,9 @@ class SubscriptionDetailApi(ManagementView):
         name = serializers.CharField()
         plan = serializers.CharField()
         timezone = serializers.CharField()
-        base_allocation = serializers.DecimalField(**CREDITS)
+        base_allocation = serializers.DecimalField(**CREDIT_DIGITS)
         limit_mode = serializers.ChoiceField(choices=Subscription.LimitMode.choices)
-        excess_allowance = serializers.DecimalField(**CREDITS)
+        excess_allowance = serializers.DecimalField(**CREDIT_DIGITS)
 
     @extend_schema_serializer(component_name="SubscriptionSettingsUpdate")
     class InputSerializer(StrictInputSerializer):

@@ -14,12 +14,12 @@ named by its prefix, passwords and key hashes are left out of admin changes.
 from contextlib import contextmanager
 from contextvars import ContextVar
 
+from django.apps import apps
 from django.conf import settings
-from django.core.exceptions import FieldError
 from django.db import models
 from django.utils import timezone
 
-from .scoping import ScopedQuerySet, administered_subscription_ids
+from .scoping import AdministeredQuerySet
 
 # Fields whose values must not be copied into the trail, whatever the model.
 SECRET_FIELDS = frozenset({"password", "hashed_key"})
@@ -29,11 +29,11 @@ SECRET_FIELDS = frozenset({"password", "hashed_key"})
 _recorded = ContextVar("audit_recorded", default=None)
 
 
-class AuditEventQuerySet(ScopedQuerySet):
+class AuditEventQuerySet(AdministeredQuerySet):
     """Admins read the trail of the subscriptions they administer (sub-accounts included)."""
 
-    def visibility(self, user) -> models.Q:
-        return models.Q(subscription_id__in=administered_subscription_ids(user))
+    def key_visibility(self, api_key) -> models.Q:
+        return models.Q(pk__in=[])  # the trail is people's business
 
 
 class AuditEvent(models.Model):
@@ -154,21 +154,21 @@ def changed(before: dict, after: dict) -> dict[str, tuple]:
     }
 
 
-def subscriptions_of(obj: models.Model, subscription_path: str, actor) -> list:
+def subscriptions_of(obj: models.Model, actor) -> list:
     """The subscriptions ``obj`` belongs to, among those ``actor`` administers.
 
-    A person (``User``) belongs to every subscription they hold a role in; each of those the
-    actor administers gets the row. An object that belongs to no subscription (the product
-    catalogue) gets one row without a subscription.
+    The path to them is the scoping layer's (``subscription_lookup``): a person (``User``)
+    belongs to every subscription they hold a role in, and each of those the actor administers
+    gets the row. An object that belongs to no subscription (the product catalogue) gets one
+    row without a subscription.
     """
-    from .models import Subscription, User
-
-    path = "memberships__subscription" if isinstance(obj, User) else subscription_path
-    try:
-        ids = type(obj)._default_manager.filter(pk=obj.pk).values_list(path, flat=True)
-        ids = [pk for pk in ids if pk is not None]
-    except FieldError:
+    # Looked up, not imported: ``accounts.models`` imports this module to register AuditEvent.
+    Subscription = apps.get_model("accounts", "Subscription")
+    rows = type(obj)._default_manager.filter(pk=obj.pk)
+    path = getattr(rows, "subscription_lookup", None)
+    if path is None:
         return [None]
+    ids = [pk for pk in rows.values_list(path, flat=True) if pk is not None]
     subscriptions = Subscription.objects.administered_by(actor).filter(pk__in=ids)
     return list(subscriptions) or ([None] if not ids else [])
 
@@ -194,8 +194,7 @@ class AuditedAdminMixin:
     def _audit(self, request, obj, action: str, changes: dict) -> None:
         if (obj._meta.label_lower, _object_id(obj)) in (_recorded.get() or ()):
             return  # the service that made the change recorded it
-        path = getattr(self, "subscription_path", "subscription")
-        for subscription in subscriptions_of(obj, path, request.user):
+        for subscription in subscriptions_of(obj, request.user):
             record_audit_event(
                 subscription=subscription,
                 actor=request.user,

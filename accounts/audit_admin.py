@@ -5,12 +5,14 @@ import json
 from django.contrib import admin
 from django.utils.html import format_html_join
 
+from core.admin import ReadOnlyAdminMixin
+
 from .admin_scoping import ScopedModelAdmin, ScopedRelatedFilter
 from .audit import AuditEvent
 
 
 @admin.register(AuditEvent)
-class AuditEventAdmin(ScopedModelAdmin):
+class AuditEventAdmin(ReadOnlyAdminMixin, ScopedModelAdmin):
     list_display = ("at", "actor_label", "action", "object_type", "object_repr", "subscription")
     list_filter = ("action", "object_type", ("subscription", ScopedRelatedFilter))
     list_select_related = ("subscription",)
@@ -28,15 +30,6 @@ class AuditEventAdmin(ScopedModelAdmin):
         "changes_table",
     )
     readonly_fields = fields
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
     @admin.display(description="changes")
     def changes_table(self, event):

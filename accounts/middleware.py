@@ -4,7 +4,7 @@ Django's admin writes datetimes in the current time zone with ``DATETIME_FORMAT`
 the zone, ``config/formats``). For someone who administers subscriptions in one time zone that
 zone is activated; for platform staff and people across several zones, the configured
 ``TIME_ZONE``. Lists where rows belong to different subscriptions (the ledger) also write each
-row in its own subscription's zone (``accounts.display.format_moment``).
+row in its own subscription's zone (``core.display.format_moment``).
 """
 
 from django.conf import settings

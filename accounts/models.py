@@ -13,19 +13,18 @@ from django.db.models.functions import Lower
 from django.utils import timezone
 from rest_framework_api_key.models import AbstractAPIKey, APIKeyManager
 
+from core.money import CREDIT_DIGITS
+
 from .scoping import (
     ApiKeyQuerySet,
     EnvironmentQuerySet,
     MembershipQuerySet,
     ProjectQuerySet,
     SubscriptionQuerySet,
+    TeamMembershipQuerySet,
     TeamQuerySet,
     UserQuerySet,
 )
-
-CREDIT_DIGITS = {"max_digits": 18, "decimal_places": 4}
-# The smallest amount of credits: what amounts are quantized to (0.0001).
-CREDIT_PLACES = Decimal(1).scaleb(-CREDIT_DIGITS["decimal_places"])
 
 
 def validate_timezone(value: str) -> None:
@@ -136,6 +135,9 @@ class Subscription(models.Model):
         blank=True,
         related_name="sub_accounts",
         help_text="Set for a sub-account; its parent's admins see it too.",
+        # Parent and sub-account are different tenants (on different nodes under Citus), so
+        # the database keeps no key between them; clean() and PROTECT hold it.
+        db_constraint=False,
     )
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -199,20 +201,36 @@ class Project(models.Model):
 
 
 class Environment(models.Model):
-    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="environments")
+    # Copied from the project: every tenant table carries its subscription (the distribution
+    # column under Citus; the database's keys include it, see the README's "Scaling out").
+    subscription = models.ForeignKey(
+        Subscription, on_delete=models.CASCADE, related_name="+", editable=False, db_index=False
+    )
+    project = models.ForeignKey(
+        Project, on_delete=models.CASCADE, related_name="environments", db_constraint=False
+    )
     name = models.CharField(max_length=200)
-    public_id = models.UUIDField("EnvironmentId", default=uuid.uuid4, unique=True, editable=False)
+    public_id = models.UUIDField("EnvironmentId", default=uuid.uuid4, db_index=True, editable=False)
 
     objects = EnvironmentQuerySet.as_manager()
 
     class Meta:
         ordering = ["project__name", "name"]
         constraints = [
-            models.UniqueConstraint(fields=["project", "name"], name="environment_name_unique"),
+            models.UniqueConstraint(
+                fields=["subscription", "project", "name"], name="environment_name_unique"
+            ),
+            models.UniqueConstraint(
+                fields=["subscription", "public_id"], name="environment_public_id_unique"
+            ),
         ]
 
     def __str__(self) -> str:
         return f"{self.project.name} / {self.name}"
+
+    def save(self, *args, **kwargs):
+        self.subscription_id = self.project.subscription_id
+        super().save(*args, **kwargs)
 
 
 class Role(models.TextChoices):
@@ -235,6 +253,7 @@ class Membership(models.Model):
         blank=True,
         related_name="memberships",
         help_text="Required for project managers and members; empty for subscription admins.",
+        db_constraint=False,  # the database's key is (subscription, environment)
     )
     role = models.CharField(max_length=30, choices=Role.choices)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -255,7 +274,7 @@ class Membership(models.Model):
                 name="membership_environment_matches_role",
             ),
             models.UniqueConstraint(
-                fields=["user", "environment"],
+                fields=["subscription", "user", "environment"],
                 condition=models.Q(environment__isnull=False),
                 name="membership_one_role_per_environment",
             ),
@@ -309,18 +328,10 @@ class Team(models.Model):
         return self.name
 
 
-class TeamMembershipQuerySet(models.QuerySet):
-    def team_id_of(self, *, subscription: "Subscription", user: "User") -> int | None:
-        """The id of ``user``'s team in ``subscription`` (at most one), or None."""
-        return (
-            self.filter(subscription=subscription, user=user)
-            .values_list("team_id", flat=True)
-            .first()
-        )
-
-
 class TeamMembership(models.Model):
-    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="team_memberships")
+    team = models.ForeignKey(
+        Team, on_delete=models.CASCADE, related_name="team_memberships", db_constraint=False
+    )
     user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="team_memberships")
     # Copied from the team so that the database can enforce one team per user per subscription.
     subscription = models.ForeignKey(Subscription, on_delete=models.CASCADE, editable=False)
@@ -345,8 +356,10 @@ class TeamMembership(models.Model):
 class ApiKey(AbstractAPIKey):
     """A machine credential of a subscription. The secret is shown once and stored hashed."""
 
+    # API keys are a reference table under Citus (found by prefix before the subscription is
+    # known), and a reference table cannot hold a key to a distributed one.
     subscription = models.ForeignKey(
-        Subscription, on_delete=models.CASCADE, related_name="api_keys"
+        Subscription, on_delete=models.CASCADE, related_name="api_keys", db_constraint=False
     )
     environment = models.ForeignKey(
         Environment,
@@ -355,6 +368,7 @@ class ApiKey(AbstractAPIKey):
         blank=True,
         related_name="api_keys",
         help_text="Restrict the key to one environment; empty means every environment.",
+        db_constraint=False,
     )
     created_by = models.ForeignKey(
         User, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"

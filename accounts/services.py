@@ -8,10 +8,12 @@ from django.db import transaction
 from django.utils import timezone
 from rest_framework.authtoken.models import Token
 
+from core.errors import DomainError
+from core.money import CREDIT_PLACES
+
 from .audit import record_audit_event
-from .errors import DomainError
 from .login_throttle import authenticate_without_request
-from .models import CREDIT_PLACES, ApiKey, Environment, Membership, Role, Subscription, User
+from .models import ApiKey, Environment, Membership, Role, Subscription, User
 
 logger = logging.getLogger(__name__)
 

@@ -315,7 +315,7 @@ def _world(cursor, ids, rng, count, product_ids, now, range_start, label) -> lis
             for name in ENVIRONMENTS[: 1 + rng.randrange(3)]:
                 environment_id = ids.take("accounts_environment", 1).start
                 public_id = str(uuid.uuid4())  # unique across runs, whatever the seed
-                environments.append((environment_id, project_id, name, public_id))
+                environments.append((environment_id, p.id, project_id, name, public_id))
                 p.environment_ids.append(environment_id)
                 # The secret is thrown away: figures create their own keys through the service.
                 prefix = uuid.uuid4().hex[:8]
@@ -365,7 +365,10 @@ def _world(cursor, ids, rng, count, product_ids, now, range_start, label) -> lis
             p.user_agent[user_id] = p.agent_ids[zipf_pick(p.agent_weights, rng)]
     copy_rows(cursor, "accounts_project", ("id", "subscription_id", "name"), projects)
     copy_rows(
-        cursor, "accounts_environment", ("id", "project_id", "name", "public_id"), environments
+        cursor,
+        "accounts_environment",
+        ("id", "subscription_id", "project_id", "name", "public_id"),
+        environments,
     )
     copy_rows(
         cursor,

@@ -32,14 +32,14 @@ CHARGE = (
     "RETURNING credits_used, excess_used"
 )
 TEAM = (
-    "INSERT INTO credits_teamperiodusage (period_id, team_id, credits_used) VALUES (%s, %s, %s) "
-    "ON CONFLICT (period_id, team_id) DO UPDATE "
+    "INSERT INTO credits_teamperiodusage (subscription_id, period_id, team_id, credits_used) "
+    "VALUES (%s, %s, %s, %s) ON CONFLICT (subscription_id, period_id, team_id) DO UPDATE "
     "SET credits_used = credits_teamperiodusage.credits_used + EXCLUDED.credits_used "
     "RETURNING credits_used"
 )
 USER = (
-    "INSERT INTO credits_userperiodusage (period_id, user_id, credits_used) VALUES (%s, %s, %s) "
-    "ON CONFLICT (period_id, user_id) DO UPDATE "
+    "INSERT INTO credits_userperiodusage (subscription_id, period_id, user_id, credits_used) "
+    "VALUES (%s, %s, %s, %s) ON CONFLICT (subscription_id, period_id, user_id) DO UPDATE "
     "SET credits_used = credits_userperiodusage.credits_used + EXCLUDED.credits_used "
     "RETURNING credits_used"
 )
@@ -185,8 +185,13 @@ def record_one(connection, event: Event) -> float:
         if cursor.fetchone() is None:
             raise Refused("credit_limit_exceeded")
         if event.actor.team_id:
-            cursor.execute(TEAM, (target.period_id, event.actor.team_id, event.credits))
-        cursor.execute(USER, (target.period_id, event.actor.user_id, event.credits))
+            cursor.execute(
+                TEAM,
+                (target.subscription_id, target.period_id, event.actor.team_id, event.credits),
+            )
+        cursor.execute(
+            USER, (target.subscription_id, target.period_id, event.actor.user_id, event.credits)
+        )
         cursor.execute(LEDGER, _ledger_row(event, now, Decimal(0)))
         event_id = cursor.fetchone()[0]
         cursor.execute(POINT, (event_id, target.subscription_id, key))
@@ -209,8 +214,8 @@ def record_batch(connection, events: list[Event]) -> tuple[int, float]:
     for e in events:
         periods[e.target.period_id, e.target.allocation, e.target.cap] += e.credits
         if e.actor.team_id:
-            teams[e.target.period_id, e.actor.team_id] += e.credits
-        users[e.target.period_id, e.actor.user_id] += e.credits
+            teams[e.target.subscription_id, e.target.period_id, e.actor.team_id] += e.credits
+        users[e.target.subscription_id, e.target.period_id, e.actor.user_id] += e.credits
     with connection.transaction(), connection.cursor() as cursor:
         cursor.executemany(
             CLAIM,

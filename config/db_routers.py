@@ -1,27 +1,16 @@
 """Send report reads to a read replica, and never anything else.
 
 When ``REPLICA_DATABASE_URL`` is set, code that reads for reports wraps its queries in
-``reading_for_reports()``; inside it, reads go to the ``replica`` alias. Writes always go to
-``default``, inside or outside, and migrations run on ``default`` only. Without a replica the
-block changes nothing.
+``core.replica.reading_for_reports()``; inside it, reads go to the ``replica`` alias. Writes
+always go to ``default``, inside or outside, and migrations run on ``default`` only. Without a
+replica the block changes nothing.
 """
-
-from contextlib import contextmanager
-from contextvars import ContextVar
 
 from django.conf import settings
 
+from core.replica import is_reading_for_reports
+
 REPLICA = "replica"
-_for_reports = ContextVar("reading_for_reports", default=False)
-
-
-@contextmanager
-def reading_for_reports():
-    token = _for_reports.set(True)
-    try:
-        yield
-    finally:
-        _for_reports.reset(token)
 
 
 def replica_configured() -> bool:
@@ -30,7 +19,7 @@ def replica_configured() -> bool:
 
 class ReportsReplicaRouter:
     def db_for_read(self, model, **hints):
-        if _for_reports.get() and replica_configured():
+        if is_reading_for_reports() and replica_configured():
             return REPLICA
         return "default"
 

@@ -48,6 +48,7 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "django_celery_beat",
     "axes",
+    "core",
     "accounts",
     "credits",
     "reports",
@@ -56,7 +57,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "csp.middleware.CSPMiddleware",
-    "config.text_guard.RefuseUnstorableText",
+    "core.text_guard.RefuseUnstorableText",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -88,7 +89,8 @@ TEMPLATES = [
 
 # --- Database -------------------------------------------------------------------------------
 if env.str("DATABASE_URL", default=""):
-    DATABASES = {"default": env.db("DATABASE_URL")}
+    # PostgreSQL's backend, aware of the tenant tables' primary keys (config/postgresql).
+    DATABASES = {"default": env.db("DATABASE_URL", engine="config.postgresql")}
 else:
     # The zero-setup default: PostgreSQL from a wheel, its data in var/postgres (HOST).
     DATABASES = {
@@ -113,7 +115,7 @@ REPLICA_DATABASE_URL = env.str("REPLICA_DATABASE_URL", default="")
 if REPLICA_DATABASE_URL:
     # Report reads go here inside ``reading_for_reports()``; tests mirror it onto default.
     DATABASES["replica"] = {
-        **env.db_url_config(REPLICA_DATABASE_URL),
+        **env.db_url_config(REPLICA_DATABASE_URL, engine="config.postgresql"),
         "CONN_MAX_AGE": DATABASES["default"]["CONN_MAX_AGE"],
         "CONN_HEALTH_CHECKS": True,
         "TEST": {"MIRROR": "default"},
@@ -219,7 +221,7 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_PARSER_CLASSES": [
-        "config.parsers.DecimalJSONParser",
+        "core.parsers.DecimalJSONParser",
         "rest_framework.parsers.FormParser",
         "rest_framework.parsers.MultiPartParser",
     ],
@@ -227,7 +229,7 @@ REST_FRAMEWORK = {
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 100,
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
-    "EXCEPTION_HANDLER": "config.api_errors.exception_handler",
+    "EXCEPTION_HANDLER": "core.api_errors.exception_handler",
     "COERCE_DECIMAL_TO_STRING": True,
     "DEFAULT_THROTTLE_RATES": {"token": env.str("TOKEN_THROTTLE_RATE", default="10/min")},
     # Proxies in front of the app that append to X-Forwarded-For (throttling trusts no more).
@@ -242,10 +244,10 @@ SPECTACULAR_SETTINGS = {
     # (a text field that may not be blank has minLength 1) without constraining responses.
     "COMPONENT_SPLIT_REQUEST": True,
     # The API is documented as JSON (it also reads forms, for the browsable API).
-    "PARSER_WHITELIST": ["config.parsers.DecimalJSONParser"],
+    "PARSER_WHITELIST": ["core.parsers.DecimalJSONParser"],
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
-        "config.schema.state_input_rules",
+        "core.schema.state_input_rules",
     ],
     # Swagger UI would fetch a validity badge from another site, which the CSP refuses.
     "SWAGGER_UI_SETTINGS": {"validatorUrl": None},

@@ -42,6 +42,6 @@ urlpatterns = [
     path("", include("reports.urls")),
 ]
 
-handler400 = "config.api_errors.bad_request"
-handler404 = "config.api_errors.not_found"
-handler500 = "config.api_errors.server_error"
+handler400 = "core.api_errors.bad_request"
+handler404 = "core.api_errors.not_found"
+handler500 = "core.api_errors.server_error"

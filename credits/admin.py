@@ -12,25 +12,13 @@ from django.template.response import TemplateResponse
 from django.urls import path
 
 from accounts.admin_scoping import ScopedModelAdmin, ScopedRelatedFilter, administered_zones
-from accounts.display import format_credits, format_moment
 from accounts.models import Membership, Subscription
-from accounts.money import CreditsFormField
+from core.admin import ReadOnlyAdminMixin
+from core.display import format_credits, format_moment
+from core.money import CreditsFormField
 
 from .models import Agent, BillingPeriod, CreditEvent, CreditLimit, Product
 from .recording import record_adjustment
-
-
-class ReadOnlyAdminMixin:
-    """Rows written only by the recording service: nobody adds, edits or deletes them here."""
-
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
 
 @admin.register(Product)
@@ -40,10 +28,6 @@ class ProductAdmin(ScopedModelAdmin):
     ordering = ("name",)
     prepopulated_fields = {"slug": ("name",)}
     filter_horizontal = ("enabled_for",)
-
-    def scope(self, queryset, user):
-        """The catalogue is shared by every subscription."""
-        return queryset
 
     def get_fields(self, request, obj=None):
         """Which subscriptions use a product is platform business, not a tenant's."""
@@ -117,7 +101,7 @@ class BillingPeriodAdmin(ReadOnlyAdminMixin, ScopedModelAdmin):
 
 
 class AdjustmentForm(forms.Form):
-    subscription = forms.ModelChoiceField(queryset=Subscription.objects.all())
+    subscription = forms.ModelChoiceField(queryset=Subscription.objects.none())
     credits = CreditsFormField(
         signed=True, help_text="Positive to charge credits, negative to give them back."
     )
@@ -252,6 +236,7 @@ class CreditEventAdmin(ReadOnlyAdminMixin, ScopedModelAdmin):
         if not request.user.is_superuser:
             raise PermissionDenied
         form = AdjustmentForm(request.POST or None)
+        form.fields["subscription"].queryset = Subscription.objects.administered_by(request.user)
         if form.is_valid():
             try:
                 event = record_adjustment(created_by=request.user, **form.cleaned_data)

@@ -15,10 +15,10 @@ from rest_framework.views import APIView
 
 from accounts.authentication import KeyPrincipal
 from accounts.models import Environment, Subscription, User
-from accounts.money import AMOUNT_HELP, CreditsField
-from config.api_errors import STATUS_BY_CODE, error_body
-from config.serializers import SUBSCRIPTION_ID, StrictInputSerializer
-from config.text_guard import unstorable_in
+from core.api_errors import STATUS_BY_CODE, error_body
+from core.money import AMOUNT_HELP, CREDIT_DIGITS, CreditsField
+from core.serializers import SUBSCRIPTION_ID, StrictInputSerializer
+from core.text_guard import unstorable_in
 
 from . import errors
 from .models import CreditEvent
@@ -133,9 +133,9 @@ class EventOutputSerializer(serializers.ModelSerializer):
 
 
 class LimitStatusSerializer(serializers.Serializer):
-    limit = serializers.DecimalField(max_digits=18, decimal_places=4, allow_null=True)
-    used = serializers.DecimalField(max_digits=18, decimal_places=4)
-    remaining = serializers.DecimalField(max_digits=18, decimal_places=4, allow_null=True)
+    limit = serializers.DecimalField(**CREDIT_DIGITS, allow_null=True)
+    used = serializers.DecimalField(**CREDIT_DIGITS)
+    remaining = serializers.DecimalField(**CREDIT_DIGITS, allow_null=True)
 
 
 class BalanceSerializer(serializers.Serializer):
@@ -148,14 +148,14 @@ class BalanceSerializer(serializers.Serializer):
     next_reset = serializers.DateTimeField()
     days_until_reset = serializers.IntegerField()
     limit_mode = serializers.CharField()
-    base_allocation = serializers.DecimalField(max_digits=18, decimal_places=4)
-    used = serializers.DecimalField(max_digits=18, decimal_places=4)
-    remaining = serializers.DecimalField(max_digits=18, decimal_places=4)
-    excess_allowance = serializers.DecimalField(max_digits=18, decimal_places=4)
-    excess_used = serializers.DecimalField(max_digits=18, decimal_places=4)
-    excess_remaining = serializers.DecimalField(max_digits=18, decimal_places=4)
+    base_allocation = serializers.DecimalField(**CREDIT_DIGITS)
+    used = serializers.DecimalField(**CREDIT_DIGITS)
+    remaining = serializers.DecimalField(**CREDIT_DIGITS)
+    excess_allowance = serializers.DecimalField(**CREDIT_DIGITS)
+    excess_used = serializers.DecimalField(**CREDIT_DIGITS)
+    excess_remaining = serializers.DecimalField(**CREDIT_DIGITS)
     utilisation_percent = serializers.DecimalField(max_digits=12, decimal_places=2)
-    environment_used = serializers.DecimalField(max_digits=18, decimal_places=4, allow_null=True)
+    environment_used = serializers.DecimalField(**CREDIT_DIGITS, allow_null=True)
     user = LimitStatusSerializer(allow_null=True)
     team = LimitStatusSerializer(allow_null=True)
 
@@ -322,23 +322,14 @@ class BalanceView(APIView):
         summary="Read the current period's balance",
     )
     def get(self, request):
-        if isinstance(request.user, KeyPrincipal):
-            # A key reads its own subscription; ?subscription= is checked as for people.
-            subscription = _subscription_of(
-                request, Subscription.objects.filter(pk=request.auth.subscription_id)
-            )
-            environments = Environment.objects.filter(project__subscription=subscription)
-            if request.auth.environment_id:
-                environments = environments.filter(pk=request.auth.environment_id)
-            users = User.objects.filter(memberships__subscription=subscription).distinct()
-            own_user = None
-        else:
-            subscription = _subscription_of(request)
-            environments = Environment.objects.visible_to(request.user).filter(
-                project__subscription=subscription
-            )
-            users = User.objects.visible_to(request.user)
-            own_user = request.user
+        # A key reads its own subscription (and environment); ?subscription= is checked as
+        # for people.
+        subscription = _subscription_of(request)
+        environments = Environment.objects.visible_to(request.user).filter(
+            project__subscription=subscription
+        )
+        users = User.objects.visible_to(request.user)
+        own_user = None if isinstance(request.user, KeyPrincipal) else request.user
         environment = _environment_param(request, environments)
         user = _user_param(request, users) or own_user
         return Response(
@@ -346,9 +337,8 @@ class BalanceView(APIView):
         )
 
 
-def _subscription_of(request, subscriptions=None) -> Subscription:
-    if subscriptions is None:
-        subscriptions = Subscription.objects.visible_to(request.user)
+def _subscription_of(request) -> Subscription:
+    subscriptions = Subscription.objects.visible_to(request.user)
     wanted = request.query_params.get("subscription")
     if wanted is not None:
         if not wanted.isascii() or not wanted.isdigit() or int(wanted) < 1:

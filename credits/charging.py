@@ -18,8 +18,9 @@ from decimal import Decimal
 
 from django.db import connection, transaction
 
-from accounts.errors import DomainError
-from accounts.models import CREDIT_PLACES, Subscription, TeamMembership, User
+from accounts.models import Subscription, TeamMembership, User
+from core.errors import DomainError
+from core.money import CREDIT_PLACES
 
 from . import errors
 from .models import BillingPeriod, CreditLimit, TeamPeriodUsage, UserPeriodUsage
@@ -123,8 +124,17 @@ def _charge_together(subscription, charges, caps) -> dict[int, _PeriodMove]:
         total = sum((item.credits for item in move.charges), Decimal(0))
         move.before, move.after = _charge_period(subscription, move.charges[0].period, total)
         _spread_excess(subscription, move)
-    _charge_owners(TeamPeriodUsage, "team_id", team_sums, caps.team_caps, _team_refusal)
-    _charge_owners(UserPeriodUsage, "user_id", user_sums, caps.user_caps, _user_refusal(charges))
+    _charge_owners(
+        subscription, TeamPeriodUsage, "team_id", team_sums, caps.team_caps, _team_refusal
+    )
+    _charge_owners(
+        subscription,
+        UserPeriodUsage,
+        "user_id",
+        user_sums,
+        caps.user_caps,
+        _user_refusal(charges),
+    )
     return moves
 
 
@@ -187,7 +197,7 @@ def _spread_excess(subscription, move: _PeriodMove) -> None:
         item.excess = excess_of(used, item.credits, subscription.base_allocation)
 
 
-def _charge_owners(model, owner_column, sums, caps, refusal) -> None:
+def _charge_owners(subscription, model, owner_column, sums, caps, refusal) -> None:
     """Add each owner's credits to its period counter: capped owners one conditional
     statement each, all the others in one upsert."""
     uncapped = []
@@ -197,27 +207,31 @@ def _charge_owners(model, owner_column, sums, caps, refusal) -> None:
         if cap is None:
             uncapped.append((period_id, owner_id, credits))
         elif credits > cap or not _add_within_cap(
-            model, owner_column, period_id, owner_id, credits, cap
+            subscription, model, owner_column, period_id, owner_id, credits, cap
         ):
             raise _DoesNotFit(refusal(owner_id, cap))
-    add_to_counters(model, owner_column, uncapped)
+    add_to_counters(model, owner_column, uncapped, subscription)
 
 
-def _add_within_cap(model, owner_column, period_id, owner_id, credits, cap) -> bool:
+def _add_within_cap(subscription, model, owner_column, period_id, owner_id, credits, cap) -> bool:
     table = model._meta.db_table
     with connection.cursor() as cursor:
         cursor.execute(
-            f"INSERT INTO {table} (period_id, {owner_column}, credits_used) "  # noqa: S608
-            f"VALUES (%s, %s, %s) ON CONFLICT (period_id, {owner_column}) DO UPDATE "
+            f"INSERT INTO {table} (subscription_id, period_id, {owner_column}, credits_used) "  # noqa: S608
+            "VALUES (%s, %s, %s, %s) "
+            f"ON CONFLICT (subscription_id, period_id, {owner_column}) DO UPDATE "
             f"SET credits_used = {table}.credits_used + EXCLUDED.credits_used "
             f"WHERE {table}.credits_used + EXCLUDED.credits_used <= %s RETURNING credits_used",
-            [period_id, owner_id, credits, cap],
+            [subscription.pk, period_id, owner_id, credits, cap],
         )
         return cursor.fetchone() is not None
 
 
-def add_to_counters(model, owner_column, rows: list[tuple[int, int, Decimal]]) -> None:
-    """Add credits to (period, owner) counters without a cap: one upsert for all rows.
+def add_to_counters(
+    model, owner_column, rows: list[tuple[int, int, Decimal]], subscription: Subscription
+) -> None:
+    """Add credits to (period, owner) counters of ``subscription`` without a cap: one upsert
+    for all rows.
 
     Negative amounts (adjustments) cannot go through an upsert: PostgreSQL checks the
     counter's CHECK constraint (not negative) on the row it proposes to insert before it
@@ -226,25 +240,25 @@ def add_to_counters(model, owner_column, rows: list[tuple[int, int, Decimal]]) -
     if not rows:
         return
     table = model._meta.db_table
-    key = f"(period_id, {owner_column})"
-    values = ", ".join(["(%s, %s, %s)"] * len(rows))
+    key = f"(subscription_id, period_id, {owner_column})"
+    values = ", ".join(["(%s, %s, %s, %s)"] * len(rows))
     with connection.cursor() as cursor:
         cursor.execute(
-            f"INSERT INTO {table} (period_id, {owner_column}, credits_used) "  # noqa: S608
+            f"INSERT INTO {table} (subscription_id, period_id, {owner_column}, credits_used) "  # noqa: S608
             f"VALUES {values} ON CONFLICT {key} DO UPDATE "
             f"SET credits_used = {table}.credits_used + EXCLUDED.credits_used",
             [
                 value
                 for period_id, owner_id, credits in rows
-                for value in (period_id, owner_id, max(credits, Decimal(0)))
+                for value in (subscription.pk, period_id, owner_id, max(credits, Decimal(0)))
             ],
         )
         for period_id, owner_id, credits in rows:
             if credits < 0:
                 cursor.execute(
                     f"UPDATE {table} SET credits_used = credits_used + %s "  # noqa: S608
-                    f"WHERE period_id = %s AND {owner_column} = %s",
-                    [credits, period_id, owner_id],
+                    f"WHERE subscription_id = %s AND period_id = %s AND {owner_column} = %s",
+                    [credits, subscription.pk, period_id, owner_id],
                 )
 
 

@@ -1,6 +1,6 @@
 """Why an event was refused. Each code is stable and documented in the README."""
 
-from accounts.errors import DomainError
+from core.errors import DomainError
 
 
 class CreditLimitExceeded(DomainError):

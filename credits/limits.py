@@ -16,8 +16,9 @@ from django.db.models import DecimalField, F, OuterRef, QuerySet, Subquery, Valu
 from django.db.models.functions import Coalesce, Greatest
 
 from accounts.audit import record_audit_event
-from accounts.errors import DomainError
-from accounts.models import CREDIT_DIGITS, CREDIT_PLACES, Membership, Subscription, Team, User
+from accounts.models import Membership, Subscription, Team, User
+from core.errors import DomainError
+from core.money import CREDIT_DIGITS, CREDIT_PLACES
 
 from .errors import NotAMember
 from .models import BillingPeriod, CreditLimit, TeamPeriodUsage, UserPeriodUsage
@@ -138,10 +139,10 @@ def limits_with_usage(
         subscription=subscription, start=period_bounds(now, subscription.zone).start
     ).values("pk")[:1]
     user_used = UserPeriodUsage.objects.filter(
-        period_id=Subquery(period), user_id=OuterRef("user_id")
+        subscription=subscription, period_id=Subquery(period), user_id=OuterRef("user_id")
     ).values("credits_used")[:1]
     team_used = TeamPeriodUsage.objects.filter(
-        period_id=Subquery(period), team_id=OuterRef("team_id")
+        subscription=subscription, period_id=Subquery(period), team_id=OuterRef("team_id")
     ).values("credits_used")[:1]
     zero = Value(Decimal(0), output_field=DecimalField(**CREDIT_DIGITS))
     return (

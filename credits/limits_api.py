@@ -1,8 +1,8 @@
 """Per-user and per-team credit limits, managed by subscription admins over the API.
 
 ``/limits/users/<user_id>/`` and ``/limits/teams/<team_id>/`` are the limit of one user or
-team in the chosen subscription (``?subscription=<id>``, see ``accounts.api``): GET reads it,
-PUT sets it, DELETE lifts it. Users and teams outside that subscription are a 404.
+team in the chosen subscription (``?subscription=<id>``, see ``accounts.permissions``): GET
+reads it, PUT sets it, DELETE lifts it. Users and teams outside that subscription are a 404.
 """
 
 from django.db.models import F
@@ -18,22 +18,19 @@ from rest_framework import serializers, status
 from rest_framework.exceptions import NotFound
 from rest_framework.response import Response
 
-from accounts.api import (
+from accounts.models import Membership, Team, User
+from accounts.permissions import (
     ERRORS,
     SUBSCRIPTION_PARAMETER,
     ManagementView,
     administered_subscription,
-    page_of,
-    paginated_response,
 )
-from accounts.models import Membership, Team, User
-from accounts.money import AMOUNT_HELP, CreditsField
-from config.serializers import StrictInputSerializer
+from core.money import AMOUNT_HELP, CREDIT_DIGITS, CreditsField
+from core.pagination import page_of, paginated_response
+from core.serializers import StrictInputSerializer
 
 from .limits import limits_with_usage, remove_limit, set_team_limit, set_user_limit
 from .models import CreditLimit
-
-CREDITS = {"max_digits": 18, "decimal_places": 4}
 
 
 class LimitUserSerializer(serializers.Serializer):
@@ -51,10 +48,12 @@ class LimitOutputSerializer(serializers.Serializer):
     kind = serializers.SerializerMethodField()
     user = LimitUserSerializer(allow_null=True)
     team = LimitTeamSerializer(allow_null=True)
-    credits = serializers.DecimalField(**CREDITS, help_text="Credits allowed per period.")
-    credits_used = serializers.DecimalField(**CREDITS, help_text="Used in the current period.")
+    credits = serializers.DecimalField(**CREDIT_DIGITS, help_text="Credits allowed per period.")
+    credits_used = serializers.DecimalField(
+        **CREDIT_DIGITS, help_text="Used in the current period."
+    )
     remaining = serializers.DecimalField(
-        **CREDITS, help_text="Left in the current period (0 when the limit is below usage)."
+        **CREDIT_DIGITS, help_text="Left in the current period (0 when the limit is below usage)."
     )
     updated_at = serializers.DateTimeField()
 
@@ -113,7 +112,11 @@ class LimitListApi(ManagementView):
 
 class UserLimitApi(ManagementView):
     def _member(self, request, subscription, user_id: int) -> User:
-        members = Membership.objects.filter(subscription=subscription).values("user_id")
+        members = (
+            Membership.objects.visible_to(request.user)
+            .filter(subscription=subscription)
+            .values("user_id")
+        )
         return get_object_or_404(
             User.objects.visible_to(request.user).filter(pk__in=members), pk=user_id
         )

@@ -8,9 +8,18 @@ from django.db import models
 from django.db.models import F, Value
 from django.db.models.functions import Coalesce
 
-from accounts.models import CREDIT_DIGITS, ApiKey, Environment, Subscription, Team, User
+from accounts.models import ApiKey, Environment, Subscription, Team, User
+from core.money import CREDIT_DIGITS
 
-from .scoping import AdministeredQuerySet, AgentQuerySet, CreditEventQuerySet, UsageQuerySet
+from .scoping import (
+    AdministeredQuerySet,
+    AgentQuerySet,
+    CreditEventQuerySet,
+    DailyUsageQuerySet,
+    ProductQuerySet,
+    SubscriptionUsageQuerySet,
+    UsageQuerySet,
+)
 
 
 class Product(models.Model):
@@ -19,6 +28,8 @@ class Product(models.Model):
     slug = models.SlugField(unique=True)
     name = models.CharField(max_length=100)
     enabled_for = models.ManyToManyField(Subscription, related_name="enabled_products", blank=True)
+
+    objects = ProductQuerySet.as_manager()
 
     class Meta:
         ordering = ["name"]
@@ -110,8 +121,14 @@ class CreditEvent(models.Model):
     subscription = models.ForeignKey(
         Subscription, on_delete=models.PROTECT, related_name="+", db_index=False
     )
+    # Keys to other tenant tables are (subscription, x) in the database (``db_constraint``
+    # off here), so that Citus checks each on one node; see the README's "Scaling out".
     period = models.ForeignKey(
-        BillingPeriod, on_delete=models.PROTECT, related_name="events", db_index=False
+        BillingPeriod,
+        on_delete=models.PROTECT,
+        related_name="events",
+        db_index=False,
+        db_constraint=False,
     )
     environment = models.ForeignKey(
         Environment,
@@ -120,6 +137,7 @@ class CreditEvent(models.Model):
         blank=True,
         related_name="+",
         db_index=False,
+        db_constraint=False,
     )
     user = models.ForeignKey(
         User, on_delete=models.PROTECT, null=True, blank=True, related_name="+", db_index=False
@@ -132,7 +150,13 @@ class CreditEvent(models.Model):
     )
     feature = models.CharField(max_length=100, blank=True)
     agent = models.ForeignKey(
-        Agent, on_delete=models.PROTECT, null=True, blank=True, related_name="+", db_index=False
+        Agent,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="+",
+        db_index=False,
+        db_constraint=False,
     )
     model = models.CharField(max_length=100, blank=True)
     credits = models.DecimalField(**CREDIT_DIGITS)
@@ -244,9 +268,16 @@ class DailyUsage(models.Model):
 
     day = models.DateField()
     subscription = models.ForeignKey(Subscription, on_delete=models.CASCADE, related_name="+")
-    period = models.ForeignKey(BillingPeriod, on_delete=models.CASCADE, related_name="+")
+    period = models.ForeignKey(
+        BillingPeriod, on_delete=models.CASCADE, related_name="+", db_constraint=False
+    )
     environment = models.ForeignKey(
-        Environment, on_delete=models.CASCADE, null=True, blank=True, related_name="+"
+        Environment,
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="+",
+        db_constraint=False,
     )
     user = models.ForeignKey(
         User, on_delete=models.CASCADE, null=True, blank=True, related_name="+"
@@ -258,7 +289,12 @@ class DailyUsage(models.Model):
         Product, on_delete=models.CASCADE, null=True, blank=True, related_name="+"
     )
     agent = models.ForeignKey(
-        Agent, on_delete=models.CASCADE, null=True, blank=True, related_name="+"
+        Agent,
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="+",
+        db_constraint=False,
     )
     model = models.CharField(max_length=100, blank=True)
     feature = models.CharField(max_length=100, blank=True)
@@ -272,7 +308,7 @@ class DailyUsage(models.Model):
     latency_samples = models.PositiveIntegerField(default=0)
     last_event_at = models.DateTimeField(null=True, blank=True)
 
-    objects = UsageQuerySet.as_manager()
+    objects = DailyUsageQuerySet.as_manager()
 
     class Meta:
         verbose_name_plural = "daily usage"
@@ -365,7 +401,7 @@ class PersonRollup(NarrowRollup):
     sub-account), and their latest event (the member tables' "last activity"). Everyone
     reads it through ``visible_to``, like the ledger."""
 
-    environment = _optional(Environment)
+    environment = _optional(Environment, db_constraint=False)
     user = _optional(User)
     api_key = _optional(ApiKey)
     last_event_at = models.DateTimeField(null=True, blank=True)
@@ -406,11 +442,11 @@ class AgentRollup(NarrowRollup, LatencyHistogram):
     ``AgentSessionDay``); ``session_runs`` are the runs that had a session id.
     """
 
-    agent = _optional(Agent)
+    agent = _optional(Agent, db_constraint=False)
     sessions = models.PositiveIntegerField(default=0)
     session_runs = models.PositiveIntegerField(default=0)
 
-    objects = AdministeredQuerySet.as_manager()
+    objects = SubscriptionUsageQuerySet.as_manager()
 
     class Meta:
         constraints = [
@@ -430,7 +466,7 @@ class ModelRollup(NarrowRollup, LatencyHistogram):
 
     model = models.CharField(max_length=100, blank=True)
 
-    objects = AdministeredQuerySet.as_manager()
+    objects = SubscriptionUsageQuerySet.as_manager()
 
     class Meta:
         constraints = [
@@ -449,7 +485,7 @@ class ProductRollup(NarrowRollup):
     product = _optional(Product)
     feature = models.CharField(max_length=100, blank=True)
 
-    objects = AdministeredQuerySet.as_manager()
+    objects = SubscriptionUsageQuerySet.as_manager()
 
     class Meta:
         constraints = [
@@ -469,11 +505,11 @@ class SubscriptionRollup(NarrowRollup):
     about who or where, so only the subscription's admins read it (``visible_to``)."""
 
     product = _optional(Product)
-    agent = _optional(Agent)
+    agent = _optional(Agent, db_constraint=False)
     model = models.CharField(max_length=100, blank=True)
     feature = models.CharField(max_length=100, blank=True)
 
-    objects = AdministeredQuerySet.as_manager()
+    objects = SubscriptionUsageQuerySet.as_manager()
 
     class Meta:
         constraints = [
@@ -500,10 +536,10 @@ class AgentSessionDay(models.Model):
         Subscription, on_delete=models.CASCADE, related_name="+", db_index=False
     )
     day = models.DateField()
-    agent = _optional(Agent)
+    agent = _optional(Agent, db_constraint=False)
     session_id = models.CharField(max_length=200)
 
-    objects = AdministeredQuerySet.as_manager()
+    objects = SubscriptionUsageQuerySet.as_manager()
 
     class Meta:
         constraints = [
@@ -528,7 +564,7 @@ class CreditLimit(models.Model):
         User, on_delete=models.CASCADE, null=True, blank=True, related_name="+"
     )
     team = models.ForeignKey(
-        Team, on_delete=models.CASCADE, null=True, blank=True, related_name="+"
+        Team, on_delete=models.CASCADE, null=True, blank=True, related_name="+", db_constraint=False
     )
     credits = models.DecimalField(
         "credits per period", **CREDIT_DIGITS, validators=[MinValueValidator(0)]
@@ -574,13 +610,20 @@ class CreditLimit(models.Model):
 class UserPeriodUsage(models.Model):
     """A user's running total in one billing period, charged like ``BillingPeriod``."""
 
-    period = models.ForeignKey(BillingPeriod, on_delete=models.CASCADE, related_name="+")
+    subscription = models.ForeignKey(
+        Subscription, on_delete=models.CASCADE, related_name="+", db_index=False
+    )
+    period = models.ForeignKey(
+        BillingPeriod, on_delete=models.CASCADE, related_name="+", db_constraint=False
+    )
     user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="+")
     credits_used = models.DecimalField(**CREDIT_DIGITS, default=Decimal(0))
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["period", "user"], name="user_period_usage_unique"),
+            models.UniqueConstraint(
+                fields=["subscription", "period", "user"], name="user_period_usage_unique"
+            ),
             models.CheckConstraint(
                 condition=models.Q(credits_used__gte=0), name="user_period_usage_not_negative"
             ),
@@ -589,17 +632,28 @@ class UserPeriodUsage(models.Model):
     def __str__(self) -> str:
         return f"{self.user_id} in {self.period}: {self.credits_used}"
 
+    def save(self, *args, **kwargs):
+        self.subscription_id = self.period.subscription_id
+        super().save(*args, **kwargs)
+
 
 class TeamPeriodUsage(models.Model):
     """A team's running total in one billing period, charged like ``BillingPeriod``."""
 
-    period = models.ForeignKey(BillingPeriod, on_delete=models.CASCADE, related_name="+")
-    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="+")
+    subscription = models.ForeignKey(
+        Subscription, on_delete=models.CASCADE, related_name="+", db_index=False
+    )
+    period = models.ForeignKey(
+        BillingPeriod, on_delete=models.CASCADE, related_name="+", db_constraint=False
+    )
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="+", db_constraint=False)
     credits_used = models.DecimalField(**CREDIT_DIGITS, default=Decimal(0))
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["period", "team"], name="team_period_usage_unique"),
+            models.UniqueConstraint(
+                fields=["subscription", "period", "team"], name="team_period_usage_unique"
+            ),
             models.CheckConstraint(
                 condition=models.Q(credits_used__gte=0), name="team_period_usage_not_negative"
             ),
@@ -607,6 +661,10 @@ class TeamPeriodUsage(models.Model):
 
     def __str__(self) -> str:
         return f"{self.team_id} in {self.period}: {self.credits_used}"
+
+    def save(self, *args, **kwargs):
+        self.subscription_id = self.period.subscription_id
+        super().save(*args, **kwargs)
 
 
 class ThresholdAlert(models.Model):
@@ -621,7 +679,9 @@ class ThresholdAlert(models.Model):
         PERIOD_OPENED = "period_opened", "New period opened"
 
     subscription = models.ForeignKey(Subscription, on_delete=models.CASCADE, related_name="+")
-    period = models.ForeignKey(BillingPeriod, on_delete=models.CASCADE, related_name="alerts")
+    period = models.ForeignKey(
+        BillingPeriod, on_delete=models.CASCADE, related_name="alerts", db_constraint=False
+    )
     threshold = models.CharField(max_length=30, choices=Threshold.choices)
     crossed_at = models.DateTimeField(auto_now_add=True)
     notified_at = models.DateTimeField(null=True, blank=True)
@@ -631,7 +691,8 @@ class ThresholdAlert(models.Model):
     class Meta:
         constraints = [
             models.UniqueConstraint(
-                fields=["period", "threshold"], name="threshold_alert_once_per_period"
+                fields=["subscription", "period", "threshold"],
+                name="threshold_alert_once_per_period",
             ),
         ]
 

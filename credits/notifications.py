@@ -26,8 +26,8 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.http import urlencode
 
-from accounts.display import format_credits
 from accounts.models import Role, Subscription, User
+from core.display import format_credits
 
 from .models import BillingPeriod, ThresholdAlert
 from .periods import days_until_reset, local_date
@@ -121,11 +121,6 @@ class PeriodFacts:
     ended: bool = False  # an alert sent after its period ended (a sweep, the demo)
 
 
-def credits_text(value: Decimal) -> str:
-    """``1234.5`` -> ``1,234.5000``: the one credit format (``accounts.display``)."""
-    return format_credits(value)
-
-
 def period_facts(period: BillingPeriod, *, now: datetime) -> PeriodFacts:
     subscription = period.subscription
     zone = subscription.zone
@@ -141,12 +136,12 @@ def period_facts(period: BillingPeriod, *, now: datetime) -> PeriodFacts:
         last_day=reset_on - timedelta(days=1),
         reset_on=reset_on,
         days_until_reset=days_until_reset(max(now, period.start), zone),
-        credits_used=credits_text(period.credits_used),
-        base_allocation=credits_text(allocation),
-        remaining=credits_text(max(Decimal(0), allocation - period.credits_used)),
+        credits_used=format_credits(period.credits_used),
+        base_allocation=format_credits(allocation),
+        remaining=format_credits(max(Decimal(0), allocation - period.credits_used)),
         utilisation_percent=None if utilisation is None else f"{utilisation:f}",
-        excess_used=credits_text(period.excess_used),
-        excess_allowance=credits_text(subscription.excess_allowance),
+        excess_used=format_credits(period.excess_used),
+        excess_allowance=format_credits(subscription.excess_allowance),
         ended=now >= period.end,
     )
 
@@ -229,7 +224,7 @@ FROM {period} p JOIN {subscription} s ON s.id = p.subscription_id
 WHERE p.start <= %(now)s AND p."end" > %(now)s AND s.created_at < p.start
   AND NOT EXISTS (SELECT 1 FROM {alert} a WHERE a.period_id = p.id AND a.threshold = %(threshold)s)
 ORDER BY p.id
-ON CONFLICT (period_id, threshold) DO NOTHING
+ON CONFLICT (subscription_id, period_id, threshold) DO NOTHING
 RETURNING id
 """
 
@@ -238,14 +233,14 @@ RETURNING id
 NOTICES_PER_TASK = 500
 
 
-def queue_reset_notices(*, now: datetime) -> int:
-    """Claim and queue the reset notice of every current period that still owes one; return
-    how many were claimed.
+def claim_reset_notices(*, now: datetime) -> list[int]:
+    """Claim the reset notice of every current period that still owes one; return the claimed
+    alerts' ids, for ``credits.tasks`` to queue after the claim commits, ``NOTICES_PER_TASK``
+    to a task.
 
     One statement claims them all: the unique (period, threshold) row makes two concurrent
     runs claim each notice once. Only current periods qualify, so months opened by a catch-up
-    after downtime get no notice of their own. The notices are queued after the claim
-    commits, ``NOTICES_PER_TASK`` to a task.
+    after downtime get no notice of their own.
     """
     sql = CLAIM_RESET_NOTICES.format(
         alert=ThresholdAlert._meta.db_table,
@@ -255,10 +250,7 @@ def queue_reset_notices(*, now: datetime) -> int:
     params = {"threshold": PERIOD_OPENED, "now": connection.ops.adapt_datetimefield_value(now)}
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
-        alert_ids = sorted(alert_id for (alert_id,) in cursor.fetchall())
-    if alert_ids:
-        transaction.on_commit(lambda: _queue_reset_notices(alert_ids))
-    return len(alert_ids)
+        return sorted(alert_id for (alert_id,) in cursor.fetchall())
 
 
 def send_unsent_alerts(*, now: datetime) -> int:
@@ -284,18 +276,3 @@ def send_unsent_alerts(*, now: datetime) -> int:
     if sent:
         logger.info("event=unsent_alerts_sent count=%s", sent)
     return sent
-
-
-def _queue_reset_notices(alert_ids: list[int]) -> None:
-    from . import tasks
-
-    for first in range(0, len(alert_ids), NOTICES_PER_TASK):
-        try:
-            tasks.send_reset_notices.delay(alert_ids[first : first + NOTICES_PER_TASK])
-        except Exception:  # the broker is down: the sweep sends the rest later
-            logger.exception(
-                "event=reset_notices_not_queued count=%s first_alert_id=%s",
-                len(alert_ids) - first,
-                alert_ids[first],
-            )
-            return

@@ -33,9 +33,7 @@ from django.db.models import F, Prefetch
 from django.db.models.functions import Lower
 from django.utils import timezone
 
-from accounts.errors import DomainError
 from accounts.models import (
-    CREDIT_PLACES,
     ApiKey,
     Environment,
     Membership,
@@ -44,6 +42,8 @@ from accounts.models import (
     TeamMembership,
     User,
 )
+from core.errors import DomainError
+from core.money import CREDIT_PLACES
 
 from . import errors
 from .billing import period_for
@@ -303,8 +303,10 @@ def record_adjustment(
     if user:
         team_id = TeamMembership.objects.team_id_of(subscription=subscription, user=user)
         if team_id is not None:
-            add_to_counters(TeamPeriodUsage, "team_id", [(period.pk, team_id, credits)])
-        add_to_counters(UserPeriodUsage, "user_id", [(period.pk, user.pk, credits)])
+            add_to_counters(
+                TeamPeriodUsage, "team_id", [(period.pk, team_id, credits)], subscription
+            )
+        add_to_counters(UserPeriodUsage, "user_id", [(period.pk, user.pk, credits)], subscription)
     event = CreditEvent.objects.create(
         kind=CreditEvent.Kind.ADJUSTMENT,
         timestamp=timestamp,
@@ -332,10 +334,9 @@ class _Resolver:
         self.subscription = api_key.subscription
         self.environments = {
             environment.public_id: environment
-            for environment in Environment.objects.select_related("project").filter(
-                public_id__in={usage.environment for usage in usages},
-                project__subscription_id=api_key.subscription_id,
-            )
+            for environment in Environment.objects.visible_to(api_key)
+            .select_related("project")
+            .filter(public_id__in={usage.environment for usage in usages})
         }
         self.products = {
             product.slug: product
@@ -343,7 +344,7 @@ class _Resolver:
                 slug__in={usage.product for usage in usages}, enabled_for=self.subscription
             )
         }
-        self.memberships = _memberships(self.subscription, {u.user for u in usages if u.user})
+        self.memberships = _memberships(api_key, {u.user for u in usages if u.user})
 
     def resolve(self, index: int, usage: Usage, fingerprint: str) -> _Pending:
         timestamp = usage.timestamp or self.now
@@ -360,9 +361,9 @@ class _Resolver:
         return _Pending(index, usage, fingerprint, timestamp, environment, user, product, bounds)
 
     def _environment(self, public_id: UUID) -> Environment:
+        """One of the environments the key sees (``visible_to``: its own, if it has one)."""
         environment = self.environments.get(public_id)
-        restricted_to = self.api_key.environment_id
-        if environment is None or (restricted_to and environment.pk != restricted_to):
+        if environment is None:
             raise errors.UnknownEnvironment(environment=str(public_id))
         return environment
 
@@ -387,14 +388,15 @@ def _open_periods(subscription: Subscription, pending: list[_Pending]) -> None:
         item.period = periods[start]
 
 
-def _memberships(subscription: Subscription, emails: set[str]) -> dict[str, list[Membership]]:
+def _memberships(api_key: ApiKey, emails: set[str]) -> dict[str, list[Membership]]:
     if not emails:
         return {}
     memberships = (
-        Membership.objects.select_related("user")
+        Membership.objects.visible_to(api_key)
+        .select_related("user")
         # Lower(), not iexact (UPPER): the case-insensitive unique index on users serves it.
         .annotate(email_lower=Lower("user__email"))
-        .filter(email_lower__in={email.lower() for email in emails}, subscription=subscription)
+        .filter(email_lower__in={email.lower() for email in emails})
     )
     found: dict[str, list[Membership]] = {}
     for membership in memberships:
@@ -585,7 +587,8 @@ def _record_crossing(*, subscription, period_id, threshold) -> None:
     with connection.cursor() as cursor:
         cursor.execute(
             f"INSERT INTO {table} (subscription_id, period_id, threshold, crossed_at) "  # noqa: S608
-            "VALUES (%s, %s, %s, %s) ON CONFLICT (period_id, threshold) DO NOTHING RETURNING id",
+            "VALUES (%s, %s, %s, %s) ON CONFLICT (subscription_id, period_id, threshold) "
+            "DO NOTHING RETURNING id",
             [subscription.pk, period_id, threshold, timezone.now()],
         )
         row = cursor.fetchone()

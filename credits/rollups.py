@@ -580,14 +580,14 @@ def _counter_statements() -> list[str]:
         "SUM(excess_credits) AS excess FROM {ledger} "
         "WHERE subscription_id = ANY(%(subscriptions)s) GROUP BY period_id) t "
         "ON t.period_id = q.id WHERE p.id = q.id AND q.subscription_id = ANY(%(subscriptions)s)",
-        "INSERT INTO {users} (period_id, user_id, credits_used) "
-        "SELECT period_id, user_id, SUM(credits) FROM {ledger} "
+        "INSERT INTO {users} (subscription_id, period_id, user_id, credits_used) "
+        "SELECT subscription_id, period_id, user_id, SUM(credits) FROM {ledger} "
         "WHERE subscription_id = ANY(%(subscriptions)s) AND user_id IS NOT NULL "
-        "GROUP BY period_id, user_id",
-        "INSERT INTO {teams} (period_id, team_id, credits_used) "
-        "SELECT u.period_id, m.team_id, SUM(u.credits_used) FROM {users} u "
-        "JOIN {periods} p ON p.id = u.period_id "
-        "JOIN {team_members} m ON m.user_id = u.user_id AND m.subscription_id = p.subscription_id "
-        "WHERE p.subscription_id = ANY(%(subscriptions)s) GROUP BY u.period_id, m.team_id",
+        "GROUP BY subscription_id, period_id, user_id",
+        "INSERT INTO {teams} (subscription_id, period_id, team_id, credits_used) "
+        "SELECT u.subscription_id, u.period_id, m.team_id, SUM(u.credits_used) FROM {users} u "
+        "JOIN {team_members} m ON m.user_id = u.user_id AND m.subscription_id = u.subscription_id "
+        "WHERE u.subscription_id = ANY(%(subscriptions)s) "
+        "GROUP BY u.subscription_id, u.period_id, m.team_id",
     )
     return [sql.SQL(statement).format(**names).as_string(None) for statement in statements]

@@ -1,35 +1,57 @@
-"""The one scoping layer for credits data (see ``accounts.scoping`` for the roles)."""
+"""The one scoping layer for credits data (see ``accounts.scoping`` for the vocabulary)."""
 
 from django.db import models
 
-from accounts.scoping import (
-    ScopedQuerySet,
-    administered_subscription_ids,
-    managed_environment_ids,
-)
+from accounts.models import Environment, Subscription
+from accounts.scoping import AdministeredQuerySet, ScopedQuerySet
 
 
 class UsageQuerySet(ScopedQuerySet):
     """Ledger rows and the rollups keyed by environment and user (``DailyUsage``,
     ``PersonRollup``): admins see their subscriptions, project managers their environments,
-    members their own usage."""
+    members their own usage; an API key its subscription, or its environment.
+
+    ``plan_gated``: on a Free plan these rows of other people are hidden even from admins and
+    project managers (per-member usage is a Pro, Premium and Scale feature). Nothing that
+    needs a total reads them through ``visible_to``: balances and limits read the period
+    counters, recording reads as the system, and the subscription-wide rollups
+    (``SubscriptionUsageQuerySet``) name nobody, so they carry the subscription's totals to
+    its admins on every plan.
+    """
+
+    plan_gated = True
 
     def visibility(self, user) -> models.Q:
         return (
-            models.Q(subscription_id__in=administered_subscription_ids(user))
-            | models.Q(environment_id__in=managed_environment_ids(user))
+            models.Q(subscription_id__in=Subscription.objects.administered_by(user).values("pk"))
+            | models.Q(environment_id__in=Environment.objects.managed_by(user).values("pk"))
             | models.Q(user=user)
         )
 
+    def key_visibility(self, api_key) -> models.Q:
+        where = models.Q(subscription_id=api_key.subscription_id)
+        if api_key.environment_id:
+            where &= models.Q(environment_id=api_key.environment_id)
+        return where
 
-class AdministeredQuerySet(ScopedQuerySet):
-    """Subscription-level records that only admins see: periods, limits, alerts, and the
-    rollups that name neither environment nor user (``AgentRollup``, ``ModelRollup``,
-    ``ProductRollup``, ``SubscriptionRollup``), which nobody narrower than an admin could be
-    scoped to."""
 
-    def visibility(self, user) -> models.Q:
-        return models.Q(subscription_id__in=administered_subscription_ids(user))
+class DailyUsageQuerySet(UsageQuerySet):
+    """``DailyUsage`` holds every dimension, so pages and emails sum it for environment and
+    subscription totals: not plan gated until those totals read another way (see the report
+    of the scoping change). Reports grouped by person read ``PersonRollup``."""
+
+    plan_gated = False
+
+
+class SubscriptionUsageQuerySet(AdministeredQuerySet):
+    """The rollups that name neither environment nor user (``AgentRollup``, ``ModelRollup``,
+    ``ProductRollup``, ``SubscriptionRollup``) and their session claims: nobody narrower
+    than an admin, or an API key restricted to one environment, could be scoped to them."""
+
+    def key_visibility(self, api_key) -> models.Q:
+        if api_key.environment_id:
+            return models.Q(pk__in=[])
+        return models.Q(subscription_id=api_key.subscription_id)
 
 
 class AgentQuerySet(ScopedQuerySet):
@@ -37,9 +59,18 @@ class AgentQuerySet(ScopedQuerySet):
         from accounts.models import Membership
 
         belongs = Membership.objects.filter(user=user).values("subscription_id")
-        return models.Q(subscription_id__in=administered_subscription_ids(user)) | models.Q(
-            subscription_id__in=belongs
-        )
+        administered = Subscription.objects.administered_by(user).values("pk")
+        return models.Q(subscription_id__in=administered) | models.Q(subscription_id__in=belongs)
+
+
+class ProductQuerySet(models.QuerySet):
+    """The product catalogue is shared by every subscription: administered (and audited) by
+    platform staff and the admins alike, owned by no subscription."""
+
+    subscription_lookup = None
+
+    def administered_by(self, user) -> models.QuerySet:
+        return self.all()
 
 
 class CreditEventQuerySet(UsageQuerySet):

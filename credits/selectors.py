@@ -121,7 +121,7 @@ def _limit_status(subscription, period, usage_model, **owner) -> LimitStatus:
     used = None
     if period:
         used = (
-            usage_model.objects.filter(period=period, **owner)
+            usage_model.objects.filter(subscription=subscription, period=period, **owner)
             .values_list("credits_used", flat=True)
             .first()
         )

@@ -1,22 +1,16 @@
 """Celery tasks: a few lines around a service each, and safe to run twice."""
 
+import logging
+
 from celery import shared_task
+from django.db import transaction
 from django.utils import timezone
+
+from core.retry import EMAIL_RETRY
 
 from . import billing, notifications, partitions, pruning
 
-# SMTP errors (smtplib.SMTPException) and network failures are all OSErrors: retry them with
-# exponential backoff, 30 s doubling to at most an hour: 30 s, 1, 2, 4, 8, 16, 32 min, then
-# 1 h three times (ten retries, about 4 h 4 min after the first try), then give up. No jitter:
-# Celery's "full jitter" drew each delay anywhere from 0 to that figure (3 s, 1 s, 93 s ...), so
-# the schedule the README states was not the one that ran.
-EMAIL_RETRY = {
-    "autoretry_for": (OSError,),
-    "retry_backoff": 30,
-    "retry_backoff_max": 3600,
-    "retry_jitter": False,
-    "max_retries": 10,
-}
+logger = logging.getLogger(__name__)
 
 
 @shared_task(**EMAIL_RETRY)
@@ -46,8 +40,26 @@ def open_billing_periods() -> dict:
     A few statements whatever the number of subscriptions, each safe to run twice at once."""
     now = timezone.now()
     caught_up = billing.open_current_periods(now=now)
-    notices = notifications.queue_reset_notices(now=now)
-    return {"subscriptions_caught_up": caught_up, "reset_notices": notices}
+    notices = notifications.claim_reset_notices(now=now)
+    if notices:
+        transaction.on_commit(lambda: queue_reset_notices(notices))
+    return {"subscriptions_caught_up": caught_up, "reset_notices": len(notices)}
+
+
+def queue_reset_notices(alert_ids: list[int]) -> None:
+    """``send_reset_notices`` tasks of ``notifications.NOTICES_PER_TASK`` notices each; when
+    the broker is down, the sweep (``send_unsent_alerts``) sends the rest later."""
+    size = notifications.NOTICES_PER_TASK
+    for first in range(0, len(alert_ids), size):
+        try:
+            send_reset_notices.delay(alert_ids[first : first + size])
+        except Exception:
+            logger.exception(
+                "event=reset_notices_not_queued count=%s first_alert_id=%s",
+                len(alert_ids) - first,
+                alert_ids[first],
+            )
+            return
 
 
 @shared_task
@@ -67,3 +79,33 @@ def prune_session_claims() -> int:
     """Daily: delete the session claims of local days on which no event can be recorded any
     more (``pruning.first_day_kept``); return how many went."""
     return pruning.prune_session_claims(now=timezone.now())
+
+
+PERIODIC_TASKS = [
+    {
+        "name": "Open billing periods",
+        "task": open_billing_periods.name,
+        "every_minutes": 15,
+        "description": "Opens each subscription's new period when its local month starts, "
+        "catches up missed months and queues reset notices.",
+    },
+    {
+        "name": "Send unsent alerts",
+        "task": send_unsent_alerts.name,
+        "every_minutes": 15,
+        "description": "Sends threshold alerts and reset notices whose email was never sent.",
+    },
+    {
+        "name": "Create ledger partitions",
+        "task": create_ledger_partitions.name,
+        "every_minutes": 360,
+        "description": "Creates the credit ledger's monthly partitions for the coming months.",
+    },
+    {
+        "name": "Prune session claims",
+        "task": prune_session_claims.name,
+        "every_minutes": 1440,
+        "description": "Deletes the agent session claims of local days that can no longer get "
+        "an event (a month after the late-event grace window closes).",
+    },
+]

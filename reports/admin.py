@@ -15,7 +15,8 @@ from django.utils.http import urlencode
 from django.utils.translation import ngettext
 
 from accounts.admin_scoping import ScopedAdminMixin, ScopedModelAdmin, ScopedRelatedFilter
-from accounts.display import format_moment
+from core.admin import ReadOnlyAdminMixin
+from core.display import format_moment
 
 from . import services
 from .models import (
@@ -81,20 +82,8 @@ class ReportScheduleForm(forms.ModelForm):
         return super().clean()
 
 
-class DeliveryInlineMixin:
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
-
-
-class UnsubscribeInline(ScopedAdminMixin, DeliveryInlineMixin, admin.TabularInline):
+class UnsubscribeInline(ScopedAdminMixin, ReadOnlyAdminMixin, admin.TabularInline):
     model = Unsubscribe
-    subscription_path = "schedule__subscription"
     fields = ("email", "created_at")
     readonly_fields = fields
     extra = 0
@@ -252,7 +241,8 @@ class ReportScheduleAdmin(ScopedModelAdmin):
     @admin.action(description="Resend failed deliveries", permissions=["change"])
     def resend_failed(self, request, queryset):
         count = services.resend_failed(
-            deliveries=Delivery.objects.filter(schedule__in=queryset), now=timezone.now()
+            deliveries=Delivery.objects.administered_by(request.user).filter(schedule__in=queryset),
+            now=timezone.now(),
         )
         self.message_user(
             request,
@@ -283,10 +273,9 @@ def _log_url(schedule, **filters) -> str:
 
 
 @admin.register(Delivery)
-class DeliveryAdmin(DeliveryInlineMixin, ScopedModelAdmin):
+class DeliveryAdmin(ReadOnlyAdminMixin, ScopedModelAdmin):
     """The delivery log: every report owed to every recipient, and what became of it."""
 
-    subscription_path = "schedule__subscription"
     wide_changelist = True
     list_display = (
         "schedule",

@@ -33,11 +33,11 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.authentication import KeyPrincipal
-from accounts.models import CREDIT_PLACES
-from config.db_routers import reading_for_reports
-from config.serializers import SUBSCRIPTION_ID
+from core.display import format_credits
+from core.replica import reading_for_reports
+from core.serializers import SUBSCRIPTION_ID
 
-from . import large_exports, selectors
+from . import large_exports, selectors, tasks
 from .exports import (
     CREDIT_USAGE_COLUMNS,
     CSVRenderer,
@@ -590,14 +590,14 @@ class CreditUsageExportApi(CsvOrJsonApi):
             ],
             subscription=export.subscription,
             timeframe=export.timeframe,
-            totals={"Credits": f"{export.total_credits().quantize(CREDIT_PLACES):f}"},
+            totals={"Credits": format_credits(export.total_credits(), grouped=False)},
             report="credit-usage",
             scope=export.scope,
         )
 
     def _queue_large_export(self, request, export, options, *, rows: int):
         """Too many rows to stream: a worker writes the file and emails a download link."""
-        large_exports.queue(
+        tasks.queue_large_export(
             large_exports.ExportRequest(
                 user_id=request.user.pk,
                 scope=export.scope,

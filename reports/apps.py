@@ -8,6 +8,7 @@ class ReportsConfig(AppConfig):
     def ready(self):
         from credits.signals import demo_seeded
 
+        from . import tasks  # noqa: F401  (registered in every process: queued by name)
         from .demo import seed_report_schedules
 
         demo_seeded.connect(seed_report_schedules, dispatch_uid="reports.demo")

@@ -28,9 +28,7 @@ from functools import cached_property
 from django.core.paginator import InvalidPage, Page, Paginator
 from django.db.models import Max, Q, QuerySet, Sum
 
-from accounts.display import format_credits, format_moment
 from accounts.models import (
-    CREDIT_PLACES,
     Environment,
     Membership,
     Role,
@@ -39,6 +37,8 @@ from accounts.models import (
     TeamMembership,
     User,
 )
+from core.display import format_credits, format_moment
+from core.money import CREDIT_PLACES
 from credits.models import (
     BillingPeriod,
     CreditEvent,
@@ -456,7 +456,7 @@ def _day_labels(days: list[date]) -> dict:
 
 
 def _plain(value: Decimal) -> str:
-    """A credit amount for people: the one credit format (``accounts.display``)."""
+    """A credit amount for people: the one credit format (``core.display``)."""
     return format_credits(value)
 
 

@@ -31,8 +31,8 @@ from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils.http import urlencode
 
+from core.display import format_credits
 from credits.models import DailyUsage
-from credits.notifications import credits_text
 from credits.periods import local_midnight, month_start, next_month_start
 from credits.selectors import balance
 
@@ -133,7 +133,7 @@ def _trend(current: Decimal, previous: Decimal) -> Trend:
     change = None
     if previous:
         change = f"{((current - previous) * 100 / previous).quantize(PERCENT, ROUND_HALF_UP):+f}"
-    return Trend(credits_text(previous), change, direction)
+    return Trend(format_credits(previous), change, direction)
 
 
 def _top_members(usage: QuerySet, total: Decimal) -> list[Ranked]:
@@ -145,7 +145,7 @@ def _top_members(usage: QuerySet, total: Decimal) -> list[Ranked]:
         .order_by("-credits", "user__email")[:TOP]
     )
     return [
-        Ranked(row["user__email"], credits_text(row["credits"]), _percent(row["credits"], total))
+        Ranked(row["user__email"], format_credits(row["credits"]), _percent(row["credits"], total))
         for row in rows
     ]
 
@@ -162,7 +162,9 @@ def _product_series(usage: QuerySet) -> list[Series]:
 
 def _top_products(series: list[Series], total: Decimal) -> list[Ranked]:
     ranked = sorted(series, key=lambda one: (-one.total, one.name))[:TOP]
-    return [Ranked(one.name, credits_text(one.total), _percent(one.total, total)) for one in ranked]
+    return [
+        Ranked(one.name, format_credits(one.total), _percent(one.total, total)) for one in ranked
+    ]
 
 
 def _balances(schedule: ReportSchedule, period: ReportPeriod, now: datetime) -> list:
@@ -180,15 +182,17 @@ def _balances(schedule: ReportSchedule, period: ReportPeriod, now: datetime) -> 
                 name=account.name,
                 month=f"{state.period_start.astimezone(account.zone):%B %Y}",
                 ended=state.period_end <= now,
-                used=credits_text(state.used),
-                base_allocation=credits_text(state.base_allocation),
-                remaining=credits_text(state.remaining),
+                used=format_credits(state.used),
+                base_allocation=format_credits(state.base_allocation),
+                remaining=format_credits(state.remaining),
                 utilisation_percent=f"{state.utilisation_percent.quantize(PERCENT):f}",
-                excess_used=credits_text(state.excess_used),
-                excess_allowance=credits_text(state.excess_allowance),
+                excess_used=format_credits(state.excess_used),
+                excess_allowance=format_credits(state.excess_allowance),
                 soft_mode=state.limit_mode == account.LimitMode.SOFT,
                 environment_used=(
-                    None if state.environment_used is None else credits_text(state.environment_used)
+                    None
+                    if state.environment_used is None
+                    else format_credits(state.environment_used)
                 ),
             )
         )
@@ -349,8 +353,8 @@ def build_report(*, schedule: ReportSchedule, period: ReportPeriod, now: datetim
         "as_of": local_text(now, zone),
         "late_until": local_text(late_until, zone),
         "late_usage_closed": late_until <= now,
-        "credits_used": credits_text(used),
-        "excess_credits": credits_text(_sum(usage, "excess_credits")),
+        "credits_used": format_credits(used),
+        "excess_credits": format_credits(_sum(usage, "excess_credits")),
         "trend": _trend(used, previous),
         "balances": _balances(schedule, period, now),
         "top_members": _top_members(usage, used),

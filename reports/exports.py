@@ -34,7 +34,8 @@ from django.http import StreamingHttpResponse
 from django.utils.text import slugify
 from rest_framework.renderers import BaseRenderer
 
-from accounts.models import CREDIT_PLACES, Subscription
+from accounts.models import Subscription
+from core.display import format_credits
 
 from .selectors import CreditUsageExport, environment_label
 
@@ -186,7 +187,7 @@ def credit_usage_cells(row) -> list[str]:
         row.user__email or row.api_key__name or "",
         environment_label(row.environment__project__name, row.environment__name),
         str(row.environment__public_id or ""),
-        f"{row.credits.quantize(CREDIT_PLACES):f}",
+        format_credits(row.credits, grouped=False),
     ]
 
 
@@ -228,7 +229,7 @@ def _credit_usage_sql_cells() -> tuple:
             )
         ),
         Cast("environment__public_id", TextField()),  # lower case with dashes, as str(UUID)
-        Cast("credits", TextField()),  # numeric(18, 4): four places, as quantize(CREDIT_PLACES)
+        Cast("credits", TextField()),  # numeric(18, 4): four places, as ungrouped format_credits
     )
 
 

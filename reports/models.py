@@ -23,7 +23,7 @@ from django.db import models
 from django.utils import timezone
 
 from accounts.models import Environment, Subscription
-from accounts.scoping import ScopedQuerySet, administered_subscription_ids, managed_environment_ids
+from accounts.scoping import ScopedQuerySet
 
 MAX_RECIPIENTS = 50
 
@@ -95,11 +95,15 @@ class ReportScheduleQuerySet(ScopedQuerySet):
     project manager sees the schedules they own on environments they still manage."""
 
     def visibility(self, user) -> models.Q:
-        return models.Q(subscription_id__in=administered_subscription_ids(user)) | models.Q(
+        administered = Subscription.objects.administered_by(user).values("pk")
+        return models.Q(subscription_id__in=administered) | models.Q(
             created_by=user,
             scope=ReportSchedule.Scope.ENVIRONMENT,
-            environment_id__in=managed_environment_ids(user),
+            environment_id__in=Environment.objects.managed_by(user).values("pk"),
         )
+
+    def key_visibility(self, api_key) -> models.Q:
+        return models.Q(pk__in=[])  # schedules are people's: each has an owner
 
 
 class ReportSchedule(models.Model):
@@ -147,6 +151,7 @@ class ReportSchedule(models.Model):
         blank=True,
         related_name="+",
         help_text="For the environment scope only.",
+        db_constraint=False,  # the database's key is (subscription, environment)
     )
     attached_reports = models.JSONField(
         "CSV reports to attach",
@@ -310,8 +315,13 @@ class ReportSchedule(models.Model):
 
 
 class DeliveryQuerySet(ScopedQuerySet):
+    subscription_lookup = "schedule__subscription"
+
     def visibility(self, user) -> models.Q:
         return models.Q(schedule__in=ReportSchedule.objects.visible_to(user))
+
+    def key_visibility(self, api_key) -> models.Q:
+        return models.Q(pk__in=[])
 
 
 class Delivery(models.Model):
@@ -324,8 +334,12 @@ class Delivery(models.Model):
         # Not sent on purpose: unsubscribed, removed from the recipients or paused meanwhile.
         SKIPPED = "skipped", "Skipped"
 
+    # Copied from the schedule: the tenant of the row (the distribution column under Citus).
+    subscription = models.ForeignKey(
+        Subscription, on_delete=models.CASCADE, related_name="+", editable=False, db_index=False
+    )
     schedule = models.ForeignKey(
-        ReportSchedule, on_delete=models.CASCADE, related_name="deliveries"
+        ReportSchedule, on_delete=models.CASCADE, related_name="deliveries", db_constraint=False
     )
     period_start = models.DateField(help_text="First local day of the period covered.")
     period_end = models.DateField(help_text="Last local day of the period covered (included).")
@@ -348,7 +362,7 @@ class Delivery(models.Model):
             # The claim that makes a second email to the same person impossible. The end is part
             # of the period: a weekly and a monthly period can start on the same day.
             models.UniqueConstraint(
-                fields=["schedule", "period_start", "period_end", "recipient"],
+                fields=["subscription", "schedule", "period_start", "period_end", "recipient"],
                 name="delivery_once_per_period_and_recipient",
             ),
         ]
@@ -359,17 +373,30 @@ class Delivery(models.Model):
     def __str__(self) -> str:
         return f"{self.schedule} {self.period_start} to {self.period_end}: {self.recipient}"
 
+    def save(self, *args, **kwargs):
+        self.subscription_id = self.schedule.subscription_id
+        super().save(*args, **kwargs)
+
 
 class UnsubscribeQuerySet(ScopedQuerySet):
+    subscription_lookup = "schedule__subscription"
+
     def visibility(self, user) -> models.Q:
         return models.Q(schedule__in=ReportSchedule.objects.visible_to(user))
+
+    def key_visibility(self, api_key) -> models.Q:
+        return models.Q(pk__in=[])
 
 
 class Unsubscribe(models.Model):
     """A recipient who asked (through the link in a report) to receive no more of it."""
 
+    # Copied from the schedule: the tenant of the row (the distribution column under Citus).
+    subscription = models.ForeignKey(
+        Subscription, on_delete=models.CASCADE, related_name="+", editable=False, db_index=False
+    )
     schedule = models.ForeignKey(
-        ReportSchedule, on_delete=models.CASCADE, related_name="unsubscribes"
+        ReportSchedule, on_delete=models.CASCADE, related_name="unsubscribes", db_constraint=False
     )
     email = models.EmailField(help_text="Lower case, as the schedule's recipients.")
     created_at = models.DateTimeField(default=timezone.now)
@@ -378,8 +405,14 @@ class Unsubscribe(models.Model):
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["schedule", "email"], name="unsubscribe_once"),
+            models.UniqueConstraint(
+                fields=["subscription", "schedule", "email"], name="unsubscribe_once"
+            ),
         ]
 
     def __str__(self) -> str:
         return f"{self.email} from {self.schedule}"
+
+    def save(self, *args, **kwargs):
+        self.subscription_id = self.schedule.subscription_id
+        super().save(*args, **kwargs)

@@ -24,10 +24,10 @@ from rest_framework.pagination import PageNumberPagination
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from accounts.api import page_of
 from accounts.authentication import KeyPrincipal
 from accounts.models import ApiKey, Environment, Subscription
-from config.serializers import NullableUUIDField, StrictInputSerializer
+from core.pagination import page_of
+from core.serializers import NullableUUIDField, StrictInputSerializer
 
 from . import services
 from .api import SubscriptionRefSerializer

@@ -61,15 +61,15 @@ from django.db.models import (
 )
 from django.db.models.functions import Cast, Concat, TruncDate
 
-from accounts.errors import DomainError
 from accounts.models import (
-    CREDIT_PLACES,
     Environment,
     Membership,
     Role,
     Subscription,
     TeamMembership,
 )
+from core.errors import DomainError
+from core.money import CREDIT_PLACES
 from credits.errors import UnknownEnvironment
 from credits.models import Agent, CreditEvent
 from credits.rollups import (

@@ -18,7 +18,7 @@ Two claims, each a database write whose result decides who acts:
 
 A beat that was down catches up: the dispatch looks at the most recent period due (however long
 ago) and every period is claimed once, so nothing due is skipped and nothing is sent twice.
-SMTP errors are retried with exponential backoff (``credits.tasks.EMAIL_RETRY``'s numbers),
+SMTP errors are retried with exponential backoff (``core.retry.EMAIL_RETRY``'s numbers),
 whichever entry point made the failed attempt (the send task, ``send_due_reports``, a resend):
 the worker runs the retry, and a retry or first send whose task was lost (a broker outage when
 it was queued) is queued again by the next dispatch once it is ``SWEEP_AFTER`` overdue. The
@@ -29,14 +29,15 @@ import logging
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 
+from celery import current_app
 from celery.utils.time import get_exponential_backoff_interval
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
 from accounts.audit import changed, record_audit_event, snapshot
-from accounts.errors import DomainError
-from credits.tasks import EMAIL_RETRY
+from core.errors import DomainError
+from core.retry import EMAIL_RETRY
 
 from . import emails
 from .models import Delivery, ReportSchedule, Unsubscribe
@@ -206,14 +207,18 @@ def dispatch_due_reports(*, now: datetime) -> list[DueReport]:
     return due
 
 
+# The task that sends a report, by the name it is registered under: ``reports.tasks`` calls this
+# module, so this module names the task (as beat does) instead of importing it.
+SEND_REPORT_TASK = "reports.tasks.send_scheduled_report"
+
+
 def queue_report(report: DueReport, *, countdown: int | None = None) -> None:
     """Hand the report to a worker after the commit, ``countdown`` seconds later for a retry."""
-    from . import tasks
 
     def queue() -> None:
         args = (report.schedule_id, report.period_start.isoformat(), report.period_end.isoformat())
         try:
-            tasks.send_scheduled_report.apply_async(args, countdown=countdown)
+            current_app.signature(SEND_REPORT_TASK).apply_async(args, countdown=countdown)
         except Exception:  # the broker is down: the next dispatch queues it again
             logger.exception("event=report_not_queued schedule_id=%s", report.schedule_id)
 

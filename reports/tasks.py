@@ -4,9 +4,10 @@ safe to run twice (every email is claimed by its ``Delivery`` row)."""
 from datetime import date
 
 from celery import shared_task
+from django.db import transaction
 from django.utils import timezone
 
-from credits.tasks import EMAIL_RETRY
+from core.retry import EMAIL_RETRY
 
 from . import large_exports, services
 
@@ -37,3 +38,19 @@ def send_scheduled_report(self, schedule_id: int, period_start: str, period_end:
 def write_large_export(**request) -> str:
     """Write a large credit usage export to storage and email its link (safe to run twice)."""
     return large_exports.write_and_deliver(large_exports.ExportRequest(**request))
+
+
+def queue_large_export(request: large_exports.ExportRequest) -> None:
+    """Hand the export to a worker once the request's transaction commits."""
+    transaction.on_commit(lambda: write_large_export.delay(**request.as_task_arguments()))
+
+
+PERIODIC_TASKS = [
+    {
+        "name": "Dispatch due reports",
+        "task": dispatch_due_reports.name,
+        "every_minutes": 5,
+        "description": "Hands the scheduled email reports that fell due (in each subscription's "
+        "time zone) to the sender, catching up on any missed while beat was down.",
+    },
+]

@@ -33,8 +33,8 @@ from zoneinfo import ZoneInfo
 
 from django.utils import timezone
 
-from accounts.errors import DomainError
 from accounts.models import Subscription
+from core.errors import DomainError
 from credits.periods import (
     PLACEABLE_YEARS,
     Bounds,

@@ -146,7 +146,9 @@ def environment_member_usage(request, user_id: int):
     environment = _managed_environment(request, environments)
     subscription = environment.project.subscription
     worked_there = Q(memberships__environment=environment) | Q(
-        pk__in=DailyUsage.objects.filter(environment=environment).values("user_id")
+        pk__in=DailyUsage.objects.visible_to(request.user)
+        .filter(environment=environment)
+        .values("user_id")
     )
     person = User.objects.visible_to(request.user).filter(worked_there, pk=user_id).first()
     if person is None:

@@ -59,7 +59,7 @@ INSERT INTO credits_thresholdalert (subscription_id, period_id, threshold, cross
 SELECT o.subscription_id, o.id, 'period_opened', now()
 FROM opened o JOIN accounts_subscription s ON s.id = o.subscription_id
 WHERE s.created_at < o.start
-ON CONFLICT (period_id, threshold) DO NOTHING
+ON CONFLICT (subscription_id, period_id, threshold) DO NOTHING
 """
 
 COHORT_IDS = "SELECT id FROM accounts_subscription WHERE name LIKE %s"

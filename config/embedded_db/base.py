@@ -1,8 +1,9 @@
-"""PostgreSQL's own backend, pointed at the embedded cluster whose data directory is HOST."""
+"""Creditdesk's PostgreSQL backend (``config.postgresql``), pointed at the embedded cluster
+whose data directory is HOST."""
 
 from pathlib import Path
 
-from django.db.backends.postgresql import base
+from config.postgresql import base
 
 from . import cluster
 

@@ -20,7 +20,8 @@ from itertools import accumulate
 from django.db import connection
 from django.db.models import Max
 
-from accounts.models import CREDIT_PLACES, ApiKey, Membership, Subscription, TeamMembership, User
+from accounts.models import ApiKey, Membership, Subscription, TeamMembership, User
+from core.money import CREDIT_PLACES
 from credits.bulk import (
     DERIVED_TABLES,
     copy_rows,

@@ -4,17 +4,15 @@ from decimal import ROUND_HALF_UP, Decimal
 
 from django import template
 
-from accounts.display import format_credits
+from core.display import format_credits
 
 register = template.Library()
 
 PERCENT_PLACES = Decimal("0.1")
 
 
-@register.filter
-def credits(value) -> str:
-    """``Decimal("12345.25")`` -> ``"12,345.2500"``: the one format (``accounts.display``)."""
-    return format_credits(value)
+# The one credit format, under the name the usage templates use.
+credits = register.filter("credits", format_credits)
 
 
 @register.filter

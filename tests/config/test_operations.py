@@ -8,7 +8,8 @@ import pytest
 from django.test import Client
 
 from config.celery import app
-from config.db_routers import REPLICA, ReportsReplicaRouter, reading_for_reports
+from config.db_routers import REPLICA, ReportsReplicaRouter
+from core.replica import reading_for_reports
 from credits.models import CreditEvent, DailyUsage
 
 

@@ -32,7 +32,7 @@ from tests.reports.recorder import EventRecorder, logged_in
 
 pytestmark = pytest.mark.django_db
 
-APPS = ("accounts", "credits", "reports")
+APPS = ("accounts", "core", "credits", "reports")
 START = utc(2026, 10, 24, 12)  # 25 October, 01:00 in Auckland
 DAYS = 12  # through the 1st of November in every zone
 NARROW = {

@@ -29,6 +29,7 @@ from rest_framework.test import APIClient
 
 from accounts.models import Role, Subscription
 from config.celery import app
+from core.retry import EMAIL_RETRY
 from credits import notifications, recording, tasks
 from credits.billing import period_for
 from credits.models import (
@@ -204,7 +205,7 @@ def test_an_smtp_failure_is_retried_and_the_email_is_sent_once(alert, flaky_smtp
 
     # The task retries SMTP errors itself (autoretry on OSError): run eagerly, the retries run
     # in line until one gets through.
-    assert issubclass(SMTPServerDisconnected, tasks.EMAIL_RETRY["autoretry_for"])
+    assert issubclass(SMTPServerDisconnected, EMAIL_RETRY["autoretry_for"])
     result = tasks.send_threshold_alert.apply(args=[alert.pk])
 
     assert flaky_smtp.failures == 0  # both failures happened

@@ -39,9 +39,9 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from accounts.errors import DomainError
 from accounts.models import Role, Subscription, TeamMembership
 from accounts.services import update_limit_settings
+from core.errors import DomainError
 from credits.limits import remove_limit, set_team_limit, set_user_limit
 from credits.models import (
     Agent,

@@ -427,7 +427,8 @@ def test_the_worker_retries_with_the_documented_backoff_then_marks_the_delivery_
 def test_the_alert_emails_retry_on_the_same_documented_schedule():
     from celery.utils.time import get_exponential_backoff_interval
 
-    from credits.tasks import EMAIL_RETRY, send_threshold_alert
+    from core.retry import EMAIL_RETRY
+    from credits.tasks import send_threshold_alert
     from reports.services import MAX_ATTEMPTS, retry_delay
 
     assert send_threshold_alert.max_retries == EMAIL_RETRY["max_retries"] == 10

@@ -555,7 +555,7 @@ def test_an_empty_environment_id_on_the_balance_is_a_400(admin_api):
 
 
 def test_a_crash_under_api_is_answered_in_json_and_pages_keep_html(rf):
-    from config.api_errors import server_error
+    from core.api_errors import server_error
 
     api = server_error(rf.get("/api/v1/balance/"))
     page = server_error(rf.get("/usage/"))

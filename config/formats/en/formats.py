@@ -1,4 +1,4 @@
-# One date and time format across the admin (accounts.display writes the same for the pages
+# One date and time format across the admin (core.display writes the same for the pages
 # and emails): "5 Dec 2026, 15:45 CET", the zone always named.
 DATE_FORMAT = "j M Y"
 DATETIME_FORMAT = "j M Y, H:i T"

@@ -1,10 +1,9 @@
 """How Creditdesk shows an amount, a moment and itself, in the admin, the pages and the emails.
 
 One credit format (four decimal places, always, so that columns line up; thousands
-separated), one moment format (the subscription's local time with the zone named), and one
-set of design tokens, read from the stylesheet that the admin and the pages link, so that the
-emails' inline styles use the same values. Exports keep their machine formats and do not use
-this module.
+separated for people, not for machines: CSV and JSON), one moment format (the subscription's
+local time with the zone named), and one set of design tokens, read from the stylesheet that
+the admin and the pages link, so that the emails' inline styles use the same values.
 """
 
 import re
@@ -14,17 +13,20 @@ from functools import cache
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from .models import CREDIT_PLACES
+from core.money import CREDIT_PLACES
 
 TOKENS_CSS = Path(__file__).resolve().parent / "static" / "creditdesk" / "tokens.css"
 _TOKEN = re.compile(r"--cd-([a-z0-9-]+)\s*:\s*([^;]+);")
 
 
-def format_credits(value) -> str:
-    """``Decimal("9605.75")`` -> ``"9,605.7500"``; no value -> a dash."""
+def format_credits(value, *, grouped: bool = True) -> str:
+    """``Decimal("9605.75")`` -> ``"9,605.7500"``, or ``"9605.7500"`` not ``grouped`` (the
+    exports' machine format); no value -> a dash."""
     if value is None or value == "":
         return "—"
     amount = Decimal(value).quantize(CREDIT_PLACES)
+    if not grouped:
+        return f"{amount:f}"
     return f"{amount if amount else abs(amount):,.4f}"
 
 

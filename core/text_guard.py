@@ -4,7 +4,7 @@ PostgreSQL refuses a NUL character in text, and a lone UTF-16 surrogate (``"\\ud
 JSON) cannot be encoded as UTF-8 at all, so an error message that repeats it cannot be sent.
 Neither is ever meaningful input. ``RefuseUnstorableText`` checks what every view reads before
 any of them runs (the path, query parameters, form fields and headers); the JSON parser checks
-each document (``config.parsers``); a batch checks each of its events on its own.
+each document (``core.parsers``); a batch checks each of its events on its own.
 
 The refusal is a 400 that names where the text was and never repeats it.
 """
@@ -17,7 +17,7 @@ from django.core.exceptions import BadRequest, SuspiciousOperation
 from django.http import HttpResponseBadRequest, JsonResponse
 from django.urls import reverse
 
-from config.api_errors import error_body
+from core.api_errors import error_body
 
 # NUL, or a surrogate code point (only ever unpaired in a Python str).
 UNSTORABLE = re.compile("[\x00\ud800-\udfff]")

@@ -8,7 +8,7 @@ from rest_framework import status
 from rest_framework.exceptions import APIException, ParseError, ValidationError
 from rest_framework.parsers import JSONParser
 
-from config.text_guard import unstorable_in
+from core.text_guard import unstorable_in
 
 
 class PayloadTooLarge(APIException):
@@ -23,7 +23,7 @@ class DecimalJSONParser(JSONParser):
     The body is read up to ``DATA_UPLOAD_MAX_MEMORY_SIZE`` bytes and no further. Deeply nested
     documents make Python's parser recurse until it gives up: a 400 like any malformed body.
     Text holding a NUL character or an unpaired surrogate, in a value or a field name, is a 400
-    naming where it was (``config.text_guard``), except inside the list named by a view's
+    naming where it was (``core.text_guard``), except inside the list named by a view's
     ``judged_one_by_one`` attribute, whose items the view refuses one at a time.
     """
 

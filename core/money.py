@@ -1,4 +1,5 @@
-"""Reading amounts of credits from people and API callers, strictly, in one place.
+"""Amounts of credits: their digits, and reading them from people and API callers, strictly,
+in one place.
 
 Python's ``Decimal("1_5")`` is 15, and it reads Arabic-Indic or full-width digits, spaces and a
 leading ``+`` too; a typo must never be charged. An amount is a JSON number, or a string of
@@ -14,7 +15,10 @@ from django import forms
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from .models import CREDIT_DIGITS
+# Every amount of credits (columns, API fields, form fields): 18 digits, 4 of them decimals.
+CREDIT_DIGITS = {"max_digits": 18, "decimal_places": 4}
+# The smallest amount of credits: what amounts are quantized to (0.0001).
+CREDIT_PLACES = Decimal(1).scaleb(-CREDIT_DIGITS["decimal_places"])
 
 _AMOUNT = re.compile(r"[0-9]+(?:\.[0-9]{1,4})?")
 _SIGNED_AMOUNT = re.compile(r"-?[0-9]+(?:\.[0-9]{1,4})?")
@@ -23,7 +27,7 @@ AMOUNT_HELP = 'A JSON number, or a string of digits with up to 4 decimals after 
 
 def parse_credits(value, *, signed: bool = False) -> Decimal:
     """``value`` as an exact Decimal; ``ValueError`` for anything but an int, a finite
-    ``Decimal`` (a JSON number as ``config.parsers`` reads it) or a strict amount string.
+    ``Decimal`` (a JSON number as ``core.parsers`` reads it) or a strict amount string.
     ``signed`` also accepts a leading ``-`` (an adjustment that gives credits back).
 
     Range and number of decimal places of numbers are the caller's to check."""

@@ -1,5 +1,5 @@
 """Domain errors. Each has a stable ``code``; the API maps codes to HTTP statuses in one place
-(``config.api_errors``), so services never speak HTTP."""
+(``core.api_errors``), so services never speak HTTP."""
 
 
 class DomainError(Exception):

@@ -2,14 +2,12 @@
 
 from django import template
 
-from accounts.display import design_tokens, format_credits, format_moment
+from core.display import design_tokens, format_credits, format_moment
 
 register = template.Library()
 
 
-@register.filter
-def credit_amount(value) -> str:
-    return format_credits(value)
+credit_amount = register.filter("credit_amount", format_credits)
 
 
 @register.filter

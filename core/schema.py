@@ -1,7 +1,7 @@
 """What the OpenAPI schema says beyond what drf-spectacular reads from the serializers, so that
 it tells the truth about what the server accepts (checked with schemathesis)."""
 
-# Text may not hold a NUL character (config.text_guard); unpaired surrogates cannot be sent as
+# Text may not hold a NUL character (core.text_guard); unpaired surrogates cannot be sent as
 # UTF-8 at all.
 NO_NUL = "^[^\\u0000]*$"
 
@@ -20,7 +20,7 @@ def _strings(node):
 
 def state_input_rules(result, generator, request, public):
     """A postprocessing hook: request bodies refuse unknown fields (every input serializer is a
-    ``config.serializers.StrictInputSerializer``), and no text holds a NUL character."""
+    ``core.serializers.StrictInputSerializer``), and no text holds a NUL character."""
     for name, component in result.get("components", {}).get("schemas", {}).items():
         if name.endswith("Request") and component.get("type") == "object":
             component["additionalProperties"] = False

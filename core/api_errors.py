@@ -14,7 +14,7 @@ from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 from rest_framework.views import set_rollback
 
-from accounts.errors import DomainError
+from core.errors import DomainError
 
 logger = logging.getLogger(__name__)
 

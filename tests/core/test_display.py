@@ -8,8 +8,8 @@ import pytest
 from django.contrib.staticfiles import finders
 from django.urls import reverse
 
-from accounts.display import design_tokens, format_credits, format_moment
 from accounts.models import Role
+from core.display import design_tokens, format_credits, format_moment
 from credits.models import BillingPeriod
 from tests import factories
 from tests.credits.test_admin_ledger import LEDGER, period_of, record

@@ -1,0 +1,206 @@
+"""No hand filter on a tenant model outside the scoping layer.
+
+Every read of tenant data in API, view, selector, page, email, export, task and admin code
+starts from the scoping layer: ``Model.objects.visible_to(principal)`` (people and API keys),
+``Model.objects.administered_by(user)`` (the admin's mode) or
+``Environment.objects.managed_by(user)``. A ``Model.objects.filter(subscription=...)`` there
+is the bug the layer exists to prevent, so this test reads the source (``ast``) and fails on
+any other use of a tenant model's manager or ``_default_manager``, except the system paths
+listed in ``ALLOWED`` with the reason each may read as the system.
+
+Services (``services.py``, ``recording.py``, ``limits.py``, ...) are not inspected: they
+write, after the caller resolved what the principal may touch through the layer. Management
+commands and migrations run as the system for every subscription.
+"""
+
+import ast
+from pathlib import Path
+
+from django.apps import apps
+
+ROOT = Path(__file__).resolve().parents[2]
+APPS = ("accounts", "credits", "reports")
+# The modules that read for someone: HTTP (API, pages, admin), selectors, emails, exports
+# and tasks.
+INSPECTED_NAMES = {
+    "admin.py",
+    "api.py",
+    "charts.py",
+    "dashboard.py",
+    "emails.py",
+    "exports.py",
+    "filters.py",
+    "large_exports.py",
+    "notifications.py",
+    "schedules.py",
+    "selectors.py",
+    "tasks.py",
+    "unsubscribe.py",
+    "views.py",
+}
+INSPECTED_SUFFIXES = ("_api.py", "_views.py", "_admin.py")
+# Not tenant data: the product catalogue is shared by every subscription.
+SHARED_MODELS = {"Product"}
+SCOPE_METHODS = {"visible_to", "administered_by", "managed_by", "none"}
+
+# (module, function, model): why it may read without the layer.
+ALLOWED = {
+    # --- System paths: they act for the system, or on rows the layer already resolved ------
+    ("credits/selectors.py", "balance", "BillingPeriod"): (
+        "a balance is the subscription's totals (never plan gated), of a subscription the "
+        "caller resolved through visible_to"
+    ),
+    ("credits/selectors.py", "balance", "DailyUsage"): (
+        "the environment's share of the balance, of an environment the caller resolved "
+        "through visible_to"
+    ),
+    ("credits/selectors.py", "_limit_status", "CreditLimit"): (
+        "the limit of a user or team the caller resolved through visible_to"
+    ),
+    ("credits/selectors.py", "_team_status", "TeamMembership"): (
+        "the team whose limit applies to a user the caller resolved through visible_to"
+    ),
+    ("credits/limits_api.py", "_limit_response", "CreditLimit"): (
+        "rereads the limit the service just wrote, in a subscription the admin administers"
+    ),
+    ("credits/notifications.py", "send_alert", "ThresholdAlert"): (
+        "the alert task claims its alert for the system (exactly-once sends)"
+    ),
+    ("credits/notifications.py", "admin_emails", "User"): (
+        "who receives a subscription's alerts: its admins, looked up for the system"
+    ),
+    ("credits/notifications.py", "_message", "BillingPeriod"): (
+        "the reset notice compares with the period that just ended, for the system"
+    ),
+    ("credits/notifications.py", "send_unsent_alerts", "ThresholdAlert"): (
+        "the sweep that sends the alerts whose email was never sent, for the system"
+    ),
+    ("reports/large_exports.py", "write_and_deliver", "User"): (
+        "the export task loads the person who asked, then reads through visible_to as them"
+    ),
+    ("reports/unsubscribe.py", "unsubscribe", "Unsubscribe"): (
+        "an unsubscribe link acts for the recipient its signed token names, not for a "
+        "signed-in person"
+    ),
+    ("reports/unsubscribe.py", "resubscribe", "Unsubscribe"): (
+        "an unsubscribe link acts for the recipient its signed token names"
+    ),
+    ("reports/unsubscribe.py", "unsubscribe_view", "ReportSchedule"): (
+        "an unsubscribe link names its schedule in a signed token"
+    ),
+    ("reports/unsubscribe.py", "unsubscribe_view", "Unsubscribe"): (
+        "an unsubscribe link acts for the recipient its signed token names"
+    ),
+    ("accounts/admin.py", "TeamMembershipFormSet.clean", "TeamMembership"): (
+        "validating a team's members (one team per person) against every row of the team's "
+        "own subscription, like a unique check"
+    ),
+    ("accounts/admin.py", "TeamMembershipFormSet.clean", "Membership"): (
+        "validating that a team's members hold a role in the team's own subscription"
+    ),
+    ("accounts/admin.py", "UserAdmin.has_change_permission", "Membership"): (
+        "whether a person holds roles beyond what the admin administers must look beyond it"
+    ),
+    ("accounts/admin.py", "UserAdmin.has_change_permission", "User"): (
+        "whether a person's sign-in opens more than the admin administers must look beyond it"
+    ),
+    ("credits/admin.py", "CreditLimitForm.clean", "Membership"): (
+        "validating that a limit's user holds a role in the limit's own subscription"
+    ),
+    # --- being rewritten by the readmodel/catalogue branches -------------------------------
+    ("reports/dashboard.py", "_apply_teams_and_limits", "TeamMembership"): "readmodel",
+    ("reports/selectors.py", "_roles", "Membership"): "readmodel",
+    ("reports/selectors.py", "usage_by_team", "TeamMembership"): "readmodel",
+    ("reports/selectors.py", "_export_environment", "Environment"): "readmodel",
+}
+
+
+def inspected_modules():
+    for app in APPS:
+        for path in sorted((ROOT / app).rglob("*.py")):
+            if {"migrations", "management"} & set(path.parts):
+                continue
+            if path.name in INSPECTED_NAMES or path.name.endswith(INSPECTED_SUFFIXES):
+                yield path
+
+
+def tenant_models() -> set[str]:
+    return {
+        model.__name__
+        for app in APPS
+        for model in apps.get_app_config(app).get_models()
+        if model.__name__ not in SHARED_MODELS
+    }
+
+
+class HandFilters(ast.NodeVisitor):
+    """``Model.objects.<method>`` and ``<anything>._default_manager.<method>`` whose method is
+    not a mode of the scoping layer, with the (qualified) function they are in."""
+
+    def __init__(self, models: set[str]):
+        self.models, self.functions, self.found = models, [], []
+
+    def visit_FunctionDef(self, node):
+        self.functions.append(node.name)
+        self.generic_visit(node)
+        self.functions.pop()
+
+    visit_AsyncFunctionDef = visit_ClassDef = visit_FunctionDef
+
+    def visit_Attribute(self, node):
+        manager = node.value
+        if isinstance(manager, ast.Attribute) and node.attr not in SCOPE_METHODS:
+            owner = manager.value
+            model = owner.id if isinstance(owner, ast.Name) else None
+            if manager.attr == "objects" and model in self.models:
+                self.found.append((self._where(), model, node.attr, node.lineno))
+            elif manager.attr == "_default_manager":
+                self.found.append((self._where(), model or "?", node.attr, node.lineno))
+        self.generic_visit(node)
+
+    def _where(self) -> str:
+        return ".".join(self.functions) or "<module>"
+
+
+def hand_filters() -> list[tuple]:
+    models = tenant_models()
+    found = []
+    for path in inspected_modules():
+        module = path.relative_to(ROOT).as_posix()
+        finder = HandFilters(models)
+        finder.visit(ast.parse(path.read_text(), filename=module))
+        found += [(module, *hit) for hit in finder.found]
+    return found
+
+
+def test_no_hand_filter_on_a_tenant_model_outside_the_scoping_layer():
+    offenders = [
+        f"{module}:{line} {function}(): {model}.objects.{method}(...)"
+        for module, function, model, method, line in hand_filters()
+        if (module, function, model) not in ALLOWED
+    ]
+
+    assert offenders == [], "Read through visible_to / administered_by:\n" + "\n".join(offenders)
+
+
+def test_every_allowed_hand_filter_still_exists():
+    """An entry whose code is gone (or moved) must leave the list, which stays short."""
+    present = {(module, function, model) for module, function, model, _, _ in hand_filters()}
+
+    assert sorted(set(ALLOWED) - present) == []
+
+
+def test_the_inspection_sees_hand_filters(tmp_path):
+    source = (
+        "def leaky(subscription):\n"
+        "    rows = DailyUsage.objects.filter(subscription=subscription)\n"
+        "    scoped = DailyUsage.objects.visible_to(user).filter(subscription=subscription)\n"
+        "    return type(rows)._default_manager.all()\n"
+    )
+    finder = HandFilters({"DailyUsage"})
+    finder.visit(ast.parse(source))
+
+    assert [(function, model, method) for function, model, method, _ in finder.found] == [
+        ("leaky", "DailyUsage", "filter"),
+        ("leaky", "?", "all"),
+    ]
