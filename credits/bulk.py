@@ -10,21 +10,20 @@ counters equal the ledger exactly (the recording service keeps them so one event
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
-from .models import (
-    BillingPeriod,
-    CreditEvent,
-    DailyUsage,
-    TeamPeriodUsage,
-    UserPeriodUsage,
-)
-from .rollups import NARROW_ROLLUP_TABLES, derive_narrow_rollups
+from psycopg import sql
+
+from .models import AgentSessionDay, TeamPeriodUsage, UserPeriodUsage
+from .rollups import ROLLUPS, derive_rollups
 
 # What ``derive_from_ledger`` writes.
-DERIVED_TABLES = (
-    DailyUsage._meta.db_table,
-    *NARROW_ROLLUP_TABLES,
-    UserPeriodUsage._meta.db_table,
-    TeamPeriodUsage._meta.db_table,
+DERIVED_TABLES = tuple(
+    model._meta.db_table
+    for model in (
+        *(rollup.model for rollup in ROLLUPS),
+        AgentSessionDay,
+        UserPeriodUsage,
+        TeamPeriodUsage,
+    )
 )
 
 
@@ -32,8 +31,10 @@ def copy_rows(cursor, table: str, columns: tuple[str, ...], rows: Iterable[tuple
     """Write ``rows`` (tuples in the order of ``columns``) into ``table`` with ``COPY ... FROM
     STDIN``; return how many. ``cursor`` is a psycopg 3 cursor or Django's wrapper of one."""
     count = 0
-    quoted = ", ".join(f'"{column}"' for column in columns)
-    with cursor.copy(f"COPY {table} ({quoted}) FROM STDIN") as copy:
+    statement = sql.SQL("COPY {} ({}) FROM STDIN").format(
+        sql.Identifier(table), sql.SQL(", ").join(map(sql.Identifier, columns))
+    )
+    with cursor.copy(statement.as_string(None)) as copy:
         for row in rows:
             copy.write_row(row)
             count += 1
@@ -56,7 +57,10 @@ def foreign_keys_checked_once(cursor, tables: list[str]) -> Iterator[None]:
     keys = [(table, key) for table in tables for key in _drop_foreign_keys(cursor, table)]
     yield
     for table, (name, definition) in keys:
-        cursor.execute(f'ALTER TABLE {table} ADD CONSTRAINT "{name}" {definition}')
+        add = sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} {}").format(
+            sql.Identifier(table), sql.Identifier(name), sql.SQL(definition)
+        )
+        cursor.execute(add.as_string(None))
     cursor.execute("SET CONSTRAINTS ALL DEFERRED")
 
 
@@ -69,7 +73,8 @@ def _drop_foreign_keys(cursor, table: str) -> list[tuple[str, str]]:
     )
     keys = cursor.fetchall()
     for name, _ in keys:
-        cursor.execute(f'ALTER TABLE {table} DROP CONSTRAINT "{name}"')
+        drop = sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}")
+        cursor.execute(drop.format(sql.Identifier(table), sql.Identifier(name)).as_string(None))
     return keys
 
 
@@ -85,74 +90,14 @@ def drop_indexes(cursor, table: str) -> list[str]:
     )
     rows = cursor.fetchall()
     for name, _ in rows:
-        cursor.execute(f'DROP INDEX "{name}"')
+        cursor.execute(sql.SQL("DROP INDEX {}").format(sql.Identifier(name)).as_string(None))
     # A partitioned table's index reads "ON ONLY parent": rebuild it on every partition.
     return [definition.replace(" ON ONLY ", " ON ") for _, definition in rows]
 
 
 def derive_from_ledger(cursor, subscription_ids: list[int]) -> None:
-    """``DailyUsage``, the narrow rollups (``derive_narrow_rollups``) and the period, user and
-    team counters of these subscriptions, from their ledger alone.
-
-    The subscriptions must have no rollup rows and no user or team counters yet (a bulk load
-    into new or empty subscriptions). Team counters are summed from the people's, as the
-    recording service charges them: a person's usage counts for their team.
-    """
-    params = {"subscriptions": list(subscription_ids)}
-    cursor.execute("SET LOCAL work_mem = '64MB'")  # sorts and hashes of a load, in memory
-    ledger, subscription = CreditEvent._meta.db_table, "accounts_subscription"
-    cursor.execute(
-        f"""
-        INSERT INTO {DailyUsage._meta.db_table} (
-            day, subscription_id, period_id, environment_id, user_id, api_key_id, product_id,
-            agent_id, model, feature, credits, excess_credits, runs, failed_runs, input_tokens,
-            output_tokens, latency_ms_total, latency_samples, last_event_at)
-        SELECT (e.timestamp AT TIME ZONE s.timezone)::date, e.subscription_id, e.period_id,
-            e.environment_id, e.user_id, e.api_key_id, e.product_id, e.agent_id, e.model,
-            e.feature, SUM(e.credits), SUM(e.excess_credits),
-            COUNT(*) FILTER (WHERE e.kind = 'usage'),
-            COUNT(*) FILTER (WHERE e.kind = 'usage' AND e.status = 'failed'),
-            SUM(e.input_tokens), SUM(e.output_tokens), COALESCE(SUM(e.latency_ms), 0),
-            COUNT(e.latency_ms), MAX(e.timestamp)
-        FROM {ledger} e JOIN {subscription} s ON s.id = e.subscription_id
-        WHERE e.subscription_id = ANY(%(subscriptions)s)
-        GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9, 10
-        """,  # noqa: S608 (our table names)
-        params,
-    )
-    derive_narrow_rollups(cursor, subscription_ids)
-    cursor.execute(
-        f"""
-        UPDATE {BillingPeriod._meta.db_table} p
-        SET credits_used = COALESCE(t.credits, 0), excess_used = COALESCE(t.excess, 0)
-        FROM {BillingPeriod._meta.db_table} q
-        LEFT JOIN (SELECT period_id, SUM(credits) AS credits, SUM(excess_credits) AS excess
-                   FROM {ledger} WHERE subscription_id = ANY(%(subscriptions)s)
-                   GROUP BY period_id) t ON t.period_id = q.id
-        WHERE p.id = q.id AND q.subscription_id = ANY(%(subscriptions)s)
-        """,  # noqa: S608
-        params,
-    )
-    cursor.execute(
-        f"""
-        INSERT INTO {UserPeriodUsage._meta.db_table}
-            (subscription_id, period_id, user_id, credits_used)
-        SELECT subscription_id, period_id, user_id, SUM(credits) FROM {ledger}
-        WHERE subscription_id = ANY(%(subscriptions)s) AND user_id IS NOT NULL
-        GROUP BY subscription_id, period_id, user_id
-        """,  # noqa: S608
-        params,
-    )
-    cursor.execute(
-        f"""
-        INSERT INTO {TeamPeriodUsage._meta.db_table}
-            (subscription_id, period_id, team_id, credits_used)
-        SELECT u.subscription_id, u.period_id, m.team_id, SUM(u.credits_used)
-        FROM {UserPeriodUsage._meta.db_table} u
-        JOIN accounts_teammembership m ON m.user_id = u.user_id
-            AND m.subscription_id = u.subscription_id
-        WHERE u.subscription_id = ANY(%(subscriptions)s)
-        GROUP BY u.subscription_id, u.period_id, m.team_id
-        """,  # noqa: S608
-        params,
-    )
+    """The rollups and the period, user and team counters of these newly loaded subscriptions,
+    from their ledger alone (``credits.rollups.derive_rollups``), with the memory a load's
+    sorts and hashes need. The subscriptions must have none of those rows yet."""
+    cursor.execute("SET LOCAL work_mem = '64MB'")
+    derive_rollups(cursor, subscription_ids)

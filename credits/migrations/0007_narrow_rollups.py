@@ -7,23 +7,105 @@ from django.conf import settings
 from django.db import migrations, models
 
 
-def fill_from_the_ledger(apps, schema_editor):
-    """The new rollups of the data already there: set-based SQL from ``DailyUsage`` and the
-    ledger. ``PersonRollup`` is filled by 0008, which adds a column to it. Nothing to do on a
-    new database."""
-    from credits.rollups import derive_narrow_rollups
+# The new rollups of the data already there: set-based SQL from ``DailyUsage`` and the ledger.
+# ``PersonRollup`` is filled by 0008, which adds a column to it. Nothing to do on a new
+# database.
 
-    subscription_ids = list(
-        apps.get_model("accounts", "Subscription").objects.values_list("pk", flat=True)
-    )
-    if not subscription_ids:
-        return
-    with schema_editor.connection.cursor() as cursor:
-        derive_narrow_rollups(
-            cursor,
-            subscription_ids,
-            model_names=("AgentRollup", "ModelRollup", "SubscriptionRollup"),
-        )
+def _latency_bucket_bounds():
+    """The lowest latency (ms) of each histogram bucket, as the rollups used them when this
+    migration was written: 0, then the integers in (g^(k-1), g^k] for g = 101/99."""
+    bounds, numerator, denominator, previous_floor = [0], 1, 1, 0
+    while True:
+        floor = numerator // denominator
+        lowest = previous_floor + 1
+        if lowest > 2**31 - 1:
+            return bounds
+        if floor >= lowest:
+            bounds.append(lowest)
+        previous_floor = floor
+        numerator, denominator = numerator * 101, denominator * 99
+
+# Frozen: the statements ``credits.rollups`` ran when this migration was written, over
+# every subscription (the tables are new, hence empty).
+STATEMENTS = [
+    """DROP TABLE IF EXISTS pg_temp.narrow_rollup_runs""",
+    """CREATE TEMPORARY TABLE narrow_rollup_runs ON COMMIT DROP AS
+    SELECT e.subscription_id, (e.timestamp AT TIME ZONE s.timezone)::date AS day, e.agent_id, e.model, width_bucket(e.latency_ms, %(bounds)s::integer[]) - 1 AS bucket, e.session_id <> '' AS in_session, COUNT(*) AS runs
+    FROM credits_creditevent e
+    JOIN accounts_subscription s ON s.id = e.subscription_id
+    WHERE e.kind = 'usage'
+    GROUP BY 1, 2, 3, 4, 5, 6""",
+    """ANALYZE pg_temp.narrow_rollup_runs""",
+    """INSERT INTO credits_agentsessionday (subscription_id, day, agent_id, session_id)
+    SELECT DISTINCT e.subscription_id, (e.timestamp AT TIME ZONE s.timezone)::date, e.agent_id, e.session_id
+    FROM credits_creditevent e
+    JOIN accounts_subscription s ON s.id = e.subscription_id
+    WHERE e.kind = 'usage' AND e.session_id <> ''""",
+    """INSERT INTO credits_agentrollup (subscription_id, grain, day, agent_id, credits, excess_credits, runs, failed_runs, input_tokens, output_tokens, latency_ms_total, latency_samples, session_runs, sessions, latency_histogram)
+    SELECT d.subscription_id, 'day', d.day, d.agent_id, d.credits, d.excess_credits, d.runs, d.failed_runs, d.input_tokens, d.output_tokens, d.latency_ms_total, d.latency_samples, COALESCE(x.session_runs, 0), COALESCE(c.sessions, 0), COALESCE(h.histogram, '{}'::jsonb)
+    FROM (SELECT subscription_id, day, agent_id, SUM(credits) AS credits, SUM(excess_credits) AS excess_credits, SUM(runs) AS runs, SUM(failed_runs) AS failed_runs, SUM(input_tokens) AS input_tokens, SUM(output_tokens) AS output_tokens, SUM(latency_ms_total) AS latency_ms_total, SUM(latency_samples) AS latency_samples
+    FROM credits_dailyusage
+    GROUP BY subscription_id, day, agent_id) d
+    LEFT JOIN (SELECT subscription_id, day, agent_id, SUM(runs) AS session_runs
+    FROM narrow_rollup_runs
+    WHERE in_session
+    GROUP BY 1, 2, 3) x ON x.subscription_id = d.subscription_id AND x.day = d.day AND COALESCE(x.agent_id, 0) = COALESCE(d.agent_id, 0)
+    LEFT JOIN (SELECT subscription_id, day, agent_id, COUNT(*) AS sessions
+    FROM credits_agentsessionday
+    GROUP BY 1, 2, 3) c ON c.subscription_id = d.subscription_id AND c.day = d.day AND COALESCE(c.agent_id, 0) = COALESCE(d.agent_id, 0)
+    LEFT JOIN (SELECT subscription_id, day, agent_id, jsonb_object_agg(bucket, runs) AS histogram
+    FROM (SELECT subscription_id, day, agent_id, bucket, SUM(runs) AS runs
+    FROM narrow_rollup_runs
+    WHERE bucket IS NOT NULL
+    GROUP BY 1, 2, 3, 4) b
+    GROUP BY 1, 2, 3) h ON h.subscription_id = d.subscription_id AND h.day = d.day AND COALESCE(h.agent_id, 0) = COALESCE(d.agent_id, 0)""",
+    """INSERT INTO credits_modelrollup (subscription_id, grain, day, model, credits, excess_credits, runs, failed_runs, input_tokens, output_tokens, latency_ms_total, latency_samples, latency_histogram)
+    SELECT d.subscription_id, 'day', d.day, d.model, d.credits, d.excess_credits, d.runs, d.failed_runs, d.input_tokens, d.output_tokens, d.latency_ms_total, d.latency_samples, COALESCE(h.histogram, '{}'::jsonb)
+    FROM (SELECT subscription_id, day, model, SUM(credits) AS credits, SUM(excess_credits) AS excess_credits, SUM(runs) AS runs, SUM(failed_runs) AS failed_runs, SUM(input_tokens) AS input_tokens, SUM(output_tokens) AS output_tokens, SUM(latency_ms_total) AS latency_ms_total, SUM(latency_samples) AS latency_samples
+    FROM credits_dailyusage
+    GROUP BY subscription_id, day, model) d
+    LEFT JOIN (SELECT subscription_id, day, model, jsonb_object_agg(bucket, runs) AS histogram
+    FROM (SELECT subscription_id, day, model, bucket, SUM(runs) AS runs
+    FROM narrow_rollup_runs
+    WHERE bucket IS NOT NULL
+    GROUP BY 1, 2, 3, 4) b
+    GROUP BY 1, 2, 3) h ON h.subscription_id = d.subscription_id AND h.day = d.day AND h.model = d.model""",
+    """INSERT INTO credits_subscriptionrollup (subscription_id, grain, day, product_id, agent_id, model, feature, credits, excess_credits, runs, failed_runs, input_tokens, output_tokens, latency_ms_total, latency_samples)
+    SELECT d.subscription_id, 'day', d.day, d.product_id, d.agent_id, d.model, d.feature, d.credits, d.excess_credits, d.runs, d.failed_runs, d.input_tokens, d.output_tokens, d.latency_ms_total, d.latency_samples
+    FROM (SELECT subscription_id, day, product_id, agent_id, model, feature, SUM(credits) AS credits, SUM(excess_credits) AS excess_credits, SUM(runs) AS runs, SUM(failed_runs) AS failed_runs, SUM(input_tokens) AS input_tokens, SUM(output_tokens) AS output_tokens, SUM(latency_ms_total) AS latency_ms_total, SUM(latency_samples) AS latency_samples
+    FROM credits_dailyusage
+    GROUP BY subscription_id, day, product_id, agent_id, model, feature) d""",
+    """INSERT INTO credits_agentrollup (subscription_id, grain, day, agent_id, credits, excess_credits, runs, failed_runs, input_tokens, output_tokens, latency_ms_total, latency_samples, session_runs, sessions, latency_histogram)
+    SELECT m.subscription_id, 'month', m.day, m.agent_id, m.credits, m.excess_credits, m.runs, m.failed_runs, m.input_tokens, m.output_tokens, m.latency_ms_total, m.latency_samples, m.session_runs, m.sessions, COALESCE(h.histogram, '{}'::jsonb)
+    FROM (SELECT t.subscription_id, date_trunc('month', t.day)::date AS day, t.agent_id, SUM(t.credits) AS credits, SUM(t.excess_credits) AS excess_credits, SUM(t.runs) AS runs, SUM(t.failed_runs) AS failed_runs, SUM(t.input_tokens) AS input_tokens, SUM(t.output_tokens) AS output_tokens, SUM(t.latency_ms_total) AS latency_ms_total, SUM(t.latency_samples) AS latency_samples, SUM(t.session_runs) AS session_runs, SUM(t.sessions) AS sessions
+    FROM credits_agentrollup t
+    WHERE t.grain = 'day'
+    GROUP BY t.subscription_id, date_trunc('month', t.day)::date, t.agent_id) m
+    LEFT JOIN (SELECT subscription_id, day, agent_id, jsonb_object_agg(bucket, runs) AS histogram
+    FROM (SELECT t.subscription_id, date_trunc('month', t.day)::date AS day, t.agent_id, b.key AS bucket, SUM(b.value::bigint) AS runs
+    FROM credits_agentrollup t, jsonb_each_text(t.latency_histogram) b
+    WHERE t.grain = 'day'
+    GROUP BY 1, 2, 3, 4) x
+    GROUP BY 1, 2, 3) h ON h.subscription_id = m.subscription_id AND h.day = m.day AND COALESCE(h.agent_id, 0) = COALESCE(m.agent_id, 0)""",
+    """INSERT INTO credits_modelrollup (subscription_id, grain, day, model, credits, excess_credits, runs, failed_runs, input_tokens, output_tokens, latency_ms_total, latency_samples, latency_histogram)
+    SELECT m.subscription_id, 'month', m.day, m.model, m.credits, m.excess_credits, m.runs, m.failed_runs, m.input_tokens, m.output_tokens, m.latency_ms_total, m.latency_samples, COALESCE(h.histogram, '{}'::jsonb)
+    FROM (SELECT t.subscription_id, date_trunc('month', t.day)::date AS day, t.model, SUM(t.credits) AS credits, SUM(t.excess_credits) AS excess_credits, SUM(t.runs) AS runs, SUM(t.failed_runs) AS failed_runs, SUM(t.input_tokens) AS input_tokens, SUM(t.output_tokens) AS output_tokens, SUM(t.latency_ms_total) AS latency_ms_total, SUM(t.latency_samples) AS latency_samples
+    FROM credits_modelrollup t
+    WHERE t.grain = 'day'
+    GROUP BY t.subscription_id, date_trunc('month', t.day)::date, t.model) m
+    LEFT JOIN (SELECT subscription_id, day, model, jsonb_object_agg(bucket, runs) AS histogram
+    FROM (SELECT t.subscription_id, date_trunc('month', t.day)::date AS day, t.model, b.key AS bucket, SUM(b.value::bigint) AS runs
+    FROM credits_modelrollup t, jsonb_each_text(t.latency_histogram) b
+    WHERE t.grain = 'day'
+    GROUP BY 1, 2, 3, 4) x
+    GROUP BY 1, 2, 3) h ON h.subscription_id = m.subscription_id AND h.day = m.day AND h.model = m.model""",
+    """INSERT INTO credits_subscriptionrollup (subscription_id, grain, day, product_id, agent_id, model, feature, credits, excess_credits, runs, failed_runs, input_tokens, output_tokens, latency_ms_total, latency_samples)
+    SELECT m.subscription_id, 'month', m.day, m.product_id, m.agent_id, m.model, m.feature, m.credits, m.excess_credits, m.runs, m.failed_runs, m.input_tokens, m.output_tokens, m.latency_ms_total, m.latency_samples
+    FROM (SELECT t.subscription_id, date_trunc('month', t.day)::date AS day, t.product_id, t.agent_id, t.model, t.feature, SUM(t.credits) AS credits, SUM(t.excess_credits) AS excess_credits, SUM(t.runs) AS runs, SUM(t.failed_runs) AS failed_runs, SUM(t.input_tokens) AS input_tokens, SUM(t.output_tokens) AS output_tokens, SUM(t.latency_ms_total) AS latency_ms_total, SUM(t.latency_samples) AS latency_samples
+    FROM credits_subscriptionrollup t
+    WHERE t.grain = 'day'
+    GROUP BY t.subscription_id, date_trunc('month', t.day)::date, t.product_id, t.agent_id, t.model, t.feature) m""",
+]
 
 
 class Migration(migrations.Migration):
@@ -141,5 +223,8 @@ class Migration(migrations.Migration):
                 'constraints': [models.UniqueConstraint(models.F('subscription_id'), models.F('grain'), models.F('day'), django.db.models.functions.comparison.Coalesce('product_id', models.Value(0)), django.db.models.functions.comparison.Coalesce('agent_id', models.Value(0)), models.F('model'), models.F('feature'), name='subscription_rollup_unique')],
             },
         ),
-        migrations.RunPython(fill_from_the_ledger, migrations.RunPython.noop),
+        migrations.RunSQL(
+            [(statement, {"bounds": _latency_bucket_bounds()}) for statement in STATEMENTS],
+            migrations.RunSQL.noop,
+        ),
     ]

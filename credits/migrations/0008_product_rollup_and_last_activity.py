@@ -6,19 +6,37 @@ from decimal import Decimal
 from django.db import migrations, models
 
 
-def fill_from_the_ledger(apps, schema_editor):
-    """``PersonRollup`` (with its new ``last_event_at``) and ``ProductRollup`` of the data
-    already there: set-based SQL from ``DailyUsage``. Nothing to do on a new database."""
-    from credits.rollups import derive_narrow_rollups
+# ``PersonRollup`` (with its new ``last_event_at``) and ``ProductRollup`` of the data already
+# there: set-based SQL from ``DailyUsage``, after the rows written without ``last_event_at``
+# are deleted. Nothing to do on a new database.
 
-    subscription_ids = list(
-        apps.get_model("accounts", "Subscription").objects.values_list("pk", flat=True)
-    )
-    if not subscription_ids:
-        return
-    apps.get_model("credits", "PersonRollup").objects.all().delete()
-    with schema_editor.connection.cursor() as cursor:
-        derive_narrow_rollups(cursor, subscription_ids, model_names=("PersonRollup", "ProductRollup"))
+# Frozen: the statements ``credits.rollups`` ran when this migration was written, over
+# every subscription (``ProductRollup`` is new, ``PersonRollup`` emptied first).
+STATEMENTS = [
+    """DELETE FROM credits_personrollup""",
+    """INSERT INTO credits_personrollup (subscription_id, grain, day, environment_id, user_id, api_key_id, credits, excess_credits, runs, failed_runs, input_tokens, output_tokens, latency_ms_total, latency_samples, last_event_at)
+    SELECT d.subscription_id, 'day', d.day, d.environment_id, d.user_id, d.api_key_id, d.credits, d.excess_credits, d.runs, d.failed_runs, d.input_tokens, d.output_tokens, d.latency_ms_total, d.latency_samples, d.last_event_at
+    FROM (SELECT subscription_id, day, environment_id, user_id, api_key_id, SUM(credits) AS credits, SUM(excess_credits) AS excess_credits, SUM(runs) AS runs, SUM(failed_runs) AS failed_runs, SUM(input_tokens) AS input_tokens, SUM(output_tokens) AS output_tokens, SUM(latency_ms_total) AS latency_ms_total, SUM(latency_samples) AS latency_samples, MAX(last_event_at) AS last_event_at
+    FROM credits_dailyusage
+    GROUP BY subscription_id, day, environment_id, user_id, api_key_id) d""",
+    """INSERT INTO credits_productrollup (subscription_id, grain, day, product_id, feature, credits, excess_credits, runs, failed_runs, input_tokens, output_tokens, latency_ms_total, latency_samples)
+    SELECT d.subscription_id, 'day', d.day, d.product_id, d.feature, d.credits, d.excess_credits, d.runs, d.failed_runs, d.input_tokens, d.output_tokens, d.latency_ms_total, d.latency_samples
+    FROM (SELECT subscription_id, day, product_id, feature, SUM(credits) AS credits, SUM(excess_credits) AS excess_credits, SUM(runs) AS runs, SUM(failed_runs) AS failed_runs, SUM(input_tokens) AS input_tokens, SUM(output_tokens) AS output_tokens, SUM(latency_ms_total) AS latency_ms_total, SUM(latency_samples) AS latency_samples
+    FROM credits_dailyusage
+    GROUP BY subscription_id, day, product_id, feature) d""",
+    """INSERT INTO credits_personrollup (subscription_id, grain, day, environment_id, user_id, api_key_id, credits, excess_credits, runs, failed_runs, input_tokens, output_tokens, latency_ms_total, latency_samples, last_event_at)
+    SELECT m.subscription_id, 'month', m.day, m.environment_id, m.user_id, m.api_key_id, m.credits, m.excess_credits, m.runs, m.failed_runs, m.input_tokens, m.output_tokens, m.latency_ms_total, m.latency_samples, m.last_event_at
+    FROM (SELECT t.subscription_id, date_trunc('month', t.day)::date AS day, t.environment_id, t.user_id, t.api_key_id, SUM(t.credits) AS credits, SUM(t.excess_credits) AS excess_credits, SUM(t.runs) AS runs, SUM(t.failed_runs) AS failed_runs, SUM(t.input_tokens) AS input_tokens, SUM(t.output_tokens) AS output_tokens, SUM(t.latency_ms_total) AS latency_ms_total, SUM(t.latency_samples) AS latency_samples, MAX(t.last_event_at) AS last_event_at
+    FROM credits_personrollup t
+    WHERE t.grain = 'day'
+    GROUP BY t.subscription_id, date_trunc('month', t.day)::date, t.environment_id, t.user_id, t.api_key_id) m""",
+    """INSERT INTO credits_productrollup (subscription_id, grain, day, product_id, feature, credits, excess_credits, runs, failed_runs, input_tokens, output_tokens, latency_ms_total, latency_samples)
+    SELECT m.subscription_id, 'month', m.day, m.product_id, m.feature, m.credits, m.excess_credits, m.runs, m.failed_runs, m.input_tokens, m.output_tokens, m.latency_ms_total, m.latency_samples
+    FROM (SELECT t.subscription_id, date_trunc('month', t.day)::date AS day, t.product_id, t.feature, SUM(t.credits) AS credits, SUM(t.excess_credits) AS excess_credits, SUM(t.runs) AS runs, SUM(t.failed_runs) AS failed_runs, SUM(t.input_tokens) AS input_tokens, SUM(t.output_tokens) AS output_tokens, SUM(t.latency_ms_total) AS latency_ms_total, SUM(t.latency_samples) AS latency_samples
+    FROM credits_productrollup t
+    WHERE t.grain = 'day'
+    GROUP BY t.subscription_id, date_trunc('month', t.day)::date, t.product_id, t.feature) m""",
+]
 
 
 class Migration(migrations.Migration):
@@ -103,5 +121,5 @@ class Migration(migrations.Migration):
                 ],
             },
         ),
-        migrations.RunPython(fill_from_the_ledger, migrations.RunPython.noop),
+        migrations.RunSQL(STATEMENTS, migrations.RunSQL.noop),
     ]
