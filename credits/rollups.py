@@ -269,7 +269,7 @@ def add_to_rollups(events: list[CreditEvent], *, zone) -> None:
     """
     if not events:
         return
-    params = {column: [getattr(event, column) for event in events] for column in LEDGER_COLUMNS}
+    params = {column: [getattr(event, column) for event in events] for column in LEDGER_TYPES}
     params["bucket"] = [
         None if event.latency_ms is None else latency_bucket(event.latency_ms) for event in events
     ]
@@ -313,7 +313,7 @@ def rebuild_rollups(*, subscription: Subscription) -> None:
 
 # The ledger columns the rollups read, with their PostgreSQL types (for the arrays of new
 # events that ``add_to_rollups`` sends).
-LEDGER_COLUMNS = {
+LEDGER_TYPES = {
     "subscription_id": "bigint",
     "period_id": "bigint",
     "timestamp": "timestamptz",
@@ -503,18 +503,18 @@ def _source(*, from_ledger: bool) -> sql.Composed:
             "FROM {ledger} l JOIN {subscriptions} s ON s.id = l.subscription_id "
             "WHERE l.subscription_id = ANY(%(subscriptions)s)"
         ).format(
-            columns=_names(LEDGER_COLUMNS, "l"),
+            columns=_names(LEDGER_TYPES, "l"),
             ledger=sql.Identifier(CreditEvent._meta.db_table),
             subscriptions=sql.Identifier(Subscription._meta.db_table),
         )
     arrays = sql.SQL(", ").join(
         sql.SQL("{}::{}[]").format(sql.Placeholder(column), sql.SQL(kind))
-        for column, kind in {**LEDGER_COLUMNS, "bucket": "integer"}.items()
+        for column, kind in {**LEDGER_TYPES, "bucket": "integer"}.items()
     )
     return sql.SQL(
         "SELECT l.*, (l.timestamp AT TIME ZONE %(zone)s)::date AS local_day "
         "FROM unnest({arrays}) AS l({columns})"
-    ).format(arrays=arrays, columns=_names((*LEDGER_COLUMNS, "bucket")))
+    ).format(arrays=arrays, columns=_names((*LEDGER_TYPES, "bucket")))
 
 
 @cache
