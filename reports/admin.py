@@ -18,13 +18,8 @@ from accounts.admin_scoping import ScopedAdminMixin, ScopedModelAdmin, ScopedRel
 from accounts.display import format_moment
 
 from . import services
-from .models import (
-    MAX_RECIPIENTS,
-    REPORT_ATTACHMENTS,
-    Delivery,
-    ReportSchedule,
-    Unsubscribe,
-)
+from .catalogue import ATTACHMENTS
+from .models import MAX_RECIPIENTS, Delivery, ReportSchedule, Unsubscribe
 from .schedules import next_due
 
 RECENT_DELIVERIES = 10
@@ -41,7 +36,7 @@ class ReportScheduleForm(forms.ModelForm):
     )
     attached_reports = forms.MultipleChoiceField(
         label="CSV reports to attach",
-        choices=REPORT_ATTACHMENTS,
+        choices=ATTACHMENTS,
         widget=forms.CheckboxSelectMultiple,
         required=False,
         help_text="Each exactly as its export endpoint returns it for the same period and scope.",

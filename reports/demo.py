@@ -9,7 +9,8 @@ commit, and the worker sends them when the demo starts (to ``var/sent-emails``).
 from dataclasses import dataclass
 from datetime import datetime, time
 
-from .models import CREDIT_USAGE_EXPORT, ReportSchedule, Weekday
+from .catalogue import CREDIT_USAGE_EXPORT
+from .models import ReportSchedule, Weekday
 from .services import dispatch_due_reports
 
 SUBSCRIPTION = "Acme Corp"

@@ -19,7 +19,6 @@ from django.core import signing
 from django.core.files import File
 from django.core.files.storage import default_storage
 from django.core.mail import send_mail
-from django.db import transaction
 from django.urls import reverse
 
 from accounts.models import User
@@ -46,12 +45,6 @@ class ExportRequest:
 
     def as_task_arguments(self) -> dict:
         return self.__dict__.copy()
-
-
-def queue(request: ExportRequest) -> None:
-    from .tasks import write_large_export
-
-    transaction.on_commit(lambda: write_large_export.delay(**request.as_task_arguments()))
 
 
 def write_and_deliver(request: ExportRequest) -> str:
