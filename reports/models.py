@@ -265,8 +265,8 @@ class ReportSchedule(models.Model):
         ]
         if per_member and self.subscription_id and not self.subscription.has_team_views:
             problems.append(
-                f"{' and '.join(per_member)} show each member's usage: available on the "
-                f"{PLANS_WITH_TEAM_VIEWS} plans, and {self.subscription.name} is on the "
+                f"Per-member reports ({', '.join(per_member)}) are available on the "
+                f"{PLANS_WITH_TEAM_VIEWS} plans; {self.subscription.name} is on the "
                 f"{self.subscription.get_plan_display()} plan."
             )
         return {"attached_reports": problems} if problems else {}

@@ -124,8 +124,8 @@ def test_on_the_free_plan_per_member_reports_cannot_be_attached(world, report):
     title = {"usage-by-user": "Usage by user", "usage-by-team": "Usage by team"}[report]
     assert error_details(refused) == {
         "attached_reports": [
-            f"{title} show each member's usage: available on the Pro, Premium or Scale plans, "
-            "and Acme is on the Free plan."
+            f"Per-member reports ({title}) are available on the Pro, Premium or Scale plans; "
+            "Acme is on the Free plan."
         ]
     }
     assert allowed.status_code == 201, allowed.json()
