@@ -8,6 +8,7 @@ serializers of its own.
 """
 
 import dataclasses
+import functools
 import typing
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -102,15 +103,16 @@ class Report:
     per_member: bool = False  # names people: needs ``Subscription.has_team_views``
     filters: Sequence[Filter] = FILTERS
 
-    @property
+    # Cached: ``cells`` reads them for every row.
+    @functools.cached_property
     def columns(self) -> tuple[Column, ...]:
         return tuple(_column(spec) for spec in dataclasses.fields(self.row_type))
 
-    @property
+    @functools.cached_property
     def column_names(self) -> list[str]:
         return [column.name for column in self.columns]
 
-    @property
+    @functools.cached_property
     def text_columns(self) -> frozenset[str]:
         return frozenset(column.name for column in self.columns if column.is_text)
 
