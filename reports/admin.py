@@ -17,7 +17,7 @@ from django.utils.translation import ngettext
 from accounts.admin_scoping import ScopedAdminMixin, ScopedModelAdmin, ScopedRelatedFilter
 from accounts.display import format_moment
 
-from . import services
+from . import services, tasks
 from .catalogue import ATTACHMENTS
 from .models import MAX_RECIPIENTS, Delivery, ReportSchedule, Unsubscribe
 from .schedules import next_due
@@ -246,7 +246,7 @@ class ReportScheduleAdmin(ScopedModelAdmin):
 
     @admin.action(description="Resend failed deliveries", permissions=["change"])
     def resend_failed(self, request, queryset):
-        count = services.resend_failed(
+        count = tasks.resend_failed(
             deliveries=Delivery.objects.filter(schedule__in=queryset), now=timezone.now()
         )
         self.message_user(
@@ -322,7 +322,7 @@ class DeliveryAdmin(DeliveryInlineMixin, ScopedModelAdmin):
 
     @admin.action(description="Resend the selected failed deliveries", permissions=["resend"])
     def resend(self, request, queryset):
-        count = services.resend_failed(deliveries=queryset, now=timezone.now())
+        count = tasks.resend_failed(deliveries=queryset, now=timezone.now())
         self.message_user(
             request,
             ngettext("Queued %d delivery again.", "Queued %d deliveries again.", count) % count,

@@ -11,7 +11,7 @@ from datetime import datetime, time
 
 from .catalogue import CREDIT_USAGE_EXPORT
 from .models import ReportSchedule, Weekday
-from .services import dispatch_due_reports
+from .tasks import dispatch_reports
 
 SUBSCRIPTION = "Acme Corp"
 OWNER = "alice@acme.example"
@@ -70,7 +70,7 @@ def seed_report_schedules(sender, *, world, now: datetime, **kwargs) -> list[str
         created.append(spec.name)
     if not created:
         return []
-    due = dispatch_due_reports(now=now)
+    due = dispatch_reports(now=now)
     return [
         f"Report schedules {', '.join(created)} of {SUBSCRIPTION}: {len(due)} report(s) due, "
         "queued (the worker emails them)."
