@@ -36,6 +36,7 @@ STATUS_BY_CODE = {
     "timestamp_in_future": status.HTTP_422_UNPROCESSABLE_ENTITY,
     "unknown_agent": status.HTTP_422_UNPROCESSABLE_ENTITY,
     "permission_denied": status.HTTP_403_FORBIDDEN,
+    "plan_required": status.HTTP_403_FORBIDDEN,
     "invalid_credentials": status.HTTP_400_BAD_REQUEST,
     "invalid_limit": status.HTTP_400_BAD_REQUEST,
     "invalid_limit_settings": status.HTTP_400_BAD_REQUEST,

@@ -8,7 +8,9 @@ from rest_framework import status
 from rest_framework.exceptions import APIException, ParseError, ValidationError
 from rest_framework.parsers import JSONParser
 
-from core.text_guard import unstorable_in
+# The module, not the function: the middleware ``core.text_guard`` may be what first imports
+# DRF's views, whose settings import this parser while text_guard is still being imported.
+from core import text_guard
 
 
 class PayloadTooLarge(APIException):
@@ -42,7 +44,7 @@ class DecimalJSONParser(JSONParser):
         checked = document
         if items and isinstance(document, dict) and isinstance(document.get(items), list):
             checked = {**document, items: [None] * len(document[items])}
-        found = unstorable_in(checked)
+        found = text_guard.unstorable_in(checked)
         if found:
             raise ValidationError(found)
         return document

@@ -18,14 +18,9 @@ from accounts.admin_scoping import ScopedAdminMixin, ScopedModelAdmin, ScopedRel
 from core.admin import ReadOnlyAdminMixin
 from core.display import format_moment
 
-from . import services
-from .models import (
-    MAX_RECIPIENTS,
-    REPORT_ATTACHMENTS,
-    Delivery,
-    ReportSchedule,
-    Unsubscribe,
-)
+from . import services, tasks
+from .catalogue import ATTACHMENTS
+from .models import MAX_RECIPIENTS, Delivery, ReportSchedule, Unsubscribe
 from .schedules import next_due
 
 RECENT_DELIVERIES = 10
@@ -42,7 +37,7 @@ class ReportScheduleForm(forms.ModelForm):
     )
     attached_reports = forms.MultipleChoiceField(
         label="CSV reports to attach",
-        choices=REPORT_ATTACHMENTS,
+        choices=ATTACHMENTS,
         widget=forms.CheckboxSelectMultiple,
         required=False,
         help_text="Each exactly as its export endpoint returns it for the same period and scope.",
@@ -240,7 +235,7 @@ class ReportScheduleAdmin(ScopedModelAdmin):
 
     @admin.action(description="Resend failed deliveries", permissions=["change"])
     def resend_failed(self, request, queryset):
-        count = services.resend_failed(
+        count = tasks.resend_failed(
             deliveries=Delivery.objects.administered_by(request.user).filter(schedule__in=queryset),
             now=timezone.now(),
         )
@@ -316,7 +311,7 @@ class DeliveryAdmin(ReadOnlyAdminMixin, ScopedModelAdmin):
 
     @admin.action(description="Resend the selected failed deliveries", permissions=["resend"])
     def resend(self, request, queryset):
-        count = services.resend_failed(deliveries=queryset, now=timezone.now())
+        count = tasks.resend_failed(deliveries=queryset, now=timezone.now())
         self.message_user(
             request,
             ngettext("Queued %d delivery again.", "Queued %d deliveries again.", count) % count,

@@ -6,10 +6,7 @@ with ``?format=csv`` or ``Accept: text/csv``; JSON is the default. Errors are al
 the one error shape.
 """
 
-import dataclasses
-import typing
 import uuid
-from dataclasses import dataclass
 from decimal import Decimal
 from uuid import UUID
 
@@ -38,16 +35,16 @@ from core.replica import reading_for_reports
 from core.serializers import SUBSCRIPTION_ID
 
 from . import large_exports, selectors, tasks
+from .catalogue import PLANS_WITH_TEAM_VIEWS, REPORTS, Column, Report
 from .exports import (
     CREDIT_USAGE_COLUMNS,
     CSVRenderer,
-    CsvTable,
     credit_usage_cells,
     credit_usage_table,
     csv_filename,
     csv_response,
+    report_table,
 )
-from .filters import UsageFilterSet
 from .timeframes import TIMEFRAME_PARAMETERS, TIMEFRAMES, resolve_timeframe
 
 # --- Shared pieces -----------------------------------------------------------------------------
@@ -194,7 +191,9 @@ def _page(request, view, rows, *, results, subscription, timeframe, totals, **ex
     )
 
 
-def _page_serializer(name: str, results, totals, **extra) -> serializers.Serializer:
+def _page_serializer(
+    name: str, results: serializers.Serializer, totals: serializers.Serializer, **extra
+) -> serializers.Serializer:
     return inline_serializer(
         name,
         {
@@ -205,7 +204,7 @@ def _page_serializer(name: str, results, totals, **extra) -> serializers.Seriali
             "next": serializers.URLField(allow_null=True),
             "previous": serializers.URLField(allow_null=True),
             "totals": totals,
-            "results": results(many=True),
+            "results": results,
         },
     )
 
@@ -213,122 +212,34 @@ def _page_serializer(name: str, results, totals, **extra) -> serializers.Seriali
 # --- Reports -----------------------------------------------------------------------------------
 
 
-def _serializer_field(spec: dataclasses.Field) -> serializers.Field:
-    """The DRF field of a report column, from its type (``int | None``, ...) and metadata."""
-    kinds = typing.get_args(spec.type) or (spec.type,)
-    kind = next(kind for kind in kinds if kind is not type(None))
-    options = {"help_text": spec.metadata["description"], "allow_null": type(None) in kinds}
-    if kind is Decimal:
-        places = -spec.metadata["places"].as_tuple().exponent
+def _serializer_field(column: Column) -> serializers.Field:
+    """The DRF field that documents a report column (the rows are written by the catalogue)."""
+    options = {"help_text": column.description, "allow_null": column.nullable}
+    if column.kind is Decimal:
+        places = -column.places.as_tuple().exponent
         return serializers.DecimalField(None, places, coerce_to_string=True, **options)
-    if kind is int:
+    if column.kind is int:
         return serializers.IntegerField(**options)
-    if kind is UUID:
+    if column.kind is UUID:
         return serializers.UUIDField(**options)
     return serializers.CharField(**options)
 
 
-def _row_serializer(row_class: type, name: str, *, totals_only: bool = False) -> type:
-    fields = {
-        spec.name: _serializer_field(spec)
-        for spec in dataclasses.fields(row_class)
-        if spec.metadata["total"] or not totals_only
-    }
-    return extend_schema_serializer(component_name=name)(
-        type(name, (serializers.Serializer,), fields)
+def _columns_serializer(name: str, columns, **kwargs) -> serializers.Serializer:
+    return inline_serializer(
+        name, {column.name: _serializer_field(column) for column in columns}, **kwargs
     )
 
 
-@dataclass(frozen=True)
-class Report:
-    slug: str
-    selector: typing.Callable
-    row_class: type
-    summary: str
-    description: str
-    sub_account_toggle: bool = True
-
-    @property
-    def columns(self) -> list[str]:
-        return [spec.name for spec in dataclasses.fields(self.row_class)]
-
-    @property
-    def text_columns(self) -> frozenset[str]:
-        fields = dataclasses.fields(self.row_class)
-        return frozenset(spec.name for spec in fields if spec.type is str)
-
-    @property
-    def component(self) -> str:
-        return "".join(part.title() for part in self.slug.split("-"))
-
-    @property
-    def parameters(self) -> list[str]:
-        """The query parameters the report knows."""
-        names = [*TIMEFRAME_PARAMETERS, *UsageFilterSet.base_filters, *PAGING_PARAMETERS]
-        names += ["subscription", "ordering"]
-        return [*names, "include_sub_accounts"] if self.sub_account_toggle else names
+def _component(report: Report) -> str:
+    return "".join(part.title() for part in report.slug.split("-"))
 
 
-REPORTS = [
-    Report(
-        "usage-by-user",
-        selectors.usage_by_user,
-        selectors.UserUsage,
-        "Usage by user",
-        "Credits, runs and tokens per person, and per API key for what keys did alone.",
-    ),
-    Report(
-        "usage-by-agent",
-        selectors.usage_by_agent,
-        selectors.AgentUsage,
-        "Usage by agent",
-        "Runs, sessions, credits, tokens, latency (mean and p95) and error rate per agent.",
-    ),
-    Report(
-        "usage-by-model",
-        selectors.usage_by_model,
-        selectors.ModelUsage,
-        "Usage by model",
-        "Runs, credits, tokens, latency (mean and p95) and error rate per model.",
-    ),
-    Report(
-        "usage-by-product",
-        selectors.usage_by_product,
-        selectors.ProductUsage,
-        "Usage by product",
-        "Credits, average credits per day, excess credits and share per product.",
-    ),
-    Report(
-        "usage-by-feature",
-        selectors.usage_by_feature,
-        selectors.FeatureUsage,
-        "Usage by feature",
-        "Runs, credits, excess credits, tokens and share per feature.",
-    ),
-    Report(
-        "usage-by-team",
-        selectors.usage_by_team,
-        selectors.TeamUsage,
-        "Usage by team",
-        "Usage per team of the people who used credits (their current team).",
-    ),
-    Report(
-        "usage-by-environment",
-        selectors.usage_by_environment,
-        selectors.EnvironmentUsage,
-        "Usage by environment",
-        "Usage per environment, named `Project / Environment`, with its EnvironmentId.",
-    ),
-    Report(
-        "usage-by-sub-account",
-        selectors.usage_by_sub_account,
-        selectors.SubAccountUsage,
-        "Usage by sub-account",
-        "Usage per account: the subscription and each of its sub-accounts. For the "
-        "subscription's admins (others get a 403); sub-accounts are always included.",
-        sub_account_toggle=False,
-    ),
-]
+def _allowed_parameters(report: Report) -> list[str]:
+    """The query parameters the report knows."""
+    names = [*TIMEFRAME_PARAMETERS, *(spec.name for spec in report.filters), *PAGING_PARAMETERS]
+    names += ["subscription", "ordering"]
+    return [*names, "include_sub_accounts"] if report.sub_account_toggle else names
 
 
 class ReportParametersSerializer(ParametersSerializer):
@@ -339,13 +250,11 @@ class ReportParametersSerializer(ParametersSerializer):
 
 class ReportApi(CsvOrJsonApi):
     report: Report
-    row_serializer: type
-    totals_serializer: type
 
     def get(self, request):
         report = self.report
         parameters = ReportParametersSerializer(
-            data=request.query_params, context={"allowed": report.parameters}
+            data=request.query_params, context={"allowed": _allowed_parameters(report)}
         )
         parameters.is_valid(raise_exception=True)
         options = parameters.validated_data
@@ -353,55 +262,43 @@ class ReportApi(CsvOrJsonApi):
             user=request.user, subscription_id=options.get("subscription")
         )
         timeframe = resolve_timeframe(subscription=subscription, params=request.query_params)
-        toggle = {"include_sub_accounts": options["include_sub_accounts"]}
-        rows = report.selector(
+        rows = report.rows(
             user=request.user,
             subscription=subscription,
             timeframe=timeframe,
             filters=request.query_params,
-            **(toggle if report.sub_account_toggle else {}),
-        )
-        rows = selectors.order_rows(
-            rows=rows, ordering=options.get("ordering"), row_class=report.row_class
+            include_sub_accounts=options["include_sub_accounts"],
+            ordering=options.get("ordering"),
         )
         if self.wants_csv():
-            table = CsvTable(
-                columns=report.columns,
-                rows=(self._cells(row) for row in rows),
-                text_columns=report.text_columns,
-            )
             filename = csv_filename(
                 subscription=subscription, report=report.slug, timeframe_label=timeframe.label
             )
-            return csv_response(request.accepted_renderer, table, filename=filename)
-        totals = selectors.report_totals(rows=rows, row_class=report.row_class)
+            return csv_response(
+                request.accepted_renderer, report_table(report, rows), filename=filename
+            )
+        totals = selectors.report_totals(rows=rows, row_class=report.row_type)
         return _page(
             request,
             self,
             rows,
-            results=lambda page: self.row_serializer(page, many=True).data,
+            results=lambda page: [
+                dict(zip(report.column_names, report.cells(row), strict=True)) for row in page
+            ],
             subscription=subscription,
             timeframe=timeframe,
-            totals=self.totals_serializer(totals).data,
+            totals=report.total_cells(totals),
             report=report.slug,
         )
 
-    def _cells(self, row) -> list:
-        data = self.row_serializer(row).data
-        return [data[name] for name in self.report.columns]
 
-
-FILTER_TYPES = {"team": OpenApiTypes.INT, "created_by": OpenApiTypes.EMAIL}
+FILTER_TYPES = {"integer": OpenApiTypes.INT, "email": OpenApiTypes.EMAIL, "text": OpenApiTypes.STR}
 
 
 def _report_parameters(report: Report) -> list[OpenApiParameter]:
     filters = [
-        OpenApiParameter(
-            name,
-            FILTER_TYPES.get(name, OpenApiTypes.STR),
-            description=spec.extra.get("help_text", ""),
-        )
-        for name, spec in UsageFilterSet.base_filters.items()
+        OpenApiParameter(spec.name, FILTER_TYPES[spec.value], description=spec.description)
+        for spec in report.filters
     ]
     if report.sub_account_toggle:
         filters.append(
@@ -436,7 +333,7 @@ def _report_parameters(report: Report) -> list[OpenApiParameter]:
             "ordering",
             OpenApiTypes.STR,
             description="Comma-separated columns, `-` for descending: "
-            + ", ".join(f"`{name}`" for name in report.columns)
+            + ", ".join(f"`{name}`" for name in report.column_names)
             + ". Default: credits_consumed descending.",
         ),
         FORMAT_PARAMETER,
@@ -444,29 +341,34 @@ def _report_parameters(report: Report) -> list[OpenApiParameter]:
     ]
 
 
-def report_view(report: Report) -> type[ReportApi]:
+def _refusals(report: Report) -> dict:
+    """The 403s of a report: those of every endpoint, and its plan."""
+    if not report.per_member:
+        return COMMON_ERRORS
+    return {
+        **COMMON_ERRORS,
+        **_errors(
+            {
+                403: "`permission_denied`: an API key, or a scope your role does not reach. "
+                f"`plan_required`: {report.title.lower()} names each member, a feature of the "
+                f"{PLANS_WITH_TEAM_VIEWS} plans.",
+            }
+        ),
+    }
+
+
+def _report_view(report: Report) -> type[ReportApi]:
     """A view class per report, so that each has its own columns in the schema."""
-    row_serializer = _row_serializer(report.row_class, f"{report.component}Row")
-    totals_serializer = _row_serializer(
-        report.row_class, f"{report.component}Totals", totals_only=True
-    )
-    view = type(
-        f"{report.component}Api",
-        (ReportApi,),
-        {
-            "report": report,
-            "row_serializer": row_serializer,
-            "totals_serializer": totals_serializer,
-        },
-    )
+    component = _component(report)
+    view = type(f"{component}Api", (ReportApi,), {"report": report})
     return extend_schema_view(
         get=extend_schema(
             tags=["reports"],
             operation_id=report.slug.replace("-", "_"),
-            summary=report.summary,
+            summary=report.title,
             description=(
                 f"{report.description}\n\nColumns: "
-                + ", ".join(f"`{name}`" for name in report.columns)
+                + ", ".join(f"`{name}`" for name in report.column_names)
                 + ". Members get their own usage, project managers their environments', "
                 "subscription admins their subscription's. CSV is streamed, with a header row "
                 "even when empty; text cells a spreadsheet would run as a formula start with "
@@ -476,9 +378,11 @@ def report_view(report: Report) -> type[ReportApi]:
             parameters=_report_parameters(report),
             responses={
                 (200, "application/json"): _page_serializer(
-                    f"{report.component}Page",
-                    row_serializer,
-                    totals_serializer(),
+                    f"{component}Page",
+                    _columns_serializer(f"{component}Row", report.columns, many=True),
+                    _columns_serializer(
+                        f"{component}Totals", [c for c in report.columns if c.total]
+                    ),
                     report=serializers.CharField(),
                 ),
                 (200, "text/csv"): OpenApiResponse(
@@ -490,13 +394,14 @@ def report_view(report: Report) -> type[ReportApi]:
                         "`invalid_filter`, `invalid_ordering` or `validation_error`."
                     }
                 ),
-                **COMMON_ERRORS,
+                **_refusals(report),
             },
         )
     )(view)
 
 
-REPORT_VIEWS = {report.slug: report_view(report) for report in REPORTS}
+# For the URLs (``reports.api_urls``): one view per report of the catalogue.
+REPORT_VIEWS = {report.slug: _report_view(report) for report in REPORTS}
 
 
 # --- The credit usage export ---------------------------------------------------------------
@@ -543,7 +448,7 @@ class CreditUsageExportApi(CsvOrJsonApi):
         responses={
             (200, "application/json"): _page_serializer(
                 "CreditUsagePage",
-                CreditUsageRowSerializer,
+                CreditUsageRowSerializer(many=True),
                 inline_serializer("CreditUsageTotals", {"Credits": serializers.CharField()}),
                 report=serializers.CharField(),
                 scope=serializers.CharField(),

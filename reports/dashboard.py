@@ -33,6 +33,7 @@ from credits.periods import (
 )
 from credits.selectors import Balance, balance
 
+from .catalogue import PLANS_WITH_TEAM_VIEWS
 from .cycle_usage import (
     CycleUsage,
     DayChange,
@@ -56,12 +57,6 @@ PERCENT_PLACES = Decimal("0.1")
 RUNS_PER_PAGE = 20
 PAST_PERIODS_SHOWN = 13
 EXPORT_PATH = "/api/v1/exports/credit-usage/"
-
-_PAID_PLANS = [
-    label for value, label in Subscription.Plan.choices if value != Subscription.Plan.FREE
-]
-# "Pro, Premium or Scale": the plans whose admins and managers see per-member usage.
-PLANS_WITH_TEAM_VIEWS = ", ".join(_PAID_PLANS[:-1]) + f" or {_PAID_PLANS[-1]}"
 
 
 def export_url(

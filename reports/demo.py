@@ -9,8 +9,9 @@ commit, and the worker sends them when the demo starts (to ``var/sent-emails``).
 from dataclasses import dataclass
 from datetime import datetime, time
 
-from .models import CREDIT_USAGE_EXPORT, ReportSchedule, Weekday
-from .services import dispatch_due_reports
+from .catalogue import CREDIT_USAGE_EXPORT
+from .models import ReportSchedule, Weekday
+from .tasks import dispatch_reports
 
 SUBSCRIPTION = "Acme Corp"
 OWNER = "alice@acme.example"
@@ -69,7 +70,7 @@ def seed_report_schedules(sender, *, world, now: datetime, **kwargs) -> list[str
         created.append(spec.name)
     if not created:
         return []
-    due = dispatch_due_reports(now=now)
+    due = dispatch_reports(now=now)
     return [
         f"Report schedules {', '.join(created)} of {SUBSCRIPTION}: {len(due)} report(s) due, "
         "queued (the worker emails them)."

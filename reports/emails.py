@@ -6,10 +6,11 @@ own unsubscribe link. Everything is read with the **owner's** visibility (``visi
 report never shows its recipients more than the person who set it up may see.
 
 Figures come from the daily rollups (``DailyUsage``), like the dashboards; the balances from
-the billing periods' counters (``credits.selectors.balance``). CSV attachments are made by the
-export endpoints' own code (``reports.api`` and ``reports.exports``) with the parameters a
-person would give them for the same period and scope, so the files are byte for byte what the
-endpoints return.
+the billing periods' counters (``credits.selectors.balance``). CSV attachments are the
+catalogue's reports (``reports.catalogue``) written by ``reports.exports``, as the endpoints
+write them, with the parameters a person would give them for the same period and scope: the
+files are byte for byte what the endpoints return. Per-member usage (TOP MEMBERS, the usage by
+user and by team files) is left out on plans without team views.
 
 MIME structure: multipart/mixed [ multipart/related [ multipart/alternative [ text, HTML ],
 the chart as an inline PNG (``cid:``) ], the CSV files ]. The HTML uses inline styles and
@@ -35,11 +36,18 @@ from credits.periods import local_midnight, month_start, next_month_start
 from credits.selectors import balance
 
 from . import selectors
-from .api import REPORT_VIEWS
+from .catalogue import BY_SLUG, CREDIT_USAGE_EXPORT, PLANS_WITH_TEAM_VIEWS
 from .charts import Series, daily_credits_png
 from .cycle_usage import Trend
-from .exports import CsvTable, credit_usage_table, csv_chunks, csv_filename
-from .models import CREDIT_USAGE_EXPORT, ReportSchedule
+from .exports import (
+    CopiedCsvTable,
+    CsvTable,
+    credit_usage_table,
+    csv_chunks,
+    csv_filename,
+    report_table,
+)
+from .models import ReportSchedule
 from .schedules import MONTHLY, ReportPeriod
 from .timeframes import days_timeframe, resolve_timeframe
 from .usage import Sums, UsageQuery, grouped
@@ -246,7 +254,7 @@ def report_attachments(
 ) -> list[Attachment]:
     """The chosen CSV reports, exactly as the endpoints return them for the schedule's owner,
     period and scope at this moment; those beyond ``MAX_ATTACHMENT_BYTES`` (all files
-    together) are named but not attached."""
+    together) are named but not attached, and those the plan does not include are left out."""
     owner = schedule.created_by
     subscription = selectors.report_subscription(
         user=owner, subscription_id=schedule.subscription_id
@@ -259,6 +267,8 @@ def report_attachments(
     for name in schedule.attached_reports:
         if name == CREDIT_USAGE_EXPORT:
             filename, table = _credit_usage(schedule, timeframe)
+        elif BY_SLUG[name].per_member and not subscription.has_team_views:
+            continue  # attached before the subscription moved to a plan without team views
         else:
             filename, table = _report(schedule, name, subscription, timeframe)
         content = _read_at_most(csv_chunks(table), budget)
@@ -279,39 +289,22 @@ def _read_at_most(chunks, limit: int) -> bytes | None:
 
 
 def _report(schedule, name, subscription, timeframe) -> tuple[str, CsvTable]:
-    """What ``/api/v1/reports/<name>/?format=csv`` writes: its selector, default order and
-    serializer, for the schedule's owner."""
-    view = REPORT_VIEWS[name]
-    report = view.report
-    options = {}
-    if report.sub_account_toggle:
-        options["include_sub_accounts"] = schedule.scope == ReportSchedule.Scope.WITH_SUB_ACCOUNTS
-    rows = report.selector(
+    """What ``/api/v1/reports/<name>/?format=csv`` writes for the schedule's owner: the
+    catalogue report's rows in their default order, written by ``reports.exports``."""
+    report = BY_SLUG[name]
+    rows = report.rows(
         user=schedule.created_by,
         subscription=subscription,
         timeframe=timeframe,
-        filters={},
-        **options,
-    )
-    rows = selectors.order_rows(rows=rows, ordering=None, row_class=report.row_class)
-    table = CsvTable(
-        columns=report.columns,
-        rows=(_cells(view, row) for row in rows),
-        text_columns=report.text_columns,
+        include_sub_accounts=schedule.scope == ReportSchedule.Scope.WITH_SUB_ACCOUNTS,
     )
     filename = csv_filename(
         subscription=subscription, report=report.slug, timeframe_label=timeframe.label
     )
-    return filename, table
+    return filename, report_table(report, rows)
 
 
-def _cells(view, row) -> list:
-    """A row as the report endpoint writes it: through its serializer, column by column."""
-    data = view.row_serializer(row).data
-    return [data[name] for name in view.report.columns]
-
-
-def _credit_usage(schedule: ReportSchedule, timeframe) -> tuple[str, CsvTable]:
+def _credit_usage(schedule: ReportSchedule, timeframe) -> tuple[str, CopiedCsvTable]:
     """The credit usage export of the billing period (the endpoint exports the current one,
     so it is asked as of the period's first instant)."""
     environment = schedule.environment
@@ -347,6 +340,7 @@ def build_report(*, schedule: ReportSchedule, period: ReportPeriod, now: datetim
     )
     series = _product_series(usage)
     late_until = late_usage_until(schedule, period)
+    team_views = schedule.subscription.has_team_views
     context = {
         "schedule": schedule,
         "scope_label": schedule.scope_label,
@@ -360,7 +354,9 @@ def build_report(*, schedule: ReportSchedule, period: ReportPeriod, now: datetim
         "excess_credits": format_credits(totals.excess_credits),
         "trend": _trend(Trend(used, previous, last_period_through=previous_last)),
         "balances": _balances(schedule, period, now),
-        "top_members": _top_members(people, used),
+        # Names people: only on plans with team views (``reports.catalogue``).
+        "top_members": _top_members(people, used) if team_views else None,
+        "plans_with_team_views": PLANS_WITH_TEAM_VIEWS,
         "top_products": _top_products(series, used),
         "chart_cid": CHART_CID,
         "dashboard_url": dashboard_url(schedule, period),

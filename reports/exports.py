@@ -117,6 +117,16 @@ class CSVRenderer(BaseRenderer):
         return csv_chunks(data)
 
 
+def report_table(report, rows) -> CsvTable:
+    """The rows of a catalogue report (``reports.catalogue.Report``) as its CSV file: what the
+    report endpoint streams and a scheduled email attaches."""
+    return CsvTable(
+        columns=report.column_names,
+        rows=(report.cells(row) for row in rows),
+        text_columns=report.text_columns,
+    )
+
+
 def csv_response(renderer: CSVRenderer, table: CsvTable | CopiedCsvTable, *, filename: str):
     response = StreamingHttpResponse(
         renderer.render(table), content_type=f"{renderer.media_type}; charset={renderer.charset}"

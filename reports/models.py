@@ -25,23 +25,9 @@ from django.utils import timezone
 from accounts.models import Environment, Subscription
 from accounts.scoping import ScopedQuerySet
 
-MAX_RECIPIENTS = 50
+from .catalogue import ATTACHMENT_NAMES, BY_SLUG, CREDIT_USAGE_EXPORT, PLANS_WITH_TEAM_VIEWS
 
-# The reports of ``reports.api`` that a schedule can attach, by their URL slug, and the credit
-# usage export (``/api/v1/exports/credit-usage/``), which covers a whole billing period.
-CREDIT_USAGE_EXPORT = "credit-usage"
-REPORT_ATTACHMENTS = (
-    ("usage-by-user", "Usage by user"),
-    ("usage-by-agent", "Usage by agent"),
-    ("usage-by-model", "Usage by model"),
-    ("usage-by-product", "Usage by product"),
-    ("usage-by-feature", "Usage by feature"),
-    ("usage-by-team", "Usage by team"),
-    ("usage-by-environment", "Usage by environment"),
-    ("usage-by-sub-account", "Usage by sub-account"),
-    (CREDIT_USAGE_EXPORT, "Credit usage export (every event; monthly reports only)"),
-)
-ATTACHMENT_NAMES = tuple(name for name, _ in REPORT_ATTACHMENTS)
+MAX_RECIPIENTS = 50
 
 
 class Weekday(models.IntegerChoices):
@@ -279,6 +265,15 @@ class ReportSchedule(models.Model):
             )
         if "usage-by-sub-account" in names and self.scope != self.Scope.WITH_SUB_ACCOUNTS:
             problems.append("Usage by sub-account needs the scope including sub-accounts.")
+        per_member = [
+            BY_SLUG[name].title for name in names if name in BY_SLUG and BY_SLUG[name].per_member
+        ]
+        if per_member and self.subscription_id and not self.subscription.has_team_views:
+            problems.append(
+                f"Per-member reports ({', '.join(per_member)}) are available on the "
+                f"{PLANS_WITH_TEAM_VIEWS} plans; {self.subscription.name} is on the "
+                f"{self.subscription.get_plan_display()} plan."
+            )
         return {"attached_reports": problems} if problems else {}
 
     # --- What the owner may see -----------------------------------------------------------------

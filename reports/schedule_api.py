@@ -31,7 +31,8 @@ from core.serializers import NullableUUIDField, StrictInputSerializer
 
 from . import services
 from .api import SubscriptionRefSerializer
-from .models import ATTACHMENT_NAMES, MAX_RECIPIENTS, ReportSchedule, Weekday
+from .catalogue import ATTACHMENT_NAMES
+from .models import MAX_RECIPIENTS, ReportSchedule, Weekday
 from .schedules import next_due
 
 WEEKDAYS = [label.lower() for label in Weekday.labels]

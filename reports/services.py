@@ -21,7 +21,8 @@ ago) and every period is claimed once, so nothing due is skipped and nothing is 
 SMTP errors are retried with exponential backoff (``core.retry.EMAIL_RETRY``'s numbers),
 whichever entry point made the failed attempt (the send task, ``send_due_reports``, a resend):
 the worker runs the retry, and a retry or first send whose task was lost (a broker outage when
-it was queued) is queued again by the next dispatch once it is ``SWEEP_AFTER`` overdue. The
+it was queued) is queued again by the next dispatch once it is ``SWEEP_AFTER`` overdue (the
+sends are queued by ``reports.tasks``, which calls these services). The
 ``MAX_ATTEMPTS``-th failure marks the delivery failed, for the admin to see and resend.
 """
 
@@ -29,7 +30,6 @@ import logging
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 
-from celery import current_app
 from celery.utils.time import get_exponential_backoff_interval
 from django.db import transaction
 from django.db.models import Q
@@ -199,32 +199,6 @@ def _lost_reports(*, now: datetime) -> list[DueReport]:
     return [DueReport(*row) for row in rows]
 
 
-def dispatch_due_reports(*, now: datetime) -> list[DueReport]:
-    """Claim what is due and queue one send task per (schedule, period)."""
-    due = claim_due_reports(now=now)
-    for report in due:
-        queue_report(report)
-    return due
-
-
-# The task that sends a report, by the name it is registered under: ``reports.tasks`` calls this
-# module, so this module names the task (as beat does) instead of importing it.
-SEND_REPORT_TASK = "reports.tasks.send_scheduled_report"
-
-
-def queue_report(report: DueReport, *, countdown: int | None = None) -> None:
-    """Hand the report to a worker after the commit, ``countdown`` seconds later for a retry."""
-
-    def queue() -> None:
-        args = (report.schedule_id, report.period_start.isoformat(), report.period_end.isoformat())
-        try:
-            current_app.signature(SEND_REPORT_TASK).apply_async(args, countdown=countdown)
-        except Exception:  # the broker is down: the next dispatch queues it again
-            logger.exception("event=report_not_queued schedule_id=%s", report.schedule_id)
-
-    transaction.on_commit(queue)
-
-
 # --- Sending ---------------------------------------------------------------------------------
 
 
@@ -373,19 +347,18 @@ def send_test_report(*, schedule: ReportSchedule, to: str, now: datetime) -> Rep
     return period
 
 
-def resend_failed(*, deliveries, now: datetime) -> int:
-    """Put failed deliveries back to pending and queue their reports; returns how many.
+@transaction.atomic
+def reopen_failed(*, deliveries, now: datetime) -> tuple[int, list[DueReport]]:
+    """Put failed deliveries back to pending: how many, and the reports to queue again
+    (``reports.tasks.resend_failed``).
 
     Only failed ones: a sent delivery is never sent again, and the conditional update makes a
-    double click (or two admins) resend once.
+    double click (or two admins) reopen them once.
     """
     failed = deliveries.filter(status=Delivery.Status.FAILED)
     reports = {
         DueReport(*row)
         for row in failed.values_list("schedule_id", "period_start", "period_end").distinct()
     }
-    with transaction.atomic():
-        count = failed.update(status=Delivery.Status.PENDING, next_attempt_at=now)
-        for report in sorted(reports, key=lambda r: (r.schedule_id, r.period_start)):
-            queue_report(report)
-    return count
+    count = failed.update(status=Delivery.Status.PENDING, next_attempt_at=now)
+    return count, sorted(reports, key=lambda r: (r.schedule_id, r.period_start))

@@ -1,7 +1,9 @@
 """Celery tasks of the scheduled reports: a few lines around ``reports.services`` each, and
-safe to run twice (every email is claimed by its ``Delivery`` row)."""
+safe to run twice (every email is claimed by its ``Delivery`` row). Sends are queued from here,
+so that the services never import the tasks that call them."""
 
-from datetime import date
+import logging
+from datetime import date, datetime
 
 from celery import shared_task
 from django.db import transaction
@@ -10,13 +12,46 @@ from django.utils import timezone
 from core.retry import EMAIL_RETRY
 
 from . import large_exports, services
+from .services import DueReport
+
+logger = logging.getLogger(__name__)
+
+
+def queue_report(report: DueReport, *, countdown: int | None = None) -> None:
+    """Hand the report to a worker after the commit, ``countdown`` seconds later for a retry."""
+
+    def queue() -> None:
+        args = (report.schedule_id, report.period_start.isoformat(), report.period_end.isoformat())
+        try:
+            send_scheduled_report.apply_async(args, countdown=countdown)
+        except Exception:  # the broker is down: the next dispatch queues it again
+            logger.exception("event=report_not_queued schedule_id=%s", report.schedule_id)
+
+    transaction.on_commit(queue)
+
+
+def dispatch_reports(*, now: datetime) -> list[DueReport]:
+    """Claim what is due and queue one send task per (schedule, period)."""
+    due = services.claim_due_reports(now=now)
+    for report in due:
+        queue_report(report)
+    return due
+
+
+@transaction.atomic
+def resend_failed(*, deliveries, now: datetime) -> int:
+    """Put failed deliveries back to pending and queue their reports; returns how many."""
+    count, reports = services.reopen_failed(deliveries=deliveries, now=now)
+    for report in reports:
+        queue_report(report)
+    return count
 
 
 @shared_task
 def dispatch_due_reports() -> int:
     """Every 5 minutes (UTC): hand each report that fell due, in its subscription's time zone,
     to ``send_scheduled_report``, catching up on any that fell due while beat was down."""
-    return len(services.dispatch_due_reports(now=timezone.now()))
+    return len(dispatch_reports(now=timezone.now()))
 
 
 @shared_task(bind=True, max_retries=EMAIL_RETRY["max_retries"])

@@ -21,7 +21,7 @@ from django.apps import apps
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from reports.api import REPORTS
+from reports.catalogue import REPORTS
 from tests.factories import utc
 from tests.reports.recorder import logged_in, record_november
 

@@ -237,7 +237,7 @@ def test_every_csv_starts_with_the_utf8_byte_order_mark(world):
     starts with the byte-order mark: every report and export does, before its header row, and
     the same bytes go into emails and large exports (tests/reports/test_schedule_email.py,
     test_large_exports.py compare them)."""
-    from reports.api import REPORTS as CATALOGUE
+    from reports.catalogue import REPORTS as CATALOGUE
 
     world.environment.project.name = "Zürich 東京"
     world.environment.project.save()

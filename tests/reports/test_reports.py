@@ -17,6 +17,7 @@ from django.http import StreamingHttpResponse
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
+from accounts.models import Subscription
 from credits.models import Agent
 from credits.recording import record_adjustment
 from tests import factories
@@ -553,6 +554,46 @@ def test_only_admins_get_usage_by_sub_account(world, sub_account, user):
 
     assert response.status_code == 403
     assert response.json()["error"]["code"] == "permission_denied"
+
+
+@pytest.mark.parametrize("report", ["usage-by-user", "usage-by-team"])
+@pytest.mark.parametrize("user", ["admin", "manager", "member"])
+@pytest.mark.parametrize("fmt", ["json", "csv"])
+def test_on_the_free_plan_per_member_reports_are_a_403_naming_the_plans(
+    world, usage, report, user, fmt
+):
+    Subscription.objects.filter(pk=world.subscription.pk).update(plan=Subscription.Plan.FREE)
+
+    response = get(getattr(world, user), report, format=fmt)
+
+    assert response.status_code == 403
+    assert response["Content-Type"] == "application/json"
+    error = response.json()["error"]
+    assert error["code"] == "plan_required"
+    assert "available on the Pro, Premium or Scale plans" in error["message"]
+    assert error["details"] == {"report": report, "plan": "free"}
+    assert "carol@acme.example" not in response.content.decode()
+
+
+def test_on_the_free_plan_reports_that_name_nobody_are_answered(world, usage):
+    Subscription.objects.filter(pk=world.subscription.pk).update(plan=Subscription.Plan.FREE)
+
+    for report in REPORT_SLUGS:
+        if report not in ("usage-by-user", "usage-by-team"):
+            response = get(world.admin, report)
+            assert response.json()["totals"]["credits_consumed"] == "18.0000", report
+
+
+def test_the_openapi_document_lists_the_plan_refusal_of_per_member_reports():
+    schema = APIClient().get("/api/schema/", {"format": "json"}).json()
+
+    for report in REPORT_SLUGS:
+        refusal = schema["paths"][f"{REPORTS}{report}/"]["get"]["responses"]["403"]
+        assert refusal["content"]["application/json"]["schema"] == {
+            "$ref": "#/components/schemas/ApiError"
+        }
+        per_member = report in ("usage-by-user", "usage-by-team")
+        assert ("`plan_required`" in refusal["description"]) is per_member, report
 
 
 def test_a_personal_token_works_like_a_session(world, usage):

@@ -50,7 +50,7 @@ def test_concurrent_beats_and_redelivered_tasks_send_one_email_per_recipient(wor
 
     # Eight beats dispatch the Monday report at the same moment; the winner's send task runs.
     with time_machine.travel(utc(2026, 11, 23, 7, 5), tick=False):
-        dispatched = at_once(lambda: len(services.dispatch_due_reports(now=timezone.now())))
+        dispatched = at_once(lambda: len(tasks.dispatch_reports(now=timezone.now())))
 
     assert sorted(dispatched) == [0] * (THREADS - 1) + [1]
     assert sorted(email.to[0] for email in mailoutbox) == [

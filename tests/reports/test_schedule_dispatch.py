@@ -17,7 +17,8 @@ from accounts.models import Role
 from accounts.services import remove_membership
 from reports import tasks
 from reports.models import Delivery, ReportSchedule
-from reports.services import resend_failed, save_schedule
+from reports.services import save_schedule
+from reports.tasks import resend_failed
 from tests.factories import utc
 from tests.reports.recorder import EventRecorder
 from tests.reports.test_schedule_email import make_schedule, run_beat

@@ -13,6 +13,7 @@ import pytest
 import time_machine
 from django.db.models import Sum
 
+from accounts.models import Subscription
 from credits.models import CreditEvent
 from reports import tasks
 from reports.models import ReportSchedule
@@ -252,6 +253,32 @@ def test_a_report_with_sub_accounts_adds_them_and_lists_each_account(
     assert attachments_of(email) == {filename: expected}
     rows = list(csv.reader(io.StringIO(expected.decode())))
     assert [(row[0], row[4]) for row in rows[1:]] == [("Acme", "14.2500"), ("Acme Labs", "5.0000")]
+
+
+def test_on_the_free_plan_the_report_names_no_member_and_attaches_no_per_member_file(
+    world, usage, mailoutbox, django_capture_on_commit_callbacks
+):
+    """Per-member usage is a Pro, Premium and Scale feature: a schedule set up on Pro that
+    attached usage by user and by team sends neither, nor TOP MEMBERS, once on Free."""
+    make_schedule(
+        world,
+        attached_reports=["usage-by-user", "usage-by-product", "usage-by-team"],
+        recipients=["finance@acme.example"],
+    )
+    Subscription.objects.filter(pk=world.subscription.pk).update(plan=Subscription.Plan.FREE)
+
+    run_beat(WEEKLY_DUE, django_capture_on_commit_callbacks)
+
+    (email,) = mailoutbox
+    html = html_of(email)
+    assert "TOP MEMBERS" not in email.body
+    assert "Top members" not in html
+    for text in (email.body, html):
+        assert "Usage per member is available on the Pro, Premium or Scale plans." in text
+        assert "alice@acme.example" not in text
+        assert "bob@acme.example" not in text
+    assert "TOP PRODUCTS\n1. AI agent: 14.2500 (100.0%)\n" in email.body
+    assert list(attachments_of(email)) == ["acme_usage-by-product_2026-11-16_2026-11-22.csv"]
 
 
 def test_weekly_attachments_equal_the_report_endpoints_for_the_same_days(

@@ -8,6 +8,7 @@ of ours (empty lists, 404 for objects).
 import pytest
 from django.test import Client
 
+from accounts.models import Subscription
 from reports.models import Delivery, ReportSchedule
 from tests.factories import utc
 from tests.reports.recorder import EventRecorder, logged_in
@@ -103,6 +104,30 @@ def test_invalid_schedules_are_refused_field_by_field(world, fields, errors):
 
     assert response.status_code == 400
     assert error_details(response) == errors
+
+
+@pytest.mark.parametrize("report", ["usage-by-user", "usage-by-team"])
+def test_on_the_free_plan_per_member_reports_cannot_be_attached(world, report):
+    Subscription.objects.filter(pk=world.subscription.pk).update(plan=Subscription.Plan.FREE)
+    client = logged_in(world.admin)
+
+    refused = client.post(URL, payload(attached_reports=[report, "usage-by-agent"]), format="json")
+    allowed = client.post(URL, payload(attached_reports=["usage-by-agent"]), format="json")
+
+    assert refused.status_code == 400
+    title = {"usage-by-user": "Usage by user", "usage-by-team": "Usage by team"}[report]
+    assert error_details(refused) == {
+        "attached_reports": [
+            f"Per-member reports ({title}) are available on the Pro, Premium or Scale plans; "
+            "Acme is on the Free plan."
+        ]
+    }
+    assert allowed.status_code == 201, allowed.json()
+    changed = client.patch(
+        f"{URL}{allowed.json()['id']}/", {"attached_reports": [report]}, format="json"
+    )
+    assert changed.status_code == 400
+    assert ReportSchedule.objects.get().attached_reports == ["usage-by-agent"]
 
 
 def test_the_admin_of_another_subscription_sees_nothing_of_ours(world):

@@ -620,7 +620,7 @@ def csv_rows(response) -> list[dict]:
 
 
 def every_csv(admin) -> dict[str, list[dict]]:
-    from reports.api import REPORTS
+    from reports.catalogue import REPORTS
 
     files = {
         f"report {report.slug}": csv_rows(

@@ -9,7 +9,7 @@ mail server refuses stays pending and is retried like any other (``reports.servi
 from django.core.management.base import BaseCommand
 from django.utils import timezone
 
-from reports import services
+from reports import services, tasks
 from reports.models import ReportSchedule
 
 
@@ -50,7 +50,7 @@ class Command(BaseCommand):
             if result.retry_in is not None:
                 # SMTP refused some: the worker retries with the usual backoff (and the periodic
                 # dispatch does, should that task be lost).
-                services.queue_report(report, countdown=result.retry_in)
+                tasks.queue_report(report, countdown=result.retry_in)
                 self.stdout.write(
                     f"Could not send {label} yet (SMTP error); retrying in {result.retry_in} s."
                 )
