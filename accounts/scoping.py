@@ -25,11 +25,12 @@ subscription, not for a person: it sees its subscription's rows, narrowed to its
 when it has one (``key_visibility``). A revoked key sees nothing.
 
 Per-member usage is a paid-plan feature (``Subscription.has_team_views``): on a Free plan the
-querysets marked ``plan_gated`` (the ledger and the per-person rollups) show nobody another
-person's rows, in both modes, so no surface (page, report, email, export, admin) can list
-them. Totals stay whole: the period counters (balances, limits, billing) and the rollups that
-name nobody are not gated, and recording reads as the system. Platform superusers are not
-gated.
+querysets marked ``plan_gated`` (the ledger, whose rows each name a person) show nobody another
+person's rows, in both modes, so no surface (page, export, admin) can list them. Totals stay
+whole: the period counters (balances, limits, billing) and the rollups are not gated, and
+grouping rollups by person is refused where the grouping is chosen (``per_member`` reports in
+``reports.catalogue``, the member pages). Recording reads as the system. Platform superusers
+are not gated.
 
 Every rule is a lazy ``Q`` of subqueries, so scoping adds no round trips: it becomes part of
 the one SQL query that reads the data.

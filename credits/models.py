@@ -15,7 +15,6 @@ from .scoping import (
     AdministeredQuerySet,
     AgentQuerySet,
     CreditEventQuerySet,
-    DailyUsageQuerySet,
     ProductQuerySet,
     SubscriptionUsageQuerySet,
     UsageQuerySet,
@@ -308,7 +307,7 @@ class DailyUsage(models.Model):
     latency_samples = models.PositiveIntegerField(default=0)
     last_event_at = models.DateTimeField(null=True, blank=True)
 
-    objects = DailyUsageQuerySet.as_manager()
+    objects = UsageQuerySet.as_manager()
 
     class Meta:
         verbose_name_plural = "daily usage"

@@ -11,15 +11,11 @@ class UsageQuerySet(ScopedQuerySet):
     ``PersonRollup``): admins see their subscriptions, project managers their environments,
     members their own usage; an API key its subscription, or its environment.
 
-    ``plan_gated``: on a Free plan these rows of other people are hidden even from admins and
-    project managers (per-member usage is a Pro, Premium and Scale feature). Nothing that
-    needs a total reads them through ``visible_to``: balances and limits read the period
-    counters, recording reads as the system, and the subscription-wide rollups
-    (``SubscriptionUsageQuerySet``) name nobody, so they carry the subscription's totals to
-    its admins on every plan.
+    Rollups carry totals: the environment and subscription figures of every plan are sums of
+    them, so they are not plan gated. Grouping them by person is a Pro, Premium and Scale
+    feature, refused where a grouping is chosen (``reports.catalogue``'s ``per_member``, the
+    member pages); the ledger, which lists each person's events, is gated here.
     """
-
-    plan_gated = True
 
     def visibility(self, user) -> models.Q:
         return (
@@ -33,14 +29,6 @@ class UsageQuerySet(ScopedQuerySet):
         if api_key.environment_id:
             where &= models.Q(environment_id=api_key.environment_id)
         return where
-
-
-class DailyUsageQuerySet(UsageQuerySet):
-    """``DailyUsage`` holds every dimension, so pages and emails sum it for environment and
-    subscription totals: not plan gated until those totals read another way (see the report
-    of the scoping change). Reports grouped by person read ``PersonRollup``."""
-
-    plan_gated = False
 
 
 class SubscriptionUsageQuerySet(AdministeredQuerySet):
@@ -75,6 +63,9 @@ class ProductQuerySet(models.QuerySet):
 
 class CreditEventQuerySet(UsageQuerySet):
     """The ledger is append-only: bulk updates and deletes are refused here too."""
+
+    # Each row names a person: on a Free plan nobody sees another person's events.
+    plan_gated = True
 
     def update(self, **kwargs):
         raise TypeError("Credit events are append-only; record an adjustment instead.")

@@ -7,7 +7,7 @@ from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from tests import factories
-from tests.reports.test_schema import REPORTS
+from tests.reports.slugs import REPORT_SLUGS
 
 pytestmark = pytest.mark.django_db
 
@@ -29,7 +29,7 @@ def refused(response, code: str) -> dict:
     return error
 
 
-@pytest.mark.parametrize("report", REPORTS)
+@pytest.mark.parametrize("report", REPORT_SLUGS)
 @pytest.mark.parametrize("period", ["0000-01", "0001-01"])
 @pytest.mark.parametrize("fmt", ["json", "csv"])
 def test_a_period_in_the_years_0_and_1_is_a_400(admin_api, report, period, fmt):
@@ -46,7 +46,9 @@ def test_the_earliest_period_that_has_days_before_it_is_answered(admin_api):
     assert response.status_code == 200
 
 
-@pytest.mark.parametrize("path", [EXPORT, *(f"/api/v1/reports/{report}/" for report in REPORTS)])
+@pytest.mark.parametrize(
+    "path", [EXPORT, *(f"/api/v1/reports/{report}/" for report in REPORT_SLUGS)]
+)
 @pytest.mark.parametrize("negotiation", [{"format": "csv"}, {"HTTP_ACCEPT": "text/csv"}])
 def test_options_when_csv_was_asked_for_describes_the_endpoint_in_json(
     admin_api, path, negotiation
