@@ -47,21 +47,22 @@ TABLES = (
     "reports_unsubscribe",
 )
 
-# Looked up by id alone too (the admin, API detail views, ``save()``): a plain index on id.
-BY_ID = (
-    "accounts_project",
-    "accounts_environment",
-    "accounts_membership",
-    "accounts_team",
-    "accounts_teammembership",
-    "credits_agent",
-    "credits_billingperiod",
-    "credits_creditlimit",
-    "credits_thresholdalert",
-    "reports_reportschedule",
-    "reports_delivery",
-    "reports_unsubscribe",
+# Read only through keys that start with the subscription; every other tenant table is looked up
+# by id alone too (the admin, API detail views, ``save()``) and keeps a plain index on id.
+READ_BY_SUBSCRIPTION = (
+    "credits_idempotencyrecord",
+    "credits_dailyusage",
+    "credits_personrollup",
+    "credits_agentrollup",
+    "credits_modelrollup",
+    "credits_productrollup",
+    "credits_subscriptionrollup",
+    "credits_agentsessionday",
+    "credits_userperiodusage",
+    "credits_teamperiodusage",
+    "credits_product_enabled_for",
 )
+BY_ID = tuple(table for table in TABLES if table not in READ_BY_SUBSCRIPTION)
 
 # (table, column, referenced table): the foreign keys between tenant tables.
 FOREIGN_KEYS = (
