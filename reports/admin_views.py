@@ -19,6 +19,7 @@ from .member_table import MemberFilters
 from .timeframes import DATE_RANGE_PARAMETERS, date_range_from
 from .views import (
     MEMBER_FILTERS,
+    chosen,
     kept_parameters,
     member_detail,
     member_link_query,
@@ -27,13 +28,12 @@ from .views import (
 
 def _subscription(subscriptions, query):
     """The subscription (or sub-account) asked for: one the viewer administers, else 404."""
-    wanted = query.get("subscription")
-    if not wanted:
-        return subscriptions[0]
-    subscription = next((s for s in subscriptions if str(s.pk) == wanted), None)
-    if subscription is None:
-        raise Http404("No such subscription among those you administer.")
-    return subscription
+    return chosen(
+        subscriptions,
+        query.get("subscription"),
+        key=lambda subscription: str(subscription.pk),
+        missing="No such subscription among those you administer.",
+    )
 
 
 def credit_usage(request):

@@ -69,28 +69,37 @@ def my_usage(request):
     )
 
 
+def chosen(options, wanted: str | None, *, key, missing: str):
+    """The option whose ``key`` is ``wanted``, the first when none is asked for; anything not
+    among ``options`` is a 404, as for any object the person may not see."""
+    if not wanted:
+        return options[0]
+    found = next((option for option in options if key(option) == wanted), None)
+    if found is None:
+        raise Http404(missing)
+    return found
+
+
 def _chosen_scope(scopes, query) -> dashboard.ScopeChoice:
-    """``?scope=environment:<EnvironmentId>`` or ``subscription:<id>`` (or ``?environment=``);
-    anything not among ``scopes`` is a 404, as for any object the person may not see."""
+    """``?scope=environment:<EnvironmentId>`` or ``subscription:<id>`` (or ``?environment=``)."""
     wanted = query.get("scope")
     if query.get("environment"):
         wanted = f"environment:{query['environment']}"
-    if not wanted:
-        return scopes[0]
-    for choice in scopes:
-        if choice.value == wanted:
-            return choice
-    raise Http404("No such environment or subscription.")
+    return chosen(
+        scopes,
+        wanted,
+        key=lambda choice: choice.value,
+        missing="No such environment or subscription.",
+    )
 
 
 def _managed_environment(request, environments) -> Environment:
-    wanted = request.GET.get("environment")
-    if not wanted:
-        return environments[0]
-    environment = next((e for e in environments if str(e.public_id) == wanted), None)
-    if environment is None:
-        raise Http404("No such environment among those you manage.")
-    return environment
+    return chosen(
+        environments,
+        request.GET.get("environment"),
+        key=lambda environment: str(environment.public_id),
+        missing="No such environment among those you manage.",
+    )
 
 
 def _not_a_manager(request):

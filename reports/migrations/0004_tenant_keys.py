@@ -20,48 +20,35 @@ from django.db import migrations
 
 LEDGER = "credits_creditevent"
 
-# Tenant tables whose primary key is (id).
-TABLES = (
-    "accounts_project",
-    "accounts_environment",
-    "accounts_membership",
-    "accounts_team",
-    "accounts_teammembership",
-    "credits_agent",
-    "credits_billingperiod",
-    "credits_idempotencyrecord",
-    "credits_dailyusage",
-    "credits_personrollup",
-    "credits_agentrollup",
-    "credits_modelrollup",
-    "credits_productrollup",
-    "credits_subscriptionrollup",
-    "credits_agentsessionday",
-    "credits_creditlimit",
-    "credits_userperiodusage",
-    "credits_teamperiodusage",
-    "credits_thresholdalert",
-    "credits_product_enabled_for",
-    "reports_reportschedule",
-    "reports_delivery",
-    "reports_unsubscribe",
-)
-
-# Looked up by id alone too (the admin, API detail views, ``save()``): a plain index on id.
-BY_ID = (
-    "accounts_project",
-    "accounts_environment",
-    "accounts_membership",
-    "accounts_team",
-    "accounts_teammembership",
-    "credits_agent",
-    "credits_billingperiod",
-    "credits_creditlimit",
-    "credits_thresholdalert",
-    "reports_reportschedule",
-    "reports_delivery",
-    "reports_unsubscribe",
-)
+# Tenant tables whose primary key is (id): True for those looked up by id alone too (the admin,
+# API detail views, ``save()``), which keep a plain index on id; False for those read only through
+# keys that start with the subscription.
+TABLES = {
+    "accounts_project": True,
+    "accounts_environment": True,
+    "accounts_membership": True,
+    "accounts_team": True,
+    "accounts_teammembership": True,
+    "credits_agent": True,
+    "credits_billingperiod": True,
+    "credits_idempotencyrecord": False,
+    "credits_dailyusage": False,
+    "credits_personrollup": False,
+    "credits_agentrollup": False,
+    "credits_modelrollup": False,
+    "credits_productrollup": False,
+    "credits_subscriptionrollup": False,
+    "credits_agentsessionday": False,
+    "credits_creditlimit": True,
+    "credits_userperiodusage": False,
+    "credits_teamperiodusage": False,
+    "credits_thresholdalert": True,
+    "credits_product_enabled_for": False,
+    "reports_reportschedule": True,
+    "reports_delivery": True,
+    "reports_unsubscribe": True,
+}
+BY_ID = tuple(table for table, by_id in TABLES.items() if by_id)
 
 # (table, column, referenced table): the foreign keys between tenant tables.
 FOREIGN_KEYS = (

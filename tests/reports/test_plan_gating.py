@@ -15,7 +15,6 @@ from accounts.models import Subscription
 from reports import tasks
 from reports.models import ReportSchedule
 from reports.services import save_schedule
-from tests import factories
 from tests.factories import utc
 from tests.reports.recorder import logged_in, record_november
 
@@ -23,15 +22,6 @@ pytestmark = pytest.mark.django_db
 
 NOW = utc(2026, 11, 23, 10)
 WEEKLY_DUE = utc(2026, 11, 23, 7, 5)  # Monday 23 November 2026, 08:05 in Prague
-
-
-@pytest.fixture
-def teams(world):
-    support = factories.TeamFactory(subscription=world.subscription, name="Support")
-    platform = factories.TeamFactory(subscription=world.subscription, name="Platform")
-    factories.team_membership(world.member, support)
-    factories.team_membership(world.manager, platform)
-    return support, platform
 
 
 @pytest.fixture

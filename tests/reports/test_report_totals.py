@@ -410,20 +410,24 @@ def credits_of(edges, *names) -> Decimal:
     return sum((edges[name] for name in names), Decimal(0))
 
 
+# The edges inside September 2026 in Auckland, DST change (27 Sep, 02:00 -> 03:00) included.
+SEPTEMBER = [
+    "1 Sep 00:00 NZST",
+    "26 Sep 23:59:59 NZST",
+    "27 Sep 00:00 NZST",
+    "27 Sep 01:59:59 NZST",
+    "27 Sep 03:00 NZDT",
+    "27 Sep 23:59:59 NZDT",
+    "30 Sep 23:59:59 NZDT",
+]
+
+
 @pytest.mark.parametrize(
     ("params", "included", "start", "end"),
     [
         (
             {"period": "2026-09"},
-            [
-                "1 Sep 00:00 NZST",
-                "26 Sep 23:59:59 NZST",
-                "27 Sep 00:00 NZST",
-                "27 Sep 01:59:59 NZST",
-                "27 Sep 03:00 NZDT",
-                "27 Sep 23:59:59 NZDT",
-                "30 Sep 23:59:59 NZDT",
-            ],
+            SEPTEMBER,
             "2026-08-31T12:00:00Z",
             "2026-09-30T11:00:00Z",
         ),
@@ -466,16 +470,7 @@ def test_the_export_covers_the_current_period_in_local_time(world, edges):
         )
 
     assert september.json()["timeframe"]["start"] == "2026-08-31T12:00:00Z"
-    assert Decimal(september.json()["totals"]["Credits"]) == credits_of(
-        edges,
-        "1 Sep 00:00 NZST",
-        "26 Sep 23:59:59 NZST",
-        "27 Sep 00:00 NZST",
-        "27 Sep 01:59:59 NZST",
-        "27 Sep 03:00 NZDT",
-        "27 Sep 23:59:59 NZDT",
-        "30 Sep 23:59:59 NZDT",
-    )
+    assert Decimal(september.json()["totals"]["Credits"]) == credits_of(edges, *SEPTEMBER)
     assert [row["Timestamp"] for row in october.json()["results"]] == ["2026-09-30T11:00:00Z"]
 
 

@@ -32,15 +32,6 @@ REPORTS = "/api/v1/reports/"
 
 
 @pytest.fixture
-def teams(world):
-    support = factories.TeamFactory(subscription=world.subscription, name="Support")
-    platform = factories.TeamFactory(subscription=world.subscription, name="Platform")
-    factories.team_membership(world.member, support)
-    factories.team_membership(world.manager, platform)
-    return support, platform
-
-
-@pytest.fixture
 def usage(world, teams):
     return record_november(world)
 
