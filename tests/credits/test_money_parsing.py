@@ -7,6 +7,7 @@ import json
 from decimal import Decimal
 
 import pytest
+from django.urls import reverse
 from rest_framework.test import APIClient
 
 from accounts.models import Subscription, User
@@ -184,14 +185,27 @@ def test_the_admin_keeps_a_strict_amount(world, staff):
     assert Subscription.objects.get(pk=world.subscription.pk).base_allocation == Decimal("1500.25")
 
 
-@pytest.mark.parametrize(("text", "valid"), [("1_5", False), ("+2", False), ("-2.5", True)])
-def test_adjustments_accept_a_minus_sign_and_nothing_looser(text, valid):
-    from credits.admin import AdjustmentForm
+ADJUST = reverse("admin:credits_creditevent_adjust")
 
-    form = AdjustmentForm(
-        data={"subscription": factories.SubscriptionFactory().pk, "credits": text, "reason": "r"}
-    )
 
-    assert form.is_valid() is valid, form.errors
-    if valid:
-        assert form.cleaned_data["credits"] == Decimal(text)
+def adjust(staff, subscription, text: str):
+    return staff.post(ADJUST, {"subscription": subscription.pk, "credits": text, "reason": "r"})
+
+
+@pytest.mark.parametrize("text", ["1_5", "+2"])
+def test_adjustments_refuse_loose_amounts(world, staff, text):
+    response = adjust(staff, world.subscription, text)
+
+    assert response.status_code == 200
+    assert "credits" in response.context["form"].errors
+    assert not CreditEvent.objects.exists()
+
+
+def test_adjustments_accept_a_minus_sign(world, staff):
+    assert adjust(staff, world.subscription, "10").status_code == 302
+
+    assert adjust(staff, world.subscription, "-2.5").status_code == 302
+    assert sorted(CreditEvent.objects.values_list("credits", flat=True)) == [
+        Decimal("-2.5"),
+        Decimal("10"),
+    ]

@@ -20,7 +20,7 @@ from django.core.management import call_command
 from playwright.sync_api import Page, expect, sync_playwright
 
 from credits.management.demo_world import DEMO_PASSWORD
-from reports import dashboard
+from reports import member_table
 from reports.templatetags.usage_format import credits
 
 pytestmark = [
@@ -232,7 +232,7 @@ def test_subscription_admin_reads_the_analytics_in_the_admin(visit):
 
 def test_subscription_admin_pages_through_the_member_table(visit, monkeypatch):
     # The demo's Acme Corp has about ten people: four a page makes three pages.
-    monkeypatch.setattr(dashboard, "MEMBERS_PER_PAGE", 4)
+    monkeypatch.setattr(member_table, "MEMBERS_PER_PAGE", 4)
     alice = visit()
     alice.log_in("alice@acme.example", admin=True)
     alice.page.goto(alice.base + "/admin/credit-usage/")
