@@ -43,6 +43,7 @@ from psycopg import sql
 
 from accounts.models import Subscription, TeamMembership
 
+from .ledger_columns import DIMENSIONS
 from .models import (
     AgentRollup,
     AgentSessionDay,
@@ -60,18 +61,10 @@ from .models import (
 from .periods import month_start, next_month_start
 
 DAY, MONTH = RollupGrain.DAY.value, RollupGrain.MONTH.value
-# The ledger columns a rollup may be keyed by, with the value that stands for a missing one in
-# the rollups' unique indexes (None: never missing).
-KEY_COLUMNS = {
-    "environment_id": 0,
-    "user_id": 0,
-    "api_key_id": "",
-    "product_id": 0,
-    "agent_id": 0,
-    "model": None,
-    "feature": None,
-}
-DIMENSIONS = tuple(KEY_COLUMNS)
+# The ledger columns a rollup may be keyed by (``ledger_columns.DIMENSIONS``), with the value
+# that stands for a missing one in the rollups' unique indexes (None: never missing).
+_MISSING_KEY = {"api_key_id": "", "model": None, "feature": None}
+KEY_COLUMNS = {column: _MISSING_KEY.get(column, 0) for column in DIMENSIONS}
 
 
 # --- Latency buckets -------------------------------------------------------------------------
