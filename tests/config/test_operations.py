@@ -53,6 +53,7 @@ def test_production_settings_pass_check_deploy():
         DEBUG="false",
         SECRET_KEY="k" * 20 + "production-secret-with-enough-variety-1234567890",
         ALLOWED_HOSTS="creditdesk.example.com",
+        METRICS_TOKEN="m" * 40,
     )
 
     assert result.returncode == 0, result.stderr
