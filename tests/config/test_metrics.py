@@ -15,6 +15,7 @@ from django_celery_beat.models import PeriodicTask
 from prometheus_client.parser import text_string_to_metric_families
 from rest_framework.test import APIClient
 
+from config.celery import app
 from credits.models import ThresholdAlert
 from credits.tasks import open_billing_periods, send_threshold_alert
 from tests import factories
@@ -104,6 +105,18 @@ def test_gauges_read_at_scrape_time(world):
     assert samples[("creditdesk_alerts_oldest_unsent_age_seconds", ())] == 0  # frozen clock
     last_run = (("task", open_billing_periods.name),)
     assert samples[("creditdesk_periodic_task_last_run_age_seconds", last_run)] == 900
+
+
+@pytest.mark.django_db
+@pytest.mark.usefixtures("metrics_token")
+def test_an_unreachable_broker_is_a_gauge_not_an_error(monkeypatch):
+    connect = app.connection_for_read
+    monkeypatch.setattr(app, "connection_for_read", lambda: connect(url="redis://127.0.0.1:1/0"))
+
+    samples = scrape()
+
+    assert samples[("creditdesk_celery_broker_reachable", ())] == 0
+    assert not [name for name, _ in samples if name == "creditdesk_celery_queue_length"]
 
 
 @pytest.mark.django_db
