@@ -262,7 +262,8 @@ class RecordBatchView(APIView):
                 valid.append((index, Usage(**validator.run_validation(item))))
             except ValidationError as exc:
                 results[index] = _invalid(index, exc.detail)
-        metrics.count_refusals(["validation_error"] * (len(items) - len(valid)))
+        if len(valid) < len(items):
+            metrics.count_refusals(["validation_error"] * (len(items) - len(valid)))
         outcomes = record_batch(api_key=api_key, usages=[usage for _, usage in valid])
         recorded = [(index, outcome) for (index, _), outcome in zip(valid, outcomes, strict=True)]
         events = iter(

@@ -158,9 +158,12 @@ def _count(outcomes: list[Outcome]) -> None:
             created += 1
         else:
             replayed += 1
-    metrics.EVENTS_RECORDED.inc(created)
-    metrics.EVENTS_REPLAYED.inc(replayed)
-    metrics.count_refusals(refused)
+    if created:  # each count is a locked write to a shared file: none for nothing
+        metrics.EVENTS_RECORDED.inc(created)
+    if replayed:
+        metrics.EVENTS_REPLAYED.inc(replayed)
+    if refused:
+        metrics.count_refusals(refused)
 
 
 @dataclass
