@@ -162,7 +162,8 @@ def test_a_task_that_gives_up_is_a_failure(world, settings):
 
     task = send_threshold_alert.name
     assert moved(before, after, "creditdesk_celery_task_failures_total", task=task) == 1
-    assert moved(before, after, "creditdesk_celery_task_retries_total", task=task) == 10
+    retries = send_threshold_alert.max_retries
+    assert moved(before, after, "creditdesk_celery_task_retries_total", task=task) == retries
 
 
 # --- Who may scrape ----------------------------------------------------------------------------
