@@ -143,7 +143,9 @@ def _queue_lengths():
         route["queue"] for route in settings.CELERY_TASK_ROUTES.values()
     }
     with app.connection_for_read() as connection:
-        connection.ensure_connection(max_retries=1, timeout=BROKER_TIMEOUT_SECONDS)
+        connection.ensure_connection(
+            max_retries=1, interval_start=0, timeout=BROKER_TIMEOUT_SECONDS
+        )
         channel = connection.default_channel
         for queue in sorted(queues):
             try:
