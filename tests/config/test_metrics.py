@@ -221,3 +221,10 @@ def test_production_without_metrics_access_warns_at_check_deploy(settings):
 
 def _networks(*cidrs):
     return [ipaddress.ip_network(cidr) for cidr in cidrs]
+
+
+def test_a_missing_metrics_directory_stops_start_up(monkeypatch, tmp_path):
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path / "missing"))
+
+    with pytest.raises(SystemCheckError, match=r"core\.E001"):
+        call_command("check")
