@@ -467,6 +467,8 @@ def admin_app_index(t):
 VIEWS: dict[str, Callable[[Tenants], list[Probe]]] = {
     # Public pages: no tenant data at all, whoever asks.
     "health": public("/health/"),
+    # Operators' counters of every tenant: no user, admin or API key may read them.
+    "metrics": lambda t: [get("/metrics", refused=True)],
     "favicon": public("/favicon.ico"),
     "schema": public("/api/schema/"),
     "swagger": public("/api/schema/swagger/"),
