@@ -5,6 +5,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 CREDITDESK_VAR_DIR=/var/lib/cre
 WORKDIR /app
 
 COPY pyproject.toml README.md ./
+COPY core core
 COPY accounts accounts
 COPY credits credits
 COPY reports reports
