@@ -76,7 +76,15 @@ class SubscriptionForm(forms.ModelForm):
 
     class Meta:
         model = Subscription
-        fields = "__all__"
+        fields = (
+            "name",
+            "plan",
+            "parent",
+            "timezone",
+            "base_allocation",
+            "limit_mode",
+            "excess_allowance",
+        )
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)

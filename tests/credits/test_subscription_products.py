@@ -39,7 +39,9 @@ def test_the_admin_enables_and_disables_products_of_their_subscription(
 
     form = client.get(change_url(world.subscription)).context["adminform"].form
     assert list(form.fields["enabled_products"].queryset) == [product, writing]
-    response = client.post(change_url(world.subscription), settings_form(world.subscription, writing))
+    response = client.post(
+        change_url(world.subscription), settings_form(world.subscription, writing)
+    )
 
     assert response.status_code == 302
     assert list(world.subscription.enabled_products.all()) == [writing]
