@@ -2,7 +2,7 @@ from django.contrib.auth.views import LogoutView
 from django.urls import path
 from django.views.generic import RedirectView
 
-from . import views
+from . import schedule_views, views
 
 urlpatterns = [
     path("", RedirectView.as_view(pattern_name="my-usage"), name="home"),
@@ -12,6 +12,28 @@ urlpatterns = [
         "usage/environments/members/<int:user_id>/",
         views.environment_member_usage,
         name="environment-member-usage",
+    ),
+    path("usage/schedules/", schedule_views.schedule_list, name="usage-schedules"),
+    path("usage/schedules/new/", schedule_views.schedule_form, name="usage-schedule-new"),
+    path(
+        "usage/schedules/<int:schedule_id>/",
+        schedule_views.schedule_form,
+        name="usage-schedule",
+    ),
+    path(
+        "usage/schedules/<int:schedule_id>/pause/",
+        schedule_views.schedule_pause,
+        name="usage-schedule-pause",
+    ),
+    path(
+        "usage/schedules/<int:schedule_id>/delete/",
+        schedule_views.schedule_delete,
+        name="usage-schedule-delete",
+    ),
+    path(
+        "usage/schedules/<int:schedule_id>/send-test/",
+        schedule_views.schedule_send_test,
+        name="usage-schedule-send-test",
     ),
     path(
         "exports/download/<str:token>/",
