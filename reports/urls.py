@@ -13,27 +13,17 @@ urlpatterns = [
         views.environment_member_usage,
         name="environment-member-usage",
     ),
+    # A project manager's report schedules.
     path("usage/schedules/", schedule_views.schedule_list, name="usage-schedules"),
     path("usage/schedules/new/", schedule_views.schedule_form, name="usage-schedule-new"),
-    path(
-        "usage/schedules/<int:schedule_id>/",
-        schedule_views.schedule_form,
-        name="usage-schedule",
-    ),
-    path(
-        "usage/schedules/<int:schedule_id>/pause/",
-        schedule_views.schedule_pause,
-        name="usage-schedule-pause",
-    ),
-    path(
-        "usage/schedules/<int:schedule_id>/delete/",
-        schedule_views.schedule_delete,
-        name="usage-schedule-delete",
-    ),
-    path(
-        "usage/schedules/<int:schedule_id>/send-test/",
-        schedule_views.schedule_send_test,
-        name="usage-schedule-send-test",
+    path("usage/schedules/<int:schedule_id>/", schedule_views.schedule_form, name="usage-schedule"),
+    *(
+        path(f"usage/schedules/<int:schedule_id>/{action}/", view, name=f"usage-schedule-{action}")
+        for action, view in {
+            "pause": schedule_views.schedule_pause,
+            "delete": schedule_views.schedule_delete,
+            "send-test": schedule_views.schedule_send_test,
+        }.items()
     ),
     path(
         "exports/download/<str:token>/",
