@@ -69,7 +69,7 @@ class SubscriptionForm(forms.ModelForm):
         queryset=None,  # the catalogue, read per form
         widget=forms.CheckboxSelectMultiple,
         required=False,
-        label="AI products",
+        label="Enabled for this subscription",
         help_text="Events of a product that is not enabled are refused "
         "(product_not_enabled); with none enabled, usage stays at zero.",
     )
