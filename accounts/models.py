@@ -182,6 +182,27 @@ class Subscription(models.Model):
             raise ValidationError({"parent": "Sub-accounts cannot have sub-accounts."})
 
 
+class CopiesSubscription(models.Model):
+    """A tenant row whose subscription is copied, on save, from the row it belongs to.
+
+    Every tenant table carries its subscription (the distribution column under Citus; the
+    database's keys include it, see the README's "Scaling out"), even where a parent names it.
+    """
+
+    subscription_from: str  # the foreign key whose subscription the row takes
+
+    subscription = models.ForeignKey(
+        Subscription, on_delete=models.CASCADE, related_name="+", editable=False, db_index=False
+    )
+
+    class Meta:
+        abstract = True
+
+    def save(self, *args, **kwargs):
+        self.subscription_id = getattr(self, self.subscription_from).subscription_id
+        super().save(*args, **kwargs)
+
+
 class Project(models.Model):
     subscription = models.ForeignKey(
         Subscription, on_delete=models.CASCADE, related_name="projects"
@@ -200,12 +221,8 @@ class Project(models.Model):
         return self.name
 
 
-class Environment(models.Model):
-    # Copied from the project: every tenant table carries its subscription (the distribution
-    # column under Citus; the database's keys include it, see the README's "Scaling out").
-    subscription = models.ForeignKey(
-        Subscription, on_delete=models.CASCADE, related_name="+", editable=False, db_index=False
-    )
+class Environment(CopiesSubscription):
+    subscription_from = "project"
     project = models.ForeignKey(
         Project, on_delete=models.CASCADE, related_name="environments", db_constraint=False
     )
@@ -227,10 +244,6 @@ class Environment(models.Model):
 
     def __str__(self) -> str:
         return f"{self.project.name} / {self.name}"
-
-    def save(self, *args, **kwargs):
-        self.subscription_id = self.project.subscription_id
-        super().save(*args, **kwargs)
 
 
 class Role(models.TextChoices):
@@ -328,7 +341,9 @@ class Team(models.Model):
         return self.name
 
 
-class TeamMembership(models.Model):
+class TeamMembership(CopiesSubscription):
+    subscription_from = "team"
+
     team = models.ForeignKey(
         Team, on_delete=models.CASCADE, related_name="team_memberships", db_constraint=False
     )
@@ -347,10 +362,6 @@ class TeamMembership(models.Model):
 
     def __str__(self) -> str:
         return f"{self.user} in {self.team}"
-
-    def save(self, *args, **kwargs):
-        self.subscription_id = self.team.subscription_id
-        super().save(*args, **kwargs)
 
 
 class ApiKey(AbstractAPIKey):

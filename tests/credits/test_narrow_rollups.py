@@ -3,7 +3,6 @@ session counts: what ``add_to_rollups`` writes as events come in, single, in bat
 concurrent writers, equals what ``rebuild_rollups`` computes from the ledger alone (and both
 equal the ledger summed in plain SQL: ``test_rollups_equal_the_ledger``)."""
 
-import json
 import random
 from concurrent.futures import ThreadPoolExecutor
 from datetime import date, timedelta
@@ -37,6 +36,7 @@ from credits.rollups import (
     rebuild_rollups,
 )
 from tests import factories
+from tests.credits.rollup_rows import rollup_rows
 from tests.factories import utc
 
 pytestmark = pytest.mark.django_db
@@ -52,22 +52,10 @@ ROLLUPS = (
 )
 
 
-def snapshot(subscription, models=ROLLUPS) -> dict[str, list]:
-    """Every rollup row of the subscription, without ids, in a comparable order."""
-    rows = {}
-    for model in models:
-        fields = [f.attname for f in model._meta.concrete_fields if f.attname != "id"]
-        values = model.objects.filter(subscription=subscription).values_list(*fields)
-        rows[model.__name__] = sorted(
-            json.dumps(row, default=str, sort_keys=True) for row in values
-        )
-    return rows
-
-
 def assert_rollups_equal_the_rebuild(subscription):
-    written = snapshot(subscription)
+    written = rollup_rows(subscription, ROLLUPS)
     rebuild_rollups(subscription=subscription)
-    assert snapshot(subscription) == written
+    assert rollup_rows(subscription, ROLLUPS) == written
     assert written["PersonRollup"], "nothing was written"
 
 
@@ -83,26 +71,13 @@ def auckland(world):
 
 
 @pytest.fixture
-def post(world, auckland):
+def post(world, auckland, event_payload):
     _, secret = factories.api_key(world.subscription)
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Api-Key {secret}")
-    keys = iter(range(1, 1_000_000))
 
     def payload(**fields):
-        event = {
-            "idempotency_key": f"op-{next(keys)}",
-            "environment": str(world.environment.public_id),
-            "user": world.member.email,
-            "product": "ai-agent",
-            "feature": "chat",
-            "agent": "Support bot",
-            "model": "gpt-5-mini",
-            "credits": "1.5",
-            "latency_ms": 800,
-            "session_id": "s-1",
-        }
-        event.update(fields)
+        event = event_payload(**{"latency_ms": 800, **fields})
         return {name: value for name, value in event.items() if value is not None}
 
     def send(at, events):
