@@ -203,22 +203,28 @@ class CopiesSubscription(models.Model):
         super().save(*args, **kwargs)
 
 
-class Project(models.Model):
+class NamedInSubscription(models.Model):
+    """A part of a subscription known by a name unique in it (a project, a team). Each declares
+    its own ``subscription`` (for its related name) and ``name``."""
+
+    class Meta:
+        abstract = True
+        ordering = ["subscription__name", "name"]
+        constraints = [
+            models.UniqueConstraint(fields=["subscription", "name"], name="%(class)s_name_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Project(NamedInSubscription):
     subscription = models.ForeignKey(
         Subscription, on_delete=models.CASCADE, related_name="projects"
     )
     name = models.CharField(max_length=200)
 
     objects = ProjectQuerySet.as_manager()
-
-    class Meta:
-        ordering = ["subscription__name", "name"]
-        constraints = [
-            models.UniqueConstraint(fields=["subscription", "name"], name="project_name_unique"),
-        ]
-
-    def __str__(self) -> str:
-        return self.name
 
 
 class Environment(CopiesSubscription):
@@ -320,7 +326,7 @@ class Membership(models.Model):
             )
 
 
-class Team(models.Model):
+class Team(NamedInSubscription):
     """A named group of members inside a subscription; a user is in at most one team there."""
 
     subscription = models.ForeignKey(Subscription, on_delete=models.CASCADE, related_name="teams")
@@ -330,15 +336,6 @@ class Team(models.Model):
     )
 
     objects = TeamQuerySet.as_manager()
-
-    class Meta:
-        ordering = ["subscription__name", "name"]
-        constraints = [
-            models.UniqueConstraint(fields=["subscription", "name"], name="team_name_unique"),
-        ]
-
-    def __str__(self) -> str:
-        return self.name
 
 
 class TeamMembership(CopiesSubscription):
