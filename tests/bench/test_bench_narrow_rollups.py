@@ -15,7 +15,7 @@ from credits.models import (
     SubscriptionRollup,
 )
 from credits.rollups import rebuild_rollups
-from tests.credits.rollup_rows import rollup_rows
+from tests.credits.references import rollup_rows
 
 pytestmark = pytest.mark.django_db
 

@@ -19,16 +19,15 @@ from credits.models import (
     AgentRollup,
     AgentSessionDay,
     CreditEvent,
-    DailyUsage,
     ModelRollup,
     PersonRollup,
     ProductRollup,
-    SubscriptionRollup,
 )
 from credits.recording import record_adjustment
 from credits.rollups import (
     LATENCY_BUCKETS,
     LATENCY_RELATIVE_ERROR,
+    ROLLUPS,
     add_to_rollups,
     latency_bucket,
     latency_bucket_value,
@@ -36,26 +35,19 @@ from credits.rollups import (
     rebuild_rollups,
 )
 from tests import factories
-from tests.credits.rollup_rows import rollup_rows
+from tests.credits.references import percentile_cont, rollup_rows
 from tests.factories import utc
 
 pytestmark = pytest.mark.django_db
 
-ROLLUPS = (
-    DailyUsage,
-    PersonRollup,
-    AgentRollup,
-    ModelRollup,
-    ProductRollup,
-    SubscriptionRollup,
-    AgentSessionDay,
-)
+# Every table ``add_to_rollups`` writes: each rollup of the specification, the session claims.
+TABLES = (*(rollup.model for rollup in ROLLUPS), AgentSessionDay)
 
 
 def assert_rollups_equal_the_rebuild(subscription):
-    written = rollup_rows(subscription, ROLLUPS)
+    written = rollup_rows(subscription, TABLES)
     rebuild_rollups(subscription=subscription)
-    assert rollup_rows(subscription, ROLLUPS) == written
+    assert rollup_rows(subscription, TABLES) == written
     assert written["PersonRollup"], "nothing was written"
 
 
@@ -253,14 +245,6 @@ def test_every_latency_is_within_one_percent_of_its_buckets_value():
     assert latency_bucket(2**31 - 1) == len(LATENCY_BUCKETS) - 1
 
 
-def python_percentile_cont(values: list[int], fraction: Decimal) -> Decimal:
-    ordered = sorted(values)
-    position = fraction * (len(ordered) - 1)
-    lower = int(position)
-    upper = min(lower + 1, len(ordered) - 1)
-    return ordered[lower] + (ordered[upper] - ordered[lower]) * (position - lower)
-
-
 @pytest.mark.parametrize("seed", range(20))
 def test_the_histograms_percentile_is_within_one_percent_of_percentile_cont(seed):
     generator = random.Random(seed)
@@ -270,7 +254,7 @@ def test_the_histograms_percentile_is_within_one_percent_of_percentile_cont(seed
         histogram[latency_bucket(value)] = histogram.get(latency_bucket(value), 0) + 1
 
     for fraction in (Decimal("0.5"), Decimal("0.95"), Decimal("0.99")):
-        exact = python_percentile_cont(values, fraction)
+        exact = percentile_cont(values, fraction)
         error = abs(latency_percentile(histogram, fraction) - exact)
         assert error <= LATENCY_RELATIVE_ERROR * exact
     assert latency_percentile({}, Decimal("0.95")) is None

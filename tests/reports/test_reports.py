@@ -19,6 +19,7 @@ from rest_framework.test import APIClient
 
 from accounts.models import Subscription
 from credits.models import Agent
+from reports.timeframes import TIMEFRAMES
 from tests import factories
 from tests.factories import frozen_at, utc
 from tests.reports.recorder import logged_in, record_november
@@ -744,17 +745,7 @@ def test_bad_timeframes_are_a_400_listing_the_allowed_values(world, usage, param
     assert response.status_code == 400
     error = response.json()["error"]
     assert error["code"] == "invalid_timeframe"
-    assert error["details"]["allowed"] == [
-        "this_week",
-        "this_month",
-        "last_week",
-        "last_month",
-        "last_7_days",
-        "last_30_days",
-        "last_3_months",
-        "last_6_months",
-        "last_12_months",
-    ]
+    assert error["details"]["allowed"] == list(TIMEFRAMES)
 
 
 def test_errors_are_json_even_when_csv_was_asked_for(world, usage):
