@@ -309,7 +309,10 @@ class ReportSchedule(models.Model):
         return self.subscription.name
 
 
-class DeliveryQuerySet(ScopedQuerySet):
+class ScheduleRowQuerySet(ScopedQuerySet):
+    """A schedule's deliveries or unsubscribes: seen by whoever sees the schedule; no API key
+    reads them."""
+
     subscription_lookup = "schedule__subscription"
 
     def visibility(self, user) -> models.Q:
@@ -345,7 +348,7 @@ class Delivery(CopiesSubscription):
     created_at = models.DateTimeField(default=timezone.now)
     sent_at = models.DateTimeField(null=True, blank=True)
 
-    objects = DeliveryQuerySet.as_manager()
+    objects = ScheduleRowQuerySet.as_manager()
 
     class Meta:
         verbose_name_plural = "deliveries"
@@ -366,16 +369,6 @@ class Delivery(CopiesSubscription):
         return f"{self.schedule} {self.period_start} to {self.period_end}: {self.recipient}"
 
 
-class UnsubscribeQuerySet(ScopedQuerySet):
-    subscription_lookup = "schedule__subscription"
-
-    def visibility(self, user) -> models.Q:
-        return models.Q(schedule__in=ReportSchedule.objects.visible_to(user))
-
-    def key_visibility(self, api_key) -> models.Q:
-        return models.Q(pk__in=[])
-
-
 class Unsubscribe(CopiesSubscription):
     """A recipient who asked (through the link in a report) to receive no more of it."""
 
@@ -386,7 +379,7 @@ class Unsubscribe(CopiesSubscription):
     email = models.EmailField(help_text="Lower case, as the schedule's recipients.")
     created_at = models.DateTimeField(default=timezone.now)
 
-    objects = UnsubscribeQuerySet.as_manager()
+    objects = ScheduleRowQuerySet.as_manager()
 
     class Meta:
         constraints = [
