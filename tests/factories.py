@@ -122,6 +122,14 @@ def adjustment(world, credits: str, reason: str, **where):
     )
 
 
+def invalid_fields(response) -> dict:
+    """The details of a 400 ``validation_error``: the refused fields and why."""
+    assert response.status_code == 400, (response.status_code, response.content[:300])
+    error = response.json()["error"]
+    assert error["code"] == "validation_error"
+    return error["details"]
+
+
 def utc(*args) -> datetime:
     return datetime(*args, tzinfo=UTC)
 
