@@ -18,7 +18,7 @@ from django.utils.html import format_html
 from django.utils.translation import ngettext
 from rest_framework_api_key.models import APIKey
 
-from core.display import format_credits
+from core.admin import credit_column
 
 from . import audit_admin  # noqa: F401  (registers the audit trail's admin)
 from .admin_scoping import (
@@ -132,13 +132,8 @@ class SubscriptionAdmin(ScopedModelAdmin):
         if "enabled_products" in form.changed_data:
             form.instance.enabled_products.set(form.cleaned_data["enabled_products"])
 
-    @admin.display(description="base allocation", ordering="base_allocation")
-    def base_allocation_amount(self, obj):
-        return format_credits(obj.base_allocation)
-
-    @admin.display(description="excess allowance", ordering="excess_allowance")
-    def excess_allowance_amount(self, obj):
-        return format_credits(obj.excess_allowance)
+    base_allocation_amount = credit_column("base_allocation", "base allocation")
+    excess_allowance_amount = credit_column("excess_allowance", "excess allowance")
 
 
 class EnvironmentInline(ScopedAdminMixin, admin.TabularInline):
@@ -149,19 +144,28 @@ class EnvironmentInline(ScopedAdminMixin, admin.TabularInline):
     show_change_link = True
 
 
-@admin.register(Project)
-class ProjectAdmin(ScopedModelAdmin):
-    list_display = ("name", "subscription", "environment_count")
+class NamedInSubscriptionAdmin(ScopedModelAdmin):
+    """Projects and teams: named in a subscription that stays theirs, listed with a count of
+    what each holds (``counted``: the annotation's name and the related rows it counts)."""
+
+    counted: tuple[str, str]
     list_filter = (("subscription", ScopedRelatedFilter),)
     list_select_related = ("subscription",)
-    search_fields = ("name", "subscription__name")
     ordering = ("subscription__name", "name")
     fields = ("subscription", "name")
     fixed_after_creation = ("subscription",)
-    inlines = (EnvironmentInline,)
 
     def get_queryset(self, request):
-        return super().get_queryset(request).annotate(environment_count=Count("environments"))
+        name, related = self.counted
+        return super().get_queryset(request).annotate(**{name: Count(related)})
+
+
+@admin.register(Project)
+class ProjectAdmin(NamedInSubscriptionAdmin):
+    list_display = ("name", "subscription", "environment_count")
+    search_fields = ("name", "subscription__name")
+    inlines = (EnvironmentInline,)
+    counted = ("environment_count", "environments")
 
     @admin.display(description="environments", ordering="environment_count")
     def environment_count(self, obj):
@@ -259,18 +263,11 @@ class TeamMembershipInline(ScopedAdminMixin, admin.TabularInline):
 
 
 @admin.register(Team)
-class TeamAdmin(ScopedModelAdmin):
+class TeamAdmin(NamedInSubscriptionAdmin):
     list_display = ("name", "subscription", "member_count")
-    list_filter = (("subscription", ScopedRelatedFilter),)
-    list_select_related = ("subscription",)
     search_fields = ("name",)
-    ordering = ("subscription__name", "name")
-    fields = ("subscription", "name")
-    fixed_after_creation = ("subscription",)
     inlines = (TeamMembershipInline,)
-
-    def get_queryset(self, request):
-        return super().get_queryset(request).annotate(member_count=Count("team_memberships"))
+    counted = ("member_count", "team_memberships")
 
     @admin.display(description="members", ordering="member_count")
     def member_count(self, obj):

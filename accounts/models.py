@@ -182,7 +182,43 @@ class Subscription(models.Model):
             raise ValidationError({"parent": "Sub-accounts cannot have sub-accounts."})
 
 
-class Project(models.Model):
+class CopiesSubscription(models.Model):
+    """A tenant row whose subscription is copied, on save, from the row it belongs to.
+
+    Every tenant table carries its subscription (the distribution column under Citus; the
+    database's keys include it, see the README's "Scaling out"), even where a parent names it.
+    """
+
+    subscription_from: str  # the foreign key whose subscription the row takes
+
+    subscription = models.ForeignKey(
+        Subscription, on_delete=models.CASCADE, related_name="+", editable=False, db_index=False
+    )
+
+    class Meta:
+        abstract = True
+
+    def save(self, *args, **kwargs):
+        self.subscription_id = getattr(self, self.subscription_from).subscription_id
+        super().save(*args, **kwargs)
+
+
+class NamedInSubscription(models.Model):
+    """A part of a subscription known by a name unique in it (a project, a team). Each declares
+    its own ``subscription`` (for its related name) and ``name``."""
+
+    class Meta:
+        abstract = True
+        ordering = ["subscription__name", "name"]
+        constraints = [
+            models.UniqueConstraint(fields=["subscription", "name"], name="%(class)s_name_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Project(NamedInSubscription):
     subscription = models.ForeignKey(
         Subscription, on_delete=models.CASCADE, related_name="projects"
     )
@@ -190,22 +226,9 @@ class Project(models.Model):
 
     objects = ProjectQuerySet.as_manager()
 
-    class Meta:
-        ordering = ["subscription__name", "name"]
-        constraints = [
-            models.UniqueConstraint(fields=["subscription", "name"], name="project_name_unique"),
-        ]
 
-    def __str__(self) -> str:
-        return self.name
-
-
-class Environment(models.Model):
-    # Copied from the project: every tenant table carries its subscription (the distribution
-    # column under Citus; the database's keys include it, see the README's "Scaling out").
-    subscription = models.ForeignKey(
-        Subscription, on_delete=models.CASCADE, related_name="+", editable=False, db_index=False
-    )
+class Environment(CopiesSubscription):
+    subscription_from = "project"
     project = models.ForeignKey(
         Project, on_delete=models.CASCADE, related_name="environments", db_constraint=False
     )
@@ -227,10 +250,6 @@ class Environment(models.Model):
 
     def __str__(self) -> str:
         return f"{self.project.name} / {self.name}"
-
-    def save(self, *args, **kwargs):
-        self.subscription_id = self.project.subscription_id
-        super().save(*args, **kwargs)
 
 
 class Role(models.TextChoices):
@@ -307,7 +326,7 @@ class Membership(models.Model):
             )
 
 
-class Team(models.Model):
+class Team(NamedInSubscription):
     """A named group of members inside a subscription; a user is in at most one team there."""
 
     subscription = models.ForeignKey(Subscription, on_delete=models.CASCADE, related_name="teams")
@@ -318,17 +337,10 @@ class Team(models.Model):
 
     objects = TeamQuerySet.as_manager()
 
-    class Meta:
-        ordering = ["subscription__name", "name"]
-        constraints = [
-            models.UniqueConstraint(fields=["subscription", "name"], name="team_name_unique"),
-        ]
 
-    def __str__(self) -> str:
-        return self.name
+class TeamMembership(CopiesSubscription):
+    subscription_from = "team"
 
-
-class TeamMembership(models.Model):
     team = models.ForeignKey(
         Team, on_delete=models.CASCADE, related_name="team_memberships", db_constraint=False
     )
@@ -347,10 +359,6 @@ class TeamMembership(models.Model):
 
     def __str__(self) -> str:
         return f"{self.user} in {self.team}"
-
-    def save(self, *args, **kwargs):
-        self.subscription_id = self.team.subscription_id
-        super().save(*args, **kwargs)
 
 
 class ApiKey(AbstractAPIKey):

@@ -30,18 +30,26 @@ ERRORS = {
 }
 
 
-class IsSubscriptionAdmin(permissions.BasePermission):
-    """A person (not an API key) who administers at least one subscription."""
-
-    message = "Only subscription admins can manage API keys, limits and subscription settings."
+class PersonWhoMay(permissions.BasePermission):
+    """A signed-in person, never an API key, for whom ``may(user)`` holds."""
 
     def has_permission(self, request, view) -> bool:
         user = request.user
         if isinstance(user, KeyPrincipal) or isinstance(request.auth, ApiKey):
             return False
-        return bool(user and user.is_authenticated) and (
-            Subscription.objects.administered_by(user).exists()
-        )
+        return bool(user and user.is_authenticated) and self.may(user)
+
+    def may(self, user) -> bool:
+        raise NotImplementedError
+
+
+class IsSubscriptionAdmin(PersonWhoMay):
+    """A person who administers at least one subscription."""
+
+    message = "Only subscription admins can manage API keys, limits and subscription settings."
+
+    def may(self, user) -> bool:
+        return Subscription.objects.administered_by(user).exists()
 
 
 class SubscriptionChoiceSerializer(serializers.Serializer):

@@ -26,11 +26,16 @@ class SecretFiles(FileAwareMapping):
 class StrictEnv(environ.FileAwareEnv):
     ENVIRON = SecretFiles()
 
-    def bool(self, var, default=environ.Env.NOTSET):
+    def _text(self, var, default):
+        """The variable's text, or None when it is unset and has a default."""
         raw = self.str(var, default=None)
+        if raw is None and default is environ.Env.NOTSET:
+            raise ImproperlyConfigured(f"Set the {var} environment variable.")
+        return raw
+
+    def bool(self, var, default=environ.Env.NOTSET):
+        raw = self._text(var, default)
         if raw is None:
-            if default is environ.Env.NOTSET:
-                raise ImproperlyConfigured(f"Set the {var} environment variable.")
             return default
         value = raw.strip().lower()
         if value not in TRUE | FALSE:
@@ -40,10 +45,8 @@ class StrictEnv(environ.FileAwareEnv):
         return value in TRUE
 
     def int(self, var, default=environ.Env.NOTSET):
-        raw = self.str(var, default=None)
+        raw = self._text(var, default)
         if raw is None:
-            if default is environ.Env.NOTSET:
-                raise ImproperlyConfigured(f"Set the {var} environment variable.")
             return default
         try:
             return int(raw.strip().replace("_", ""))

@@ -13,7 +13,7 @@ from django.urls import path
 
 from accounts.admin_scoping import ScopedModelAdmin, ScopedRelatedFilter, administered_zones
 from accounts.models import Membership, Subscription
-from core.admin import ReadOnlyAdminMixin
+from core.admin import ReadOnlyAdminMixin, credit_column
 from core.display import format_credits, format_moment
 from core.money import CreditsFormField
 
@@ -83,17 +83,13 @@ class BillingPeriodAdmin(ReadOnlyAdminMixin, ScopedModelAdmin):
     def month(self, period):
         return f"{period.start.astimezone(period.subscription.zone):%B %Y}"
 
-    @admin.display(description="credits used", ordering="credits_used")
-    def credits_used_amount(self, period):
-        return format_credits(period.credits_used)
+    credits_used_amount = credit_column("credits_used", "credits used")
 
     @admin.display(description="credits remaining")
     def credits_remaining(self, period):
         return format_credits(max(period.subscription.base_allocation - period.credits_used, 0))
 
-    @admin.display(description="excess used", ordering="excess_used")
-    def excess_used_amount(self, period):
-        return format_credits(period.excess_used)
+    excess_used_amount = credit_column("excess_used", "excess used")
 
     @admin.display(description="excess remaining")
     def excess_remaining(self, period):
@@ -213,13 +209,8 @@ class CreditEventAdmin(ReadOnlyAdminMixin, ScopedModelAdmin):
     def actor(self, event):
         return event.actor_label
 
-    @admin.display(description="credits", ordering="credits")
-    def credits_amount(self, event):
-        return format_credits(event.credits)
-
-    @admin.display(description="excess", ordering="excess_credits")
-    def excess_amount(self, event):
-        return format_credits(event.excess_credits)
+    credits_amount = credit_column("credits", "credits")
+    excess_amount = credit_column("excess_credits", "excess")
 
     def get_urls(self):
         adjust = self.admin_site.admin_view(self.adjustment_view)
@@ -296,6 +287,4 @@ class CreditLimitAdmin(ScopedModelAdmin):
     def applies_to(self, limit):
         return limit.user or f"Team {limit.team}"
 
-    @admin.display(description="credits", ordering="credits")
-    def credits_amount(self, limit):
-        return format_credits(limit.credits)
+    credits_amount = credit_column("credits", "credits")

@@ -22,6 +22,7 @@ from core.serializers import SUBSCRIPTION_ID, StrictInputSerializer
 from core.text_guard import unstorable_in
 
 from . import errors
+from .ledger_columns import AS_SENT
 from .models import CreditEvent
 from .periods import PLACEABLE_YEARS, is_placeable
 from .recording import Recorded, Usage, record_batch, record_usage
@@ -124,12 +125,7 @@ class EventOutputSerializer(serializers.ModelSerializer):
             "model",
             "credits",
             "excess_credits",
-            "input_tokens",
-            "output_tokens",
-            "latency_ms",
-            "status",
-            "session_id",
-            "idempotency_key",
+            *AS_SENT,
         ]
 
 

@@ -14,6 +14,16 @@ DIMENSIONS = (
     "model",
     "feature",
 )
+# What a usage event keeps as its sender gave it, besides its dimensions and credits: the
+# recording service copies these, the events API shows them.
+AS_SENT = (
+    "input_tokens",
+    "output_tokens",
+    "latency_ms",
+    "status",
+    "session_id",
+    "idempotency_key",
+)
 LEDGER_COLUMNS = (
     "timestamp",
     "recorded_at",
@@ -23,12 +33,7 @@ LEDGER_COLUMNS = (
     *DIMENSIONS,
     "credits",
     "excess_credits",
-    "input_tokens",
-    "output_tokens",
-    "latency_ms",
-    "status",
-    "session_id",
-    "idempotency_key",
+    *AS_SENT,
     "reason",
 )
 # The daily rollup's summed columns.

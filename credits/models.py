@@ -8,7 +8,7 @@ from django.db import models
 from django.db.models import F, Value
 from django.db.models.functions import Coalesce
 
-from accounts.models import ApiKey, Environment, Subscription, Team, User
+from accounts.models import ApiKey, CopiesSubscription, Environment, Subscription, Team, User
 from core.money import CREDIT_DIGITS
 
 from .scoping import (
@@ -617,11 +617,12 @@ def _period_usage_constraints(owner: str) -> list:
     ]
 
 
-class PeriodUsage(models.Model):
+class PeriodUsage(CopiesSubscription):
     """One owner's (a user's or a team's) running total in one billing period, charged like
     ``BillingPeriod``."""
 
     owner: str  # the name of the owner's field
+    subscription_from = "period"
 
     subscription = models.ForeignKey(
         Subscription, on_delete=models.CASCADE, related_name="+", db_index=False
@@ -636,10 +637,6 @@ class PeriodUsage(models.Model):
 
     def __str__(self) -> str:
         return f"{getattr(self, f'{self.owner}_id')} in {self.period}: {self.credits_used}"
-
-    def save(self, *args, **kwargs):
-        self.subscription_id = self.period.subscription_id
-        super().save(*args, **kwargs)
 
 
 class UserPeriodUsage(PeriodUsage):

@@ -50,6 +50,7 @@ from core.money import CREDIT_PLACES
 from . import errors
 from .billing import period_for
 from .charging import Charge, add_to_counters, charge
+from .ledger_columns import AS_SENT
 from .models import (
     Agent,
     BillingPeriod,
@@ -285,7 +286,6 @@ def _insert_events(events: list[CreditEvent]) -> list[CreditEvent]:
 
 
 def _event(api_key: ApiKey, item: _Pending, excess: Decimal) -> CreditEvent:
-    usage = item.usage
     return CreditEvent(
         timestamp=item.timestamp,
         subscription=api_key.subscription,
@@ -294,17 +294,9 @@ def _event(api_key: ApiKey, item: _Pending, excess: Decimal) -> CreditEvent:
         user=item.user,
         api_key=api_key,
         product=item.product,
-        feature=usage.feature,
         agent=item.agent,
-        model=usage.model,
-        credits=usage.credits,
         excess_credits=excess,
-        input_tokens=usage.input_tokens,
-        output_tokens=usage.output_tokens,
-        latency_ms=usage.latency_ms,
-        status=usage.status,
-        session_id=usage.session_id,
-        idempotency_key=usage.idempotency_key,
+        **{name: getattr(item.usage, name) for name in ("feature", "model", "credits", *AS_SENT)},
     )
 
 

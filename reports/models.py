@@ -22,7 +22,7 @@ from django.core.validators import validate_email
 from django.db import models
 from django.utils import timezone
 
-from accounts.models import Environment, Subscription
+from accounts.models import CopiesSubscription, Environment, Subscription
 from accounts.scoping import ScopedQuerySet
 
 from .catalogue import ATTACHMENT_NAMES, BY_SLUG, CREDIT_USAGE_EXPORT, PLANS_WITH_TEAM_VIEWS
@@ -309,7 +309,10 @@ class ReportSchedule(models.Model):
         return self.subscription.name
 
 
-class DeliveryQuerySet(ScopedQuerySet):
+class ScheduleRowQuerySet(ScopedQuerySet):
+    """A schedule's deliveries or unsubscribes: seen by whoever sees the schedule; no API key
+    reads them."""
+
     subscription_lookup = "schedule__subscription"
 
     def visibility(self, user) -> models.Q:
@@ -319,7 +322,7 @@ class DeliveryQuerySet(ScopedQuerySet):
         return models.Q(pk__in=[])
 
 
-class Delivery(models.Model):
+class Delivery(CopiesSubscription):
     """One report (a schedule's period) owed to one recipient, and what became of it."""
 
     class Status(models.TextChoices):
@@ -329,10 +332,7 @@ class Delivery(models.Model):
         # Not sent on purpose: unsubscribed, removed from the recipients or paused meanwhile.
         SKIPPED = "skipped", "Skipped"
 
-    # Copied from the schedule: the tenant of the row (the distribution column under Citus).
-    subscription = models.ForeignKey(
-        Subscription, on_delete=models.CASCADE, related_name="+", editable=False, db_index=False
-    )
+    subscription_from = "schedule"
     schedule = models.ForeignKey(
         ReportSchedule, on_delete=models.CASCADE, related_name="deliveries", db_constraint=False
     )
@@ -348,7 +348,7 @@ class Delivery(models.Model):
     created_at = models.DateTimeField(default=timezone.now)
     sent_at = models.DateTimeField(null=True, blank=True)
 
-    objects = DeliveryQuerySet.as_manager()
+    objects = ScheduleRowQuerySet.as_manager()
 
     class Meta:
         verbose_name_plural = "deliveries"
@@ -368,35 +368,18 @@ class Delivery(models.Model):
     def __str__(self) -> str:
         return f"{self.schedule} {self.period_start} to {self.period_end}: {self.recipient}"
 
-    def save(self, *args, **kwargs):
-        self.subscription_id = self.schedule.subscription_id
-        super().save(*args, **kwargs)
 
-
-class UnsubscribeQuerySet(ScopedQuerySet):
-    subscription_lookup = "schedule__subscription"
-
-    def visibility(self, user) -> models.Q:
-        return models.Q(schedule__in=ReportSchedule.objects.visible_to(user))
-
-    def key_visibility(self, api_key) -> models.Q:
-        return models.Q(pk__in=[])
-
-
-class Unsubscribe(models.Model):
+class Unsubscribe(CopiesSubscription):
     """A recipient who asked (through the link in a report) to receive no more of it."""
 
-    # Copied from the schedule: the tenant of the row (the distribution column under Citus).
-    subscription = models.ForeignKey(
-        Subscription, on_delete=models.CASCADE, related_name="+", editable=False, db_index=False
-    )
+    subscription_from = "schedule"
     schedule = models.ForeignKey(
         ReportSchedule, on_delete=models.CASCADE, related_name="unsubscribes", db_constraint=False
     )
     email = models.EmailField(help_text="Lower case, as the schedule's recipients.")
     created_at = models.DateTimeField(default=timezone.now)
 
-    objects = UnsubscribeQuerySet.as_manager()
+    objects = ScheduleRowQuerySet.as_manager()
 
     class Meta:
         constraints = [
@@ -407,7 +390,3 @@ class Unsubscribe(models.Model):
 
     def __str__(self) -> str:
         return f"{self.email} from {self.schedule}"
-
-    def save(self, *args, **kwargs):
-        self.subscription_id = self.schedule.subscription_id
-        super().save(*args, **kwargs)

@@ -18,14 +18,14 @@ from drf_spectacular.utils import (
     extend_schema_field,
     extend_schema_serializer,
 )
-from rest_framework import permissions, serializers, status
+from rest_framework import serializers, status
 from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from accounts.authentication import KeyPrincipal
-from accounts.models import ApiKey, Environment, Subscription
+from accounts.models import Environment, Subscription
+from accounts.permissions import PersonWhoMay
 from core.pagination import page_of
 from core.serializers import NullableUUIDField, StrictInputSerializer
 
@@ -38,17 +38,12 @@ from .schedules import next_due
 WEEKDAYS = [label.lower() for label in Weekday.labels]
 
 
-class CanScheduleReports(permissions.BasePermission):
-    """A person (not an API key) who administers a subscription or manages an environment."""
+class CanScheduleReports(PersonWhoMay):
+    """A person who administers a subscription or manages an environment."""
 
     message = "Report schedules are for subscription admins and project managers."
 
-    def has_permission(self, request, view) -> bool:
-        user = request.user
-        if isinstance(user, KeyPrincipal) or isinstance(request.auth, ApiKey):
-            return False
-        if not (user and user.is_authenticated):
-            return False
+    def may(self, user) -> bool:
         return (
             Subscription.objects.administered_by(user).exists()
             or Environment.objects.managed_by(user).exists()

@@ -22,6 +22,7 @@ from accounts.models import (
 )
 from accounts.services import add_membership, create_api_key
 from credits.models import Agent, Product
+from credits.recording import record_adjustment
 
 PASSWORD = "correct horse battery staple"
 
@@ -107,6 +108,26 @@ def team_membership(user: User, team: Team) -> TeamMembership:
 def api_key(subscription: Subscription, *, name: str = "Backend", environment=None):
     """Return ``(ApiKey, secret)``."""
     return create_api_key(subscription=subscription, name=name, environment=environment)
+
+
+def adjustment(world, credits: str, reason: str, **where):
+    """An adjustment of ``credits`` by the world's admin in its subscription, through the
+    service; ``where`` names the environment, person or timestamp it is for."""
+    return record_adjustment(
+        subscription=world.subscription,
+        credits=Decimal(credits),
+        reason=reason,
+        created_by=world.admin,
+        **where,
+    )
+
+
+def invalid_fields(response) -> dict:
+    """The details of a 400 ``validation_error``: the refused fields and why."""
+    assert response.status_code == 400, (response.status_code, response.content[:300])
+    error = response.json()["error"]
+    assert error["code"] == "validation_error"
+    return error["details"]
 
 
 def utc(*args) -> datetime:

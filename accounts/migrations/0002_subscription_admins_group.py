@@ -5,10 +5,9 @@ Membership as a subscription admin puts a user in this group automatically
 see is still limited to their own subscription by the scoping layer.
 """
 
-from django.contrib.auth.management import create_permissions
 from django.db import migrations
 
-GROUP_NAME = "Subscription admins"
+from accounts.migrations._group_permissions import GROUP_NAME, app_permissions
 
 PERMISSIONS = {
     "accounts": {
@@ -34,26 +33,18 @@ PERMISSIONS = {
 
 
 def create_group(apps, schema_editor):
-    # Permissions are normally created after all migrations ran; create them now.
-    for app_label in PERMISSIONS:
-        app_config = apps.get_app_config(app_label)
-        app_config.models_module = True
-        create_permissions(app_config, apps=apps, verbosity=0)
-        app_config.models_module = None
-    Group = apps.get_model("auth", "Group")
-    Permission = apps.get_model("auth", "Permission")
-    group, _ = Group.objects.get_or_create(name=GROUP_NAME)
-    codenames = [
-        (app_label, f"{action}_{model}")
-        for app_label, models in PERMISSIONS.items()
-        for model, actions in models.items()
-        for action in actions
-    ]
-    permissions = [
-        Permission.objects.get(content_type__app_label=app_label, codename=codename)
-        for app_label, codename in codenames
-    ]
-    group.permissions.set(permissions)
+    group, _ = apps.get_model("auth", "Group").objects.get_or_create(name=GROUP_NAME)
+    group.permissions.set(
+        [
+            permission
+            for app_label, models in PERMISSIONS.items()
+            for permission in app_permissions(
+                apps,
+                app_label,
+                [f"{action}_{model}" for model, actions in models.items() for action in actions],
+            )
+        ]
+    )
 
 
 def remove_group(apps, schema_editor):

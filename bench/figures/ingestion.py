@@ -37,13 +37,30 @@ def _close(connections) -> None:
         connection.close()
 
 
-def single_events(settings: Settings) -> list[Row]:
-    figure = "1 Single-event ingestion"
+def _targets(settings: Settings) -> tuple[list, str]:
+    """The first 20 subscriptions with room to spend and a key each, and a tag for this run's
+    idempotency keys."""
     with database.connect() as connection:
         give_headroom(connection, settings.subscription_ids[:20], now=settings.now)
         targets = load_targets(connection, settings.subscription_ids[:20], now=settings.now)
     give_keys(targets)
-    run = uuid.uuid4().hex[:8]
+    return targets, uuid.uuid4().hex[:8]
+
+
+def _cpu_row(figure: str, product: LoadResult, product_cpu, baseline, baseline_cpu, **notes):
+    """CPU time per event of the application and PostgreSQL, against the baseline's."""
+    return Row(
+        figure,
+        "CPU ms per event: application + PostgreSQL",
+        product_cpu.per_event_ms(product.units),
+        baseline_cpu.per_event_ms(baseline.units),
+        **notes,
+    )
+
+
+def single_events(settings: Settings) -> list[Row]:
+    figure = "1 Single-event ingestion"
+    targets, run = _targets(settings)
     makers = [
         EventMaker(targets, run=f"http-{run}-{i}", seed=settings.seed + i)
         for i in range(settings.clients)
@@ -97,11 +114,12 @@ def single_events(settings: Settings) -> list[Row]:
             notes=f"non-201 responses: {errors}" if errors else "",
         ),
         Row(figure, "latency p50 / p95 / p99 (ms)", _latencies(product), _latencies(baseline)),
-        Row(
+        _cpu_row(
             figure,
-            "CPU ms per event: application + PostgreSQL",
-            product_cpu.per_event_ms(product.units),
-            baseline_cpu.per_event_ms(baseline.units),
+            product,
+            product_cpu,
+            baseline,
+            baseline_cpu,
             notes="CPU time is what the load on the machine does not inflate much",
         ),
     ]
@@ -110,11 +128,7 @@ def single_events(settings: Settings) -> list[Row]:
 def batches(settings: Settings) -> list[Row]:
     figure = "2 Batch ingestion"
     size = settings.batch_size
-    with database.connect() as connection:
-        give_headroom(connection, settings.subscription_ids[:20], now=settings.now)
-        targets = load_targets(connection, settings.subscription_ids[:20], now=settings.now)
-    give_keys(targets)
-    run = uuid.uuid4().hex[:8]
+    targets, run = _targets(settings)
     clients = settings.batch_clients
     duration = settings.duration * 1.5
 
@@ -176,12 +190,7 @@ def batches(settings: Settings) -> list[Row]:
             notes="baseline: one transaction per batch, pipelined executemany + COPY",
         ),
         Row(figure, "seconds per batch p50 / p95", _seconds(product), _seconds(baseline)),
-        Row(
-            figure,
-            "CPU ms per event: application + PostgreSQL",
-            product_cpu.per_event_ms(product.units),
-            baseline_cpu.per_event_ms(baseline.units),
-        ),
+        _cpu_row(figure, product, product_cpu, baseline, baseline_cpu),
     ]
 
 

@@ -7,6 +7,8 @@ from decimal import Decimal
 from django.conf import settings
 from django.db import migrations, models
 
+from credits.migrations._rollup_fields import sums
+
 
 class Migration(migrations.Migration):
 
@@ -119,14 +121,7 @@ class Migration(migrations.Migration):
                 ('day', models.DateField()),
                 ('model', models.CharField(blank=True, max_length=100)),
                 ('feature', models.CharField(blank=True, max_length=100)),
-                ('credits', models.DecimalField(decimal_places=4, default=Decimal('0'), max_digits=18)),
-                ('excess_credits', models.DecimalField(decimal_places=4, default=Decimal('0'), max_digits=18)),
-                ('runs', models.PositiveIntegerField(default=0)),
-                ('failed_runs', models.PositiveIntegerField(default=0)),
-                ('input_tokens', models.PositiveBigIntegerField(default=0)),
-                ('output_tokens', models.PositiveBigIntegerField(default=0)),
-                ('latency_ms_total', models.PositiveBigIntegerField(default=0)),
-                ('latency_samples', models.PositiveIntegerField(default=0)),
+                *sums(),
                 ('last_event_at', models.DateTimeField(blank=True, null=True)),
                 ('agent', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.CASCADE, related_name='+', to='credits.agent')),
                 ('api_key', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.CASCADE, related_name='+', to='accounts.apikey')),

@@ -6,6 +6,8 @@ from decimal import Decimal
 from django.conf import settings
 from django.db import migrations, models
 
+from credits.migrations._rollup_fields import narrow, optional
+
 
 # The new rollups of the data already there: set-based SQL from ``DailyUsage`` and the ledger.
 # ``PersonRollup`` is filled by 0008, which adds a column to it. Nothing to do on a new
@@ -120,21 +122,11 @@ class Migration(migrations.Migration):
         migrations.CreateModel(
             name='AgentRollup',
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('credits', models.DecimalField(decimal_places=4, default=Decimal('0'), max_digits=18)),
-                ('excess_credits', models.DecimalField(decimal_places=4, default=Decimal('0'), max_digits=18)),
-                ('runs', models.PositiveIntegerField(default=0)),
-                ('failed_runs', models.PositiveIntegerField(default=0)),
-                ('input_tokens', models.PositiveBigIntegerField(default=0)),
-                ('output_tokens', models.PositiveBigIntegerField(default=0)),
-                ('latency_ms_total', models.PositiveBigIntegerField(default=0)),
-                ('latency_samples', models.PositiveIntegerField(default=0)),
-                ('grain', models.CharField(choices=[('day', 'Day'), ('month', 'Month')], max_length=5)),
-                ('day', models.DateField(help_text='The local day, or the first day of the local month.')),
+                *narrow(),
                 ('latency_histogram', models.JSONField(default=dict)),
                 ('sessions', models.PositiveIntegerField(default=0)),
                 ('session_runs', models.PositiveIntegerField(default=0)),
-                ('agent', models.ForeignKey(blank=True, db_index=False, null=True, on_delete=django.db.models.deletion.CASCADE, related_name='+', to='credits.agent')),
+                ('agent', optional('credits.agent')),
                 ('subscription', models.ForeignKey(db_index=False, on_delete=django.db.models.deletion.CASCADE, related_name='+', to='accounts.subscription')),
             ],
             options={
@@ -147,7 +139,7 @@ class Migration(migrations.Migration):
                 ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
                 ('day', models.DateField()),
                 ('session_id', models.CharField(max_length=200)),
-                ('agent', models.ForeignKey(blank=True, db_index=False, null=True, on_delete=django.db.models.deletion.CASCADE, related_name='+', to='credits.agent')),
+                ('agent', optional('credits.agent')),
                 ('subscription', models.ForeignKey(db_index=False, on_delete=django.db.models.deletion.CASCADE, related_name='+', to='accounts.subscription')),
             ],
             options={
@@ -157,17 +149,7 @@ class Migration(migrations.Migration):
         migrations.CreateModel(
             name='ModelRollup',
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('credits', models.DecimalField(decimal_places=4, default=Decimal('0'), max_digits=18)),
-                ('excess_credits', models.DecimalField(decimal_places=4, default=Decimal('0'), max_digits=18)),
-                ('runs', models.PositiveIntegerField(default=0)),
-                ('failed_runs', models.PositiveIntegerField(default=0)),
-                ('input_tokens', models.PositiveBigIntegerField(default=0)),
-                ('output_tokens', models.PositiveBigIntegerField(default=0)),
-                ('latency_ms_total', models.PositiveBigIntegerField(default=0)),
-                ('latency_samples', models.PositiveIntegerField(default=0)),
-                ('grain', models.CharField(choices=[('day', 'Day'), ('month', 'Month')], max_length=5)),
-                ('day', models.DateField(help_text='The local day, or the first day of the local month.')),
+                *narrow(),
                 ('latency_histogram', models.JSONField(default=dict)),
                 ('model', models.CharField(blank=True, max_length=100)),
                 ('subscription', models.ForeignKey(db_index=False, on_delete=django.db.models.deletion.CASCADE, related_name='+', to='accounts.subscription')),
@@ -179,21 +161,11 @@ class Migration(migrations.Migration):
         migrations.CreateModel(
             name='PersonRollup',
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('credits', models.DecimalField(decimal_places=4, default=Decimal('0'), max_digits=18)),
-                ('excess_credits', models.DecimalField(decimal_places=4, default=Decimal('0'), max_digits=18)),
-                ('runs', models.PositiveIntegerField(default=0)),
-                ('failed_runs', models.PositiveIntegerField(default=0)),
-                ('input_tokens', models.PositiveBigIntegerField(default=0)),
-                ('output_tokens', models.PositiveBigIntegerField(default=0)),
-                ('latency_ms_total', models.PositiveBigIntegerField(default=0)),
-                ('latency_samples', models.PositiveIntegerField(default=0)),
-                ('grain', models.CharField(choices=[('day', 'Day'), ('month', 'Month')], max_length=5)),
-                ('day', models.DateField(help_text='The local day, or the first day of the local month.')),
-                ('api_key', models.ForeignKey(blank=True, db_index=False, null=True, on_delete=django.db.models.deletion.CASCADE, related_name='+', to='accounts.apikey')),
-                ('environment', models.ForeignKey(blank=True, db_index=False, null=True, on_delete=django.db.models.deletion.CASCADE, related_name='+', to='accounts.environment')),
+                *narrow(),
+                ('api_key', optional('accounts.apikey')),
+                ('environment', optional('accounts.environment')),
                 ('subscription', models.ForeignKey(db_index=False, on_delete=django.db.models.deletion.CASCADE, related_name='+', to='accounts.subscription')),
-                ('user', models.ForeignKey(blank=True, db_index=False, null=True, on_delete=django.db.models.deletion.CASCADE, related_name='+', to=settings.AUTH_USER_MODEL)),
+                ('user', optional(settings.AUTH_USER_MODEL)),
             ],
             options={
                 'constraints': [models.UniqueConstraint(models.F('subscription_id'), models.F('grain'), models.F('day'), django.db.models.functions.comparison.Coalesce('environment_id', models.Value(0)), django.db.models.functions.comparison.Coalesce('user_id', models.Value(0)), django.db.models.functions.comparison.Coalesce('api_key_id', models.Value('')), name='person_rollup_unique')],
@@ -202,21 +174,11 @@ class Migration(migrations.Migration):
         migrations.CreateModel(
             name='SubscriptionRollup',
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('credits', models.DecimalField(decimal_places=4, default=Decimal('0'), max_digits=18)),
-                ('excess_credits', models.DecimalField(decimal_places=4, default=Decimal('0'), max_digits=18)),
-                ('runs', models.PositiveIntegerField(default=0)),
-                ('failed_runs', models.PositiveIntegerField(default=0)),
-                ('input_tokens', models.PositiveBigIntegerField(default=0)),
-                ('output_tokens', models.PositiveBigIntegerField(default=0)),
-                ('latency_ms_total', models.PositiveBigIntegerField(default=0)),
-                ('latency_samples', models.PositiveIntegerField(default=0)),
-                ('grain', models.CharField(choices=[('day', 'Day'), ('month', 'Month')], max_length=5)),
-                ('day', models.DateField(help_text='The local day, or the first day of the local month.')),
+                *narrow(),
                 ('model', models.CharField(blank=True, max_length=100)),
                 ('feature', models.CharField(blank=True, max_length=100)),
-                ('agent', models.ForeignKey(blank=True, db_index=False, null=True, on_delete=django.db.models.deletion.CASCADE, related_name='+', to='credits.agent')),
-                ('product', models.ForeignKey(blank=True, db_index=False, null=True, on_delete=django.db.models.deletion.CASCADE, related_name='+', to='credits.product')),
+                ('agent', optional('credits.agent')),
+                ('product', optional('credits.product')),
                 ('subscription', models.ForeignKey(db_index=False, on_delete=django.db.models.deletion.CASCADE, related_name='+', to='accounts.subscription')),
             ],
             options={

@@ -5,6 +5,8 @@ import django.db.models.functions.comparison
 from decimal import Decimal
 from django.db import migrations, models
 
+from credits.migrations._rollup_fields import narrow, optional
+
 
 # ``PersonRollup`` (with its new ``last_event_at``) and ``ProductRollup`` of the data already
 # there: set-based SQL from ``DailyUsage``, after the rows written without ``last_event_at``
@@ -54,48 +56,9 @@ class Migration(migrations.Migration):
         migrations.CreateModel(
             name="ProductRollup",
             fields=[
-                (
-                    "id",
-                    models.BigAutoField(
-                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
-                    ),
-                ),
-                (
-                    "credits",
-                    models.DecimalField(decimal_places=4, default=Decimal("0"), max_digits=18),
-                ),
-                (
-                    "excess_credits",
-                    models.DecimalField(decimal_places=4, default=Decimal("0"), max_digits=18),
-                ),
-                ("runs", models.PositiveIntegerField(default=0)),
-                ("failed_runs", models.PositiveIntegerField(default=0)),
-                ("input_tokens", models.PositiveBigIntegerField(default=0)),
-                ("output_tokens", models.PositiveBigIntegerField(default=0)),
-                ("latency_ms_total", models.PositiveBigIntegerField(default=0)),
-                ("latency_samples", models.PositiveIntegerField(default=0)),
-                (
-                    "grain",
-                    models.CharField(choices=[("day", "Day"), ("month", "Month")], max_length=5),
-                ),
-                (
-                    "day",
-                    models.DateField(
-                        help_text="The local day, or the first day of the local month."
-                    ),
-                ),
+                *narrow(),
                 ("feature", models.CharField(blank=True, max_length=100)),
-                (
-                    "product",
-                    models.ForeignKey(
-                        blank=True,
-                        db_index=False,
-                        null=True,
-                        on_delete=django.db.models.deletion.CASCADE,
-                        related_name="+",
-                        to="credits.product",
-                    ),
-                ),
+                ("product", optional("credits.product")),
                 (
                     "subscription",
                     models.ForeignKey(

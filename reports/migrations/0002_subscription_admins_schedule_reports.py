@@ -4,10 +4,9 @@ delivery log and unsubscribes (never edit them: they record what happened).
 What they see is still limited to their own subscriptions by the scoping layer.
 """
 
-from django.contrib.auth.management import create_permissions
 from django.db import migrations
 
-GROUP_NAME = "Subscription admins"
+from accounts.migrations._group_permissions import grant
 
 PERMISSIONS = {
     "reportschedule": ["view", "add", "change", "delete"],
@@ -15,32 +14,6 @@ PERMISSIONS = {
     "unsubscribe": ["view"],
 }
 CODENAMES = [f"{action}_{model}" for model, actions in PERMISSIONS.items() for action in actions]
-
-
-def grant(apps, schema_editor):
-    # Permissions are normally created after all migrations ran; create them now.
-    app_config = apps.get_app_config("reports")
-    app_config.models_module = True
-    create_permissions(app_config, apps=apps, verbosity=0)
-    app_config.models_module = None
-    Group = apps.get_model("auth", "Group")
-    Permission = apps.get_model("auth", "Permission")
-    permissions = list(
-        Permission.objects.filter(content_type__app_label="reports", codename__in=CODENAMES)
-    )
-    if len(permissions) != len(CODENAMES):
-        raise RuntimeError(f"Missing report permissions: expected {CODENAMES}.")
-    group, _ = Group.objects.get_or_create(name=GROUP_NAME)
-    group.permissions.add(*permissions)
-
-
-def revoke(apps, schema_editor):
-    Group = apps.get_model("auth", "Group")
-    Permission = apps.get_model("auth", "Permission")
-    for group in Group.objects.filter(name=GROUP_NAME):
-        group.permissions.remove(
-            *Permission.objects.filter(content_type__app_label="reports", codename__in=CODENAMES)
-        )
 
 
 class Migration(migrations.Migration):
@@ -51,4 +24,4 @@ class Migration(migrations.Migration):
         ("contenttypes", "0002_remove_content_type_name"),
     ]
 
-    operations = [migrations.RunPython(grant, revoke)]
+    operations = [grant("reports", CODENAMES)]

@@ -2,8 +2,6 @@
 own rebuild from the ledger (local days and months from ``AT TIME ZONE``, latency buckets
 from ``width_bucket``)."""
 
-import json
-
 import pytest
 from django.db import connection
 
@@ -17,21 +15,11 @@ from credits.models import (
     SubscriptionRollup,
 )
 from credits.rollups import rebuild_rollups
+from tests.credits.references import rollup_rows
 
 pytestmark = pytest.mark.django_db
 
 NARROW = (PersonRollup, AgentRollup, ModelRollup, ProductRollup, SubscriptionRollup)
-
-
-def narrow_rows(subscription) -> dict[str, list[str]]:
-    rows = {}
-    for model in NARROW:
-        fields = [f.attname for f in model._meta.concrete_fields if f.attname != "id"]
-        values = model.objects.filter(subscription=subscription).values_list(*fields)
-        rows[model.__name__] = sorted(
-            json.dumps(row, default=str, sort_keys=True) for row in values
-        )
-    return rows
 
 
 def test_the_loaders_narrow_rollups_equal_the_rebuild():
@@ -45,7 +33,7 @@ def test_the_loaders_narrow_rollups_equal_the_rebuild():
     )
 
     for subscription in Subscription.objects.filter(pk__in=generated.subscription_ids):
-        loaded = narrow_rows(subscription)
+        loaded = rollup_rows(subscription, NARROW)
         assert all(loaded.values())
         rebuild_rollups(subscription=subscription)
-        assert narrow_rows(subscription) == loaded
+        assert rollup_rows(subscription, NARROW) == loaded

@@ -21,14 +21,21 @@ pytestmark = pytest.mark.django_db
     ("value", "expected"),
     [
         (Decimal("9605.7501"), "9,605.7501"),
+        (Decimal("12345.25"), "12,345.2500"),
         (Decimal("1123.429"), "1,123.4290"),
+        (Decimal("1000"), "1,000.0000"),
+        (Decimal("0.0025"), "0.0025"),
         (Decimal("0"), "0.0000"),
         (Decimal("-0.00004"), "0.0000"),
+        (Decimal("-0.00001"), "0.0000"),
         (Decimal("-2.5"), "-2.5000"),
+        (Decimal("-1.5000"), "-1.5000"),
         (None, "—"),
     ],
 )
 def test_credits_have_four_places_and_thousands_separators(value, expected):
+    """Always four places, so that the decimals of a column line up (the pages' ``credits``
+    filter is this function)."""
     assert format_credits(value) == expected
 
 

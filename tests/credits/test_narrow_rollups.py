@@ -3,7 +3,6 @@ session counts: what ``add_to_rollups`` writes as events come in, single, in bat
 concurrent writers, equals what ``rebuild_rollups`` computes from the ledger alone (and both
 equal the ledger summed in plain SQL: ``test_rollups_equal_the_ledger``)."""
 
-import json
 import random
 from concurrent.futures import ThreadPoolExecutor
 from datetime import date, timedelta
@@ -20,16 +19,15 @@ from credits.models import (
     AgentRollup,
     AgentSessionDay,
     CreditEvent,
-    DailyUsage,
     ModelRollup,
     PersonRollup,
     ProductRollup,
-    SubscriptionRollup,
 )
 from credits.recording import record_adjustment
 from credits.rollups import (
     LATENCY_BUCKETS,
     LATENCY_RELATIVE_ERROR,
+    ROLLUPS,
     add_to_rollups,
     latency_bucket,
     latency_bucket_value,
@@ -37,37 +35,19 @@ from credits.rollups import (
     rebuild_rollups,
 )
 from tests import factories
+from tests.credits.references import percentile_cont, rollup_rows
 from tests.factories import utc
 
 pytestmark = pytest.mark.django_db
 
-ROLLUPS = (
-    DailyUsage,
-    PersonRollup,
-    AgentRollup,
-    ModelRollup,
-    ProductRollup,
-    SubscriptionRollup,
-    AgentSessionDay,
-)
-
-
-def snapshot(subscription, models=ROLLUPS) -> dict[str, list]:
-    """Every rollup row of the subscription, without ids, in a comparable order."""
-    rows = {}
-    for model in models:
-        fields = [f.attname for f in model._meta.concrete_fields if f.attname != "id"]
-        values = model.objects.filter(subscription=subscription).values_list(*fields)
-        rows[model.__name__] = sorted(
-            json.dumps(row, default=str, sort_keys=True) for row in values
-        )
-    return rows
+# Every table ``add_to_rollups`` writes: each rollup of the specification, the session claims.
+TABLES = (*(rollup.model for rollup in ROLLUPS), AgentSessionDay)
 
 
 def assert_rollups_equal_the_rebuild(subscription):
-    written = snapshot(subscription)
+    written = rollup_rows(subscription, TABLES)
     rebuild_rollups(subscription=subscription)
-    assert snapshot(subscription) == written
+    assert rollup_rows(subscription, TABLES) == written
     assert written["PersonRollup"], "nothing was written"
 
 
@@ -83,26 +63,13 @@ def auckland(world):
 
 
 @pytest.fixture
-def post(world, auckland):
+def post(world, auckland, event_payload):
     _, secret = factories.api_key(world.subscription)
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Api-Key {secret}")
-    keys = iter(range(1, 1_000_000))
 
     def payload(**fields):
-        event = {
-            "idempotency_key": f"op-{next(keys)}",
-            "environment": str(world.environment.public_id),
-            "user": world.member.email,
-            "product": "ai-agent",
-            "feature": "chat",
-            "agent": "Support bot",
-            "model": "gpt-5-mini",
-            "credits": "1.5",
-            "latency_ms": 800,
-            "session_id": "s-1",
-        }
-        event.update(fields)
+        event = event_payload(**{"latency_ms": 800, **fields})
         return {name: value for name, value in event.items() if value is not None}
 
     def send(at, events):
@@ -278,14 +245,6 @@ def test_every_latency_is_within_one_percent_of_its_buckets_value():
     assert latency_bucket(2**31 - 1) == len(LATENCY_BUCKETS) - 1
 
 
-def python_percentile_cont(values: list[int], fraction: Decimal) -> Decimal:
-    ordered = sorted(values)
-    position = fraction * (len(ordered) - 1)
-    lower = int(position)
-    upper = min(lower + 1, len(ordered) - 1)
-    return ordered[lower] + (ordered[upper] - ordered[lower]) * (position - lower)
-
-
 @pytest.mark.parametrize("seed", range(20))
 def test_the_histograms_percentile_is_within_one_percent_of_percentile_cont(seed):
     generator = random.Random(seed)
@@ -295,7 +254,7 @@ def test_the_histograms_percentile_is_within_one_percent_of_percentile_cont(seed
         histogram[latency_bucket(value)] = histogram.get(latency_bucket(value), 0) + 1
 
     for fraction in (Decimal("0.5"), Decimal("0.95"), Decimal("0.99")):
-        exact = python_percentile_cont(values, fraction)
+        exact = percentile_cont(values, fraction)
         error = abs(latency_percentile(histogram, fraction) - exact)
         assert error <= LATENCY_RELATIVE_ERROR * exact
     assert latency_percentile({}, Decimal("0.95")) is None

@@ -282,9 +282,10 @@ def test_the_command_rebuilds_one_or_every_subscription(auckland, world):
     call_command("rebuild_rollups", "--subscription", str(subscription.pk), stdout=out)
 
     assert "Kiwi" in out.getvalue()
-    assert "1 ledger rows -> 1 daily rows; narrow rollups (days and months): 2 person, " in (
-        out.getvalue()
-    )
+    assert (
+        "1 ledger rows -> 1 daily rows; narrow rollups (days and months): 2 model, 2 agent, "
+        "2 product, 2 person, 2 subscription rows"
+    ) in out.getvalue()
     assert not DailyUsage.objects.filter(subscription=world.subscription).exists()
 
     out = StringIO()

@@ -428,20 +428,14 @@ def rendered_emails(demo, mailoutbox):
     )
     send_test_report(schedule=schedule, to="finance@acme.example", now=timezone.now())
     period = BillingPeriod.objects.filter(subscription=acme).order_by("-start").first()
-    alert, _ = ThresholdAlert.objects.update_or_create(
-        subscription=acme,
-        period=period,
-        threshold=ThresholdAlert.Threshold.ALLOCATION_100,
-        defaults={"notified_at": None},
-    )
-    send_threshold_alert(alert.pk)
-    reset, _ = ThresholdAlert.objects.update_or_create(
-        subscription=acme,
-        period=period,
-        threshold=ThresholdAlert.Threshold.PERIOD_OPENED,
-        defaults={"notified_at": None},
-    )
-    send_threshold_alert(reset.pk)
+    for threshold in (
+        ThresholdAlert.Threshold.ALLOCATION_100,
+        ThresholdAlert.Threshold.PERIOD_OPENED,
+    ):
+        alert, _ = ThresholdAlert.objects.update_or_create(
+            subscription=acme, period=period, threshold=threshold, defaults={"notified_at": None}
+        )
+        send_threshold_alert(alert.pk)
     report, alert_email, reset_email = mailoutbox
     report_html = report.alternatives[0][0]
     for content_id, png in report.inline_images:

@@ -8,12 +8,10 @@ never altered.
 import csv
 import dataclasses
 import io
-from decimal import Decimal
 
 import pytest
 from django.http import StreamingHttpResponse
 
-from credits.recording import record_adjustment
 from reports import selectors
 from reports.exports import neutralise
 from tests import factories
@@ -110,12 +108,7 @@ def test_formulas_in_the_export_are_neutralised(world, hostile):
 
 
 def test_negative_credits_stay_numbers(world, hostile):
-    record_adjustment(
-        subscription=world.subscription,
-        credits=Decimal("-2"),
-        reason="Correction",
-        created_by=world.admin,
-    )
+    factories.adjustment(world, "-2", "Correction")
 
     products = report_csv(world.admin, "usage-by-product", ordering="credits_consumed")
     export = csv_dicts(
@@ -184,12 +177,7 @@ def test_the_export_is_byte_for_byte_what_the_csv_module_writes(world, project, 
     recorder.record(at=utc(2026, 11, 20, 9))
     recorder.record(at=utc(2026, 11, 20, 9, 30, 5, 120000), user=None, credits="987.6543")
     recorder.record(at=utc(2026, 11, 20, 9, 30, 5, 1), credits="0")
-    record_adjustment(
-        subscription=world.subscription,
-        credits=Decimal("-2.5"),
-        reason="Correction",
-        created_by=world.admin,
-    )
+    factories.adjustment(world, "-2.5", "Correction")
     client = logged_in(world.admin)
     params = {"scope": "subscription"}
 

@@ -10,7 +10,7 @@ import time_machine
 from accounts.models import Subscription
 from reports.cycle_usage import CycleUsage, DayChange, projected_run_out, trend_days
 from reports.member_table import MemberRow, _sorted
-from reports.templatetags.usage_format import credits, percent, signed_credits, signed_percent
+from reports.templatetags.usage_format import percent, signed_credits, signed_percent
 from reports.timeframes import Cycle, DateRange, date_range_from
 from reports.usage import Sums
 from tests import factories
@@ -282,23 +282,6 @@ def test_trend_on_the_31st_compares_with_the_whole_of_a_shorter_month(client, wo
 
 
 # --- Formatting -------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("value", "expected"),
-    [
-        (Decimal("12345.25"), "12,345.2500"),
-        (Decimal("1000"), "1,000.0000"),
-        (Decimal("0.0025"), "0.0025"),
-        (Decimal("0"), "0.0000"),
-        (Decimal("-0.00001"), "0.0000"),
-        (Decimal("-1.5000"), "-1.5000"),
-        (None, "—"),
-    ],
-)
-def test_credits_are_written_exactly(value, expected):
-    """Always four places, so that the decimals of a column line up."""
-    assert credits(value) == expected
 
 
 def test_days_are_written_as_the_date_filter_would():

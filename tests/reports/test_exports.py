@@ -14,8 +14,8 @@ from django.http import StreamingHttpResponse
 from rest_framework.test import APIClient
 
 from credits.models import CreditEvent
-from credits.recording import record_adjustment
 from reports import exports, selectors
+from tests import factories
 from tests.factories import frozen_at, utc
 from tests.reports.recorder import logged_in, record_november
 
@@ -66,12 +66,7 @@ def test_the_subscription_export_lists_every_event_of_the_period(world, usage):
 
 def test_the_subscription_total_is_the_balance_used_to_the_credit(world, usage):
     with time_machine.travel(utc(2026, 11, 23, 9), tick=False):
-        record_adjustment(
-            subscription=world.subscription,
-            credits=Decimal("-1.2345"),
-            reason="Goodwill",
-            created_by=world.admin,
-        )
+        factories.adjustment(world, "-1.2345", "Goodwill")
     client = logged_in(world.admin)
 
     used = client.get("/api/v1/balance/").json()["used"]

@@ -22,6 +22,7 @@ from accounts.models import Role, TeamMembership
 from credits.models import CreditEvent
 from credits.recording import record_adjustment
 from tests import factories
+from tests.credits.references import percentile_cont
 from tests.factories import utc
 from tests.reports.recorder import EVENTS_URL, EventRecorder, logged_in
 from tests.reports.slugs import REPORT_SLUGS
@@ -489,15 +490,6 @@ def test_a_day_that_is_25_hours_long_when_daylight_saving_time_ends(world, auckl
 
 
 # --- p95 -----------------------------------------------------------------------------------
-
-
-def percentile_cont(values: list[int], fraction: Decimal) -> Decimal:
-    """The SQL standard's continuous percentile: linear interpolation between ranks."""
-    ordered = sorted(values)
-    position = fraction * (len(ordered) - 1)
-    lower = int(position)
-    upper = min(lower + 1, len(ordered) - 1)
-    return ordered[lower] + (ordered[upper] - ordered[lower]) * (position - lower)
 
 
 def within_one_percent(reported: str, exact: Decimal) -> bool:

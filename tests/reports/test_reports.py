@@ -19,7 +19,7 @@ from rest_framework.test import APIClient
 
 from accounts.models import Subscription
 from credits.models import Agent
-from credits.recording import record_adjustment
+from reports.timeframes import TIMEFRAMES
 from tests import factories
 from tests.factories import frozen_at, utc
 from tests.reports.recorder import logged_in, record_november
@@ -133,13 +133,7 @@ def test_usage_by_user(world, usage):
 
 
 def test_adjustments_nobody_is_named_for_are_a_row_of_their_own(world, usage):
-    record_adjustment(
-        subscription=world.subscription,
-        credits=Decimal("-1"),
-        reason="Refund",
-        created_by=world.admin,
-        environment=world.environment,
-    )
+    factories.adjustment(world, "-1", "Refund", environment=world.environment)
 
     response = get(world.admin, "usage-by-user", ordering="credits_consumed")
 
@@ -156,6 +150,36 @@ def test_adjustments_nobody_is_named_for_are_a_row_of_their_own(world, usage):
     assert response.json()["totals"]["credits_consumed"] == "17.0000"
 
 
+# The fixture's runs fall in three groups, each of one agent and one model (Support bot on
+# gpt-5-mini, Translator on gpt-5, runs with neither): what the agent and model reports sum.
+RUN_GROUPS = (
+    {
+        "total_runs": 3,
+        "credits_consumed": "13.7500",
+        "input_tokens_total": 3000,
+        "output_tokens_total": 600,
+        "avg_latency_ms": "933.33",
+        "error_rate": "0.3333",
+    },
+    {
+        "total_runs": 1,
+        "credits_consumed": "4.0000",
+        "input_tokens_total": 1000,
+        "output_tokens_total": 200,
+        "avg_latency_ms": "2000.00",
+        "error_rate": "0.0000",
+    },
+    {
+        "total_runs": 1,
+        "credits_consumed": "0.2500",
+        "input_tokens_total": 1000,
+        "output_tokens_total": 200,
+        "avg_latency_ms": None,
+        "error_rate": "0.0000",
+    },
+)
+
+
 def test_usage_by_agent(world, usage):
     response = get(world.admin, "usage-by-agent")
 
@@ -168,43 +192,28 @@ def test_usage_by_agent(world, usage):
             "agent_id": usage_agent_id("Support bot"),
             "model_used": "gpt-5-mini",
             "agent_type": "single_task",
-            "total_runs": 3,
             # s-1 on the 10th and again on the 12th, s-3 on the 22nd: once per local day
             "total_sessions": 3,
             "avg_runs_per_session": "1.00",
-            "credits_consumed": "13.7500",
-            "input_tokens_total": 3000,
-            "output_tokens_total": 600,
-            "avg_latency_ms": "933.33",
-            "error_rate": "0.3333",
+            **RUN_GROUPS[0],
         },
         {
             "agent_name": "Translator",
             "agent_id": usage_agent_id("Translator"),
             "model_used": "gpt-5",
             "agent_type": "multi_step",
-            "total_runs": 1,
             "total_sessions": 1,
             "avg_runs_per_session": "1.00",
-            "credits_consumed": "4.0000",
-            "input_tokens_total": 1000,
-            "output_tokens_total": 200,
-            "avg_latency_ms": "2000.00",
-            "error_rate": "0.0000",
+            **RUN_GROUPS[1],
         },
         {
             "agent_name": "No agent",
             "agent_id": None,
             "model_used": "",
             "agent_type": "",
-            "total_runs": 1,
             "total_sessions": 0,
             "avg_runs_per_session": None,
-            "credits_consumed": "0.2500",
-            "input_tokens_total": 1000,
-            "output_tokens_total": 200,
-            "avg_latency_ms": None,
-            "error_rate": "0.0000",
+            **RUN_GROUPS[2],
         },
     ]
     assert results(response)[2]["p95_latency_ms"] is None
@@ -261,33 +270,8 @@ def test_usage_by_model(world, usage):
     assert within_one_percent(results(response)[0]["p95_latency_ms"], "1160.00")
     assert within_one_percent(results(response)[1]["p95_latency_ms"], "2000.00")
     assert without_p95(results(response)) == [
-        {
-            "model": "gpt-5-mini",
-            "total_runs": 3,
-            "credits_consumed": "13.7500",
-            "input_tokens_total": 3000,
-            "output_tokens_total": 600,
-            "avg_latency_ms": "933.33",
-            "error_rate": "0.3333",
-        },
-        {
-            "model": "gpt-5",
-            "total_runs": 1,
-            "credits_consumed": "4.0000",
-            "input_tokens_total": 1000,
-            "output_tokens_total": 200,
-            "avg_latency_ms": "2000.00",
-            "error_rate": "0.0000",
-        },
-        {
-            "model": "No model",
-            "total_runs": 1,
-            "credits_consumed": "0.2500",
-            "input_tokens_total": 1000,
-            "output_tokens_total": 200,
-            "avg_latency_ms": None,
-            "error_rate": "0.0000",
-        },
+        {"model": model, **sums}
+        for model, sums in zip(("gpt-5-mini", "gpt-5", "No model"), RUN_GROUPS, strict=True)
     ]
     assert results(response)[2]["p95_latency_ms"] is None
 
@@ -761,17 +745,7 @@ def test_bad_timeframes_are_a_400_listing_the_allowed_values(world, usage, param
     assert response.status_code == 400
     error = response.json()["error"]
     assert error["code"] == "invalid_timeframe"
-    assert error["details"]["allowed"] == [
-        "this_week",
-        "this_month",
-        "last_week",
-        "last_month",
-        "last_7_days",
-        "last_30_days",
-        "last_3_months",
-        "last_6_months",
-        "last_12_months",
-    ]
+    assert error["details"]["allowed"] == list(TIMEFRAMES)
 
 
 def test_errors_are_json_even_when_csv_was_asked_for(world, usage):

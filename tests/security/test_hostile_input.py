@@ -643,15 +643,7 @@ def every_csv(admin) -> dict[str, list[dict]]:
 def test_no_csv_cell_starts_a_formula(formulas):
     """Every cell of every CSV: text that a spreadsheet would run starts with a quote; only a
     number (a negative adjustment) may start with a minus sign."""
-    from credits.recording import record_adjustment
-
-    record_adjustment(
-        subscription=formulas.subscription,
-        credits=Decimal("-0.5"),
-        reason="=HYPERLINK()",
-        created_by=formulas.admin,
-        environment=formulas.environment,
-    )
+    factories.adjustment(formulas, "-0.5", "=HYPERLINK()", environment=formulas.environment)
     admin = APIClient()
     admin.force_authenticate(formulas.admin)
     files = every_csv(admin)

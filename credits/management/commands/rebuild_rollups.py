@@ -5,16 +5,8 @@ import time
 from django.core.management.base import BaseCommand, CommandError
 
 from accounts.models import Subscription
-from credits.models import (
-    AgentRollup,
-    CreditEvent,
-    DailyUsage,
-    ModelRollup,
-    PersonRollup,
-    ProductRollup,
-    SubscriptionRollup,
-)
-from credits.rollups import rebuild_rollups
+from credits.models import CreditEvent, DailyUsage
+from credits.rollups import ROLLUPS, rebuild_rollups
 
 
 class Command(BaseCommand):
@@ -48,14 +40,10 @@ class Command(BaseCommand):
         events = CreditEvent.objects.filter(subscription=subscription).count()
         rows = DailyUsage.objects.filter(subscription=subscription).count()
         narrow = ", ".join(
-            f"{model.objects.filter(subscription=subscription).count():,} {name}"
-            for name, model in (
-                ("person", PersonRollup),
-                ("agent", AgentRollup),
-                ("model", ModelRollup),
-                ("product", ProductRollup),
-                ("subscription", SubscriptionRollup),
-            )
+            f"{rollup.model.objects.filter(subscription=subscription).count():,} "
+            f"{rollup.model.__name__.removesuffix('Rollup').lower()}"
+            for rollup in ROLLUPS
+            if rollup.monthly
         )
         self.stdout.write(
             f"  {events:,} ledger rows -> {rows:,} daily rows; narrow rollups (days and "
