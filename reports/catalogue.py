@@ -199,6 +199,15 @@ REPORTS = (
         selectors.FeatureUsage,
     ),
     Report(
+        "usage-by-member-feature-credit-type",
+        "Usage by member, feature and credit type",
+        "Each person's credits per feature, split into base credits (inside the allocation) "
+        "and excess credits (beyond it).",
+        selectors.usage_by_member_feature_credit_type,
+        selectors.MemberFeatureCreditUsage,
+        per_member=True,
+    ),
+    Report(
         "usage-by-team",
         "Usage by team",
         "Usage per team of the people who used credits (their current team).",
