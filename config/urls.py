@@ -6,6 +6,7 @@ from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
 from config.health import health
+from reports.admin_views import reports_urlpatterns
 
 
 class FaviconView(RedirectView):
@@ -20,6 +21,7 @@ class FaviconView(RedirectView):
 
 urlpatterns = [
     path("admin/credit-usage/", include("reports.admin_views")),
+    path("admin/reports/", include(reports_urlpatterns)),
     path("health/", health, name="health"),
     path("favicon.ico", FaviconView.as_view(), name="favicon"),
     path("admin/", admin.site.urls),

@@ -13,6 +13,12 @@ urlpatterns = [
         views.environment_member_usage,
         name="environment-member-usage",
     ),
+    path("usage/reports/", views.reports, name="reports-page"),
+    path(
+        "usage/reports/<slug:slug>/download/",
+        views.report_download,
+        name="report-download",
+    ),
     path(
         "exports/download/<str:token>/",
         views.large_export_download,
