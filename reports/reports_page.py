@@ -84,6 +84,7 @@ class ReportsPage:
     timeframes: list[tuple[str, str]]
     periods: list[tuple[str, str]]  # YYYY-MM, label; the current one first
     today: date
+    preview_rows: int = PREVIEW_ROWS
 
 
 def readable_subscriptions(user, *, administered_only: bool = False) -> list[Subscription]:

@@ -211,3 +211,23 @@ def test_the_usage_pages_and_the_admin_link_to_the_reports_page(world, november)
 def test_the_page_reads_a_bounded_number_of_queries(world, november, django_assert_max_num_queries):
     with django_assert_max_num_queries(60):
         assert page(world.admin, ADMIN_PAGE).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        {"subscription": "abc", "timeframe": "this_month"},
+        {"timeframe": "custom", "start": "2026-01-01", "end": "2027-06-01"},
+        {"timeframe": "custom", "start": "yesterday"},
+        {"timeframe": "period", "period": "2027-01"},
+        {"timeframe": "this_month", "team": "999999"},
+        {"timeframe": "next_year", "format": "xml"},
+    ],
+)
+def test_a_bad_download_is_the_apis_json_refusal(world, query):
+    with time_machine.travel(NOW, tick=False):
+        response = logged_in(world.admin).get(download_url("usage-by-model"), query)
+
+    assert response.status_code == 400
+    refusals = ("invalid_timeframe", "invalid_filter", "validation_error")
+    assert response.json()["error"]["code"] in refusals
