@@ -55,8 +55,47 @@ admin.site.index_title = "Your subscriptions, people and credits"
 admin.site.unregister(APIKey)
 
 
+def _products():
+    """The shared product catalogue, reached through the relation so that accounts does not
+    import credits (the layer above it)."""
+    return Subscription._meta.get_field("enabled_products").related_model.objects.order_by("name")
+
+
+class SubscriptionForm(forms.ModelForm):
+    """The subscription's own settings, with the AI products it uses: its admins switch them
+    on and off (Global AI settings); which products exist is platform staff's business."""
+
+    enabled_products = forms.ModelMultipleChoiceField(
+        queryset=None,  # the catalogue, read per form
+        widget=forms.CheckboxSelectMultiple,
+        required=False,
+        label="Enabled for this subscription",
+        help_text="Events of a product that is not enabled are refused "
+        "(product_not_enabled); with none enabled, usage stays at zero.",
+    )
+
+    class Meta:
+        model = Subscription
+        fields = (
+            "name",
+            "plan",
+            "parent",
+            "timezone",
+            "base_allocation",
+            "limit_mode",
+            "excess_allowance",
+        )
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["enabled_products"].queryset = _products()
+        if self.instance.pk:
+            self.initial["enabled_products"] = list(self.instance.enabled_products.all())
+
+
 @admin.register(Subscription)
 class SubscriptionAdmin(ScopedModelAdmin):
+    form = SubscriptionForm
     wide_changelist = True
     list_display = (
         "name",
@@ -72,7 +111,8 @@ class SubscriptionAdmin(ScopedModelAdmin):
     search_fields = ("name",)
     ordering = ("name",)
     fieldsets = (
-        (None, {"fields": ("name", "plan", "parent", "timezone", "enabled_product_names")}),
+        (None, {"fields": ("name", "plan", "parent", "timezone")}),
+        ("AI products", {"fields": ("enabled_products",)}),
         (
             "Monthly credits",
             {"fields": ("base_allocation", "limit_mode", "excess_allowance")},
@@ -81,9 +121,16 @@ class SubscriptionAdmin(ScopedModelAdmin):
     platform_fields = ("name", "plan", "parent", "timezone", "base_allocation")
 
     def get_readonly_fields(self, request, obj=None):
-        """Subscription admins choose how limits behave; the plan and allocation are sold."""
-        readonly = ("enabled_product_names",)
-        return readonly if request.user.is_superuser else readonly + self.platform_fields
+        """Subscription admins choose how limits behave and which products they use; the
+        plan and allocation are sold."""
+        return () if request.user.is_superuser else self.platform_fields
+
+    def save_related(self, request, form, formsets, change):
+        """The products are the reverse side of ``Product.enabled_for``, which a model form
+        does not save; the audit trail records the change (``accounts.audit.snapshot``)."""
+        super().save_related(request, form, formsets, change)
+        if "enabled_products" in form.changed_data:
+            form.instance.enabled_products.set(form.cleaned_data["enabled_products"])
 
     @admin.display(description="base allocation", ordering="base_allocation")
     def base_allocation_amount(self, obj):
@@ -92,11 +139,6 @@ class SubscriptionAdmin(ScopedModelAdmin):
     @admin.display(description="excess allowance", ordering="excess_allowance")
     def excess_allowance_amount(self, obj):
         return format_credits(obj.excess_allowance)
-
-    @admin.display(description="enabled products")
-    def enabled_product_names(self, obj):
-        names = [product.name for product in obj.enabled_products.all()] if obj.pk else []
-        return ", ".join(names) or "None: usage stays at zero until a product is enabled."
 
 
 class EnvironmentInline(ScopedAdminMixin, admin.TabularInline):

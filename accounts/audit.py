@@ -142,6 +142,10 @@ def snapshot(obj: models.Model) -> dict[str, str | None]:
     if obj._meta.label_lower == "accounts.user" and obj.pk:
         # A person's roles are their access: the trail shows them with every change.
         values["roles"] = "; ".join(sorted(str(m) for m in obj.memberships.all())) or None
+    if obj._meta.label_lower == "accounts.subscription" and obj.pk:
+        # Which AI products it may use: its admins switch them on and off.
+        names = obj.enabled_products.order_by("name").values_list("name", flat=True)
+        values["enabled_products"] = ", ".join(names) or None
     return values
 
 

@@ -5,6 +5,8 @@ django-environ reads every variable (and ``<NAME>_FILE`` for secrets mounted as 
 bare ``ValueError``. These overrides refuse both clearly.
 """
 
+import ipaddress
+
 import environ
 from django.core.exceptions import ImproperlyConfigured
 from environ.fileaware_mapping import FileAwareMapping
@@ -47,3 +49,18 @@ class StrictEnv(environ.FileAwareEnv):
             return int(raw.strip().replace("_", ""))
         except ValueError:
             raise ImproperlyConfigured(f"{var} must be a whole number, not {raw!r}.") from None
+
+    def networks(self, var, default=environ.Env.NOTSET) -> list:
+        """A comma-separated list of networks in CIDR form (``10.0.0.0/8,::1/128``); a lone
+        address is its own network."""
+        raw = self.list(var, default=None)
+        if raw is None:
+            if default is environ.Env.NOTSET:
+                raise ImproperlyConfigured(f"Set the {var} environment variable.")
+            raw = default
+        try:
+            return [ipaddress.ip_network(item.strip(), strict=False) for item in raw if item]
+        except ValueError as error:
+            raise ImproperlyConfigured(
+                f"{var} must list networks such as 10.0.0.0/8 or ::1/128: {error}."
+            ) from None

@@ -175,6 +175,9 @@ STORAGES = {
 # --- Email -----------------------------------------------------------------------------------
 EMAIL_CONFIG = env.email_url("EMAIL_URL", default="filemail://")
 vars().update(EMAIL_CONFIG)
+# Every email goes through the counting backend (core.mail), which hands it to EMAIL_URL's.
+EMAIL_DELIVERY_BACKEND = EMAIL_CONFIG["EMAIL_BACKEND"]
+EMAIL_BACKEND = "core.mail.CountingEmailBackend"
 # The file backend writes to EMAIL_FILE_PATH (django-environ cannot carry an absolute path in
 # a filemail:// URL).
 EMAIL_FILE_PATH = env.str("EMAIL_FILE_PATH", default=str(VAR_DIR / "sent-emails"))
@@ -272,6 +275,8 @@ SILENCED_SYSTEM_CHECKS = ["axes.W001"]
 # --- Security (on whenever DEBUG is off) -------------------------------------------------------
 SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = env.bool("SECURE_COOKIES", default=not DEBUG)
 SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=not DEBUG)
+# Prometheus scrapes each instance directly, on the private network, over plain HTTP.
+SECURE_REDIRECT_EXEMPT = [r"^metrics$"]
 SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=0 if DEBUG else 31_536_000)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = SECURE_HSTS_PRELOAD = not DEBUG
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
@@ -323,3 +328,11 @@ LARGE_EXPORT_ROWS = env.int("LARGE_EXPORT_ROWS", default=1_000_000)
 LARGE_EXPORT_LINK_DAYS = env.int("LARGE_EXPORT_LINK_DAYS", default=7)
 LATE_EVENT_GRACE_HOURS = env.int("LATE_EVENT_GRACE_HOURS", default=48)
 FUTURE_EVENT_TOLERANCE_SECONDS = env.int("FUTURE_EVENT_TOLERANCE_SECONDS", default=300)
+
+# /metrics (config/metrics.py) answers a request with "Authorization: Bearer $METRICS_TOKEN" or
+# from an address in METRICS_ALLOWED_NETWORKS (read as the throttles read it, NUM_PROXIES
+# deep); core.W001 warns in production when neither is set. The demo allows the loopback.
+METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
+METRICS_ALLOWED_NETWORKS = env.networks(
+    "METRICS_ALLOWED_NETWORKS", default=["127.0.0.0/8", "::1/128"] if DEBUG else []
+)

@@ -6,6 +6,7 @@ from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
 from config.health import health
+from config.metrics import metrics
 from reports.admin_views import reports_urlpatterns
 
 
@@ -23,6 +24,7 @@ urlpatterns = [
     path("admin/credit-usage/", include("reports.admin_views")),
     path("admin/reports/", include(reports_urlpatterns)),
     path("health/", health, name="health"),
+    path("metrics", metrics, name="metrics"),
     path("favicon.ico", FaviconView.as_view(), name="favicon"),
     path("admin/", admin.site.urls),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),

@@ -15,6 +15,7 @@ from rest_framework.views import APIView
 
 from accounts.authentication import KeyPrincipal
 from accounts.models import Environment, Subscription, User
+from core import metrics
 from core.api_errors import STATUS_BY_CODE, error_body
 from core.money import AMOUNT_HELP, CREDIT_DIGITS, CreditsField
 from core.serializers import SUBSCRIPTION_ID, StrictInputSerializer
@@ -194,7 +195,9 @@ class RecordEventView(APIView):
     def post(self, request):
         api_key = _api_key(request)
         serializer = UsageInputSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
+        if not serializer.is_valid():
+            metrics.count_refusals(["validation_error"])
+            raise ValidationError(serializer.errors)
         recorded = record_usage(api_key=api_key, usage=serializer.to_usage())
         return Response(
             {
@@ -259,6 +262,8 @@ class RecordBatchView(APIView):
                 valid.append((index, Usage(**validator.run_validation(item))))
             except ValidationError as exc:
                 results[index] = _invalid(index, exc.detail)
+        if len(valid) < len(items):
+            metrics.count_refusals(["validation_error"] * (len(items) - len(valid)))
         outcomes = record_batch(api_key=api_key, usages=[usage for _, usage in valid])
         recorded = [(index, outcome) for (index, _), outcome in zip(valid, outcomes, strict=True)]
         events = iter(

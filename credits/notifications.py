@@ -21,12 +21,14 @@ from decimal import Decimal
 from django.conf import settings
 from django.core.mail import EmailMultiAlternatives
 from django.db import connection, transaction
+from django.db.models import Count, Min
 from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.http import urlencode
 
 from accounts.models import Role, Subscription, User
+from core import metrics
 from core.display import format_credits
 
 from .models import BillingPeriod, ThresholdAlert
@@ -66,7 +68,12 @@ def send_alert(*, alert_id: int) -> bool:
             return False
         recipients = admin_emails(alert.subscription)
         if recipients:
-            _message(alert, recipients).send(fail_silently=False)
+            try:
+                _message(alert, recipients).send(fail_silently=False)
+            except Exception:
+                metrics.ALERTS_FAILED.labels(channel="email").inc()
+                raise
+            metrics.ALERTS_SENT.labels(channel="email").inc()
         claimed = ThresholdAlert.objects.filter(pk=alert.pk, notified_at__isnull=True).update(
             notified_at=timezone.now()
         )
@@ -251,6 +258,16 @@ def claim_reset_notices(*, now: datetime) -> list[int]:
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         return sorted(alert_id for (alert_id,) in cursor.fetchall())
+
+
+def unsent_alerts(*, now: datetime) -> tuple[int, datetime | None]:
+    """How many alerts still owe their email, and when the oldest crossed its threshold, for
+    ``/metrics``: the lag between a crossing and its email. Those given up on (older than
+    ``SWEEP_UNTIL``) are not counted."""
+    backlog = ThresholdAlert.objects.filter(
+        notified_at__isnull=True, crossed_at__gte=now - SWEEP_UNTIL
+    ).aggregate(count=Count("pk"), oldest=Min("crossed_at"))
+    return backlog["count"], backlog["oldest"]
 
 
 def send_unsent_alerts(*, now: datetime) -> int:

@@ -21,6 +21,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -42,6 +43,7 @@ from accounts.models import (
     TeamMembership,
     User,
 )
+from core import metrics
 from core.errors import DomainError
 from core.money import CREDIT_PLACES
 
@@ -118,7 +120,18 @@ def record_batch(
     *, api_key: ApiKey, usages: list[Usage], now: datetime | None = None
 ) -> list[Outcome]:
     """Record events in order, each accepted or refused on its own; one outcome per usage."""
-    now = now or timezone.now()
+    if not usages:
+        return []
+    started = time.perf_counter()
+    outcomes = _record_in_rounds(api_key, usages, now or timezone.now())
+    metrics.RECORDING_SECONDS.labels(request="event" if len(usages) == 1 else "batch").observe(
+        time.perf_counter() - started
+    )
+    _count(outcomes)
+    return outcomes
+
+
+def _record_in_rounds(api_key: ApiKey, usages: list[Usage], now: datetime) -> list[Outcome]:
     outcomes: list[Outcome | None] = [None] * len(usages)
     waiting = list(range(len(usages)))
     while waiting:
@@ -132,6 +145,25 @@ def record_batch(
         _record_round(api_key, [(index, usages[index]) for index in rounds_events], outcomes, now)
         waiting = waiting_next
     return outcomes
+
+
+def _count(outcomes: list[Outcome]) -> None:
+    """The events recorded, replayed and refused (by code), for ``/metrics``."""
+    created = replayed = 0
+    refused = []
+    for outcome in outcomes:
+        if isinstance(outcome, DomainError):
+            refused.append(outcome.code)
+        elif outcome.created:
+            created += 1
+        else:
+            replayed += 1
+    if created:  # each count is a locked write to a shared file: none for nothing
+        metrics.EVENTS_RECORDED.inc(created)
+    if replayed:
+        metrics.EVENTS_REPLAYED.inc(replayed)
+    if refused:
+        metrics.count_refusals(refused)
 
 
 @dataclass

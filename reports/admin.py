@@ -2,13 +2,13 @@
 "send a test now" and "resend failed". Scoped like every admin (``ScopedAdminMixin``); sending
 goes through ``reports.services``."""
 
-import re
-
-from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin.utils import quote, unquote
 from django.core.exceptions import ValidationError
 from django.db.models import Count, Q
-from django.urls import reverse
+from django.http import Http404, HttpResponseNotAllowed
+from django.shortcuts import redirect
+from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.http import urlencode
@@ -19,62 +19,11 @@ from core.admin import ReadOnlyAdminMixin
 from core.display import format_moment
 
 from . import services, tasks
-from .catalogue import ATTACHMENTS
-from .models import MAX_RECIPIENTS, Delivery, ReportSchedule, Unsubscribe
+from .models import Delivery, ReportSchedule, Unsubscribe
+from .schedule_forms import ReportScheduleForm, send_test_now
 from .schedules import next_due
 
 RECENT_DELIVERIES = 10
-
-
-class ReportScheduleForm(forms.ModelForm):
-    """Recipients as a text box, reports as check boxes; everything else is validated by the
-    model (``ReportSchedule.clean``), whose errors show next to their fields."""
-
-    recipients = forms.CharField(
-        widget=forms.Textarea(attrs={"rows": 4, "cols": 60}),
-        help_text=f"Email addresses, one per line or separated by commas; members or not "
-        f"(at most {MAX_RECIPIENTS}). Case does not matter; duplicates are removed.",
-    )
-    attached_reports = forms.MultipleChoiceField(
-        label="CSV reports to attach",
-        choices=ATTACHMENTS,
-        widget=forms.CheckboxSelectMultiple,
-        required=False,
-        help_text="Each exactly as its export endpoint returns it for the same period and scope.",
-    )
-    owner = None  # the person adding the schedule (the admin gives forms no request)
-
-    class Meta:
-        model = ReportSchedule
-        fields = (
-            "subscription",
-            "name",
-            "enabled",
-            "frequency",
-            "weekday",
-            "send_time",
-            "scope",
-            "environment",
-            "attached_reports",
-            "recipients",
-        )
-
-    @classmethod
-    def for_owner(cls, owner):
-        return type(cls.__name__, (cls,), {"owner": owner})
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        if self.instance.pk and not self.is_bound:
-            self.initial["recipients"] = "\n".join(self.instance.recipients)
-
-    def clean_recipients(self) -> list[str]:
-        return [part for part in re.split(r"[\s,;]+", self.cleaned_data["recipients"]) if part]
-
-    def clean(self):
-        if not self.instance.created_by_id and self.owner is not None:
-            self.instance.created_by = self.owner  # validation checks what the owner may see
-        return super().clean()
 
 
 class UnsubscribeInline(ScopedAdminMixin, ReadOnlyAdminMixin, admin.TabularInline):
@@ -126,6 +75,25 @@ class ReportScheduleAdmin(ScopedModelAdmin):
 
     def get_fieldsets(self, request, obj=None):
         return (*self.fieldsets, self.record_fieldset) if obj else self.fieldsets
+
+    def get_urls(self):
+        send_test = path(
+            "<path:object_id>/send-test/",
+            self.admin_site.admin_view(self.send_test_view),
+            name="reports_reportschedule_send_test",
+        )
+        return [send_test, *super().get_urls()]
+
+    def send_test_view(self, request, object_id):
+        """The change page's "Send a test now" button (a POST): the action, for one schedule."""
+        schedule = self.get_object(request, unquote(object_id))
+        if schedule is None or not self.has_change_permission(request, schedule):
+            raise Http404("No such report schedule among yours.")
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        level, message = send_test_now(schedule, request.user)
+        self.message_user(request, message, level)
+        return redirect("admin:reports_reportschedule_change", quote(schedule.pk))
 
     def get_form(self, request, obj=None, **kwargs):
         return super().get_form(request, obj, **kwargs).for_owner(request.user)
@@ -216,22 +184,8 @@ class ReportScheduleAdmin(ScopedModelAdmin):
     @admin.action(description="Send a test now (to my own address)", permissions=["change"])
     def send_test_now(self, request, queryset):
         for schedule in queryset.select_related("subscription", "environment__project"):
-            try:
-                period = services.send_test_report(
-                    schedule=schedule, to=request.user.email, now=timezone.now()
-                )
-            except services.OwnerCannotSee as error:
-                self.message_user(request, f"“{schedule}”: {error.message}", messages.ERROR)
-            except OSError as error:
-                self.message_user(
-                    request, f"“{schedule}”: the test could not be sent ({error}).", messages.ERROR
-                )
-            else:
-                self.message_user(
-                    request,
-                    f"Sent a test of “{schedule}” ({period.label}) to {request.user.email}.",
-                    messages.SUCCESS,
-                )
+            level, message = send_test_now(schedule, request.user)
+            self.message_user(request, message, level)
 
     @admin.action(description="Resend failed deliveries", permissions=["change"])
     def resend_failed(self, request, queryset):

@@ -2,7 +2,7 @@ from django.contrib.auth.views import LogoutView
 from django.urls import path
 from django.views.generic import RedirectView
 
-from . import views
+from . import schedule_views, views
 
 urlpatterns = [
     path("", RedirectView.as_view(pattern_name="my-usage"), name="home"),
@@ -18,6 +18,18 @@ urlpatterns = [
         "usage/reports/<slug:slug>/download/",
         views.report_download,
         name="report-download",
+    ),
+    # A project manager's report schedules.
+    path("usage/schedules/", schedule_views.schedule_list, name="usage-schedules"),
+    path("usage/schedules/new/", schedule_views.schedule_form, name="usage-schedule-new"),
+    path("usage/schedules/<int:schedule_id>/", schedule_views.schedule_form, name="usage-schedule"),
+    *(
+        path(f"usage/schedules/<int:schedule_id>/{action}/", view, name=f"usage-schedule-{action}")
+        for action, view in {
+            "pause": schedule_views.schedule_pause,
+            "delete": schedule_views.schedule_delete,
+            "send-test": schedule_views.schedule_send_test,
+        }.items()
     ),
     path(
         "exports/download/<str:token>/",

@@ -51,7 +51,11 @@ def test_the_subscription_form_has_no_allocation_field_for_subscription_admins(c
 
     response = client.get(admin_url(world.subscription, "change"))
 
-    assert set(response.context["adminform"].form.fields) == {"limit_mode", "excess_allowance"}
+    assert set(response.context["adminform"].form.fields) == {
+        "limit_mode",
+        "excess_allowance",
+        "enabled_products",
+    }
     assert "1000" in response.content.decode()  # shown, read-only
 
 

@@ -200,8 +200,29 @@ def test_subscription_admin_reads_the_analytics_in_the_admin(visit):
     assert alice.figure("days-until-reset") == str(api["days_until_reset"])
     csv_total = download_csv(alice, "[data-export=subscription]")
     assert csv_total == Decimal(api["used"])
+    # The header's Usage menu opens from the keyboard and offers the same export.
+    alice.page.focus("[data-usage-menu] summary")
+    alice.page.keyboard.press("Enter")
+    expect(alice.page.locator("[data-menu-export=subscription]").first).to_be_visible()
+    alice.screenshot("admin-usage-menu")
+    assert download_csv(alice, "[data-menu-export=subscription] >> nth=0") == csv_total
+    alice.page.click("[data-usage-menu] summary")  # closed again
 
     ensure_chart(alice)
+    # The credits trend is a stacked area chart: one filled line per product.
+    shape = alice.page.evaluate(
+        """() => {
+            const chart = Chart.getChart(document.getElementById("trend-chart"));
+            return {
+                type: chart.config.type,
+                stacked: chart.options.scales.y.stacked,
+                fills: chart.data.datasets.map(d => d.fill),
+            };
+        }"""
+    )
+    assert shape["type"] == "line" and shape["stacked"] is True
+    assert shape["fills"] and shape["fills"][0] == "origin"
+    assert set(shape["fills"][1:]) <= {"-1"}
     point = hover_latest_day(alice)
     assert_tooltip(alice, point)
     alice.screenshot("admin-credit-usage")

@@ -48,6 +48,12 @@ def make_schedule(world, *, created=CREATED, **fields) -> ReportSchedule:
         return save_schedule(schedule=schedule, actor=schedule.created_by)
 
 
+def make_globex_schedule(world, **fields) -> ReportSchedule:
+    """Globex's schedule, owned by its admin: what no one of Acme may reach."""
+    values = {"subscription": world.other_subscription, "created_by": world.outsider}
+    return make_schedule(world, name="Globex weekly", **values, **fields)
+
+
 def run_beat(at, capture) -> int:
     """Beat's periodic task at ``at``; the send tasks it queues run at commit (eagerly)."""
     with time_machine.travel(at, tick=False), capture(execute=True):

@@ -12,7 +12,7 @@ from accounts.models import Subscription
 from reports.models import Delivery, ReportSchedule
 from tests.factories import utc
 from tests.reports.recorder import EventRecorder, logged_in
-from tests.reports.test_schedule_email import make_schedule
+from tests.reports.test_schedule_email import make_globex_schedule, make_schedule
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("eager_celery")]
 
@@ -213,12 +213,7 @@ ADMIN_URL = "/admin/reports/reportschedule/"
 
 def test_the_admin_lists_and_opens_only_the_subscriptions_own_schedules(world):
     ours = make_schedule(world, name="Acme weekly")
-    theirs = make_schedule(
-        world,
-        name="Globex weekly",
-        subscription=world.other_subscription,
-        created_by=world.outsider,
-    )
+    theirs = make_globex_schedule(world)
     Delivery.objects.create(
         schedule=theirs,
         period_start=utc(2026, 11, 16).date(),

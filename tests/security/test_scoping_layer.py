@@ -73,6 +73,9 @@ ALLOWED = {
     ("credits/notifications.py", "send_unsent_alerts", "ThresholdAlert"): (
         "the sweep that sends the alerts whose email was never sent, for the system"
     ),
+    ("credits/notifications.py", "unsent_alerts", "ThresholdAlert"): (
+        "how many alerts of all subscriptions owe an email, a number for /metrics"
+    ),
     ("reports/large_exports.py", "write_and_deliver", "User"): (
         "the export task loads the person who asked, then reads through visible_to as them"
     ),

@@ -302,6 +302,7 @@ PRODUCTION_ENV = {
     "DEBUG": "false",
     "SECRET_KEY": "p9-" + "Zq7#Lm2$Vx8@Rt4%Wk6&Hn3*Jb5^Gd1!Fs0~Cy" * 2,
     "ALLOWED_HOSTS": "creditdesk.example.com",
+    "METRICS_TOKEN": "m" * 40,  # without it (or a network), /metrics warns: core.W001
 }
 SECURITY_SETTINGS = [
     "SESSION_COOKIE_SECURE",

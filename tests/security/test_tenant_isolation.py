@@ -455,6 +455,36 @@ def report_schedule(t):
     ]
 
 
+def usage_schedule_new(t):
+    """A manager's new schedule can only name an environment they manage."""
+    fields = {
+        "name": "pwned",
+        "enabled": "on",
+        "frequency": "weekly",
+        "weekday": 0,
+        "send_time": "08:00",
+        "environment": g(t).environment.pk,
+        "recipients": "pwned@example.com",
+    }
+    return [get("/usage/schedules/new/"), form("/usage/schedules/new/", fields)]
+
+
+def usage_schedule(suffix: str, *, gets: bool = True) -> Callable:
+    """A manager's schedule page (or one of its buttons), aimed at Globex's schedule."""
+
+    def probes(t):
+        path = f"/usage/schedules/{g(t).schedule.pk}/{suffix}"
+        posted = form(path, {"name": "pwned", "recipients": "pwned@example.com"}, refused=True)
+        return [get(path, refused=True), posted] if gets else [posted]
+
+    return probes
+
+
+def admin_schedule_send_test(t):
+    path = reverse("admin:reports_reportschedule_send_test", args=[g(t).schedule.pk])
+    return [get(path, refused=True), form(path, {}, refused=True)]
+
+
 def report_unsubscribe(t):
     """Nobody but the holder of a recipient's signed link reaches a schedule: a link whose
     schedule id was changed (its signature no longer matches) is refused."""
@@ -503,6 +533,8 @@ def admin_app_index(t):
 VIEWS: dict[str, Callable[[Tenants], list[Probe]]] = {
     # Public pages: no tenant data at all, whoever asks.
     "health": public("/health/"),
+    # Operators' counters of every tenant: no user, admin or API key may read them.
+    "metrics": lambda t: [get("/metrics", refused=True)],
     "favicon": public("/favicon.ico"),
     "schema": public("/api/schema/"),
     "swagger": public("/api/schema/swagger/"),
@@ -554,6 +586,13 @@ VIEWS: dict[str, Callable[[Tenants], list[Probe]]] = {
     "report-schedules": report_schedules,
     "report-schedule": report_schedule,
     "report-unsubscribe": report_unsubscribe,
+    "admin:reports_reportschedule_send_test": admin_schedule_send_test,
+    "usage-schedules": lambda t: [get("/usage/schedules/")],
+    "usage-schedule-new": usage_schedule_new,
+    "usage-schedule": usage_schedule(""),
+    "usage-schedule-pause": usage_schedule("pause/", gets=False),
+    "usage-schedule-delete": usage_schedule("delete/"),
+    "usage-schedule-send-test": usage_schedule("send-test/", gets=False),
     "large-export-download": large_export_download,
 }
 

@@ -1,6 +1,7 @@
 /*
  * Usage charts: draws every <canvas data-chart> from the JSON its page embeds
- * (see reports/cycle_usage.py, CycleUsage.chart). Chart.js is vendored next to this file
+ * (see reports/cycle_usage.py, CycleUsage.chart): "area" is the credits trend, one stacked
+ * area per product (days to come are a gap); "change" the day-over-day bars. Chart.js is vendored next to this file
  * (vendor/chartjs, see its README.md); nothing is loaded from a CDN.
  *
  * The tooltip is an HTML element rather than Chart.js's canvas drawing, so that it can be read
@@ -94,14 +95,22 @@
         borderRadius: 2,
       }];
     }
-    return data.datasets.map(function (dataset) {
+    var fewDays = data.days.length <= 7;
+    return data.datasets.map(function (dataset, index) {
       var color = colour(dataset);
       return {
+        type: "line",
         label: dataset.label,
         data: dataset.values,
-        backgroundColor: color,
+        // Each area fills down to the one below it: the top line is the day's total.
+        fill: index === 0 ? "origin" : "-1",
+        backgroundColor: color + "99",
         borderColor: color,
-        borderRadius: 2,
+        borderWidth: 1.5,
+        pointRadius: fewDays ? 3 : 0,
+        pointHoverRadius: 4,
+        pointBackgroundColor: color,
+        tension: 0,
         stack: "credits",
       };
     });
@@ -124,7 +133,7 @@
     var gridColor = withAlpha(textColor, 0.15);
 
     var chart = new window.Chart(canvas, {
-      type: "bar",
+      type: kind === "change" ? "bar" : "line",
       data: { labels: data.labels, datasets: datasetsFor(data, kind) },
       options: {
         responsive: true,
@@ -134,6 +143,7 @@
         scales: {
           x: {
             stacked: true,
+            offset: kind === "change",
             grid: { display: false },
             ticks: { color: textColor, autoSkip: true, maxRotation: 0 },
           },
