@@ -1,4 +1,4 @@
-"""The subscription admin's "Credit usage" analytics, inside the Django admin.
+"""The subscription admin's "Credit usage" analytics and Reports page, inside the Django admin.
 
 Routed from ``config/urls.py`` ahead of ``admin.site.urls`` (``include("reports.admin_views")``
 at ``admin/credit-usage/``); every view is wrapped in ``admin.site.admin_view``, so only staff
@@ -14,7 +14,7 @@ from django.utils import timezone
 
 from accounts.models import User
 
-from . import dashboard
+from . import dashboard, reports_page
 from .member_table import MemberFilters
 from .timeframes import DATE_RANGE_PARAMETERS, date_range_from
 from .views import (
@@ -23,6 +23,7 @@ from .views import (
     kept_parameters,
     member_detail,
     member_link_query,
+    reports_page_context,
 )
 
 
@@ -93,6 +94,25 @@ def member_usage(request, user_id: int):
     )
     return TemplateResponse(request, "admin/credit_usage_member.html", context, status=status)
 
+
+def reports(request):
+    """The Reports page of the subscriptions the viewer administers, in the admin's look. It
+    sits at the reports app's index, so it lists that app's models too (the schedules)."""
+    subscriptions = reports_page.readable_subscriptions(request.user, administered_only=True)
+    context = {
+        **admin.site.each_context(request),
+        "title": "Reports",
+        "page": None,
+        "app_models": admin.site.get_app_list(request, "reports"),
+    }
+    if subscriptions:
+        context.update(reports_page_context(request, subscriptions))
+        context["subtitle"] = context["page"].subscription.name
+    return TemplateResponse(request, "admin/reports.html", context)
+
+
+# At ``admin/reports/`` (``config/urls.py``), ahead of the admin's own index of the app.
+reports_urlpatterns = [path("", admin.site.admin_view(reports), name="admin-reports")]
 
 urlpatterns = [
     path("", admin.site.admin_view(credit_usage), name="admin-credit-usage"),

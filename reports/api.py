@@ -270,15 +270,15 @@ class ReportApi(CsvOrJsonApi):
             include_sub_accounts=options["include_sub_accounts"],
             ordering=options.get("ordering"),
         )
+        filename = csv_filename(
+            subscription=subscription, report=report.slug, timeframe_label=timeframe.label
+        )
         if self.wants_csv():
-            filename = csv_filename(
-                subscription=subscription, report=report.slug, timeframe_label=timeframe.label
-            )
             return csv_response(
                 request.accepted_renderer, report_table(report, rows), filename=filename
             )
         totals = selectors.report_totals(rows=rows, row_class=report.row_type)
-        return _page(
+        response = _page(
             request,
             self,
             rows,
@@ -290,6 +290,10 @@ class ReportApi(CsvOrJsonApi):
             totals=report.total_cells(totals),
             report=report.slug,
         )
+        # Shown in place, but saved (``curl -OJ``, the Reports page) under the CSV's name.
+        json_name = filename.removesuffix(".csv") + ".json"
+        response["Content-Disposition"] = f'inline; filename="{json_name}"'
+        return response
 
 
 FILTER_TYPES = {"integer": OpenApiTypes.INT, "email": OpenApiTypes.EMAIL, "text": OpenApiTypes.STR}

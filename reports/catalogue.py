@@ -102,6 +102,7 @@ class Report:
     sub_account_toggle: bool = True  # else sub-accounts are always included
     per_member: bool = False  # names people: needs ``Subscription.has_team_views``
     filters: Sequence[Filter] = FILTERS
+    previewed: Sequence[str] = ()  # the Reports page's preview columns, if not the default
 
     # Cached: ``cells`` reads them for every row.
     @functools.cached_property
@@ -111,6 +112,11 @@ class Report:
     @functools.cached_property
     def column_names(self) -> list[str]:
         return [column.name for column in self.columns]
+
+    @property
+    def preview_columns(self) -> Sequence[str]:
+        """What the Reports page previews: the first column and the credits by default."""
+        return self.previewed or (self.columns[0].name, "credits_consumed")
 
     @functools.cached_property
     def text_columns(self) -> frozenset[str]:
@@ -197,6 +203,16 @@ REPORTS = (
         "Runs, credits, excess credits, tokens and share per feature.",
         selectors.usage_by_feature,
         selectors.FeatureUsage,
+    ),
+    Report(
+        "usage-by-member-feature-credit-type",
+        "Usage by member, feature and credit type",
+        "Each person's credits per feature, split into base credits (inside the allocation) "
+        "and excess credits (beyond it).",
+        selectors.usage_by_member_feature_credit_type,
+        selectors.MemberFeatureCreditUsage,
+        per_member=True,
+        previewed=("user_email", "feature", "credit_type", "credits_consumed"),
     ),
     Report(
         "usage-by-team",

@@ -107,23 +107,25 @@ NO_TEAM = "No team"
 OTHER_TEAMS = "Other teams"  # people in teams the reader may not see
 NO_ENVIRONMENT = "No environment"
 
+USER_EMAIL = column(
+    "The user's email; for what an API key did alone, the key's name (and its "
+    f'account\'s, in brackets, when sub-accounts are included); "{NO_USER}" for usage '
+    "nobody is named for (adjustments)."
+)
+USER_ID = column("The user's id; empty for an API key.")
+FEATURE = column(f'The feature; "{NO_FEATURE}" when none was given.')
+
 
 @dataclass(frozen=True)
 class UserUsage:
-    user_email: str = field(
-        metadata=column(
-            "The user's email; for what an API key did alone, the key's name (and its "
-            f'account\'s, in brackets, when sub-accounts are included); "{NO_USER}" for usage '
-            "nobody is named for (adjustments)."
-        )
-    )
+    user_email: str = field(metadata=USER_EMAIL)
     role: str = field(
         metadata=column(
             "The user's highest role: subscription_admin, project_manager or member (empty "
             "for a former member); api_key for a key acting alone."
         )
     )
-    user_id: int | None = field(metadata=column("The user's id; empty for an API key."))
+    user_id: int | None = field(metadata=USER_ID)
     total_runs: int = field(metadata=RUNS)
     agents_created: int = field(
         metadata=column("Agents the user created in the timeframe.", total=True)
@@ -187,13 +189,34 @@ class ProductUsage:
 
 @dataclass(frozen=True)
 class FeatureUsage:
-    feature: str = field(metadata=column(f'The feature; "{NO_FEATURE}" when none was given.'))
+    feature: str = field(metadata=FEATURE)
     total_runs: int = field(metadata=RUNS)
     credits_consumed: Decimal = field(metadata=CREDITS_CONSUMED)
     excess_credits: Decimal = field(metadata=EXCESS_CREDITS)
     input_tokens_total: int = field(metadata=INPUT_TOKENS)
     output_tokens_total: int = field(metadata=OUTPUT_TOKENS)
     share_percent: Decimal = field(metadata=SHARE)
+
+
+BASE, EXCESS = "base", "excess"
+
+
+@dataclass(frozen=True)
+class MemberFeatureCreditUsage:
+    user_email: str = field(metadata=USER_EMAIL)
+    user_id: int | None = field(metadata=USER_ID)
+    feature: str = field(metadata=FEATURE)
+    credit_type: str = field(
+        metadata=column(
+            f'"{BASE}": credits inside the base allocation; "{EXCESS}": credits beyond it (soft '
+            "limit mode), billed at the excess rate. An excess row only where there were some."
+        )
+    )
+    credits_consumed: Decimal = field(
+        metadata=column(
+            "Credits of this credit type, adjustments included.", places=CREDIT_PLACES, total=True
+        )
+    )
 
 
 @dataclass(frozen=True)
@@ -317,11 +340,14 @@ def _rows(row_class: type, groups: list[tuple[dict, Sums]], labels: Callable) ->
 _ROLE_RANK = {Role.SUBSCRIPTION_ADMIN: 0, Role.PROJECT_MANAGER: 1, Role.MEMBER: 2}
 
 
-@_report
-def usage_by_user(usage: UsageQuery) -> list[UserUsage]:
-    """One row per person, and one per API key for what keys did with nobody named."""
-    groups = grouped(
-        usage.rows(usage.rollup("user", "api_key"))
+PERSON_OR_KEY = ("user_id", "user__email", "key_id", "key_name", "key_account")
+
+
+def _by_person_or_key(usage: UsageQuery, *dimensions: str) -> QuerySet:
+    """The rows of the rollup keyed by person, API key and ``dimensions``, with the key's
+    name and account on the rows that no person is named on (``PERSON_OR_KEY``)."""
+    return (
+        usage.rows(usage.rollup("user", "api_key", *dimensions))
         .annotate(own_key=joined("api_key"))
         .annotate(
             key_id=Case(When(user__isnull=True, then=F("api_key_id"))),
@@ -330,13 +356,23 @@ def usage_by_user(usage: UsageQuery) -> list[UserUsage]:
             key_account=Case(
                 When(user__isnull=True, api_key__isnull=False, then=F("subscription__name"))
             ),
-        ),
-        "user_id",
-        "user__email",
-        "key_id",
-        "key_name",
-        "key_account",
+        )
     )
+
+
+def _person_or_key_label(row: dict, usage: UsageQuery) -> str:
+    """The email, the key's name (see ``_key_label``) or ``NO_USER``."""
+    if row["user_id"] is not None:
+        return row["user__email"]
+    if row["key_id"]:
+        return _key_label(row["key_name"], row["key_account"], usage)
+    return NO_USER
+
+
+@_report
+def usage_by_user(usage: UsageQuery) -> list[UserUsage]:
+    """One row per person, and one per API key for what keys did with nobody named."""
+    groups = grouped(_by_person_or_key(usage), *PERSON_OR_KEY)
     user_ids = [row["user_id"] for row, _ in groups if row["user_id"] is not None]
     roles = _roles(usage, user_ids)
     agents_created = dict(
@@ -350,19 +386,47 @@ def usage_by_user(usage: UsageQuery) -> list[UserUsage]:
 
     def labels(row, sums) -> dict:
         if row["user_id"] is not None:
-            email, role = row["user__email"], roles.get(row["user_id"], "")
-        elif row["key_id"]:
-            email, role = _key_label(row["key_name"], row["key_account"], usage), "api_key"
+            role = roles.get(row["user_id"], "")
         else:
-            email, role = NO_USER, ""
+            role = "api_key" if row["key_id"] else ""
         return {
-            "user_email": email,
+            "user_email": _person_or_key_label(row, usage),
             "role": role,
             "user_id": row["user_id"],
             "agents_created": agents_created.get(row["user_id"], 0),
         }
 
     return _rows(UserUsage, groups, labels)
+
+
+@_report
+def usage_by_member_feature_credit_type(usage: UsageQuery) -> list[MemberFeatureCreditUsage]:
+    """Each person's (or key's) credits per feature, split into base and excess credits: the
+    base row holds ``credits - excess_credits``, so the rows add up to the credits used."""
+    split = []
+    for row, sums in grouped(_by_person_or_key(usage, "feature"), *PERSON_OR_KEY, "feature"):
+        split.append(({**row, "credit_type": BASE}, sums.credits - sums.excess_credits))
+        if sums.excess_credits:
+            split.append(({**row, "credit_type": EXCESS}, sums.excess_credits))
+    rows = [
+        MemberFeatureCreditUsage(
+            user_email=_person_or_key_label(row, usage),
+            user_id=row["user_id"],
+            feature=row["feature"] or NO_FEATURE,
+            credit_type=row["credit_type"],
+            credits_consumed=credits,
+        )
+        for row, credits in split
+    ]
+    return sorted(
+        rows,
+        key=lambda row: (
+            -row.credits_consumed,
+            row.user_email.casefold(),
+            row.feature.casefold(),
+            row.credit_type,
+        ),
+    )
 
 
 def _key_label(name: str, account: str, usage: UsageQuery) -> str:

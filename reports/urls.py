@@ -13,6 +13,12 @@ urlpatterns = [
         views.environment_member_usage,
         name="environment-member-usage",
     ),
+    path("usage/reports/", views.reports, name="reports-page"),
+    path(
+        "usage/reports/<slug:slug>/download/",
+        views.report_download,
+        name="report-download",
+    ),
     # A project manager's report schedules.
     path("usage/schedules/", schedule_views.schedule_list, name="usage-schedules"),
     path("usage/schedules/new/", schedule_views.schedule_form, name="usage-schedule-new"),

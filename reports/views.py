@@ -1,20 +1,24 @@
-"""The usage pages outside the admin: every member's own usage and a project manager's
-environments. Thin: parse the query (``reports.timeframes.date_range_from``), call one selector
-in ``reports.dashboard``, render."""
+"""The usage pages outside the admin: every member's own usage, a project manager's
+environments and the Reports page. Thin: parse the query (``reports.timeframes.date_range_from``),
+call one selector in ``reports.dashboard`` or ``reports.reports_page``, render."""
+
+import copy
 
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.views import LoginView
 from django.core.files.storage import default_storage
 from django.db.models import Q
-from django.http import FileResponse, Http404
+from django.http import FileResponse, Http404, QueryDict
 from django.shortcuts import render
+from django.urls import reverse
 from django.utils import timezone
 from django.utils.http import urlencode
 
 from accounts.models import Environment, User
 from credits.models import DailyUsage
 
-from . import dashboard, large_exports
+from . import api, dashboard, large_exports, reports_page
+from .catalogue import BY_SLUG
 from .member_table import MemberFilters
 from .timeframes import DATE_RANGE_PARAMETERS, DateRange, date_range_from
 
@@ -241,3 +245,79 @@ def large_export_download(request, token: str):
     return FileResponse(
         default_storage.open(path, "rb"), as_attachment=True, filename=path.rsplit("/", 1)[-1]
     )
+
+
+# --- The Reports page ---------------------------------------------------------------------------
+
+
+def reports_page_context(request, subscriptions) -> dict:
+    """The Reports page of the subscription asked for among ``subscriptions`` (else the
+    first), previewed over the chosen named timeframe."""
+    subscription = chosen(
+        subscriptions,
+        request.GET.get("subscription"),
+        key=lambda subscription: str(subscription.pk),
+        missing="No such subscription among yours.",
+    )
+    page = reports_page.reports_page(
+        user=request.user,
+        subscription=subscription,
+        timeframe=reports_page.chosen_timeframe(subscription, request.GET.get("timeframe")),
+        include_sub_accounts=request.GET.get("include_sub_accounts") == "true",
+    )
+    return {"page": page, "subscriptions": subscriptions}
+
+
+@login_required(login_url=LOGIN_URL)
+def reports(request):
+    """/usage/reports/: a card per report the person may read, each with its download."""
+    subscriptions = reports_page.readable_subscriptions(request.user)
+    context = {"nav": "reports", "manages_environments": _manages_environments(request.user)}
+    if subscriptions:
+        context.update(reports_page_context(request, subscriptions))
+    return render(request, "reports/reports.html", context)
+
+
+DOWNLOAD_FORMATS = ("csv", "json")
+
+
+def download_parameters(report, query) -> dict:
+    """The report API's query parameters for what the download dialog sent: the timeframe it
+    chose (``timeframe`` names one, or is ``period`` or ``custom``), the filters given, the
+    subscription, sub-accounts and the format. The API validates them as ever."""
+    kind = query.get("timeframe", "")
+    if kind == "period":
+        params = {"period": query.get("period", "")}
+    elif kind == "custom":
+        params = {"start": query.get("start", ""), "end": query.get("end", "")}
+    else:
+        params = {"timeframe": kind}
+    for name in ("subscription", *(spec.name for spec in report.filters)):
+        params[name] = query.get(name, "")
+    if report.sub_account_toggle and query.get("include_sub_accounts"):
+        params["include_sub_accounts"] = "true"
+    params["format"] = query.get("format") if query.get("format") in DOWNLOAD_FORMATS else "csv"
+    if params["format"] == "json":  # one file: the largest page the API gives
+        params["page_size"] = str(api.ReportPagination.max_page_size)
+    return {name: value for name, value in params.items() if value}
+
+
+@login_required(login_url=LOGIN_URL)
+def report_download(request, slug: str):
+    """The download dialog's file: the report API's own answer to the same parameters (its
+    view, path and session), saved as an attachment named after the report, the
+    subscription and the range."""
+    report = BY_SLUG.get(slug)
+    if report is None:
+        raise Http404("No such report.")
+    query = QueryDict(mutable=True)
+    query.update(download_parameters(report, request.GET))
+    api_request = copy.copy(request)
+    api_request.GET = query
+    api_request.path = api_request.path_info = reverse(f"report-{slug}")
+    api_request.META = {**request.META, "QUERY_STRING": query.urlencode()}
+    response = api.REPORT_VIEWS[slug].as_view()(api_request)
+    disposition = response.get("Content-Disposition", "")
+    if disposition.startswith("inline;"):
+        response["Content-Disposition"] = "attachment;" + disposition.removeprefix("inline;")
+    return response

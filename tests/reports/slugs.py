@@ -7,7 +7,10 @@ REPORT_SLUGS = [
     "usage-by-model",
     "usage-by-product",
     "usage-by-feature",
+    "usage-by-member-feature-credit-type",
     "usage-by-team",
     "usage-by-environment",
     "usage-by-sub-account",
 ]
+# The reports that name each member: on the Pro, Premium and Scale plans only.
+PER_MEMBER = ("usage-by-user", "usage-by-member-feature-credit-type", "usage-by-team")

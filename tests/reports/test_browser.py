@@ -372,6 +372,98 @@ def test_my_usage_fits_a_phone(visit):
     assert carol.errors == []
 
 
+# --- The Reports page ----------------------------------------------------------------------------
+
+
+def card_total(visit: Visit, slug: str) -> str:
+    return visit.page.locator(f'[data-report="{slug}"] [data-total]').inner_text().strip()
+
+
+def download_through_dialog(visit: Visit, slug: str, choices: dict) -> tuple[str, bytes]:
+    """Open the card's dialog from the keyboard, choose ``choices`` (select id suffix ->
+    value), download; return the file's name and bytes."""
+    page = visit.page
+    page.locator(f'[data-open-dialog="{slug}-download"]').focus()
+    page.keyboard.press("Enter")
+    dialog = page.locator(f"#{slug}-download")
+    expect(dialog).to_be_visible()
+    for suffix, value in choices.items():
+        page.select_option(f"#{slug}-{suffix}", value)
+    with page.expect_download() as info:
+        dialog.locator("[data-download]").click()
+    expect(dialog).to_be_hidden()
+    download = info.value
+    return download.suggested_filename, Path(download.path()).read_bytes()
+
+
+def test_reports_page_downloads_the_apis_bytes_for_each_role(visit):
+    alice = visit()
+    alice.log_in("alice@acme.example", admin=True)
+    alice.page.locator('#credit-usage-module a[href="/admin/reports/"]').click()
+    expect(alice.page.locator("h1")).to_have_text("Reports")
+    subscription = alice.page.locator("input[name=subscription]").first.input_value()
+
+    # The sub-accounts' usage adds to the totals, and names the accounts' keys.
+    alone = card_total(alice, "usage-by-user")
+    alice.page.check("#id_include_sub_accounts")
+    alice.page.click(".reports-controls [type=submit]")
+    expect(alice.page.locator("#reports-summary")).to_contain_text("and its sub-accounts")
+    together = card_total(alice, "usage-by-user")
+    api = alice.api(
+        "/api/v1/reports/usage-by-user/",
+        timeframe="this_month",
+        include_sub_accounts="true",
+        subscription=subscription,
+    )
+    assert together == credits(Decimal(api["totals"]["credits_consumed"]))
+    assert Decimal(together.replace(",", "")) > Decimal(alone.replace(",", ""))
+
+    # The dialog: Escape closes it; a download is the API's answer to the same parameters.
+    alice.page.locator('[data-open-dialog="usage-by-agent-download"]').click()
+    alice.page.keyboard.press("Escape")
+    expect(alice.page.locator("#usage-by-agent-download")).to_be_hidden()
+    name, file = download_through_dialog(
+        alice, "usage-by-agent", {"timeframe": "last_30_days", "agent_type": "single_task"}
+    )
+    answer = alice.page.request.get(
+        alice.base + "/api/v1/reports/usage-by-agent/",
+        params={
+            "timeframe": "last_30_days",
+            "agent_type": "single_task",
+            "include_sub_accounts": "true",
+            "subscription": subscription,
+            "format": "csv",
+        },
+    )
+    assert file == answer.body()
+    assert re.fullmatch(r"acme-corp_usage-by-agent_\d{4}-\d{2}-\d{2}_\d{4}-\d{2}-\d{2}\.csv", name)
+    alice.page.locator('[data-open-dialog="usage-by-member-feature-credit-type-download"]').click()
+    alice.screenshot("reports-admin-dialog")
+    alice.page.keyboard.press("Escape")
+    alice.screenshot("reports-admin")
+    assert alice.errors == []
+
+    carol = visit(viewport=PHONE)
+    carol.log_in("carol@acme.example")
+    carol.page.click("nav >> text=Reports")
+    expect(carol.page.locator("h1")).to_have_text("Reports")
+    assert carol.page.evaluate(NO_OVERFLOW)
+    assert carol.page.locator('[data-report="usage-by-sub-account"]').count() == 0
+    assert carol.page.locator("#id_include_sub_accounts").count() == 0
+    shown = carol.page.locator('[data-report="usage-by-user"] tbody td').all_inner_texts()
+    assert "carol@acme.example" in shown
+    assert not [text for text in shown if "@" in text and text != "carol@acme.example"]
+    name, file = download_through_dialog(
+        carol, "usage-by-member-feature-credit-type", {"timeframe": "this_month"}
+    )
+    rows = list(csv.DictReader(io.StringIO(file.decode("utf-8-sig"))))
+    assert rows and {row["user_email"] for row in rows} == {"carol@acme.example"}
+    own = carol.api("/api/v1/balance/")["user"]["used"]
+    assert sum(Decimal(row["credits_consumed"]) for row in rows) == Decimal(own)
+    carol.screenshot("reports-member-phone")
+    assert carol.errors == []
+
+
 # --- One look, at a desk and on a phone ---------------------------------------------------------
 
 WIDE = {"width": 1400, "height": 900}
@@ -514,12 +606,16 @@ ADMIN_CHANGELISTS = [
     "/admin/reports/delivery/",
     "/admin/reports/reportschedule/",
 ]
-ADMIN_PAGES = ["/admin/", "/admin/credit-usage/", *ADMIN_CHANGELISTS]
+ADMIN_PAGES = ["/admin/", "/admin/credit-usage/", "/admin/reports/", *ADMIN_CHANGELISTS]
 ROLE_PAGES = {
     # role: (email, log in through the admin?, pages)
     "subscription-admin": ("alice@acme.example", True, ADMIN_PAGES),
-    "project-manager": ("bob@acme.example", False, ["/usage/", "/usage/environments/"]),
-    "member": ("carol@acme.example", False, ["/usage/"]),
+    "project-manager": (
+        "bob@acme.example",
+        False,
+        ["/usage/", "/usage/environments/", "/usage/reports/"],
+    ),
+    "member": ("carol@acme.example", False, ["/usage/", "/usage/reports/"]),
 }
 # A zone after a time: an abbreviation or offset ("08:00 CET"), or the zone's name in brackets
 # ("08:00 (Europe/Prague)", as a schedule's time reads).

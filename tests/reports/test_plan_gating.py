@@ -17,6 +17,7 @@ from reports.models import ReportSchedule
 from reports.services import save_schedule
 from tests.factories import utc
 from tests.reports.recorder import logged_in, record_november
+from tests.reports.slugs import PER_MEMBER
 
 pytestmark = pytest.mark.django_db
 
@@ -42,7 +43,7 @@ def body_of(response) -> str:
     return response.content.decode()
 
 
-@pytest.mark.parametrize("name", ["usage-by-user", "usage-by-team"])
+@pytest.mark.parametrize("name", PER_MEMBER)
 def test_a_free_plan_admin_gets_no_other_members_usage(world, free_plan, name):
     response = report(world.admin, name)
 

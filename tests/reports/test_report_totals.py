@@ -24,7 +24,7 @@ from credits.recording import record_adjustment
 from tests import factories
 from tests.credits.references import percentile_cont
 from tests.factories import utc
-from tests.reports.recorder import EVENTS_URL, EventRecorder, logged_in
+from tests.reports.recorder import EVENTS_URL, EventRecorder, logged_in, record_november
 from tests.reports.slugs import REPORT_SLUGS
 
 pytestmark = pytest.mark.django_db
@@ -552,3 +552,46 @@ def test_p95_of_short_latencies_is_exact(world, auckland):
 
     # percentile_cont(0.95) over 0, 3, 7, 12, 12, 30, 41: 30 + 0.7 * 11
     assert response.json()["results"][0]["p95_latency_ms"] == "37.70"
+
+
+# --- Credit types ------------------------------------------------------------------------------
+
+
+def test_credit_types_split_each_members_feature_usage_and_add_up_to_the_balance(world):
+    """Acme on a soft limit of 10 credits: alice's 10 credits of chat on 22 November cross it
+    after 2, so 8 of them are excess."""
+    world.subscription.base_allocation = Decimal(10)
+    world.subscription.limit_mode = "soft"
+    world.subscription.excess_allowance = Decimal(100)
+    world.subscription.save()
+    record_november(world)
+    client = logged_in(world.admin)
+
+    with time_machine.travel(utc(2026, 11, 25), tick=False):
+        report = client.get(
+            "/api/v1/reports/usage-by-member-feature-credit-type/", {"timeframe": "this_month"}
+        ).json()
+        balance = client.get("/api/v1/balance/").json()
+        others = {
+            slug: report_credits(client, slug, timeframe="this_month")
+            for slug in ("usage-by-user", "usage-by-feature")
+        }
+
+    rows = [
+        (row["user_email"], row["feature"], row["credit_type"], row["credits_consumed"])
+        for row in report["results"]
+    ]
+    assert rows == [
+        ("alice@acme.example", "chat", "excess", "8.0000"),
+        ("bob@acme.example", "translate", "base", "4.0000"),
+        ("carol@acme.example", "chat", "base", "3.7500"),
+        ("alice@acme.example", "chat", "base", "2.0000"),
+        ("Backend", "No feature", "base", "0.2500"),
+    ]
+    by_type = defaultdict(Decimal)
+    for _, _, credit_type, credits in rows:
+        by_type[credit_type] += Decimal(credits)
+    assert by_type["excess"] == Decimal(balance["excess_used"])
+    assert by_type["base"] + by_type["excess"] == Decimal(balance["used"])
+    assert Decimal(report["totals"]["credits_consumed"]) == Decimal(balance["used"])
+    assert set(others.values()) == {Decimal(balance["used"])}

@@ -23,7 +23,7 @@ from reports.timeframes import TIMEFRAMES
 from tests import factories
 from tests.factories import frozen_at, utc
 from tests.reports.recorder import logged_in, record_november
-from tests.reports.slugs import REPORT_SLUGS
+from tests.reports.slugs import PER_MEMBER, REPORT_SLUGS
 
 pytestmark = pytest.mark.django_db
 
@@ -554,7 +554,7 @@ def test_on_the_free_plan_reports_that_name_nobody_are_answered(world, usage):
     Subscription.objects.filter(pk=world.subscription.pk).update(plan=Subscription.Plan.FREE)
 
     for report in REPORT_SLUGS:
-        if report not in ("usage-by-user", "usage-by-team"):
+        if report not in PER_MEMBER:
             response = get(world.admin, report)
             assert response.json()["totals"]["credits_consumed"] == "18.0000", report
 
@@ -567,7 +567,7 @@ def test_the_openapi_document_lists_the_plan_refusal_of_per_member_reports():
         assert refusal["content"]["application/json"]["schema"] == {
             "$ref": "#/components/schemas/ApiError"
         }
-        per_member = report in ("usage-by-user", "usage-by-team")
+        per_member = report in PER_MEMBER
         assert ("`plan_required`" in refusal["description"]) is per_member, report
 
 

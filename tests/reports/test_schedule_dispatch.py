@@ -324,7 +324,8 @@ def test_the_schedules_validation_is_the_models(world):
         "recipients": ["Not valid email addresses: not-an-email."],
         "attached_reports": [
             "Unknown reports: usage-by-nothing. Choose among usage-by-user, usage-by-agent, "
-            "usage-by-model, usage-by-product, usage-by-feature, usage-by-team, "
+            "usage-by-model, usage-by-product, usage-by-feature, "
+            "usage-by-member-feature-credit-type, usage-by-team, "
             "usage-by-environment, usage-by-sub-account, credit-usage."
         ],
     }

@@ -337,6 +337,42 @@ def my_usage(t):
     ]
 
 
+def reports_page(t):
+    subscription = g(t).subscription.pk
+    return [
+        get("/usage/reports/"),
+        get("/usage/reports/", {"include_sub_accounts": "true", "timeframe": "last_12_months"}),
+        get("/usage/reports/", {"subscription": subscription}, refused=True, twin="globex member"),
+    ]
+
+
+def admin_reports(t):
+    subscription = g(t).subscription.pk
+    return [
+        get("/admin/reports/", {"include_sub_accounts": "true"}),
+        get("/admin/reports/", {"subscription": subscription}, refused=True, twin="globex admin"),
+    ]
+
+
+def report_download(t):
+    """The Reports page's download: the report API's answer, aimed at Globex the same ways."""
+    globex = g(t)
+    path = "/usage/reports/usage-by-agent/download/"
+    base = {"timeframe": "this_month", "format": "json"}
+    return [
+        get(path, base),
+        get(path, {**base, "format": "csv", "include_sub_accounts": "true"}),
+        get(
+            path,
+            {**base, "subscription": globex.subscription.pk},
+            refused=True,
+            twin="globex admin",
+        ),
+        get(path, {**base, "team": globex.team.pk}),
+        get(path, {**base, "created_by": globex.admin.email}),
+    ]
+
+
 def environment_usage(t):
     environment = g(t).environment.public_id
     return [
@@ -524,6 +560,7 @@ VIEWS: dict[str, Callable[[Tenants], list[Probe]]] = {
     "admin:auth_user_password_change": admin_password_change_of,
     "admin-credit-usage": admin_credit_usage,
     "admin-credit-usage-member": admin_credit_usage_member,
+    "admin-reports": admin_reports,
     r"admin/(?P<url>.*)$": lambda t: [
         get(f"/admin/accounts/project/{g(t).project.pk}/nonsense/", refused=True)
     ],
@@ -543,6 +580,8 @@ VIEWS: dict[str, Callable[[Tenants], list[Probe]]] = {
     "my-usage": my_usage,
     "environment-usage": environment_usage,
     "environment-member-usage": environment_member_usage,
+    "reports-page": reports_page,
+    "report-download": report_download,
     # Scheduled reports.
     "report-schedules": report_schedules,
     "report-schedule": report_schedule,
