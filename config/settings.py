@@ -209,6 +209,7 @@ CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_TASK_ROUTES = {
     "credits.tasks.*": {"queue": "alerts"},
+    "credits.webhooks.*": {"queue": "alerts"},
     "reports.tasks.*": {"queue": "reports"},
 }
 
@@ -323,3 +324,10 @@ LARGE_EXPORT_ROWS = env.int("LARGE_EXPORT_ROWS", default=1_000_000)
 LARGE_EXPORT_LINK_DAYS = env.int("LARGE_EXPORT_LINK_DAYS", default=7)
 LATE_EVENT_GRACE_HOURS = env.int("LATE_EVENT_GRACE_HOURS", default=48)
 FUTURE_EVENT_TOLERANCE_SECONDS = env.int("FUTURE_EVENT_TOLERANCE_SECONDS", default=300)
+# Webhooks (credits.webhooks): addresses in these networks (CIDR, comma-separated) may receive
+# webhooks although they are internal (private, loopback, link-local); none by default.
+WEBHOOK_ALLOWED_NETWORKS = env.list("WEBHOOK_ALLOWED_NETWORKS", default=[])
+WEBHOOK_TIMEOUT_SECONDS = env.int("WEBHOOK_TIMEOUT_SECONDS", default=5)
+WEBHOOK_RETRY_HOURS = env.int("WEBHOOK_RETRY_HOURS", default=24)
+WEBHOOK_DISABLE_AFTER_HOURS = env.int("WEBHOOK_DISABLE_AFTER_HOURS", default=24)
+WEBHOOK_SECRET_GRACE_HOURS = env.int("WEBHOOK_SECRET_GRACE_HOURS", default=24)
