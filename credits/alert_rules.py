@@ -178,23 +178,26 @@ def send_firing(*, firing_id: int) -> bool:
     return True
 
 
-def _target_name(rule: AlertRule) -> str:
-    if rule.target == Target.TEAM:
-        return f"team {rule.team.name}'s limit"
-    if rule.target == Target.USER:
-        return f"{rule.user.email}'s limit"
-    return "the base allocation"
-
-
 def headline(firing: AlertFiring) -> str:
     """``Acme: team Writers used 50% of its limit for December 2026 (260 of 500 credits).``"""
     rule = firing.rule
+    name = rule.subscription.name
+    if rule.target == Target.TEAM:
+        who = f"{name}: team {rule.team.name} used {{}}% of its limit"
+    elif rule.target == Target.USER:
+        who = f"{name}: {rule.user.email} used {{}}% of their limit"
+    else:
+        who = f"{name} used {{}}% of its base allocation"
     month = local_date(firing.period.start, rule.subscription.zone)
     return (
-        f"{rule.subscription.name}: {_target_name(rule)} reached {firing.threshold.normalize():f}% "
-        f"for {month:%B %Y} ({firing.credits_used.normalize():f} of "
-        f"{firing.credits_limit.normalize():f} credits used)."
+        f"{who.format(_number(firing.threshold))} for {month:%B %Y} "
+        f"({_number(firing.credits_used)} of {_number(firing.credits_limit)} credits)."
     )
+
+
+def _number(value: Decimal) -> str:
+    """``50``, ``25.5``: no trailing zeros (``normalize`` alone would say ``5E+1``)."""
+    return f"{value.normalize():f}"
 
 
 def event_data(firing: AlertFiring) -> dict:
@@ -207,7 +210,7 @@ def event_data(firing: AlertFiring) -> dict:
     return {
         "rule": {"id": rule.pk, "name": rule.name},
         "target": target,
-        "threshold_percent": f"{firing.threshold.normalize():f}",
+        "threshold_percent": _number(firing.threshold),
         "credits_used": f"{firing.credits_used:f}",
         "credits_limit": f"{firing.credits_limit:f}",
         "period": {"start": firing.period.start.isoformat(), "end": firing.period.end.isoformat()},

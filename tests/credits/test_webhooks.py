@@ -4,9 +4,7 @@ the README's instructions; retries, disabling, rotation, and addresses that are 
 import json
 import logging
 import re
-import threading
 from datetime import timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -18,7 +16,7 @@ from django.utils import timezone
 
 from credits import webhooks
 from credits.billing import period_for
-from credits.models import ThresholdAlert, WebhookDelivery, WebhookEndpoint
+from credits.models import AlertRule, ThresholdAlert, WebhookDelivery, WebhookEndpoint
 from credits.tasks import queue_due_webhooks, send_threshold_alert
 from tests import factories
 from tests.credits.conftest import set_allocation
@@ -42,63 +40,9 @@ def readme_verify():
     return namespace["verify"]
 
 
-class Receiver:
-    """A webhook receiver on 127.0.0.1 in a thread: answers ``status``, keeps what came."""
-
-    def __init__(self):
-        self.status = 200
-        self.received: list[tuple[dict, bytes]] = []
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                receiver.received.append((dict(self.headers), body))
-                self.send_response(receiver.status)
-                self.end_headers()
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_port}/hooks"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def bodies(self) -> list[dict]:
-        return [json.loads(body) for _, body in self.received]
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
-
-
-@pytest.fixture
-def loopback_allowed(settings):
-    settings.WEBHOOK_ALLOWED_NETWORKS = ["127.0.0.0/8"]
-
-
-@pytest.fixture
-def receiver(loopback_allowed):
-    receiver = Receiver()
-    yield receiver
-    receiver.close()
-
-
 @pytest.fixture
 def endpoint(world, receiver):
     return webhooks.create_endpoint(subscription=world.subscription, name="Ops", url=receiver.url)
-
-
-@pytest.fixture
-def run_after_commit(django_capture_on_commit_callbacks):
-    """What commits queues runs, as a worker would run it (tasks are eager)."""
-
-    def run(action, *args, **kwargs):
-        with django_capture_on_commit_callbacks(execute=True):
-            return action(*args, **kwargs)
-
-    return run
 
 
 @time_machine.travel(utc(2026, 3, 20, 12), tick=False)
@@ -280,15 +224,19 @@ def test_secrets_and_urls_are_never_logged(world, endpoint, receiver, run_after_
         assert value not in caplog.text
 
 
-def test_recording_runs_as_many_statements_with_endpoints_and_a_slow_receiver(
+def test_recording_runs_as_many_statements_with_endpoints_and_rules(
     world, key_client, event_payload, loopback_allowed
 ):
     key_client.post(EVENTS_URL, event_payload(), format="json")  # opens the period
     with CaptureQueriesContext(connection) as without:
         assert key_client.post(EVENTS_URL, event_payload(), format="json").status_code == 201
-    webhooks.create_endpoint(
+    slow, _ = webhooks.create_endpoint(
         subscription=world.subscription, name="Slow", url="http://127.0.0.1:9/never"
     )
+    rule = AlertRule.objects.create(
+        subscription=world.subscription, name="Any", target="allocation", thresholds=[1]
+    )
+    rule.endpoints.add(slow)
 
     with CaptureQueriesContext(connection) as with_endpoint:
         assert key_client.post(EVENTS_URL, event_payload(), format="json").status_code == 201
