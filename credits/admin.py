@@ -389,7 +389,7 @@ class WebhookDeliveryAdmin(ReadOnlyAdminMixin, ScopedModelAdmin):
     )
     list_filter = ("status", "event_type", ("endpoint", ScopedRelatedFilter))
     list_select_related = ("endpoint",)
-    search_fields = ("event_id", "event_type")
+    search_fields = ("endpoint__name", "event_type")
     ordering = ("-created_at", "-id")
     fields = (
         "endpoint",
@@ -416,7 +416,9 @@ class WebhookDeliveryAdmin(ReadOnlyAdminMixin, ScopedModelAdmin):
 class AlertRuleForm(forms.ModelForm):
     def clean(self):
         cleaned = super().clean()
-        subscription = cleaned.get("subscription") or self.instance.subscription
+        subscription = cleaned.get("subscription")
+        if subscription is None and self.instance.subscription_id:
+            subscription = self.instance.subscription
         for endpoint in cleaned.get("endpoints") or ():
             if subscription and endpoint.subscription_id != subscription.pk:
                 self.add_error("endpoints", f"{endpoint} belongs to another subscription.")
