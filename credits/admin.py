@@ -413,21 +413,8 @@ class WebhookDeliveryAdmin(ReadOnlyAdminMixin, ScopedModelAdmin):
         self.message_user(request, f"Queued {len(ids)} deliveries again.")
 
 
-class AlertRuleForm(forms.ModelForm):
-    def clean(self):
-        cleaned = super().clean()
-        subscription = cleaned.get("subscription")
-        if subscription is None and self.instance.subscription_id:
-            subscription = self.instance.subscription
-        for endpoint in cleaned.get("endpoints") or ():
-            if subscription and endpoint.subscription_id != subscription.pk:
-                self.add_error("endpoints", f"{endpoint} belongs to another subscription.")
-        return cleaned
-
-
 @admin.register(AlertRule)
 class AlertRuleAdmin(ScopedModelAdmin):
-    form = AlertRuleForm
     list_display = ("name", "target", "subscription", "thresholds", "enabled")
     list_filter = ("target", "enabled", ("subscription", ScopedRelatedFilter))
     list_select_related = ("subscription",)
@@ -442,9 +429,9 @@ class AlertRuleAdmin(ScopedModelAdmin):
         "thresholds",
         "email_admins",
         "email_addresses",
-        "endpoints",
+        "webhook",
+        "slack",
         "enabled",
     )
     autocomplete_fields = ("user",)
-    filter_horizontal = ("endpoints",)
     fixed_after_creation = ("subscription",)

@@ -125,7 +125,7 @@ def _claim(crossings: list[tuple], now: datetime) -> list[int]:
             f"INSERT INTO {table} (subscription_id, rule_id, period_id, threshold, "  # noqa: S608
             "credits_used, credits_limit, crossed_at) "
             f"VALUES {', '.join(['(%s, %s, %s, %s, %s, %s, %s)'] * len(crossings))} "
-            "ON CONFLICT (rule_id, period_id, threshold) DO NOTHING RETURNING id",
+            "ON CONFLICT (subscription_id, rule_id, period_id, threshold) DO NOTHING RETURNING id",
             [value for crossing in crossings for value in (*crossing, now)],
         )
         return [firing_id for (firing_id,) in cursor.fetchall()]
@@ -140,7 +140,14 @@ def send_firing(*, firing_id: int) -> bool:
     with transaction.atomic():
         firing = (
             AlertFiring.objects.select_for_update(skip_locked=True, of=("self",))
-            .select_related("rule__subscription", "rule__team", "rule__user", "period")
+            .select_related(
+                "rule__subscription",
+                "rule__team",
+                "rule__user",
+                "rule__webhook",
+                "rule__slack",
+                "period",
+            )
             .filter(pk=firing_id, notified_at__isnull=True)
             .first()
         )
@@ -155,7 +162,7 @@ def send_firing(*, firing_id: int) -> bool:
             summary=summary,
             data=event_data(firing),
             now=now,
-            endpoints=list(rule.endpoints.all()),
+            endpoints=[endpoint for endpoint in (rule.webhook, rule.slack) if endpoint],
         )
         recipients = sorted(
             {*(admin_emails(rule.subscription) if rule.email_admins else []), *rule.email_addresses}

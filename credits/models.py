@@ -748,7 +748,7 @@ class WebhookDelivery(models.Model):
 
     subscription = models.ForeignKey(Subscription, on_delete=models.CASCADE, related_name="+")
     endpoint = models.ForeignKey(
-        WebhookEndpoint, on_delete=models.CASCADE, related_name="deliveries"
+        WebhookEndpoint, on_delete=models.CASCADE, related_name="deliveries", db_constraint=False
     )
     event_id = models.UUIDField()
     event_type = models.CharField(max_length=50)
@@ -768,7 +768,9 @@ class WebhookDelivery(models.Model):
         ordering = ["-created_at", "-id"]
         verbose_name_plural = "webhook deliveries"
         constraints = [
-            models.UniqueConstraint(fields=["endpoint", "event_id"], name="delivery_once"),
+            models.UniqueConstraint(
+                fields=["subscription", "endpoint", "event_id"], name="delivery_once"
+            ),
         ]
         indexes = [
             models.Index(
@@ -810,8 +812,23 @@ class AlertRule(models.Model):
     email_addresses = ArrayField(
         models.EmailField(), blank=True, default=list, help_text="More recipients, comma-separated."
     )
-    endpoints = models.ManyToManyField(
-        WebhookEndpoint, blank=True, related_name="alert_rules", help_text="Webhooks and Slack."
+    webhook = models.ForeignKey(
+        WebhookEndpoint,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+        db_constraint=False,
+        limit_choices_to={"kind": WebhookEndpoint.Kind.WEBHOOK},
+    )
+    slack = models.ForeignKey(
+        WebhookEndpoint,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+        db_constraint=False,
+        limit_choices_to={"kind": WebhookEndpoint.Kind.SLACK},
     )
     enabled = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -843,6 +860,10 @@ class AlertRule(models.Model):
             and not self.user.memberships.filter(subscription_id=self.subscription_id).exists()
         ):
             raise ValidationError({"user": "This user has no role in the subscription."})
+        for channel in ("webhook", "slack"):
+            endpoint = getattr(self, channel)
+            if endpoint and endpoint.subscription_id != self.subscription_id:
+                raise ValidationError({channel: "This endpoint belongs to another subscription."})
         if not self.thresholds or any(value <= 0 for value in self.thresholds):
             raise ValidationError({"thresholds": "Give one or more percentages above 0."})
 
@@ -852,7 +873,9 @@ class AlertFiring(models.Model):
     like ``ThresholdAlert`` (locked, sent, ``notified_at`` set in one transaction)."""
 
     subscription = models.ForeignKey(Subscription, on_delete=models.CASCADE, related_name="+")
-    rule = models.ForeignKey(AlertRule, on_delete=models.CASCADE, related_name="firings")
+    rule = models.ForeignKey(
+        AlertRule, on_delete=models.CASCADE, related_name="firings", db_constraint=False
+    )
     period = models.ForeignKey(
         BillingPeriod, on_delete=models.CASCADE, related_name="+", db_constraint=False
     )
@@ -867,7 +890,8 @@ class AlertFiring(models.Model):
     class Meta:
         constraints = [
             models.UniqueConstraint(
-                fields=["rule", "period", "threshold"], name="alert_firing_once_per_period"
+                fields=["subscription", "rule", "period", "threshold"],
+                name="alert_firing_once_per_period",
             ),
         ]
 

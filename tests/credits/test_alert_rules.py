@@ -44,16 +44,16 @@ def half_rule(world, writers, receiver, slack):
     channel, _ = webhooks.create_endpoint(
         subscription=world.subscription, name="#ops", url=slack.url, kind="slack"
     )
-    rule = AlertRule.objects.create(
+    return AlertRule.objects.create(
         subscription=world.subscription,
         name="Writers at half",
         target=AlertRule.Target.TEAM,
         team=writers,
         thresholds=[Decimal(50), Decimal(100)],
         email_addresses=["ops@acme.example"],
+        webhook=hook,
+        slack=channel,
     )
-    rule.endpoints.set([hook, channel])
-    return rule
 
 
 @time_machine.travel(utc(2026, 12, 7, 10), tick=False)

@@ -233,10 +233,13 @@ def test_recording_runs_as_many_statements_with_endpoints_and_rules(
     slow, _ = webhooks.create_endpoint(
         subscription=world.subscription, name="Slow", url="http://127.0.0.1:9/never"
     )
-    rule = AlertRule.objects.create(
-        subscription=world.subscription, name="Any", target="allocation", thresholds=[1]
+    AlertRule.objects.create(
+        subscription=world.subscription,
+        name="Any",
+        target="allocation",
+        thresholds=[1],
+        webhook=slow,
     )
-    rule.endpoints.add(slow)
 
     with CaptureQueriesContext(connection) as with_endpoint:
         assert key_client.post(EVENTS_URL, event_payload(), format="json").status_code == 201

@@ -259,8 +259,8 @@ def _alerts(subscription, team, period):
         target=AlertRule.Target.TEAM,
         team=team,
         thresholds=[50],
+        webhook=endpoint,
     )
-    rule.endpoints.add(endpoint)
     return endpoint, delivery, rule
 
 
@@ -493,7 +493,7 @@ def globex_state(globex: Globex) -> dict:
             "name",
             "thresholds",
             "enabled",
-            "endpoints",
+            "webhook",
         ),
         "tokens": rows(Token.objects.filter(user__in=users), "key"),
         **_schedule_state(subscriptions),
