@@ -55,18 +55,21 @@ SUBJECTS = {
 
 def send_alert(*, alert_id: int) -> bool:
     """Email the subscription's admins about the alert (a threshold crossed, or a new period
-    opened); False if it was already sent, is being sent, or does not exist."""
+    opened); False if it was already sent, is being sent, or does not exist.
+
+    Its webhook event is published first, in a transaction of its own, so that an SMTP outage
+    delays the email only; publishing again (a retry) owes each endpoint nothing new.
+    """
     with transaction.atomic():
-        alert = (
-            ThresholdAlert.objects.select_for_update(skip_locked=True, of=("self",))
-            .select_related("period", "subscription")
-            .filter(pk=alert_id, notified_at__isnull=True)
-            .first()
-        )
+        alert = _claim_alert(alert_id)
         if alert is None:
             logger.info("event=alert_skipped alert_id=%s reason=sent_or_sending", alert_id)
             return False
         _publish(alert, now=timezone.now())
+    with transaction.atomic():
+        alert = _claim_alert(alert_id)
+        if alert is None:
+            return False
         recipients = admin_emails(alert.subscription)
         if recipients:
             _message(alert, recipients).send(fail_silently=False)
@@ -81,6 +84,16 @@ def send_alert(*, alert_id: int) -> bool:
         len(recipients),
     )
     return claimed == 1
+
+
+def _claim_alert(alert_id: int) -> ThresholdAlert | None:
+    """The alert, locked for this sender, unless it was sent or another sender holds it."""
+    return (
+        ThresholdAlert.objects.select_for_update(skip_locked=True, of=("self",))
+        .select_related("period", "subscription")
+        .filter(pk=alert_id, notified_at__isnull=True)
+        .first()
+    )
 
 
 def send_alerts(*, alert_ids: list[int]) -> int:

@@ -4,17 +4,20 @@ the README's instructions; retries, disabling, rotation, and addresses that are 
 import json
 import logging
 import re
+import smtplib
 from datetime import timedelta
 from pathlib import Path
+from unittest import mock
 
 import pytest
 import time_machine
+from django.core.mail.backends.locmem import EmailBackend
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
-from credits import webhooks
+from credits import notifications, webhooks
 from credits.billing import period_for
 from credits.models import AlertRule, ThresholdAlert, WebhookDelivery, WebhookEndpoint
 from credits.tasks import queue_due_webhooks, send_threshold_alert
@@ -76,6 +79,26 @@ def test_a_threshold_crossed_by_an_event_is_posted_signed_as_the_readme_says(
 
     send_threshold_alert(ThresholdAlert.objects.get().pk)  # a redelivered task: nothing more
     assert len(receiver.received) == 1
+
+
+@time_machine.travel(utc(2026, 3, 20, 12), tick=False)
+def test_an_smtp_outage_delays_the_email_not_the_webhook(
+    world, endpoint, receiver, run_after_commit, mailoutbox
+):
+    set_allocation(world.subscription, "10")
+    alert = ThresholdAlert.objects.create(
+        subscription=world.subscription,
+        period=period_for(subscription=world.subscription, instant=timezone.now()),
+        threshold="allocation_80",
+    )
+
+    smtp_down = mock.patch.object(EmailBackend, "send_messages", side_effect=smtplib.SMTPException)
+    with smtp_down, pytest.raises(smtplib.SMTPException):
+        run_after_commit(notifications.send_alert, alert_id=alert.pk)
+    assert [event["type"] for event in receiver.bodies()] == ["threshold.crossed"]
+
+    assert run_after_commit(notifications.send_alert, alert_id=alert.pk) is True  # the retry
+    assert len(mailoutbox) == 1 and len(receiver.received) == 1
 
 
 @time_machine.travel(utc(2026, 3, 20, 12), tick=False)

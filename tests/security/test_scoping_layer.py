@@ -66,6 +66,9 @@ ALLOWED = {
     ("credits/notifications.py", "send_alert", "ThresholdAlert"): (
         "the alert task claims its alert for the system (exactly-once sends)"
     ),
+    ("credits/notifications.py", "_claim_alert", "ThresholdAlert"): (
+        "the alert task claims its alert for the system (exactly-once sends)"
+    ),
     ("credits/recipients.py", "admin_emails", "User"): (
         "who receives a subscription's alerts: its admins, looked up for the system"
     ),
