@@ -593,18 +593,19 @@ class CreditLimit(models.Model):
     def clean(self) -> None:
         if bool(self.user_id) == bool(self.team_id):
             raise ValidationError("Set a limit for either one user or one team.")
-        if (
-            self.team_id
-            and self.subscription_id
-            and self.team.subscription_id != self.subscription_id
-        ):
-            raise ValidationError({"team": "This team belongs to another subscription."})
-        if (
-            self.user_id
-            and self.subscription_id
-            and not self.user.memberships.filter(subscription_id=self.subscription_id).exists()
-        ):
-            raise ValidationError({"user": "This user has no role in the subscription."})
+        check_owner_in_subscription(self)
+
+
+def check_owner_in_subscription(obj) -> None:
+    """A limit's or rule's team belongs to its subscription, and its user holds a role there."""
+    if obj.team_id and obj.subscription_id and obj.team.subscription_id != obj.subscription_id:
+        raise ValidationError({"team": "This team belongs to another subscription."})
+    if (
+        obj.user_id
+        and obj.subscription_id
+        and not obj.user.memberships.filter(subscription_id=obj.subscription_id).exists()
+    ):
+        raise ValidationError({"user": "This user has no role in the subscription."})
 
 
 def _period_usage_constraints(owner: str) -> list:
@@ -784,6 +785,19 @@ class WebhookDelivery(models.Model):
         return f"{self.event_type} to {self.endpoint}"
 
 
+def _channel(kind: str) -> models.ForeignKey:
+    """An alert rule's endpoint of one kind (optional)."""
+    return models.ForeignKey(
+        WebhookEndpoint,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+        db_constraint=False,
+        limit_choices_to={"kind": kind},
+    )
+
+
 class AlertRule(models.Model):
     """Thresholds (any percentages) of one target's credits per period, and who hears of
     each crossing: once per target, threshold and period (``AlertFiring``)."""
@@ -812,24 +826,8 @@ class AlertRule(models.Model):
     email_addresses = ArrayField(
         models.EmailField(), blank=True, default=list, help_text="More recipients, comma-separated."
     )
-    webhook = models.ForeignKey(
-        WebhookEndpoint,
-        on_delete=models.SET_NULL,
-        null=True,
-        blank=True,
-        related_name="+",
-        db_constraint=False,
-        limit_choices_to={"kind": WebhookEndpoint.Kind.WEBHOOK},
-    )
-    slack = models.ForeignKey(
-        WebhookEndpoint,
-        on_delete=models.SET_NULL,
-        null=True,
-        blank=True,
-        related_name="+",
-        db_constraint=False,
-        limit_choices_to={"kind": WebhookEndpoint.Kind.SLACK},
-    )
+    webhook = _channel(WebhookEndpoint.Kind.WEBHOOK)
+    slack = _channel(WebhookEndpoint.Kind.SLACK)
     enabled = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -848,18 +846,7 @@ class AlertRule(models.Model):
             raise ValidationError({"user": "Choose the user (and no team)."})
         if self.target == self.Target.ALLOCATION and (self.user_id or self.team_id):
             raise ValidationError("The allocation's rule names no team or user.")
-        if (
-            self.team_id
-            and self.subscription_id
-            and self.team.subscription_id != self.subscription_id
-        ):
-            raise ValidationError({"team": "This team belongs to another subscription."})
-        if (
-            self.user_id
-            and self.subscription_id
-            and not self.user.memberships.filter(subscription_id=self.subscription_id).exists()
-        ):
-            raise ValidationError({"user": "This user has no role in the subscription."})
+        check_owner_in_subscription(self)
         for channel in ("webhook", "slack"):
             endpoint = getattr(self, channel)
             if endpoint and endpoint.subscription_id != self.subscription_id:

@@ -56,10 +56,22 @@ def loopback_allowed(settings):
 
 
 @pytest.fixture
-def receiver(loopback_allowed):
-    receiver = Receiver()
-    yield receiver
-    receiver.close()
+def receivers(loopback_allowed):
+    """Webhook receivers on 127.0.0.1, as many as a test makes; closed after it."""
+    made = []
+
+    def make() -> Receiver:
+        made.append(Receiver())
+        return made[-1]
+
+    yield make
+    for receiver in made:
+        receiver.close()
+
+
+@pytest.fixture
+def receiver(receivers):
+    return receivers()
 
 
 @pytest.fixture

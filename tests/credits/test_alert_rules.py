@@ -13,7 +13,6 @@ from credits.models import AlertFiring, AlertRule
 from credits.tasks import evaluate_alert_rules
 from tests import factories
 from tests.credits.conftest import set_allocation
-from tests.credits.receivers import Receiver
 from tests.factories import utc
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("eager_celery")]
@@ -22,10 +21,8 @@ EVENTS_URL = "/api/v1/events/"
 
 
 @pytest.fixture
-def slack(receiver):
-    slack = Receiver()
-    yield slack
-    slack.close()
+def slack(receivers):
+    return receivers()
 
 
 @pytest.fixture
