@@ -5,6 +5,8 @@ django-environ reads every variable (and ``<NAME>_FILE`` for secrets mounted as 
 bare ``ValueError``. These overrides refuse both clearly.
 """
 
+import ipaddress
+
 import environ
 from django.core.exceptions import ImproperlyConfigured
 from environ.fileaware_mapping import FileAwareMapping
@@ -47,3 +49,15 @@ class StrictEnv(environ.FileAwareEnv):
             return int(raw.strip().replace("_", ""))
         except ValueError:
             raise ImproperlyConfigured(f"{var} must be a whole number, not {raw!r}.") from None
+
+    def networks(self, var, default=environ.Env.NOTSET) -> list[str]:
+        """Comma-separated CIDRs (``127.0.0.0/8,10.0.0.0/8``), each checked now."""
+        values = self.list(var, default=default)
+        for value in values:
+            try:
+                ipaddress.ip_network(value.strip())
+            except ValueError:
+                raise ImproperlyConfigured(
+                    f"{var} must list networks such as 127.0.0.0/8, not {value!r}."
+                ) from None
+        return [value.strip() for value in values]

@@ -326,7 +326,7 @@ LATE_EVENT_GRACE_HOURS = env.int("LATE_EVENT_GRACE_HOURS", default=48)
 FUTURE_EVENT_TOLERANCE_SECONDS = env.int("FUTURE_EVENT_TOLERANCE_SECONDS", default=300)
 # Webhooks (credits.webhooks): addresses in these networks (CIDR, comma-separated) may receive
 # webhooks although they are internal (private, loopback, link-local); none by default.
-WEBHOOK_ALLOWED_NETWORKS = env.list("WEBHOOK_ALLOWED_NETWORKS", default=[])
+WEBHOOK_ALLOWED_NETWORKS = env.networks("WEBHOOK_ALLOWED_NETWORKS", default=[])
 WEBHOOK_TIMEOUT_SECONDS = env.int("WEBHOOK_TIMEOUT_SECONDS", default=5)
 WEBHOOK_RETRY_HOURS = env.int("WEBHOOK_RETRY_HOURS", default=24)
 WEBHOOK_DISABLE_AFTER_HOURS = env.int("WEBHOOK_DISABLE_AFTER_HOURS", default=24)
