@@ -14,6 +14,7 @@ from core.money import CREDIT_PLACES
 from .audit import record_audit_event
 from .login_throttle import authenticate_without_request
 from .models import ApiKey, Environment, Membership, Role, Subscription, User
+from .signals import api_key_revoked
 
 logger = logging.getLogger(__name__)
 
@@ -104,6 +105,7 @@ def revoke_api_key(*, api_key: ApiKey, actor: User | None = None) -> ApiKey:
             obj=api_key,
             changes={"revoked": (False, True)},
         )
+        api_key_revoked.send(sender=ApiKey, api_key=api_key, now=api_key.revoked_at)
     return api_key
 
 

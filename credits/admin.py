@@ -10,6 +10,7 @@ from django.db import IntegrityError
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import path
+from django.utils import timezone
 
 from accounts.admin_scoping import ScopedModelAdmin, ScopedRelatedFilter, administered_zones
 from accounts.models import Membership, Subscription
@@ -17,7 +18,17 @@ from core.admin import ReadOnlyAdminMixin, credit_column
 from core.display import format_credits, format_moment
 from core.money import CreditsFormField
 
-from .models import Agent, BillingPeriod, CreditEvent, CreditLimit, Product
+from . import webhooks
+from .models import (
+    Agent,
+    AlertRule,
+    BillingPeriod,
+    CreditEvent,
+    CreditLimit,
+    Product,
+    WebhookDelivery,
+    WebhookEndpoint,
+)
 from .recording import record_adjustment
 
 
@@ -288,3 +299,128 @@ class CreditLimitAdmin(ScopedModelAdmin):
         return limit.user or f"Team {limit.team}"
 
     credits_amount = credit_column("credits", "credits")
+
+
+# --- Alerts and webhooks ------------------------------------------------------------------
+
+
+class WebhookEndpointForm(forms.ModelForm):
+    def clean_url(self):
+        try:
+            webhooks.check_url(self.cleaned_data["url"])
+        except webhooks.UnsafeWebhookUrl as refusal:
+            raise ValidationError(refusal.message) from None
+        return self.cleaned_data["url"]
+
+
+@admin.register(WebhookEndpoint)
+class WebhookEndpointAdmin(ScopedModelAdmin):
+    """Endpoints: the signing secret is shown once, when made or rotated, and never again."""
+
+    list_display = ("name", "kind", "subscription", "enabled", "failing_since", "created_at")
+    list_filter = ("kind", "enabled", ("subscription", ScopedRelatedFilter))
+    list_select_related = ("subscription",)
+    search_fields = ("name",)
+    ordering = ("subscription__name", "name")
+    fields = ("subscription", "name", "kind", "url", "enabled", "failing_since", "disabled_at")
+    readonly_fields = ("failing_since", "disabled_at")
+    fixed_after_creation = ("subscription", "kind")
+    actions = ("send_test_event", "rotate_secret")
+    form = WebhookEndpointForm
+
+    def formfield_for_dbfield(self, db_field, request, **kwargs):
+        if db_field.name == "url":
+            kwargs["assume_scheme"] = "https"
+        return super().formfield_for_dbfield(db_field, request, **kwargs)
+
+    def save_model(self, request, obj, form, change):
+        if not change:
+            obj.secret = webhooks.new_secret()
+        if change and "enabled" in form.changed_data and obj.enabled:
+            obj.failing_since = obj.disabled_at = None
+        super().save_model(request, obj, form, change)
+        if not change and obj.kind == WebhookEndpoint.Kind.WEBHOOK:
+            self._show_secret(request, obj, obj.secret)
+
+    def _show_secret(self, request, endpoint, secret):
+        self.message_user(
+            request,
+            f"Signing secret of {endpoint.name}, shown this once: {secret}",
+            messages.WARNING,
+        )
+
+    @admin.action(description="Send a test event")
+    def send_test_event(self, request, queryset):
+        now = timezone.now()
+        sent = [webhooks.send_test_event(endpoint=endpoint, now=now) for endpoint in queryset]
+        self.message_user(request, f"Sent a test event to {sum(map(len, sent))} endpoint(s).")
+
+    @admin.action(description="Rotate the signing secret (the old one works for a day)")
+    def rotate_secret(self, request, queryset):
+        for endpoint in queryset.filter(kind=WebhookEndpoint.Kind.WEBHOOK):
+            secret = webhooks.rotate_secret(endpoint=endpoint, now=timezone.now())
+            self._show_secret(request, endpoint, secret)
+
+
+@admin.register(WebhookDelivery)
+class WebhookDeliveryAdmin(ReadOnlyAdminMixin, ScopedModelAdmin):
+    """The delivery log: every event owed to an endpoint and how its attempts went."""
+
+    list_display = (
+        "created_at",
+        "event_type",
+        "endpoint",
+        "status",
+        "attempts",
+        "response_code",
+        "error",
+        "delivered_at",
+    )
+    list_filter = ("status", "event_type", ("endpoint", ScopedRelatedFilter))
+    list_select_related = ("endpoint",)
+    search_fields = ("endpoint__name", "event_type")
+    ordering = ("-created_at", "-id")
+    fields = (
+        "endpoint",
+        "event_id",
+        "event_type",
+        "status",
+        "attempts",
+        "response_code",
+        "error",
+        "created_at",
+        "last_attempt_at",
+        "next_attempt_at",
+        "delivered_at",
+        "payload",
+    )
+    actions = ("redeliver",)
+
+    @admin.action(description="Redeliver now")
+    def redeliver(self, request, queryset):
+        ids = webhooks.redeliver(deliveries=queryset, now=timezone.now())
+        self.message_user(request, f"Queued {len(ids)} deliveries again.")
+
+
+@admin.register(AlertRule)
+class AlertRuleAdmin(ScopedModelAdmin):
+    list_display = ("name", "target", "subscription", "thresholds", "enabled")
+    list_filter = ("target", "enabled", ("subscription", ScopedRelatedFilter))
+    list_select_related = ("subscription",)
+    search_fields = ("name",)
+    ordering = ("subscription__name", "name")
+    fields = (
+        "subscription",
+        "name",
+        "target",
+        "team",
+        "user",
+        "thresholds",
+        "email_admins",
+        "email_addresses",
+        "webhook",
+        "slack",
+        "enabled",
+    )
+    autocomplete_fields = ("user",)
+    fixed_after_creation = ("subscription",)

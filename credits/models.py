@@ -2,6 +2,7 @@
 
 from decimal import Decimal
 
+from django.contrib.postgres.fields import ArrayField
 from django.core.exceptions import ValidationError
 from django.core.validators import MinValueValidator
 from django.db import models
@@ -592,18 +593,19 @@ class CreditLimit(models.Model):
     def clean(self) -> None:
         if bool(self.user_id) == bool(self.team_id):
             raise ValidationError("Set a limit for either one user or one team.")
-        if (
-            self.team_id
-            and self.subscription_id
-            and self.team.subscription_id != self.subscription_id
-        ):
-            raise ValidationError({"team": "This team belongs to another subscription."})
-        if (
-            self.user_id
-            and self.subscription_id
-            and not self.user.memberships.filter(subscription_id=self.subscription_id).exists()
-        ):
-            raise ValidationError({"user": "This user has no role in the subscription."})
+        check_owner_in_subscription(self)
+
+
+def check_owner_in_subscription(obj) -> None:
+    """A limit's or rule's team belongs to its subscription, and its user holds a role there."""
+    if obj.team_id and obj.subscription_id and obj.team.subscription_id != obj.subscription_id:
+        raise ValidationError({"team": "This team belongs to another subscription."})
+    if (
+        obj.user_id
+        and obj.subscription_id
+        and not obj.user.memberships.filter(subscription_id=obj.subscription_id).exists()
+    ):
+        raise ValidationError({"user": "This user has no role in the subscription."})
 
 
 def _period_usage_constraints(owner: str) -> list:
@@ -686,3 +688,196 @@ class ThresholdAlert(models.Model):
 
     def __str__(self) -> str:
         return f"{self.get_threshold_display()} in {self.period}"
+
+
+# --- Alerts and webhooks ---------------------------------------------------------------------
+
+
+class WebhookEndpoint(models.Model):
+    """Where a subscription's events are posted: a signed webhook, or a Slack incoming webhook.
+
+    ``secret`` signs each delivery (``credits.webhooks``); it is kept readable because the
+    signature needs it, shown once when made, and never logged. After a rotation the previous
+    secret keeps signing too until ``previous_secret_expires_at``, so receivers can switch
+    without dropping a delivery.
+    """
+
+    class Kind(models.TextChoices):
+        WEBHOOK = "webhook", "Signed webhook"
+        SLACK = "slack", "Slack incoming webhook"
+
+    subscription = models.ForeignKey(
+        Subscription, on_delete=models.CASCADE, related_name="webhook_endpoints"
+    )
+    name = models.CharField(max_length=100)
+    kind = models.CharField(max_length=10, choices=Kind.choices, default=Kind.WEBHOOK)
+    url = models.URLField("URL", max_length=2000)
+    secret = models.CharField(max_length=100, editable=False)
+    previous_secret = models.CharField(max_length=100, blank=True, editable=False)
+    previous_secret_expires_at = models.DateTimeField(null=True, blank=True, editable=False)
+    enabled = models.BooleanField(
+        default=True, help_text="Disabled by itself once every delivery failed for a day."
+    )
+    failing_since = models.DateTimeField(null=True, blank=True, editable=False)
+    disabled_at = models.DateTimeField(null=True, blank=True, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = AdministeredQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["subscription", "name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class WebhookDelivery(models.Model):
+    """One event owed to one endpoint, and how its attempts went: the delivery log.
+
+    ``event_id`` is the event's idempotency id, the same for every endpoint and every attempt
+    (receivers deduplicate on it); unique per endpoint, so publishing an event twice (a retried
+    task) owes it once.
+    """
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        DELIVERED = "delivered", "Delivered"
+        FAILED = "failed", "Gave up"
+
+    subscription = models.ForeignKey(Subscription, on_delete=models.CASCADE, related_name="+")
+    endpoint = models.ForeignKey(
+        WebhookEndpoint, on_delete=models.CASCADE, related_name="deliveries", db_constraint=False
+    )
+    event_id = models.UUIDField()
+    event_type = models.CharField(max_length=50)
+    payload = models.JSONField()
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    response_code = models.PositiveIntegerField(null=True, blank=True)
+    error = models.CharField(max_length=300, blank=True)
+    created_at = models.DateTimeField()
+    next_attempt_at = models.DateTimeField()
+    last_attempt_at = models.DateTimeField(null=True, blank=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+
+    objects = AdministeredQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        verbose_name_plural = "webhook deliveries"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["subscription", "endpoint", "event_id"], name="delivery_once"
+            ),
+        ]
+        indexes = [
+            models.Index(
+                fields=["next_attempt_at"],
+                condition=models.Q(status="pending"),
+                name="delivery_due_idx",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.event_type} to {self.endpoint}"
+
+
+def _channel(kind: str) -> models.ForeignKey:
+    """An alert rule's endpoint of one kind (optional)."""
+    return models.ForeignKey(
+        WebhookEndpoint,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+        db_constraint=False,
+        limit_choices_to={"kind": kind},
+    )
+
+
+class AlertRule(models.Model):
+    """Thresholds (any percentages) of one target's credits per period, and who hears of
+    each crossing: once per target, threshold and period (``AlertFiring``)."""
+
+    class Target(models.TextChoices):
+        ALLOCATION = "allocation", "The subscription's base allocation"
+        TEAM = "team", "A team's limit"
+        USER = "user", "A user's limit"
+
+    subscription = models.ForeignKey(
+        Subscription, on_delete=models.CASCADE, related_name="alert_rules"
+    )
+    name = models.CharField(max_length=100)
+    target = models.CharField(max_length=20, choices=Target.choices)
+    team = models.ForeignKey(
+        Team, on_delete=models.CASCADE, null=True, blank=True, related_name="+", db_constraint=False
+    )
+    user = models.ForeignKey(
+        User, on_delete=models.CASCADE, null=True, blank=True, related_name="+"
+    )
+    thresholds = ArrayField(
+        models.DecimalField(max_digits=7, decimal_places=2, validators=[MinValueValidator(0)]),
+        help_text="Percentages of the target, comma-separated, e.g. 50, 90, 100.",
+    )
+    email_admins = models.BooleanField("email the subscription's admins", default=True)
+    email_addresses = ArrayField(
+        models.EmailField(), blank=True, default=list, help_text="More recipients, comma-separated."
+    )
+    webhook = _channel(WebhookEndpoint.Kind.WEBHOOK)
+    slack = _channel(WebhookEndpoint.Kind.SLACK)
+    enabled = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = AdministeredQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["subscription", "name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def clean(self) -> None:
+        if self.target == self.Target.TEAM and (not self.team_id or self.user_id):
+            raise ValidationError({"team": "Choose the team (and no user)."})
+        if self.target == self.Target.USER and (not self.user_id or self.team_id):
+            raise ValidationError({"user": "Choose the user (and no team)."})
+        if self.target == self.Target.ALLOCATION and (self.user_id or self.team_id):
+            raise ValidationError("The allocation's rule names no team or user.")
+        check_owner_in_subscription(self)
+        for channel in ("webhook", "slack"):
+            endpoint = getattr(self, channel)
+            if endpoint and endpoint.subscription_id != self.subscription_id:
+                raise ValidationError({channel: "This endpoint belongs to another subscription."})
+        if not self.thresholds or any(value <= 0 for value in self.thresholds):
+            raise ValidationError({"thresholds": "Give one or more percentages above 0."})
+
+
+class AlertFiring(models.Model):
+    """A rule's threshold crossed in a period: unique, so each crossing notifies once; sent
+    like ``ThresholdAlert`` (locked, sent, ``notified_at`` set in one transaction)."""
+
+    subscription = models.ForeignKey(Subscription, on_delete=models.CASCADE, related_name="+")
+    rule = models.ForeignKey(
+        AlertRule, on_delete=models.CASCADE, related_name="firings", db_constraint=False
+    )
+    period = models.ForeignKey(
+        BillingPeriod, on_delete=models.CASCADE, related_name="+", db_constraint=False
+    )
+    threshold = models.DecimalField(max_digits=7, decimal_places=2)
+    credits_used = models.DecimalField(**CREDIT_DIGITS)
+    credits_limit = models.DecimalField(**CREDIT_DIGITS)
+    crossed_at = models.DateTimeField()
+    notified_at = models.DateTimeField(null=True, blank=True)
+
+    objects = AdministeredQuerySet.as_manager()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["subscription", "rule", "period", "threshold"],
+                name="alert_firing_once_per_period",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.rule} at {self.threshold}% in {self.period}"

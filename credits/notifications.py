@@ -27,12 +27,14 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.http import urlencode
 
-from accounts.models import Role, Subscription, User
+from accounts.models import Subscription
 from core import metrics
 from core.display import format_credits
 
+from . import webhooks
 from .models import BillingPeriod, ThresholdAlert
 from .periods import days_until_reset, local_date
+from .recipients import admin_emails
 
 logger = logging.getLogger(__name__)
 
@@ -55,16 +57,20 @@ SUBJECTS = {
 
 def send_alert(*, alert_id: int) -> bool:
     """Email the subscription's admins about the alert (a threshold crossed, or a new period
-    opened); False if it was already sent, is being sent, or does not exist."""
+    opened); False if it was already sent, is being sent, or does not exist.
+
+    Its webhook event is published first, in a transaction of its own, so that an SMTP outage
+    delays the email only; publishing again (a retry) owes each endpoint nothing new.
+    """
     with transaction.atomic():
-        alert = (
-            ThresholdAlert.objects.select_for_update(skip_locked=True, of=("self",))
-            .select_related("period", "subscription")
-            .filter(pk=alert_id, notified_at__isnull=True)
-            .first()
-        )
+        alert = _claim_alert(alert_id)
         if alert is None:
             logger.info("event=alert_skipped alert_id=%s reason=sent_or_sending", alert_id)
+            return False
+        _publish(alert, now=timezone.now())
+    with transaction.atomic():
+        alert = _claim_alert(alert_id)
+        if alert is None:
             return False
         recipients = admin_emails(alert.subscription)
         if recipients:
@@ -87,6 +93,16 @@ def send_alert(*, alert_id: int) -> bool:
     return claimed == 1
 
 
+def _claim_alert(alert_id: int) -> ThresholdAlert | None:
+    """The alert, locked for this sender, unless it was sent or another sender holds it."""
+    return (
+        ThresholdAlert.objects.select_for_update(skip_locked=True, of=("self",))
+        .select_related("period", "subscription")
+        .filter(pk=alert_id, notified_at__isnull=True)
+        .first()
+    )
+
+
 def send_alerts(*, alert_ids: list[int]) -> int:
     """Send each alert (see ``send_alert``); return how many were sent.
 
@@ -94,20 +110,6 @@ def send_alerts(*, alert_ids: list[int]) -> int:
     retry skips the alerts already sent.
     """
     return sum(send_alert(alert_id=alert_id) for alert_id in alert_ids)
-
-
-def admin_emails(subscription: Subscription) -> list[str]:
-    """The active admins of ``subscription`` itself (a parent's admins are not emailed)."""
-    return list(
-        User.objects.filter(
-            is_active=True,
-            memberships__subscription=subscription,
-            memberships__role=Role.SUBSCRIPTION_ADMIN,
-        )
-        .order_by("email")
-        .values_list("email", flat=True)
-        .distinct()
-    )
 
 
 @dataclass(frozen=True)
@@ -150,6 +152,50 @@ def period_facts(period: BillingPeriod, *, now: datetime) -> PeriodFacts:
         excess_used=format_credits(period.excess_used),
         excess_allowance=format_credits(subscription.excess_allowance),
         ended=now >= period.end,
+    )
+
+
+# What each alert is to webhooks: (event type, target, percent of the target).
+ALERT_EVENTS = {
+    ThresholdAlert.Threshold.ALLOCATION_80: ("threshold.crossed", "allocation", 80),
+    ThresholdAlert.Threshold.ALLOCATION_100: ("limit.reached", "allocation", 100),
+    ThresholdAlert.Threshold.EXCESS_100: ("limit.reached", "excess_allowance", 100),
+    PERIOD_OPENED: ("period.opened", None, None),
+}
+
+
+def _publish(alert: ThresholdAlert, *, now: datetime) -> None:
+    """The alert as a webhook event to every endpoint of the subscription, in the sender's
+    transaction (its id comes from the alert's row: a retried send publishes it once)."""
+    subscription, period = alert.subscription, alert.period
+    if not subscription.webhook_endpoints.exists():
+        return
+    period.subscription = subscription
+    event_type, target, percent = ALERT_EVENTS[alert.threshold]
+    data = {"period": {"start": period.start.isoformat(), "end": period.end.isoformat()}}
+    if target is None:
+        summary = f"{subscription.name}: a new billing period opened."
+        data["base_allocation"] = f"{subscription.base_allocation:f}"
+    else:
+        summary = alert_headline(alert.threshold, subscription, period_facts(period, now=now))
+        used, limit = (
+            (period.credits_used, subscription.base_allocation)
+            if target == "allocation"
+            else (period.excess_used, subscription.excess_allowance)
+        )
+        data |= {
+            "target": {"type": target},
+            "threshold_percent": str(percent),
+            "credits_used": f"{used:f}",
+            "credits_limit": f"{limit:f}",
+        }
+    webhooks.publish(
+        subscription=subscription,
+        event_type=event_type,
+        cause=f"threshold_alert:{alert.pk}",
+        summary=summary,
+        data=data,
+        now=now,
     )
 
 

@@ -8,7 +8,7 @@ from django.utils import timezone
 
 from core.retry import EMAIL_RETRY
 
-from . import billing, notifications, partitions, pruning
+from . import alert_rules, billing, notifications, partitions, pruning, webhooks
 
 logger = logging.getLogger(__name__)
 
@@ -81,6 +81,28 @@ def prune_session_claims() -> int:
     return pruning.prune_session_claims(now=timezone.now())
 
 
+@shared_task
+def queue_due_webhooks() -> int:
+    """Every minute: queue the webhook deliveries due for another attempt
+    (``webhooks.deliver_webhook``, one task each)."""
+    return webhooks.queue_due_deliveries(now=timezone.now())
+
+
+@shared_task(**EMAIL_RETRY)
+def send_alert_firing(firing_id: int) -> bool:
+    """Queued by ``evaluate_alert_rules`` once a rule's crossing is claimed."""
+    return alert_rules.send_firing(firing_id=firing_id)
+
+
+@shared_task
+def evaluate_alert_rules() -> int:
+    """Every minute: claim the crossings of the subscriptions' alert rules and queue their
+    messages after the claim commits."""
+    firings = alert_rules.evaluate_rules(now=timezone.now())
+    transaction.on_commit(lambda: [send_alert_firing.delay(firing) for firing in firings])
+    return len(firings)
+
+
 PERIODIC_TASKS = [
     {
         "name": "Open billing periods",
@@ -94,6 +116,20 @@ PERIODIC_TASKS = [
         "task": send_unsent_alerts.name,
         "every_minutes": 15,
         "description": "Sends threshold alerts and reset notices whose email was never sent.",
+    },
+    {
+        "name": "Evaluate alert rules",
+        "task": evaluate_alert_rules.name,
+        "every_minutes": 1,
+        "description": "Finds the thresholds of alert rules crossed this period and sends "
+        "each crossing once, by email, webhook and Slack.",
+    },
+    {
+        "name": "Queue due webhooks",
+        "task": queue_due_webhooks.name,
+        "every_minutes": 1,
+        "description": "Queues webhook deliveries due for a retry (exponential backoff for "
+        "24 hours) and those the broker lost.",
     },
     {
         "name": "Create ledger partitions",

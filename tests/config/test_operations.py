@@ -65,6 +65,7 @@ def test_production_settings_pass_check_deploy():
     [
         ("DEBUG", "maybe", "DEBUG must be true or false"),
         ("EMAIL_TIMEOUT", "ten", "EMAIL_TIMEOUT must be a whole number"),
+        ("WEBHOOK_ALLOWED_NETWORKS", "127.0.0.0/8,intranet", "must list networks such as"),
     ],
 )
 def test_bad_settings_stop_start_up_with_a_clear_message(variable, value, message):

@@ -4,6 +4,7 @@ import pytest
 from rest_framework.test import APIClient
 
 from tests import factories
+from tests.credits.receivers import Receiver
 
 
 @pytest.fixture
@@ -47,3 +48,38 @@ def set_allocation(subscription, allocation, *, mode="hard", allowance="0"):
     subscription.limit_mode = mode
     subscription.excess_allowance = Decimal(allowance)
     subscription.save()
+
+
+@pytest.fixture
+def loopback_allowed(settings):
+    settings.WEBHOOK_ALLOWED_NETWORKS = ["127.0.0.0/8"]
+
+
+@pytest.fixture
+def receivers(loopback_allowed):
+    """Webhook receivers on 127.0.0.1, as many as a test makes; closed after it."""
+    made = []
+
+    def make() -> Receiver:
+        made.append(Receiver())
+        return made[-1]
+
+    yield make
+    for receiver in made:
+        receiver.close()
+
+
+@pytest.fixture
+def receiver(receivers):
+    return receivers()
+
+
+@pytest.fixture
+def run_after_commit(django_capture_on_commit_callbacks):
+    """What commits queues runs, as a worker would run it (tasks are eager)."""
+
+    def run(action, *args, **kwargs):
+        with django_capture_on_commit_callbacks(execute=True):
+            return action(*args, **kwargs)
+
+    return run

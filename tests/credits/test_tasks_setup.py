@@ -15,6 +15,8 @@ TASKS = {
     "Send unsent alerts": ("credits.tasks.send_unsent_alerts", 15),
     "Create ledger partitions": ("credits.tasks.create_ledger_partitions", 360),
     "Prune session claims": ("credits.tasks.prune_session_claims", 1440),
+    "Evaluate alert rules": ("credits.tasks.evaluate_alert_rules", 1),
+    "Queue due webhooks": ("credits.tasks.queue_due_webhooks", 1),
     "Dispatch due reports": ("reports.tasks.dispatch_due_reports", 5),
 }
 
@@ -48,7 +50,7 @@ def test_running_it_again_changes_nothing():
 
     assert "Updated periodic task 'Open billing periods'" in output
     assert list(PeriodicTask.objects.order_by("pk").values("pk", "interval_id", "task")) == before
-    assert IntervalSchedule.objects.count() == 4  # every 5, 15, 360 and 1440 minutes
+    assert IntervalSchedule.objects.count() == 5  # every 1, 5, 15, 360 and 1440 minutes
 
 
 def test_it_repairs_a_schedule_edited_by_hand():

@@ -20,7 +20,16 @@ from rest_framework.test import APIClient
 from accounts.audit import AuditEvent
 from accounts.models import ApiKey, Environment, Project, Role, Subscription, Team, User
 from credits.limits import set_team_limit, set_user_limit
-from credits.models import Agent, BillingPeriod, CreditEvent, CreditLimit, ThresholdAlert
+from credits.models import (
+    Agent,
+    AlertRule,
+    BillingPeriod,
+    CreditEvent,
+    CreditLimit,
+    ThresholdAlert,
+    WebhookDelivery,
+    WebhookEndpoint,
+)
 from credits.periods import period_bounds
 from credits.recording import Usage, record_adjustment, record_usage
 from tests import factories
@@ -51,6 +60,9 @@ class Globex:
     audit_event: AuditEvent
     token: Token
     schedule: object  # reports.models.ReportSchedule
+    webhook_endpoint: WebhookEndpoint
+    webhook_delivery: WebhookDelivery
+    alert_rule: AlertRule
     delivery: object
     unsubscribe_token: str
     export_path: str  # a large export written to storage, as a worker writes it
@@ -156,7 +168,10 @@ def build_globex(product, staff) -> Globex:
     token = Token.objects.create(user=admin)
     schedule, delivery, unsubscribe_token = _schedule(subscription, admin)
     export_path = _large_export(subscription, admin)
+    webhook_endpoint, webhook_delivery, alert_rule = _alerts(subscription, team, period)
     names = [
+        "ENDPOINT",
+        "RULE",
         "SUBSCRIPTION",
         "SUB-ACCOUNT",
         "PRJ",
@@ -185,7 +200,7 @@ def build_globex(product, staff) -> Globex:
         "manager email": manager.email,
         "member email": member.email,
         "token": token.key,
-        **{f"id {pk}": str(pk) for pk in range(ID_BASE + 1, ID_BASE + 14)},
+        **{f"id {pk}": str(pk) for pk in range(ID_BASE + 1, ID_BASE + 17)},
     }
     return Globex(
         subscription=subscription,
@@ -208,11 +223,45 @@ def build_globex(product, staff) -> Globex:
         audit_event=AuditEvent.objects.filter(subscription=subscription).first(),
         token=token,
         schedule=schedule,
+        webhook_endpoint=webhook_endpoint,
+        webhook_delivery=webhook_delivery,
+        alert_rule=alert_rule,
         delivery=delivery,
         unsubscribe_token=unsubscribe_token,
         export_path=export_path,
         markers=markers,
     )
+
+
+def _alerts(subscription, team, period):
+    """A webhook endpoint of Globex's, one delivery to it, and an alert rule for its team."""
+    endpoint = WebhookEndpoint.objects.create(
+        pk=ID_BASE + 14,
+        subscription=subscription,
+        name=f"{MARK}ENDPOINT",
+        url="https://hooks.globex.example/creditdesk",
+        secret="whsec_globex-secret-signing-key",
+    )
+    delivery = WebhookDelivery.objects.create(
+        pk=ID_BASE + 15,
+        subscription=subscription,
+        endpoint=endpoint,
+        event_id=uuid.uuid4(),
+        event_type="threshold.crossed",
+        payload={"summary": f"{MARK}ENDPOINT"},
+        created_at=timezone.now(),
+        next_attempt_at=timezone.now(),
+    )
+    rule = AlertRule.objects.create(
+        pk=ID_BASE + 16,
+        subscription=subscription,
+        name=f"{MARK}RULE",
+        target=AlertRule.Target.TEAM,
+        team=team,
+        thresholds=[50],
+        webhook=endpoint,
+    )
+    return endpoint, delivery, rule
 
 
 def _large_export(subscription, admin) -> str:
@@ -423,6 +472,29 @@ def globex_state(globex: Globex) -> dict:
             ThresholdAlert.objects.filter(subscription__in=subscriptions), "pk", "notified_at"
         ),
         "audit": rows(AuditEvent.objects.filter(subscription__in=subscriptions), "pk"),
+        "webhook endpoints": rows(
+            WebhookEndpoint.objects.filter(subscription__in=subscriptions),
+            "pk",
+            "name",
+            "url",
+            "secret",
+            "enabled",
+        ),
+        "webhook deliveries": rows(
+            WebhookDelivery.objects.filter(subscription__in=subscriptions),
+            "pk",
+            "status",
+            "attempts",
+            "next_attempt_at",
+        ),
+        "alert rules": rows(
+            AlertRule.objects.filter(subscription__in=subscriptions),
+            "pk",
+            "name",
+            "thresholds",
+            "enabled",
+            "webhook",
+        ),
         "tokens": rows(Token.objects.filter(user__in=users), "key"),
         **_schedule_state(subscriptions),
     }

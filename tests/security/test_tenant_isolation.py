@@ -645,6 +645,9 @@ ADMIN_MODELS: dict[str, AdminModel] = {
     "credits.creditevent": AdminModel(lambda t: g(t).event, twin="globex admin"),
     "credits.creditlimit": AdminModel(lambda t: g(t).user_limit, twin="globex admin"),
     "reports.reportschedule": AdminModel(lambda t: g(t).schedule, twin="globex admin"),
+    "credits.webhookendpoint": AdminModel(lambda t: g(t).webhook_endpoint, twin="globex admin"),
+    "credits.webhookdelivery": AdminModel(lambda t: g(t).webhook_delivery, twin="globex admin"),
+    "credits.alertrule": AdminModel(lambda t: g(t).alert_rule, twin="globex admin"),
     "reports.delivery": AdminModel(lambda t: g(t).delivery, twin="globex admin"),
     "credits.product": AdminModel(
         lambda t: g(t).event.product,
@@ -657,6 +660,13 @@ ADMIN_MODELS: dict[str, AdminModel] = {
     "django_celery_beat.crontabschedule": AdminModel(PLATFORM),
     "django_celery_beat.solarschedule": AdminModel(PLATFORM),
     "django_celery_beat.intervalschedule": AdminModel(PLATFORM),
+}
+
+
+# Admin actions aimed at Globex's objects from Acme's changelists (they must change nothing).
+ADMIN_ACTIONS = {
+    "credits.webhookendpoint": ("send_test_event", "rotate_secret"),
+    "credits.webhookdelivery": ("redeliver",),
 }
 
 
@@ -712,6 +722,10 @@ def admin_probes(label: str, view: str, t: Tenants) -> list[Probe]:
                 [form(url, {"action": "revoke", "_selected_action": obj.pk})]
                 if label == "accounts.apikey"
                 else []
+            ),
+            *(
+                form(url, {"action": action, "_selected_action": obj.pk})
+                for action in ADMIN_ACTIONS.get(label, ())
             ),
         ]
     if view == "add":

@@ -1,0 +1,224 @@
+"""Alert rules: a subscription admin's thresholds (any percentages) of the allocation, a
+team's limit or a user's limit, each crossing told once per period by email, webhook and Slack.
+
+Rules are evaluated by a task every minute (``credits.tasks.evaluate_alert_rules``), not by
+recording: an event's transaction stays as short as it was, whatever the number of rules,
+and a crossing is told within about a minute. The evaluation reads the period counters
+recording keeps (a few statements for all rules) and claims each crossing as a row unique per
+(rule, period, threshold), as the built-in 80%/100% alerts are claimed; the message is sent
+after the claim commits, by a sender that locks the row, sends, and marks it ``notified_at``
+in one transaction (``notifications.send_alert``'s way), so a crossing found twice, or a task
+run twice, tells it once.
+"""
+
+import logging
+from datetime import datetime, timedelta
+from decimal import Decimal
+
+from django.conf import settings
+from django.core.mail import send_mail
+from django.db import connection, transaction
+from django.utils import timezone
+
+from . import webhooks
+from .models import (
+    AlertFiring,
+    AlertRule,
+    BillingPeriod,
+    CreditLimit,
+    TeamPeriodUsage,
+    UserPeriodUsage,
+)
+from .periods import local_date
+from .recipients import admin_emails
+
+logger = logging.getLogger(__name__)
+
+# As for the built-in alerts: crossings whose message was not sent are sent again by the
+# evaluation after ten minutes, for three days.
+RESEND_AFTER = timedelta(minutes=10)
+RESEND_UNTIL = timedelta(days=3)
+
+Target = AlertRule.Target
+
+
+def evaluate_rules(*, now: datetime) -> list[int]:
+    """Claim every crossing of every enabled rule in its subscription's current period; return
+    the claimed firings' ids, and those whose message is overdue, for the caller to queue
+    after commit."""
+    rules = list(AlertRule.objects.filter(enabled=True).select_related("subscription"))
+    periods = {
+        period.subscription_id: period
+        for period in BillingPeriod.objects.filter(
+            subscription_id__in={rule.subscription_id for rule in rules},
+            start__lte=now,
+            end__gt=now,
+        )
+    }
+    usage = _owner_usage(list(periods.values()))
+    limits = _limits({rule.subscription_id for rule in rules})
+    fired = set(
+        AlertFiring.objects.filter(period__in=list(periods.values())).values_list(
+            "rule_id", "period_id", "threshold"
+        )
+    )
+    crossings = []
+    for rule in rules:
+        period = periods.get(rule.subscription_id)
+        if period is None:
+            continue
+        used, limit = _used_and_limit(rule, period, usage, limits)
+        if not limit:
+            continue
+        for threshold in sorted(set(rule.thresholds)):
+            key = (rule.pk, period.pk, threshold.quantize(Decimal("0.01")))
+            if used * 100 >= limit * threshold and key not in fired:
+                crossings.append((rule.subscription_id, *key, used, limit))
+    claimed = _claim(crossings, now)
+    overdue = AlertFiring.objects.filter(
+        notified_at__isnull=True,
+        crossed_at__lt=now - RESEND_AFTER,
+        crossed_at__gte=now - RESEND_UNTIL,
+    ).values_list("pk", flat=True)
+    return sorted({*claimed, *overdue})
+
+
+def _owner_usage(periods: list[BillingPeriod]) -> dict[tuple, Decimal]:
+    """Each team's and user's credits used in these periods, by (kind, period id, owner id)."""
+    usage = {}
+    for model, kind in ((TeamPeriodUsage, Target.TEAM), (UserPeriodUsage, Target.USER)):
+        owner = f"{kind}_id"
+        for period_id, owner_id, used in model.objects.filter(period__in=periods).values_list(
+            "period_id", owner, "credits_used"
+        ):
+            usage[kind, period_id, owner_id] = used
+    return usage
+
+
+def _limits(subscription_ids: set[int]) -> dict[tuple, Decimal]:
+    limits = {}
+    for subscription_id, team_id, user_id, credits in CreditLimit.objects.filter(
+        subscription_id__in=subscription_ids
+    ).values_list("subscription_id", "team_id", "user_id", "credits"):
+        if team_id:
+            limits[subscription_id, Target.TEAM, team_id] = credits
+        else:
+            limits[subscription_id, Target.USER, user_id] = credits
+    return limits
+
+
+def _used_and_limit(rule, period, usage, limits) -> tuple[Decimal, Decimal | None]:
+    if rule.target == Target.ALLOCATION:
+        return period.credits_used, rule.subscription.base_allocation
+    owner_id = rule.team_id if rule.target == Target.TEAM else rule.user_id
+    used = usage.get((rule.target, period.pk, owner_id), Decimal(0))
+    return used, limits.get((rule.subscription_id, rule.target, owner_id))
+
+
+def _claim(crossings: list[tuple], now: datetime) -> list[int]:
+    """One row per crossing; a crossing another evaluation claimed first is left out."""
+    if not crossings:
+        return []
+    table = AlertFiring._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {table} (subscription_id, rule_id, period_id, threshold, "  # noqa: S608
+            "credits_used, credits_limit, crossed_at) "
+            f"VALUES {', '.join(['(%s, %s, %s, %s, %s, %s, %s)'] * len(crossings))} "
+            "ON CONFLICT (subscription_id, rule_id, period_id, threshold) DO NOTHING RETURNING id",
+            [value for crossing in crossings for value in (*crossing, now)],
+        )
+        return [firing_id for (firing_id,) in cursor.fetchall()]
+
+
+# --- Telling ------------------------------------------------------------------------------
+
+
+def send_firing(*, firing_id: int) -> bool:
+    """Email and publish one crossing; False if it was already sent, is being sent, or does
+    not exist. An SMTP error rolls back (the webhook deliveries too) for the task to retry."""
+    with transaction.atomic():
+        firing = (
+            AlertFiring.objects.select_for_update(skip_locked=True, of=("self",))
+            .select_related(
+                "rule__subscription",
+                "rule__team",
+                "rule__user",
+                "rule__webhook",
+                "rule__slack",
+                "period",
+            )
+            .filter(pk=firing_id, notified_at__isnull=True)
+            .first()
+        )
+        if firing is None:
+            return False
+        rule, now = firing.rule, timezone.now()
+        summary = headline(firing)
+        webhooks.publish(
+            subscription=rule.subscription,
+            event_type="limit.reached" if firing.threshold >= 100 else "threshold.crossed",
+            cause=f"alert_firing:{firing.pk}",
+            summary=summary,
+            data=event_data(firing),
+            now=now,
+            endpoints=[endpoint for endpoint in (rule.webhook, rule.slack) if endpoint],
+        )
+        recipients = sorted(
+            {*(admin_emails(rule.subscription) if rule.email_admins else []), *rule.email_addresses}
+        )
+        if recipients:
+            send_mail(
+                subject=f"{rule.subscription.name}: {rule.name}",
+                message=f"{summary}\n\nAlert rule: {rule.name}\n",
+                from_email=settings.DEFAULT_FROM_EMAIL,
+                recipient_list=recipients,
+            )
+        AlertFiring.objects.filter(pk=firing.pk).update(notified_at=now)
+    logger.info(
+        "event=alert_rule_fired firing_id=%s rule_id=%s threshold=%s recipients=%s",
+        firing.pk,
+        rule.pk,
+        firing.threshold,
+        len(recipients),
+    )
+    return True
+
+
+def headline(firing: AlertFiring) -> str:
+    """``Acme: team Writers used 50% of its limit for December 2026 (260 of 500 credits).``"""
+    rule = firing.rule
+    name = rule.subscription.name
+    if rule.target == Target.TEAM:
+        who = f"{name}: team {rule.team.name} used {{}}% of its limit"
+    elif rule.target == Target.USER:
+        who = f"{name}: {rule.user.email} used {{}}% of their limit"
+    else:
+        who = f"{name} used {{}}% of its base allocation"
+    month = local_date(firing.period.start, rule.subscription.zone)
+    return (
+        f"{who.format(_number(firing.threshold))} for {month:%B %Y} "
+        f"({_number(firing.credits_used)} of {_number(firing.credits_limit)} credits)."
+    )
+
+
+def _number(value: Decimal) -> str:
+    """``50``, ``25.5``: no trailing zeros (``normalize`` alone would say ``5E+1``)."""
+    return f"{value.normalize():f}"
+
+
+def event_data(firing: AlertFiring) -> dict:
+    rule = firing.rule
+    target = {"type": rule.target}
+    if rule.target == Target.TEAM:
+        target |= {"id": rule.team_id, "name": rule.team.name}
+    elif rule.target == Target.USER:
+        target |= {"id": rule.user_id, "email": rule.user.email}
+    return {
+        "rule": {"id": rule.pk, "name": rule.name},
+        "target": target,
+        "threshold_percent": _number(firing.threshold),
+        "credits_used": f"{firing.credits_used:f}",
+        "credits_limit": f"{firing.credits_limit:f}",
+        "period": {"start": firing.period.start.isoformat(), "end": firing.period.end.isoformat()},
+    }
