@@ -72,6 +72,13 @@ ALERTS_FAILED = Counter(
     namespace=NAMESPACE,
 )
 
+WEBHOOK_ATTEMPTS = Counter(
+    "webhook_attempts",
+    "Webhook and Slack posts, by endpoint kind and outcome (delivered: a 2xx; failed: retried).",
+    ["kind", "outcome"],
+    namespace=NAMESPACE,
+)
+
 
 def count_refusals(codes: Iterable[str]) -> None:
     """Add refused events by code: one increment per distinct code, however big the batch."""

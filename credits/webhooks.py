@@ -40,6 +40,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from accounts.models import Subscription
+from core import metrics
 from core.errors import DomainError
 
 from .models import WebhookDelivery, WebhookEndpoint
@@ -323,6 +324,9 @@ def attempt_delivery(*, delivery_id: int, now: datetime) -> bool:
     code, error = _post(delivery, now)
     delivered = code is not None and 200 <= code < 300
     _record_outcome(delivery, code=code, error=error, delivered=delivered, now=now)
+    metrics.WEBHOOK_ATTEMPTS.labels(
+        kind=delivery.endpoint.kind, outcome="delivered" if delivered else "failed"
+    ).inc()
     logger.info(
         "event=webhook_attempt delivery_id=%s endpoint_id=%s type=%s attempt=%s code=%s ok=%s",
         delivery.pk,

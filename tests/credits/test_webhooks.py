@@ -16,6 +16,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
+from prometheus_client import REGISTRY
 
 from credits import notifications, webhooks
 from credits.billing import period_for
@@ -107,6 +108,7 @@ def test_a_failing_receiver_is_retried_with_backoff_and_never_blocks_recording(
 ):
     set_allocation(world.subscription, "10")
     receiver.status = 500
+    attempts_before = {outcome: webhook_attempts(outcome) for outcome in ("delivered", "failed")}
 
     response = run_after_commit(
         key_client.post, EVENTS_URL, event_payload(credits="8.5"), format="json"
@@ -132,6 +134,16 @@ def test_a_failing_receiver_is_retried_with_backoff_and_never_blocks_recording(
     ids = {json.loads(body)["id"] for _, body in receiver.received}
     assert len(receiver.received) == 3 and len(ids) == 1  # one idempotency id for every attempt
     assert WebhookEndpoint.objects.get().failing_since is None
+    # /metrics counts each attempt by its outcome.
+    assert webhook_attempts("failed") - attempts_before["failed"] == 2
+    assert webhook_attempts("delivered") - attempts_before["delivered"] == 1
+
+
+def webhook_attempts(outcome: str) -> float:
+    sample = REGISTRY.get_sample_value(
+        "creditdesk_webhook_attempts_total", {"kind": "webhook", "outcome": outcome}
+    )
+    return sample or 0
 
 
 @time_machine.travel(utc(2026, 3, 20, 12), tick=False)
