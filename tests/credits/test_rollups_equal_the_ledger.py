@@ -381,6 +381,38 @@ def test_every_reports_credits_per_row_equal_the_ledger(ledger):
             ), (slug, first_day)
 
 
+def test_usage_by_member_feature_and_credit_type_equals_the_ledger(ledger):
+    """Rows per person (or key acting alone) and feature: a base row of credits less excess,
+    and an excess row where there was excess."""
+    client = logged_in(ledger.admin)
+    for first_day, last_day in TIMEFRAMES:
+        response = client.get(
+            "/api/v1/reports/usage-by-member-feature-credit-type/",
+            {"start": first_day, "end": last_day, "page_size": 500},
+            HTTP_ACCEPT="application/json",
+        )
+        assert response.status_code == 200, response.content
+        shown = sorted(
+            (str(row["user_id"] or ""), row["credit_type"], Decimal(row["credits_consumed"]))
+            for row in response.json()["results"]
+        )
+        groups = fetch(
+            "SELECT e.user_id, SUM(e.credits - e.excess_credits), SUM(e.excess_credits) "
+            "FROM credits_creditevent e JOIN accounts_subscription s ON s.id = e.subscription_id "
+            "WHERE e.subscription_id = %s "
+            "AND (e.timestamp AT TIME ZONE s.timezone)::date BETWEEN %s AND %s "
+            "GROUP BY e.user_id, CASE WHEN e.user_id IS NULL THEN e.api_key_id END, e.feature",
+            [ledger.subscription.pk, first_day, last_day],
+        )
+        expected = sorted(
+            (str(user_id or ""), credit_type, credits)
+            for user_id, base, excess in groups
+            for credit_type, credits in (("base", base), ("excess", excess))
+            if credit_type == "base" or excess
+        )
+        assert shown == expected, first_day
+
+
 def test_migrations_carry_their_sql_instead_of_importing_the_apps_code():
     """A migration replays history: code it imported from the apps would change under it.
     Only ``accounts``' first migration names live code, the validator and manager Django
