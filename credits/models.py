@@ -525,6 +525,48 @@ class SubscriptionRollup(NarrowRollup):
         ]
 
 
+class HourlyUsage(UsageSums):
+    """Usage per local hour and every dimension, for the usage API's hourly windows
+    (``GET /api/v1/usage/?window=hour``). ``hour`` is the instant the local hour starts, so
+    the two hours that share a wall-clock time when DST ends stay apart. Kept for
+    ``credits.pruning.HOURLY_USAGE_RETENTION_DAYS`` days: a row per hour and key is the widest
+    rollup, and days and months read the daily rollups."""
+
+    subscription = models.ForeignKey(
+        Subscription, on_delete=models.CASCADE, related_name="+", db_index=False
+    )
+    hour = models.DateTimeField(help_text="The start of the local hour (an instant).")
+    environment = _optional(Environment, db_constraint=False)
+    user = _optional(User)
+    api_key = _optional(ApiKey)
+    product = _optional(Product)
+    agent = _optional(Agent, db_constraint=False)
+    model = models.CharField(max_length=100, blank=True)
+    feature = models.CharField(max_length=100, blank=True)
+
+    objects = UsageQuerySet.as_manager()
+
+    class Meta:
+        verbose_name_plural = "hourly usage"
+        constraints = [
+            models.UniqueConstraint(
+                F("subscription_id"),
+                F("hour"),
+                Coalesce("environment_id", Value(0)),
+                Coalesce("user_id", Value(0)),
+                Coalesce("api_key_id", Value("")),
+                Coalesce("product_id", Value(0)),
+                Coalesce("agent_id", Value(0)),
+                F("model"),
+                F("feature"),
+                name="hourly_usage_unique",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.hour}: {self.credits} credits"
+
+
 class AgentSessionDay(models.Model):
     """A session seen on a local day with an agent: the claim that counts it once in
     ``AgentRollup.sessions``. Written by ``add_to_rollups``, never read by reports; the

@@ -15,6 +15,7 @@ TASKS = {
     "Send unsent alerts": ("credits.tasks.send_unsent_alerts", 15),
     "Create ledger partitions": ("credits.tasks.create_ledger_partitions", 360),
     "Prune session claims": ("credits.tasks.prune_session_claims", 1440),
+    "Prune hourly usage": ("credits.tasks.prune_hourly_usage", 1440),
     "Dispatch due reports": ("reports.tasks.dispatch_due_reports", 5),
 }
 
