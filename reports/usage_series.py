@@ -1,0 +1,546 @@
+"""Usage per window (local hour, day or month) grouped by any dimensions: the usage API's rows.
+
+A ``UsageSeries`` states what ``GET /api/v1/usage/`` asks (who reads, which accounts, the
+window, the range, the groupings and the filters, validated) and reads it through
+``reports.usage.UsageQuery``: hours from the hourly rollup, days and months from the narrowest
+daily rollup keyed by the groupings and filters, always through ``visible_to``. One SQL query
+gives the groups of a page (another counts them), one the totals; names come in the same query
+by joins. Nothing here speaks HTTP.
+
+Dimensions and where they come from: user, environment, api_key, product, agent, model and
+feature are rollup columns; team is the person's team now (as in the usage-by-team report);
+project is the environment's; sub_account is the row's subscription (the subscription and its
+sub-accounts); credit_type splits each group's credits into ``base`` (credits less excess
+credits) and ``excess`` (excess credits).
+"""
+
+import math
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta
+from decimal import Decimal
+from zoneinfo import ZoneInfo
+
+from django.db.models import F, OuterRef, Q, QuerySet, Subquery
+from django.db.models.functions import TruncMonth
+
+from accounts.models import ApiKey, Environment, Project, Subscription, Team, TeamMembership, User
+from core.errors import DomainError
+from core.money import CREDIT_PLACES
+from credits.models import Agent
+from credits.pruning import HOURLY_USAGE_RETENTION_DAYS
+from credits.rollups import narrowest_rollup
+
+from .catalogue import PLANS_WITH_TEAM_VIEWS, PlanRequired
+from .selectors import environment_label
+from .timeframes import days_timeframe
+from .usage import SUMMED, InvalidFilter, Sums, UsageQuery, joined, usage_query
+
+WINDOWS = ("hour", "day", "month")
+CREDIT_TYPES = ("base", "excess")
+# The longest range a request may cover, per window.
+MAX_HOURS = 31 * 24
+MAX_DAYS = 366
+MAX_MONTHS = 36
+
+
+class InvalidUsageQuery(DomainError):
+    code = "invalid_usage_query"
+    message = "The usage query is invalid."
+
+
+@dataclass(frozen=True)
+class Dimension:
+    """A grouping: the rollup dimension it reads (``None``: the subscription), its id and name
+    fields among the grouped values (``name`` ``None``: the id is the name), the columns it
+    writes, and whether it names people (plan gated like ``per_member`` reports)."""
+
+    reads: str | None
+    id_field: str
+    name_field: str | None = None
+    per_member: bool = False
+    also: tuple[str, ...] = ()  # other fields its name is made of
+
+    def columns(self, name: str) -> tuple[str, ...]:
+        return (f"{name}_id", name) if self.name_field else (name,)
+
+
+DIMENSIONS = {
+    "user": Dimension("user", "user_id", "user__email", per_member=True),
+    "team": Dimension("user", "team_id", "team_name", per_member=True),
+    "environment": Dimension(
+        "environment", "environment__public_id", "environment__name", also=("own_project__name",)
+    ),
+    "project": Dimension("environment", "own_project__id", "own_project__name"),
+    "product": Dimension("product", "product__slug", "product__name"),
+    "feature": Dimension("feature", "feature"),
+    "agent": Dimension("agent", "agent_id", "own_agent__name"),
+    "model": Dimension("model", "model"),
+    "api_key": Dimension("api_key", "own_key__prefix", "own_key__name"),
+    "credit_type": Dimension(None, "credit_type"),
+    "sub_account": Dimension(None, "subscription_id", "subscription__name"),
+}
+# Id columns of numbers (and UUIDs), never text.
+NUMERIC_IDS = ("user_id", "team_id", "environment_id", "project_id", "agent_id", "sub_account_id")
+SUMMED_COLUMNS = (
+    "credits",
+    "excess_credits",
+    "runs",
+    "failed_runs",
+    "input_tokens",
+    "output_tokens",
+)
+
+
+def _local_midnight(day: date, zone: ZoneInfo) -> datetime:
+    return datetime.combine(day, time(), zone)
+
+
+def _hour_start(instant: datetime) -> datetime:
+    """The start of ``instant``'s local hour (an aware datetime in its zone)."""
+    return instant.replace(minute=0, second=0, microsecond=0)
+
+
+@dataclass(frozen=True)
+class Range:
+    """What ``from`` and ``to`` resolve to: instants for hours, local days for days and
+    months (``first_day`` to ``last_day``, included)."""
+
+    start: datetime
+    end: datetime
+    first_day: date
+    last_day: date
+
+
+def parse_moment(value: str, *, parameter: str, zone: ZoneInfo) -> date | datetime:
+    """A local day (``YYYY-MM-DD``) or an instant (ISO 8601; without an offset, the
+    subscription's local time)."""
+    try:
+        if len(value) == 10:
+            return date.fromisoformat(value)
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise InvalidUsageQuery(
+            f"`{parameter}`: give a date (YYYY-MM-DD) or an ISO 8601 date and time.",
+            parameter=parameter,
+        ) from None
+    return moment.astimezone(zone) if moment.tzinfo else moment.replace(tzinfo=zone)
+
+
+def resolve_range(
+    *, window: str, start: str | None, end: str | None, zone: ZoneInfo, now: datetime
+) -> Range:
+    """``from`` and ``to`` in ``zone``: a day stands for its local midnight (``from``) or the
+    end of it (``to``, included); a date and time is an instant, ``from`` included, ``to``
+    excluded. Defaults end now: the last 24 hours, 30 days or 12 months."""
+    today = now.astimezone(zone).date()
+    first = parse_moment(start, parameter="from", zone=zone) if start else None
+    last = parse_moment(end, parameter="to", zone=zone) if end else None
+    if window == "hour":
+        end_at = (
+            _instant(last, zone, after=True)
+            if last
+            else _hour_start(now.astimezone(zone)) + timedelta(hours=1)
+        )
+        start_at = _instant(first, zone, after=False) if first else end_at - timedelta(days=1)
+        for name, moment in (("from", start_at), ("to", end_at)):
+            if _hour_start(moment.astimezone(zone)) != moment:
+                raise InvalidUsageQuery(
+                    f"`{name}` must start a local hour in {zone.key}.", parameter=name
+                )
+        _check_order(start_at < end_at)
+        if end_at - start_at > timedelta(hours=MAX_HOURS):
+            raise InvalidUsageQuery(
+                f"Hour windows cover at most {MAX_HOURS // 24} days.", parameter="to"
+            )
+        if start_at < now - timedelta(days=HOURLY_USAGE_RETENTION_DAYS):
+            raise InvalidUsageQuery(
+                f"Hourly usage is kept for {HOURLY_USAGE_RETENTION_DAYS} days: use day "
+                "windows before that.",
+                parameter="from",
+            )
+        first_day = start_at.astimezone(zone).date()
+        last_day = (end_at - timedelta(microseconds=1)).astimezone(zone).date()
+        return Range(start_at, end_at, first_day, last_day)
+    for name, moment in (("from", first), ("to", last)):
+        if isinstance(moment, datetime):
+            raise InvalidUsageQuery(
+                f"`{name}`: give a local day (YYYY-MM-DD) for {window} windows.", parameter=name
+            )
+    last_day = last or today
+    if first:
+        first_day = first
+    elif window == "day":
+        first_day = last_day - timedelta(days=29)
+    else:
+        first_day = _months_before(last_day.replace(day=1), 11)
+    _check_order(first_day <= last_day)
+    months = (last_day.year - first_day.year) * 12 + last_day.month - first_day.month + 1
+    if window == "day" and (last_day - first_day).days + 1 > MAX_DAYS:
+        raise InvalidUsageQuery(f"Day windows cover at most {MAX_DAYS} days.", parameter="to")
+    if window == "month" and months > MAX_MONTHS:
+        raise InvalidUsageQuery(f"Month windows cover at most {MAX_MONTHS} months.", parameter="to")
+    return Range(
+        _local_midnight(first_day, zone),
+        _local_midnight(last_day + timedelta(days=1), zone),
+        first_day,
+        last_day,
+    )
+
+
+def _instant(moment: date | datetime, zone: ZoneInfo, *, after: bool) -> datetime:
+    if isinstance(moment, datetime):
+        return moment
+    return _local_midnight(moment + timedelta(days=1) if after else moment, zone)
+
+
+def _months_before(month: date, count: int) -> date:
+    index = month.year * 12 + month.month - 1 - count
+    return date(index // 12, index % 12 + 1, 1)
+
+
+def _check_order(ordered: bool) -> None:
+    if not ordered:
+        raise InvalidUsageQuery("`from` must come before `to`.", parameter="from")
+
+
+def parse_group_by(value: str) -> list[str]:
+    names = [name.strip() for name in value.split(",") if name.strip()] if value else []
+    unknown = sorted(set(names) - set(DIMENSIONS))
+    if unknown:
+        raise InvalidUsageQuery(
+            f"Unknown group_by {', '.join(unknown)}: choose among {', '.join(DIMENSIONS)}.",
+            parameter="group_by",
+            allowed=list(DIMENSIONS),
+        )
+    if len(set(names)) != len(names):
+        raise InvalidUsageQuery("Name each group_by once.", parameter="group_by")
+    return names
+
+
+# --- Filters: each value must be among what the reader sees, else it is unknown -----------
+
+
+def _one(rows: QuerySet, **lookup):
+    return rows.filter(**lookup).first()
+
+
+def _integer(value: str, name: str) -> int:
+    if not value.isdigit() or len(value) > 18:
+        raise InvalidFilter(**{name: [f"Unknown {name} {value!r}."]})
+    return int(value)
+
+
+def _known(name: str, found, value: str):
+    if found is None:
+        raise InvalidFilter(**{name: [f"Unknown {name} {value!r}."]})
+    return found
+
+
+def _uuid(value: str, name: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        raise InvalidFilter(**{name: [f"Unknown {name} {value!r}."]}) from None
+
+
+# The filters this module checks itself (the others go to the reports' ``UsageFilterSet``):
+# each gives the rows' condition, the dimension it reads, and the value as found.
+def _own_filters(principal, accounts: list[Subscription]) -> dict[str, Callable]:
+    def user(value):
+        found = _one(User.objects.visible_to(principal), pk=_integer(value, "user"))
+        return Q(user=_known("user", found, value)), "user"
+
+    def environment(value):
+        rows = Environment.objects.visible_to(principal).filter(subscription__in=accounts)
+        found = _one(rows, public_id=_uuid(value, "environment"))
+        return Q(environment=_known("environment", found, value)), "environment"
+
+    def project(value):
+        rows = Project.objects.visible_to(principal).filter(subscription__in=accounts)
+        found = _known("project", _one(rows, pk=_integer(value, "project")), value)
+        return Q(environment__project_id=found.pk), "environment"
+
+    def agent(value):
+        rows = Agent.objects.visible_to(principal).filter(subscription__in=accounts)
+        found = _one(rows, pk=_integer(value, "agent"))
+        return Q(agent=_known("agent", found, value)), "agent"
+
+    def api_key(value):
+        rows = ApiKey.objects.visible_to(principal).filter(subscription__in=accounts)
+        return Q(api_key=_known("api_key", _one(rows, prefix=value), value)), "api_key"
+
+    def sub_account(value):
+        found = next((a for a in accounts if str(a.pk) == value), None)
+        return Q(subscription=_known("sub_account", found, value)), None
+
+    return {
+        "user": user,
+        "environment": environment,
+        "project": project,
+        "agent": agent,
+        "api_key": api_key,
+        "sub_account": sub_account,
+    }
+
+
+# Filters the reports already validate (``reports.filters.UsageFilterSet``), by the same name:
+# team id, product slug, feature, model. They narrow any rollup in ``UsageQuery.visible``.
+REPORT_FILTERS = ("team", "product", "feature", "model")
+OWN_FILTERS = ("user", "environment", "project", "agent", "api_key", "sub_account")
+FILTERS = (*OWN_FILTERS, *REPORT_FILTERS, "credit_type")
+
+
+# --- The series ---------------------------------------------------------------------------
+
+
+@dataclass
+class UsageSeries:
+    usage: UsageQuery
+    subscription: Subscription
+    window: str
+    range: Range
+    group_by: list[str]
+    credit_type: str | None = None  # the credit_type filter
+    where: Q = field(default_factory=Q)
+    read: set[str] = field(default_factory=set)  # the dimensions the filters read
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return self.subscription.zone
+
+    @property
+    def columns(self) -> list[str]:
+        grouped = [c for name in self.group_by for c in DIMENSIONS[name].columns(name)]
+        return ["window_start", *grouped, *SUMMED_COLUMNS]
+
+    @property
+    def text_columns(self) -> frozenset[str]:
+        """The columns of what people typed (names, slugs, models): CSV neutralises them."""
+        numbers = {"window_start", *SUMMED_COLUMNS, *NUMERIC_IDS}
+        return frozenset(self.columns) - numbers
+
+    @property
+    def credit_types(self) -> tuple[str, ...] | None:
+        """The credit types each group splits into, if any."""
+        if "credit_type" in self.group_by:
+            return (self.credit_type,) if self.credit_type else CREDIT_TYPES
+        return (self.credit_type,) if self.credit_type else None
+
+    def _rows(self) -> QuerySet:
+        """The rollup rows the series adds up, with the window of each as ``window``."""
+        if self.window == "hour":
+            rows = self.usage.hourly_rows(self.range.start, self.range.end)
+            return rows.filter(self.where).annotate(window=F("hour"))
+        needed = {DIMENSIONS[name].reads for name in self.group_by} | self.read
+        rollup = narrowest_rollup(
+            needed - {None} | self.usage.dimensions(),
+            whole_subscriptions=self.usage.whole_subscriptions,
+        )
+        if self.window == "day":
+            return self.usage.daily_rows(rollup).filter(self.where).annotate(window=F("day"))
+        # Whole months from monthly rows: each row lies in one month.
+        return self.usage.rows(rollup).filter(self.where).annotate(window=TruncMonth("day"))
+
+    def groups(self) -> QuerySet:
+        """The sums per window and group, in window order, then by the groups' ids."""
+        rows = self._rows()
+        fields = []
+        for name in self.group_by:
+            if name == "credit_type":
+                continue
+            dimension = DIMENSIONS[name]
+            rows = _joined(rows, name, self.usage.principal)
+            fields += [dimension.id_field, *filter(None, [dimension.name_field]), *dimension.also]
+        fields = list(dict.fromkeys(fields))
+        values = rows.order_by().values("window", *fields).annotate(**SUMMED)
+        ordering = [F("window").asc(), *(F(f).asc(nulls_first=True) for f in fields)]
+        return values.order_by(*ordering)
+
+    def totals(self) -> Sums:
+        total = Sums.of(self._rows().aggregate(**SUMMED)).quantized()
+        return _typed(total, self.credit_type) if self.credit_type else total
+
+    def cells(self, group: dict) -> list[list]:
+        """The rows of one group, one per credit type if split, as cells of ``columns``."""
+        sums = Sums.of(group).quantized()
+        keys = []
+        for name in self.group_by:
+            if name == "credit_type":
+                keys.append(None)  # filled per type below
+                continue
+            dimension = DIMENSIONS[name]
+            identifier = group[dimension.id_field]
+            if dimension.name_field is None:
+                keys.append(identifier or None)
+                continue
+            label = group[dimension.name_field]
+            if name == "environment" and identifier is not None:
+                label = environment_label(group["own_project__name"], label)
+            keys += [identifier, label]
+        window = self.window_start(group["window"])
+        types = self.credit_types
+        if types is None:
+            return [[window, *keys, *sum_cells(sums)]]
+        rows = []
+        for credit_type in types:
+            typed_keys = [
+                credit_type if key is None and name == "credit_type" else key
+                for key, name in zip(keys, self._key_names(), strict=True)
+            ]
+            rows.append([window, *typed_keys, *sum_cells(_typed(sums, credit_type))])
+        return rows
+
+    def _key_names(self) -> list[str]:
+        return [name for name in self.group_by for _ in DIMENSIONS[name].columns(name)]
+
+    def window_start(self, value) -> str:
+        if isinstance(value, datetime):
+            return value.astimezone(self.zone).isoformat()
+        return value.isoformat()
+
+    def pages(self) -> "Rows":
+        return Rows(self)
+
+
+def sum_cells(sums: Sums) -> list:
+    return [
+        f"{sums.credits:f}",
+        f"{sums.excess_credits:f}",
+        sums.runs,
+        sums.failed_runs,
+        sums.input_tokens,
+        sums.output_tokens,
+    ]
+
+
+def _typed(sums: Sums, credit_type: str) -> Sums:
+    """The base or excess part of ``sums``: runs and tokens count with the base credits."""
+    if credit_type == "base":
+        return Sums(
+            credits=sums.credits - sums.excess_credits,
+            excess_credits=Decimal(0).quantize(CREDIT_PLACES),
+            runs=sums.runs,
+            failed_runs=sums.failed_runs,
+            input_tokens=sums.input_tokens,
+            output_tokens=sums.output_tokens,
+        )
+    return Sums(credits=sums.excess_credits, excess_credits=sums.excess_credits)
+
+
+def _joined(rows: QuerySet, name: str, principal) -> QuerySet:
+    """The joins and annotations a grouping's names need (on the row's own subscription)."""
+    if name == "environment":
+        return rows.annotate(own_project=joined("environment__project"))
+    if name == "project":
+        return rows.annotate(own_project=joined("environment__project"))
+    if name == "agent":
+        return rows.annotate(own_agent=joined("agent"))
+    if name == "api_key":
+        return rows.annotate(own_key=joined("api_key"))
+    if name == "team":
+        # The person's team now, among the teams the reader sees (as the usage-by-team
+        # report names them); a team the reader may not see is not named.
+        membership = TeamMembership.objects.filter(
+            subscription_id=OuterRef("subscription_id"),
+            user_id=OuterRef("user_id"),
+            team__subscription_id=OuterRef("subscription_id"),
+            team__in=Team.objects.visible_to(principal),
+        )
+        return rows.annotate(
+            team_id=Subquery(membership.values("team_id")[:1]),
+            team_name=Subquery(membership.values("team__name")[:1]),
+        )
+    return rows
+
+
+class Rows(Sequence):
+    """The series' rows for the paginator: each group is one row, or one per credit type;
+    a page reads only its own groups (``count`` counts them in SQL)."""
+
+    def __init__(self, series: UsageSeries):
+        self.series = series
+        self.per_group = len(series.credit_types or (None,))
+        self.groups = series.groups()
+
+    def count(self) -> int:
+        return self.groups.count() * self.per_group
+
+    def __len__(self) -> int:
+        return self.count()
+
+    def __getitem__(self, index):
+        if not isinstance(index, slice):
+            return self[index : index + 1][0]
+        start, stop = index.start or 0, index.stop
+        first = start // self.per_group
+        last = math.ceil(stop / self.per_group) if stop is not None else None
+        rows = [row for group in self.groups[first:last] for row in self.series.cells(group)]
+        skip = start - first * self.per_group
+        return rows[skip : None if stop is None else skip + stop - start]
+
+    def __iter__(self):
+        for group in self.groups.iterator():
+            yield from self.series.cells(group)
+
+
+def usage_series(
+    *,
+    principal,
+    subscription: Subscription,
+    window: str,
+    group_by: str,
+    start: str | None,
+    end: str | None,
+    filters: dict[str, str],
+    include_sub_accounts: bool,
+    now: datetime,
+) -> UsageSeries:
+    """The series ``principal`` asked for, checked: window, range, groupings (per-person ones
+    need ``Subscription.has_team_views``, as ``per_member`` reports do) and filters."""
+    if window not in WINDOWS:
+        raise InvalidUsageQuery(
+            f"Unknown window {window!r}: choose hour, day or month.",
+            parameter="window",
+            allowed=list(WINDOWS),
+        )
+    names = parse_group_by(group_by)
+    person_groupings = [name for name in names if DIMENSIONS[name].per_member]
+    if person_groupings and not subscription.has_team_views:
+        raise PlanRequired(
+            f"Grouping by {' and '.join(person_groupings)} names each member: available on "
+            f"the {PLANS_WITH_TEAM_VIEWS} plans (this subscription is on the "
+            f"{subscription.get_plan_display()} plan).",
+            plan=subscription.plan,
+        )
+    zone = subscription.zone
+    resolved = resolve_range(window=window, start=start, end=end, zone=zone, now=now)
+    credit_type = filters.get("credit_type") or None
+    if credit_type is not None and credit_type not in CREDIT_TYPES:
+        raise InvalidFilter(credit_type=[f"Unknown credit_type {credit_type!r}."])
+    usage = usage_query(
+        user=principal,
+        subscription=subscription,
+        timeframe=days_timeframe(
+            name="custom", first_day=resolved.first_day, last_day=resolved.last_day, zone=zone
+        ),
+        include_sub_accounts=include_sub_accounts,
+        filters={name: filters[name] for name in REPORT_FILTERS if filters.get(name)},
+    )
+    where, read = Q(), set()
+    for name, check in _own_filters(principal, usage.accounts).items():
+        if filters.get(name):
+            condition, dimension = check(filters[name])
+            where &= condition
+            read |= {dimension} - {None}
+    return UsageSeries(
+        usage=usage,
+        subscription=subscription,
+        window=window,
+        range=resolved,
+        group_by=names,
+        credit_type=credit_type,
+        where=where,
+        read=read,
+    )
