@@ -16,9 +16,9 @@ credits) and ``excess`` (excess credits).
 
 import math
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime, time, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
@@ -29,6 +29,7 @@ from accounts.models import ApiKey, Environment, Project, Subscription, Team, Te
 from core.errors import DomainError
 from core.money import CREDIT_PLACES
 from credits.models import Agent
+from credits.periods import local_date, local_midnight, month_start, previous_month_start
 from credits.pruning import HOURLY_USAGE_RETENTION_DAYS
 from credits.rollups import narrowest_rollup
 
@@ -43,6 +44,7 @@ CREDIT_TYPES = ("base", "excess")
 MAX_HOURS = 31 * 24
 MAX_DAYS = 366
 MAX_MONTHS = 36
+ONE_HOUR = timedelta(hours=1)
 
 
 class InvalidUsageQuery(DomainError):
@@ -93,13 +95,9 @@ SUMMED_COLUMNS = (
 )
 
 
-def _local_midnight(day: date, zone: ZoneInfo) -> datetime:
-    return datetime.combine(day, time(), zone)
-
-
-def _hour_start(instant: datetime) -> datetime:
-    """The start of ``instant``'s local hour (an aware datetime in its zone)."""
-    return instant.replace(minute=0, second=0, microsecond=0)
+def _on_the_hour(instant: datetime, zone: ZoneInfo) -> bool:
+    local = instant.astimezone(zone)
+    return local == local.replace(minute=0, second=0, microsecond=0)
 
 
 @dataclass(frozen=True)
@@ -133,19 +131,16 @@ def resolve_range(
 ) -> Range:
     """``from`` and ``to`` in ``zone``: a day stands for its local midnight (``from``) or the
     end of it (``to``, included); a date and time is an instant, ``from`` included, ``to``
-    excluded. Defaults end now: the last 24 hours, 30 days or 12 months."""
-    today = now.astimezone(zone).date()
+    excluded. Defaults end now: the last 24 hours, 30 days or 12 months. Instants are UTC,
+    so that hours add up across DST changes."""
     first = parse_moment(start, parameter="from", zone=zone) if start else None
     last = parse_moment(end, parameter="to", zone=zone) if end else None
     if window == "hour":
-        end_at = (
-            _instant(last, zone, after=True)
-            if last
-            else _hour_start(now.astimezone(zone)) + timedelta(hours=1)
-        )
+        this_hour = now.astimezone(zone).replace(minute=0, second=0, microsecond=0)
+        end_at = _instant(last, zone, after=True) if last else _utc(this_hour) + ONE_HOUR
         start_at = _instant(first, zone, after=False) if first else end_at - timedelta(days=1)
         for name, moment in (("from", start_at), ("to", end_at)):
-            if _hour_start(moment.astimezone(zone)) != moment:
+            if not _on_the_hour(moment, zone):
                 raise InvalidUsageQuery(
                     f"`{name}` must start a local hour in {zone.key}.", parameter=name
                 )
@@ -160,21 +155,22 @@ def resolve_range(
                 "windows before that.",
                 parameter="from",
             )
-        first_day = start_at.astimezone(zone).date()
-        last_day = (end_at - timedelta(microseconds=1)).astimezone(zone).date()
-        return Range(start_at, end_at, first_day, last_day)
+        last_day = local_date(end_at - timedelta(microseconds=1), zone)
+        return Range(start_at, end_at, local_date(start_at, zone), last_day)
     for name, moment in (("from", first), ("to", last)):
         if isinstance(moment, datetime):
             raise InvalidUsageQuery(
                 f"`{name}`: give a local day (YYYY-MM-DD) for {window} windows.", parameter=name
             )
-    last_day = last or today
+    last_day = last or local_date(now, zone)
     if first:
         first_day = first
     elif window == "day":
         first_day = last_day - timedelta(days=29)
     else:
-        first_day = _months_before(last_day.replace(day=1), 11)
+        first_day = month_start(last_day)
+        for _ in range(11):
+            first_day = previous_month_start(first_day)
     _check_order(first_day <= last_day)
     months = (last_day.year - first_day.year) * 12 + last_day.month - first_day.month + 1
     if window == "day" and (last_day - first_day).days + 1 > MAX_DAYS:
@@ -182,22 +178,21 @@ def resolve_range(
     if window == "month" and months > MAX_MONTHS:
         raise InvalidUsageQuery(f"Month windows cover at most {MAX_MONTHS} months.", parameter="to")
     return Range(
-        _local_midnight(first_day, zone),
-        _local_midnight(last_day + timedelta(days=1), zone),
+        local_midnight(first_day, zone),
+        local_midnight(last_day + timedelta(days=1), zone),
         first_day,
         last_day,
     )
 
 
+def _utc(instant: datetime) -> datetime:
+    return instant.astimezone(UTC)
+
+
 def _instant(moment: date | datetime, zone: ZoneInfo, *, after: bool) -> datetime:
     if isinstance(moment, datetime):
-        return moment
-    return _local_midnight(moment + timedelta(days=1) if after else moment, zone)
-
-
-def _months_before(month: date, count: int) -> date:
-    index = month.year * 12 + month.month - 1 - count
-    return date(index // 12, index % 12 + 1, 1)
+        return _utc(moment)
+    return local_midnight(moment + timedelta(days=1) if after else moment, zone)
 
 
 def _check_order(ordered: bool) -> None:
@@ -222,74 +217,55 @@ def parse_group_by(value: str) -> list[str]:
 # --- Filters: each value must be among what the reader sees, else it is unknown -----------
 
 
-def _one(rows: QuerySet, **lookup):
-    return rows.filter(**lookup).first()
-
-
-def _integer(value: str, name: str) -> int:
-    if not value.isdigit() or len(value) > 18:
-        raise InvalidFilter(**{name: [f"Unknown {name} {value!r}."]})
-    return int(value)
-
-
-def _known(name: str, found, value: str):
-    if found is None:
-        raise InvalidFilter(**{name: [f"Unknown {name} {value!r}."]})
-    return found
-
-
-def _uuid(value: str, name: str) -> uuid.UUID:
-    try:
-        return uuid.UUID(value)
-    except ValueError:
-        raise InvalidFilter(**{name: [f"Unknown {name} {value!r}."]}) from None
-
-
-# The filters this module checks itself (the others go to the reports' ``UsageFilterSet``):
-# each gives the rows' condition, the dimension it reads, and the value as found.
-def _own_filters(principal, accounts: list[Subscription]) -> dict[str, Callable]:
-    def user(value):
-        found = _one(User.objects.visible_to(principal), pk=_integer(value, "user"))
-        return Q(user=_known("user", found, value)), "user"
-
-    def environment(value):
-        rows = Environment.objects.visible_to(principal).filter(subscription__in=accounts)
-        found = _one(rows, public_id=_uuid(value, "environment"))
-        return Q(environment=_known("environment", found, value)), "environment"
-
-    def project(value):
-        rows = Project.objects.visible_to(principal).filter(subscription__in=accounts)
-        found = _known("project", _one(rows, pk=_integer(value, "project")), value)
-        return Q(environment__project_id=found.pk), "environment"
-
-    def agent(value):
-        rows = Agent.objects.visible_to(principal).filter(subscription__in=accounts)
-        found = _one(rows, pk=_integer(value, "agent"))
-        return Q(agent=_known("agent", found, value)), "agent"
-
-    def api_key(value):
-        rows = ApiKey.objects.visible_to(principal).filter(subscription__in=accounts)
-        return Q(api_key=_known("api_key", _one(rows, prefix=value), value)), "api_key"
-
-    def sub_account(value):
-        found = next((a for a in accounts if str(a.pk) == value), None)
-        return Q(subscription=_known("sub_account", found, value)), None
-
-    return {
-        "user": user,
-        "environment": environment,
-        "project": project,
-        "agent": agent,
-        "api_key": api_key,
-        "sub_account": sub_account,
-    }
-
-
+# The filters this module checks itself, each with the rows' field it narrows and the rollup
+# dimension that field needs (the others go to the reports' ``UsageFilterSet``).
+OWN_FILTERS = {
+    "user": ("user", "user"),
+    "environment": ("environment", "environment"),
+    "project": ("environment__project", "environment"),
+    "agent": ("agent", "agent"),
+    "api_key": ("api_key", "api_key"),
+    "sub_account": ("subscription", None),
+}
 # Filters the reports already validate (``reports.filters.UsageFilterSet``), by the same name:
 # team id, product slug, feature, model. They narrow any rollup in ``UsageQuery.visible``.
 REPORT_FILTERS = ("team", "product", "feature", "model")
-OWN_FILTERS = ("user", "environment", "project", "agent", "api_key", "sub_account")
 FILTERS = (*OWN_FILTERS, *REPORT_FILTERS, "credit_type")
+
+
+def _unknown(name: str, value: str) -> InvalidFilter:
+    return InvalidFilter(**{name: [f"Unknown {name} {value!r}."]})
+
+
+def _candidates(name: str, principal, accounts: list[Subscription]) -> QuerySet:
+    """What a filter's value must be among: what ``principal`` sees in ``accounts``."""
+    if name == "user":
+        return User.objects.visible_to(principal)
+    if name == "sub_account":
+        return Subscription.objects.visible_to(principal).filter(pk__in=[a.pk for a in accounts])
+    model = {"environment": Environment, "project": Project, "agent": Agent, "api_key": ApiKey}
+    return model[name].objects.visible_to(principal).filter(subscription__in=accounts)
+
+
+def _lookup(name: str, value: str) -> dict:
+    """How a filter's value names its object: EnvironmentId, key prefix, or id."""
+    if name == "environment":
+        try:
+            return {"public_id": uuid.UUID(value)}
+        except ValueError:
+            raise _unknown(name, value) from None
+    if name == "api_key":
+        return {"prefix": value}
+    if not (value.isdigit() and len(value) <= 18):
+        raise _unknown(name, value)
+    return {"pk": int(value)}
+
+
+def _own_filter(name: str, value: str, principal, accounts: list[Subscription]) -> Q:
+    found = _candidates(name, principal, accounts).filter(**_lookup(name, value)).first()
+    if found is None:
+        raise _unknown(name, value)
+    return Q(**{OWN_FILTERS[name][0]: found})
 
 
 # --- The series ---------------------------------------------------------------------------
@@ -365,35 +341,30 @@ class UsageSeries:
     def cells(self, group: dict) -> list[list]:
         """The rows of one group, one per credit type if split, as cells of ``columns``."""
         sums = Sums.of(group).quantized()
+        window = self.window_start(group["window"])
+        return [
+            [
+                window,
+                *self._keys(group, credit_type),
+                *sum_cells(_typed(sums, credit_type) if credit_type else sums),
+            ]
+            for credit_type in self.credit_types or (None,)
+        ]
+
+    def _keys(self, group: dict, credit_type: str | None) -> list:
         keys = []
         for name in self.group_by:
-            if name == "credit_type":
-                keys.append(None)  # filled per type below
-                continue
             dimension = DIMENSIONS[name]
-            identifier = group[dimension.id_field]
-            if dimension.name_field is None:
-                keys.append(identifier or None)
-                continue
-            label = group[dimension.name_field]
-            if name == "environment" and identifier is not None:
-                label = environment_label(group["own_project__name"], label)
-            keys += [identifier, label]
-        window = self.window_start(group["window"])
-        types = self.credit_types
-        if types is None:
-            return [[window, *keys, *sum_cells(sums)]]
-        rows = []
-        for credit_type in types:
-            typed_keys = [
-                credit_type if key is None and name == "credit_type" else key
-                for key, name in zip(keys, self._key_names(), strict=True)
-            ]
-            rows.append([window, *typed_keys, *sum_cells(_typed(sums, credit_type))])
-        return rows
-
-    def _key_names(self) -> list[str]:
-        return [name for name in self.group_by for _ in DIMENSIONS[name].columns(name)]
+            if name == "credit_type":
+                keys.append(credit_type)
+            elif dimension.name_field is None:
+                keys.append(group[dimension.id_field] or None)  # "": no model, no feature
+            elif name == "environment" and group[dimension.id_field] is not None:
+                label = environment_label(group["own_project__name"], group["environment__name"])
+                keys += [group[dimension.id_field], label]
+            else:
+                keys += [group[dimension.id_field], group[dimension.name_field]]
+        return keys
 
     def window_start(self, value) -> str:
         if isinstance(value, datetime):
@@ -429,16 +400,20 @@ def _typed(sums: Sums, credit_type: str) -> Sums:
     return Sums(credits=sums.excess_credits, excess_credits=sums.excess_credits)
 
 
+# The relations a grouping's names are read through, joined on the row's own subscription.
+JOINS = {
+    "environment": ("own_project", "environment__project"),
+    "project": ("own_project", "environment__project"),
+    "agent": ("own_agent", "agent"),
+    "api_key": ("own_key", "api_key"),
+}
+
+
 def _joined(rows: QuerySet, name: str, principal) -> QuerySet:
-    """The joins and annotations a grouping's names need (on the row's own subscription)."""
-    if name == "environment":
-        return rows.annotate(own_project=joined("environment__project"))
-    if name == "project":
-        return rows.annotate(own_project=joined("environment__project"))
-    if name == "agent":
-        return rows.annotate(own_agent=joined("agent"))
-    if name == "api_key":
-        return rows.annotate(own_key=joined("api_key"))
+    """The joins and annotations a grouping's names need."""
+    if name in JOINS:
+        alias, relation = JOINS[name]
+        return rows.annotate(**{alias: joined(relation)})
     if name == "team":
         # The person's team now, among the teams the reader sees (as the usage-by-team
         # report names them); a team the reader may not see is not named.
@@ -529,10 +504,9 @@ def usage_series(
         filters={name: filters[name] for name in REPORT_FILTERS if filters.get(name)},
     )
     where, read = Q(), set()
-    for name, check in _own_filters(principal, usage.accounts).items():
+    for name, (_, dimension) in OWN_FILTERS.items():
         if filters.get(name):
-            condition, dimension = check(filters[name])
-            where &= condition
+            where &= _own_filter(name, filters[name], principal, usage.accounts)
             read |= {dimension} - {None}
     return UsageSeries(
         usage=usage,
