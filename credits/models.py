@@ -258,6 +258,24 @@ class IdempotencyRecord(models.Model):
         return f"{self.key} -> event {self.event_id}"
 
 
+def _unique_per_dimensions(time_field: str, *, name: str) -> models.UniqueConstraint:
+    """One row per subscription, ``time_field`` and every dimension. A missing dimension is
+    NULL; COALESCE makes NULLs collide so that the recording service can upsert with
+    ON CONFLICT."""
+    return models.UniqueConstraint(
+        F("subscription_id"),
+        F(time_field),
+        Coalesce("environment_id", Value(0)),
+        Coalesce("user_id", Value(0)),
+        Coalesce("api_key_id", Value("")),
+        Coalesce("product_id", Value(0)),
+        Coalesce("agent_id", Value(0)),
+        F("model"),
+        F("feature"),
+        name=name,
+    )
+
+
 class DailyUsage(models.Model):
     """Per-day rollup of the ledger, kept in step by the recording service.
 
@@ -311,22 +329,7 @@ class DailyUsage(models.Model):
 
     class Meta:
         verbose_name_plural = "daily usage"
-        constraints = [
-            # A missing dimension is NULL; COALESCE makes NULLs collide so that the recording
-            # service can upsert with ON CONFLICT.
-            models.UniqueConstraint(
-                F("subscription_id"),
-                F("day"),
-                Coalesce("environment_id", Value(0)),
-                Coalesce("user_id", Value(0)),
-                Coalesce("api_key_id", Value("")),
-                Coalesce("product_id", Value(0)),
-                Coalesce("agent_id", Value(0)),
-                F("model"),
-                F("feature"),
-                name="daily_usage_dimensions_unique",
-            ),
-        ]
+        constraints = [_unique_per_dimensions("day", name="daily_usage_dimensions_unique")]
         indexes = [
             models.Index(fields=["subscription", "day"], name="daily_subscription_day_idx"),
             models.Index(fields=["environment", "day"], name="daily_environment_day_idx"),
@@ -548,20 +551,7 @@ class HourlyUsage(UsageSums):
 
     class Meta:
         verbose_name_plural = "hourly usage"
-        constraints = [
-            models.UniqueConstraint(
-                F("subscription_id"),
-                F("hour"),
-                Coalesce("environment_id", Value(0)),
-                Coalesce("user_id", Value(0)),
-                Coalesce("api_key_id", Value("")),
-                Coalesce("product_id", Value(0)),
-                Coalesce("agent_id", Value(0)),
-                F("model"),
-                F("feature"),
-                name="hourly_usage_unique",
-            ),
-        ]
+        constraints = [_unique_per_dimensions("hour", name="hourly_usage_unique")]
 
     def __str__(self) -> str:
         return f"{self.hour}: {self.credits} credits"

@@ -78,15 +78,7 @@ def prune_session_claims(*, now: datetime, batch_size: int = BATCH_SIZE) -> int:
     deleted = 0
     for first_day, zones in sorted(zones_by_first_day.items()):
         stale = AgentSessionDay.objects.filter(subscription__timezone__in=zones, day__lt=first_day)
-        while True:
-            with transaction.atomic():
-                batch = stale.select_for_update(skip_locked=True, of=("self",)).order_by()
-                count, _ = AgentSessionDay.objects.filter(
-                    pk__in=batch.values("pk")[:batch_size]
-                ).delete()
-            deleted += count
-            if not count:
-                break
+        deleted += _delete_in_batches(stale, batch_size)
     logger.info("event=session_claims_pruned claims=%s", deleted)
     return deleted
 
@@ -104,14 +96,19 @@ def prune_hourly_usage(*, now: datetime, batch_size: int = BATCH_SIZE) -> int:
     subscriptions = Subscription.objects.order_by("pk").values_list("pk", flat=True)
     for subscription_id in subscriptions.iterator():
         stale = HourlyUsage.objects.filter(subscription_id=subscription_id, hour__lt=cutoff)
-        while True:
-            with transaction.atomic():
-                batch = stale.select_for_update(skip_locked=True).order_by()
-                count, _ = HourlyUsage.objects.filter(
-                    pk__in=batch.values("pk")[:batch_size]
-                ).delete()
-            deleted += count
-            if not count:
-                break
+        deleted += _delete_in_batches(stale, batch_size)
     logger.info("event=hourly_usage_pruned rows=%s", deleted)
     return deleted
+
+
+def _delete_in_batches(stale, batch_size: int) -> int:
+    """Delete the rows of ``stale`` ``batch_size`` at a time, each batch its own transaction,
+    skipping rows another transaction has locked; return how many went."""
+    deleted = 0
+    while True:
+        with transaction.atomic():
+            batch = stale.select_for_update(skip_locked=True, of=("self",)).order_by()
+            count, _ = stale.model.objects.filter(pk__in=batch.values("pk")[:batch_size]).delete()
+        deleted += count
+        if not count:
+            return deleted

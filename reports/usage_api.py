@@ -42,6 +42,7 @@ from .usage_series import (
     MAX_DAYS,
     MAX_HOURS,
     MAX_MONTHS,
+    SUMMED_COLUMNS,
     WINDOWS,
     sum_cells,
     usage_series,
@@ -78,6 +79,12 @@ class UsageParametersSerializer(ParametersSerializer):
     window = serializers.CharField(default="day")
     group_by = serializers.CharField(default="", allow_blank=True)
     include_sub_accounts = serializers.BooleanField(default=False)
+    # Checked here, not only by the paginator (which reads a bad value as the default): every
+    # parameter of this endpoint is optional, so a bad one would otherwise pass unnoticed.
+    page = serializers.IntegerField(min_value=1, required=False)
+    page_size = serializers.IntegerField(
+        min_value=1, max_value=ReportPagination.max_page_size, required=False
+    )
 
 
 def _column_field(name: str) -> serializers.Field:
@@ -98,14 +105,8 @@ def _column_field(name: str) -> serializers.Field:
 ROW_COLUMNS = [
     "window_start",
     *(column for name, spec in DIMENSIONS.items() for column in spec.columns(name)),
-    "credits",
-    "excess_credits",
-    "runs",
-    "failed_runs",
-    "input_tokens",
-    "output_tokens",
+    *SUMMED_COLUMNS,
 ]
-SUM_COLUMNS = ROW_COLUMNS[-6:]
 
 DESCRIPTION = f"""Credits, runs and tokens per window and group, from the rollups.
 
@@ -181,7 +182,7 @@ class UsageApi(CsvOrJsonApi):
                     "next": serializers.URLField(allow_null=True),
                     "previous": serializers.URLField(allow_null=True),
                     "totals": inline_serializer(
-                        "UsageTotals", {name: _column_field(name) for name in SUM_COLUMNS}
+                        "UsageTotals", {name: _column_field(name) for name in SUMMED_COLUMNS}
                     ),
                     "results": inline_serializer(
                         "UsageRow", {name: _column_field(name) for name in ROW_COLUMNS}, many=True
@@ -251,7 +252,7 @@ class UsageApi(CsvOrJsonApi):
                 "count": paginator.page.paginator.count,
                 "next": paginator.get_next_link(),
                 "previous": paginator.get_previous_link(),
-                "totals": dict(zip(SUM_COLUMNS, totals, strict=True)),
+                "totals": dict(zip(SUMMED_COLUMNS, totals, strict=True)),
                 "results": [dict(zip(series.columns, row, strict=True)) for row in page],
             }
         )

@@ -25,11 +25,20 @@ from zoneinfo import ZoneInfo
 from django.db.models import F, OuterRef, Q, QuerySet, Subquery
 from django.db.models.functions import TruncMonth
 
-from accounts.models import ApiKey, Environment, Project, Subscription, Team, TeamMembership, User
+from accounts.models import ApiKey, Environment, Project, Subscription, TeamMembership, User
 from core.errors import DomainError
 from core.money import CREDIT_PLACES
+from credits.ledger_columns import ROLLUP_SUMS
 from credits.models import Agent
-from credits.periods import local_date, local_midnight, month_start, previous_month_start
+from credits.periods import (
+    PLACEABLE_YEARS,
+    is_placeable,
+    is_placeable_day,
+    local_date,
+    local_midnight,
+    month_start,
+    previous_month_start,
+)
 from credits.pruning import HOURLY_USAGE_RETENTION_DAYS
 from credits.rollups import narrowest_rollup
 
@@ -85,14 +94,8 @@ DIMENSIONS = {
 }
 # Id columns of numbers (and UUIDs), never text.
 NUMERIC_IDS = ("user_id", "team_id", "environment_id", "project_id", "agent_id", "sub_account_id")
-SUMMED_COLUMNS = (
-    "credits",
-    "excess_credits",
-    "runs",
-    "failed_runs",
-    "input_tokens",
-    "output_tokens",
-)
+# What each row sums: the rollups' sums but the latency ones.
+SUMMED_COLUMNS = ROLLUP_SUMS[: ROLLUP_SUMS.index("output_tokens") + 1]
 
 
 def _on_the_hour(instant: datetime, zone: ZoneInfo) -> bool:
@@ -113,17 +116,24 @@ class Range:
 
 def parse_moment(value: str, *, parameter: str, zone: ZoneInfo) -> date | datetime:
     """A local day (``YYYY-MM-DD``) or an instant (ISO 8601; without an offset, the
-    subscription's local time)."""
+    subscription's local time), in the years billing periods can be placed in."""
     try:
         if len(value) == 10:
-            return date.fromisoformat(value)
-        moment = datetime.fromisoformat(value)
-    except ValueError:
+            moment = date.fromisoformat(value)
+            placeable = is_placeable_day(moment)
+        else:
+            moment = datetime.fromisoformat(value)
+            moment = moment.astimezone(zone) if moment.tzinfo else moment.replace(tzinfo=zone)
+            placeable = is_placeable(moment)
+    except (ValueError, OverflowError):
+        placeable = False
+    if not placeable:
         raise InvalidUsageQuery(
-            f"`{parameter}`: give a date (YYYY-MM-DD) or an ISO 8601 date and time.",
+            f"`{parameter}`: give a date (YYYY-MM-DD) or an ISO 8601 date and time, in the "
+            f"years {PLACEABLE_YEARS}.",
             parameter=parameter,
-        ) from None
-    return moment.astimezone(zone) if moment.tzinfo else moment.replace(tzinfo=zone)
+        )
+    return moment
 
 
 def resolve_range(
@@ -417,11 +427,10 @@ def _joined(rows: QuerySet, name: str, principal) -> QuerySet:
     if name == "team":
         # The person's team now, among the teams the reader sees (as the usage-by-team
         # report names them); a team the reader may not see is not named.
-        membership = TeamMembership.objects.filter(
+        membership = TeamMembership.objects.visible_to(principal).filter(
             subscription_id=OuterRef("subscription_id"),
             user_id=OuterRef("user_id"),
             team__subscription_id=OuterRef("subscription_id"),
-            team__in=Team.objects.visible_to(principal),
         )
         return rows.annotate(
             team_id=Subquery(membership.values("team_id")[:1]),

@@ -220,6 +220,8 @@ def test_bad_ranges_and_groupings_are_400s_naming_the_parameter(world, params, p
         {"agent": "abc"},
         {"credit_type": "bonus"},
         {"format": "xml"},
+        {"page_size": "null"},
+        {"page": "0"},
     ],
 )
 def test_other_bad_input_is_a_400_in_the_one_error_shape(world, params):
@@ -264,3 +266,22 @@ def test_queries_are_bounded_whatever_the_groupings(world, november, django_asse
     for window in ("hour", "day", "month"):
         with django_assert_max_num_queries(14):
             ok(admin, window=window, group_by=f"{every},credit_type", model="gpt-5-mini", **filters)
+
+
+def test_the_openapi_document_describes_it():
+    schema = APIClient().get("/api/schema/", {"format": "json"}).json()
+    operation = schema["paths"]["/api/v1/usage/"]["get"]
+    parameters = {parameter["name"]: parameter for parameter in operation["parameters"]}
+
+    assert {"window", "group_by", "from", "to", "format", "page", "credit_type"} <= set(parameters)
+    assert {"user", "team", "environment", "project", "agent", "api_key", "sub_account"} <= set(
+        parameters
+    )
+    assert parameters["window"]["schema"]["enum"] == ["hour", "day", "month"]
+    assert set(operation["responses"]["200"]["content"]) == {"application/json", "text/csv"}
+    for status in ("400", "401", "403", "404"):
+        assert operation["responses"][status]["content"]["application/json"]["schema"] == {
+            "$ref": "#/components/schemas/ApiError"
+        }
+    row = schema["components"]["schemas"]["UsageRow"]["properties"]
+    assert row["credits"]["type"] == "string" and row["credits"]["format"] == "decimal"
