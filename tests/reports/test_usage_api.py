@@ -163,6 +163,8 @@ def test_members_managers_and_keys_see_their_own_scope(world, november):
     member = ok(logged_in(world.member), group_by="user", **NOVEMBER)
     assert {row["user"] for row in member["results"]} == {"carol@acme.example"}
     assert member["totals"]["credits"] == "3.7500"
+    _, reported = report(logged_in(world.member), "usage-by-model", "model")
+    assert reported["credits_consumed"] == member["totals"]["credits"]
     others = get(logged_in(world.member), group_by="user", user=world.admin.pk, **NOVEMBER)
     assert others.status_code == 400 or others.json()["totals"]["credits"] == "0.0000"
 
