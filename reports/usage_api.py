@@ -224,7 +224,9 @@ class UsageApi(CsvOrJsonApi):
             group_by=options["group_by"],
             start=request.query_params.get("from"),
             end=request.query_params.get("to"),
-            filters={name: request.query_params.get(name, "") for name in FILTERS},
+            filters={
+                name: request.query_params[name] for name in FILTERS if name in request.query_params
+            },
             include_sub_accounts=options["include_sub_accounts"],
             now=timezone.now(),
         )

@@ -477,7 +477,7 @@ def usage_series(
     group_by: str,
     start: str | None,
     end: str | None,
-    filters: dict[str, str],
+    filters: dict[str, str],  # the filters given, by name
     include_sub_accounts: bool,
     now: datetime,
 ) -> UsageSeries:
@@ -498,6 +498,9 @@ def usage_series(
             f"{subscription.get_plan_display()} plan).",
             plan=subscription.plan,
         )
+    empty = sorted(name for name, value in filters.items() if not value)
+    if empty:
+        raise InvalidFilter(**{name: ["Give a value, or leave the filter out."] for name in empty})
     zone = subscription.zone
     resolved = resolve_range(window=window, start=start, end=end, zone=zone, now=now)
     credit_type = filters.get("credit_type") or None

@@ -224,6 +224,7 @@ def test_bad_ranges_and_groupings_are_400s_naming_the_parameter(world, params, p
         {"format": "xml"},
         {"page_size": "null"},
         {"page": "0"},
+        {"environment": ""},
     ],
 )
 def test_other_bad_input_is_a_400_in_the_one_error_shape(world, params):
