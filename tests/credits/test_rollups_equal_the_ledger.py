@@ -154,6 +154,18 @@ def assert_rollups_equal_the_ledger():
         if name in ("credits_agentrollup", "credits_modelrollup"):
             histogram = ["subscription_id", "grain", "day", *dimensions, "latency_histogram::text"]
             assert table(name, histogram) == expected_histograms(dimensions), name
+    # The instant each event's local hour starts: the event's instant less the minutes and
+    # seconds its local wall-clock time is past the hour (half-hour zones, DST included).
+    hourly_key = ("e.subscription_id", "local_hour", *(f"e.{name}" for name in DIMENSIONS))
+    assert table(
+        "credits_hourlyusage", ("subscription_id", "hour", *DIMENSIONS, *SUMMED_COLUMNS)
+    ) == fetch(
+        f"SELECT {', '.join(hourly_key)}, {', '.join(SUMS)} FROM ("  # noqa: S608
+        "SELECT e.*, e.timestamp - ((e.timestamp AT TIME ZONE s.timezone) - date_trunc('hour', "
+        "e.timestamp AT TIME ZONE s.timezone)) AS local_hour FROM credits_creditevent e "
+        "JOIN accounts_subscription s ON s.id = e.subscription_id"
+        f") e GROUP BY {', '.join(hourly_key)}"
+    )
     assert table(
         "credits_agentsessionday", ("subscription_id", "day", "agent_id", "session_id")
     ) == fetch(
@@ -293,6 +305,7 @@ def test_rollups_and_counters_equal_the_ledger_as_recorded_rebuilt_and_bulk_deri
     with connection.cursor() as cursor:
         for derived in (
             "credits_dailyusage",
+            "credits_hourlyusage",
             *NARROW,
             "credits_agentsessionday",
             "credits_userperiodusage",
