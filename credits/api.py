@@ -6,6 +6,7 @@ from drf_spectacular.utils import (
     OpenApiParameter,
     OpenApiResponse,
     extend_schema,
+    extend_schema_serializer,
     inline_serializer,
 )
 from rest_framework import serializers, status
@@ -205,9 +206,18 @@ class RecordEventView(APIView):
         )
 
 
+@extend_schema_serializer(component_name="EventBatch")
 class BatchInputSerializer(StrictInputSerializer):
+    # Any JSON value is taken as an event and judged on its own (an invalid one is refused in
+    # ``results``, not the batch), so the schema promises no shape for the items.
     events = serializers.ListField(
-        child=serializers.JSONField(), min_length=1, max_length=MAX_BATCH
+        child=serializers.JSONField(
+            allow_null=True,  # refused in ``results`` like any other event that is not an object
+            help_text="An event as for POST /api/v1/events/ (UsageInputRequest); an invalid "
+            "one is refused in `results`, on its own.",
+        ),
+        min_length=1,
+        max_length=MAX_BATCH,
     )
 
 
@@ -215,7 +225,7 @@ class RecordBatchView(APIView):
     judged_one_by_one = "events"  # the parser leaves each event's text to the loop below
 
     @extend_schema(
-        request=inline_serializer("EventBatch", {"events": UsageInputSerializer(many=True)}),
+        request=BatchInputSerializer,
         responses={
             200: inline_serializer(
                 "BatchOutcome",

@@ -313,19 +313,27 @@ def _report_parameters(report: Report) -> list[OpenApiParameter]:
             "timeframe",
             OpenApiTypes.STR,
             enum=list(TIMEFRAMES),
-            description="Required unless `period` or `start`/`end` is given. Local days in "
-            "the subscription's time zone; weeks start on Monday; `this_*` and `last_N_*` end "
-            "today, included.",
+            description="Give exactly one of `timeframe`, `period`, or `start` with `end` "
+            "(none or two of them: `400 invalid_timeframe`). Local days in the subscription's "
+            "time zone; weeks start on Monday; `this_*` and `last_N_*` end today, included.",
         ),
         OpenApiParameter(
             "period",
             OpenApiTypes.STR,
             pattern=r"^\d{4}-(0[1-9]|1[0-2])$",
-            description="A whole billing period, the current one or a past one: YYYY-MM.",
+            description="Instead of `timeframe`: a whole billing period, the current one or a "
+            "past one, YYYY-MM (a later one: `400 invalid_timeframe`).",
         ),
-        OpenApiParameter("start", OpenApiTypes.DATE, description="First local day, with `end`."),
         OpenApiParameter(
-            "end", OpenApiTypes.DATE, description="Last local day, included (at most 366 days)."
+            "start",
+            OpenApiTypes.DATE,
+            description="Instead of `timeframe`: the first local day; needs `end`.",
+        ),
+        OpenApiParameter(
+            "end",
+            OpenApiTypes.DATE,
+            description="With `start`: the last local day, included, at most 366 days after "
+            "`start` and not before it.",
         ),
         SUBSCRIPTION_PARAMETER,
         *filters,
@@ -390,8 +398,11 @@ def _report_view(report: Report) -> type[ReportApi]:
                 ),
                 **_errors(
                     {
-                        400: "`invalid_timeframe` (details list the allowed values), "
-                        "`invalid_filter`, `invalid_ordering` or `validation_error`."
+                        400: "`invalid_timeframe`: not exactly one of `timeframe`, "
+                        "`period` or `start` with `end`, or one out of range (details list the "
+                        "allowed values). `invalid_filter`: a filter names nothing you can see "
+                        "(never an empty report). `invalid_ordering`: not the report's columns. "
+                        "`validation_error`: an unknown or malformed parameter."
                     }
                 ),
                 **_refusals(report),
@@ -440,7 +451,12 @@ class CreditUsageExportApi(CsvOrJsonApi):
             OpenApiParameter(
                 "scope", OpenApiTypes.STR, enum=list(selectors.EXPORT_SCOPES), required=True
             ),
-            OpenApiParameter("environment", OpenApiTypes.UUID, description="EnvironmentId."),
+            OpenApiParameter(
+                "environment",
+                OpenApiTypes.UUID,
+                description="EnvironmentId; needed with `scope=environment`, optional with "
+                "`scope=mine`.",
+            ),
             SUBSCRIPTION_PARAMETER,
             FORMAT_PARAMETER,
             *PAGE_PARAMETERS,
@@ -456,7 +472,12 @@ class CreditUsageExportApi(CsvOrJsonApi):
             (200, "text/csv"): OpenApiResponse(
                 OpenApiTypes.STR, description="`Timestamp,User,Environment,EnvironmentId,Credits`"
             ),
-            **_errors({400: "`invalid_scope` or `validation_error`."}),
+            **_errors(
+                {
+                    400: "`invalid_scope`: `scope=environment` without `environment`. "
+                    "`validation_error`: an unknown or malformed parameter."
+                }
+            ),
             **COMMON_ERRORS,
         },
     )
