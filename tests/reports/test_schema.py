@@ -105,12 +105,17 @@ DEPTHS = {
     "ci": ["--max-examples=3", "--no-shrink"],
     "full": ["--max-examples=50"],
 }
-# The reports share one view and one set of parameters: in CI the coverage phase (boundary and
-# invalid values of every parameter, the costliest phase) runs on one of them, the other phases
-# on all of them.
+# In CI the coverage phase (boundary and invalid values of every parameter, nine tenths of the
+# run) skips the operations that repeat another's parameters: the reports share one view and
+# one set of parameters (usage-by-product stands for them), and a schedule's PUT and PATCH take
+# the body of its POST on an id that does not exist. The other phases run on every operation.
 CI_ONLY = """
 [[operations]]
 include-path-regex = "^/api/v1/reports/(?!usage-by-product/)"
+phases.coverage.enabled = false
+
+[[operations]]
+include-operation-id = ["report_schedules_update", "report_schedules_partial_update"]
 phases.coverage.enabled = false
 """
 
