@@ -1,5 +1,6 @@
 """Metering endpoints: record usage (one or a batch) and read the balance."""
 
+from django.core.serializers.json import DjangoJSONEncoder
 from django.utils.dateparse import parse_datetime
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
@@ -213,6 +214,7 @@ class BatchInputSerializer(StrictInputSerializer):
     events = serializers.ListField(
         child=serializers.JSONField(
             allow_null=True,  # refused in ``results`` like any other event that is not an object
+            encoder=DjangoJSONEncoder,  # checks each item; fractions are parsed as Decimal
             help_text="An event as for POST /api/v1/events/ (UsageInputRequest); an invalid "
             "one is refused in `results`, on its own.",
         ),

@@ -32,7 +32,7 @@ from rest_framework.views import APIView
 from accounts.authentication import KeyPrincipal
 from core.display import format_credits
 from core.replica import reading_for_reports
-from core.serializers import SUBSCRIPTION_ID
+from core.serializers import SUBSCRIPTION_ID, SubscriptionIdField
 
 from . import large_exports, selectors, tasks
 from .catalogue import PLANS_WITH_TEAM_VIEWS, REPORTS, Column, Report
@@ -243,7 +243,7 @@ def _allowed_parameters(report: Report) -> list[str]:
 
 
 class ReportParametersSerializer(ParametersSerializer):
-    subscription = serializers.IntegerField(min_value=1, required=False)
+    subscription = SubscriptionIdField()
     include_sub_accounts = serializers.BooleanField(default=False)
     ordering = serializers.CharField(required=False)
 
@@ -421,7 +421,7 @@ REPORT_VIEWS = {report.slug: _report_view(report) for report in REPORTS}
 class ExportParametersSerializer(ParametersSerializer):
     scope = serializers.CharField()
     environment = serializers.UUIDField(required=False)
-    subscription = serializers.IntegerField(min_value=1, required=False)
+    subscription = SubscriptionIdField()
 
 
 class CreditUsageRowSerializer(serializers.Serializer):
