@@ -92,4 +92,3 @@ def test_an_empty_subscription_parameter_is_a_400(admin_api, path):
     response = admin_api.get(path, {"subscription": "", "timeframe": "this_month"})
 
     assert refused(response, "validation_error")["details"]["subscription"]
-
