@@ -45,7 +45,7 @@ from .exports import (
     csv_response,
     report_table,
 )
-from .timeframes import TIMEFRAME_PARAMETERS, TIMEFRAMES, resolve_timeframe
+from .timeframes import TIMEFRAME_PARAMETERS, TIMEFRAMES, InvalidTimeframe, resolve_timeframe
 
 # --- Shared pieces -----------------------------------------------------------------------------
 
@@ -261,6 +261,9 @@ class ReportApi(CsvOrJsonApi):
         subscription = selectors.report_subscription(
             user=request.user, subscription_id=options.get("subscription")
         )
+        if empty := [n for n in TIMEFRAME_PARAMETERS if request.query_params.get(n) == ""]:
+            # The schema says a date, a month or a name: ``start=`` is not read as absent.
+            raise InvalidTimeframe("Give a value or leave the parameter out.", parameter=empty[0])
         timeframe = resolve_timeframe(subscription=subscription, params=request.query_params)
         rows = report.rows(
             user=request.user,

@@ -92,3 +92,12 @@ def test_an_empty_subscription_parameter_is_a_400(admin_api, path):
     response = admin_api.get(path, {"subscription": "", "timeframe": "this_month"})
 
     assert refused(response, "validation_error")["details"]["subscription"]
+
+
+def test_an_empty_timeframe_parameter_is_a_400(admin_api):
+    """Was: 200, ``start=`` read as absent beside ``timeframe`` (found by the deep run)."""
+    response = admin_api.get(
+        "/api/v1/reports/usage-by-model/", {"start": "", "timeframe": "last_7_days"}
+    )
+
+    assert refused(response, "invalid_timeframe")["details"]["parameter"] == "start"
