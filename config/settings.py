@@ -249,6 +249,8 @@ SPECTACULAR_SETTINGS = {
     "COMPONENT_SPLIT_REQUEST": True,
     # The API is documented as JSON (it also reads forms, for the browsable API).
     "PARSER_WHITELIST": ["core.parsers.DecimalJSONParser"],
+    # An enum that shares its field's name with another enum gets a name of its own.
+    "ENUM_NAME_OVERRIDES": {"WebhookEndpointKindEnum": "credits.models.WebhookEndpoint.Kind"},
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
         "core.schema.state_input_rules",
