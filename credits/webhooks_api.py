@@ -188,6 +188,24 @@ class QueuedSerializer(serializers.Serializer):
     )
 
 
+def _action(operation_id: str, summary: str, description: str, answer):
+    """The schema of a POST action on one endpoint (no body)."""
+    status_code = 200 if answer is SecretSerializer else 202
+    return extend_schema(
+        tags=TAGS,
+        operation_id=operation_id,
+        summary=summary,
+        description=description,
+        request=None,
+        responses={status_code: answer, **ERRORS, 404: NOT_FOUND},
+    )
+
+
+def _no_store(response: Response) -> Response:
+    response["Cache-Control"] = "no-store"  # a secret must not linger in caches
+    return response
+
+
 def _endpoints(request):
     return WebhookEndpoint.objects.visible_to(request.user).select_related("subscription")
 
@@ -201,9 +219,7 @@ def _endpoint(request, endpoint_id: int) -> WebhookEndpoint:
 
 def _secret_response(endpoint: WebhookEndpoint, secret: str | None, status_code) -> Response:
     body = {**EndpointOutputSerializer(endpoint).data, "secret": secret}
-    response = Response(body, status=status_code)
-    response["Cache-Control"] = "no-store"  # a secret must not linger in caches
-    return response
+    return _no_store(Response(body, status=status_code))
 
 
 class WebhookListApi(ManagementView):
@@ -305,14 +321,12 @@ class WebhookDetailApi(ManagementView):
 
 
 class WebhookRotateApi(ManagementView):
-    @extend_schema(
-        tags=TAGS,
-        operation_id="webhooks_rotate",
-        summary="Rotate an endpoint's signing secret",
-        description="The answer holds the new secret, this once; for "
-        "`WEBHOOK_SECRET_GRACE_HOURS` each delivery is signed with the old one too.",
-        request=None,
-        responses={200: SecretSerializer, **ERRORS, 404: NOT_FOUND},
+    @_action(
+        "webhooks_rotate",
+        "Rotate an endpoint's signing secret",
+        "The answer holds the new secret, this once; for `WEBHOOK_SECRET_GRACE_HOURS` each "
+        "delivery is signed with the old one too.",
+        SecretSerializer,
     )
     def post(self, request, endpoint_id: int):
         endpoint = _endpoint(request, endpoint_id)
@@ -322,19 +336,15 @@ class WebhookRotateApi(ManagementView):
         body = SecretSerializer(
             {"secret": secret, "previous_secret_expires_at": endpoint.previous_secret_expires_at}
         ).data
-        response = Response(body)
-        response["Cache-Control"] = "no-store"
-        return response
+        return _no_store(Response(body))
 
 
 class WebhookTestApi(ManagementView):
-    @extend_schema(
-        tags=TAGS,
-        operation_id="webhooks_test",
-        summary="Send a test event to an endpoint",
-        description="Posts a `webhook.test` event (`WebhookTestEvent`) to this endpoint alone.",
-        request=None,
-        responses={202: QueuedSerializer, **ERRORS, 404: NOT_FOUND},
+    @_action(
+        "webhooks_test",
+        "Send a test event to an endpoint",
+        "Posts a `webhook.test` event (`WebhookTestEvent`) to this endpoint alone.",
+        QueuedSerializer,
     )
     def post(self, request, endpoint_id: int):
         endpoint = _endpoint(request, endpoint_id)
@@ -399,13 +409,11 @@ class WebhookDeliveryListApi(ManagementView):
 
 
 class WebhookRedeliverApi(ManagementView):
-    @extend_schema(
-        tags=TAGS,
-        operation_id="webhooks_deliveries_redeliver",
-        summary="Deliver an event again now",
-        description="Delivered or not, with the same event id and a fresh 24 hours of retries.",
-        request=None,
-        responses={202: QueuedSerializer, **ERRORS, 404: NOT_FOUND},
+    @_action(
+        "webhooks_deliveries_redeliver",
+        "Deliver an event again now",
+        "Delivered or not, with the same event id and a fresh 24 hours of retries.",
+        QueuedSerializer,
     )
     def post(self, request, endpoint_id: int, delivery_id: int):
         endpoint = _endpoint(request, endpoint_id)
