@@ -249,6 +249,8 @@ SPECTACULAR_SETTINGS = {
     "COMPONENT_SPLIT_REQUEST": True,
     # The API is documented as JSON (it also reads forms, for the browsable API).
     "PARSER_WHITELIST": ["core.parsers.DecimalJSONParser"],
+    # An enum that shares its field's name with another enum gets a name of its own.
+    "ENUM_NAME_OVERRIDES": {"WebhookEndpointKindEnum": "credits.models.WebhookEndpoint.Kind"},
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
         "core.schema.state_input_rules",
@@ -339,8 +341,11 @@ METRICS_ALLOWED_NETWORKS = env.networks(
 )
 
 # Webhooks (credits.webhooks): addresses in these networks (CIDR, comma-separated) may receive
-# webhooks although they are internal (private, loopback, link-local); none by default.
-WEBHOOK_ALLOWED_NETWORKS = env.networks("WEBHOOK_ALLOWED_NETWORKS", default=[])
+# webhooks although they are internal (private, loopback, link-local); none by default. The demo
+# allows the loopback, so that a receiver on the demo's machine can get its alerts.
+WEBHOOK_ALLOWED_NETWORKS = env.networks(
+    "WEBHOOK_ALLOWED_NETWORKS", default=["127.0.0.0/8", "::1/128"] if DEBUG else []
+)
 WEBHOOK_TIMEOUT_SECONDS = env.int("WEBHOOK_TIMEOUT_SECONDS", default=5)
 WEBHOOK_RETRY_HOURS = env.int("WEBHOOK_RETRY_HOURS", default=24)
 WEBHOOK_DISABLE_AFTER_HOURS = env.int("WEBHOOK_DISABLE_AFTER_HOURS", default=24)

@@ -1,5 +1,6 @@
-"""Alert rules: a subscription admin's thresholds (any percentages) of the allocation, a
-team's limit or a user's limit, each crossing told once per period by email, webhook and Slack.
+"""Alert rules: a subscription admin's thresholds (any percentages) of the allocation, the
+excess allowance, a team's limit or a user's limit, each crossing told once per period by email,
+webhook and Slack.
 
 Rules are evaluated by a task every minute (``credits.tasks.evaluate_alert_rules``), not by
 recording: an event's transaction stays as short as it was, whatever the number of rules,
@@ -110,6 +111,8 @@ def _limits(subscription_ids: set[int]) -> dict[tuple, Decimal]:
 def _used_and_limit(rule, period, usage, limits) -> tuple[Decimal, Decimal | None]:
     if rule.target == Target.ALLOCATION:
         return period.credits_used, rule.subscription.base_allocation
+    if rule.target == Target.EXCESS:  # no allowance (hard mode): no percentage to cross
+        return period.excess_used, rule.subscription.excess_allowance
     owner_id = rule.team_id if rule.target == Target.TEAM else rule.user_id
     used = usage.get((rule.target, period.pk, owner_id), Decimal(0))
     return used, limits.get((rule.subscription_id, rule.target, owner_id))
@@ -193,6 +196,8 @@ def headline(firing: AlertFiring) -> str:
         who = f"{name}: team {rule.team.name} used {{}}% of its limit"
     elif rule.target == Target.USER:
         who = f"{name}: {rule.user.email} used {{}}% of their limit"
+    elif rule.target == Target.EXCESS:
+        who = f"{name} used {{}}% of its excess allowance"
     else:
         who = f"{name} used {{}}% of its base allocation"
     month = local_date(firing.period.start, rule.subscription.zone)

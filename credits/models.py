@@ -833,6 +833,7 @@ class AlertRule(models.Model):
 
     class Target(models.TextChoices):
         ALLOCATION = "allocation", "The subscription's base allocation"
+        EXCESS = "excess_allowance", "The subscription's excess allowance (soft mode)"
         TEAM = "team", "A team's limit"
         USER = "user", "A user's limit"
 
@@ -873,8 +874,9 @@ class AlertRule(models.Model):
             raise ValidationError({"team": "Choose the team (and no user)."})
         if self.target == self.Target.USER and (not self.user_id or self.team_id):
             raise ValidationError({"user": "Choose the user (and no team)."})
-        if self.target == self.Target.ALLOCATION and (self.user_id or self.team_id):
-            raise ValidationError("The allocation's rule names no team or user.")
+        whole = (self.Target.ALLOCATION, self.Target.EXCESS)
+        if self.target in whole and (self.user_id or self.team_id):
+            raise ValidationError("A rule on the whole subscription names no team or user.")
         check_owner_in_subscription(self)
         for channel in ("webhook", "slack"):
             endpoint = getattr(self, channel)

@@ -109,6 +109,25 @@ def create_endpoint(
 
 
 @transaction.atomic
+def update_endpoint(
+    *, endpoint: WebhookEndpoint, name: str | None = None, url: str | None = None, enabled=None
+) -> WebhookEndpoint:
+    """Rename, move or pause an endpoint; a new URL is checked as on creation, and enabling it
+    again forgets its failures, so it is not disabled again at its next failed attempt."""
+    if url is not None and url != endpoint.url:
+        check_url(url)
+        endpoint.url = url
+    if name is not None:
+        endpoint.name = name
+    if enabled is not None:
+        if enabled and not endpoint.enabled:
+            endpoint.failing_since = endpoint.disabled_at = None
+        endpoint.enabled = enabled
+    endpoint.save()
+    return endpoint
+
+
+@transaction.atomic
 def rotate_secret(*, endpoint: WebhookEndpoint, now: datetime) -> str:
     """A new secret, returned to be shown once; the old one keeps signing for
     ``WEBHOOK_SECRET_GRACE_HOURS`` so receivers can switch without dropping a delivery."""
@@ -118,6 +137,12 @@ def rotate_secret(*, endpoint: WebhookEndpoint, now: datetime) -> str:
     endpoint.save(update_fields=["secret", "previous_secret", "previous_secret_expires_at"])
     logger.info("event=webhook_secret_rotated endpoint_id=%s", endpoint.pk)
     return endpoint.secret
+
+
+def delete_endpoint(*, endpoint: WebhookEndpoint) -> None:
+    """The endpoint and its delivery log; rules that used it keep their other channels."""
+    logger.info("event=webhook_endpoint_deleted endpoint_id=%s", endpoint.pk)
+    endpoint.delete()
 
 
 def sign(secret: str, timestamp: int, body: bytes) -> str:

@@ -70,9 +70,11 @@ def api_examples() -> list[str]:
 
 
 @pytest.fixture
-def demo(transactional_db):
+def demo(transactional_db, settings):
     """The demo data (a shorter, sparser history than ``bin/demo``'s: the same people, keys,
-    agents and limits, and usage in every period the examples name)."""
+    agents and limits, and usage in every period the examples name), and the demo's settings
+    where an example depends on them (webhooks may go to the loopback)."""
+    settings.WEBHOOK_ALLOWED_NETWORKS = ["127.0.0.0/8", "::1/128"]
     call_command("seed_demo", months=3, scale=Decimal("0.1"), verbosity=0)
 
 
@@ -97,6 +99,15 @@ def values(live_server) -> dict[str, str]:
         '\'import json, sys; print(next(schedule["id"] for schedule in '
         'json.load(sys.stdin)["results"] if schedule["name"] == "Finance monthly"))\')'
     )
+    created_webhook = (
+        f'$(curl -s {api}/webhooks/ -H "Authorization: Token $TOKEN" | python3 -c '
+        '\'import json, sys; print(next(endpoint["id"] for endpoint in '
+        'json.load(sys.stdin)["results"] if endpoint["name"] == "Local receiver"))\')'
+    )
+    its_delivery = (
+        f'$(curl -s {api}/webhooks/$WEBHOOK_ID/deliveries/ -H "Authorization: Token $TOKEN" | '
+        'python3 -c \'import json, sys; print(json.load(sys.stdin)["results"][0]["id"])\')'
+    )
     acme = Environment.objects.get(
         project__subscription__name="Acme Corp", project__name="Website", name="Production"
     )
@@ -108,6 +119,8 @@ def values(live_server) -> dict[str, str]:
         "USER_ID": str(User.objects.get(email="grace@acme.example").pk),
         "TEAM_ID": str(Team.objects.get(subscription__name="Acme Corp", name="Content").pk),
         "SCHEDULE_ID": created_schedule,
+        "WEBHOOK_ID": created_webhook,
+        "DELIVERY_ID": its_delivery,
     }
 
 

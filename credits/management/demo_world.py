@@ -27,7 +27,7 @@ from accounts.models import (
     User,
 )
 from accounts.services import add_membership, revoke_api_key
-from credits.models import Agent, CreditLimit, Product
+from credits.models import Agent, AlertRule, CreditLimit, Product
 from credits.periods import local_date
 
 # Published in the README and printed by seed_demo: demo data only.
@@ -294,6 +294,11 @@ TEAMS = {
 TEAM_LIMITS = {("Acme Corp", "Content"): Decimal(30_000)}
 USER_LIMITS = {("Acme Corp", "grace@acme.example"): Decimal(4_500)}
 
+# An alert rule per team (name -> thresholds in percent), emailing the subscription's admins;
+# webhook and Slack endpoints are added to it by whoever runs a receiver (README, "Alerts and
+# webhooks").
+TEAM_ALERT_RULES = {("Acme Corp", "Content"): ("Content at half its limit", (Decimal(50),))}
+
 API_KEYS = (
     KeySpec("Acme Corp", DEMO_KEY_NAME, activity=1.0),
     KeySpec("Acme Corp", "CMS integration", "Website / Production", activity=1.5),
@@ -450,6 +455,7 @@ def build_world(*, joined_at: datetime, now: datetime) -> DemoWorld:
     _build_people(world, joined_at=joined_at)
     _build_teams(world)
     _build_limits(world)
+    _build_alert_rules(world)
     _build_api_keys(world)
     _build_agents(world, joined_at=joined_at, now=now)
     return world
@@ -565,6 +571,20 @@ def _build_limits(world: DemoWorld) -> None:
             defaults={"credits": credits},
         )
         world.created["limits"] += created
+
+
+def _build_alert_rules(world: DemoWorld) -> None:
+    for (subscription_name, team_name), (name, thresholds) in TEAM_ALERT_RULES.items():
+        _, created = AlertRule.objects.get_or_create(
+            subscription=world.subscriptions[subscription_name],
+            name=name,
+            defaults={
+                "target": AlertRule.Target.TEAM,
+                "team": world.teams[subscription_name, team_name],
+                "thresholds": list(thresholds),
+            },
+        )
+        world.created["alert rules"] += created
 
 
 def _build_api_keys(world: DemoWorld) -> None:

@@ -125,6 +125,31 @@ def test_allocation_and_user_rules(world, key_client, event_payload, run_after_c
 
 
 @time_machine.travel(utc(2026, 12, 7, 10), tick=False)
+def test_an_excess_allowance_rule_counts_what_soft_mode_lets_past_the_allocation(
+    world, key_client, event_payload, run_after_commit, mailoutbox
+):
+    set_allocation(world.subscription, "100", mode="soft", allowance="40")
+    AlertRule.objects.create(
+        subscription=world.subscription,
+        name="Excess at half",
+        target=AlertRule.Target.EXCESS,
+        thresholds=[Decimal(50)],
+        email_admins=False,
+        email_addresses=["finance@acme.example"],
+    )
+    key_client.post(EVENTS_URL, event_payload(credits="119"), format="json")
+    assert run_after_commit(evaluate_alert_rules) == 0  # 19 of 40 excess credits
+
+    key_client.post(EVENTS_URL, event_payload(credits="1"), format="json")
+
+    assert run_after_commit(evaluate_alert_rules) == 1
+    summary = "Acme used 50% of its excess allowance for December 2026 (20 of 40 credits)."
+    assert [email.body for email in mailoutbox if email.to == ["finance@acme.example"]] == [
+        f"{summary}\n\nAlert rule: Excess at half\n"
+    ]
+
+
+@time_machine.travel(utc(2026, 12, 7, 10), tick=False)
 def test_a_period_has_its_own_crossings(
     world, key_client, event_payload, half_rule, run_after_commit, mailoutbox
 ):

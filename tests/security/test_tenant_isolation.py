@@ -454,6 +454,39 @@ def admin_password_change_of(t):
     ]
 
 
+def webhook_endpoints(t):
+    sub = g(t).subscription.pk
+    endpoint = {"name": "pwned", "url": "https://example.com/hooks"}
+    return [
+        get("/api/v1/webhooks/"),
+        get("/api/v1/webhooks/", {"subscription": sub}, refused=True, twin="globex admin token"),
+        api("POST", f"/api/v1/webhooks/?subscription={sub}", endpoint, refused=True),
+    ]
+
+
+def webhook_endpoint(action="", method="POST"):
+    def probes(t):
+        path = f"/api/v1/webhooks/{g(t).webhook_endpoint.pk}/{action}"
+        if method == "GET":
+            return [get(path, refused=True, twin="globex admin token")]
+        if action:
+            return [api(method, path, refused=True)]
+        return [
+            get(path, refused=True, twin="globex admin token"),
+            api("PATCH", path, {"url": "https://example.com/pwned"}, refused=True),
+            api("PUT", path, {"name": "pwned", "url": "https://example.com/pwned"}, refused=True),
+            api("DELETE", path, refused=True),
+        ]
+
+    return probes
+
+
+def webhook_redeliver(t):
+    globex = g(t)
+    path = f"/api/v1/webhooks/{globex.webhook_endpoint.pk}/deliveries/"
+    return [api("POST", f"{path}{globex.webhook_delivery.pk}/redeliver/", refused=True)]
+
+
 def report_schedules(t):
     globex = g(t)
     schedule = {
@@ -608,6 +641,12 @@ VIEWS: dict[str, Callable[[Tenants], list[Probe]]] = {
     "limits": limits,
     "user-limit": limit_of("users", lambda t: g(t).member.pk),
     "team-limit": limit_of("teams", lambda t: g(t).team.pk),
+    "webhooks": webhook_endpoints,
+    "webhook": webhook_endpoint(),
+    "webhook-rotate": webhook_endpoint("rotate/"),
+    "webhook-test": webhook_endpoint("test/"),
+    "webhook-deliveries": webhook_endpoint("deliveries/", method="GET"),
+    "webhook-redeliver": webhook_redeliver,
     "export-credit-usage": export,
     "usage": usage,
     **{f"report-{slug}": report(slug) for slug in REPORT_SLUGS},
