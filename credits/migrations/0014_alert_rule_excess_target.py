@@ -4,7 +4,7 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-    dependencies = [("credits", "0012_alert_tenant_keys")]
+    dependencies = [("credits", "0013_hourly_usage")]
 
     operations = [
         migrations.AlterField(
