@@ -343,6 +343,18 @@ def _rows(row_class: type, groups: list[tuple[dict, Sums]], labels: Callable) ->
     return sorted(rows, key=lambda row: (-row.credits_consumed, getattr(row, first).casefold()))
 
 
+# Reports by a group of people count the people with usage in each group.
+ACTIVE_PEOPLE = Count("user_id", distinct=True)
+
+
+def _group_rows(row_class: type, groups: list[tuple[dict, Sums]], labels: Callable) -> list:
+    """``_rows`` of a report by a group of people (team, environment, account): the group's
+    own columns from ``labels(row)``, then its active users (``ACTIVE_PEOPLE``)."""
+    return _rows(
+        row_class, groups, lambda row, sums: {**labels(row), "active_users": row["active_users"]}
+    )
+
+
 _ROLE_RANK = {Role.SUBSCRIPTION_ADMIN: 0, Role.PROJECT_MANAGER: 1, Role.MEMBER: 2}
 
 
@@ -546,15 +558,14 @@ def usage_by_team(usage: UsageQuery) -> list[TeamUsage]:
         "team_id",
         "team_name",
         "in_a_team",
-        active_users=Count("user_id", distinct=True),
+        active_users=ACTIVE_PEOPLE,
     )
-    return _rows(
+    return _group_rows(
         TeamUsage,
         groups,
-        lambda row, sums: {
+        lambda row: {
             "team": row["team_name"] or (OTHER_TEAMS if row["in_a_team"] else NO_TEAM),
             "team_id": row["team_id"],
-            "active_users": row["active_users"],
         },
     )
 
@@ -569,16 +580,15 @@ def usage_by_environment(usage: UsageQuery) -> list[EnvironmentUsage]:
         "own_project__name",
         "environment__name",
         "environment__public_id",
-        active_users=Count("user_id", distinct=True),
+        active_users=ACTIVE_PEOPLE,
     )
-    return _rows(
+    return _group_rows(
         EnvironmentUsage,
         groups,
-        lambda row, sums: {
+        lambda row: {
             "environment": environment_label(row["own_project__name"], row["environment__name"])
             or NO_ENVIRONMENT,
             "environment_id": row["environment__public_id"],
-            "active_users": row["active_users"],
         },
     )
 
@@ -599,21 +609,17 @@ def usage_by_sub_account(*, user, subscription, timeframe, filters=None) -> list
         for row, sums in grouped(
             usage.rows(usage.rollup("user")),
             "subscription_id",
-            active_users=Count("user_id", distinct=True),
+            active_users=ACTIVE_PEOPLE,
         )
     }
     groups = []
     for account in usage.accounts:
         row, sums = found.get(account.pk, ({"active_users": 0}, Sums()))
         groups.append(({**row, "account": account}, sums))
-    return _rows(
+    return _group_rows(
         SubAccountUsage,
         groups,
-        lambda row, sums: {
-            "sub_account": row["account"].name,
-            "sub_account_id": row["account"].pk,
-            "active_users": row["active_users"],
-        },
+        lambda row: {"sub_account": row["account"].name, "sub_account_id": row["account"].pk},
     )
 
 
