@@ -99,7 +99,10 @@ class ObtainTokenApi(APIView):
         request=InputSerializer,
         responses={
             200: OutputSerializer,
-            400: ERRORS[400],
+            400: OpenApiResponse(
+                description="`invalid_credentials`: no such email and password. "
+                "`validation_error`: malformed input."
+            ),
             429: OpenApiResponse(description="Too many attempts."),
         },
         auth=[],
@@ -172,7 +175,14 @@ class ApiKeyListCreateApi(ManagementView):
         "again.",
         parameters=[SUBSCRIPTION_PARAMETER],
         request=InputSerializer,
-        responses={201: OutputSerializer, **ERRORS},
+        responses={
+            201: OutputSerializer,
+            **ERRORS,
+            400: OpenApiResponse(
+                description="`validation_error`: malformed input, or an `environment` that is "
+                "not one of the subscription's."
+            ),
+        },
     )
     def post(self, request):
         subscription = administered_subscription(request)

@@ -9,7 +9,7 @@ from rest_framework import permissions, serializers
 from rest_framework.exceptions import NotFound
 from rest_framework.views import APIView
 
-from core.serializers import SUBSCRIPTION_ID
+from core.serializers import SUBSCRIPTION_ID, SubscriptionIdField
 
 from .authentication import KeyPrincipal
 from .models import ApiKey, Subscription
@@ -53,7 +53,7 @@ class IsSubscriptionAdmin(PersonWhoMay):
 
 
 class SubscriptionChoiceSerializer(serializers.Serializer):
-    subscription = serializers.IntegerField(min_value=1, required=False)
+    subscription = SubscriptionIdField()
 
 
 def administered_subscription(request) -> Subscription:

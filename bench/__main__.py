@@ -20,7 +20,7 @@ import traceback
 from datetime import UTC, datetime
 from pathlib import Path
 
-FIGURES = ("ingestion", "batch", "contention", "export", "reports", "pages", "reset")
+FIGURES = ("ingestion", "batch", "contention", "export", "reports", "pages", "reset", "usage")
 TITLES = dict(
     zip(
         FIGURES,
@@ -32,6 +32,7 @@ TITLES = dict(
             "5 Usage reports",
             "6 Pages",
             "7 Month-start reset",
+            "8 Usage query API",
         ),
         strict=True,
     )
@@ -187,6 +188,7 @@ def main(argv: list[str]) -> int:
         "reports": lambda s: [*reading.reports(s), reading.rollup_compression(s)],
         "pages": reading.pages,
         "reset": reset.reset,
+        "usage": reading.usage_api,
     }
     rows = []
     for name in args.only.split(","):

@@ -36,11 +36,23 @@ class StrictInputSerializer(serializers.Serializer):
         return super().to_internal_value(data)
 
 
-class NullableUUIDField(serializers.UUIDField):
-    """A UUID, or null where ``allow_null``. An empty form value is refused like any other
-    non-UUID: DRF would read it as null, which the schema does not say (it says a UUID)."""
+class RefusesEmptyFormValue:
+    """A field of a form or query string whose empty value is refused like any other invalid
+    one: DRF would read it as absent (or null), which the schema does not say."""
 
     def get_value(self, dictionary):
         if html.is_html_input(dictionary) and dictionary.get(self.field_name) == "":
             return ""
         return super().get_value(dictionary)
+
+
+class NullableUUIDField(RefusesEmptyFormValue, serializers.UUIDField):
+    """A UUID, or null where ``allow_null``; an empty form value is not a UUID."""
+
+
+class SubscriptionIdField(RefusesEmptyFormValue, serializers.IntegerField):
+    """``?subscription=<id>``, optional; the schema says an integer from 1, so an empty value
+    is refused rather than read as absent (which picks a default subscription)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(min_value=1, required=False, **kwargs)

@@ -1,11 +1,13 @@
 """Metering endpoints: record usage (one or a batch) and read the balance."""
 
+from django.core.serializers.json import DjangoJSONEncoder
 from django.utils.dateparse import parse_datetime
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
     OpenApiParameter,
     OpenApiResponse,
     extend_schema,
+    extend_schema_serializer,
     inline_serializer,
 )
 from rest_framework import serializers, status
@@ -204,9 +206,19 @@ class RecordEventView(APIView):
         )
 
 
+@extend_schema_serializer(component_name="EventBatch")
 class BatchInputSerializer(StrictInputSerializer):
+    # Any JSON value is taken as an event and judged on its own (an invalid one is refused in
+    # ``results``, not the batch), so the schema promises no shape for the items.
     events = serializers.ListField(
-        child=serializers.JSONField(), min_length=1, max_length=MAX_BATCH
+        child=serializers.JSONField(
+            allow_null=True,  # refused in ``results`` like any other event that is not an object
+            encoder=DjangoJSONEncoder,  # checks each item; fractions are parsed as Decimal
+            help_text="An event as for POST /api/v1/events/ (UsageInputRequest); an invalid "
+            "one is refused in `results`, on its own.",
+        ),
+        min_length=1,
+        max_length=MAX_BATCH,
     )
 
 
@@ -214,7 +226,7 @@ class RecordBatchView(APIView):
     judged_one_by_one = "events"  # the parser leaves each event's text to the loop below
 
     @extend_schema(
-        request=inline_serializer("EventBatch", {"events": UsageInputSerializer(many=True)}),
+        request=BatchInputSerializer,
         responses={
             200: inline_serializer(
                 "BatchOutcome",

@@ -259,6 +259,24 @@ class IdempotencyRecord(models.Model):
         return f"{self.key} -> event {self.event_id}"
 
 
+def _unique_per_dimensions(time_field: str, *, name: str) -> models.UniqueConstraint:
+    """One row per subscription, ``time_field`` and every dimension. A missing dimension is
+    NULL; COALESCE makes NULLs collide so that the recording service can upsert with
+    ON CONFLICT."""
+    return models.UniqueConstraint(
+        F("subscription_id"),
+        F(time_field),
+        Coalesce("environment_id", Value(0)),
+        Coalesce("user_id", Value(0)),
+        Coalesce("api_key_id", Value("")),
+        Coalesce("product_id", Value(0)),
+        Coalesce("agent_id", Value(0)),
+        F("model"),
+        F("feature"),
+        name=name,
+    )
+
+
 class UsageSums(models.Model):
     """The figures that add up, as the daily rollup and every narrow rollup keep them."""
 
@@ -320,22 +338,7 @@ class DailyUsage(UsageSums):
 
     class Meta:
         verbose_name_plural = "daily usage"
-        constraints = [
-            # A missing dimension is NULL; COALESCE makes NULLs collide so that the recording
-            # service can upsert with ON CONFLICT.
-            models.UniqueConstraint(
-                F("subscription_id"),
-                F("day"),
-                Coalesce("environment_id", Value(0)),
-                Coalesce("user_id", Value(0)),
-                Coalesce("api_key_id", Value("")),
-                Coalesce("product_id", Value(0)),
-                Coalesce("agent_id", Value(0)),
-                F("model"),
-                F("feature"),
-                name="daily_usage_dimensions_unique",
-            ),
-        ]
+        constraints = [_unique_per_dimensions("day", name="daily_usage_dimensions_unique")]
         indexes = [
             models.Index(fields=["subscription", "day"], name="daily_subscription_day_idx"),
             models.Index(fields=["environment", "day"], name="daily_environment_day_idx"),
@@ -516,6 +519,35 @@ class SubscriptionRollup(NarrowRollup):
                 name="subscription_rollup_unique",
             ),
         ]
+
+
+class HourlyUsage(UsageSums):
+    """Usage per local hour and every dimension, for the usage API's hourly windows
+    (``GET /api/v1/usage/?window=hour``). ``hour`` is the instant the local hour starts, so
+    the two hours that share a wall-clock time when DST ends stay apart. Kept for
+    ``credits.pruning.HOURLY_USAGE_RETENTION_DAYS`` days: a row per hour and key is the widest
+    rollup, and days and months read the daily rollups."""
+
+    subscription = models.ForeignKey(
+        Subscription, on_delete=models.CASCADE, related_name="+", db_index=False
+    )
+    hour = models.DateTimeField(help_text="The start of the local hour (an instant).")
+    environment = _optional(Environment, db_constraint=False)
+    user = _optional(User)
+    api_key = _optional(ApiKey)
+    product = _optional(Product)
+    agent = _optional(Agent, db_constraint=False)
+    model = models.CharField(max_length=100, blank=True)
+    feature = models.CharField(max_length=100, blank=True)
+
+    objects = UsageQuerySet.as_manager()
+
+    class Meta:
+        verbose_name_plural = "hourly usage"
+        constraints = [_unique_per_dimensions("hour", name="hourly_usage_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.hour}: {self.credits} credits"
 
 
 class AgentSessionDay(models.Model):

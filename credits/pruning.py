@@ -1,4 +1,5 @@
-"""Deleting what no future event can need: the session claims of closed local days.
+"""Deleting what no future event can need: the session claims of closed local days; and what
+is kept for a documented time only: the hourly rollup (``HOURLY_USAGE_RETENTION_DAYS``).
 
 ``AgentSessionDay`` holds one row per (subscription, local day, agent, session) that
 ``add_to_rollups`` has counted in ``AgentRollup.sessions``. A claim only matters while another
@@ -18,12 +19,15 @@ from django.db import transaction
 
 from accounts.models import Subscription
 
-from .models import AgentSessionDay
+from .models import AgentSessionDay, HourlyUsage
 from .periods import local_date, month_start, previous_month_start
 
 logger = logging.getLogger(__name__)
 
-BATCH_SIZE = 10_000  # claims deleted per statement (and transaction)
+BATCH_SIZE = 10_000  # rows deleted per statement (and transaction)
+# How long the hourly rollup (``HourlyUsage``) keeps an hour: the usage API answers hourly
+# windows back that far; days and months read the daily rollups, kept for ever.
+HOURLY_USAGE_RETENTION_DAYS = 90
 
 
 def first_day_kept(*, now: datetime, zone: ZoneInfo) -> date:
@@ -74,14 +78,37 @@ def prune_session_claims(*, now: datetime, batch_size: int = BATCH_SIZE) -> int:
     deleted = 0
     for first_day, zones in sorted(zones_by_first_day.items()):
         stale = AgentSessionDay.objects.filter(subscription__timezone__in=zones, day__lt=first_day)
-        while True:
-            with transaction.atomic():
-                batch = stale.select_for_update(skip_locked=True, of=("self",)).order_by()
-                count, _ = AgentSessionDay.objects.filter(
-                    pk__in=batch.values("pk")[:batch_size]
-                ).delete()
-            deleted += count
-            if not count:
-                break
+        deleted += _delete_in_batches(stale, batch_size)
     logger.info("event=session_claims_pruned claims=%s", deleted)
     return deleted
+
+
+def prune_hourly_usage(*, now: datetime, batch_size: int = BATCH_SIZE) -> int:
+    """Delete the hourly rollup's rows of hours that started more than
+    ``HOURLY_USAGE_RETENTION_DAYS`` days before ``now``; return how many went.
+
+    One subscription at a time, so that each batch reads the rollup's unique index, which
+    starts with (subscription, hour), rather than the table; in batches of ``batch_size``,
+    each its own short transaction, skipping rows locked by a recording that adds to them.
+    """
+    cutoff = now - timedelta(days=HOURLY_USAGE_RETENTION_DAYS)
+    deleted = 0
+    subscriptions = Subscription.objects.order_by("pk").values_list("pk", flat=True)
+    for subscription_id in subscriptions.iterator():
+        stale = HourlyUsage.objects.filter(subscription_id=subscription_id, hour__lt=cutoff)
+        deleted += _delete_in_batches(stale, batch_size)
+    logger.info("event=hourly_usage_pruned rows=%s", deleted)
+    return deleted
+
+
+def _delete_in_batches(stale, batch_size: int) -> int:
+    """Delete the rows of ``stale`` ``batch_size`` at a time, each batch its own transaction,
+    skipping rows another transaction has locked; return how many went."""
+    deleted = 0
+    while True:
+        with transaction.atomic():
+            batch = stale.select_for_update(skip_locked=True, of=("self",)).order_by()
+            count, _ = stale.model.objects.filter(pk__in=batch.values("pk")[:batch_size]).delete()
+        deleted += count
+        if not count:
+            return deleted

@@ -29,7 +29,11 @@ The rollups, and who reads them:
   concurrent writers: a claim that went in adds one to its day's and month's row. Claims of
   closed days are pruned (``credits.pruning``); ``rebuild_rollups`` derives them again.
 
-Local days are the subscription's (``AT TIME ZONE``, DST included).
+* ``HourlyUsage``: every dimension per local hour, for the usage API's hourly windows; kept for
+  ``credits.pruning.HOURLY_USAGE_RETENTION_DAYS`` days (``prune_hourly_usage``).
+
+Local days and hours are the subscription's (``AT TIME ZONE``, ``date_trunc(..., zone)``, DST
+included).
 """
 
 from bisect import bisect_right
@@ -50,6 +54,7 @@ from .models import (
     BillingPeriod,
     CreditEvent,
     DailyUsage,
+    HourlyUsage,
     ModelRollup,
     PersonRollup,
     ProductRollup,
@@ -146,13 +151,15 @@ def latency_percentile(runs_per_bucket: dict[int, int], fraction: Decimal) -> De
 @dataclass(frozen=True)
 class Rollup:
     """One rollup: its model, the ledger columns it is keyed by (``key``, besides subscription
-    and day, in the order of its unique index), whether it has monthly rows, and what it keeps
+    and day, in the order of its unique index), whether it has monthly rows, whether its rows
+    are local hours (``hourly``: an ``hour`` instant instead of a ``day``), and what it keeps
     besides ``SUMS``: a latency histogram, session counts, the latest event's time
     (``latest``), the billing period (``period``)."""
 
     model: type[models.Model]
     key: tuple[str, ...]
     monthly: bool = True
+    hourly: bool = False
     latency: bool = False
     sessions: bool = False
     latest: bool = False
@@ -172,7 +179,8 @@ ALL_DIMENSIONS = frozenset(name.removesuffix("_id") for name in DIMENSIONS)
 # Scoping (``UsageQuerySet.visible_to``) reads these for anyone who does not administer the
 # whole subscriptions being read.
 SCOPING_DIMENSIONS = frozenset({"environment", "user"})
-# Narrowest first: fewest rows per subscription and month on the benchmark's data.
+# Narrowest first: fewest rows per subscription and month on the benchmark's data. The hourly
+# rollup comes last: only the usage API's hourly windows read it, never ``narrowest_rollup``.
 ROLLUPS = (
     Rollup(ModelRollup, ("model",), latency=True),
     Rollup(AgentRollup, ("agent_id",), latency=True, sessions=True),
@@ -180,7 +188,9 @@ ROLLUPS = (
     Rollup(PersonRollup, ("environment_id", "user_id", "api_key_id"), latest=True),
     Rollup(SubscriptionRollup, ("product_id", "agent_id", "model", "feature")),
     Rollup(DailyUsage, DIMENSIONS, monthly=False, latest=True, period=True),
+    Rollup(HourlyUsage, DIMENSIONS, monthly=False, hourly=True),
 )
+HOURLY = ROLLUPS[-1]
 # What every rollup adds up, as SQL aggregates over ledger rows (``e``).
 SUMS = {
     "credits": "SUM(e.credits)",
@@ -361,8 +371,14 @@ def _same(columns, left: str, right: str) -> sql.Composed:
 
 
 def _head(rollup: Rollup) -> tuple[tuple[str, ...], list[sql.Composable], sql.Composable]:
-    """The columns before the key (subscription, grain, day, period), the expressions over the
-    ledger rows ``e`` that fill them, and the FROM clause."""
+    """The columns before the key (subscription, grain, day or hour, period), the expressions
+    over the ledger rows ``e`` that fill them, and the FROM clause."""
+    if rollup.hourly:
+        return (
+            ("subscription_id", "hour"),
+            [sql.SQL("e.subscription_id"), sql.SQL("e.local_hour")],
+            sql.SQL("e"),
+        )
     if rollup.monthly:
         columns = ("subscription_id", "grain", "day")
         values = [sql.SQL("e.subscription_id"), sql.SQL("g.grain"), sql.SQL("g.day")]
@@ -487,11 +503,13 @@ def _merged_histograms(table: sql.Identifier) -> sql.Composed:
 
 
 def _source(*, from_ledger: bool) -> sql.Composed:
-    """The ledger rows ``e`` to add, with their local day and latency bucket: the new events
-    (one array per column) or the ledger of some subscriptions."""
+    """The ledger rows ``e`` to add, with their local day, the instant their local hour starts
+    and their latency bucket: the new events (one array per column) or the ledger of some
+    subscriptions."""
     if from_ledger:
         return sql.SQL(
             "SELECT {columns}, (l.timestamp AT TIME ZONE s.timezone)::date AS local_day, "
+            "date_trunc('hour', l.timestamp, s.timezone) AS local_hour, "
             "width_bucket(l.latency_ms, %(bounds)s::integer[]) - 1 AS bucket "
             "FROM {ledger} l JOIN {subscriptions} s ON s.id = l.subscription_id "
             "WHERE l.subscription_id = ANY(%(subscriptions)s)"
@@ -505,7 +523,8 @@ def _source(*, from_ledger: bool) -> sql.Composed:
         for column, kind in {**LEDGER_TYPES, "bucket": "integer"}.items()
     )
     return sql.SQL(
-        "SELECT l.*, (l.timestamp AT TIME ZONE %(zone)s)::date AS local_day "
+        "SELECT l.*, (l.timestamp AT TIME ZONE %(zone)s)::date AS local_day, "
+        "date_trunc('hour', l.timestamp, %(zone)s) AS local_hour "
         "FROM unnest({arrays}) AS l({columns})"
     ).format(arrays=arrays, columns=_names((*LEDGER_TYPES, "bucket")))
 

@@ -103,6 +103,13 @@ def evaluate_alert_rules() -> int:
     return len(firings)
 
 
+@shared_task
+def prune_hourly_usage() -> int:
+    """Daily: delete the hourly rollup's rows older than its retention
+    (``pruning.HOURLY_USAGE_RETENTION_DAYS``); return how many went."""
+    return pruning.prune_hourly_usage(now=timezone.now())
+
+
 PERIODIC_TASKS = [
     {
         "name": "Open billing periods",
@@ -143,5 +150,12 @@ PERIODIC_TASKS = [
         "every_minutes": 1440,
         "description": "Deletes the agent session claims of local days that can no longer get "
         "an event (a month after the late-event grace window closes).",
+    },
+    {
+        "name": "Prune hourly usage",
+        "task": prune_hourly_usage.name,
+        "every_minutes": 1440,
+        "description": "Deletes the hourly usage rollup's rows older than "
+        f"{pruning.HOURLY_USAGE_RETENTION_DAYS} days (the usage API's hourly windows).",
     },
 ]

@@ -32,7 +32,7 @@ from rest_framework.views import APIView
 from accounts.authentication import KeyPrincipal
 from core.display import format_credits
 from core.replica import reading_for_reports
-from core.serializers import SUBSCRIPTION_ID
+from core.serializers import SUBSCRIPTION_ID, SubscriptionIdField
 
 from . import large_exports, selectors, tasks
 from .catalogue import PLANS_WITH_TEAM_VIEWS, REPORTS, Column, Report
@@ -45,7 +45,7 @@ from .exports import (
     csv_response,
     report_table,
 )
-from .timeframes import TIMEFRAME_PARAMETERS, TIMEFRAMES, resolve_timeframe
+from .timeframes import TIMEFRAME_PARAMETERS, TIMEFRAMES, InvalidTimeframe, resolve_timeframe
 
 # --- Shared pieces -----------------------------------------------------------------------------
 
@@ -243,7 +243,7 @@ def _allowed_parameters(report: Report) -> list[str]:
 
 
 class ReportParametersSerializer(ParametersSerializer):
-    subscription = serializers.IntegerField(min_value=1, required=False)
+    subscription = SubscriptionIdField()
     include_sub_accounts = serializers.BooleanField(default=False)
     ordering = serializers.CharField(required=False)
 
@@ -261,6 +261,9 @@ class ReportApi(CsvOrJsonApi):
         subscription = selectors.report_subscription(
             user=request.user, subscription_id=options.get("subscription")
         )
+        if empty := [n for n in TIMEFRAME_PARAMETERS if request.query_params.get(n) == ""]:
+            # The schema says a date, a month or a name: ``start=`` is not read as absent.
+            raise InvalidTimeframe("Give a value or leave the parameter out.", parameter=empty[0])
         timeframe = resolve_timeframe(subscription=subscription, params=request.query_params)
         rows = report.rows(
             user=request.user,
@@ -317,19 +320,27 @@ def _report_parameters(report: Report) -> list[OpenApiParameter]:
             "timeframe",
             OpenApiTypes.STR,
             enum=list(TIMEFRAMES),
-            description="Required unless `period` or `start`/`end` is given. Local days in "
-            "the subscription's time zone; weeks start on Monday; `this_*` and `last_N_*` end "
-            "today, included.",
+            description="Give exactly one of `timeframe`, `period`, or `start` with `end` "
+            "(none or two of them: `400 invalid_timeframe`). Local days in the subscription's "
+            "time zone; weeks start on Monday; `this_*` and `last_N_*` end today, included.",
         ),
         OpenApiParameter(
             "period",
             OpenApiTypes.STR,
             pattern=r"^\d{4}-(0[1-9]|1[0-2])$",
-            description="A whole billing period, the current one or a past one: YYYY-MM.",
+            description="Instead of `timeframe`: a whole billing period, the current one or a "
+            "past one, YYYY-MM (a later one: `400 invalid_timeframe`).",
         ),
-        OpenApiParameter("start", OpenApiTypes.DATE, description="First local day, with `end`."),
         OpenApiParameter(
-            "end", OpenApiTypes.DATE, description="Last local day, included (at most 366 days)."
+            "start",
+            OpenApiTypes.DATE,
+            description="Instead of `timeframe`: the first local day; needs `end`.",
+        ),
+        OpenApiParameter(
+            "end",
+            OpenApiTypes.DATE,
+            description="With `start`: the last local day, included, at most 366 days after "
+            "`start` and not before it.",
         ),
         SUBSCRIPTION_PARAMETER,
         *filters,
@@ -394,8 +405,11 @@ def _report_view(report: Report) -> type[ReportApi]:
                 ),
                 **_errors(
                     {
-                        400: "`invalid_timeframe` (details list the allowed values), "
-                        "`invalid_filter`, `invalid_ordering` or `validation_error`."
+                        400: "`invalid_timeframe`: not exactly one of `timeframe`, "
+                        "`period` or `start` with `end`, or one out of range (details list the "
+                        "allowed values). `invalid_filter`: a filter names nothing you can see "
+                        "(never an empty report). `invalid_ordering`: not the report's columns. "
+                        "`validation_error`: an unknown or malformed parameter."
                     }
                 ),
                 **_refusals(report),
@@ -414,7 +428,7 @@ REPORT_VIEWS = {report.slug: _report_view(report) for report in REPORTS}
 class ExportParametersSerializer(ParametersSerializer):
     scope = serializers.CharField()
     environment = serializers.UUIDField(required=False)
-    subscription = serializers.IntegerField(min_value=1, required=False)
+    subscription = SubscriptionIdField()
 
 
 class CreditUsageRowSerializer(serializers.Serializer):
@@ -444,7 +458,12 @@ class CreditUsageExportApi(CsvOrJsonApi):
             OpenApiParameter(
                 "scope", OpenApiTypes.STR, enum=list(selectors.EXPORT_SCOPES), required=True
             ),
-            OpenApiParameter("environment", OpenApiTypes.UUID, description="EnvironmentId."),
+            OpenApiParameter(
+                "environment",
+                OpenApiTypes.UUID,
+                description="EnvironmentId; needed with `scope=environment`, optional with "
+                "`scope=mine`.",
+            ),
             SUBSCRIPTION_PARAMETER,
             FORMAT_PARAMETER,
             *PAGE_PARAMETERS,
@@ -460,7 +479,12 @@ class CreditUsageExportApi(CsvOrJsonApi):
             (200, "text/csv"): OpenApiResponse(
                 OpenApiTypes.STR, description="`Timestamp,User,Environment,EnvironmentId,Credits`"
             ),
-            **_errors({400: "`invalid_scope` or `validation_error`."}),
+            **_errors(
+                {
+                    400: "`invalid_scope`: `scope=environment` without `environment`. "
+                    "`validation_error`: an unknown or malformed parameter."
+                }
+            ),
             **COMMON_ERRORS,
         },
     )

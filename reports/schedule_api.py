@@ -204,7 +204,12 @@ def _output(request, schedule_id: int, *, status_code=status.HTTP_200_OK) -> Res
 
 
 ERRORS = {
-    400: OpenApiResponse(description="Invalid input: `validation_error`, with the fields."),
+    400: OpenApiResponse(
+        description="`validation_error`, with the fields: malformed input, or a rule between "
+        "fields: the `environment` scope needs an `environment` of yours, the credit usage "
+        "export attaches to monthly reports only, recipients are email addresses (at most "
+        f"{MAX_RECIPIENTS}), and a schedule cannot move to another subscription."
+    ),
     401: OpenApiResponse(description="Not authenticated."),
     403: OpenApiResponse(description="Not a subscription admin or project manager."),
     404: OpenApiResponse(description="Not among the schedules you manage."),

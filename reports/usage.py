@@ -10,7 +10,7 @@ row type of the summed columns.
 
 import dataclasses
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime
 from decimal import ROUND_HALF_UP, Decimal
 
 from django.db.models import Exists, F, FilteredRelation, OuterRef, Q, QuerySet, Sum
@@ -19,7 +19,7 @@ from accounts.models import Subscription
 from core.errors import DomainError
 from core.money import CREDIT_PLACES
 from credits.models import CreditEvent
-from credits.rollups import DAY, Rollup, covering, narrowest_rollup, recorded_after
+from credits.rollups import DAY, HOURLY, Rollup, covering, narrowest_rollup, recorded_after
 
 from .filters import UsageFilterSet
 from .timeframes import Timeframe
@@ -156,6 +156,11 @@ class UsageQuery:
             days |= Q(day__range=(first_day, last_day))
         rows = self.visible(rollup).filter(days)
         return rows.filter(grain=DAY) if rollup.monthly else rows
+
+    def hourly_rows(self, start: datetime, end: datetime) -> QuerySet:
+        """The hourly rollup's rows of the local hours that start from ``start`` (included)
+        to ``end`` (excluded), instants: every dimension, so any grouping reads them."""
+        return self.visible(HOURLY).filter(hour__gte=start, hour__lt=end)
 
     def sums(self, *group: str, **annotations) -> list[tuple[dict, Sums]]:
         """The timeframe's usage summed per ``group`` (dimension fields, e.g. ``user_id``,

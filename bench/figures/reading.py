@@ -50,7 +50,6 @@ class Session:
 
 def session_for(user_id: int) -> Session:
     """A logged-in session for ``user_id``, as ``django.contrib.auth.login`` would store it."""
-    from django.conf import settings
     from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
     from django.contrib.sessions.backends.db import SessionStore
 
@@ -59,7 +58,9 @@ def session_for(user_id: int) -> Session:
     user = User.objects.get(pk=user_id)
     store = SessionStore()
     store[SESSION_KEY] = str(user.pk)
-    store[BACKEND_SESSION_KEY] = settings.AUTHENTICATION_BACKENDS[0]
+    # The backend that checks passwords (the first one only throttles login forms and cannot
+    # load a session's user).
+    store[BACKEND_SESSION_KEY] = "django.contrib.auth.backends.ModelBackend"
     store[HASH_SESSION_KEY] = user.get_session_auth_hash()
     store.create()
     return Session(user_id, store.session_key)
@@ -423,3 +424,47 @@ def rollup_compression(settings: Settings) -> Row:
         "the narrowest rollup that holds what they group and filter by (credits.rollups), "
         "monthly rows for whole months",
     )
+
+
+# --- 8. The usage query API --------------------------------------------------------------------
+
+USAGE_PATH = "/api/v1/usage/"
+# Each query the figure times: hours read the hourly rollup, days and months the daily ones.
+USAGE_QUERIES = (
+    ("user,model per hour, last 24 h", "window=hour&group_by=user,model"),
+    ("agent per day, last 30 days", "window=day&group_by=agent"),
+    ("environment,product per month, last 12 months", "window=month&group_by=environment,product"),
+)
+
+
+def usage_api(settings: Settings) -> list[Row]:
+    """p50 / p95 of ``GET /api/v1/usage/`` for the busiest subscription's admin, a page of
+    JSON each: it reads rollups only, so the p95 should stay flat from 1M to 10M events
+    (compare this row across ``--events`` runs)."""
+    figure = "8 Usage query API"
+    target = "p95 < 500 ms, flat from 1M to 10M events"
+    if not resolves(USAGE_PATH):
+        return [not_built(figure, "GET /api/v1/usage/", target, USAGE_PATH)]
+    subscription_id = settings.subscription_ids[0]
+    admin, _ = admin_and_member(subscription_id)
+    session = session_for(admin)
+    rows = []
+    with Server(workers=1, name="usage") as server:
+        client = HttpClient(server.port, session.headers)
+        for name, query in USAGE_QUERIES:
+            url = f"{USAGE_PATH}?{query}&subscription={subscription_id}&format=json"
+            timings, status = _time_http(client, url, settings.repeats)
+            p50, p95 = percentile(timings, 0.5) * 1000, percentile(timings, 0.95) * 1000
+            rows.append(
+                Row(
+                    figure,
+                    f"{name}: p50 / p95 ms",
+                    f"{p50:.0f} / {p95:.0f} (HTTP {status})",
+                    "",
+                    "",
+                    target,
+                    PASS if status == 200 and p95 < 500 else SHORT,
+                    details={"events": settings.events, "p95_ms": p95, "query": query},
+                )
+            )
+    return rows

@@ -154,6 +154,18 @@ def assert_rollups_equal_the_ledger():
         if name in ("credits_agentrollup", "credits_modelrollup"):
             histogram = ["subscription_id", "grain", "day", *dimensions, "latency_histogram::text"]
             assert table(name, histogram) == expected_histograms(dimensions), name
+    # The instant each event's local hour starts: the event's instant less the minutes and
+    # seconds its local wall-clock time is past the hour (half-hour zones, DST included).
+    hourly_key = ("e.subscription_id", "local_hour", *(f"e.{name}" for name in DIMENSIONS))
+    assert table(
+        "credits_hourlyusage", ("subscription_id", "hour", *DIMENSIONS, *SUMMED_COLUMNS)
+    ) == fetch(
+        f"SELECT {', '.join(hourly_key)}, {', '.join(SUMS)} FROM ("  # noqa: S608
+        "SELECT e.*, e.timestamp - ((e.timestamp AT TIME ZONE s.timezone) - date_trunc('hour', "
+        "e.timestamp AT TIME ZONE s.timezone)) AS local_hour FROM credits_creditevent e "
+        "JOIN accounts_subscription s ON s.id = e.subscription_id"
+        f") e GROUP BY {', '.join(hourly_key)}"
+    )
     assert table(
         "credits_agentsessionday", ("subscription_id", "day", "agent_id", "session_id")
     ) == fetch(
@@ -293,6 +305,7 @@ def test_rollups_and_counters_equal_the_ledger_as_recorded_rebuilt_and_bulk_deri
     with connection.cursor() as cursor:
         for derived in (
             "credits_dailyusage",
+            "credits_hourlyusage",
             *NARROW,
             "credits_agentsessionday",
             "credits_userperiodusage",
@@ -379,6 +392,38 @@ def test_every_reports_credits_per_row_equal_the_ledger(ledger):
             assert sorted(credits for name, credits in shown if name not in named) == (
                 sorted(credits for name, credits in expected if name in (None, ""))
             ), (slug, first_day)
+
+
+def test_usage_by_member_feature_and_credit_type_equals_the_ledger(ledger):
+    """Rows per person (or key acting alone) and feature: a base row of credits less excess,
+    and an excess row where there was excess."""
+    client = logged_in(ledger.admin)
+    for first_day, last_day in TIMEFRAMES:
+        response = client.get(
+            "/api/v1/reports/usage-by-member-feature-credit-type/",
+            {"start": first_day, "end": last_day, "page_size": 500},
+            HTTP_ACCEPT="application/json",
+        )
+        assert response.status_code == 200, response.content
+        shown = sorted(
+            (str(row["user_id"] or ""), row["credit_type"], Decimal(row["credits_consumed"]))
+            for row in response.json()["results"]
+        )
+        groups = fetch(
+            "SELECT e.user_id, SUM(e.credits - e.excess_credits), SUM(e.excess_credits) "
+            "FROM credits_creditevent e JOIN accounts_subscription s ON s.id = e.subscription_id "
+            "WHERE e.subscription_id = %s "
+            "AND (e.timestamp AT TIME ZONE s.timezone)::date BETWEEN %s AND %s "
+            "GROUP BY e.user_id, CASE WHEN e.user_id IS NULL THEN e.api_key_id END, e.feature",
+            [ledger.subscription.pk, first_day, last_day],
+        )
+        expected = sorted(
+            (str(user_id or ""), credit_type, credits)
+            for user_id, base, excess in groups
+            for credit_type, credits in (("base", base), ("excess", excess))
+            if credit_type == "base" or excess
+        )
+        assert shown == expected, first_day
 
 
 def test_migrations_carry_their_sql_instead_of_importing_the_apps_code():

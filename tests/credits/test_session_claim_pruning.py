@@ -19,9 +19,9 @@ from django.test.utils import CaptureQueriesContext
 from rest_framework.test import APIClient
 
 from config.celery import app
-from credits.models import AgentRollup, AgentSessionDay
+from credits.models import AgentRollup, AgentSessionDay, DailyUsage, HourlyUsage
 from credits.pruning import prune_session_claims as prune_in_batches
-from credits.tasks import prune_session_claims
+from credits.tasks import prune_hourly_usage, prune_session_claims
 from tests import factories
 from tests.factories import utc
 
@@ -201,3 +201,19 @@ def test_runs_at_once_delete_each_claim_once_while_events_come_in(world, post):
     assert sum(results) == 60
     assert claimed_days(acme) == {date(2026, 3, 10): 30}
     assert prune(now) == 0
+
+
+# --- The hourly rollup: kept for HOURLY_USAGE_RETENTION_DAYS -------------------------------
+
+
+def test_hourly_usage_goes_after_its_retention_and_the_daily_rollups_stay(world, post):
+    post(world.subscription, utc(2026, 1, 10, 12), ["a"])  # 90 days before 10 April, 12:00
+    post(world.subscription, utc(2026, 1, 10, 13), ["b"])
+    post(world.other_subscription, utc(2026, 1, 10, 11), ["c"])
+    daily = list(DailyUsage.objects.order_by("pk").values_list("pk", "credits"))
+
+    with time_machine.travel(utc(2026, 4, 10, 13, 0), tick=False):
+        assert prune_hourly_usage() == 2  # the hours that started before 13:00 90 days ago
+
+    assert list(HourlyUsage.objects.values_list("hour", flat=True)) == [utc(2026, 1, 10, 13)]
+    assert list(DailyUsage.objects.order_by("pk").values_list("pk", "credits")) == daily

@@ -17,6 +17,7 @@ TASKS = {
     "Prune session claims": ("credits.tasks.prune_session_claims", 1440),
     "Evaluate alert rules": ("credits.tasks.evaluate_alert_rules", 1),
     "Queue due webhooks": ("credits.tasks.queue_due_webhooks", 1),
+    "Prune hourly usage": ("credits.tasks.prune_hourly_usage", 1440),
     "Dispatch due reports": ("reports.tasks.dispatch_due_reports", 5),
 }
 

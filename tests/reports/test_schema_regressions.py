@@ -81,3 +81,23 @@ def test_an_api_keys_balance_checks_the_subscription_parameter(world, value, sta
     own = client.get("/api/v1/balance/", {"subscription": world.subscription.pk})
     assert own.status_code == 200
     assert own.json()["subscription"]["id"] == world.subscription.pk
+
+
+@pytest.mark.parametrize(
+    "path", ["/api/v1/api-keys/", "/api/v1/subscription/", "/api/v1/reports/usage-by-user/"]
+)
+def test_an_empty_subscription_parameter_is_a_400(admin_api, path):
+    """Was: 200 for the first subscription, as if the parameter were absent, although the schema
+    says an integer from 1 (found by the deep stock schemathesis run)."""
+    response = admin_api.get(path, {"subscription": "", "timeframe": "this_month"})
+
+    assert refused(response, "validation_error")["details"]["subscription"]
+
+
+def test_an_empty_timeframe_parameter_is_a_400(admin_api):
+    """Was: 200, ``start=`` read as absent beside ``timeframe`` (found by the deep run)."""
+    response = admin_api.get(
+        "/api/v1/reports/usage-by-model/", {"start": "", "timeframe": "last_7_days"}
+    )
+
+    assert refused(response, "invalid_timeframe")["details"]["parameter"] == "start"

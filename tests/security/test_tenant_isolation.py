@@ -292,6 +292,40 @@ def export(t):
     return probes
 
 
+def usage(t):
+    globex = g(t)
+    path = "/api/v1/usage/"
+    every = "user,team,environment,project,product,feature,agent,model,api_key,sub_account"
+    base = {"group_by": every, "window": "month"}
+    # Without the per-person groupings, which a plan may refuse: the twin must see Globex.
+    theirs = {
+        "group_by": "environment,project,agent,api_key,sub_account",
+        "window": "month",
+        "subscription": globex.subscription.pk,
+    }
+    return [
+        get(path, base),
+        get(path, {**base, "format": "csv"}),
+        get(path, {**base, "window": "hour"}),
+        get(path, {**base, "include_sub_accounts": "true"}),
+        get(path, theirs, refused=True, twin="globex admin"),
+        get(path, {**theirs, "format": "csv"}, refused=True),
+        *(
+            get(path, {**base, name: value}, refused=True)
+            for name, value in (
+                ("user", globex.member.pk),
+                ("team", globex.team.pk),
+                ("environment", globex.environment.public_id),
+                ("project", globex.project.pk),
+                ("agent", globex.agent.pk),
+                ("api_key", globex.api_key.prefix),
+                ("sub_account", globex.sub_account.pk),
+                ("feature", "GLOBEX-SECRET-FEATURE"),
+            )
+        ),
+    ]
+
+
 def report(slug):
     def probes(t):
         globex = g(t)
@@ -575,6 +609,7 @@ VIEWS: dict[str, Callable[[Tenants], list[Probe]]] = {
     "user-limit": limit_of("users", lambda t: g(t).member.pk),
     "team-limit": limit_of("teams", lambda t: g(t).team.pk),
     "export-credit-usage": export,
+    "usage": usage,
     **{f"report-{slug}": report(slug) for slug in REPORT_SLUGS},
     # Pages.
     "my-usage": my_usage,
