@@ -277,7 +277,23 @@ def _unique_per_dimensions(time_field: str, *, name: str) -> models.UniqueConstr
     )
 
 
-class DailyUsage(models.Model):
+class UsageSums(models.Model):
+    """The figures that add up, as the daily rollup and every narrow rollup keep them."""
+
+    credits = models.DecimalField(**CREDIT_DIGITS, default=Decimal(0))
+    excess_credits = models.DecimalField(**CREDIT_DIGITS, default=Decimal(0))
+    runs = models.PositiveIntegerField(default=0)
+    failed_runs = models.PositiveIntegerField(default=0)
+    input_tokens = models.PositiveBigIntegerField(default=0)
+    output_tokens = models.PositiveBigIntegerField(default=0)
+    latency_ms_total = models.PositiveBigIntegerField(default=0)
+    latency_samples = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        abstract = True
+
+
+class DailyUsage(UsageSums):
     """Per-day rollup of the ledger, kept in step by the recording service.
 
     ``day`` is the local date in the subscription's time zone. Pages and reports read this
@@ -316,14 +332,6 @@ class DailyUsage(models.Model):
     )
     model = models.CharField(max_length=100, blank=True)
     feature = models.CharField(max_length=100, blank=True)
-    credits = models.DecimalField(**CREDIT_DIGITS, default=Decimal(0))
-    excess_credits = models.DecimalField(**CREDIT_DIGITS, default=Decimal(0))
-    runs = models.PositiveIntegerField(default=0)
-    failed_runs = models.PositiveIntegerField(default=0)
-    input_tokens = models.PositiveBigIntegerField(default=0)
-    output_tokens = models.PositiveBigIntegerField(default=0)
-    latency_ms_total = models.PositiveBigIntegerField(default=0)
-    latency_samples = models.PositiveIntegerField(default=0)
     last_event_at = models.DateTimeField(null=True, blank=True)
 
     objects = UsageQuerySet.as_manager()
@@ -345,22 +353,6 @@ class DailyUsage(models.Model):
 class RollupGrain(models.TextChoices):
     DAY = "day", "Day"
     MONTH = "month", "Month"
-
-
-class UsageSums(models.Model):
-    """The figures that add up, as every narrow rollup keeps them."""
-
-    credits = models.DecimalField(**CREDIT_DIGITS, default=Decimal(0))
-    excess_credits = models.DecimalField(**CREDIT_DIGITS, default=Decimal(0))
-    runs = models.PositiveIntegerField(default=0)
-    failed_runs = models.PositiveIntegerField(default=0)
-    input_tokens = models.PositiveBigIntegerField(default=0)
-    output_tokens = models.PositiveBigIntegerField(default=0)
-    latency_ms_total = models.PositiveBigIntegerField(default=0)
-    latency_samples = models.PositiveIntegerField(default=0)
-
-    class Meta:
-        abstract = True
 
 
 class NarrowRollup(UsageSums):

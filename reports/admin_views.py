@@ -78,14 +78,7 @@ def member_usage(request, user_id: int):
     )
     if person is None:
         raise Http404("No such member in this subscription.")
-    context, status = member_detail(
-        request,
-        person=person,
-        subscription=subscription,
-        environment=None,
-        with_limits=True,
-        keep=("subscription",),
-    )
+    context, status = member_detail(request, person, subscription, environment=None)
     context.update(
         admin.site.each_context(request),
         title=f"Credit usage of {person.get_full_name()}",

@@ -112,161 +112,167 @@ USER_EMAIL = column(
     f'account\'s, in brackets, when sub-accounts are included); "{NO_USER}" for usage '
     "nobody is named for (adjustments)."
 )
-USER_ID = column("The user's id; empty for an API key.")
-FEATURE = column(f'The feature; "{NO_FEATURE}" when none was given.')
+
+# The columns several reports share: their type and metadata, stated once.
+SHARED_COLUMNS = {
+    "user_email": (str, USER_EMAIL),
+    "user_id": (int | None, column("The user's id; empty for an API key.")),
+    "feature": (str, column(f'The feature; "{NO_FEATURE}" when none was given.')),
+    "active_users": (int, ACTIVE_USERS),
+    "total_runs": (int, RUNS),
+    "credits_consumed": (Decimal, CREDITS_CONSUMED),
+    "excess_credits": (Decimal, EXCESS_CREDITS),
+    "input_tokens_total": (int, INPUT_TOKENS),
+    "output_tokens_total": (int, OUTPUT_TOKENS),
+    "avg_latency_ms": (Decimal | None, AVG_LATENCY),
+    "p95_latency_ms": (Decimal | None, P95_LATENCY),
+    "error_rate": (Decimal | None, ERROR_RATE),
+    "share_percent": (Decimal, SHARE),
+}
+TOKENS = ("input_tokens_total", "output_tokens_total")
+LATENCY_AND_ERRORS = ("avg_latency_ms", "p95_latency_ms", "error_rate")
+# What the reports by a group of people (team, environment, sub-account) add up.
+GROUP_SUMS = ("active_users", "total_runs", "credits_consumed", "excess_credits", *TOKENS)
 
 
-@dataclass(frozen=True)
-class UserUsage:
-    user_email: str = field(metadata=USER_EMAIL)
-    role: str = field(
-        metadata=column(
+def row_type(name: str, *columns) -> type:
+    """A report's row type, a frozen dataclass whose fields are its columns in order: each the
+    name of a shared column (``SHARED_COLUMNS``) or ``(name, type, metadata)`` of its own."""
+    specs = [(spec, *SHARED_COLUMNS[spec]) if isinstance(spec, str) else spec for spec in columns]
+    row = dataclasses.make_dataclass(
+        name,
+        [(column_name, kind, field(metadata=metadata)) for column_name, kind, metadata in specs],
+        frozen=True,
+    )
+    row.__module__ = __name__
+    return row
+
+
+UserUsage = row_type(
+    "UserUsage",
+    "user_email",
+    (
+        "role",
+        str,
+        column(
             "The user's highest role: subscription_admin, project_manager or member (empty "
             "for a former member); api_key for a key acting alone."
-        )
-    )
-    user_id: int | None = field(metadata=USER_ID)
-    total_runs: int = field(metadata=RUNS)
-    agents_created: int = field(
-        metadata=column("Agents the user created in the timeframe.", total=True)
-    )
-    credits_consumed: Decimal = field(metadata=CREDITS_CONSUMED)
-    input_tokens_total: int = field(metadata=INPUT_TOKENS)
-    output_tokens_total: int = field(metadata=OUTPUT_TOKENS)
-
-
-@dataclass(frozen=True)
-class AgentUsage:
-    agent_name: str = field(
-        metadata=column(f'The agent\'s name; "{NO_AGENT}" for runs without an agent.')
-    )
-    agent_id: int | None = field(metadata=column("The agent's id."))
-    model_used: str = field(metadata=column("The agent's model."))
-    agent_type: str = field(metadata=column("The agent's type, e.g. single_task."))
-    total_runs: int = field(metadata=RUNS)
-    total_sessions: int = field(
-        metadata=column(
+        ),
+    ),
+    "user_id",
+    "total_runs",
+    ("agents_created", int, column("Agents the user created in the timeframe.", total=True)),
+    "credits_consumed",
+    *TOKENS,
+)
+AgentUsage = row_type(
+    "AgentUsage",
+    ("agent_name", str, column(f'The agent\'s name; "{NO_AGENT}" for runs without an agent.')),
+    ("agent_id", int | None, column("The agent's id.")),
+    ("model_used", str, column("The agent's model.")),
+    ("agent_type", str, column("The agent's type, e.g. single_task.")),
+    "total_runs",
+    (
+        "total_sessions",
+        int,
+        column(
             "Sessions of the runs, each counted once per local day on which it ran with the agent."
-        )
-    )
-    avg_runs_per_session: Decimal | None = field(
-        metadata=column("Runs that have a session id, per session.", places=HUNDREDTHS)
-    )
-    credits_consumed: Decimal = field(metadata=CREDITS_CONSUMED)
-    input_tokens_total: int = field(metadata=INPUT_TOKENS)
-    output_tokens_total: int = field(metadata=OUTPUT_TOKENS)
-    avg_latency_ms: Decimal | None = field(metadata=AVG_LATENCY)
-    p95_latency_ms: Decimal | None = field(metadata=P95_LATENCY)
-    error_rate: Decimal | None = field(metadata=ERROR_RATE)
-
-
-@dataclass(frozen=True)
-class ModelUsage:
-    model: str = field(
-        metadata=column(f'The model the runs used; "{NO_MODEL}" when none was given.')
-    )
-    total_runs: int = field(metadata=RUNS)
-    credits_consumed: Decimal = field(metadata=CREDITS_CONSUMED)
-    input_tokens_total: int = field(metadata=INPUT_TOKENS)
-    output_tokens_total: int = field(metadata=OUTPUT_TOKENS)
-    avg_latency_ms: Decimal | None = field(metadata=AVG_LATENCY)
-    p95_latency_ms: Decimal | None = field(metadata=P95_LATENCY)
-    error_rate: Decimal | None = field(metadata=ERROR_RATE)
-
-
-@dataclass(frozen=True)
-class ProductUsage:
-    product: str = field(
-        metadata=column(f'The product\'s name; "{NO_PRODUCT}" for usage without a product.')
-    )
-    credits_consumed: Decimal = field(metadata=CREDITS_CONSUMED)
-    avg_credits_per_day: Decimal = field(
-        metadata=column("Credits per local day of the timeframe.", places=CREDIT_PLACES)
-    )
-    excess_credits: Decimal = field(metadata=EXCESS_CREDITS)
-    share_percent: Decimal = field(metadata=SHARE)
-
-
-@dataclass(frozen=True)
-class FeatureUsage:
-    feature: str = field(metadata=FEATURE)
-    total_runs: int = field(metadata=RUNS)
-    credits_consumed: Decimal = field(metadata=CREDITS_CONSUMED)
-    excess_credits: Decimal = field(metadata=EXCESS_CREDITS)
-    input_tokens_total: int = field(metadata=INPUT_TOKENS)
-    output_tokens_total: int = field(metadata=OUTPUT_TOKENS)
-    share_percent: Decimal = field(metadata=SHARE)
-
+        ),
+    ),
+    (
+        "avg_runs_per_session",
+        Decimal | None,
+        column("Runs that have a session id, per session.", places=HUNDREDTHS),
+    ),
+    "credits_consumed",
+    *TOKENS,
+    *LATENCY_AND_ERRORS,
+)
+ModelUsage = row_type(
+    "ModelUsage",
+    ("model", str, column(f'The model the runs used; "{NO_MODEL}" when none was given.')),
+    "total_runs",
+    "credits_consumed",
+    *TOKENS,
+    *LATENCY_AND_ERRORS,
+)
+ProductUsage = row_type(
+    "ProductUsage",
+    ("product", str, column(f'The product\'s name; "{NO_PRODUCT}" for usage without a product.')),
+    "credits_consumed",
+    (
+        "avg_credits_per_day",
+        Decimal,
+        column("Credits per local day of the timeframe.", places=CREDIT_PLACES),
+    ),
+    "excess_credits",
+    "share_percent",
+)
+FeatureUsage = row_type(
+    "FeatureUsage",
+    "feature",
+    "total_runs",
+    "credits_consumed",
+    "excess_credits",
+    *TOKENS,
+    "share_percent",
+)
 
 BASE, EXCESS = "base", "excess"
 
-
-@dataclass(frozen=True)
-class MemberFeatureCreditUsage:
-    user_email: str = field(metadata=USER_EMAIL)
-    user_id: int | None = field(metadata=USER_ID)
-    feature: str = field(metadata=FEATURE)
-    credit_type: str = field(
-        metadata=column(
+MemberFeatureCreditUsage = row_type(
+    "MemberFeatureCreditUsage",
+    "user_email",
+    "user_id",
+    "feature",
+    (
+        "credit_type",
+        str,
+        column(
             f'"{BASE}": credits inside the base allocation; "{EXCESS}": credits beyond it (soft '
             "limit mode), billed at the excess rate. An excess row only where there were some."
-        )
-    )
-    credits_consumed: Decimal = field(
-        metadata=column(
+        ),
+    ),
+    (
+        "credits_consumed",
+        Decimal,
+        column(
             "Credits of this credit type, adjustments included.", places=CREDIT_PLACES, total=True
-        )
-    )
-
-
-@dataclass(frozen=True)
-class TeamUsage:
-    team: str = field(
-        metadata=column(
+        ),
+    ),
+)
+TeamUsage = row_type(
+    "TeamUsage",
+    (
+        "team",
+        str,
+        column(
             f'The team\'s name; "{NO_TEAM}" for people in no team, API keys and adjustments; '
             f'"{OTHER_TEAMS}" for people in teams the reader may not see.'
-        )
-    )
-    team_id: int | None = field(metadata=column("The team's id."))
-    active_users: int = field(metadata=ACTIVE_USERS)
-    total_runs: int = field(metadata=RUNS)
-    credits_consumed: Decimal = field(metadata=CREDITS_CONSUMED)
-    excess_credits: Decimal = field(metadata=EXCESS_CREDITS)
-    input_tokens_total: int = field(metadata=INPUT_TOKENS)
-    output_tokens_total: int = field(metadata=OUTPUT_TOKENS)
-    share_percent: Decimal = field(metadata=SHARE)
-
-
-@dataclass(frozen=True)
-class EnvironmentUsage:
-    environment: str = field(
-        metadata=column(
-            f'Project name / Environment name; "{NO_ENVIRONMENT}" for usage outside any.'
-        )
-    )
-    environment_id: UUID | None = field(metadata=column("The EnvironmentId."))
-    active_users: int = field(metadata=ACTIVE_USERS)
-    total_runs: int = field(metadata=RUNS)
-    credits_consumed: Decimal = field(metadata=CREDITS_CONSUMED)
-    excess_credits: Decimal = field(metadata=EXCESS_CREDITS)
-    input_tokens_total: int = field(metadata=INPUT_TOKENS)
-    output_tokens_total: int = field(metadata=OUTPUT_TOKENS)
-    share_percent: Decimal = field(metadata=SHARE)
-
-
-@dataclass(frozen=True)
-class SubAccountUsage:
-    sub_account: str = field(
-        metadata=column("The account's name (the parent subscription is a row too).")
-    )
-    sub_account_id: int = field(metadata=column("The account's subscription id."))
-    active_users: int = field(metadata=ACTIVE_USERS)
-    total_runs: int = field(metadata=RUNS)
-    credits_consumed: Decimal = field(metadata=CREDITS_CONSUMED)
-    excess_credits: Decimal = field(metadata=EXCESS_CREDITS)
-    input_tokens_total: int = field(metadata=INPUT_TOKENS)
-    output_tokens_total: int = field(metadata=OUTPUT_TOKENS)
-    share_percent: Decimal = field(metadata=SHARE)
+        ),
+    ),
+    ("team_id", int | None, column("The team's id.")),
+    *GROUP_SUMS,
+    "share_percent",
+)
+EnvironmentUsage = row_type(
+    "EnvironmentUsage",
+    (
+        "environment",
+        str,
+        column(f'Project name / Environment name; "{NO_ENVIRONMENT}" for usage outside any.'),
+    ),
+    ("environment_id", UUID | None, column("The EnvironmentId.")),
+    *GROUP_SUMS,
+    "share_percent",
+)
+SubAccountUsage = row_type(
+    "SubAccountUsage",
+    ("sub_account", str, column("The account's name (the parent subscription is a row too).")),
+    ("sub_account_id", int, column("The account's subscription id.")),
+    *GROUP_SUMS,
+    "share_percent",
+)
 
 
 # --- Which subscription, which usage ---------------------------------------------------------
@@ -335,6 +341,18 @@ def _rows(row_class: type, groups: list[tuple[dict, Sums]], labels: Callable) ->
     ]
     first = dataclasses.fields(row_class)[0].name
     return sorted(rows, key=lambda row: (-row.credits_consumed, getattr(row, first).casefold()))
+
+
+# Reports by a group of people count the people with usage in each group.
+ACTIVE_PEOPLE = Count("user_id", distinct=True)
+
+
+def _group_rows(row_class: type, groups: list[tuple[dict, Sums]], labels: Callable) -> list:
+    """``_rows`` of a report by a group of people (team, environment, account): the group's
+    own columns from ``labels(row)``, then its active users (``ACTIVE_PEOPLE``)."""
+    return _rows(
+        row_class, groups, lambda row, sums: {**labels(row), "active_users": row["active_users"]}
+    )
 
 
 _ROLE_RANK = {Role.SUBSCRIPTION_ADMIN: 0, Role.PROJECT_MANAGER: 1, Role.MEMBER: 2}
@@ -540,15 +558,14 @@ def usage_by_team(usage: UsageQuery) -> list[TeamUsage]:
         "team_id",
         "team_name",
         "in_a_team",
-        active_users=Count("user_id", distinct=True),
+        active_users=ACTIVE_PEOPLE,
     )
-    return _rows(
+    return _group_rows(
         TeamUsage,
         groups,
-        lambda row, sums: {
+        lambda row: {
             "team": row["team_name"] or (OTHER_TEAMS if row["in_a_team"] else NO_TEAM),
             "team_id": row["team_id"],
-            "active_users": row["active_users"],
         },
     )
 
@@ -563,16 +580,15 @@ def usage_by_environment(usage: UsageQuery) -> list[EnvironmentUsage]:
         "own_project__name",
         "environment__name",
         "environment__public_id",
-        active_users=Count("user_id", distinct=True),
+        active_users=ACTIVE_PEOPLE,
     )
-    return _rows(
+    return _group_rows(
         EnvironmentUsage,
         groups,
-        lambda row, sums: {
+        lambda row: {
             "environment": environment_label(row["own_project__name"], row["environment__name"])
             or NO_ENVIRONMENT,
             "environment_id": row["environment__public_id"],
-            "active_users": row["active_users"],
         },
     )
 
@@ -593,21 +609,17 @@ def usage_by_sub_account(*, user, subscription, timeframe, filters=None) -> list
         for row, sums in grouped(
             usage.rows(usage.rollup("user")),
             "subscription_id",
-            active_users=Count("user_id", distinct=True),
+            active_users=ACTIVE_PEOPLE,
         )
     }
     groups = []
     for account in usage.accounts:
         row, sums = found.get(account.pk, ({"active_users": 0}, Sums()))
         groups.append(({**row, "account": account}, sums))
-    return _rows(
+    return _group_rows(
         SubAccountUsage,
         groups,
-        lambda row, sums: {
-            "sub_account": row["account"].name,
-            "sub_account_id": row["account"].pk,
-            "active_users": row["active_users"],
-        },
+        lambda row: {"sub_account": row["account"].name, "sub_account_id": row["account"].pk},
     )
 
 

@@ -169,30 +169,18 @@ def environment_member_usage(request, user_id: int):
     person = User.objects.visible_to(request.user).filter(worked_there, pk=user_id).first()
     if person is None:
         raise Http404("No such person in this environment.")
-    context, status = member_detail(
-        request,
-        person=person,
-        subscription=subscription,
-        environment=environment,
-        with_limits=False,
-        keep=("environment",),
-    )
+    context, status = member_detail(request, person, subscription, environment=environment)
     context.update(nav="environments", manages_environments=True, environment=environment)
     return render(request, "reports/environment_member.html", context, status=status)
 
 
 def member_detail(
-    request,
-    *,
-    person: User,
-    subscription,
-    environment: Environment | None,
-    with_limits: bool,
-    keep: tuple[str, ...],
+    request, person: User, subscription, *, environment: Environment | None
 ) -> tuple[dict, int]:
     """What a member's detail page shows to an admin or a project manager, and its status:
     the person's usage in the range asked for, or none (403) on a plan without team views.
-    ``keep`` names the query parameters that choosing a range carries along."""
+    An admin (no ``environment``) sees the person's limits too, which are the subscription
+    admin's; choosing a range carries along the subscription or environment looked at."""
     context = {
         "person": person,
         "page": None,
@@ -210,9 +198,10 @@ def member_detail(
         environment=environment,
         date_range=date_range,
         page_number=request.GET.get("page"),
-        with_limits=with_limits,
+        with_limits=environment is None,
     )
     context["problems"] = problems
+    keep = ("subscription",) if environment is None else ("environment",)
     context["keep_for_range"] = kept_parameters(request.GET, keep)
     return context, 200
 

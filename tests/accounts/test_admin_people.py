@@ -1,20 +1,15 @@
 """People in the admin: adding members, their roles (which decide admin access) and teams."""
 
 import pytest
-from django.contrib.admin.utils import quote
 from django.contrib.auth.models import Permission
 from django.urls import reverse
 
 from accounts.models import Membership, Role, Team, User
 from accounts.services import SUBSCRIPTION_ADMINS_GROUP
 from tests import factories
+from tests.admin_pages import admin_url
 
 pytestmark = pytest.mark.django_db
-
-
-def admin_url(obj, view: str) -> str:
-    opts = obj._meta
-    return reverse(f"admin:{opts.app_label}_{opts.model_name}_{view}", args=[quote(obj.pk)])
 
 
 def has_admin_access(user: User) -> bool:

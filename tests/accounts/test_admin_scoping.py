@@ -6,10 +6,10 @@ list filters, search and actions.
 """
 
 import pytest
-from django.contrib.admin.utils import quote
 from django.urls import reverse
 
 from tests import factories
+from tests.admin_pages import admin_url
 
 pytestmark = pytest.mark.django_db
 
@@ -33,11 +33,6 @@ def acme(world):
 
 
 MODELS = ["subscription", "project", "environment", "membership", "team", "apikey", "user"]
-
-
-def admin_url(obj, view: str) -> str:
-    opts = obj._meta
-    return reverse(f"admin:{opts.app_label}_{opts.model_name}_{view}", args=[quote(obj.pk)])
 
 
 def listed(client, model: str, **params) -> list:

@@ -4,19 +4,14 @@ from decimal import Decimal
 
 import pytest
 from django.contrib.admin.models import LogEntry
-from django.contrib.admin.utils import quote
 from django.db import connection
 from django.urls import reverse
 
 from accounts.models import ApiKey, Subscription, User
 from tests import factories
+from tests.admin_pages import admin_url
 
 pytestmark = pytest.mark.django_db
-
-
-def admin_url(obj, view: str) -> str:
-    opts = obj._meta
-    return reverse(f"admin:{opts.app_label}_{opts.model_name}_{view}", args=[quote(obj.pk)])
 
 
 # --- Limit mode and allocation --------------------------------------------------------------

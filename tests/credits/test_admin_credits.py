@@ -3,19 +3,14 @@
 from decimal import Decimal
 
 import pytest
-from django.contrib.admin.utils import quote
 from django.urls import reverse
 
 from accounts.models import User
 from credits.models import Agent, BillingPeriod, CreditEvent, CreditLimit, Product
 from tests import factories
+from tests.admin_pages import admin_url, post_add_form
 
 pytestmark = pytest.mark.django_db
-
-
-def admin_url(obj, view: str) -> str:
-    opts = obj._meta
-    return reverse(f"admin:{opts.app_label}_{opts.model_name}_{view}", args=[quote(obj.pk)])
 
 
 def autocomplete(client, model_name: str, field_name: str) -> set:
@@ -162,16 +157,13 @@ def test_another_subscriptions_limit_does_not_open(client, world):
 
 
 def test_admin_registers_an_agent_as_its_creator(client, world):
-    client.force_login(world.admin)
-
-    response = client.post(
-        reverse("admin:credits_agent_add"),
-        {
-            "subscription": world.subscription.pk,
-            "name": "Release notes writer",
-            "agent_type": "single_task",
-            "model": "gpt-5-mini",
-        },
+    response = post_add_form(
+        client,
+        world,
+        "credits_agent",
+        name="Release notes writer",
+        agent_type="single_task",
+        model="gpt-5-mini",
     )
 
     assert response.status_code == 302

@@ -3,20 +3,15 @@
 from decimal import Decimal
 
 import pytest
-from django.contrib.admin.utils import quote
 from django.urls import reverse
 
 from accounts.models import User
 from credits.models import BillingPeriod, CreditEvent
 from credits.periods import period_bounds
 from tests import factories
+from tests.admin_pages import admin_url
 
 pytestmark = pytest.mark.django_db
-
-
-def admin_url(obj, view: str) -> str:
-    opts = obj._meta
-    return reverse(f"admin:{opts.app_label}_{opts.model_name}_{view}", args=[quote(obj.pk)])
 
 
 LEDGER = reverse("admin:credits_creditevent_changelist")

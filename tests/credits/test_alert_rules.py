@@ -5,13 +5,13 @@ from decimal import Decimal
 
 import pytest
 import time_machine
-from django.urls import reverse
 
 from credits import webhooks
 from credits.limits import set_team_limit
 from credits.models import AlertFiring, AlertRule
 from credits.tasks import evaluate_alert_rules
 from tests import factories
+from tests.admin_pages import assert_hidden_from_others, post_add_form
 from tests.credits.conftest import set_allocation
 from tests.factories import utc
 
@@ -165,19 +165,17 @@ def test_a_period_has_its_own_crossings(
 
 
 def test_an_admin_defines_a_rule_in_the_admin(world, client, writers):
-    client.force_login(world.admin)
-    response = client.post(
-        reverse("admin:credits_alertrule_add"),
-        {
-            "subscription": world.subscription.pk,
-            "name": "Writers at half",
-            "target": "team",
-            "team": writers.pk,
-            "thresholds": "50, 90.5",
-            "email_admins": "on",
-            "email_addresses": "ops@acme.example",
-            "enabled": "on",
-        },
+    response = post_add_form(
+        client,
+        world,
+        "credits_alertrule",
+        name="Writers at half",
+        target="team",
+        team=writers.pk,
+        thresholds="50, 90.5",
+        email_admins="on",
+        email_addresses="ops@acme.example",
+        enabled="on",
     )
 
     assert response.status_code == 302, response.content.decode()[-3000:]
@@ -188,16 +186,14 @@ def test_an_admin_defines_a_rule_in_the_admin(world, client, writers):
 
 def test_a_rule_names_a_team_of_its_own_subscription(world, client):
     foreign = factories.TeamFactory(subscription=world.other_subscription, name="Foreign")
-    client.force_login(world.admin)
-    response = client.post(
-        reverse("admin:credits_alertrule_add"),
-        {
-            "subscription": world.subscription.pk,
-            "name": "x",
-            "target": "team",
-            "team": foreign.pk,
-            "thresholds": "-5",
-        },
+    response = post_add_form(
+        client,
+        world,
+        "credits_alertrule",
+        name="x",
+        target="team",
+        team=foreign.pk,
+        thresholds="-5",
     )
 
     assert response.status_code == 200
@@ -212,10 +208,4 @@ def test_another_subscriptions_admin_and_a_member_get_nothing(world, client, wri
         team=writers,
         thresholds=[Decimal(50)],
     )
-    change = reverse("admin:credits_alertrule_change", args=[rule.pk])
-    client.force_login(world.outsider)
-    assert client.get(change).status_code == 302  # to the admin index
-    listing = client.get(reverse("admin:credits_alertrule_changelist")).content.decode()
-    assert "Writers at half" not in listing
-    client.force_login(world.member)
-    assert client.get(change).status_code == 302  # to the login
+    assert_hidden_from_others(client, world, [rule], "Writers at half")

@@ -23,6 +23,7 @@ from credits.billing import period_for
 from credits.models import AlertRule, ThresholdAlert, WebhookDelivery, WebhookEndpoint
 from credits.tasks import queue_due_webhooks, send_threshold_alert
 from tests import factories
+from tests.admin_pages import admin_url, assert_hidden_from_others, post_add_form
 from tests.credits.conftest import set_allocation
 from tests.factories import utc
 
@@ -285,24 +286,17 @@ def test_recording_runs_as_many_statements_with_endpoints_and_rules(
 # --- The admin --------------------------------------------------------------------------------
 
 
-def admin_url(obj, view: str) -> str:
-    opts = obj._meta
-    return reverse(f"admin:{opts.app_label}_{opts.model_name}_{view}", args=[obj.pk])
-
-
 def test_the_admin_adds_an_endpoint_shows_its_secret_once_and_sends_a_test_event(
     world, client, receiver, run_after_commit
 ):
-    client.force_login(world.admin)
-    response = client.post(
-        reverse("admin:credits_webhookendpoint_add"),
-        {
-            "subscription": world.subscription.pk,
-            "name": "Ops",
-            "kind": "webhook",
-            "url": receiver.url,
-            "enabled": "on",
-        },
+    response = post_add_form(
+        client,
+        world,
+        "credits_webhookendpoint",
+        name="Ops",
+        kind="webhook",
+        url=receiver.url,
+        enabled="on",
         follow=True,
     )
     endpoint = WebhookEndpoint.objects.get()
@@ -332,15 +326,13 @@ def test_the_admin_adds_an_endpoint_shows_its_secret_once_and_sends_a_test_event
 
 
 def test_the_admin_refuses_an_internal_url(world, client):
-    client.force_login(world.admin)
-    response = client.post(
-        reverse("admin:credits_webhookendpoint_add"),
-        {
-            "subscription": world.subscription.pk,
-            "name": "x",
-            "kind": "webhook",
-            "url": "http://192.168.1.1/",
-        },
+    response = post_add_form(
+        client,
+        world,
+        "credits_webhookendpoint",
+        name="x",
+        kind="webhook",
+        url="http://192.168.1.1/",
     )
     assert response.status_code == 200
     assert "internal address" in response.content.decode()
@@ -354,10 +346,4 @@ def test_other_subscriptions_and_lower_roles_get_nothing(world, client, loopback
     webhooks.send_test_event(endpoint=endpoint, now=timezone.now())
     delivery = WebhookDelivery.objects.get()
 
-    client.force_login(world.outsider)
-    for obj in (endpoint, delivery):
-        assert client.get(admin_url(obj, "change")).status_code == 302  # to the admin index
-        listing = client.get(reverse(f"admin:credits_{obj._meta.model_name}_changelist"))
-        assert "Ops" not in listing.content.decode()
-    client.force_login(world.member)
-    assert client.get(admin_url(endpoint, "change")).status_code == 302  # to the login
+    assert_hidden_from_others(client, world, [endpoint, delivery], "Ops")

@@ -27,6 +27,17 @@ def payload(**fields) -> dict:
     return {"name": "Finance weekly", "recipients": ["finance@acme.example"], **fields}
 
 
+def delivery(schedule, recipient: str, **fields) -> Delivery:
+    """A delivery of the week of 16 November 2026."""
+    return Delivery.objects.create(
+        schedule=schedule,
+        recipient=recipient,
+        period_start=utc(2026, 11, 16).date(),
+        period_end=utc(2026, 11, 22).date(),
+        **fields,
+    )
+
+
 def error_details(response) -> dict:
     body = response.json()
     assert body["error"]["code"] == "validation_error", body
@@ -214,12 +225,7 @@ ADMIN_URL = "/admin/reports/reportschedule/"
 def test_the_admin_lists_and_opens_only_the_subscriptions_own_schedules(world):
     ours = make_schedule(world, name="Acme weekly")
     theirs = make_globex_schedule(world)
-    Delivery.objects.create(
-        schedule=theirs,
-        period_start=utc(2026, 11, 16).date(),
-        period_end=utc(2026, 11, 22).date(),
-        recipient="globex@globex.example",
-    )
+    delivery(theirs, "globex@globex.example")
     client = admin_client(world.admin)
 
     listing = client.get(ADMIN_URL)
@@ -294,13 +300,8 @@ def test_resend_failed_sends_the_failed_deliveries_once(
     world, mailoutbox, django_capture_on_commit_callbacks
 ):
     schedule = make_schedule(world)
-    week = {"period_start": utc(2026, 11, 16).date(), "period_end": utc(2026, 11, 22).date()}
-    failed = Delivery.objects.create(
-        schedule=schedule, recipient="finance@acme.example", status="failed", attempts=11, **week
-    )
-    Delivery.objects.create(
-        schedule=schedule, recipient="team.lead@outside.example", status="sent", **week
-    )
+    failed = delivery(schedule, "finance@acme.example", status="failed", attempts=11)
+    delivery(schedule, "team.lead@outside.example", status="sent")
     selected = list(Delivery.objects.values_list("pk", flat=True))
 
     with django_capture_on_commit_callbacks(execute=True):
@@ -322,13 +323,7 @@ def test_resend_failed_sends_the_failed_deliveries_once(
 
 def test_deleting_a_schedule_in_the_admin_takes_its_delivery_log_along(world):
     schedule = make_schedule(world)
-    Delivery.objects.create(
-        schedule=schedule,
-        period_start=utc(2026, 11, 16).date(),
-        period_end=utc(2026, 11, 22).date(),
-        recipient="finance@acme.example",
-        status="sent",
-    )
+    delivery(schedule, "finance@acme.example", status="sent")
     client = admin_client(world.admin)
 
     assert client.get(f"{ADMIN_URL}{schedule.pk}/delete/").status_code == 200
