@@ -24,7 +24,6 @@ from credits.models import (
 )
 from credits.periods import period_bounds
 from credits.rollups import (
-    ROLLUPS,
     covering,
     latency_bucket,
     narrowest_rollup,
@@ -364,7 +363,9 @@ def test_the_picker_reads_the_narrowest_rollup_that_holds_what_a_report_needs():
     assert pick("user", "api_key", admin=False) is PersonRollup
     assert pick("model", admin=False) is DailyUsage
     assert pick("agent", admin=False) is DailyUsage
-    assert ROLLUPS[-1].model is DailyUsage
+    # Every dimension: the widest daily rollup, never the hourly one (the usage API's alone).
+    everything = ("environment", "user", "api_key", "product", "agent", "model", "feature")
+    assert pick(*everything) is pick(*everything, admin=False) is DailyUsage
     with pytest.raises(ValueError, match="team"):
         pick("team")
 
