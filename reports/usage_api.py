@@ -166,7 +166,18 @@ class UsageApi(CsvOrJsonApi):
                 for name, (kind, text) in FILTER_VALUES.items()
             ),
             FORMAT_PARAMETER,
-            *PAGE_PARAMETERS,
+            # Bounded, as UsageParametersSerializer checks them (the reports' paginator reads
+            # a bad page as the default instead).
+            *(
+                OpenApiParameter(
+                    parameter.name,
+                    {"type": "integer", "minimum": 1, **maximum},
+                    description=parameter.description,
+                )
+                for parameter, maximum in zip(
+                    PAGE_PARAMETERS, ({}, {"maximum": ReportPagination.max_page_size}), strict=True
+                )
+            ),
         ],
         responses={
             (200, "application/json"): inline_serializer(
