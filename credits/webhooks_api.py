@@ -33,6 +33,13 @@ from .models import WebhookDelivery, WebhookEndpoint
 
 TAGS = ["webhooks"]
 NOT_FOUND = OpenApiResponse(description="Not among the endpoints of subscriptions you administer.")
+URL_REFUSED = {
+    400: OpenApiResponse(
+        description="`unsafe_webhook_url`: the URL is not http(s), its host does not resolve, "
+        "or it resolves to an internal address outside `WEBHOOK_ALLOWED_NETWORKS`. "
+        "`validation_error`: an unknown, read-only or malformed field."
+    )
+}
 
 
 # --- The events' bodies, for the schema -------------------------------------------------------
@@ -249,7 +256,7 @@ class WebhookListApi(ManagementView):
         "event of the subscription is posted to the endpoint; the bodies are `WebhookEvent`.",
         parameters=[SUBSCRIPTION_PARAMETER],
         request=EndpointInputSerializer,
-        responses={201: EndpointWithSecretSerializer, **ERRORS},
+        responses={201: EndpointWithSecretSerializer, **ERRORS, **URL_REFUSED},
     )
     def post(self, request):
         subscription = administered_subscription(request)
@@ -272,7 +279,7 @@ def _update_schema(partial: bool):
         description="Enabling a disabled endpoint forgets its failures; what it missed can be "
         "redelivered from its log. `kind` cannot change.",
         request=EndpointInputSerializer(partial=partial),
-        responses={200: EndpointOutputSerializer, **ERRORS, 404: NOT_FOUND},
+        responses={200: EndpointOutputSerializer, **ERRORS, **URL_REFUSED, 404: NOT_FOUND},
     )
 
 
