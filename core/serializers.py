@@ -56,3 +56,10 @@ class SubscriptionIdField(RefusesEmptyFormValue, serializers.IntegerField):
 
     def __init__(self, **kwargs):
         super().__init__(min_value=1, required=False, **kwargs)
+
+
+class SubscriptionRefSerializer(serializers.Serializer):
+    """A subscription as the API's answers name it."""
+
+    id = serializers.IntegerField()
+    name = serializers.CharField()

@@ -26,7 +26,7 @@ from accounts.permissions import (
     administered_subscription,
 )
 from core.pagination import page_of, paginated_response
-from core.serializers import StrictInputSerializer
+from core.serializers import StrictInputSerializer, SubscriptionRefSerializer
 
 from . import webhooks
 from .models import WebhookDelivery, WebhookEndpoint
@@ -43,11 +43,6 @@ URL_REFUSED = {
 
 
 # --- The events' bodies, for the schema -------------------------------------------------------
-
-
-class EventSubscriptionSerializer(serializers.Serializer):
-    id = serializers.IntegerField()
-    name = serializers.CharField()
 
 
 class PeriodSerializer(serializers.Serializer):
@@ -74,7 +69,7 @@ def _event(component: str, types: list[str], data_fields: dict, description: str
         "id": serializers.UUIDField(help_text="The idempotency id: the same in every attempt."),
         "type": serializers.ChoiceField(choices=types),
         "created": serializers.DateTimeField(),
-        "subscription": EventSubscriptionSerializer(),
+        "subscription": SubscriptionRefSerializer(),
         "summary": serializers.CharField(help_text="One sentence for people."),
         "data": data(),
         "Meta": type("Meta", (), {"ref_name": component}),
@@ -136,7 +131,7 @@ EVENT_SCHEMA = PolymorphicProxySerializer(
 @extend_schema_serializer(component_name="WebhookEndpoint")
 class EndpointOutputSerializer(serializers.Serializer):
     id = serializers.IntegerField()
-    subscription = EventSubscriptionSerializer()
+    subscription = SubscriptionRefSerializer()
     name = serializers.CharField()
     kind = serializers.ChoiceField(choices=WebhookEndpoint.Kind.choices)
     url = serializers.URLField()

@@ -32,7 +32,7 @@ from rest_framework.views import APIView
 from accounts.authentication import KeyPrincipal
 from core.display import format_credits
 from core.replica import reading_for_reports
-from core.serializers import SUBSCRIPTION_ID, SubscriptionIdField
+from core.serializers import SUBSCRIPTION_ID, SubscriptionIdField, SubscriptionRefSerializer
 
 from . import large_exports, selectors, tasks
 from .catalogue import PLANS_WITH_TEAM_VIEWS, REPORTS, Column, Report
@@ -121,17 +121,12 @@ class ErrorSerializer(serializers.Serializer):
     )
 
 
-def _errors(descriptions: dict[int, str]) -> dict:
+def error_responses(descriptions: dict[int, str]) -> dict:
     """Documents error responses, which are JSON whatever the format asked for."""
     return {
         (status, "application/json"): OpenApiResponse(ErrorSerializer, description=description)
         for status, description in descriptions.items()
     }
-
-
-class SubscriptionRefSerializer(serializers.Serializer):
-    id = serializers.IntegerField()
-    name = serializers.CharField()
 
 
 class TimeframeSerializer(serializers.Serializer):
@@ -163,7 +158,7 @@ PAGE_PARAMETERS = [
         f"at most {ReportPagination.max_page_size}).",
     ),
 ]
-COMMON_ERRORS = _errors(
+COMMON_ERRORS = error_responses(
     {
         401: "Not authenticated.",
         403: "`permission_denied`: an API key, or a scope your role does not reach.",
@@ -362,7 +357,7 @@ def _refusals(report: Report) -> dict:
         return COMMON_ERRORS
     return {
         **COMMON_ERRORS,
-        **_errors(
+        **error_responses(
             {
                 403: "`permission_denied`: an API key, or a scope your role does not reach. "
                 f"`plan_required`: {report.title.lower()} names each member, a feature of the "
@@ -403,7 +398,7 @@ def _report_view(report: Report) -> type[ReportApi]:
                 (200, "text/csv"): OpenApiResponse(
                     OpenApiTypes.STR, description="The same columns as a CSV file."
                 ),
-                **_errors(
+                **error_responses(
                     {
                         400: "`invalid_timeframe`: not exactly one of `timeframe`, "
                         "`period` or `start` with `end`, or one out of range (details list the "
@@ -479,7 +474,7 @@ class CreditUsageExportApi(CsvOrJsonApi):
             (200, "text/csv"): OpenApiResponse(
                 OpenApiTypes.STR, description="`Timestamp,User,Environment,EnvironmentId,Credits`"
             ),
-            **_errors(
+            **error_responses(
                 {
                     400: "`invalid_scope`: `scope=environment` without `environment`. "
                     "`validation_error`: an unknown or malformed parameter."

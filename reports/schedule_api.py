@@ -27,10 +27,9 @@ from rest_framework.views import APIView
 from accounts.models import Environment, Subscription
 from accounts.permissions import PersonWhoMay
 from core.pagination import page_of
-from core.serializers import NullableUUIDField, StrictInputSerializer
+from core.serializers import NullableUUIDField, StrictInputSerializer, SubscriptionRefSerializer
 
 from . import services
-from .api import SubscriptionRefSerializer
 from .catalogue import ATTACHMENT_NAMES
 from .models import MAX_RECIPIENTS, ReportSchedule, Weekday
 from .schedules import next_due

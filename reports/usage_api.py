@@ -18,6 +18,7 @@ from drf_spectacular.utils import (
 from rest_framework import permissions, serializers
 from rest_framework.response import Response
 
+from core.serializers import SubscriptionRefSerializer
 from credits.pruning import HOURLY_USAGE_RETENTION_DAYS
 
 from . import selectors
@@ -30,8 +31,7 @@ from .api import (
     CsvOrJsonApi,
     ParametersSerializer,
     ReportPagination,
-    SubscriptionRefSerializer,
-    _errors,
+    error_responses,
 )
 from .catalogue import PLANS_WITH_TEAM_VIEWS
 from .exports import CsvTable, csv_filename, csv_response
@@ -203,14 +203,14 @@ class UsageApi(CsvOrJsonApi):
             (200, "text/csv"): OpenApiResponse(
                 OpenApiTypes.STR, description="The rows' columns as a CSV file."
             ),
-            **_errors(
+            **error_responses(
                 {
                     400: "`invalid_usage_query` (window, group_by, from, to; details name the "
                     "parameter), `invalid_filter` or `validation_error`."
                 }
             ),
             **COMMON_ERRORS,
-            **_errors(
+            **error_responses(
                 {
                     403: "`plan_required`: grouping by user or team on a plan without "
                     "per-member usage.",
