@@ -2,6 +2,7 @@
 drf-spectacular-sidecar package), so with every other host blocked they still render every
 operation of the schema, and they never try to reach another host."""
 
+import re
 from urllib.parse import urlsplit
 
 import pytest
@@ -98,4 +99,5 @@ def test_without_the_sidecar_the_pages_would_load_a_cdn(client):
     for page in ("/api/schema/swagger/", "/api/schema/redoc/"):
         html = client.get(page).content.decode()
         assert "/static/drf_spectacular_sidecar/" in html
-        assert "cdn" not in html.lower()
+        # Every src and href is the project's own path; a CSP nonce may spell anything.
+        assert re.findall(r'(?:src|href)="(?!/)([^"]*)"', html) == []
