@@ -284,7 +284,9 @@ class ApiKeyPrefix:
     history.
     """
 
-    regex = "[0-9A-Za-z]+"
+    # Underscores for the placeholder ``__fk__`` that a form's link to the chosen key (an alert
+    # rule's) reverses; prefixes themselves are letters and digits.
+    regex = "[0-9A-Za-z_]+"
 
     def to_python(self, value: str) -> str:
         return value
@@ -307,6 +309,7 @@ class ApiKeyAdmin(ScopedModelAdmin):
         "last_used_at",
         "revoked",
         "revoked_at",
+        "credit_budget",
     )
     list_filter = (
         "revoked",
@@ -316,7 +319,7 @@ class ApiKeyAdmin(ScopedModelAdmin):
     list_select_related = ("subscription", "environment__project")
     search_fields = ("name", "prefix")
     ordering = ("-created",)
-    add_fields = ("name", "subscription", "environment")
+    add_fields = ("name", "subscription", "environment", "credit_budget")
     fields = (
         *add_fields,
         "prefix",
@@ -344,7 +347,7 @@ class ApiKeyAdmin(ScopedModelAdmin):
             for pattern in super().get_urls()
         ]
 
-    def get_object(self, request, object_id, from_field=None):
+    def find_object(self, request, object_id, from_field=None):
         prefix = str(object_id).partition(".")[0]
         return self.get_queryset(request).filter(prefix=prefix).first()
 
@@ -391,6 +394,7 @@ class ApiKeyAdmin(ScopedModelAdmin):
             name=obj.name,
             environment=obj.environment,
             created_by=request.user,
+            credit_budget=obj.credit_budget,
         )
         obj.pk = api_key.pk  # the admin logs the addition and redirects through ``obj``
         self.message_user(

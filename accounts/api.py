@@ -32,7 +32,13 @@ from .permissions import (
     ManagementView,
     administered_subscription,
 )
-from .services import create_api_key, obtain_api_token, revoke_api_key, update_limit_settings
+from .services import (
+    create_api_key,
+    obtain_api_token,
+    revoke_api_key,
+    set_api_key_budget,
+    update_limit_settings,
+)
 
 
 def no_store(response: Response) -> Response:
@@ -134,6 +140,21 @@ class ApiKeyOutputSerializer(serializers.Serializer):
     last_used_at = serializers.DateTimeField(allow_null=True)
     revoked = serializers.BooleanField()
     revoked_at = serializers.DateTimeField(allow_null=True)
+    credit_budget = serializers.DecimalField(
+        **CREDIT_DIGITS,
+        allow_null=True,
+        help_text="The most credits the key may spend per billing period; null: no budget.",
+    )
+
+
+BUDGET_HELP = (
+    "Credits the key may spend per billing period, enforced like a user's limit "
+    f"(`402 api_key_budget_exceeded`); null for no budget. {AMOUNT_HELP}"
+)
+
+
+def _budget_field(**kwargs) -> CreditsField:
+    return CreditsField(allow_null=True, help_text=BUDGET_HELP, **kwargs)
 
 
 class ApiKeyListCreateApi(ManagementView):
@@ -145,6 +166,7 @@ class ApiKeyListCreateApi(ManagementView):
             allow_null=True,
             help_text="EnvironmentId to restrict the key to; omit for every environment.",
         )
+        credit_budget = _budget_field(required=False)
 
     @extend_schema_serializer(component_name="ApiKeyCreated")
     class OutputSerializer(ApiKeyOutputSerializer):
@@ -204,11 +226,58 @@ class ApiKeyListCreateApi(ManagementView):
             name=serializer.validated_data["name"],
             environment=environment,
             created_by=request.user,
+            credit_budget=serializer.validated_data.get("credit_budget"),
         )
         api_key.key = secret
         return no_store(
             Response(self.OutputSerializer(api_key).data, status=status.HTTP_201_CREATED)
         )
+
+
+def _administered_key(request, key_id: str) -> ApiKey:
+    """A key of a subscription the caller administers, by its id (prefix); else a 404."""
+    return get_object_or_404(
+        ApiKey.objects.visible_to(request.user).select_related("environment"), prefix=key_id
+    )
+
+
+class ApiKeyDetailApi(ManagementView):
+    @extend_schema_serializer(component_name="ApiKeyUpdate")
+    class InputSerializer(StrictInputSerializer):
+        credit_budget = _budget_field()
+
+        # Set when the key is made (or revoked, by its own action).
+        fixed_fields = ("id", "name", "prefix", "environment", "created", "last_used_at")
+        fixed_fields += ("revoked", "revoked_at")
+
+    @extend_schema(
+        tags=["api keys"],
+        summary="An API key",
+        description="The key is found among all the subscriptions you administer.",
+        responses={200: ApiKeyOutputSerializer, **ERRORS},
+    )
+    def get(self, request, key_id: str):
+        return Response(ApiKeyOutputSerializer(_administered_key(request, key_id)).data)
+
+    @extend_schema(
+        tags=["api keys"],
+        summary="Set or remove an API key's credit budget",
+        description="`credit_budget` is the only writable field. Like a user's limit, it "
+        "applies at once to what the key already used in the current period: a budget below "
+        "that blocks the key (`402 api_key_budget_exceeded`) until the period resets.",
+        request=InputSerializer,
+        responses={200: ApiKeyOutputSerializer, **ERRORS},
+    )
+    def patch(self, request, key_id: str):
+        api_key = _administered_key(request, key_id)
+        serializer = self.InputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        api_key = set_api_key_budget(
+            api_key=api_key,
+            credit_budget=serializer.validated_data["credit_budget"],
+            actor=request.user,
+        )
+        return Response(ApiKeyOutputSerializer(api_key).data)
 
 
 class ApiKeyRevokeApi(ManagementView):
@@ -221,11 +290,7 @@ class ApiKeyRevokeApi(ManagementView):
         responses={200: ApiKeyOutputSerializer, **ERRORS},
     )
     def post(self, request, key_id: str):
-        api_key = get_object_or_404(
-            ApiKey.objects.visible_to(request.user).select_related("environment"),
-            prefix=key_id,
-        )
-        api_key = revoke_api_key(api_key=api_key, actor=request.user)
+        api_key = revoke_api_key(api_key=_administered_key(request, key_id), actor=request.user)
         return Response(ApiKeyOutputSerializer(api_key).data)
 
 

@@ -186,10 +186,15 @@ class AuditedAdminMixin:
     """
 
     def get_object(self, request, object_id, from_field=None):
-        obj = super().get_object(request, object_id, from_field)
+        obj = self.find_object(request, object_id, from_field)
         if obj is not None:
             request._audit_before = {_object_id(obj): snapshot(obj)}
         return obj
+
+    def find_object(self, request, object_id, from_field=None):
+        """The object a URL names; an admin whose URLs name objects otherwise overrides this,
+        so that its changes are still compared with the object as it was."""
+        return super().get_object(request, object_id, from_field)
 
     def changeform_view(self, request, *args, **kwargs):
         with _recording():

@@ -383,12 +383,26 @@ class ApiKey(AbstractAPIKey):
     )
     revoked_at = models.DateTimeField(null=True, blank=True, editable=False)
     last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
+    credit_budget = models.DecimalField(
+        "credit budget per period",
+        **CREDIT_DIGITS,
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(0)],
+        help_text="The most credits this key may spend in each billing period, like a user's "
+        "limit; empty means no budget of its own.",
+    )
 
     objects = APIKeyManager.from_queryset(ApiKeyQuerySet)()
 
     class Meta(AbstractAPIKey.Meta):
         abstract = False
         verbose_name = "API key"
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(credit_budget__gte=0), name="api_key_budget_not_negative"
+            ),
+        ]
 
     def clean(self) -> None:
         super().clean()

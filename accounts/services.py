@@ -9,7 +9,7 @@ from django.utils import timezone
 from rest_framework.authtoken.models import Token
 
 from core.errors import DomainError
-from core.money import CREDIT_PLACES
+from core.money import is_storable_credits
 
 from .audit import record_audit_event
 from .login_throttle import authenticate_without_request
@@ -62,6 +62,16 @@ def remove_membership(*, membership: Membership) -> None:
     sync_admin_access(user=user)
 
 
+class InvalidBudget(DomainError):
+    code = "invalid_budget"
+    message = "A budget is a number of credits of at least 0 with at most 4 decimal places."
+
+
+def _check_budget(credit_budget: Decimal | None) -> None:
+    if credit_budget is not None and not is_storable_credits(credit_budget):
+        raise InvalidBudget(credit_budget=str(credit_budget))
+
+
 @transaction.atomic
 def create_api_key(
     *,
@@ -69,10 +79,16 @@ def create_api_key(
     name: str,
     environment: Environment | None = None,
     created_by: User | None = None,
+    credit_budget: Decimal | None = None,
 ) -> tuple[ApiKey, str]:
     """Create a key and return it with its secret, which is never stored and never shown again."""
+    _check_budget(credit_budget)
     api_key = ApiKey(
-        subscription=subscription, name=name, environment=environment, created_by=created_by
+        subscription=subscription,
+        name=name,
+        environment=environment,
+        created_by=created_by,
+        credit_budget=credit_budget,
     )
     api_key.full_clean(exclude=["id", "prefix", "hashed_key"])
     secret = ApiKey.objects.assign_key(api_key)
@@ -86,9 +102,41 @@ def create_api_key(
             "name": (None, name),
             "prefix": (None, api_key.prefix),
             "environment": (None, environment),
+            **({"credit_budget": (None, credit_budget)} if credit_budget is not None else {}),
         },
     )
     return api_key, secret
+
+
+@transaction.atomic
+def set_api_key_budget(
+    *, api_key: ApiKey, credit_budget: Decimal | None, actor: User | None = None
+) -> ApiKey:
+    """Cap what ``api_key`` may spend in each billing period (``None`` lifts the cap).
+
+    Like a user's limit, recording compares it with the key's usage already recorded in the
+    current period, so it applies from the next event on: a budget below that usage blocks the
+    key until the period resets, and nothing recorded is rewritten.
+    """
+    _check_budget(credit_budget)
+    before = api_key.credit_budget
+    api_key.credit_budget = credit_budget
+    api_key.save(update_fields=["credit_budget"])
+    if before != credit_budget:
+        record_audit_event(
+            subscription=api_key.subscription,
+            actor=actor,
+            action="api_key.budget_set" if credit_budget is not None else "api_key.budget_removed",
+            obj=api_key,
+            changes={"credit_budget": (before, credit_budget)},
+        )
+    logger.info(
+        "event=api_key_budget_set subscription_id=%s api_key=%s credit_budget=%s",
+        api_key.subscription_id,
+        api_key.prefix,
+        credit_budget,
+    )
+    return api_key
 
 
 @transaction.atomic
@@ -159,12 +207,7 @@ def update_limit_settings(
     """
     if limit_mode not in Subscription.LimitMode.values:
         raise InvalidLimitSettings(limit_mode=f"{limit_mode!r} is not a limit mode.")
-    if (
-        not isinstance(excess_allowance, Decimal)
-        or not excess_allowance.is_finite()
-        or excess_allowance < 0
-        or excess_allowance != excess_allowance.quantize(CREDIT_PLACES)
-    ):
+    if not is_storable_credits(excess_allowance):
         raise InvalidLimitSettings(
             excess_allowance="Give a decimal of at least 0 with at most 4 decimal places."
         )

@@ -27,6 +27,7 @@ STATUS_BY_CODE = {
     "credit_limit_exceeded": status.HTTP_402_PAYMENT_REQUIRED,
     "user_limit_exceeded": status.HTTP_402_PAYMENT_REQUIRED,
     "team_limit_exceeded": status.HTTP_402_PAYMENT_REQUIRED,
+    "api_key_budget_exceeded": status.HTTP_402_PAYMENT_REQUIRED,
     "idempotency_conflict": status.HTTP_409_CONFLICT,
     "unknown_environment": status.HTTP_404_NOT_FOUND,
     "not_found": status.HTTP_404_NOT_FOUND,
@@ -39,6 +40,7 @@ STATUS_BY_CODE = {
     "plan_required": status.HTTP_403_FORBIDDEN,
     "invalid_credentials": status.HTTP_400_BAD_REQUEST,
     "invalid_limit": status.HTTP_400_BAD_REQUEST,
+    "invalid_budget": status.HTTP_400_BAD_REQUEST,
     "invalid_limit_settings": status.HTTP_400_BAD_REQUEST,
 }
 

@@ -19,6 +19,8 @@ from rest_framework import serializers
 CREDIT_DIGITS = {"max_digits": 18, "decimal_places": 4}
 # The smallest amount of credits: what amounts are quantized to (0.0001).
 CREDIT_PLACES = Decimal(1).scaleb(-CREDIT_DIGITS["decimal_places"])
+# The first amount a column of credits cannot hold.
+MAX_CREDITS = Decimal(10) ** (CREDIT_DIGITS["max_digits"] - CREDIT_DIGITS["decimal_places"])
 
 _AMOUNT = re.compile(r"[0-9]+(?:\.[0-9]{1,4})?")
 _SIGNED_AMOUNT = re.compile(r"-?[0-9]+(?:\.[0-9]{1,4})?")
@@ -44,6 +46,17 @@ def parse_credits(value, *, signed: bool = False) -> Decimal:
     raise ValueError("Not an amount of credits.")
 
 
+def is_storable_credits(value) -> bool:
+    """Whether services may store ``value`` as a limit or budget: a finite ``Decimal`` from 0
+    that a column of credits holds exactly (the API and the admin have parsed it already)."""
+    return (
+        isinstance(value, Decimal)
+        and value.is_finite()
+        and 0 <= value < MAX_CREDITS
+        and value == value.quantize(CREDIT_PLACES)
+    )
+
+
 # In the schema (requests): what ``parse_credits`` reads, within 18 digits.
 CREDITS_SCHEMA = {
     "oneOf": [
@@ -65,6 +78,12 @@ class CreditsField(serializers.DecimalField):
         kwargs.setdefault("decimal_places", CREDIT_DIGITS["decimal_places"])
         kwargs.setdefault("min_value", Decimal(0))
         super().__init__(**kwargs)
+
+    def validate_empty_values(self, data):
+        """A blank string is not an amount: DRF's ``DecimalField`` would read it as null."""
+        if isinstance(data, str) and not data.strip():
+            return serializers.Field.validate_empty_values(self, data)
+        return super().validate_empty_values(data)
 
     def to_internal_value(self, data):
         try:

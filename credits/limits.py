@@ -18,15 +18,13 @@ from django.db.models.functions import Coalesce, Greatest
 from accounts.audit import record_audit_event
 from accounts.models import Membership, Subscription, Team, User
 from core.errors import DomainError
-from core.money import CREDIT_DIGITS, CREDIT_PLACES
+from core.money import CREDIT_DIGITS, is_storable_credits
 
 from .errors import NotAMember
 from .models import BillingPeriod, CreditLimit, TeamPeriodUsage, UserPeriodUsage
 from .periods import period_bounds
 
 logger = logging.getLogger(__name__)
-
-MAX_CREDITS = Decimal(10) ** (CREDIT_DIGITS["max_digits"] - CREDIT_DIGITS["decimal_places"])
 
 
 class InvalidLimit(DomainError):
@@ -40,12 +38,7 @@ class TeamNotInSubscription(DomainError):
 
 
 def _check_credits(credits: Decimal) -> None:
-    if (
-        not isinstance(credits, Decimal)
-        or not credits.is_finite()
-        or not 0 <= credits < MAX_CREDITS
-        or credits != credits.quantize(CREDIT_PLACES)
-    ):
+    if not is_storable_credits(credits):
         raise InvalidLimit(credits=str(credits))
 
 

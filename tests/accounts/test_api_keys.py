@@ -55,6 +55,7 @@ def test_admin_lists_the_subscriptions_keys_without_secrets(world, acme_key, glo
             "last_used_at": None,
             "revoked": False,
             "revoked_at": None,
+            "credit_budget": None,
         }
     ]
 

@@ -444,6 +444,7 @@ def globex_state(globex: Globex) -> dict:
             "name",
             "revoked",
             "environment",
+            "credit_budget",
         ),
         "agents": rows(
             Agent.objects.filter(subscription__in=subscriptions), "pk", "name", "agent_type"

@@ -172,6 +172,15 @@ def api_key_revoke(t):
     ]
 
 
+def api_key_detail(t):
+    path = f"/api/v1/api-keys/{g(t).api_key.prefix}/"
+    return [
+        get(path, refused=True, twin="globex admin token"),
+        api("PATCH", path, {"credit_budget": "1"}, refused=True),
+        api("PATCH", path, {"credit_budget": None}, refused=True),
+    ]
+
+
 def subscription_settings(t):
     sub = g(t).subscription.pk
     return [
@@ -633,6 +642,7 @@ VIEWS: dict[str, Callable[[Tenants], list[Probe]]] = {
     ],
     # The API.
     "api-keys": api_keys,
+    "api-key": api_key_detail,
     "api-key-revoke": api_key_revoke,
     "subscription": subscription_settings,
     "record-event": record_event,
