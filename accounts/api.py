@@ -244,7 +244,7 @@ def _administered_key(request, key_id: str) -> ApiKey:
 class ApiKeyDetailApi(ManagementView):
     @extend_schema_serializer(component_name="ApiKeyUpdate")
     class InputSerializer(StrictInputSerializer):
-        credit_budget = _budget_field()
+        credit_budget = _budget_field(required=False)
 
         # Set when the key is made (or revoked, by its own action).
         fixed_fields = ("id", "name", "prefix", "environment", "created", "last_used_at")
@@ -262,9 +262,10 @@ class ApiKeyDetailApi(ManagementView):
     @extend_schema(
         tags=["api keys"],
         summary="Set or remove an API key's credit budget",
-        description="`credit_budget` is the only writable field. Like a user's limit, it "
-        "applies at once to what the key already used in the current period: a budget below "
-        "that blocks the key (`402 api_key_budget_exceeded`) until the period resets.",
+        description="`credit_budget` is the only writable field (omitted: nothing changes). "
+        "Like a user's limit, it applies at once to what the key already used in the current "
+        "period: a budget below that blocks the key (`402 api_key_budget_exceeded`) until the "
+        "period resets.",
         request=InputSerializer,
         responses={200: ApiKeyOutputSerializer, **ERRORS},
     )
@@ -272,11 +273,12 @@ class ApiKeyDetailApi(ManagementView):
         api_key = _administered_key(request, key_id)
         serializer = self.InputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        api_key = set_api_key_budget(
-            api_key=api_key,
-            credit_budget=serializer.validated_data["credit_budget"],
-            actor=request.user,
-        )
+        if "credit_budget" in serializer.validated_data:
+            api_key = set_api_key_budget(
+                api_key=api_key,
+                credit_budget=serializer.validated_data["credit_budget"],
+                actor=request.user,
+            )
         return Response(ApiKeyOutputSerializer(api_key).data)
 
 

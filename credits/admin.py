@@ -415,6 +415,7 @@ class AlertRuleAdmin(ScopedModelAdmin):
         "target",
         "team",
         "user",
+        "api_key",
         "thresholds",
         "email_admins",
         "email_addresses",

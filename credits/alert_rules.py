@@ -1,6 +1,6 @@
 """Alert rules: a subscription admin's thresholds (any percentages) of the allocation, the
-excess allowance, a team's limit or a user's limit, each crossing told once per period by email,
-webhook and Slack.
+excess allowance, a team's limit, a user's limit or an API key's budget, each crossing told once
+per period by email, webhook and Slack.
 
 Rules are evaluated by a task every minute (``credits.tasks.evaluate_alert_rules``), not by
 recording: an event's transaction stays as short as it was, whatever the number of rules,
@@ -25,6 +25,7 @@ from . import webhooks
 from .models import (
     AlertFiring,
     AlertRule,
+    ApiKeyPeriodUsage,
     BillingPeriod,
     CreditLimit,
     TeamPeriodUsage,
@@ -47,7 +48,7 @@ def evaluate_rules(*, now: datetime) -> list[int]:
     """Claim every crossing of every enabled rule in its subscription's current period; return
     the claimed firings' ids, and those whose message is overdue, for the caller to queue
     after commit."""
-    rules = list(AlertRule.objects.filter(enabled=True).select_related("subscription"))
+    rules = list(AlertRule.objects.filter(enabled=True).select_related("subscription", "api_key"))
     periods = {
         period.subscription_id: period
         for period in BillingPeriod.objects.filter(
@@ -85,9 +86,14 @@ def evaluate_rules(*, now: datetime) -> list[int]:
 
 
 def _owner_usage(periods: list[BillingPeriod]) -> dict[tuple, Decimal]:
-    """Each team's and user's credits used in these periods, by (kind, period id, owner id)."""
+    """Each team's, user's and API key's credits used in these periods, by (kind, period id,
+    owner id)."""
     usage = {}
-    for model, kind in ((TeamPeriodUsage, Target.TEAM), (UserPeriodUsage, Target.USER)):
+    for model, kind in (
+        (TeamPeriodUsage, Target.TEAM),
+        (UserPeriodUsage, Target.USER),
+        (ApiKeyPeriodUsage, Target.API_KEY),
+    ):
         owner = f"{kind}_id"
         for period_id, owner_id, used in model.objects.filter(period__in=periods).values_list(
             "period_id", owner, "credits_used"
@@ -113,6 +119,9 @@ def _used_and_limit(rule, period, usage, limits) -> tuple[Decimal, Decimal | Non
         return period.credits_used, rule.subscription.base_allocation
     if rule.target == Target.EXCESS:  # no allowance (hard mode): no percentage to cross
         return period.excess_used, rule.subscription.excess_allowance
+    if rule.target == Target.API_KEY:  # a key without a budget has nothing to cross
+        used = usage.get((Target.API_KEY, period.pk, rule.api_key_id), Decimal(0))
+        return used, rule.api_key.credit_budget
     owner_id = rule.team_id if rule.target == Target.TEAM else rule.user_id
     used = usage.get((rule.target, period.pk, owner_id), Decimal(0))
     return used, limits.get((rule.subscription_id, rule.target, owner_id))
@@ -147,6 +156,7 @@ def send_firing(*, firing_id: int) -> bool:
                 "rule__subscription",
                 "rule__team",
                 "rule__user",
+                "rule__api_key",
                 "rule__webhook",
                 "rule__slack",
                 "period",
@@ -196,6 +206,8 @@ def headline(firing: AlertFiring) -> str:
         who = f"{name}: team {rule.team.name} used {{}}% of its limit"
     elif rule.target == Target.USER:
         who = f"{name}: {rule.user.email} used {{}}% of their limit"
+    elif rule.target == Target.API_KEY:
+        who = f"{name}: API key {rule.api_key.name} used {{}}% of its budget"
     elif rule.target == Target.EXCESS:
         who = f"{name} used {{}}% of its excess allowance"
     else:
@@ -219,6 +231,8 @@ def event_data(firing: AlertFiring) -> dict:
         target |= {"id": rule.team_id, "name": rule.team.name}
     elif rule.target == Target.USER:
         target |= {"id": rule.user_id, "email": rule.user.email}
+    elif rule.target == Target.API_KEY:
+        target |= {"prefix": rule.api_key.prefix, "name": rule.api_key.name}
     return {
         "rule": {"id": rule.pk, "name": rule.name},
         "target": target,

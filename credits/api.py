@@ -46,7 +46,8 @@ RECORD_ERRORS = _errors(
     {
         400: BAD_BODY,
         401: NOT_AUTHENTICATED,
-        402: "`credit_limit_exceeded`, `user_limit_exceeded` or `team_limit_exceeded`.",
+        402: "`credit_limit_exceeded`, `user_limit_exceeded`, `team_limit_exceeded` or "
+        "`api_key_budget_exceeded`.",
         403: "`permission_denied`: recording needs an API key.",
         404: "`unknown_environment`.",
         409: "`idempotency_conflict`: the key was used with another payload.",
@@ -137,6 +138,12 @@ class LimitStatusSerializer(serializers.Serializer):
     remaining = serializers.DecimalField(**CREDIT_DIGITS, allow_null=True)
 
 
+class KeyBudgetStatusSerializer(LimitStatusSerializer):
+    id = serializers.CharField(help_text="The API key's id (its prefix).")
+    limit = serializers.DecimalField(**CREDIT_DIGITS, help_text="The key's budget per period.")
+    remaining = serializers.DecimalField(**CREDIT_DIGITS)
+
+
 class BalanceSerializer(serializers.Serializer):
     subscription = inline_serializer(
         "BalanceSubscription",
@@ -157,6 +164,9 @@ class BalanceSerializer(serializers.Serializer):
     environment_used = serializers.DecimalField(**CREDIT_DIGITS, allow_null=True)
     user = LimitStatusSerializer(allow_null=True)
     team = LimitStatusSerializer(allow_null=True)
+    api_key = KeyBudgetStatusSerializer(
+        allow_null=True, help_text="The calling API key's budget; null when it has none."
+    )
 
 
 def _api_key(request):
@@ -183,10 +193,12 @@ class RecordEventView(APIView):
         },
         summary="Record one AI operation",
         description=(
-            "Charges the subscription (and the user's and team's limits) atomically. "
+            "Charges the subscription (and the user's and team's limits and the key's budget) "
+            "atomically. "
             "Replaying an idempotency_key with the same payload returns the original event (200); "
             "with another payload it is a 409. Refusals: credit_limit_exceeded, "
-            "user_limit_exceeded, team_limit_exceeded (402), unknown_environment (404), "
+            "user_limit_exceeded, team_limit_exceeded, api_key_budget_exceeded (402), "
+            "unknown_environment (404), "
             "product_not_enabled, not_a_member, period_closed, timestamp_in_future (422)."
         ),
     )
@@ -200,7 +212,7 @@ class RecordEventView(APIView):
         return Response(
             {
                 "event": EventOutputSerializer(recorded.event).data,
-                "balance": _balance_data(api_key.subscription),
+                "balance": _balance_data(api_key.subscription, api_key=api_key),
             },
             status=status.HTTP_201_CREATED if recorded.created else status.HTTP_200_OK,
         )
@@ -296,7 +308,7 @@ class RecordBatchView(APIView):
                 "accepted": accepted,
                 "refused": len(results) - accepted,
                 "results": results,
-                "balance": _balance_data(api_key.subscription),
+                "balance": _balance_data(api_key.subscription, api_key=api_key),
             }
         )
 
@@ -342,11 +354,16 @@ class BalanceView(APIView):
             project__subscription=subscription
         )
         users = User.objects.visible_to(request.user)
-        own_user = None if isinstance(request.user, KeyPrincipal) else request.user
+        is_key = isinstance(request.user, KeyPrincipal)
         environment = _environment_param(request, environments)
-        user = _user_param(request, users) or own_user
+        user = _user_param(request, users) or (None if is_key else request.user)
         return Response(
-            _balance_data(subscription, environment=environment, user=user),
+            _balance_data(
+                subscription,
+                environment=environment,
+                user=user,
+                api_key=request.auth if is_key else None,
+            ),
         )
 
 

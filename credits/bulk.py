@@ -3,8 +3,9 @@ ledger implies derived from it with set-based SQL.
 
 Used by the benchmark's generator (``bench.generate``) and the demo seed (``seed_demo``).
 Both write ledger rows that keep every limit by construction; ``derive_from_ledger`` then
-computes the rollups and the period, user and team counters from the ledger itself, so the
-counters equal the ledger exactly (the recording service keeps them so one event at a time).
+computes the rollups and the period, user, team and API key counters from the ledger itself,
+so the counters equal the ledger exactly (the recording service keeps them so one event at a
+time).
 """
 
 from collections.abc import Iterable, Iterator
@@ -12,7 +13,7 @@ from contextlib import contextmanager
 
 from psycopg import sql
 
-from .models import AgentSessionDay, TeamPeriodUsage, UserPeriodUsage
+from .models import AgentSessionDay, ApiKeyPeriodUsage, TeamPeriodUsage, UserPeriodUsage
 from .rollups import ROLLUPS, derive_rollups
 
 # What ``derive_from_ledger`` writes.
@@ -23,6 +24,7 @@ DERIVED_TABLES = tuple(
         AgentSessionDay,
         UserPeriodUsage,
         TeamPeriodUsage,
+        ApiKeyPeriodUsage,
     )
 )
 
@@ -96,8 +98,8 @@ def drop_indexes(cursor, table: str) -> list[str]:
 
 
 def derive_from_ledger(cursor, subscription_ids: list[int]) -> None:
-    """The rollups and the period, user and team counters of these newly loaded subscriptions,
-    from their ledger alone (``credits.rollups.derive_rollups``), with the memory a load's
-    sorts and hashes need. The subscriptions must have none of those rows yet."""
+    """The rollups and the period, user, team and key counters of these newly loaded
+    subscriptions, from their ledger alone (``credits.rollups.derive_rollups``), with the
+    memory a load's sorts and hashes need. The subscriptions must have none of those rows yet."""
     cursor.execute("SET LOCAL work_mem = '64MB'")
     derive_rollups(cursor, subscription_ids)

@@ -2,8 +2,8 @@
 
 Counters are only ever changed by statements that check and add at once
 (``UPDATE ... SET used = used + x WHERE used + x <= cap``), in a fixed order: the
-subscription's periods, then teams, then users, each by id, so that concurrent writers cannot
-deadlock (see DESIGN-NOTES, "Recording an event").
+subscription's periods, then teams, then users, then API keys, each by id, so that concurrent
+writers cannot deadlock (see DESIGN-NOTES, "Recording an event").
 
 A batch is first charged as a whole: one statement per period and per capped owner, one for
 all uncapped owners. That is the common case, and it costs the same for one event as for a
@@ -18,12 +18,18 @@ from decimal import Decimal
 
 from django.db import connection, transaction
 
-from accounts.models import Subscription, TeamMembership, User
+from accounts.models import ApiKey, Subscription, TeamMembership, User
 from core.errors import DomainError
 from core.money import CREDIT_PLACES
 
 from . import errors
-from .models import BillingPeriod, CreditLimit, TeamPeriodUsage, UserPeriodUsage
+from .models import (
+    ApiKeyPeriodUsage,
+    BillingPeriod,
+    CreditLimit,
+    TeamPeriodUsage,
+    UserPeriodUsage,
+)
 
 
 @dataclass
@@ -33,6 +39,7 @@ class Charge:
     period: BillingPeriod
     user: User | None
     credits: Decimal
+    api_key: ApiKey | None = None
     excess: Decimal = Decimal(0)
     error: DomainError | None = None
 
@@ -44,6 +51,7 @@ class _Caps:
     team_of: dict[int, int]
     user_caps: dict[int, Decimal]
     team_caps: dict[int, Decimal]
+    key_caps: dict[str, Decimal]
 
 
 @dataclass
@@ -68,7 +76,7 @@ def charge(
     savepoint needed. Returns each period's counters before and after, from which the caller
     records the thresholds crossed.
     """
-    caps = _caps(subscription, {c.user.pk for c in charges if c.user})
+    caps = _caps(subscription, charges)
     if alone:
         try:
             return _charge_together(subscription, charges, caps)
@@ -81,10 +89,23 @@ def charge(
         return _charge_one_by_one(subscription, charges, caps)
 
 
-def _caps(subscription: Subscription, user_ids: set[int]) -> _Caps:
+def _caps(subscription: Subscription, charges: list[Charge]) -> _Caps:
     """Each user's team and the limits of both: one query (the hot path of every event, so
-    SQL rather than the ORM's three subqueries, which cost more to build than to run)."""
-    caps = _Caps(team_of={}, user_caps={}, team_caps={})
+    SQL rather than the ORM's three subqueries, which cost more to build than to run).
+
+    A key's budget is read from the key that authenticated the request, as the subscription's
+    allocation is read from its subscription: no query."""
+    caps = _Caps(
+        team_of={},
+        user_caps={},
+        team_caps={},
+        key_caps={
+            item.api_key.pk: item.api_key.credit_budget
+            for item in charges
+            if item.api_key and item.api_key.credit_budget is not None
+        },
+    )
+    user_ids = {item.user.pk for item in charges if item.user}
     if not user_ids:
         return caps
     teams, limits = TeamMembership._meta.db_table, CreditLimit._meta.db_table
@@ -112,8 +133,11 @@ def _charge_together(subscription, charges, caps) -> dict[int, _PeriodMove]:
     moves: dict[int, _PeriodMove] = defaultdict(_PeriodMove)
     team_sums: dict[tuple[int, int], Decimal] = defaultdict(Decimal)
     user_sums: dict[tuple[int, int], Decimal] = defaultdict(Decimal)
+    key_sums: dict[tuple[int, str], Decimal] = defaultdict(Decimal)
     for item in charges:
         moves[item.period.pk].charges.append(item)
+        if item.api_key:
+            key_sums[item.period.pk, item.api_key.pk] += item.credits
         if item.user:
             user_sums[item.period.pk, item.user.pk] += item.credits
             team_id = caps.team_of.get(item.user.pk)
@@ -134,6 +158,14 @@ def _charge_together(subscription, charges, caps) -> dict[int, _PeriodMove]:
         user_sums,
         caps.user_caps,
         _user_refusal(charges),
+    )
+    _charge_owners(
+        subscription,
+        ApiKeyPeriodUsage,
+        "api_key_id",
+        key_sums,
+        caps.key_caps,
+        _key_refusal(charges),
     )
     return moves
 
@@ -271,6 +303,15 @@ def _user_refusal(charges):
 
     def refusal(user_id, cap) -> DomainError:
         return errors.UserLimitExceeded(user=emails[user_id], limit=str(cap))
+
+    return refusal
+
+
+def _key_refusal(charges):
+    prefixes = {item.api_key.pk: item.api_key.prefix for item in charges if item.api_key}
+
+    def refusal(key_id, cap) -> DomainError:
+        return errors.ApiKeyBudgetExceeded(api_key=prefixes[key_id], budget=str(cap))
 
     return refusal
 

@@ -18,6 +18,11 @@ class TeamLimitExceeded(DomainError):
     message = "This event would take the user's team beyond its credit limit."
 
 
+class ApiKeyBudgetExceeded(DomainError):
+    code = "api_key_budget_exceeded"
+    message = "This event would take the API key beyond its credit budget."
+
+
 class ProductNotEnabled(DomainError):
     code = "product_not_enabled"
     message = "This product is not enabled for the subscription."

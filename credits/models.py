@@ -681,6 +681,17 @@ class TeamPeriodUsage(PeriodUsage):
         constraints = _period_usage_constraints("team")
 
 
+class ApiKeyPeriodUsage(PeriodUsage):
+    """What one API key spent in a period, counted whether or not it has a budget, so that a
+    budget set mid-period applies to the usage already recorded (as a user's limit does)."""
+
+    owner = "api_key"
+    api_key = models.ForeignKey(ApiKey, on_delete=models.CASCADE, related_name="+")
+
+    class Meta:
+        constraints = _period_usage_constraints("api_key")
+
+
 class ThresholdAlert(models.Model):
     """A usage threshold crossed in a period (or the period's opening); unique, so each
     email is sent once."""
@@ -828,6 +839,7 @@ class AlertRule(models.Model):
         EXCESS = "excess_allowance", "The subscription's excess allowance (soft mode)"
         TEAM = "team", "A team's limit"
         USER = "user", "A user's limit"
+        API_KEY = "api_key", "An API key's budget"
 
     subscription = models.ForeignKey(
         Subscription, on_delete=models.CASCADE, related_name="alert_rules"
@@ -839,6 +851,14 @@ class AlertRule(models.Model):
     )
     user = models.ForeignKey(
         User, on_delete=models.CASCADE, null=True, blank=True, related_name="+"
+    )
+    api_key = models.ForeignKey(
+        ApiKey,
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="+",
+        verbose_name="API key",
     )
     thresholds = ArrayField(
         models.DecimalField(max_digits=7, decimal_places=2, validators=[MinValueValidator(0)]),
@@ -862,14 +882,16 @@ class AlertRule(models.Model):
         return self.name
 
     def clean(self) -> None:
-        if self.target == self.Target.TEAM and (not self.team_id or self.user_id):
-            raise ValidationError({"team": "Choose the team (and no user)."})
-        if self.target == self.Target.USER and (not self.user_id or self.team_id):
-            raise ValidationError({"user": "Choose the user (and no team)."})
-        whole = (self.Target.ALLOCATION, self.Target.EXCESS)
-        if self.target in whole and (self.user_id or self.team_id):
-            raise ValidationError("A rule on the whole subscription names no team or user.")
+        owners = {"team": self.team_id, "user": self.user_id, "api_key": self.api_key_id}
+        named = {name for name, owner_id in owners.items() if owner_id}
+        if self.target in owners and named != {self.target}:
+            chosen = self._meta.get_field(self.target).verbose_name
+            raise ValidationError({self.target: f"Choose the {chosen} (and nothing else)."})
+        if self.target not in owners and named:
+            raise ValidationError("A rule on the whole subscription names no team, user or key.")
         check_owner_in_subscription(self)
+        if self.api_key_id and self.api_key.subscription_id != self.subscription_id:
+            raise ValidationError({"api_key": "This API key belongs to another subscription."})
         for channel in ("webhook", "slack"):
             endpoint = getattr(self, channel)
             if endpoint and endpoint.subscription_id != self.subscription_id:

@@ -8,8 +8,8 @@ DESIGN-NOTES, "Recording an event"); every step is one statement for all of its 
 2. claim the idempotency keys (``INSERT ... ON CONFLICT DO NOTHING``): a replay with the
    same payload returns the first event, another payload is a conflict;
 3. charge the period counters with conditional updates that check and add in one statement,
-   in a fixed order (subscription, team, user) so that concurrent charges cannot deadlock
-   (``charging``);
+   in a fixed order (subscription, team, user, API key) so that concurrent charges cannot
+   deadlock (``charging``);
 4. insert the ledger rows and upsert their daily rollups;
 5. record each threshold crossed as a unique row and queue its email after commit.
 
@@ -230,7 +230,9 @@ def _write(api_key: ApiKey, pending: list[_Pending], outcomes: list) -> list[_Pe
     _open_periods(subscription, pending)
     _find_agents_by_id(subscription, pending, outcomes)
     charges = {
-        item.index: Charge(period=item.period, user=item.user, credits=item.usage.credits)
+        item.index: Charge(
+            period=item.period, user=item.user, credits=item.usage.credits, api_key=api_key
+        )
         for item in pending
         if outcomes[item.index] is None
     }

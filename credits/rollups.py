@@ -51,6 +51,7 @@ from .ledger_columns import DIMENSIONS
 from .models import (
     AgentRollup,
     AgentSessionDay,
+    ApiKeyPeriodUsage,
     BillingPeriod,
     CreditEvent,
     DailyUsage,
@@ -281,10 +282,10 @@ def add_to_rollups(events: list[CreditEvent], *, zone) -> None:
 
 
 def derive_rollups(cursor, subscription_ids: list[int]) -> None:
-    """Every rollup and the period, user and team counters of these subscriptions, from their
-    ledger alone, with set-based SQL.
+    """Every rollup and the period, user, team and API key counters of these subscriptions,
+    from their ledger alone, with set-based SQL.
 
-    The subscriptions must have no rollup rows, session claims, user or team counters yet.
+    The subscriptions must have no rollup rows, session claims, user, team or key counters yet.
     Team counters are summed from the people's, as the recording service charges them: a
     person's usage counts for their team. ``cursor`` is a DB-API cursor (Django's or
     psycopg's) in the caller's transaction.
@@ -306,8 +307,8 @@ def rebuild_rollups(*, subscription: Subscription) -> None:
         periods = list(BillingPeriod.objects.select_for_update().filter(subscription=subscription))
         for model in (*(rollup.model for rollup in ROLLUPS), AgentSessionDay):
             model.objects.filter(subscription=subscription).delete()
-        UserPeriodUsage.objects.filter(period__in=periods).delete()
-        TeamPeriodUsage.objects.filter(period__in=periods).delete()
+        for counter in (UserPeriodUsage, TeamPeriodUsage, ApiKeyPeriodUsage):
+            counter.objects.filter(period__in=periods).delete()
         with connection.cursor() as cursor:
             derive_rollups(cursor, [subscription.pk])
 
@@ -576,12 +577,14 @@ def _statement(*, from_ledger: bool) -> str:
 
 
 def _counter_statements() -> list[str]:
-    """The period, user and team counters of ``%(subscriptions)s`` from their ledger."""
+    """The period, user, team and API key counters of ``%(subscriptions)s`` from their
+    ledger."""
     tables = {
         "ledger": CreditEvent,
         "periods": BillingPeriod,
         "users": UserPeriodUsage,
         "teams": TeamPeriodUsage,
+        "keys": ApiKeyPeriodUsage,
         "team_members": TeamMembership,
     }
     names = {name: sql.Identifier(model._meta.db_table) for name, model in tables.items()}
@@ -601,5 +604,9 @@ def _counter_statements() -> list[str]:
         "JOIN {team_members} m ON m.user_id = u.user_id AND m.subscription_id = u.subscription_id "
         "WHERE u.subscription_id = ANY(%(subscriptions)s) "
         "GROUP BY u.subscription_id, u.period_id, m.team_id",
+        "INSERT INTO {keys} (subscription_id, period_id, api_key_id, credits_used) "
+        "SELECT subscription_id, period_id, api_key_id, SUM(credits) FROM {ledger} "
+        "WHERE subscription_id = ANY(%(subscriptions)s) AND api_key_id IS NOT NULL "
+        "GROUP BY subscription_id, period_id, api_key_id",
     )
     return [sql.SQL(statement).format(**names).as_string(None) for statement in statements]

@@ -7,9 +7,15 @@ from decimal import Decimal
 from django.db.models import Sum
 from django.utils import timezone
 
-from accounts.models import Environment, Subscription, TeamMembership, User
+from accounts.models import ApiKey, Environment, Subscription, TeamMembership, User
 
-from .models import BillingPeriod, CreditLimit, TeamPeriodUsage, UserPeriodUsage
+from .models import (
+    ApiKeyPeriodUsage,
+    BillingPeriod,
+    CreditLimit,
+    TeamPeriodUsage,
+    UserPeriodUsage,
+)
 from .periods import days_until_reset, local_date, period_bounds
 from .rollups import MONTH, narrowest_rollup
 
@@ -27,6 +33,13 @@ class LimitStatus:
 
 
 @dataclass(frozen=True)
+class KeyBudgetStatus(LimitStatus):
+    """An API key's budget (its ``limit``) and what the key used in the period."""
+
+    id: str = ""  # the key's prefix, as the API names keys
+
+
+@dataclass(frozen=True)
 class Balance:
     subscription: Subscription
     period_start: datetime
@@ -41,6 +54,7 @@ class Balance:
     environment_used: Decimal | None = None
     user: LimitStatus | None = None
     team: LimitStatus | None = None
+    api_key: KeyBudgetStatus | None = None
 
     @property
     def remaining(self) -> Decimal:
@@ -66,8 +80,10 @@ def balance(
     at: datetime | None = None,
     environment: Environment | None = None,
     user: User | None = None,
+    api_key: ApiKey | None = None,
 ) -> Balance:
-    """The subscription's balance in the period containing ``at`` (default now).
+    """The subscription's balance in the period containing ``at`` (default now), with the
+    budget of ``api_key`` (the calling key) when it has one.
 
     Reads the period's counters, never the ledger; a period nobody has charged yet reads as
     zero usage without being created.
@@ -92,6 +108,7 @@ def balance(
         environment_used=environment_used,
         user=_user_status(subscription, period, user) if user else None,
         team=_team_status(subscription, period, user) if user else None,
+        api_key=_key_status(subscription, period, api_key),
     )
 
 
@@ -106,6 +123,13 @@ def _team_status(subscription, period, user) -> LimitStatus | None:
     return _limit_status(subscription, period, TeamPeriodUsage, team_id=team_id)
 
 
+def _key_status(subscription, period, api_key) -> KeyBudgetStatus | None:
+    if api_key is None or api_key.credit_budget is None:
+        return None
+    used = _used(subscription, period, ApiKeyPeriodUsage, api_key_id=api_key.pk)
+    return KeyBudgetStatus(limit=api_key.credit_budget, used=used, id=api_key.prefix)
+
+
 def _limit_status(subscription, period, usage_model, **owner) -> LimitStatus:
     """The limit set for one user or team (``user_id=`` or ``team_id=``) and its use."""
     limit = (
@@ -113,6 +137,11 @@ def _limit_status(subscription, period, usage_model, **owner) -> LimitStatus:
         .values_list("credits", flat=True)
         .first()
     )
+    return LimitStatus(limit=limit, used=_used(subscription, period, usage_model, **owner))
+
+
+def _used(subscription, period, usage_model, **owner) -> Decimal:
+    """One owner's counter in ``period`` (none yet, or no period: nothing used)."""
     used = None
     if period:
         used = (
@@ -120,7 +149,7 @@ def _limit_status(subscription, period, usage_model, **owner) -> LimitStatus:
             .values_list("credits_used", flat=True)
             .first()
         )
-    return LimitStatus(limit=limit, used=used or ZERO)
+    return used or ZERO
 
 
 def _environment_used(subscription, period, environment) -> Decimal:

@@ -56,10 +56,13 @@ class RuleRefSerializer(serializers.Serializer):
 
 
 class TargetSerializer(serializers.Serializer):
-    type = serializers.ChoiceField(choices=["allocation", "excess_allowance", "team", "user"])
+    type = serializers.ChoiceField(
+        choices=["allocation", "excess_allowance", "team", "user", "api_key"]
+    )
     id = serializers.IntegerField(required=False, help_text="Teams and users.")
-    name = serializers.CharField(required=False, help_text="Teams.")
+    name = serializers.CharField(required=False, help_text="Teams and API keys.")
     email = serializers.EmailField(required=False, help_text="Users.")
+    prefix = serializers.CharField(required=False, help_text="API keys: the key's id.")
 
 
 def _event(component: str, types: list[str], data_fields: dict, description: str):

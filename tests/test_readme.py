@@ -88,12 +88,15 @@ def values(live_server) -> dict[str, str]:
     )
     assert token.status_code == 200, token.content
     api = f"{live_server.url}/api/v1"
+
     # Read off the answer of the command above it, as the reader would.
-    created_key = (
-        f'$(curl -s {api}/api-keys/ -H "Authorization: Token $TOKEN" | python3 -c '
-        '\'import json, sys; print(next(key["id"] for key in json.load(sys.stdin)["results"]'
-        ' if key["name"] == "Billing worker" and not key["revoked"]))\')'
-    )
+    def created_key(name: str) -> str:
+        return (
+            f'$(curl -s {api}/api-keys/ -H "Authorization: Token $TOKEN" | python3 -c '
+            '\'import json, sys; print(next(key["id"] for key in json.load(sys.stdin)["results"]'
+            f' if key["name"] == "{name}" and not key["revoked"]))\')'
+        )
+
     created_schedule = (
         f'$(curl -s -H "$AUTH" {api}/report-schedules/ | python3 -c '
         '\'import json, sys; print(next(schedule["id"] for schedule in '
@@ -115,7 +118,8 @@ def values(live_server) -> dict[str, str]:
         "KEY": demo_key_secret("Acme Corp", DEMO_KEY_NAME),
         "ENV": str(acme.public_id),
         "TOKEN": token.json()["token"],
-        "KEY_ID": created_key,
+        "KEY_ID": created_key("Billing worker"),
+        "BUDGET_KEY_ID": created_key("Nightly jobs"),
         "USER_ID": str(User.objects.get(email="grace@acme.example").pk),
         "TEAM_ID": str(Team.objects.get(subscription__name="Acme Corp", name="Content").pk),
         "SCHEDULE_ID": created_schedule,

@@ -1,4 +1,4 @@
-"""Limits and idempotency hold under real concurrent PostgreSQL transactions."""
+"""Limits, budgets and idempotency hold under real concurrent PostgreSQL transactions."""
 
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
@@ -8,7 +8,18 @@ from django.db import connections
 from django.db.models import Sum
 from rest_framework.test import APIClient
 
-from credits.models import BillingPeriod, CreditEvent, DailyUsage
+from accounts.models import ApiKey
+from accounts.services import set_api_key_budget
+from credits.limits import set_team_limit, set_user_limit
+from credits.models import (
+    ApiKeyPeriodUsage,
+    BillingPeriod,
+    CreditEvent,
+    DailyUsage,
+    TeamPeriodUsage,
+    UserPeriodUsage,
+)
+from tests import factories
 from tests.credits.conftest import set_allocation
 
 # serialized_rollback restores what migrations created (the admins group) after a flush.
@@ -17,12 +28,12 @@ pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
 CLIENTS = 50
 
 
-def post_concurrently(secret, payloads):
+def post_concurrently(secret, payloads, *, answer=lambda response: response.status_code):
     def post(payload):
         try:
             client = APIClient()
             client.credentials(HTTP_AUTHORIZATION=f"Api-Key {secret}")
-            return client.post("/api/v1/events/", payload, format="json").status_code
+            return answer(client.post("/api/v1/events/", payload, format="json"))
         finally:
             connections.close_all()
 
@@ -32,8 +43,6 @@ def post_concurrently(secret, payloads):
 
 @pytest.fixture
 def secret(world, product):
-    from tests import factories
-
     return factories.api_key(world.subscription)[1]
 
 
@@ -61,3 +70,38 @@ def test_concurrent_replays_of_one_key_charge_once(world, secret, event_payload)
     assert statuses.count(200) == CLIENTS - 1
     assert CreditEvent.objects.count() == 1
     assert BillingPeriod.objects.get().credits_used == Decimal("5")
+
+
+def status_and_code(response) -> tuple[int, str | None]:
+    return response.status_code, response.json().get("error", {}).get("code")
+
+
+@pytest.mark.parametrize(
+    ("binding", "code"),
+    [
+        ("team", "team_limit_exceeded"),
+        ("user", "user_limit_exceeded"),
+        ("api_key", "api_key_budget_exceeded"),
+    ],
+)
+def test_fifty_clients_near_a_team_user_or_key_cap_never_overspend(
+    world, secret, event_payload, binding, code
+):
+    """All three owners are capped, so every event takes their counters in the fixed order
+    (periods, teams, users, API keys) at once; the binding cap is 20 and the others 30."""
+    team = factories.TeamFactory(subscription=world.subscription, name="Writers")
+    factories.team_membership(world.member, team)
+    caps = {owner: Decimal(30) for owner in ("team", "user", "api_key")} | {binding: Decimal(20)}
+    set_team_limit(subscription=world.subscription, team=team, credits=caps["team"])
+    set_user_limit(subscription=world.subscription, user=world.member, credits=caps["user"])
+    set_api_key_budget(api_key=ApiKey.objects.get(), credit_budget=caps["api_key"])
+
+    payloads = [event_payload(credits="1") for _ in range(2 * CLIENTS)]
+    answers = post_concurrently(secret, payloads, answer=status_and_code)
+
+    assert answers.count((201, None)) == 20
+    assert answers.count((402, code)) == 2 * CLIENTS - 20
+    ledger = CreditEvent.objects.aggregate(total=Sum("credits"))["total"]
+    assert ledger == Decimal(20)
+    for counter in (BillingPeriod, TeamPeriodUsage, UserPeriodUsage, ApiKeyPeriodUsage):
+        assert counter.objects.get().credits_used == ledger

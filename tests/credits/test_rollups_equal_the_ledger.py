@@ -189,6 +189,12 @@ def assert_counters_equal_the_ledger():
         "JOIN accounts_teammembership m "
         "ON m.user_id = e.user_id AND m.subscription_id = e.subscription_id GROUP BY 1, 2"
     )
+    assert table("credits_apikeyperiodusage", ("period_id", "api_key_id", "credits_used")) == (
+        fetch(
+            "SELECT period_id, api_key_id, SUM(credits) FROM credits_creditevent "
+            "WHERE api_key_id IS NOT NULL GROUP BY 1, 2"
+        )
+    )
 
 
 @pytest.fixture
@@ -310,6 +316,7 @@ def test_rollups_and_counters_equal_the_ledger_as_recorded_rebuilt_and_bulk_deri
             "credits_agentsessionday",
             "credits_userperiodusage",
             "credits_teamperiodusage",
+            "credits_apikeyperiodusage",
         ):
             cursor.execute(f"DELETE FROM {derived}")  # noqa: S608
         cursor.execute("UPDATE credits_billingperiod SET credits_used = 0, excess_used = 0")
