@@ -60,14 +60,17 @@ def _used(dimension: str):
     return rows
 
 
+def _in_accounts(model):
+    """The rows of ``model`` that ``user`` sees in ``accounts``."""
+    return lambda user, accounts, _: model.objects.visible_to(user).filter(
+        subscription__in=accounts
+    )
+
+
 # What each filter's value must be among, for ``user`` reading ``accounts``.
 CHOICES = {
-    "team": lambda user, accounts, _: Team.objects.visible_to(user).filter(
-        subscription__in=accounts
-    ),
-    "agent_type": lambda user, accounts, _: Agent.objects.visible_to(user).filter(
-        subscription__in=accounts
-    ),
+    "team": _in_accounts(Team),
+    "agent_type": _in_accounts(Agent),
     "model": _used("model"),
     "created_by": lambda user, accounts, _: User.objects.visible_to(user),
     "product": lambda user, accounts, whole: Product.objects.filter(
@@ -88,41 +91,34 @@ DIMENSIONS = {
 }
 
 
+def _known_value(field_name: str, to_field_name: str, model, help_text: str):
+    """A filter whose value must be one of the ``to_field_name`` values the caller can see
+    (``UsageFilterSet`` sets the queryset per request)."""
+    return KnownValueFilter(
+        field_name=field_name,
+        to_field_name=to_field_name,
+        queryset=model.objects.none(),
+        help_text=help_text,
+    )
+
+
 class UsageFilterSet(django_filters.FilterSet):
     team = django_filters.ModelChoiceFilter(
         field_name="user__team_memberships__team",
         queryset=Team.objects.none(),
         help_text="Team id: usage of the team's members.",
     )
-    agent_type = KnownValueFilter(
-        field_name="agent__agent_type",
-        to_field_name="agent_type",
-        queryset=Agent.objects.none(),
-        help_text="Agent type, e.g. single_task.",
+    agent_type = _known_value(
+        "agent__agent_type", "agent_type", Agent, "Agent type, e.g. single_task."
     )
-    model = KnownValueFilter(
-        field_name="model",
-        to_field_name="model",
-        queryset=DailyUsage.objects.none(),
-        help_text="The model the runs used.",
-    )
+    model = _known_value("model", "model", DailyUsage, "The model the runs used.")
     created_by = EmailChoiceFilter(
         field_name="agent__created_by",
         queryset=User.objects.none(),
         help_text="Email of the person who created the agents.",
     )
-    product = KnownValueFilter(
-        field_name="product__slug",
-        to_field_name="slug",
-        queryset=Product.objects.none(),
-        help_text="Product slug.",
-    )
-    feature = KnownValueFilter(
-        field_name="feature",
-        to_field_name="feature",
-        queryset=DailyUsage.objects.none(),
-        help_text="Feature name.",
-    )
+    product = _known_value("product__slug", "slug", Product, "Product slug.")
+    feature = _known_value("feature", "feature", DailyUsage, "Feature name.")
 
     def __init__(
         self, data, *, user, accounts: list[Subscription], whole_subscriptions: bool = False
