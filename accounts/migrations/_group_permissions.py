@@ -8,6 +8,18 @@ from django.contrib.auth.management import create_permissions
 from django.db import migrations
 
 GROUP_NAME = "Subscription admins"
+# What a migration that grants needs to have run: the group's migration, and the permission and
+# content type tables as they are now.
+GRANT_DEPENDENCIES = [
+    ("accounts", "0002_subscription_admins_group"),
+    ("auth", "0012_alter_user_first_name_max_length"),
+    ("contenttypes", "0002_remove_content_type_name"),
+]
+
+
+def codenames(permissions: dict[str, list[str]]) -> list[str]:
+    """``{"team": ["view", "add"]}`` as the codenames view_team and add_team."""
+    return [f"{action}_{model}" for model, actions in permissions.items() for action in actions]
 
 
 def app_permissions(apps, app_label: str, codenames) -> list:
@@ -26,20 +38,20 @@ def app_permissions(apps, app_label: str, codenames) -> list:
     return permissions
 
 
-def grant(app_label: str, codenames) -> migrations.RunPython:
-    """Add the permissions to the group (creating it if missing); backwards, remove them."""
+def grant(app_label: str, permissions: dict[str, list[str]]) -> migrations.RunPython:
+    """Add the permissions (model -> actions) to the group, creating it if missing; backwards,
+    remove them."""
+    names = codenames(permissions)
 
     def forwards(apps, schema_editor):
         group, _ = apps.get_model("auth", "Group").objects.get_or_create(name=GROUP_NAME)
-        group.permissions.add(*app_permissions(apps, app_label, codenames))
+        group.permissions.add(*app_permissions(apps, app_label, names))
 
     def backwards(apps, schema_editor):
         Permission = apps.get_model("auth", "Permission")
         for group in apps.get_model("auth", "Group").objects.filter(name=GROUP_NAME):
             group.permissions.remove(
-                *Permission.objects.filter(
-                    content_type__app_label=app_label, codename__in=codenames
-                )
+                *Permission.objects.filter(content_type__app_label=app_label, codename__in=names)
             )
 
     return migrations.RunPython(forwards, backwards)
