@@ -10,4 +10,4 @@ class Migration(migrations.Migration):
         ("accounts", "0003_audit_event"),
     ]
 
-    operations = [grant("accounts", {"auditevent": ["view"]})]
+    operations = [grant("accounts", ["view_auditevent"])]

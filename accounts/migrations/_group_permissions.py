@@ -38,20 +38,20 @@ def app_permissions(apps, app_label: str, codenames) -> list:
     return permissions
 
 
-def grant(app_label: str, permissions: dict[str, list[str]]) -> migrations.RunPython:
-    """Add the permissions (model -> actions) to the group, creating it if missing; backwards,
-    remove them."""
-    names = codenames(permissions)
+def grant(app_label: str, codenames) -> migrations.RunPython:
+    """Add the permissions to the group (creating it if missing); backwards, remove them."""
 
     def forwards(apps, schema_editor):
         group, _ = apps.get_model("auth", "Group").objects.get_or_create(name=GROUP_NAME)
-        group.permissions.add(*app_permissions(apps, app_label, names))
+        group.permissions.add(*app_permissions(apps, app_label, codenames))
 
     def backwards(apps, schema_editor):
         Permission = apps.get_model("auth", "Permission")
         for group in apps.get_model("auth", "Group").objects.filter(name=GROUP_NAME):
             group.permissions.remove(
-                *Permission.objects.filter(content_type__app_label=app_label, codename__in=names)
+                *Permission.objects.filter(
+                    content_type__app_label=app_label, codename__in=codenames
+                )
             )
 
     return migrations.RunPython(forwards, backwards)

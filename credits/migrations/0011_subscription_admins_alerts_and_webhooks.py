@@ -6,7 +6,7 @@ What they see is still limited to their own subscriptions by the scoping layer.
 
 from django.db import migrations
 
-from accounts.migrations._group_permissions import GRANT_DEPENDENCIES, grant
+from accounts.migrations._group_permissions import GRANT_DEPENDENCIES, codenames, grant
 
 PERMISSIONS = {
     "alertrule": ["view", "add", "change", "delete"],
@@ -18,4 +18,4 @@ PERMISSIONS = {
 class Migration(migrations.Migration):
     dependencies = [("credits", "0010_alerts_and_webhooks"), *GRANT_DEPENDENCIES]
 
-    operations = [grant("credits", PERMISSIONS)]
+    operations = [grant("credits", codenames(PERMISSIONS))]

@@ -6,7 +6,7 @@ What they see is still limited to their own subscriptions by the scoping layer.
 
 from django.db import migrations
 
-from accounts.migrations._group_permissions import GRANT_DEPENDENCIES, grant
+from accounts.migrations._group_permissions import GRANT_DEPENDENCIES, codenames, grant
 
 PERMISSIONS = {
     "reportschedule": ["view", "add", "change", "delete"],
@@ -18,4 +18,4 @@ PERMISSIONS = {
 class Migration(migrations.Migration):
     dependencies = [("reports", "0001_report_schedules"), *GRANT_DEPENDENCIES]
 
-    operations = [grant("reports", PERMISSIONS)]
+    operations = [grant("reports", codenames(PERMISSIONS))]
