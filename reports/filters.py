@@ -4,8 +4,12 @@ One FilterSet serves every rollup and the ledger rows alike: a filter validated 
 any of them that has its field (``filter_queryset(queryset)``), and ``dimensions()`` tells the
 reports which dimensions the filters read, so that they pick a rollup keyed by them. A value
 that does not exist among what the caller can see is invalid, not an empty report: a typo must
-not read as "no usage".
+not read as "no usage". What each filter is (its label, dimension and choices) is stated once,
+in ``FILTERS``.
 """
+
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import django_filters
 from django import forms
@@ -67,27 +71,37 @@ def _in_accounts(model):
     )
 
 
-# What each filter's value must be among, for ``user`` reading ``accounts``.
-CHOICES = {
-    "team": _in_accounts(Team),
-    "agent_type": _in_accounts(Agent),
-    "model": _used("model"),
-    "created_by": lambda user, accounts, _: User.objects.visible_to(user),
-    "product": lambda user, accounts, whole: Product.objects.filter(
-        Q(enabled_for__in=accounts)
-        | Q(pk__in=_used("product")(user, accounts, whole).values("product_id"))
+def _people(user, accounts, whole_subscriptions) -> QuerySet:
+    return User.objects.visible_to(user)
+
+
+def _products(user, accounts, whole_subscriptions) -> QuerySet:
+    """The products enabled for ``accounts``, and any they used."""
+    used = _used("product")(user, accounts, whole_subscriptions).values("product_id")
+    return Product.objects.filter(Q(enabled_for__in=accounts) | Q(pk__in=used))
+
+
+@dataclass(frozen=True)
+class UsageFilter:
+    label: str  # as the Reports page's download dialog names it
+    # The dimension of the usage it reads (the team's members are users; an agent's type and
+    # creator belong to the agent).
+    dimension: str
+    choices: Callable  # what its value must be among, for ``user`` reading ``accounts``
+    value: str  # the field of a choice that the API takes
+    shown: str  # the field of a choice that people read
+
+
+# Every usage filter, by its parameter name.
+FILTERS = {
+    "team": UsageFilter("Team", "user", _in_accounts(Team), "pk", "name"),
+    "agent_type": UsageFilter(
+        "Agent type", "agent", _in_accounts(Agent), "agent_type", "agent_type"
     ),
-    "feature": _used("feature"),
-}
-# The dimension of the usage each filter reads (the team's members are users; an agent's type
-# and creator belong to the agent).
-DIMENSIONS = {
-    "team": "user",
-    "agent_type": "agent",
-    "model": "model",
-    "created_by": "agent",
-    "product": "product",
-    "feature": "feature",
+    "model": UsageFilter("Model", "model", _used("model"), "model", "model"),
+    "created_by": UsageFilter("Created by", "agent", _people, "email", "email"),
+    "product": UsageFilter("Product", "product", _products, "slug", "name"),
+    "feature": UsageFilter("Feature", "feature", _used("feature"), "feature", "feature"),
 }
 
 
@@ -128,8 +142,8 @@ class UsageFilterSet(django_filters.FilterSet):
         # Only the filters asked for: each one checks its value with a scoped query.
         self.filters = {name: spec for name, spec in self.filters.items() if self.data.get(name)}
         for name, spec in self.filters.items():
-            spec.queryset = CHOICES[name](user, accounts, whole_subscriptions)
+            spec.queryset = FILTERS[name].choices(user, accounts, whole_subscriptions)
 
     def dimensions(self) -> set[str]:
         """The dimensions of the usage that the filters asked for read."""
-        return {DIMENSIONS[name] for name in self.filters}
+        return {FILTERS[name].dimension for name in self.filters}
