@@ -252,6 +252,20 @@ class Environment(CopiesSubscription):
         return f"{self.project.name} / {self.name}"
 
 
+def environment_key(*, related_name: str, help_text: str) -> models.ForeignKey:
+    """An optional key to an environment of the row's own subscription: the database's key is
+    (subscription, environment), so Django's own constraint is off."""
+    return models.ForeignKey(
+        Environment,
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name=related_name,
+        help_text=help_text,
+        db_constraint=False,
+    )
+
+
 class Role(models.TextChoices):
     SUBSCRIPTION_ADMIN = "subscription_admin", "Subscription admin"
     PROJECT_MANAGER = "project_manager", "Project manager"
@@ -265,14 +279,9 @@ class Membership(models.Model):
     subscription = models.ForeignKey(
         Subscription, on_delete=models.CASCADE, related_name="memberships"
     )
-    environment = models.ForeignKey(
-        Environment,
-        on_delete=models.CASCADE,
-        null=True,
-        blank=True,
+    environment = environment_key(
         related_name="memberships",
         help_text="Required for project managers and members; empty for subscription admins.",
-        db_constraint=False,  # the database's key is (subscription, environment)
     )
     role = models.CharField(max_length=30, choices=Role.choices)
     created_at = models.DateTimeField(auto_now_add=True)

@@ -4,8 +4,12 @@ One FilterSet serves every rollup and the ledger rows alike: a filter validated 
 any of them that has its field (``filter_queryset(queryset)``), and ``dimensions()`` tells the
 reports which dimensions the filters read, so that they pick a rollup keyed by them. A value
 that does not exist among what the caller can see is invalid, not an empty report: a typo must
-not read as "no usage".
+not read as "no usage". What each filter is (its label, dimension and choices) is stated once,
+in ``FILTERS``.
 """
+
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import django_filters
 from django import forms
@@ -60,32 +64,56 @@ def _used(dimension: str):
     return rows
 
 
-# What each filter's value must be among, for ``user`` reading ``accounts``.
-CHOICES = {
-    "team": lambda user, accounts, _: Team.objects.visible_to(user).filter(
+def _in_accounts(model):
+    """The rows of ``model`` that ``user`` sees in ``accounts``."""
+    return lambda user, accounts, _: model.objects.visible_to(user).filter(
         subscription__in=accounts
+    )
+
+
+def _people(user, accounts, whole_subscriptions) -> QuerySet:
+    return User.objects.visible_to(user)
+
+
+def _products(user, accounts, whole_subscriptions) -> QuerySet:
+    """The products enabled for ``accounts``, and any they used."""
+    used = _used("product")(user, accounts, whole_subscriptions).values("product_id")
+    return Product.objects.filter(Q(enabled_for__in=accounts) | Q(pk__in=used))
+
+
+@dataclass(frozen=True)
+class UsageFilter:
+    label: str  # as the Reports page's download dialog names it
+    # The dimension of the usage it reads (the team's members are users; an agent's type and
+    # creator belong to the agent).
+    dimension: str
+    choices: Callable  # what its value must be among, for ``user`` reading ``accounts``
+    value: str  # the field of a choice that the API takes
+    shown: str  # the field of a choice that people read
+
+
+# Every usage filter, by its parameter name.
+FILTERS = {
+    "team": UsageFilter("Team", "user", _in_accounts(Team), "pk", "name"),
+    "agent_type": UsageFilter(
+        "Agent type", "agent", _in_accounts(Agent), "agent_type", "agent_type"
     ),
-    "agent_type": lambda user, accounts, _: Agent.objects.visible_to(user).filter(
-        subscription__in=accounts
-    ),
-    "model": _used("model"),
-    "created_by": lambda user, accounts, _: User.objects.visible_to(user),
-    "product": lambda user, accounts, whole: Product.objects.filter(
-        Q(enabled_for__in=accounts)
-        | Q(pk__in=_used("product")(user, accounts, whole).values("product_id"))
-    ),
-    "feature": _used("feature"),
+    "model": UsageFilter("Model", "model", _used("model"), "model", "model"),
+    "created_by": UsageFilter("Created by", "agent", _people, "email", "email"),
+    "product": UsageFilter("Product", "product", _products, "slug", "name"),
+    "feature": UsageFilter("Feature", "feature", _used("feature"), "feature", "feature"),
 }
-# The dimension of the usage each filter reads (the team's members are users; an agent's type
-# and creator belong to the agent).
-DIMENSIONS = {
-    "team": "user",
-    "agent_type": "agent",
-    "model": "model",
-    "created_by": "agent",
-    "product": "product",
-    "feature": "feature",
-}
+
+
+def _known_value(field_name: str, to_field_name: str, model, help_text: str):
+    """A filter whose value must be one of the ``to_field_name`` values the caller can see
+    (``UsageFilterSet`` sets the queryset per request)."""
+    return KnownValueFilter(
+        field_name=field_name,
+        to_field_name=to_field_name,
+        queryset=model.objects.none(),
+        help_text=help_text,
+    )
 
 
 class UsageFilterSet(django_filters.FilterSet):
@@ -94,35 +122,17 @@ class UsageFilterSet(django_filters.FilterSet):
         queryset=Team.objects.none(),
         help_text="Team id: usage of the team's members.",
     )
-    agent_type = KnownValueFilter(
-        field_name="agent__agent_type",
-        to_field_name="agent_type",
-        queryset=Agent.objects.none(),
-        help_text="Agent type, e.g. single_task.",
+    agent_type = _known_value(
+        "agent__agent_type", "agent_type", Agent, "Agent type, e.g. single_task."
     )
-    model = KnownValueFilter(
-        field_name="model",
-        to_field_name="model",
-        queryset=DailyUsage.objects.none(),
-        help_text="The model the runs used.",
-    )
+    model = _known_value("model", "model", DailyUsage, "The model the runs used.")
     created_by = EmailChoiceFilter(
         field_name="agent__created_by",
         queryset=User.objects.none(),
         help_text="Email of the person who created the agents.",
     )
-    product = KnownValueFilter(
-        field_name="product__slug",
-        to_field_name="slug",
-        queryset=Product.objects.none(),
-        help_text="Product slug.",
-    )
-    feature = KnownValueFilter(
-        field_name="feature",
-        to_field_name="feature",
-        queryset=DailyUsage.objects.none(),
-        help_text="Feature name.",
-    )
+    product = _known_value("product__slug", "slug", Product, "Product slug.")
+    feature = _known_value("feature", "feature", DailyUsage, "Feature name.")
 
     def __init__(
         self, data, *, user, accounts: list[Subscription], whole_subscriptions: bool = False
@@ -132,8 +142,8 @@ class UsageFilterSet(django_filters.FilterSet):
         # Only the filters asked for: each one checks its value with a scoped query.
         self.filters = {name: spec for name, spec in self.filters.items() if self.data.get(name)}
         for name, spec in self.filters.items():
-            spec.queryset = CHOICES[name](user, accounts, whole_subscriptions)
+            spec.queryset = FILTERS[name].choices(user, accounts, whole_subscriptions)
 
     def dimensions(self) -> set[str]:
         """The dimensions of the usage that the filters asked for read."""
-        return {DIMENSIONS[name] for name in self.filters}
+        return {FILTERS[name].dimension for name in self.filters}

@@ -22,7 +22,7 @@ from django.core.validators import validate_email
 from django.db import models
 from django.utils import timezone
 
-from accounts.models import CopiesSubscription, Environment, Subscription
+from accounts.models import CopiesSubscription, Environment, Subscription, environment_key
 from accounts.scoping import ScopedQuerySet
 
 from .catalogue import ATTACHMENT_NAMES, BY_SLUG, CREDIT_USAGE_EXPORT, PLANS_WITH_TEAM_VIEWS
@@ -130,15 +130,7 @@ class ReportSchedule(models.Model):
         help_text=f"Email addresses, members or not (at most {MAX_RECIPIENTS}).",
     )
     scope = models.CharField(max_length=20, choices=Scope.choices, default="subscription")
-    environment = models.ForeignKey(
-        Environment,
-        on_delete=models.CASCADE,
-        null=True,
-        blank=True,
-        related_name="+",
-        help_text="For the environment scope only.",
-        db_constraint=False,  # the database's key is (subscription, environment)
-    )
+    environment = environment_key(related_name="+", help_text="For the environment scope only.")
     attached_reports = models.JSONField(
         "CSV reports to attach",
         default=list,

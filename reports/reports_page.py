@@ -5,7 +5,7 @@ Subscription admins see it in the admin (``admin_views``), project managers and 
 the usage pages (``views``); both read what is here. A preview is the report's own rows
 (``Report.rows``, as the API reads them), so the page and the file never disagree; the
 dialog's filters offer only the values the filter would accept from this person
-(``filters.CHOICES``, through ``visible_to``). The download itself is the report API's
+(``filters.FILTERS``, through ``visible_to``). The download itself is the report API's
 answer (``views.report_download``).
 """
 
@@ -22,7 +22,7 @@ from core.money import CREDIT_PLACES
 from credits.periods import local_date, month_start, previous_month_start
 
 from .catalogue import REPORTS, Column, Report
-from .filters import CHOICES
+from .filters import FILTERS
 from .selectors import report_totals
 from .timeframes import TIMEFRAMES, InvalidTimeframe, Timeframe, named_timeframe
 from .usage import report_accounts, with_administered
@@ -30,24 +30,6 @@ from .usage import report_accounts, with_administered
 PREVIEW_ROWS = 5
 PAST_PERIODS = 12  # billing periods offered besides the current one
 DEFAULT_TIMEFRAME = "this_month"
-
-# Each filter's choices as (value the API takes, label), from the rows ``CHOICES`` gives.
-_CHOICE_FIELDS = {
-    "team": ("pk", "name"),
-    "agent_type": ("agent_type", "agent_type"),
-    "model": ("model", "model"),
-    "created_by": ("email", "email"),
-    "product": ("slug", "name"),
-    "feature": ("feature", "feature"),
-}
-FILTER_LABELS = {
-    "team": "Team",
-    "agent_type": "Agent type",
-    "model": "Model",
-    "created_by": "Created by",
-    "product": "Product",
-    "feature": "Feature",
-}
 
 
 def timeframe_label(name: str) -> str:
@@ -170,7 +152,7 @@ def _card(report: Report, *, user, subscription, timeframe, include_sub_accounts
         count=len(rows),
         total=totals.get("credits_consumed"),
         filters=[
-            FilterField(spec.name, FILTER_LABELS[spec.name], choices[spec.name])
+            FilterField(spec.name, FILTERS[spec.name].label, choices[spec.name])
             for spec in report.filters
         ],
         sub_account_toggle=toggle,
@@ -189,8 +171,9 @@ def _filter_choices(user, accounts: list[Subscription]) -> dict[str, list[tuple[
     """The values each filter accepts from ``user`` on ``accounts``: one query a filter."""
     whole_subscriptions = all(account.administered for account in accounts)
     found = {}
-    for name, (value, label) in _CHOICE_FIELDS.items():
-        rows = CHOICES[name](user, accounts, whole_subscriptions)
+    for name, usage_filter in FILTERS.items():
+        rows = usage_filter.choices(user, accounts, whole_subscriptions)
+        value, label = usage_filter.value, usage_filter.shown
         pairs = rows.order_by(label, value).values_list(value, label).distinct()
         found[name] = [(str(value), str(label)) for value, label in pairs if value]
     return found

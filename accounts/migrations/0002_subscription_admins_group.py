@@ -7,7 +7,7 @@ see is still limited to their own subscription by the scoping layer.
 
 from django.db import migrations
 
-from accounts.migrations._group_permissions import GROUP_NAME, app_permissions
+from accounts.migrations._group_permissions import GROUP_NAME, app_permissions, codenames
 
 PERMISSIONS = {
     "accounts": {
@@ -38,11 +38,7 @@ def create_group(apps, schema_editor):
         [
             permission
             for app_label, models in PERMISSIONS.items()
-            for permission in app_permissions(
-                apps,
-                app_label,
-                [f"{action}_{model}" for model, actions in models.items() for action in actions],
-            )
+            for permission in app_permissions(apps, app_label, codenames(models))
         ]
     )
 

@@ -8,6 +8,18 @@ from django.contrib.auth.management import create_permissions
 from django.db import migrations
 
 GROUP_NAME = "Subscription admins"
+# What a migration that grants needs to have run: the group's migration, and the permission and
+# content type tables as they are now.
+GRANT_DEPENDENCIES = [
+    ("accounts", "0002_subscription_admins_group"),
+    ("auth", "0012_alter_user_first_name_max_length"),
+    ("contenttypes", "0002_remove_content_type_name"),
+]
+
+
+def codenames(permissions: dict[str, list[str]]) -> list[str]:
+    """``{"team": ["view", "add"]}`` as the codenames view_team and add_team."""
+    return [f"{action}_{model}" for model, actions in permissions.items() for action in actions]
 
 
 def app_permissions(apps, app_label: str, codenames) -> list:

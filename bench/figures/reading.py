@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
@@ -82,6 +84,20 @@ def admin_and_member(subscription_id: int) -> tuple[int, int]:
     return admin, member
 
 
+def admin_session(subscription_id: int) -> Session:
+    """A logged-in session of the subscription's first admin."""
+    admin, _ = admin_and_member(subscription_id)
+    return session_for(admin)
+
+
+@contextmanager
+def admin_client(subscription_id: int, name: str) -> Iterator[HttpClient]:
+    """A client logged in as the subscription's first admin, against a one-worker server."""
+    session = admin_session(subscription_id)
+    with Server(workers=1, name=name) as server:
+        yield HttpClient(server.port, session.headers)
+
+
 # --- 4. Export -------------------------------------------------------------------------------
 
 # The export's columns (reports/exports.py: time, user or key, environment, EnvironmentId,
@@ -141,8 +157,7 @@ def export(settings: Settings) -> list[Row]:
     if not resolves(EXPORT_PATH):
         return [not_built(figure, f"{settings.export_rows:,} rows", target, EXPORT_PATH)]
     subscription_id = _export_subscription(settings)
-    admin, _ = admin_and_member(subscription_id)
-    session = session_for(admin)
+    session = admin_session(subscription_id)
     # The export covers the current billing period, where all of this subscription's rows are.
     window_ = period_bounds(settings.now, _zone(subscription_id))
 
@@ -300,11 +315,8 @@ def reports(settings: Settings) -> list[Row]:
     if not any(resolves(path) for path in paths.values()):
         return [not_built(figure, "usage-by-user|agent|model", target, "/api/v1/reports/...")]
     subscription_id = settings.subscription_ids[0]
-    admin, _ = admin_and_member(subscription_id)
-    session = session_for(admin)
     rows = []
-    with Server(workers=1, name="reports") as server:
-        client = HttpClient(server.port, session.headers)
+    with admin_client(subscription_id, "reports") as client:
         for report, path in paths.items():
             for timeframe in TIMEFRAMES:
                 metric = f"{report} {timeframe} p50 ms"
@@ -446,11 +458,8 @@ def usage_api(settings: Settings) -> list[Row]:
     if not resolves(USAGE_PATH):
         return [not_built(figure, "GET /api/v1/usage/", target, USAGE_PATH)]
     subscription_id = settings.subscription_ids[0]
-    admin, _ = admin_and_member(subscription_id)
-    session = session_for(admin)
     rows = []
-    with Server(workers=1, name="usage") as server:
-        client = HttpClient(server.port, session.headers)
+    with admin_client(subscription_id, "usage") as client:
         for name, query in USAGE_QUERIES:
             url = f"{USAGE_PATH}?{query}&subscription={subscription_id}&format=json"
             timings, status = _time_http(client, url, settings.repeats)

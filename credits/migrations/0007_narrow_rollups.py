@@ -27,8 +27,48 @@ def _latency_bucket_bounds():
         previous_floor = floor
         numerator, denominator = numerator * 101, denominator * 99
 
+SUMS = ["credits", "excess_credits", "runs", "failed_runs", "input_tokens", "output_tokens", "latency_ms_total", "latency_samples"]
+MONTH = "date_trunc('month', t.day)::date"
+
+
+def _same(column):
+    """The histogram's row and the month's row have the same ``column`` (an empty id is 0)."""
+    if column.endswith("_id"):
+        return f"COALESCE(h.{column}, 0) = COALESCE(m.{column}, 0)"
+    return f"h.{column} = m.{column}"
+
+
+def _month_rows(table, keys, *, sums=SUMS, histogram=False):
+    """A narrow rollup's monthly rows, summed from its daily rows, with their latency histograms
+    merged bucket by bucket when it has them (then it is keyed by one column)."""
+    columns = ["subscription_id", "grain", "day", *keys, *sums]
+    values = ["m.subscription_id", "'month'", "m.day", *(f"m.{name}" for name in (*keys, *sums))]
+    if histogram:
+        columns.append("latency_histogram")
+        values.append("COALESCE(h.histogram, '{}'::jsonb)")
+    summed = ", ".join(f"SUM(t.{name}) AS {name}" for name in sums)
+    key = "".join(f", t.{name}" for name in keys)
+    statement = f"""INSERT INTO {table} ({', '.join(columns)})
+    SELECT {', '.join(values)}
+    FROM (SELECT t.subscription_id, {MONTH} AS day{key}, {summed}
+    FROM {table} t
+    WHERE t.grain = 'day'
+    GROUP BY t.subscription_id, {MONTH}{key}) m"""
+    if not histogram:
+        return statement
+    (name,) = keys
+    return statement + f"""
+    LEFT JOIN (SELECT subscription_id, day, {name}, jsonb_object_agg(bucket, runs) AS histogram
+    FROM (SELECT t.subscription_id, {MONTH} AS day, t.{name}, b.key AS bucket, SUM(b.value::bigint) AS runs
+    FROM {table} t, jsonb_each_text(t.latency_histogram) b
+    WHERE t.grain = 'day'
+    GROUP BY 1, 2, 3, 4) x
+    GROUP BY 1, 2, 3) h ON h.subscription_id = m.subscription_id AND h.day = m.day AND {_same(name)}"""
+
+
 # Frozen: the statements ``credits.rollups`` ran when this migration was written, over
-# every subscription (the tables are new, hence empty).
+# every subscription (the tables are new, hence empty): the daily rows, then the monthly rows
+# summed from them.
 STATEMENTS = [
     """DROP TABLE IF EXISTS pg_temp.narrow_rollup_runs""",
     """CREATE TEMPORARY TABLE narrow_rollup_runs ON COMMIT DROP AS
@@ -77,36 +117,9 @@ STATEMENTS = [
     FROM (SELECT subscription_id, day, product_id, agent_id, model, feature, SUM(credits) AS credits, SUM(excess_credits) AS excess_credits, SUM(runs) AS runs, SUM(failed_runs) AS failed_runs, SUM(input_tokens) AS input_tokens, SUM(output_tokens) AS output_tokens, SUM(latency_ms_total) AS latency_ms_total, SUM(latency_samples) AS latency_samples
     FROM credits_dailyusage
     GROUP BY subscription_id, day, product_id, agent_id, model, feature) d""",
-    """INSERT INTO credits_agentrollup (subscription_id, grain, day, agent_id, credits, excess_credits, runs, failed_runs, input_tokens, output_tokens, latency_ms_total, latency_samples, session_runs, sessions, latency_histogram)
-    SELECT m.subscription_id, 'month', m.day, m.agent_id, m.credits, m.excess_credits, m.runs, m.failed_runs, m.input_tokens, m.output_tokens, m.latency_ms_total, m.latency_samples, m.session_runs, m.sessions, COALESCE(h.histogram, '{}'::jsonb)
-    FROM (SELECT t.subscription_id, date_trunc('month', t.day)::date AS day, t.agent_id, SUM(t.credits) AS credits, SUM(t.excess_credits) AS excess_credits, SUM(t.runs) AS runs, SUM(t.failed_runs) AS failed_runs, SUM(t.input_tokens) AS input_tokens, SUM(t.output_tokens) AS output_tokens, SUM(t.latency_ms_total) AS latency_ms_total, SUM(t.latency_samples) AS latency_samples, SUM(t.session_runs) AS session_runs, SUM(t.sessions) AS sessions
-    FROM credits_agentrollup t
-    WHERE t.grain = 'day'
-    GROUP BY t.subscription_id, date_trunc('month', t.day)::date, t.agent_id) m
-    LEFT JOIN (SELECT subscription_id, day, agent_id, jsonb_object_agg(bucket, runs) AS histogram
-    FROM (SELECT t.subscription_id, date_trunc('month', t.day)::date AS day, t.agent_id, b.key AS bucket, SUM(b.value::bigint) AS runs
-    FROM credits_agentrollup t, jsonb_each_text(t.latency_histogram) b
-    WHERE t.grain = 'day'
-    GROUP BY 1, 2, 3, 4) x
-    GROUP BY 1, 2, 3) h ON h.subscription_id = m.subscription_id AND h.day = m.day AND COALESCE(h.agent_id, 0) = COALESCE(m.agent_id, 0)""",
-    """INSERT INTO credits_modelrollup (subscription_id, grain, day, model, credits, excess_credits, runs, failed_runs, input_tokens, output_tokens, latency_ms_total, latency_samples, latency_histogram)
-    SELECT m.subscription_id, 'month', m.day, m.model, m.credits, m.excess_credits, m.runs, m.failed_runs, m.input_tokens, m.output_tokens, m.latency_ms_total, m.latency_samples, COALESCE(h.histogram, '{}'::jsonb)
-    FROM (SELECT t.subscription_id, date_trunc('month', t.day)::date AS day, t.model, SUM(t.credits) AS credits, SUM(t.excess_credits) AS excess_credits, SUM(t.runs) AS runs, SUM(t.failed_runs) AS failed_runs, SUM(t.input_tokens) AS input_tokens, SUM(t.output_tokens) AS output_tokens, SUM(t.latency_ms_total) AS latency_ms_total, SUM(t.latency_samples) AS latency_samples
-    FROM credits_modelrollup t
-    WHERE t.grain = 'day'
-    GROUP BY t.subscription_id, date_trunc('month', t.day)::date, t.model) m
-    LEFT JOIN (SELECT subscription_id, day, model, jsonb_object_agg(bucket, runs) AS histogram
-    FROM (SELECT t.subscription_id, date_trunc('month', t.day)::date AS day, t.model, b.key AS bucket, SUM(b.value::bigint) AS runs
-    FROM credits_modelrollup t, jsonb_each_text(t.latency_histogram) b
-    WHERE t.grain = 'day'
-    GROUP BY 1, 2, 3, 4) x
-    GROUP BY 1, 2, 3) h ON h.subscription_id = m.subscription_id AND h.day = m.day AND h.model = m.model""",
-    """INSERT INTO credits_subscriptionrollup (subscription_id, grain, day, product_id, agent_id, model, feature, credits, excess_credits, runs, failed_runs, input_tokens, output_tokens, latency_ms_total, latency_samples)
-    SELECT m.subscription_id, 'month', m.day, m.product_id, m.agent_id, m.model, m.feature, m.credits, m.excess_credits, m.runs, m.failed_runs, m.input_tokens, m.output_tokens, m.latency_ms_total, m.latency_samples
-    FROM (SELECT t.subscription_id, date_trunc('month', t.day)::date AS day, t.product_id, t.agent_id, t.model, t.feature, SUM(t.credits) AS credits, SUM(t.excess_credits) AS excess_credits, SUM(t.runs) AS runs, SUM(t.failed_runs) AS failed_runs, SUM(t.input_tokens) AS input_tokens, SUM(t.output_tokens) AS output_tokens, SUM(t.latency_ms_total) AS latency_ms_total, SUM(t.latency_samples) AS latency_samples
-    FROM credits_subscriptionrollup t
-    WHERE t.grain = 'day'
-    GROUP BY t.subscription_id, date_trunc('month', t.day)::date, t.product_id, t.agent_id, t.model, t.feature) m""",
+    _month_rows("credits_agentrollup", ["agent_id"], sums=[*SUMS, "session_runs", "sessions"], histogram=True),
+    _month_rows("credits_modelrollup", ["model"], histogram=True),
+    _month_rows("credits_subscriptionrollup", ["product_id", "agent_id", "model", "feature"]),
 ]
 
 

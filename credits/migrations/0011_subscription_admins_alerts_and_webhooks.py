@@ -6,22 +6,16 @@ What they see is still limited to their own subscriptions by the scoping layer.
 
 from django.db import migrations
 
-from accounts.migrations._group_permissions import grant
+from accounts.migrations._group_permissions import GRANT_DEPENDENCIES, codenames, grant
 
 PERMISSIONS = {
     "alertrule": ["view", "add", "change", "delete"],
     "webhookendpoint": ["view", "add", "change", "delete"],
     "webhookdelivery": ["view"],
 }
-CODENAMES = [f"{action}_{model}" for model, actions in PERMISSIONS.items() for action in actions]
 
 
 class Migration(migrations.Migration):
-    dependencies = [
-        ("credits", "0010_alerts_and_webhooks"),
-        ("accounts", "0002_subscription_admins_group"),
-        ("auth", "0012_alter_user_first_name_max_length"),
-        ("contenttypes", "0002_remove_content_type_name"),
-    ]
+    dependencies = [("credits", "0010_alerts_and_webhooks"), *GRANT_DEPENDENCIES]
 
-    operations = [grant("credits", CODENAMES)]
+    operations = [grant("credits", codenames(PERMISSIONS))]

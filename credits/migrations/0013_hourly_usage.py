@@ -4,9 +4,10 @@ foreign keys to environments and agents composite, on (subscription_id, x_id).""
 
 import django.db.models.deletion
 import django.db.models.functions.comparison
-from decimal import Decimal
 from django.conf import settings
 from django.db import migrations, models
+
+from credits.migrations._rollup_fields import sums
 
 
 class Migration(migrations.Migration):
@@ -23,14 +24,7 @@ class Migration(migrations.Migration):
             name='HourlyUsage',
             fields=[
                 ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('credits', models.DecimalField(decimal_places=4, default=Decimal('0'), max_digits=18)),
-                ('excess_credits', models.DecimalField(decimal_places=4, default=Decimal('0'), max_digits=18)),
-                ('runs', models.PositiveIntegerField(default=0)),
-                ('failed_runs', models.PositiveIntegerField(default=0)),
-                ('input_tokens', models.PositiveBigIntegerField(default=0)),
-                ('output_tokens', models.PositiveBigIntegerField(default=0)),
-                ('latency_ms_total', models.PositiveBigIntegerField(default=0)),
-                ('latency_samples', models.PositiveIntegerField(default=0)),
+                *sums(),
                 ('hour', models.DateTimeField(help_text='The start of the local hour (an instant).')),
                 ('model', models.CharField(blank=True, max_length=100)),
                 ('feature', models.CharField(blank=True, max_length=100)),

@@ -67,25 +67,25 @@ def credits_by_day(subscription) -> dict[date, Decimal]:
     return {row.day: row.credits for row in DailyUsage.objects.filter(subscription=subscription)}
 
 
+def either_side_of(midnight, day: date) -> list:
+    """The last minute of the local day before ``day``, and the first minute of ``day``, which
+    starts at ``midnight`` (UTC)."""
+    return [(midnight - timedelta(minutes=1), day - timedelta(days=1)), (midnight, day)]
+
+
 @pytest.mark.parametrize(
     ("instant", "local_day"),
     [
-        # The last minute of March (NZDT, UTC+13) and the first of April, in the next period.
-        (utc(2026, 3, 31, 10, 59), date(2026, 3, 31)),
-        (utc(2026, 3, 31, 11, 0), date(2026, 4, 1)),
+        # April starts at 11:00 UTC on 31 March (NZDT, UTC+13), in the next period.
+        *either_side_of(utc(2026, 3, 31, 11), date(2026, 4, 1)),
         # Daylight saving time ends at 03:00 on Sunday 5 April: that day lasts 25 hours.
-        (utc(2026, 4, 4, 10, 59), date(2026, 4, 4)),
-        (utc(2026, 4, 4, 11, 0), date(2026, 4, 5)),
-        (utc(2026, 4, 5, 11, 59), date(2026, 4, 5)),
-        (utc(2026, 4, 5, 12, 0), date(2026, 4, 6)),
+        *either_side_of(utc(2026, 4, 4, 11), date(2026, 4, 5)),
+        *either_side_of(utc(2026, 4, 5, 12), date(2026, 4, 6)),
         # It starts at 02:00 on Sunday 27 September: that day lasts 23 hours.
-        (utc(2026, 9, 26, 11, 59), date(2026, 9, 26)),
-        (utc(2026, 9, 26, 12, 0), date(2026, 9, 27)),
-        (utc(2026, 9, 27, 10, 59), date(2026, 9, 27)),
-        (utc(2026, 9, 27, 11, 0), date(2026, 9, 28)),
+        *either_side_of(utc(2026, 9, 26, 12), date(2026, 9, 27)),
+        *either_side_of(utc(2026, 9, 27, 11), date(2026, 9, 28)),
         # New Year arrives at 11:00 UTC on 31 December.
-        (utc(2026, 12, 31, 10, 59), date(2026, 12, 31)),
-        (utc(2026, 12, 31, 11, 0), date(2027, 1, 1)),
+        *either_side_of(utc(2026, 12, 31, 11), date(2027, 1, 1)),
     ],
 )
 def test_an_event_counts_on_its_local_day_and_in_its_local_month(auckland, instant, local_day):

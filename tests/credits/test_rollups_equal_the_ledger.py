@@ -1,8 +1,9 @@
 """Every rollup, counter and report equals the ledger, summed here in plain SQL.
 
 The expectations never go through ``credits.rollups``: each is a ``GROUP BY`` over
-``credits_creditevent`` written in this file, so a mistake shared by the three derivations
-(recording, ``rebuild_rollups``, the bulk load) still fails. The events are a seeded mix sent
+``credits_creditevent`` written in this file (only the column names come from
+``credits.ledger_columns``), so a mistake shared by the three derivations (recording,
+``rebuild_rollups``, the bulk load) still fails. The events are a seeded mix sent
 through the API and the adjustment service: three subscriptions in three time zones (one a
 sub-account), people in and out of teams, API keys acting alone, agents, models, products,
 features, sessions, failures and latencies, over local days across a month boundary.
@@ -24,6 +25,7 @@ from django.db import connection
 
 from accounts.models import Role, Subscription
 from credits.bulk import derive_from_ledger
+from credits.ledger_columns import DIMENSIONS, ROLLUP_SUMS
 from credits.models import Product
 from credits.recording import record_adjustment
 from tests import factories
@@ -42,15 +44,7 @@ NARROW = {
     "credits_modelrollup": ("model",),
     "credits_subscriptionrollup": ("product_id", "agent_id", "model", "feature"),
 }
-DIMENSIONS = (
-    "environment_id",
-    "user_id",
-    "api_key_id",
-    "product_id",
-    "agent_id",
-    "model",
-    "feature",
-)
+# Each of ``ROLLUP_SUMS``, summed up from the ledger.
 SUMS = (
     "SUM(credits)",
     "SUM(excess_credits)",
@@ -60,16 +54,6 @@ SUMS = (
     "SUM(output_tokens)",
     "COALESCE(SUM(latency_ms), 0)",
     "COUNT(latency_ms)",
-)
-SUMMED_COLUMNS = (
-    "credits",
-    "excess_credits",
-    "runs",
-    "failed_runs",
-    "input_tokens",
-    "output_tokens",
-    "latency_ms_total",
-    "latency_samples",
 )
 # The ledger with each event's local day, once per day row and once per month row.
 LEDGER = """
@@ -139,14 +123,14 @@ def assert_rollups_equal_the_ledger():
     daily_key = ("subscription_id", "local_day", "period_id", *DIMENSIONS)
     assert table(
         "credits_dailyusage",
-        ("subscription_id", "day", "period_id", *DIMENSIONS, *SUMMED_COLUMNS, "last_event_at"),
+        ("subscription_id", "day", "period_id", *DIMENSIONS, *ROLLUP_SUMS, "last_event_at"),
     ) == fetch(
         f"SELECT {', '.join(daily_key)}, {', '.join(SUMS)}, MAX(timestamp) "  # noqa: S608
         f"FROM ({LEDGER}) g WHERE grain = 'day' GROUP BY {', '.join(daily_key)}"
     )
     for name, dimensions in NARROW.items():
         person, agent = name == "credits_personrollup", name == "credits_agentrollup"
-        columns = ["subscription_id", "grain", "day", *dimensions, *SUMMED_COLUMNS]
+        columns = ["subscription_id", "grain", "day", *dimensions, *ROLLUP_SUMS]
         columns += ["last_event_at"] if person else []
         columns += ["session_runs", "sessions"] if agent else []
         expected = expected_narrow(dimensions, latest=person, sessions=agent)
@@ -158,7 +142,7 @@ def assert_rollups_equal_the_ledger():
     # seconds its local wall-clock time is past the hour (half-hour zones, DST included).
     hourly_key = ("e.subscription_id", "local_hour", *(f"e.{name}" for name in DIMENSIONS))
     assert table(
-        "credits_hourlyusage", ("subscription_id", "hour", *DIMENSIONS, *SUMMED_COLUMNS)
+        "credits_hourlyusage", ("subscription_id", "hour", *DIMENSIONS, *ROLLUP_SUMS)
     ) == fetch(
         f"SELECT {', '.join(hourly_key)}, {', '.join(SUMS)} FROM ("  # noqa: S608
         "SELECT e.*, e.timestamp - ((e.timestamp AT TIME ZONE s.timezone) - date_trunc('hour', "

@@ -148,6 +148,13 @@ def logged_in(client, user):
     return client
 
 
+def page_seen(client, viewer, path, params=None):
+    """The page ``viewer`` gets at ``path`` (a 200), with its response."""
+    response = logged_in(client, viewer).get(path, params)
+    assert response.status_code == 200
+    return response, response.context["page"]
+
+
 def balance_api(viewer, **params) -> dict:
     client = APIClient()
     client.force_login(viewer)
@@ -160,10 +167,8 @@ def balance_api(viewer, **params) -> dict:
 
 
 def test_admin_cards_equal_the_ledger_and_the_balance_api(client, world, usage):
-    response = logged_in(client, world.admin).get(ADMIN_PAGE)
+    response, page = page_seen(client, world.admin, ADMIN_PAGE)
 
-    assert response.status_code == 200
-    page = response.context["page"]
     api = balance_api(world.admin)
     used = november(subscription=world.subscription)
     assert used == Decimal("32.875")
@@ -478,12 +483,13 @@ def test_the_allocation_used_up_shows_the_day_it_ran_out(client, world, recorder
 
 
 def test_admin_member_detail_matches_the_ledger_and_the_balance_api(client, world, usage):
-    response = logged_in(client, world.admin).get(
-        f"{ADMIN_PAGE}members/{world.member.pk}/", {"subscription": world.subscription.pk}
+    response, page = page_seen(
+        client,
+        world.admin,
+        f"{ADMIN_PAGE}members/{world.member.pk}/",
+        {"subscription": world.subscription.pk},
     )
 
-    assert response.status_code == 200
-    page = response.context["page"]
     api = balance_api(world.admin, user=world.member.email)
     assert page.range_credits == november(user=world.member) == Decimal("16.75")
     assert figure(response, "period-credits") == "16.7500" == api["user"]["used"]
@@ -740,10 +746,8 @@ def test_each_page_reads_a_constant_number_of_queries(
 
 
 def test_manager_sees_everyones_usage_in_their_environment(client, world, usage):
-    response = logged_in(client, world.manager).get(ENVIRONMENT_PAGE)
+    response, page = page_seen(client, world.manager, ENVIRONMENT_PAGE)
 
-    assert response.status_code == 200
-    page = response.context["page"]
     assert page.environment == world.environment
     in_environment = november(environment=world.environment)
     assert page.range_credits == in_environment == Decimal("25.875")
@@ -846,10 +850,8 @@ def test_free_plan_environment_page_shows_totals_only(client, world, usage):
 
 
 def test_my_usage_equals_the_ledger_and_the_balance_api(client, world, usage):
-    response = logged_in(client, world.member).get(MY_PAGE)
+    response, page = page_seen(client, world.member, MY_PAGE)
 
-    assert response.status_code == 200
-    page = response.context["page"]
     api = balance_api(world.member)
     mine = november(user=world.member)
     assert page.range_credits == mine == Decimal(api["user"]["used"]) == Decimal("16.75")
