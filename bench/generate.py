@@ -13,7 +13,7 @@ What it builds, for N events:
 * billing periods for every month of the range in each subscription's own time zone (computed
   with ``zoneinfo``, the product's period math), and then, set-based from the ledger:
   ``DailyUsage`` rollups (local day = ``timestamp AT TIME ZONE subscription.timezone``), the
-  period, user and team counters, one ``IdempotencyRecord`` per event, and the reset notice of
+  period, user, team and key counters, one ``IdempotencyRecord`` per event, and the reset notice of
   every past period marked as sent.
 
 Every event fits its subscription's allocation (no excess credits), so the counters are simply

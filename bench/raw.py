@@ -1,8 +1,8 @@
 """The baselines: PostgreSQL doing the recording service's writes, driven by plain psycopg.
 
 Per event, in one transaction, the same statements as ``credits/recording.py``: claim the
-idempotency key, charge the period with the conditional update, charge the team and user
-counters (upserts with the same guards), insert the ledger row, point the idempotency record
+idempotency key, charge the period with the conditional update, charge the team, user and API
+key counters (upserts with the same guards), insert the ledger row, point the idempotency record
 at it, upsert the daily rollup. What it leaves out is what the product adds on top: HTTP,
 authentication, validation, resolving names to ids, the response and its balance.
 """
@@ -43,6 +43,12 @@ USER = (
     "INSERT INTO credits_userperiodusage (subscription_id, period_id, user_id, credits_used) "
     "VALUES (%s, %s, %s, %s) ON CONFLICT (subscription_id, period_id, user_id) DO UPDATE "
     "SET credits_used = credits_userperiodusage.credits_used + EXCLUDED.credits_used "
+    "RETURNING credits_used"
+)
+KEY = (
+    "INSERT INTO credits_apikeyperiodusage (subscription_id, period_id, api_key_id, credits_used) "
+    "VALUES (%s, %s, %s, %s) ON CONFLICT (subscription_id, period_id, api_key_id) DO UPDATE "
+    "SET credits_used = credits_apikeyperiodusage.credits_used + EXCLUDED.credits_used "
     "RETURNING credits_used"
 )
 LEDGER = (
@@ -148,6 +154,10 @@ def record_one(connection, event: Event) -> float:
         cursor.execute(
             USER, (target.subscription_id, target.period_id, event.actor.user_id, event.credits)
         )
+        if target.api_key_id:
+            cursor.execute(
+                KEY, (target.subscription_id, target.period_id, target.api_key_id, event.credits)
+            )
         cursor.execute(LEDGER, _ledger_row(event, now, Decimal(0)))
         event_id = cursor.fetchone()[0]
         cursor.execute(POINT, (event_id, target.subscription_id, key))
@@ -167,11 +177,14 @@ def record_batch(connection, events: list[Event]) -> tuple[int, float]:
     started = time.perf_counter()
     now = datetime.now(UTC)
     periods, teams, users = defaultdict(Decimal), defaultdict(Decimal), defaultdict(Decimal)
+    keys = defaultdict(Decimal)
     for e in events:
         periods[e.target.period_id, e.target.allocation, e.target.cap] += e.credits
         if e.actor.team_id:
             teams[e.target.subscription_id, e.target.period_id, e.actor.team_id] += e.credits
         users[e.target.subscription_id, e.target.period_id, e.actor.user_id] += e.credits
+        if e.target.api_key_id:
+            keys[e.target.subscription_id, e.target.period_id, e.target.api_key_id] += e.credits
     with connection.transaction(), connection.cursor() as cursor:
         cursor.executemany(
             CLAIM,
@@ -188,6 +201,7 @@ def record_batch(connection, events: list[Event]) -> tuple[int, float]:
                 raise Refused("the batch does not fit")
         cursor.executemany(TEAM, [(*key, credits) for key, credits in sorted(teams.items())])
         cursor.executemany(USER, [(*key, credits) for key, credits in sorted(users.items())])
+        cursor.executemany(KEY, [(*key, credits) for key, credits in sorted(keys.items())])
         columns = ", ".join(LEDGER_COLUMNS)
         cursor.execute(
             "SELECT nextval(pg_get_serial_sequence('credits_creditevent', 'id')) "

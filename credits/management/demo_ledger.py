@@ -232,7 +232,7 @@ def ledger_load() -> Iterator[None]:
 
 
 def derive_seeded_ledgers(subscriptions: list[Subscription]) -> None:
-    """Rollups and the period, user and team counters of the freshly seeded subscriptions,
+    """Rollups and the period, user, team and key counters of the freshly seeded subscriptions,
     from their ledgers, in set-based SQL: the counters equal the ledger exactly."""
     with connection.cursor() as cursor:
         derive_from_ledger(cursor, [subscription.pk for subscription in subscriptions])

@@ -205,13 +205,14 @@ def test_the_admin_refuses_bad_budgets(client, world, acme_key, budget):
     assert budget_of(acme_key) is None
 
 
-def test_another_subscriptions_admin_cannot_set_a_budget_in_the_admin(client, world, acme_key):
+def test_outsiders_and_lower_roles_cannot_set_a_budget_in_the_admin(client, world, acme_key):
     client.force_login(world.outsider)
 
     response = change_form(client, acme_key, "1")
 
     assert response.status_code == 302  # to the admin index: no such key for them
     assert budget_of(acme_key) is None
-    client.force_login(world.member)
-    assert change_form(client, acme_key, "1").status_code == 302  # to the login
+    for lower_role in (world.manager, world.member):
+        client.force_login(lower_role)
+        assert change_form(client, acme_key, "1").status_code == 302  # to the login
     assert budget_of(acme_key) is None

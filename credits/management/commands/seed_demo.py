@@ -4,7 +4,7 @@ A second run finds everything in place, changes nothing and says so. The ledger 
 subscription is seeded only while it is empty (ledger rows are never deleted), so to start
 over, remove the demo database (``rm -rf var/`` with the demo stopped).
 
-The ledger is written with ``COPY`` and everything it implies (rollups, period, user and team
+The ledger is written with ``COPY`` and everything it implies (rollups, period, user, team and key
 counters) is derived from it in set-based SQL (``credits.bulk``), so that months of usage load
 in seconds and the counters equal the ledger exactly.
 
