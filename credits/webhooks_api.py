@@ -56,10 +56,15 @@ class RuleRefSerializer(serializers.Serializer):
 
 
 class TargetSerializer(serializers.Serializer):
-    type = serializers.ChoiceField(choices=["allocation", "excess_allowance", "team", "user"])
+    type = serializers.ChoiceField(
+        choices=["allocation", "excess_allowance", "team", "user", "environment"]
+    )
     id = serializers.IntegerField(required=False, help_text="Teams and users.")
-    name = serializers.CharField(required=False, help_text="Teams.")
+    name = serializers.CharField(required=False, help_text="Teams, and environments.")
     email = serializers.EmailField(required=False, help_text="Users.")
+    environment_id = serializers.UUIDField(
+        required=False, help_text="Environments: the EnvironmentId."
+    )
 
 
 def _event(component: str, types: list[str], data_fields: dict, description: str):
@@ -127,6 +132,11 @@ EVENT_SCHEMA = PolymorphicProxySerializer(
 
 # --- Endpoints ----------------------------------------------------------------------------------
 
+EVENT_TYPES_HELP = (
+    "The events posted to the endpoint; empty: every event. The `webhook.test` event is "
+    "always posted."
+)
+
 
 @extend_schema_serializer(component_name="WebhookEndpoint")
 class EndpointOutputSerializer(serializers.Serializer):
@@ -144,6 +154,9 @@ class EndpointOutputSerializer(serializers.Serializer):
     )
     previous_secret_expires_at = serializers.DateTimeField(
         allow_null=True, help_text="After a rotation: until when the old secret signs too."
+    )
+    event_types = serializers.ListField(
+        child=serializers.ChoiceField(choices=webhooks.EVENT_TYPES), help_text=EVENT_TYPES_HELP
     )
     created_at = serializers.DateTimeField()
 
@@ -175,6 +188,12 @@ class EndpointInputSerializer(StrictInputSerializer):
     )
     url = serializers.URLField(max_length=2000)
     enabled = serializers.BooleanField(default=True)
+    event_types = serializers.ListField(
+        child=serializers.ChoiceField(choices=webhooks.EVENT_TYPES),
+        default=list,
+        max_length=len(webhooks.EVENT_TYPES) * 2,
+        help_text=EVENT_TYPES_HELP,
+    )
 
 
 class SecretSerializer(serializers.Serializer):
@@ -247,8 +266,9 @@ class WebhookListApi(ManagementView):
         operation_id="webhooks_create",
         summary="Add a webhook or Slack endpoint",
         description="The URL must be http(s) on the public internet (`WEBHOOK_ALLOWED_NETWORKS` "
-        "can permit internal networks). The answer holds the signing secret, this once. Every "
-        "event of the subscription is posted to the endpoint; the bodies are `WebhookEvent`.",
+        "can permit internal networks). The answer holds the signing secret, this once. The "
+        "subscription's events of the chosen `event_types` (all when empty) are posted to the "
+        "endpoint; the bodies are `WebhookEvent`.",
         parameters=[SUBSCRIPTION_PARAMETER],
         request=EndpointInputSerializer,
         responses={201: EndpointWithSecretSerializer, **ERRORS, **URL_REFUSED},
@@ -259,7 +279,11 @@ class WebhookListApi(ManagementView):
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
         endpoint, secret = webhooks.create_endpoint(
-            subscription=subscription, name=data["name"], url=data["url"], kind=data["kind"]
+            subscription=subscription,
+            name=data["name"],
+            url=data["url"],
+            kind=data["kind"],
+            event_types=data["event_types"],
         )
         if not data["enabled"]:
             webhooks.update_endpoint(endpoint=endpoint, enabled=False)
@@ -314,6 +338,7 @@ class WebhookDetailApi(ManagementView):
             name=data.get("name"),
             url=data.get("url"),
             enabled=data.get("enabled"),
+            event_types=data.get("event_types"),
         )
         return Response(EndpointOutputSerializer(endpoint).data)
 
