@@ -29,7 +29,7 @@ from django.db import connection, transaction
 from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
-from accounts.audit import changed, record_audit_event, snapshot
+from accounts.audit import delete_audited, save_audited
 from accounts.models import Membership, Role
 
 from . import webhooks
@@ -63,34 +63,13 @@ def save_rule(*, rule: AlertRule, actor) -> AlertRule:
     """Validate (``AlertRule.clean``: a target of the rule's subscription, its channels, a
     manager's rule notification only) and save, in the audit trail with what changed. The
     admin saves its rules itself and audits them the same way."""
-    rule.full_clean()
-    created = rule.pk is None
-    stored = None if created else AlertRule.objects.filter(pk=rule.pk).first()
-    before = {} if stored is None else snapshot(stored)
-    rule.save()
-    changes = changed(before, snapshot(rule))
-    if changes:
-        record_audit_event(
-            subscription=rule.subscription,
-            actor=actor,
-            action="alert_rule.created" if created else "alert_rule.changed",
-            obj=rule,
-            changes=changes,
-        )
-    return rule
+    return save_audited(rule, actor=actor, noun="alert_rule")
 
 
 @transaction.atomic
 def delete_rule(*, rule: AlertRule, actor) -> None:
     """The rule and its crossings."""
-    record_audit_event(
-        subscription=rule.subscription,
-        actor=actor,
-        action="alert_rule.deleted",
-        obj=rule,
-        changes=changed(snapshot(rule), {}),
-    )
-    rule.delete()
+    delete_audited(rule, actor=actor, noun="alert_rule")
 
 
 # --- Evaluating ---------------------------------------------------------------------------

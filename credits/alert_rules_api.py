@@ -9,19 +9,22 @@ through the scoping layer, so another subscription's is a 400 naming the field.
 """
 
 from django.core.exceptions import ValidationError as ModelValidationError
-from django.db.models import F
-from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_serializer
 from rest_framework import serializers, status
 from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from accounts.models import Environment, Subscription, Team, User
-from accounts.permissions import PersonWhoMay
+from accounts.models import Subscription, Team, User
+from accounts.permissions import AdministersOrManages, environment_named, subscription_for_new
 from core.money import CREDIT_DIGITS, CreditsField
 from core.pagination import page_of, paginated_response
-from core.serializers import NullableUUIDField, StrictInputSerializer, SubscriptionRefSerializer
+from core.serializers import (
+    EnvironmentRefSerializer,
+    NullableUUIDField,
+    StrictInputSerializer,
+    SubscriptionRefSerializer,
+)
 
 from . import alert_rules
 from .models import AlertRule, WebhookEndpoint
@@ -32,16 +35,8 @@ PERCENT = {"max_digits": 7, "decimal_places": 2}
 MAX_ADDRESSES = 50
 
 
-class MayKeepAlertRules(PersonWhoMay):
-    """A person who administers a subscription or manages an environment."""
-
+class MayKeepAlertRules(AdministersOrManages):
     message = "Alert rules are for subscription admins and project managers."
-
-    def may(self, user) -> bool:
-        return (
-            Subscription.objects.administered_by(user).exists()
-            or Environment.objects.managed_by(user).exists()
-        )
 
 
 class RefSerializer(serializers.Serializer):
@@ -52,11 +47,6 @@ class RefSerializer(serializers.Serializer):
 class UserRefSerializer(serializers.Serializer):
     id = serializers.IntegerField()
     email = serializers.EmailField()
-
-
-class EnvironmentRefSerializer(serializers.Serializer):
-    id = serializers.UUIDField(source="public_id", help_text="The EnvironmentId.")
-    name = serializers.CharField(source="__str__", help_text="Project / Environment.")
 
 
 @extend_schema_serializer(component_name="AlertRule")
@@ -137,37 +127,6 @@ def _rule(request, rule_id: int) -> AlertRule:
     return rule
 
 
-def _subscription(request, data) -> Subscription:
-    subscription_id = data.get("subscription")
-    if subscription_id is not None:
-        return get_object_or_404(Subscription.objects.visible_to(request.user), pk=subscription_id)
-    environment = _environment(request, data.get("environment"))
-    if environment is not None:
-        return environment.project.subscription
-    subscription = (
-        Subscription.objects.administered_by(request.user)
-        .order_by(F("parent_id").asc(nulls_first=True), "pk")
-        .first()
-    )
-    if subscription is None:
-        raise ValidationError({"environment": ["Choose an environment you manage."]})
-    return subscription
-
-
-def _environment(request, public_id) -> Environment | None:
-    if public_id is None:
-        return None
-    environment = (
-        Environment.objects.visible_to(request.user)
-        .select_related("project__subscription")
-        .filter(public_id=public_id)
-        .first()
-    )
-    if environment is None:
-        raise ValidationError({"environment": ["No environment with this EnvironmentId of yours."]})
-    return environment
-
-
 def _one(request, field: str, queryset, pk):
     """The ``pk`` of ``queryset`` (already scoped), or a 400 naming ``field``."""
     if pk is None:
@@ -198,7 +157,7 @@ def _apply(request, rule: AlertRule, data: dict, *, partial: bool) -> None:
         if name in data or not partial:
             setattr(rule, name, _one(request, name, queryset, data.get(name)))
     if "environment" in data or not partial:
-        rule.environment = _environment(request, data.get("environment"))
+        rule.environment = environment_named(request, data.get("environment"))
 
 
 def _save(rule: AlertRule, actor) -> AlertRule:
@@ -257,7 +216,12 @@ class AlertRuleListApi(APIView):
         serializer = RuleInputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
-        subscription = _subscription(request, data)
+        subscription = subscription_for_new(
+            request,
+            subscription_id=data.get("subscription"),
+            environment=environment_named(request, data.get("environment")),
+            refusal={"environment": ["Choose an environment you manage."]},
+        )
         administers = (
             Subscription.objects.administered_by(request.user).filter(pk=subscription.pk).exists()
         )

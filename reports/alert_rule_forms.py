@@ -6,11 +6,12 @@ import re
 
 from django import forms
 
-from accounts.models import Environment
 from credits.models import AlertRule
 
+from .schedule_forms import InManagedEnvironment
 
-class EnvironmentAlertRuleForm(forms.ModelForm):
+
+class EnvironmentAlertRuleForm(InManagedEnvironment, forms.ModelForm):
     """The rule belongs to whoever makes it here (``owner``): it emails, and nothing else."""
 
     email_addresses = forms.CharField(
@@ -39,24 +40,7 @@ class EnvironmentAlertRuleForm(forms.ModelForm):
             self.initial.setdefault("email_addresses", manager.email)
         else:
             self.initial["email_addresses"] = "\n".join(rule.email_addresses)
-        environment = self.fields["environment"]
-        environment.required = True
-        environment.empty_label = None
-        environment.queryset = (
-            Environment.objects.managed_by(manager)
-            .select_related("project__subscription")
-            .order_by("project__subscription__name", "project__name", "name")
-        )
-        environment.help_text = "One of the environments you manage."
+        self.offer_managed_environments(manager)
 
     def clean_email_addresses(self) -> list[str]:
         return [part for part in re.split(r"[\s,;]+", self.cleaned_data["email_addresses"]) if part]
-
-    def clean(self):
-        environment = self.cleaned_data.get("environment")
-        rule = self.instance
-        if environment is not None and not rule.pk:
-            rule.subscription = environment.project.subscription
-        elif environment is not None and environment.subscription_id != rule.subscription_id:
-            self.add_error("environment", "A rule cannot move to another subscription.")
-        return super().clean()

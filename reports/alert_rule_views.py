@@ -15,16 +15,11 @@ from django.http import Http404
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
-from accounts.models import Environment
 from credits import alert_rules
 from credits.models import AlertRule
 
 from .alert_rule_forms import EnvironmentAlertRuleForm
-from .views import LOGIN_URL
-
-
-def _manages(request) -> bool:
-    return Environment.objects.managed_by(request.user).exists()
+from .views import LOGIN_URL, manages_environments
 
 
 def _forbidden(request):
@@ -52,7 +47,7 @@ def _context(**extra) -> dict:
 
 @login_required(login_url=LOGIN_URL)
 def rule_list(request):
-    if not _manages(request):
+    if not manages_environments(request.user):
         return _forbidden(request)
     rules = _rules(request).order_by("subscription__name", "name", "pk")
     return render(request, "reports/alert_rules.html", _context(rules=rules))
@@ -61,7 +56,7 @@ def rule_list(request):
 @login_required(login_url=LOGIN_URL)
 def rule_form(request, rule_id: int | None = None):
     """Create (no id) or edit a rule; pausing is unticking "enabled" (or the Pause button)."""
-    if not _manages(request):
+    if not manages_environments(request.user):
         return _forbidden(request)
     rule = AlertRule() if rule_id is None else _rule(request, rule_id)
     form = EnvironmentAlertRuleForm(request.POST or None, instance=rule, manager=request.user)

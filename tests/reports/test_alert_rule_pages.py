@@ -10,6 +10,7 @@ from django.test import Client
 from accounts.audit import AuditEvent
 from credits.models import AlertRule
 from tests import factories
+from tests.reports.test_schedule_pages import browser
 
 pytestmark = pytest.mark.django_db
 
@@ -18,12 +19,6 @@ PAGES = "/usage/alerts/"
 
 def page(rule, suffix: str = "") -> str:
     return f"{PAGES}{rule.pk}/{suffix}"
-
-
-def browser(user) -> Client:
-    client = Client()
-    client.force_login(user)
-    return client
 
 
 def fields(environment, **overrides) -> dict:
