@@ -90,7 +90,7 @@ class RuleInputSerializer(StrictInputSerializer):
         "one you administer.",
     )
     name = serializers.CharField(max_length=100)
-    target = serializers.ChoiceField(choices=Target.values)
+    target = serializers.ChoiceField(choices=Target.choices)
     team = serializers.IntegerField(min_value=1, required=False, allow_null=True)
     user = serializers.IntegerField(min_value=1, required=False, allow_null=True)
     environment = NullableUUIDField(

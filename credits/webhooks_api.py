@@ -29,7 +29,7 @@ from core.pagination import page_of, paginated_response
 from core.serializers import StrictInputSerializer, SubscriptionRefSerializer
 
 from . import webhooks
-from .models import WebhookDelivery, WebhookEndpoint
+from .models import AlertRule, WebhookDelivery, WebhookEndpoint
 
 TAGS = ["webhooks"]
 NOT_FOUND = OpenApiResponse(description="Not among the endpoints of subscriptions you administer.")
@@ -56,9 +56,7 @@ class RuleRefSerializer(serializers.Serializer):
 
 
 class TargetSerializer(serializers.Serializer):
-    type = serializers.ChoiceField(
-        choices=["allocation", "excess_allowance", "team", "user", "environment"]
-    )
+    type = serializers.ChoiceField(choices=AlertRule.Target.choices)
     id = serializers.IntegerField(required=False, help_text="Teams and users.")
     name = serializers.CharField(required=False, help_text="Teams, and environments.")
     email = serializers.EmailField(required=False, help_text="Users.")
