@@ -10,9 +10,10 @@ from django.test.utils import CaptureQueriesContext
 
 from accounts.models import Membership, Role
 from credits import webhooks
-from credits.models import AlertFiring
+from credits.models import AlertFiring, AlertRule
 from credits.tasks import evaluate_alert_rules
 from tests import factories
+from tests.admin_pages import admin_url, post_add_form
 from tests.factories import utc
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("eager_celery")]
@@ -119,3 +120,52 @@ def test_the_evaluation_reads_every_environment_in_the_same_few_queries(
     with django_assert_max_num_queries(queries):
         assert evaluate_alert_rules() == 12  # the new rules on Production; the others at 0
     assert AlertFiring.objects.count() == 13
+
+
+def test_an_admin_defines_an_environment_rule_in_the_admin_and_keeps_a_managers_to_email(
+    world, client, loopback_allowed
+):
+    response = post_add_form(
+        client,
+        world,
+        "credits_alertrule",
+        name="Production budget",
+        target="environment",
+        environment=world.environment.pk,
+        budget="5000",
+        thresholds="80, 100",
+        email_admins="on",
+        enabled="on",
+    )
+    assert response.status_code == 302, response.content.decode()[-3000:]
+    rule = AlertRule.objects.get()
+    assert (rule.environment, rule.budget, rule.owner) == (
+        world.environment,
+        Decimal(5000),
+        None,
+    )
+
+    managers = factories.EnvironmentAlertRuleFactory(
+        environment=world.environment, owner=world.manager, name="Bob's"
+    )
+    hook, _ = webhooks.create_endpoint(
+        subscription=world.subscription, name="Ops", url="http://127.0.0.1:9/hooks"
+    )
+    page = client.get(admin_url(managers, "change")).content.decode()
+    assert "bob@acme.example" in page  # the owner, read-only
+    refused = client.post(
+        admin_url(managers, "change"),
+        {
+            "name": "Bob's",
+            "target": "environment",
+            "environment": world.environment.pk,
+            "thresholds": "50",
+            "email_addresses": "bob@acme.example",
+            "webhook": hook.pk,
+            "enabled": "on",
+        },
+    )
+    assert refused.status_code == 200
+    assert "emails people of its environment only" in refused.content.decode()
+    managers.refresh_from_db()
+    assert managers.webhook is None
