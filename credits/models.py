@@ -18,6 +18,7 @@ from accounts.models import (
     Subscription,
     Team,
     User,
+    environment_key,
 )
 from core.money import CREDIT_DIGITS
 
@@ -869,14 +870,7 @@ class AlertRule(models.Model):
     slack = _channel(WebhookEndpoint.Kind.SLACK)
     enabled = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
-    environment = models.ForeignKey(
-        Environment,
-        on_delete=models.CASCADE,
-        null=True,
-        blank=True,
-        related_name="+",
-        db_constraint=False,  # the database's key is (subscription, environment)
-    )
+    environment = environment_key(related_name="+", help_text="For an environment rule.")
     budget = models.DecimalField(
         **CREDIT_DIGITS,
         null=True,

@@ -27,7 +27,7 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name='alertrule',
             name='environment',
-            field=models.ForeignKey(blank=True, db_constraint=False, null=True, on_delete=django.db.models.deletion.CASCADE, related_name='+', to='accounts.environment'),
+            field=models.ForeignKey(blank=True, db_constraint=False, help_text='For an environment rule.', null=True, on_delete=django.db.models.deletion.CASCADE, related_name='+', to='accounts.environment'),
         ),
         migrations.AddField(
             model_name='alertrule',
