@@ -35,6 +35,8 @@ def fields(environment, **overrides) -> dict:
 
 def test_a_manager_adds_edits_pauses_and_deletes_an_alert(world):
     bob = browser(world.manager)
+    assert f'href="{PAGES}"' in bob.get("/usage/").content.decode()  # "Alerts" in the top bar
+    assert f'href="{PAGES}"' not in browser(world.member).get("/usage/").content.decode()
     form = bob.get(f"{PAGES}new/").content.decode()
     assert "bob@acme.example" in form  # the address to start from: their own
     assert "Website / Production" in form and "Website / Staging" not in form
