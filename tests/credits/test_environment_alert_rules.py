@@ -81,6 +81,24 @@ def test_without_a_budget_the_thresholds_are_of_the_base_allocation_and_other_en
     )
 
 
+def test_a_new_local_month_counts_afresh_though_utc_is_still_in_the_old_one(
+    world, key_client, event_payload, production_rule, run_after_commit, mailoutbox
+):
+    """Prague's 1 January at 00:30 is 31 December in UTC: the usage is January's."""
+    with time_machine.travel(utc(2026, 12, 31, 12), tick=False):
+        key_client.post(EVENTS_URL, event_payload(credits="49"), format="json")
+        assert run_after_commit(evaluate_alert_rules) == 0
+
+    with time_machine.travel(utc(2026, 12, 31, 23, 30), tick=False):
+        key_client.post(EVENTS_URL, event_payload(credits="2"), format="json")
+        assert run_after_commit(evaluate_alert_rules) == 0  # 2 of January's 100
+        key_client.post(EVENTS_URL, event_payload(credits="48"), format="json")
+        assert run_after_commit(evaluate_alert_rules) == 1
+
+    (email,) = mailoutbox
+    assert "used 50% of its budget for January 2027 (50 of 100 credits)." in email.body
+
+
 @time_machine.travel(utc(2026, 12, 7, 10), tick=False)
 def test_a_rule_whose_owner_no_longer_manages_the_environment_stays_silent(
     world, key_client, event_payload, production_rule, run_after_commit, mailoutbox
