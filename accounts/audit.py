@@ -149,6 +149,39 @@ def snapshot(obj: models.Model) -> dict[str, str | None]:
     return values
 
 
+def save_audited(obj: models.Model, *, actor, noun: str) -> models.Model:
+    """Validate (``full_clean``: the model's rules) and save a subscription's ``obj``; an
+    ``actor``'s change goes into the trail as ``<noun>.created`` or ``<noun>.changed`` with
+    what changed. For services, inside their transaction."""
+    obj.full_clean()
+    created = obj.pk is None
+    stored = None if created else type(obj)._default_manager.filter(pk=obj.pk).first()
+    before = {} if stored is None else snapshot(stored)
+    obj.save()
+    changes = changed(before, snapshot(obj))
+    if changes:
+        record_audit_event(
+            subscription=obj.subscription,
+            actor=actor,
+            action=f"{noun}.{'created' if created else 'changed'}",
+            obj=obj,
+            changes=changes,
+        )
+    return obj
+
+
+def delete_audited(obj: models.Model, *, actor, noun: str) -> None:
+    """Delete a subscription's ``obj``, in the trail as ``<noun>.deleted`` with what it was."""
+    record_audit_event(
+        subscription=obj.subscription,
+        actor=actor,
+        action=f"{noun}.deleted",
+        obj=obj,
+        changes=changed(snapshot(obj), {}),
+    )
+    obj.delete()
+
+
 def changed(before: dict, after: dict) -> dict[str, tuple]:
     names = [*before, *(name for name in after if name not in before)]
     return {

@@ -6,13 +6,13 @@ from django.db.models import F
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse
 from rest_framework import permissions, serializers
-from rest_framework.exceptions import NotFound
+from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.views import APIView
 
 from core.serializers import SUBSCRIPTION_ID, SubscriptionIdField
 
 from .authentication import KeyPrincipal
-from .models import ApiKey, Subscription
+from .models import ApiKey, Environment, Subscription
 
 SUBSCRIPTION_PARAMETER = OpenApiParameter(
     "subscription",
@@ -50,6 +50,53 @@ class IsSubscriptionAdmin(PersonWhoMay):
 
     def may(self, user) -> bool:
         return Subscription.objects.administered_by(user).exists()
+
+
+class AdministersOrManages(PersonWhoMay):
+    """A person who administers a subscription or manages an environment: who keeps report
+    schedules and alert rules."""
+
+    def may(self, user) -> bool:
+        return (
+            Subscription.objects.administered_by(user).exists()
+            or Environment.objects.managed_by(user).exists()
+        )
+
+
+def subscription_for_new(request, *, subscription_id, environment, refusal: dict) -> Subscription:
+    """The subscription a new schedule or rule goes in: the one named (among the caller's,
+    else a 404), the environment's, or the first the caller administers; a 400 with
+    ``refusal`` when there is none."""
+    if subscription_id is not None:
+        return get_object_or_404(Subscription.objects.visible_to(request.user), pk=subscription_id)
+    if environment is not None:
+        return environment.project.subscription
+    subscription = (
+        Subscription.objects.administered_by(request.user)
+        .order_by(F("parent_id").asc(nulls_first=True), "pk")
+        .first()
+    )
+    if subscription is None:
+        raise ValidationError(refusal)
+    return subscription
+
+
+def environment_named(request, public_id) -> Environment | None:
+    """The environment an input's ``environment`` names by its EnvironmentId, among those the
+    caller sees (None for none); anything else is a 400 on that field."""
+    if public_id is None:
+        return None
+    environment = (
+        Environment.objects.visible_to(request.user)
+        .select_related("project__subscription")
+        .filter(public_id=public_id)
+        .first()
+    )
+    if environment is None:
+        raise ValidationError(
+            {"environment": ["No environment with this EnvironmentId in your subscriptions."]}
+        )
+    return environment
 
 
 class SubscriptionChoiceSerializer(serializers.Serializer):

@@ -250,7 +250,11 @@ SPECTACULAR_SETTINGS = {
     # The API is documented as JSON (it also reads forms, for the browsable API).
     "PARSER_WHITELIST": ["core.parsers.DecimalJSONParser"],
     # An enum that shares its field's name with another enum gets a name of its own.
-    "ENUM_NAME_OVERRIDES": {"WebhookEndpointKindEnum": "credits.models.WebhookEndpoint.Kind"},
+    "ENUM_NAME_OVERRIDES": {
+        "WebhookEndpointKindEnum": "credits.models.WebhookEndpoint.Kind",
+        # An alert rule's target and an event's target type: one list of values.
+        "AlertRuleTargetEnum": "credits.models.AlertRule.Target",
+    },
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
         "core.schema.state_input_rules",

@@ -63,3 +63,10 @@ class SubscriptionRefSerializer(serializers.Serializer):
 
     id = serializers.IntegerField()
     name = serializers.CharField()
+
+
+class EnvironmentRefSerializer(serializers.Serializer):
+    """An environment as the API's answers name it: its EnvironmentId and full name."""
+
+    id = serializers.UUIDField(source="public_id", help_text="The EnvironmentId.")
+    name = serializers.CharField(source="__str__", help_text="Project / Environment.")

@@ -305,6 +305,17 @@ class CreditLimitAdmin(ScopedModelAdmin):
 
 
 class WebhookEndpointForm(forms.ModelForm):
+    event_types = forms.MultipleChoiceField(
+        choices=[(event_type, event_type) for event_type in webhooks.EVENT_TYPES],
+        widget=forms.CheckboxSelectMultiple,
+        required=False,
+        label="Events",
+        help_text="The events posted to it; none ticked: every event. A test event always goes.",
+    )
+
+    def clean_event_types(self):
+        return webhooks.chosen_event_types(self.cleaned_data["event_types"])
+
     def clean_url(self):
         try:
             webhooks.check_url(self.cleaned_data["url"])
@@ -322,7 +333,16 @@ class WebhookEndpointAdmin(ScopedModelAdmin):
     list_select_related = ("subscription",)
     search_fields = ("name",)
     ordering = ("subscription__name", "name")
-    fields = ("subscription", "name", "kind", "url", "enabled", "failing_since", "disabled_at")
+    fields = (
+        "subscription",
+        "name",
+        "kind",
+        "url",
+        "event_types",
+        "enabled",
+        "failing_since",
+        "disabled_at",
+    )
     readonly_fields = ("failing_since", "disabled_at")
     fixed_after_creation = ("subscription", "kind")
     actions = ("send_test_event", "rotate_secret")
@@ -416,12 +436,16 @@ class AlertRuleAdmin(ScopedModelAdmin):
         "team",
         "user",
         "api_key",
+        "environment",
+        "budget",
         "thresholds",
         "email_admins",
         "email_addresses",
         "webhook",
         "slack",
         "enabled",
+        "owner",
     )
+    readonly_fields = ("owner",)
     autocomplete_fields = ("user",)
     fixed_after_creation = ("subscription",)

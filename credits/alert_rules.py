@@ -2,6 +2,13 @@
 excess allowance, a team's limit, a user's limit or an API key's budget, each crossing told once
 per period by email, webhook and Slack.
 
+Project managers have rules too, on the environments they manage: notification only, by
+email to people of the environment (``AlertRule.owner``). An environment's thresholds are
+percentages of the rule's budget (credits per period), or of the subscription's base
+allocation without one; its usage is read from the rollups (``selectors.environments_used``,
+one query for every watched environment). A manager's rule fires while its owner still
+manages the environment.
+
 Rules are evaluated by a task every minute (``credits.tasks.evaluate_alert_rules``), not by
 recording: an event's transaction stays as short as it was, whatever the number of rules,
 and a crossing is told within about a minute. The evaluation reads the period counters
@@ -19,7 +26,11 @@ from decimal import Decimal
 from django.conf import settings
 from django.core.mail import send_mail
 from django.db import connection, transaction
+from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
+
+from accounts.audit import delete_audited, save_audited
+from accounts.models import Membership, Role
 
 from . import webhooks
 from .models import (
@@ -33,6 +44,7 @@ from .models import (
 )
 from .periods import local_date
 from .recipients import admin_emails
+from .selectors import environments_used
 
 logger = logging.getLogger(__name__)
 
@@ -44,20 +56,45 @@ RESEND_UNTIL = timedelta(days=3)
 Target = AlertRule.Target
 
 
+# --- Keeping rules ------------------------------------------------------------------------
+
+
+@transaction.atomic
+def save_rule(*, rule: AlertRule, actor) -> AlertRule:
+    """Validate (``AlertRule.clean``: a target of the rule's subscription, its channels, a
+    manager's rule notification only) and save, in the audit trail with what changed. The
+    admin saves its rules itself and audits them the same way."""
+    return save_audited(rule, actor=actor, noun="alert_rule")
+
+
+@transaction.atomic
+def delete_rule(*, rule: AlertRule, actor) -> None:
+    """The rule and its crossings."""
+    delete_audited(rule, actor=actor, noun="alert_rule")
+
+
+# --- Evaluating ---------------------------------------------------------------------------
+
+
 def evaluate_rules(*, now: datetime) -> list[int]:
     """Claim every crossing of every enabled rule in its subscription's current period; return
     the claimed firings' ids, and those whose message is overdue, for the caller to queue
     after commit."""
-    rules = list(AlertRule.objects.filter(enabled=True).select_related("subscription", "api_key"))
+    rules = list(
+        AlertRule.objects.filter(_owner_still_manages(), enabled=True).select_related(
+            "subscription", "api_key"
+        )
+    )
     periods = {
         period.subscription_id: period
-        for period in BillingPeriod.objects.filter(
+        for period in BillingPeriod.objects.select_related("subscription").filter(
             subscription_id__in={rule.subscription_id for rule in rules},
             start__lte=now,
             end__gt=now,
         )
     }
-    usage = _owner_usage(list(periods.values()))
+    usage = _owner_usage(list(periods.values()), targets={rule.target for rule in rules})
+    usage |= _environment_usage(rules, list(periods.values()))
     limits = _limits({rule.subscription_id for rule in rules})
     fired = set(
         AlertFiring.objects.filter(period__in=list(periods.values())).values_list(
@@ -85,21 +122,44 @@ def evaluate_rules(*, now: datetime) -> list[int]:
     return sorted({*claimed, *overdue})
 
 
-def _owner_usage(periods: list[BillingPeriod]) -> dict[tuple, Decimal]:
+def _owner_usage(periods: list[BillingPeriod], *, targets: set[str]) -> dict[tuple, Decimal]:
     """Each team's, user's and API key's credits used in these periods, by (kind, period id,
-    owner id)."""
+    owner id); only the kinds some rule targets are read."""
     usage = {}
     for model, kind in (
         (TeamPeriodUsage, Target.TEAM),
         (UserPeriodUsage, Target.USER),
         (ApiKeyPeriodUsage, Target.API_KEY),
     ):
+        if kind not in targets:
+            continue
         owner = f"{kind}_id"
         for period_id, owner_id, used in model.objects.filter(period__in=periods).values_list(
             "period_id", owner, "credits_used"
         ):
             usage[kind, period_id, owner_id] = used
     return usage
+
+
+def _owner_still_manages() -> Q:
+    """A manager's rule counts while its owner is active and manages its environment (or
+    administers its subscription); the admins' rules have no owner."""
+    roles = Membership.objects.filter(user_id=OuterRef("owner_id"))
+    manages = roles.filter(environment_id=OuterRef("environment_id"), role=Role.PROJECT_MANAGER)
+    administers = roles.filter(
+        subscription_id=OuterRef("subscription_id"), role=Role.SUBSCRIPTION_ADMIN
+    )
+    return Q(owner__isnull=True) | Q(Exists(manages) | Exists(administers), owner__is_active=True)
+
+
+def _environment_usage(rules, periods: list[BillingPeriod]) -> dict[tuple, Decimal]:
+    """The watched environments' credits in these periods, keyed like ``_owner_usage``'s."""
+    watched = {rule.environment_id for rule in rules if rule.target == Target.ENVIRONMENT}
+    used = environments_used(periods=periods, environment_ids=watched)
+    return {
+        (Target.ENVIRONMENT, period_id, environment_id): credits
+        for (period_id, environment_id), credits in used.items()
+    }
 
 
 def _limits(subscription_ids: set[int]) -> dict[tuple, Decimal]:
@@ -122,6 +182,9 @@ def _used_and_limit(rule, period, usage, limits) -> tuple[Decimal, Decimal | Non
     if rule.target == Target.API_KEY:  # a key without a budget has nothing to cross
         used = usage.get((Target.API_KEY, period.pk, rule.api_key_id), Decimal(0))
         return used, rule.api_key.credit_budget
+    if rule.target == Target.ENVIRONMENT:
+        used = usage.get((Target.ENVIRONMENT, period.pk, rule.environment_id), Decimal(0))
+        return used, rule.budget or rule.subscription.base_allocation
     owner_id = rule.team_id if rule.target == Target.TEAM else rule.user_id
     used = usage.get((rule.target, period.pk, owner_id), Decimal(0))
     return used, limits.get((rule.subscription_id, rule.target, owner_id))
@@ -157,6 +220,7 @@ def send_firing(*, firing_id: int) -> bool:
                 "rule__team",
                 "rule__user",
                 "rule__api_key",
+                "rule__environment__project",
                 "rule__webhook",
                 "rule__slack",
                 "period",
@@ -210,6 +274,9 @@ def headline(firing: AlertFiring) -> str:
         who = f"{name}: API key {rule.api_key.name} used {{}}% of its budget"
     elif rule.target == Target.EXCESS:
         who = f"{name} used {{}}% of its excess allowance"
+    elif rule.target == Target.ENVIRONMENT:
+        of = "its budget" if rule.budget else "the base allocation"
+        who = f"{name}: environment {rule.environment} used {{}}% of {of}"
     else:
         who = f"{name} used {{}}% of its base allocation"
     month = local_date(firing.period.start, rule.subscription.zone)
@@ -233,6 +300,8 @@ def event_data(firing: AlertFiring) -> dict:
         target |= {"id": rule.user_id, "email": rule.user.email}
     elif rule.target == Target.API_KEY:
         target |= {"prefix": rule.api_key.prefix, "name": rule.api_key.name}
+    elif rule.target == Target.ENVIRONMENT:
+        target |= {"environment_id": str(rule.environment.public_id), "name": str(rule.environment)}
     return {
         "rule": {"id": rule.pk, "name": rule.name},
         "target": target,

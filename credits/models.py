@@ -9,12 +9,23 @@ from django.db import models
 from django.db.models import F, Value
 from django.db.models.functions import Coalesce
 
-from accounts.models import ApiKey, CopiesSubscription, Environment, Subscription, Team, User
+from accounts.models import (
+    ApiKey,
+    CopiesSubscription,
+    Environment,
+    Membership,
+    Role,
+    Subscription,
+    Team,
+    User,
+    environment_key,
+)
 from core.money import CREDIT_DIGITS
 
 from .scoping import (
     AdministeredQuerySet,
     AgentQuerySet,
+    AlertRuleQuerySet,
     CreditEventQuerySet,
     ProductQuerySet,
     SubscriptionUsageQuerySet,
@@ -755,6 +766,12 @@ class WebhookEndpoint(models.Model):
     )
     failing_since = models.DateTimeField(null=True, blank=True, editable=False)
     disabled_at = models.DateTimeField(null=True, blank=True, editable=False)
+    event_types = ArrayField(
+        models.CharField(max_length=50),
+        blank=True,
+        default=list,
+        help_text="The events posted to it; none chosen: every event.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     objects = AdministeredQuerySet.as_manager()
@@ -840,6 +857,7 @@ class AlertRule(models.Model):
         TEAM = "team", "A team's limit"
         USER = "user", "A user's limit"
         API_KEY = "api_key", "An API key's budget"
+        ENVIRONMENT = "environment", "An environment's credits"
 
     subscription = models.ForeignKey(
         Subscription, on_delete=models.CASCADE, related_name="alert_rules"
@@ -872,8 +890,26 @@ class AlertRule(models.Model):
     slack = _channel(WebhookEndpoint.Kind.SLACK)
     enabled = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
+    environment = environment_key(related_name="+", help_text="For an environment rule.")
+    budget = models.DecimalField(
+        **CREDIT_DIGITS,
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(Decimal("0.0001"))],
+        help_text="Environments: the credits per period the thresholds are percentages of; "
+        "empty: the subscription's base allocation.",
+    )
+    owner = models.ForeignKey(
+        User,
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="+",
+        help_text="The project manager whose rule this is (it emails the environment's people "
+        "only); empty: a rule of the subscription's admins.",
+    )
 
-    objects = AdministeredQuerySet.as_manager()
+    objects = AlertRuleQuerySet.as_manager()
 
     class Meta:
         ordering = ["subscription", "name"]
@@ -888,7 +924,8 @@ class AlertRule(models.Model):
             chosen = self._meta.get_field(self.target).verbose_name
             raise ValidationError({self.target: f"Choose the {chosen} (and nothing else)."})
         if self.target not in owners and named:
-            raise ValidationError("A rule on the whole subscription names no team, user or key.")
+            raise ValidationError("Only a team, user or API key rule names a team, user or key.")
+        self._check_environment()
         check_owner_in_subscription(self)
         if self.api_key_id and self.api_key.subscription_id != self.subscription_id:
             raise ValidationError({"api_key": "This API key belongs to another subscription."})
@@ -898,6 +935,52 @@ class AlertRule(models.Model):
                 raise ValidationError({channel: "This endpoint belongs to another subscription."})
         if not self.thresholds or any(value <= 0 for value in self.thresholds):
             raise ValidationError({"thresholds": "Give one or more percentages above 0."})
+        if self.owner_id:
+            self._check_notification_only()
+
+    def _check_environment(self) -> None:
+        if self.target != self.Target.ENVIRONMENT:
+            if self.environment_id or self.budget is not None:
+                raise ValidationError("Only a rule on an environment names one, or a budget.")
+            return
+        if not self.environment_id or self.user_id or self.team_id or self.api_key_id:
+            raise ValidationError(
+                {"environment": "Choose the environment (and no team, user or key)."}
+            )
+        if self.subscription_id and self.environment.subscription_id != self.subscription_id:
+            raise ValidationError(
+                {"environment": "This environment belongs to another subscription."}
+            )
+
+    def _check_notification_only(self) -> None:
+        """A project manager's rule watches an environment they manage and emails some of its
+        people; it changes nothing and reaches no channel of the subscription."""
+        if self.target != self.Target.ENVIRONMENT:
+            raise ValidationError({"target": "A project manager's rule watches an environment."})
+        managed = Environment.objects.managed_by(self.owner).filter(pk=self.environment_id)
+        if not managed.exists():
+            raise ValidationError({"environment": "Choose an environment you manage."})
+        if self.webhook_id or self.slack_id or self.email_admins:
+            raise ValidationError("A project manager's rule emails people of its environment only.")
+        people = environment_people(self.environment).values_list("email", flat=True)
+        known = {email.lower() for email in people}
+        strangers = sorted({a for a in self.email_addresses if a.lower() not in known})
+        if strangers:
+            raise ValidationError(
+                {"email_addresses": f"Not among the environment's people: {', '.join(strangers)}."}
+            )
+        if not self.email_addresses:
+            raise ValidationError({"email_addresses": "Give one or more addresses."})
+
+
+def environment_people(environment: Environment):
+    """Who works in an environment: its project managers and members, and the admins of its
+    subscription (admins work in every environment)."""
+    roles = Membership.objects.filter(
+        models.Q(environment=environment)
+        | models.Q(subscription_id=environment.subscription_id, role=Role.SUBSCRIPTION_ADMIN)
+    )
+    return User.objects.filter(pk__in=roles.values("user_id"), is_active=True)
 
 
 class AlertFiring(models.Model):

@@ -51,6 +51,18 @@ class AgentQuerySet(ScopedQuerySet):
         return models.Q(subscription_id__in=administered) | models.Q(subscription_id__in=belongs)
 
 
+class AlertRuleQuerySet(AdministeredQuerySet):
+    """Admins see every rule of their subscriptions; a project manager the rules they own on
+    environments they still manage. Rules are people's: no API key sees one."""
+
+    def visibility(self, user) -> models.Q:
+        managed = Environment.objects.managed_by(user).values("pk")
+        return super().visibility(user) | models.Q(owner=user, environment_id__in=managed)
+
+    def key_visibility(self, api_key) -> models.Q:
+        return models.Q(pk__in=[])
+
+
 class ProductQuerySet(models.QuerySet):
     """The product catalogue is shared by every subscription: administered (and audited) by
     platform staff and the admins alike, owned by no subscription."""

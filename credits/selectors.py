@@ -153,15 +153,40 @@ def _used(subscription, period, usage_model, **owner) -> Decimal:
 
 
 def _environment_used(subscription, period, environment) -> Decimal:
-    """The period's credits in one environment: its monthly row of the narrowest rollup keyed
-    by environment (one row per person there), like every other usage figure."""
     if period is None:
         return ZERO
-    rollup = narrowest_rollup({"environment"}, whole_subscriptions=True)
-    rows = rollup.model.objects.filter(
-        subscription=subscription,
-        grain=MONTH,
-        day=local_date(period.start, subscription.zone),
-        environment=environment,
+    period.subscription = subscription  # the one loaded already: its zone costs no query
+    return environments_used(periods=[period], environment_ids=[environment.pk]).get(
+        (period.pk, environment.pk), ZERO
     )
-    return rows.aggregate(total=Sum("credits"))["total"] or ZERO
+
+
+def environments_used(*, periods, environment_ids) -> dict[tuple[int, int], Decimal]:
+    """Each environment's credits in these billing periods (their ``subscription`` loaded), by
+    (period id, environment id), in one query: the periods' monthly rows of the narrowest
+    rollup keyed by environment (one row per person there), like every other usage figure.
+    The caller resolved the periods and environments through the scoping layer, or reads as
+    the system (the alert rules)."""
+    months = {
+        (period.subscription_id, local_date(period.start, period.subscription.zone)): period.pk
+        for period in periods
+    }
+    if not months or not environment_ids:
+        return {}
+    rollup = narrowest_rollup({"environment"}, whole_subscriptions=True)
+    rows = (
+        rollup.model.objects.filter(
+            grain=MONTH,
+            subscription_id__in={subscription_id for subscription_id, _ in months},
+            day__in={day for _, day in months},
+            environment_id__in=environment_ids,
+        )
+        .values_list("subscription_id", "day", "environment_id")
+        .annotate(total=Sum("credits"))
+        .order_by()
+    )
+    return {
+        (months[subscription_id, day], environment_id): total
+        for subscription_id, day, environment_id, total in rows
+        if (subscription_id, day) in months
+    }

@@ -18,6 +18,9 @@ Signed webhooks carry ``Creditdesk-Signature: t=<unix time>,v1=<hex>``, the HMAC
 rotation's grace period a second ``v1`` is signed with the previous secret. Slack endpoints get
 a Block Kit message instead, unsigned (Slack's incoming webhooks hold their secret in the URL).
 Secrets and URLs (a Slack URL is a secret) are never logged.
+
+An endpoint may subscribe to some event types only (``event_types``; none chosen: every
+event); the test event goes to it whatever it chose.
 """
 
 import hashlib
@@ -48,7 +51,13 @@ from .recipients import admin_emails
 
 logger = logging.getLogger(__name__)
 
-EVENT_TYPES = ("threshold.crossed", "limit.reached", "period.opened", "api_key.revoked")
+EVENT_TYPES = (
+    "threshold.crossed",
+    "limit.reached",
+    "period.opened",
+    "statement.closed",
+    "api_key.revoked",
+)
 TEST_EVENT = "webhook.test"
 EVENT_NAMESPACE = uuid.UUID("8a0f7a52-4d1e-4a55-9f51-0c9e3c2b7d11")
 FIRST_RETRY = timedelta(seconds=30)
@@ -96,21 +105,46 @@ def check_url(url: str) -> None:
             )
 
 
+def chosen_event_types(event_types) -> list[str]:
+    """The event types an endpoint subscribes to, once each, in ``EVENT_TYPES``' order."""
+    return [event_type for event_type in EVENT_TYPES if event_type in set(event_types)]
+
+
+def _receives(endpoint: WebhookEndpoint, event_type: str) -> bool:
+    chosen = endpoint.event_types
+    return event_type == TEST_EVENT or not chosen or event_type in chosen
+
+
 @transaction.atomic
 def create_endpoint(
-    *, subscription: Subscription, name: str, url: str, kind: str = WebhookEndpoint.Kind.WEBHOOK
+    *,
+    subscription: Subscription,
+    name: str,
+    url: str,
+    kind: str = WebhookEndpoint.Kind.WEBHOOK,
+    event_types=(),
 ) -> tuple[WebhookEndpoint, str]:
     """A new endpoint and its secret, which the caller shows once."""
     check_url(url)
     endpoint = WebhookEndpoint.objects.create(
-        subscription=subscription, name=name, url=url, kind=kind, secret=new_secret()
+        subscription=subscription,
+        name=name,
+        url=url,
+        kind=kind,
+        secret=new_secret(),
+        event_types=chosen_event_types(event_types),
     )
     return endpoint, endpoint.secret
 
 
 @transaction.atomic
 def update_endpoint(
-    *, endpoint: WebhookEndpoint, name: str | None = None, url: str | None = None, enabled=None
+    *,
+    endpoint: WebhookEndpoint,
+    name: str | None = None,
+    url: str | None = None,
+    enabled=None,
+    event_types=None,
 ) -> WebhookEndpoint:
     """Rename, move or pause an endpoint; a new URL is checked as on creation, and enabling it
     again forgets its failures, so it is not disabled again at its next failed attempt."""
@@ -119,6 +153,8 @@ def update_endpoint(
         endpoint.url = url
     if name is not None:
         endpoint.name = name
+    if event_types is not None:
+        endpoint.event_types = chosen_event_types(event_types)
     if enabled is not None:
         if enabled and not endpoint.enabled:
             endpoint.failing_since = endpoint.disabled_at = None
@@ -176,8 +212,9 @@ def publish(
     now: datetime,
     endpoints=None,
 ) -> list[int]:
-    """Owe the event to each enabled endpoint (``endpoints``, or all of the subscription's);
-    the first attempts are queued after the caller's transaction commits."""
+    """Owe the event to each enabled endpoint (``endpoints``, or all of the subscription's)
+    that subscribes to its type; the first attempts are queued after the caller's transaction
+    commits."""
     identifier = event_id(cause)
     payload = {
         "id": str(identifier),
@@ -200,7 +237,9 @@ def publish(
             next_attempt_at=now,
         )
         for endpoint in endpoints
-        if endpoint.enabled and endpoint.subscription_id == subscription.pk
+        if endpoint.enabled
+        and endpoint.subscription_id == subscription.pk
+        and _receives(endpoint, event_type)
     ]
     # ignore_conflicts leaves the new rows' ids unknown: read back what this event owes.
     WebhookDelivery.objects.bulk_create(rows, ignore_conflicts=True)

@@ -29,7 +29,7 @@ from core.pagination import page_of, paginated_response
 from core.serializers import StrictInputSerializer, SubscriptionRefSerializer
 
 from . import webhooks
-from .models import WebhookDelivery, WebhookEndpoint
+from .models import AlertRule, WebhookDelivery, WebhookEndpoint
 
 TAGS = ["webhooks"]
 NOT_FOUND = OpenApiResponse(description="Not among the endpoints of subscriptions you administer.")
@@ -56,13 +56,14 @@ class RuleRefSerializer(serializers.Serializer):
 
 
 class TargetSerializer(serializers.Serializer):
-    type = serializers.ChoiceField(
-        choices=["allocation", "excess_allowance", "team", "user", "api_key"]
-    )
+    type = serializers.ChoiceField(choices=AlertRule.Target.choices)
     id = serializers.IntegerField(required=False, help_text="Teams and users.")
-    name = serializers.CharField(required=False, help_text="Teams and API keys.")
+    name = serializers.CharField(required=False, help_text="Teams, API keys and environments.")
     email = serializers.EmailField(required=False, help_text="Users.")
     prefix = serializers.CharField(required=False, help_text="API keys: the key's id.")
+    environment_id = serializers.UUIDField(
+        required=False, help_text="Environments: the EnvironmentId."
+    )
 
 
 def _event(component: str, types: list[str], data_fields: dict, description: str):
@@ -130,6 +131,11 @@ EVENT_SCHEMA = PolymorphicProxySerializer(
 
 # --- Endpoints ----------------------------------------------------------------------------------
 
+EVENT_TYPES_HELP = (
+    "The events posted to the endpoint; empty: every event. The `webhook.test` event is "
+    "always posted."
+)
+
 
 @extend_schema_serializer(component_name="WebhookEndpoint")
 class EndpointOutputSerializer(serializers.Serializer):
@@ -147,6 +153,9 @@ class EndpointOutputSerializer(serializers.Serializer):
     )
     previous_secret_expires_at = serializers.DateTimeField(
         allow_null=True, help_text="After a rotation: until when the old secret signs too."
+    )
+    event_types = serializers.ListField(
+        child=serializers.ChoiceField(choices=webhooks.EVENT_TYPES), help_text=EVENT_TYPES_HELP
     )
     created_at = serializers.DateTimeField()
 
@@ -178,6 +187,12 @@ class EndpointInputSerializer(StrictInputSerializer):
     )
     url = serializers.URLField(max_length=2000)
     enabled = serializers.BooleanField(default=True)
+    event_types = serializers.ListField(
+        child=serializers.ChoiceField(choices=webhooks.EVENT_TYPES),
+        default=list,
+        max_length=len(webhooks.EVENT_TYPES) * 2,
+        help_text=EVENT_TYPES_HELP,
+    )
 
 
 class SecretSerializer(serializers.Serializer):
@@ -250,8 +265,9 @@ class WebhookListApi(ManagementView):
         operation_id="webhooks_create",
         summary="Add a webhook or Slack endpoint",
         description="The URL must be http(s) on the public internet (`WEBHOOK_ALLOWED_NETWORKS` "
-        "can permit internal networks). The answer holds the signing secret, this once. Every "
-        "event of the subscription is posted to the endpoint; the bodies are `WebhookEvent`.",
+        "can permit internal networks). The answer holds the signing secret, this once. The "
+        "subscription's events of the chosen `event_types` (all when empty) are posted to the "
+        "endpoint; the bodies are `WebhookEvent`.",
         parameters=[SUBSCRIPTION_PARAMETER],
         request=EndpointInputSerializer,
         responses={201: EndpointWithSecretSerializer, **ERRORS, **URL_REFUSED},
@@ -262,7 +278,11 @@ class WebhookListApi(ManagementView):
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
         endpoint, secret = webhooks.create_endpoint(
-            subscription=subscription, name=data["name"], url=data["url"], kind=data["kind"]
+            subscription=subscription,
+            name=data["name"],
+            url=data["url"],
+            kind=data["kind"],
+            event_types=data["event_types"],
         )
         if not data["enabled"]:
             webhooks.update_endpoint(endpoint=endpoint, enabled=False)
@@ -317,6 +337,7 @@ class WebhookDetailApi(ManagementView):
             name=data.get("name"),
             url=data.get("url"),
             enabled=data.get("enabled"),
+            event_types=data.get("event_types"),
         )
         return Response(EndpointOutputSerializer(endpoint).data)
 

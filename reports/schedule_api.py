@@ -9,8 +9,6 @@ schedule out of the caller's reach is a 404, as if it did not exist. Validation 
 from datetime import time
 
 from django.core.exceptions import ValidationError as ModelValidationError
-from django.db.models import F
-from django.shortcuts import get_object_or_404
 from django.utils import timezone
 from drf_spectacular.utils import (
     OpenApiResponse,
@@ -24,10 +22,14 @@ from rest_framework.pagination import PageNumberPagination
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from accounts.models import Environment, Subscription
-from accounts.permissions import PersonWhoMay
+from accounts.permissions import AdministersOrManages, environment_named, subscription_for_new
 from core.pagination import page_of
-from core.serializers import NullableUUIDField, StrictInputSerializer, SubscriptionRefSerializer
+from core.serializers import (
+    EnvironmentRefSerializer,
+    NullableUUIDField,
+    StrictInputSerializer,
+    SubscriptionRefSerializer,
+)
 
 from . import services
 from .catalogue import ATTACHMENT_NAMES
@@ -37,16 +39,8 @@ from .schedules import next_due
 WEEKDAYS = [label.lower() for label in Weekday.labels]
 
 
-class CanScheduleReports(PersonWhoMay):
-    """A person who administers a subscription or manages an environment."""
-
+class CanScheduleReports(AdministersOrManages):
     message = "Report schedules are for subscription admins and project managers."
-
-    def may(self, user) -> bool:
-        return (
-            Subscription.objects.administered_by(user).exists()
-            or Environment.objects.managed_by(user).exists()
-        )
 
 
 @extend_schema_field(
@@ -60,11 +54,6 @@ class LocalTimeField(serializers.TimeField):
 
     def to_internal_value(self, value):
         return super().to_internal_value(value).replace(second=0, microsecond=0)
-
-
-class EnvironmentRefSerializer(serializers.Serializer):
-    id = serializers.UUIDField(source="public_id", help_text="The EnvironmentId.")
-    name = serializers.CharField(source="__str__", help_text="Project / Environment.")
 
 
 @extend_schema_serializer(component_name="ReportSchedule")
@@ -148,38 +137,6 @@ def _schedules(request):
     )
 
 
-def _environment(request, public_id) -> Environment | None:
-    if public_id is None:
-        return None
-    environment = (
-        Environment.objects.visible_to(request.user)
-        .select_related("project")
-        .filter(public_id=public_id)
-        .first()
-    )
-    if environment is None:
-        raise ValidationError(
-            {"environment": ["No environment with this EnvironmentId in your subscriptions."]}
-        )
-    return environment
-
-
-def _subscription(request, subscription_id, environment) -> Subscription:
-    subscriptions = Subscription.objects.visible_to(request.user)
-    if subscription_id is not None:
-        return get_object_or_404(subscriptions, pk=subscription_id)
-    if environment is not None:
-        return environment.project.subscription
-    subscription = (
-        Subscription.objects.administered_by(request.user)
-        .order_by(F("parent_id").asc(nulls_first=True), "pk")
-        .first()
-    )
-    if subscription is None:
-        raise ValidationError({"subscription": ["Choose the environment to report on."]})
-    return subscription
-
-
 def _apply(schedule: ReportSchedule, data: dict) -> None:
     for name in ("name", "frequency", "send_time", "recipients", "scope", "enabled"):
         if name in data:
@@ -249,9 +206,14 @@ class ReportScheduleListApi(APIView):
         serializer = ScheduleInputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
-        environment = _environment(request, data.get("environment"))
+        environment = environment_named(request, data.get("environment"))
         schedule = ReportSchedule(
-            subscription=_subscription(request, data.get("subscription"), environment),
+            subscription=subscription_for_new(
+                request,
+                subscription_id=data.get("subscription"),
+                environment=environment,
+                refusal={"subscription": ["Choose the environment to report on."]},
+            ),
             environment=environment,
             created_by=request.user,
         )
@@ -306,7 +268,7 @@ class ReportScheduleDetailApi(APIView):
         if data.get("subscription") not in (None, schedule.subscription_id):
             raise ValidationError({"subscription": ["A schedule cannot move to another one."]})
         if "environment" in data or not partial:
-            schedule.environment = _environment(request, data.get("environment"))
+            schedule.environment = environment_named(request, data.get("environment"))
         _apply(schedule, data)
         _save(schedule, request.user)
         return _output(request, schedule.pk)

@@ -66,7 +66,34 @@ class ReportScheduleForm(forms.ModelForm):
         return super().clean()
 
 
-class EnvironmentScheduleForm(ReportScheduleForm):
+class InManagedEnvironment:
+    """A project manager's form (schedules, alert rules): ``environment`` offers the
+    environments they manage; a new object belongs to the chosen environment's subscription,
+    and an existing one never moves to another."""
+
+    def offer_managed_environments(self, manager) -> None:
+        environment = self.fields["environment"]
+        environment.required = True
+        environment.empty_label = None
+        environment.queryset = (
+            Environment.objects.managed_by(manager)
+            .select_related("project__subscription")
+            .order_by("project__subscription__name", "project__name", "name")
+        )
+        environment.help_text = "One of the environments you manage."
+
+    def clean(self):
+        environment = self.cleaned_data.get("environment")
+        if environment is not None and not self.instance.pk:
+            self.instance.subscription = environment.project.subscription
+        elif environment is not None and (
+            environment.project.subscription_id != self.instance.subscription_id
+        ):
+            self.add_error("environment", "It cannot move to another subscription.")
+        return super().clean()
+
+
+class EnvironmentScheduleForm(InManagedEnvironment, ReportScheduleForm):
     """A project manager's schedule: one of the environments they manage, whose subscription
     it reports in; only the credit usage export can be attached (``ReportSchedule.clean``)."""
 
@@ -95,25 +122,7 @@ class EnvironmentScheduleForm(ReportScheduleForm):
         super().__init__(*args, **kwargs)
         self.owner = manager
         self.instance.scope = ReportSchedule.Scope.ENVIRONMENT
-        environment = self.fields["environment"]
-        environment.required = True
-        environment.empty_label = None
-        environment.queryset = (
-            Environment.objects.managed_by(manager)
-            .select_related("project__subscription")
-            .order_by("project__subscription__name", "project__name", "name")
-        )
-        environment.help_text = "One of the environments you manage."
-
-    def clean(self):
-        environment = self.cleaned_data.get("environment")
-        if environment is not None and not self.instance.pk:
-            self.instance.subscription = environment.project.subscription
-        elif environment is not None and (
-            environment.project.subscription_id != self.instance.subscription_id
-        ):
-            self.add_error("environment", "A schedule cannot move to another subscription.")
-        return super().clean()
+        self.offer_managed_environments(manager)
 
 
 def send_test_now(schedule: ReportSchedule, person) -> tuple[int, str]:

@@ -14,16 +14,10 @@ from django.http import Http404
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
-from accounts.models import Environment
-
 from . import services
 from .models import ReportSchedule
 from .schedule_forms import EnvironmentScheduleForm, send_test_now
-from .views import LOGIN_URL
-
-
-def _manages(request) -> bool:
-    return Environment.objects.managed_by(request.user).exists()
+from .views import LOGIN_URL, manages_environments
 
 
 def _forbidden(request):
@@ -51,7 +45,7 @@ def _context(**extra) -> dict:
 
 @login_required(login_url=LOGIN_URL)
 def schedule_list(request):
-    if not _manages(request):
+    if not manages_environments(request.user):
         return _forbidden(request)
     schedules = _schedules(request).order_by("subscription__name", "name", "pk")
     return render(request, "reports/schedules.html", _context(schedules=schedules))
@@ -61,7 +55,7 @@ def schedule_list(request):
 def schedule_form(request, schedule_id: int | None = None):
     """Create (no id) or edit a schedule; pausing is unticking "enabled" (or the page's
     Pause button)."""
-    if not _manages(request):
+    if not manages_environments(request.user):
         return _forbidden(request)
     schedule = ReportSchedule() if schedule_id is None else _schedule(request, schedule_id)
     if schedule.pk is None:

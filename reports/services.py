@@ -35,7 +35,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from accounts.audit import changed, record_audit_event, snapshot
+from accounts.audit import delete_audited, save_audited
 from core.errors import DomainError
 from core.retry import EMAIL_RETRY
 
@@ -84,33 +84,12 @@ class SendResult:
 def save_schedule(*, schedule: ReportSchedule, actor) -> ReportSchedule:
     """Validate (``ReportSchedule.clean``: recipients, scope, the owner's reach) and save; an
     ``actor``'s change goes into the audit trail with what it changed."""
-    schedule.full_clean()
-    created = schedule.pk is None
-    stored = None if created else ReportSchedule.objects.filter(pk=schedule.pk).first()
-    before = {} if stored is None else snapshot(stored)
-    schedule.save()
-    changes = changed(before, snapshot(schedule))
-    if changes:
-        record_audit_event(
-            subscription=schedule.subscription,
-            actor=actor,
-            action="schedule.created" if created else "schedule.changed",
-            obj=schedule,
-            changes=changes,
-        )
-    return schedule
+    return save_audited(schedule, actor=actor, noun="schedule")
 
 
 @transaction.atomic
 def delete_schedule(*, schedule: ReportSchedule, actor) -> None:
-    record_audit_event(
-        subscription=schedule.subscription,
-        actor=actor,
-        action="schedule.deleted",
-        obj=schedule,
-        changes=changed(snapshot(schedule), {}),
-    )
-    schedule.delete()
+    delete_audited(schedule, actor=actor, noun="schedule")
 
 
 # --- Dispatch --------------------------------------------------------------------------------

@@ -2,7 +2,7 @@ from django.contrib.auth.views import LogoutView
 from django.urls import path
 from django.views.generic import RedirectView
 
-from . import schedule_views, views
+from . import alert_rule_views, schedule_views, views
 
 urlpatterns = [
     path("", RedirectView.as_view(pattern_name="my-usage"), name="home"),
@@ -29,6 +29,17 @@ urlpatterns = [
             "pause": schedule_views.schedule_pause,
             "delete": schedule_views.schedule_delete,
             "send-test": schedule_views.schedule_send_test,
+        }.items()
+    ),
+    # A project manager's alert rules.
+    path("usage/alerts/", alert_rule_views.rule_list, name="usage-alerts"),
+    path("usage/alerts/new/", alert_rule_views.rule_form, name="usage-alert-new"),
+    path("usage/alerts/<int:rule_id>/", alert_rule_views.rule_form, name="usage-alert"),
+    *(
+        path(f"usage/alerts/<int:rule_id>/{action}/", view, name=f"usage-alert-{action}")
+        for action, view in {
+            "pause": alert_rule_views.rule_pause,
+            "delete": alert_rule_views.rule_delete,
         }.items()
     ),
     path(

@@ -31,7 +31,7 @@ class UsageLoginView(LoginView):
     redirect_authenticated_user = True
 
 
-def _manages_environments(user) -> bool:
+def manages_environments(user) -> bool:
     return Environment.objects.managed_by(user).exists()
 
 
@@ -39,7 +39,7 @@ def _manages_environments(user) -> bool:
 def my_usage(request):
     """/usage/: the signed-in person's usage in one environment or all of theirs."""
     scopes = dashboard.personal_scopes(request.user)
-    manages = _manages_environments(request.user)
+    manages = manages_environments(request.user)
     if not scopes:
         return render(
             request,
@@ -261,7 +261,7 @@ def reports_page_context(request, subscriptions) -> dict:
 def reports(request):
     """/usage/reports/: a card per report the person may read, each with its download."""
     subscriptions = reports_page.readable_subscriptions(request.user)
-    context = {"nav": "reports", "manages_environments": _manages_environments(request.user)}
+    context = {"nav": "reports", "manages_environments": manages_environments(request.user)}
     if subscriptions:
         context.update(reports_page_context(request, subscriptions))
     return render(request, "reports/reports.html", context)

@@ -21,7 +21,7 @@ from accounts.models import (
     User,
 )
 from accounts.services import add_membership, create_api_key
-from credits.models import Agent, Product
+from credits.models import Agent, AlertRule, Product
 from credits.recording import record_adjustment
 
 PASSWORD = "correct horse battery staple"
@@ -93,6 +93,22 @@ class AgentFactory(DjangoModelFactory):
     name = factory.Sequence(lambda n: f"agent-{n}")
     agent_type = "single_task"
     model = "gpt-5-mini"
+
+
+class EnvironmentAlertRuleFactory(DjangoModelFactory):
+    """A project manager's rule (pass ``owner``) on an environment: it emails its owner."""
+
+    class Meta:
+        model = AlertRule
+
+    environment = factory.SubFactory(EnvironmentFactory)
+    subscription = factory.SelfAttribute("environment.project.subscription")
+    name = factory.Sequence(lambda n: f"Environment alert {n}")
+    target = AlertRule.Target.ENVIRONMENT
+    thresholds = factory.LazyFunction(lambda: [Decimal(50)])
+    email_admins = False
+    owner = None
+    email_addresses = factory.LazyAttribute(lambda rule: [rule.owner.email] if rule.owner else [])
 
 
 def membership(user: User, role: str, *, subscription=None, environment=None) -> Membership:

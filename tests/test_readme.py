@@ -107,6 +107,11 @@ def values(live_server) -> dict[str, str]:
         '\'import json, sys; print(next(endpoint["id"] for endpoint in '
         'json.load(sys.stdin)["results"] if endpoint["name"] == "Local receiver"))\')'
     )
+    created_rule = (
+        f'$(curl -s {api}/alert-rules/ -H "Authorization: Token $TOKEN" | python3 -c '
+        '\'import json, sys; print(next(rule["id"] for rule in '
+        'json.load(sys.stdin)["results"] if rule["name"] == "Content at half"))\')'
+    )
     its_delivery = (
         f'$(curl -s {api}/webhooks/$WEBHOOK_ID/deliveries/ -H "Authorization: Token $TOKEN" | '
         'python3 -c \'import json, sys; print(json.load(sys.stdin)["results"][0]["id"])\')'
@@ -125,6 +130,7 @@ def values(live_server) -> dict[str, str]:
         "SCHEDULE_ID": created_schedule,
         "WEBHOOK_ID": created_webhook,
         "DELIVERY_ID": its_delivery,
+        "RULE_ID": created_rule,
     }
 
 

@@ -63,6 +63,7 @@ class Globex:
     webhook_endpoint: WebhookEndpoint
     webhook_delivery: WebhookDelivery
     alert_rule: AlertRule
+    managers_alert_rule: AlertRule  # the Globex manager's, on their environment
     delivery: object
     unsubscribe_token: str
     export_path: str  # a large export written to storage, as a worker writes it
@@ -169,9 +170,22 @@ def build_globex(product, staff) -> Globex:
     schedule, delivery, unsubscribe_token = _schedule(subscription, admin)
     export_path = _large_export(subscription, admin)
     webhook_endpoint, webhook_delivery, alert_rule = _alerts(subscription, team, period)
+    managers_alert_rule = AlertRule.objects.create(
+        pk=ID_BASE + 17,
+        subscription=subscription,
+        name=f"{MARK}MANAGER-RULE",
+        target=AlertRule.Target.ENVIRONMENT,
+        environment=environment,
+        budget=Decimal("100"),
+        thresholds=[50],
+        email_admins=False,
+        email_addresses=[manager.email],
+        owner=manager,
+    )
     names = [
         "ENDPOINT",
         "RULE",
+        "MANAGER-RULE",
         "SUBSCRIPTION",
         "SUB-ACCOUNT",
         "PRJ",
@@ -200,7 +214,7 @@ def build_globex(product, staff) -> Globex:
         "manager email": manager.email,
         "member email": member.email,
         "token": token.key,
-        **{f"id {pk}": str(pk) for pk in range(ID_BASE + 1, ID_BASE + 17)},
+        **{f"id {pk}": str(pk) for pk in range(ID_BASE + 1, ID_BASE + 18)},
     }
     return Globex(
         subscription=subscription,
@@ -226,6 +240,7 @@ def build_globex(product, staff) -> Globex:
         webhook_endpoint=webhook_endpoint,
         webhook_delivery=webhook_delivery,
         alert_rule=alert_rule,
+        managers_alert_rule=managers_alert_rule,
         delivery=delivery,
         unsubscribe_token=unsubscribe_token,
         export_path=export_path,
@@ -495,6 +510,10 @@ def globex_state(globex: Globex) -> dict:
             "thresholds",
             "enabled",
             "webhook",
+            "environment",
+            "budget",
+            "email_addresses",
+            "owner",
         ),
         "tokens": rows(Token.objects.filter(user__in=users), "key"),
         **_schedule_state(subscriptions),

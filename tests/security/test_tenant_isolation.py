@@ -531,6 +531,77 @@ def report_schedule(t):
     ]
 
 
+def alert_rules(t):
+    globex = g(t)
+    rule = {"name": "pwned", "target": "allocation", "thresholds": [1]}
+    environment = str(globex.environment.public_id)
+    return [
+        get("/api/v1/alert-rules/", twin="globex admin"),
+        get("/api/v1/alert-rules/", twin="globex manager"),
+        api("POST", "/api/v1/alert-rules/", {**rule, "subscription": globex.subscription.pk}),
+        api(
+            "POST",
+            "/api/v1/alert-rules/",
+            {**rule, "target": "environment", "environment": environment},
+            refused=True,
+        ),
+        api("POST", "/api/v1/alert-rules/", {**rule, "target": "team", "team": globex.team.pk}),
+        api("POST", "/api/v1/alert-rules/", {**rule, "webhook": globex.webhook_endpoint.pk}),
+    ]
+
+
+def alert_rule(t):
+    """The admins' rule and the manager's, each reached by its own Globex twin."""
+    probes = []
+    for rule, twin in (
+        (g(t).alert_rule, "globex admin"),
+        (g(t).managers_alert_rule, "globex manager"),
+    ):
+        path = f"/api/v1/alert-rules/{rule.pk}/"
+        probes += [
+            get(path, refused=True, twin=twin),
+            api(
+                "PATCH",
+                path,
+                {"enabled": False, "email_addresses": ["x@acme.example"]},
+                refused=True,
+            ),
+            api(
+                "PUT",
+                path,
+                {"name": "pwned", "target": "allocation", "thresholds": [1]},
+                refused=True,
+            ),
+            api("DELETE", path, refused=True),
+        ]
+    return probes
+
+
+def usage_alert_new(t):
+    """A manager's new rule can only name an environment they manage."""
+    fields = {
+        "name": "pwned",
+        "environment": g(t).environment.pk,
+        "thresholds": "1",
+        "email_addresses": "pwned@example.com",
+        "enabled": "on",
+    }
+    return [get("/usage/alerts/new/"), form("/usage/alerts/new/", fields)]
+
+
+def usage_alert(suffix: str, *, gets: bool = True) -> Callable:
+    """A manager's alert page (or one of its buttons), aimed at Globex's manager's rule."""
+
+    def probes(t):
+        path = f"/usage/alerts/{g(t).managers_alert_rule.pk}/{suffix}"
+        posted = form(path, {"name": "pwned", "thresholds": "1"}, refused=True)
+        if not gets:
+            return [posted]
+        return [get(path, refused=True, twin="globex manager"), posted]
+
+    return probes
+
+
 def usage_schedule_new(t):
     """A manager's new schedule can only name an environment they manage."""
     fields = {
@@ -672,6 +743,13 @@ VIEWS: dict[str, Callable[[Tenants], list[Probe]]] = {
     "report-unsubscribe": report_unsubscribe,
     "admin:reports_reportschedule_send_test": admin_schedule_send_test,
     "usage-schedules": lambda t: [get("/usage/schedules/")],
+    "alert-rules": alert_rules,
+    "alert-rule": alert_rule,
+    "usage-alerts": lambda t: [get("/usage/alerts/", twin="globex manager")],
+    "usage-alert-new": usage_alert_new,
+    "usage-alert": usage_alert(""),
+    "usage-alert-pause": usage_alert("pause/", gets=False),
+    "usage-alert-delete": usage_alert("delete/"),
     "usage-schedule-new": usage_schedule_new,
     "usage-schedule": usage_schedule(""),
     "usage-schedule-pause": usage_schedule("pause/", gets=False),
