@@ -30,6 +30,8 @@ STATUS_BY_CODE = {
     "idempotency_conflict": status.HTTP_409_CONFLICT,
     "unknown_environment": status.HTTP_404_NOT_FOUND,
     "not_found": status.HTTP_404_NOT_FOUND,
+    "statement_not_found": status.HTTP_404_NOT_FOUND,
+    "period_not_closed": status.HTTP_409_CONFLICT,
     "product_not_enabled": status.HTTP_422_UNPROCESSABLE_ENTITY,
     "not_a_member": status.HTTP_422_UNPROCESSABLE_ENTITY,
     "period_closed": status.HTTP_422_UNPROCESSABLE_ENTITY,

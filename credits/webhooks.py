@@ -48,7 +48,13 @@ from .recipients import admin_emails
 
 logger = logging.getLogger(__name__)
 
-EVENT_TYPES = ("threshold.crossed", "limit.reached", "period.opened", "api_key.revoked")
+EVENT_TYPES = (
+    "threshold.crossed",
+    "limit.reached",
+    "period.opened",
+    "statement.closed",
+    "api_key.revoked",
+)
 TEST_EVENT = "webhook.test"
 EVENT_NAMESPACE = uuid.UUID("8a0f7a52-4d1e-4a55-9f51-0c9e3c2b7d11")
 FIRST_RETRY = timedelta(seconds=30)

@@ -19,6 +19,7 @@ TASKS = {
     "Queue due webhooks": ("credits.tasks.queue_due_webhooks", 1),
     "Prune hourly usage": ("credits.tasks.prune_hourly_usage", 1440),
     "Dispatch due reports": ("reports.tasks.dispatch_due_reports", 5),
+    "Announce closed statements": ("reports.tasks.announce_closed_statements", 15),
 }
 
 

@@ -10,6 +10,7 @@ alerts and the audit trail hold what production would hold.
 
 import uuid
 from dataclasses import dataclass, field
+from datetime import timedelta
 from decimal import Decimal
 
 from django.contrib.auth.hashers import make_password
@@ -136,6 +137,11 @@ def build_globex(product, staff) -> Globex:
     bounds = period_bounds(timezone.now(), subscription.zone)
     period = BillingPeriod.objects.create(
         pk=ID_BASE + 12, subscription=subscription, start=bounds.start, end=bounds.end
+    )
+    # A month long closed, which has a statement.
+    closed = period_bounds(bounds.start - timedelta(days=40), subscription.zone)
+    BillingPeriod.objects.create(
+        pk=ID_BASE + 18, subscription=subscription, start=closed.start, end=closed.end
     )
     common = {
         "environment": environment.public_id,

@@ -19,6 +19,7 @@ import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 import pytest
 from django.contrib.admin.utils import quote
@@ -388,6 +389,48 @@ def admin_reports(t):
     ]
 
 
+def _closed_month(t) -> str:
+    """Globex's month long closed (``tests.security.tenants``), as ``YYYY-MM``."""
+    globex = g(t).subscription
+    start = g(t).period.start - timedelta(days=40)
+    return f"{start.astimezone(globex.zone):%Y-%m}"
+
+
+def statements_list(t):
+    subscription = g(t).subscription.pk
+    return [
+        get("/api/v1/statements/"),
+        get("/api/v1/statements/", {"subscription": subscription}, refused=True),
+    ]
+
+
+def statement(t):
+    path = f"/api/v1/statements/{_closed_month(t)}/"
+    subscription = g(t).subscription.pk
+    sub_account = g(t).sub_account.pk
+    return [
+        get(path),
+        get(path, {"format": "csv"}),
+        get(path, {"subscription": subscription}, refused=True, twin="globex admin"),
+        get(path, {"subscription": subscription, "format": "csv"}, refused=True),
+        get(path, {"subscription": sub_account}, refused=True),
+    ]
+
+
+def admin_statements(t):
+    subscription = g(t).subscription.pk
+    month = _closed_month(t)
+    return [
+        get("/admin/statements/", {"month": month}),
+        get(
+            "/admin/statements/",
+            {"subscription": subscription, "month": month},
+            refused=True,
+            twin="globex admin",
+        ),
+    ]
+
+
 def report_download(t):
     """The Reports page's download: the report API's answer, aimed at Globex the same ways."""
     globex = g(t)
@@ -628,6 +671,7 @@ VIEWS: dict[str, Callable[[Tenants], list[Probe]]] = {
     "admin-credit-usage": admin_credit_usage,
     "admin-credit-usage-member": admin_credit_usage_member,
     "admin-reports": admin_reports,
+    "admin-statements": admin_statements,
     r"admin/(?P<url>.*)$": lambda t: [
         get(f"/admin/accounts/project/{g(t).project.pk}/nonsense/", refused=True)
     ],
@@ -649,6 +693,8 @@ VIEWS: dict[str, Callable[[Tenants], list[Probe]]] = {
     "webhook-redeliver": webhook_redeliver,
     "export-credit-usage": export,
     "usage": usage,
+    "statements": statements_list,
+    "statement": statement,
     **{f"report-{slug}": report(slug) for slug in REPORT_SLUGS},
     # Pages.
     "my-usage": my_usage,
