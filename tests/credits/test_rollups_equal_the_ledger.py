@@ -54,6 +54,8 @@ DIMENSIONS = (
 SUMS = (
     "SUM(credits)",
     "SUM(excess_credits)",
+    "SUM(grant_credits)",
+    "SUM(cost)",
     "COUNT(*) FILTER (WHERE kind = 'usage')",
     "COUNT(*) FILTER (WHERE kind = 'usage' AND status = 'failed')",
     "SUM(input_tokens)",
@@ -64,6 +66,8 @@ SUMS = (
 SUMMED_COLUMNS = (
     "credits",
     "excess_credits",
+    "grant_credits",
+    "cost",
     "runs",
     "failed_runs",
     "input_tokens",
@@ -175,8 +179,10 @@ def assert_rollups_equal_the_ledger():
 
 
 def assert_counters_equal_the_ledger():
-    assert table("credits_billingperiod", ("id", "credits_used", "excess_used")) == fetch(
-        "SELECT p.id, COALESCE(SUM(e.credits), 0), COALESCE(SUM(e.excess_credits), 0) "
+    columns = ("id", "credits_used", "excess_used", "grant_used")
+    assert table("credits_billingperiod", columns) == fetch(
+        "SELECT p.id, COALESCE(SUM(e.credits), 0), COALESCE(SUM(e.excess_credits), 0), "
+        "COALESCE(SUM(e.grant_credits), 0) "
         "FROM credits_billingperiod p LEFT JOIN credits_creditevent e ON e.period_id = p.id "
         "GROUP BY p.id"
     )
@@ -312,7 +318,9 @@ def test_rollups_and_counters_equal_the_ledger_as_recorded_rebuilt_and_bulk_deri
             "credits_teamperiodusage",
         ):
             cursor.execute(f"DELETE FROM {derived}")  # noqa: S608
-        cursor.execute("UPDATE credits_billingperiod SET credits_used = 0, excess_used = 0")
+        cursor.execute(
+            "UPDATE credits_billingperiod SET credits_used = 0, excess_used = 0, grant_used = 0"
+        )
         derive_from_ledger(cursor, list(Subscription.objects.values_list("pk", flat=True)))
 
     assert_rollups_equal_the_ledger()

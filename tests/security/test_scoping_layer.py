@@ -43,13 +43,20 @@ NOT_INSPECTED = {
     "services.py",
     "signals.py",
 }
-# Not tenant data: the product catalogue is shared by every subscription.
-SHARED_MODELS = {"Product"}
+# Not tenant data: the product catalogue and the plans' price list are shared by every
+# subscription.
+SHARED_MODELS = {"Product", "PlanPrice"}
 SCOPE_METHODS = {"visible_to", "administered_by", "managed_by", "none"}
 
 # (module, function, model): why it may read without the layer.
 ALLOWED = {
     # --- System paths: they act for the system, or on rows the layer already resolved ------
+    ("credits/pricing.py", "PriceList.__init__", "SubscriptionPrice"): (
+        "the prices of the subscription the recording service charges, for the system"
+    ),
+    ("credits/pricing.py", "price_at", "SubscriptionPrice"): (
+        "the price in effect for a subscription the caller resolved through visible_to"
+    ),
     ("credits/selectors.py", "balance", "BillingPeriod"): (
         "a balance is the subscription's totals (never plan gated), of a subscription the "
         "caller resolved through visible_to"
