@@ -5,8 +5,9 @@ the period). Its statement is read from the ledger, with one rule that makes it 
 then on: it holds the period's ledger rows recorded until it closed, and the rows of earlier
 periods recorded after the previous period closed and until this one did (late corrections,
 on one line). Every row lands in exactly one statement, and no row recorded later can enter a
-closed one (``recorded_at`` is set by the database's clock of the insert, never backdated;
-prices cannot be backdated either).
+closed one (``recorded_at`` is set when a row is inserted, never backdated; prices cannot be
+backdated and grants cannot be added to a closed period). Nothing is stored, so raising
+``LATE_EVENT_GRACE_HOURS`` later moves the boundaries of statements already closed.
 
 Lines: the base allocation (for information); base credits x the credit price and excess
 credits x the excess price, one line per price in effect during the period (a mid-period

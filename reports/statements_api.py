@@ -19,16 +19,17 @@ from rest_framework.response import Response
 
 from accounts.permissions import IsSubscriptionAdmin, ManagementView, administered_subscription
 from core.pagination import page_of
-from core.serializers import SubscriptionRefSerializer
+from core.serializers import SUBSCRIPTION_ID, SubscriptionRefSerializer
 
 from . import statements
 from .api import FORMAT_PARAMETER, CsvOrJsonApi, ReportPagination, error_responses
 from .exports import csv_response
 
 TAGS = ["statements"]
+MONTH_PATTERN = "^[0-9]{4}-(0[1-9]|1[0-2])$"
 SUBSCRIPTION_PARAMETER = OpenApiParameter(
     "subscription",
-    OpenApiTypes.INT,
+    SUBSCRIPTION_ID,
     description="Id of a subscription (or sub-account) you administer; by default your first "
     "top-level one.",
 )
@@ -157,7 +158,10 @@ class StatementApi(CsvOrJsonApi):
         "once; the total is their sum. Immutable once the period's grace window ended.",
         parameters=[
             OpenApiParameter(
-                "month", OpenApiTypes.STR, OpenApiParameter.PATH, description="YYYY-MM."
+                "month",
+                {"type": "string", "pattern": MONTH_PATTERN},
+                OpenApiParameter.PATH,
+                description="YYYY-MM, in the subscription's time zone.",
             ),
             SUBSCRIPTION_PARAMETER,
             FORMAT_PARAMETER,

@@ -131,6 +131,26 @@ ALLOWED = {
     ("accounts/admin_scoping.py", "administered_choices", "model"): (
         "platform superusers choose from every row of a model whose admin is not scoped"
     ),
+    # A statement is the account's totals (never plan gated, like its balance), of accounts
+    # the caller resolved through visible_to (the API, the page, the email) or of periods the
+    # announcing task claimed for the system; it reads the ledger by period, in a fixed
+    # number of queries for any number of accounts.
+    **{
+        ("reports/statements.py", function, model): (
+            "a statement's totals, of accounts the caller resolved through the scoping layer"
+        )
+        for function, model in (
+            ("build_statements", "BillingPeriod"),
+            ("build_statements", "SubscriptionPrice"),
+            ("build_statements", "CreditGrant"),
+            ("build_statements", "GrantAdjustment"),
+            ("_usage_by_interval", "CreditEvent"),
+            ("_late_corrections", "CreditEvent"),
+        )
+    },
+    ("reports/statements.py", "announce_closed_statements", "BillingPeriod"): (
+        "the task announcing closed statements loads the periods it claimed, for the system"
+    ),
 }
 
 
