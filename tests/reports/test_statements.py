@@ -231,6 +231,24 @@ def test_a_parent_rolls_up_its_sub_accounts_and_each_has_its_own(november):
     assert Decimal(parent["total"]) == Decimal("6.12") + Decimal("0.31")
 
 
+def test_a_sub_account_far_east_bills_its_own_local_month(november):
+    """30 November 12:00 UTC is already 1 December, 01:00 in Auckland: December's."""
+    world = november.world
+    labs, _ = november.record_sub_account(
+        at=utc(2026, 11, 30, 12), credits="2.5", timezone="Pacific/Auckland"
+    )
+
+    unknown = statement(world.admin, subscription=labs.pk)
+    parent = ok(statement(world.admin))
+    december = ok(statement(world.admin, "2026-12", at=utc(2027, 1, 5), subscription=labs.pk))
+
+    assert unknown.status_code == 404  # Acme Labs had no November: its first event opened December
+    (line,) = [line for line in parent["lines"] if line["kind"] == "sub_account"]
+    assert line["amount"] == "0.00"
+    assert december["period"]["start"] == "2026-11-30T11:00:00Z"  # midnight in Auckland (NZDT)
+    assert december["total"] == "0.31"
+
+
 def test_the_list_has_closed_periods_newest_first(november):
     world = november.world
     with time_machine.travel(utc(2027, 1, 10), tick=False):
