@@ -210,7 +210,12 @@ def test_grants_bought_and_used_are_lines(priced):
         Decimal(0),
     )
     used = [line for line in body["lines"] if line["kind"] == "grants_used"]
-    assert [Decimal(line["credits"]) for line in used] == ([drawn] if drawn else [])
+    # The 8 credits beyond the allocation came from the grants, not from excess.
+    assert drawn == Decimal(8)
+    assert [line["credits"] for line in used] == ["8.0000"]
+    assert "excess" not in [line["kind"] for line in body["lines"]]
+    # 3.75 base at 0.125 (0.47), 6.25 at 0.2 (1.25), the top-up 9.99, the bonus 0.
+    assert body["total"] == "11.71"
     assert Decimal(body["total"]) == sum(
         Decimal(line["amount"]) for line in body["lines"] if line["amount"] is not None
     )
