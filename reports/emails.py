@@ -9,7 +9,9 @@ Figures come from the daily rollups (``DailyUsage``), like the dashboards; the b
 the billing periods' counters (``credits.selectors.balance``). CSV attachments are the
 catalogue's reports (``reports.catalogue``) written by ``reports.exports``, as the endpoints
 write them, with the parameters a person would give them for the same period and scope: the
-files are byte for byte what the endpoints return. Per-member usage (TOP MEMBERS, the usage by
+files are byte for byte what the endpoints return. A monthly report of a subscription also
+carries its latest closed statement (``reports.statements``), as the statement endpoint writes
+it. Per-member usage (TOP MEMBERS, the usage by
 user and by team files) is left out on plans without team views.
 
 MIME structure: multipart/mixed [ multipart/related [ multipart/alternative [ text, HTML ],
@@ -313,10 +315,10 @@ def _statement(schedule, subscription, period, now) -> list[tuple[str, CsvTable]
     ?format=csv`` writes it for the schedule's owner (an admin of the subscription; nobody else
     reads statements). A monthly report goes out on the 1st, before its own month's grace
     window for late events ends, so it usually carries the month before's statement."""
-    month_start = month_bounds(period.first_day, subscription.zone).start
+    report_month = month_bounds(period.first_day, subscription.zone).start
     latest = (
         statements.closed_periods(principal=schedule.created_by, subscription=subscription, now=now)
-        .filter(start__lte=month_start)
+        .filter(start__lte=report_month)
         .first()
     )
     if latest is None:
