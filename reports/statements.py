@@ -236,18 +236,21 @@ def build_statements(accounts: list[tuple[Subscription, date]], *, now: datetime
         effective_at__lt=latest_end,
     ).order_by("effective_at", "pk"):
         grants[grant.subscription_id].append(grant)
+    # A lapse is written once its grant's expiry is past the grace window, so it belongs to
+    # the statement whose window (from the previous period's close to this one's) holds the
+    # moment it was written: the expiry's month, or the next one if the lapse came late.
     lapses = defaultdict(list)
     for lapse in GrantAdjustment.objects.filter(
         subscription__in=subscriptions,
         kind=GrantAdjustment.Kind.LAPSE,
-        at__gte=earliest_start,
-        at__lt=latest_end,
+        created_at__gt=earliest_start + grace(),
+        created_at__lte=min(latest_end + grace(), now),
     ):
         lapses[lapse.subscription_id].append(lapse)
 
     statements = []
     for index, plan in enumerate(plans):
-        subscription, first_day, bounds, closes_at, _, period, intervals = plan
+        subscription, first_day, bounds, closes_at, previous_closed, period, intervals = plan
         currency = next((i.price.currency for i in intervals if i.price is not None), None)
         statement = Statement(
             subscription=subscription,
@@ -274,7 +277,7 @@ def build_statements(accounts: list[tuple[Subscription, date]], *, now: datetime
             (
                 lapse.credits
                 for lapse in lapses[subscription.pk]
-                if bounds.start <= lapse.at < bounds.end
+                if previous_closed < lapse.created_at <= min(closes_at, now)
             ),
             ZERO,
         )

@@ -16,6 +16,7 @@ import time_machine
 from rest_framework.test import APIClient
 
 from accounts.models import Subscription
+from credits import grants
 from credits.models import (
     BillingPeriod,
     CreditEvent,
@@ -219,6 +220,30 @@ def test_grants_bought_and_used_are_lines(priced):
     assert Decimal(body["total"]) == sum(
         Decimal(line["amount"]) for line in body["lines"] if line["amount"] is not None
     )
+
+
+def test_an_expired_grants_remainder_lapses_in_the_month_it_is_written(priced):
+    world = priced
+    with time_machine.travel(utc(2026, 11, 5), tick=False):
+        CreditGrant.objects.create(
+            subscription=world.subscription,
+            kind=CreditGrant.Kind.BONUS,
+            credits=Decimal(5),
+            effective_at=utc(2026, 11, 5),
+            expires_at=utc(2026, 11, 20, 9, 30),  # before the 22nd, when the allocation runs out
+            reason="Trial bonus",
+            created_by=world.admin,
+        )
+    record_november(world)
+    with time_machine.travel(utc(2026, 11, 23), tick=False):
+        assert grants.lapse_expired_grants() == 1
+
+    body = ok(statement(world.admin))
+
+    (lapsed,) = [line for line in body["lines"] if line["kind"] == "lapsed"]
+    assert (lapsed["credits"], lapsed["amount"]) == ("5.0000", None)
+    assert "grants_used" not in [line["kind"] for line in body["lines"]]
+    assert body["total"] == "6.12"  # the bonus was free and unused: as without it
 
 
 def test_a_parent_rolls_up_its_sub_accounts_and_each_has_its_own(november):
