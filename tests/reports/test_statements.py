@@ -174,27 +174,26 @@ def test_csv_has_the_same_lines_and_the_total_last(november):
     assert rows[-1][0] == "total" and rows[-1][6] == body["total"] == "6.12"
 
 
+def grant(world, kind, credits, reason, **fields) -> CreditGrant:
+    """A grant of Acme's, usable from 5 November (``price`` in EUR for a top-up)."""
+    if kind == CreditGrant.Kind.TOP_UP:
+        fields["currency"] = "EUR"
+    return CreditGrant.objects.create(
+        subscription=world.subscription,
+        kind=kind,
+        credits=Decimal(credits),
+        effective_at=utc(2026, 11, 5),
+        reason=reason,
+        created_by=world.admin,
+        **fields,
+    )
+
+
 def test_grants_bought_and_used_are_lines(priced):
     world = priced
     with time_machine.travel(utc(2026, 11, 5), tick=False):
-        CreditGrant.objects.create(
-            subscription=world.subscription,
-            kind=CreditGrant.Kind.TOP_UP,
-            credits=Decimal(50),
-            price=Decimal("9.99"),
-            currency="EUR",
-            effective_at=utc(2026, 11, 5),
-            reason="November top-up",
-            created_by=world.admin,
-        )
-        CreditGrant.objects.create(
-            subscription=world.subscription,
-            kind=CreditGrant.Kind.BONUS,
-            credits=Decimal(5),
-            effective_at=utc(2026, 11, 5),
-            reason="Welcome bonus",
-            created_by=world.admin,
-        )
+        grant(world, CreditGrant.Kind.TOP_UP, 50, "November top-up", price=Decimal("9.99"))
+        grant(world, CreditGrant.Kind.BONUS, 5, "Welcome bonus")
     record_november(world)
 
     body = ok(statement(world.admin))
@@ -225,15 +224,8 @@ def test_grants_bought_and_used_are_lines(priced):
 def test_an_expired_grants_remainder_lapses_in_the_month_it_is_written(priced):
     world = priced
     with time_machine.travel(utc(2026, 11, 5), tick=False):
-        CreditGrant.objects.create(
-            subscription=world.subscription,
-            kind=CreditGrant.Kind.BONUS,
-            credits=Decimal(5),
-            effective_at=utc(2026, 11, 5),
-            expires_at=utc(2026, 11, 20, 9, 30),  # before the 22nd, when the allocation runs out
-            reason="Trial bonus",
-            created_by=world.admin,
-        )
+        # It expires before the 22nd, when the allocation runs out.
+        grant(world, CreditGrant.Kind.BONUS, 5, "Trial bonus", expires_at=utc(2026, 11, 20, 9, 30))
     record_november(world)
     with time_machine.travel(utc(2026, 11, 23), tick=False):
         assert grants.lapse_expired_grants() == 1
