@@ -7,7 +7,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, Spec
 
 from config.health import health
 from config.metrics import metrics
-from reports.admin_views import reports_urlpatterns
+from reports.admin_views import reports_urlpatterns, statements_urlpatterns
 
 
 class FaviconView(RedirectView):
@@ -23,6 +23,7 @@ class FaviconView(RedirectView):
 urlpatterns = [
     path("admin/credit-usage/", include("reports.admin_views")),
     path("admin/reports/", include(reports_urlpatterns)),
+    path("admin/statements/", include(statements_urlpatterns)),
     path("health/", health, name="health"),
     path("metrics", metrics, name="metrics"),
     path("favicon.ico", FaviconView.as_view(), name="favicon"),
@@ -40,6 +41,7 @@ urlpatterns = [
     path("api/v1/", include("accounts.api_urls")),
     path("api/v1/", include("credits.api_urls")),
     path("api/v1/", include("credits.limits_urls")),
+    path("api/v1/", include("credits.grants_urls")),
     path("api/v1/", include("credits.webhooks_urls")),
     path("api/v1/", include("credits.alert_rules_urls")),
     path("api/v1/", include("reports.api_urls")),

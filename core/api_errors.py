@@ -31,6 +31,8 @@ STATUS_BY_CODE = {
     "idempotency_conflict": status.HTTP_409_CONFLICT,
     "unknown_environment": status.HTTP_404_NOT_FOUND,
     "not_found": status.HTTP_404_NOT_FOUND,
+    "statement_not_found": status.HTTP_404_NOT_FOUND,
+    "period_not_closed": status.HTTP_409_CONFLICT,
     "product_not_enabled": status.HTTP_422_UNPROCESSABLE_ENTITY,
     "not_a_member": status.HTTP_422_UNPROCESSABLE_ENTITY,
     "period_closed": status.HTTP_422_UNPROCESSABLE_ENTITY,
@@ -42,6 +44,8 @@ STATUS_BY_CODE = {
     "invalid_limit": status.HTTP_400_BAD_REQUEST,
     "invalid_budget": status.HTTP_400_BAD_REQUEST,
     "invalid_limit_settings": status.HTTP_400_BAD_REQUEST,
+    "invalid_grant": status.HTTP_400_BAD_REQUEST,
+    "invalid_price": status.HTTP_400_BAD_REQUEST,
 }
 
 

@@ -9,9 +9,11 @@ and nothing else. Credits, limits and allowances (and prices, when they come) al
 """
 
 import re
-from decimal import Decimal
+from decimal import ROUND_HALF_EVEN, Decimal
 
+from babel.numbers import get_currency_precision, list_currencies
 from django import forms
+from django.core.exceptions import ValidationError
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
@@ -113,3 +115,65 @@ class CreditsFormField(forms.DecimalField):
             return parse_credits(value, signed=self.signed)
         except ValueError:
             raise forms.ValidationError(self.error_messages["invalid"], code="invalid") from None
+
+
+# Prices per credit: 6 decimal places (a credit may cost a fraction of a cent).
+PRICE_DIGITS = {"max_digits": 18, "decimal_places": 6}
+_PRICE = re.compile(r"[0-9]+(?:\.[0-9]{1,6})?")
+PRICE_HELP = 'A JSON number, or a string of digits with up to 6 decimals after a ".", e.g. "0.02".'
+PRICE_SCHEMA = {
+    "oneOf": [
+        {"type": "string", "pattern": "^[0-9]{1,12}(\\.[0-9]{1,6})?$", "example": "0.02"},
+        {"type": "integer", "minimum": 0, "maximum": 10**12 - 1},
+    ]
+}
+
+
+@extend_schema_field(PRICE_SCHEMA)
+class PriceField(serializers.DecimalField):
+    """An amount of money in the API (a price, what a grant cost), read as strictly as credits:
+    at least 0, at most 6 decimals (the currency's minor unit is the service's to check)."""
+
+    default_error_messages = {"invalid": f"Not an amount of money. {PRICE_HELP}"}
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("max_digits", PRICE_DIGITS["max_digits"])
+        kwargs.setdefault("decimal_places", PRICE_DIGITS["decimal_places"])
+        kwargs.setdefault("min_value", Decimal(0))
+        super().__init__(**kwargs)
+
+    def to_internal_value(self, data):
+        if isinstance(data, str) and not _PRICE.fullmatch(data):
+            self.fail("invalid")
+        try:
+            amount = parse_credits(data) if not isinstance(data, str) else Decimal(data)
+        except ValueError:
+            self.fail("invalid")
+        return super().to_internal_value(amount)
+
+
+# An unrounded cost (credits x price per credit): every place of both, so that sums are exact
+# and rounding happens once, per line, where money is shown.
+COST_DIGITS = {"max_digits": 32, "decimal_places": 10}
+
+
+def validate_currency(code: str) -> None:
+    """An ISO 4217 code that Babel knows (``babel.numbers.list_currencies``), upper case."""
+    if code not in list_currencies():
+        raise ValidationError(f"{code!r} is not an ISO 4217 currency code.", code="currency")
+
+
+def currency_places(currency: str) -> int:
+    """The currency's minor unit in decimal places (EUR 2, JPY 0, BHD 3), from Babel."""
+    return get_currency_precision(currency)
+
+
+def line_amount(credits: Decimal, unit_price: Decimal, currency: str) -> Decimal:
+    """One line's money: credits x unit price, rounded once to the currency's minor unit,
+    half to even (the README's rounding rule). A total is the sum of its rounded lines."""
+    return round_money(credits * unit_price, currency)
+
+
+def round_money(amount: Decimal, currency: str) -> Decimal:
+    """An unrounded amount (a ledger cost, a sum of them) rounded once to the minor unit."""
+    return amount.quantize(Decimal(1).scaleb(-currency_places(currency)), ROUND_HALF_EVEN)

@@ -20,13 +20,15 @@ from accounts.models import (
     User,
     environment_key,
 )
-from core.money import CREDIT_DIGITS
+from core.money import COST_DIGITS, CREDIT_DIGITS, PRICE_DIGITS, validate_currency
 
 from .scoping import (
     AdministeredQuerySet,
     AgentQuerySet,
     AlertRuleQuerySet,
+    AppendOnlyQuerySet,
     CreditEventQuerySet,
+    PlanPriceQuerySet,
     ProductQuerySet,
     SubscriptionUsageQuerySet,
     UsageQuerySet,
@@ -74,7 +76,8 @@ class Agent(models.Model):
 class BillingPeriod(models.Model):
     """One calendar month of a subscription, in its time zone, with its running counters.
 
-    ``credits_used`` and ``excess_used`` are only ever changed by conditional
+    ``credits_used`` (every type), ``grant_used`` and ``excess_used`` (its parts drawn from
+    grants and beyond the allocation) are only ever changed by conditional
     ``UPDATE ... SET credits_used = credits_used + x WHERE ...`` statements in the recording
     service, so concurrent charges cannot lose an update.
     """
@@ -85,6 +88,9 @@ class BillingPeriod(models.Model):
     start = models.DateTimeField(help_text="00:00 on the 1st, local time, stored in UTC.")
     end = models.DateTimeField(help_text="Start of the next period (exclusive).")
     credits_used = models.DecimalField(**CREDIT_DIGITS, default=Decimal(0))
+    grant_used = models.DecimalField(
+        **CREDIT_DIGITS, default=Decimal(0), help_text="The part of credits_used drawn from grants."
+    )
     excess_used = models.DecimalField(**CREDIT_DIGITS, default=Decimal(0))
     opened_at = models.DateTimeField(auto_now_add=True)
 
@@ -100,6 +106,9 @@ class BillingPeriod(models.Model):
             models.CheckConstraint(
                 condition=models.Q(credits_used__gte=0) & models.Q(excess_used__gte=0),
                 name="period_counters_not_negative",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(grant_used__gte=0), name="period_grant_used_not_negative"
             ),
         ]
 
@@ -176,6 +185,19 @@ class CreditEvent(models.Model):
         default=Decimal(0),
         help_text="The part of these credits beyond the base allocation (soft mode).",
     )
+    # Defaults in the database too: the bulk writers (demo seed, benchmarks) leave them out.
+    grant_credits = models.DecimalField(
+        **CREDIT_DIGITS,
+        default=Decimal(0),
+        db_default=Decimal(0),
+        help_text="The part of these credits drawn from grants (top-ups and bonuses).",
+    )
+    cost = models.DecimalField(
+        **COST_DIGITS,
+        default=Decimal(0),
+        db_default=Decimal(0),
+        help_text="Base x credit price + excess x excess price in effect then; unrounded.",
+    )
     input_tokens = models.PositiveBigIntegerField(default=0)
     output_tokens = models.PositiveBigIntegerField(default=0)
     latency_ms = models.PositiveIntegerField(null=True, blank=True)
@@ -204,6 +226,9 @@ class CreditEvent(models.Model):
             ),
             models.CheckConstraint(
                 condition=models.Q(excess_credits__gte=0), name="creditevent_excess_not_negative"
+            ),
+            models.CheckConstraint(
+                condition=models.Q(grant_credits__gte=0), name="creditevent_grant_not_negative"
             ),
             models.CheckConstraint(
                 condition=~models.Q(kind="adjustment") | ~models.Q(reason=""),
@@ -293,6 +318,9 @@ class UsageSums(models.Model):
 
     credits = models.DecimalField(**CREDIT_DIGITS, default=Decimal(0))
     excess_credits = models.DecimalField(**CREDIT_DIGITS, default=Decimal(0))
+    # Defaults in the database too: the bulk writers (demo seed, benchmarks) leave them out.
+    grant_credits = models.DecimalField(**CREDIT_DIGITS, default=Decimal(0), db_default=Decimal(0))
+    cost = models.DecimalField(**COST_DIGITS, default=Decimal(0), db_default=Decimal(0))
     runs = models.PositiveIntegerField(default=0)
     failed_runs = models.PositiveIntegerField(default=0)
     input_tokens = models.PositiveBigIntegerField(default=0)
@@ -1012,3 +1040,236 @@ class AlertFiring(models.Model):
 
     def __str__(self) -> str:
         return f"{self.rule} at {self.threshold}% in {self.period}"
+
+
+# --- Money: prices and grants ----------------------------------------------------------------
+
+
+class Price(models.Model):
+    """What a credit costs from ``effective_from`` on: ``credit_price`` for base credits,
+    ``excess_price`` for credits beyond the allocation (soft mode), per credit, in
+    ``currency``. Append-only: a change is a new row from its moment on
+    (``credits.pricing.price_at`` finds the one in effect)."""
+
+    currency = models.CharField(max_length=3, help_text="ISO 4217, e.g. EUR.")
+    credit_price = models.DecimalField(
+        **PRICE_DIGITS, validators=[MinValueValidator(0)], help_text="Per base credit."
+    )
+    excess_price = models.DecimalField(
+        **PRICE_DIGITS, validators=[MinValueValidator(0)], help_text="Per excess credit."
+    )
+    effective_from = models.DateTimeField(help_text="Applies to events from this instant on.")
+    created_by = models.ForeignKey(
+        User, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        abstract = True
+
+    def __str__(self) -> str:
+        return (
+            f"{self.credit_price} {self.currency} per credit, {self.excess_price} per excess "
+            f"credit, from {self.effective_from:%Y-%m-%d %H:%M}"
+        )
+
+    def save(self, *args, **kwargs):
+        if not self._state.adding:
+            raise TypeError("Prices are append-only; add a new price from its moment on.")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args, **kwargs):
+        raise TypeError("Prices are append-only; add a new price from its moment on.")
+
+    def clean(self) -> None:
+        # Checked here, not as a field validator: migrations must not import live code.
+        try:
+            validate_currency(self.currency)
+        except ValidationError as error:
+            raise ValidationError({"currency": error.messages}) from None
+
+
+def _prices_not_negative(prefix: str) -> models.CheckConstraint:
+    return models.CheckConstraint(
+        condition=models.Q(credit_price__gte=0) & models.Q(excess_price__gte=0),
+        name=f"{prefix}_prices_not_negative",
+    )
+
+
+class PlanPrice(Price):
+    """A plan's price, set by platform staff; every subscription on the plan pays it unless
+    it has its own (``SubscriptionPrice``). Not a tenant row: a reference table under Citus."""
+
+    plan = models.CharField(max_length=20, choices=Subscription.Plan.choices)
+
+    objects = PlanPriceQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["plan", "-effective_from"]
+        constraints = [
+            models.UniqueConstraint(fields=["plan", "effective_from"], name="plan_price_once"),
+            _prices_not_negative("plan"),
+        ]
+
+
+class SubscriptionPrice(Price):
+    """One subscription's own price, overriding its plan's from ``effective_from`` on."""
+
+    subscription = models.ForeignKey(
+        Subscription, on_delete=models.CASCADE, related_name="prices", db_index=False
+    )
+
+    objects = AppendOnlyQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["subscription", "-effective_from"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["subscription", "effective_from"], name="subscription_price_once"
+            ),
+            _prices_not_negative("subscription"),
+        ]
+
+
+class CreditGrant(models.Model):
+    """Credits added to a subscription: a purchased top-up or a bonus. Append-only (corrected by
+    ``GrantAdjustment`` rows); the counters change only by conditional updates: the charge adds
+    to ``credits_used`` in draw-down order (``credits.charging``), the lapse task moves an
+    expired grant's remainder to ``credits_lapsed`` once, and an adjustment adds to
+    ``credits_adjusted``. Remaining = credits + adjusted - used - lapsed."""
+
+    class Kind(models.TextChoices):
+        TOP_UP = "top_up", "Top-up (purchased)"
+        BONUS = "bonus", "Bonus (free)"
+
+    subscription = models.ForeignKey(
+        Subscription, on_delete=models.PROTECT, related_name="grants", db_index=False
+    )
+    kind = models.CharField(max_length=10, choices=Kind.choices)
+    credits = models.DecimalField(**CREDIT_DIGITS)
+    price = models.DecimalField(
+        **PRICE_DIGITS,
+        default=Decimal(0),
+        help_text="The total paid for it, in the currency (0 for a bonus).",
+    )
+    currency = models.CharField(max_length=3, blank=True, help_text="ISO 4217, e.g. EUR.")
+    effective_at = models.DateTimeField(help_text="Usable from this instant on.")
+    expires_at = models.DateTimeField(
+        null=True, blank=True, help_text="Empty: never expires. Its remainder lapses then."
+    )
+    reason = models.TextField()
+    created_by = models.ForeignKey(
+        User, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    credits_used = models.DecimalField(**CREDIT_DIGITS, default=Decimal(0), editable=False)
+    credits_lapsed = models.DecimalField(**CREDIT_DIGITS, default=Decimal(0), editable=False)
+    credits_adjusted = models.DecimalField(**CREDIT_DIGITS, default=Decimal(0), editable=False)
+
+    objects = AppendOnlyQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["subscription", "-effective_at", "-id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(credits__gt=0), name="grant_credits_positive"
+            ),
+            models.CheckConstraint(
+                condition=models.Q(price__gte=0), name="grant_price_not_negative"
+            ),
+            models.CheckConstraint(
+                condition=~models.Q(kind="bonus") | models.Q(price=0), name="grant_bonus_is_free"
+            ),
+            models.CheckConstraint(
+                condition=models.Q(expires_at__isnull=True)
+                | models.Q(expires_at__gt=F("effective_at")),
+                name="grant_expires_after_effective",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(credits_used__gte=0)
+                & models.Q(credits_lapsed__gte=0)
+                & models.Q(
+                    credits_used__lte=F("credits") + F("credits_adjusted") - F("credits_lapsed")
+                ),
+                name="grant_counters_within_credits",
+            ),
+            models.CheckConstraint(condition=~models.Q(reason=""), name="grant_has_reason"),
+        ]
+        indexes = [
+            models.Index(fields=["subscription", "expires_at"], name="grant_subscription_exp_idx")
+        ]
+
+    def __str__(self) -> str:
+        day = f"{self.effective_at:%Y-%m-%d}"
+        return f"{self.get_kind_display()}: {self.credits} credits from {day}"
+
+    def save(self, *args, **kwargs):
+        if not self._state.adding:
+            raise TypeError("Grants are append-only; record a grant adjustment instead.")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args, **kwargs):
+        raise TypeError("Grants are append-only; record a grant adjustment instead.")
+
+    @property
+    def remaining(self) -> Decimal:
+        return self.credits + self.credits_adjusted - self.credits_used - self.credits_lapsed
+
+
+class GrantAdjustment(models.Model):
+    """A signed correction of a grant's credits by a person (``adjustment``), or the lapse of
+    an expired grant's remainder (``lapse``, negative, once per grant, by the lapse task).
+    Append-only, like the ledger."""
+
+    class Kind(models.TextChoices):
+        ADJUSTMENT = "adjustment", "Adjustment"
+        LAPSE = "lapse", "Lapse of the remainder at expiry"
+
+    subscription = models.ForeignKey(
+        Subscription, on_delete=models.PROTECT, related_name="+", db_index=False
+    )
+    grant = models.ForeignKey(
+        CreditGrant,
+        on_delete=models.PROTECT,
+        related_name="adjustments",
+        db_index=False,
+        db_constraint=False,
+    )
+    kind = models.CharField(max_length=10, choices=Kind.choices, default=Kind.ADJUSTMENT)
+    credits = models.DecimalField(**CREDIT_DIGITS, help_text="Signed: negative takes away.")
+    at = models.DateTimeField(help_text="When it takes effect (a lapse: the grant's expiry).")
+    reason = models.TextField()
+    created_by = models.ForeignKey(
+        User, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = AppendOnlyQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["subscription", "-at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["subscription", "grant"],
+                condition=models.Q(kind="lapse"),
+                name="grant_lapses_once",
+            ),
+            models.CheckConstraint(
+                condition=~models.Q(credits=0), name="grant_adjustment_not_zero"
+            ),
+            models.CheckConstraint(
+                condition=~models.Q(reason=""), name="grant_adjustment_has_reason"
+            ),
+        ]
+        indexes = [models.Index(fields=["subscription", "grant"], name="grant_adjustment_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()}: {self.credits} credits of grant {self.grant_id}"
+
+    def save(self, *args, **kwargs):
+        if not self._state.adding:
+            raise TypeError("Grant adjustments are append-only.")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args, **kwargs):
+        raise TypeError("Grant adjustments are append-only.")

@@ -196,6 +196,8 @@ HOURLY = ROLLUPS[-1]
 SUMS = {
     "credits": "SUM(e.credits)",
     "excess_credits": "SUM(e.excess_credits)",
+    "grant_credits": "SUM(e.grant_credits)",
+    "cost": "SUM(e.cost)",
     "runs": "COUNT(*) FILTER (WHERE e.kind = 'usage')",
     "failed_runs": "COUNT(*) FILTER (WHERE e.kind = 'usage' AND e.status = 'failed')",
     "input_tokens": "SUM(e.input_tokens)",
@@ -332,6 +334,8 @@ LEDGER_TYPES = {
     "status": "varchar",
     "credits": "numeric",
     "excess_credits": "numeric",
+    "grant_credits": "numeric",
+    "cost": "numeric",
     "input_tokens": "bigint",
     "output_tokens": "bigint",
     "latency_ms": "integer",
@@ -590,9 +594,10 @@ def _counter_statements() -> list[str]:
     names = {name: sql.Identifier(model._meta.db_table) for name, model in tables.items()}
     statements = (
         "UPDATE {periods} p "
-        "SET credits_used = COALESCE(t.credits, 0), excess_used = COALESCE(t.excess, 0) "
+        "SET credits_used = COALESCE(t.credits, 0), excess_used = COALESCE(t.excess, 0), "
+        "grant_used = COALESCE(t.granted, 0) "
         "FROM {periods} q LEFT JOIN (SELECT period_id, SUM(credits) AS credits, "
-        "SUM(excess_credits) AS excess FROM {ledger} "
+        "SUM(excess_credits) AS excess, SUM(grant_credits) AS granted FROM {ledger} "
         "WHERE subscription_id = ANY(%(subscriptions)s) GROUP BY period_id) t "
         "ON t.period_id = q.id WHERE p.id = q.id AND q.subscription_id = ANY(%(subscriptions)s)",
         "INSERT INTO {users} (subscription_id, period_id, user_id, credits_used) "

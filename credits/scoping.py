@@ -3,7 +3,7 @@
 from django.db import models
 
 from accounts.models import Environment, Subscription
-from accounts.scoping import AdministeredQuerySet, ScopedQuerySet
+from accounts.scoping import AdministeredQuerySet, ScopedQuerySet, api_key_of
 
 
 class UsageQuerySet(ScopedQuerySet):
@@ -87,3 +87,42 @@ class CreditEventQuerySet(UsageQuerySet):
 
     update.queryset_only = True
     delete.queryset_only = True
+
+
+class AppendOnly:
+    """A queryset whose rows are never edited or deleted in bulk either."""
+
+    def update(self, **kwargs):
+        raise TypeError("These rows are append-only; add a new row instead.")
+
+    def delete(self):
+        raise TypeError("These rows are append-only; add a new row instead.")
+
+    update.queryset_only = True
+    delete.queryset_only = True
+
+
+class AppendOnlyQuerySet(AppendOnly, AdministeredQuerySet):
+    """Subscription prices, grants and grant adjustments: the subscription's admins (and its
+    API keys) read them; a grant's counters change by conditional SQL (``credits.charging``,
+    ``credits.grants``)."""
+
+
+class PlanPriceQuerySet(AppendOnly, models.QuerySet):
+    """Plan prices are the public price list: everyone signed in (and every live API key) reads
+    them; only platform staff administer them."""
+
+    subscription_lookup = None
+
+    def visible_to(self, principal) -> models.QuerySet:
+        api_key = api_key_of(principal)
+        if api_key is not None:
+            return self.none() if api_key.revoked else self.all()
+        if principal is None or not principal.is_authenticated:
+            return self.none()
+        return self.all()
+
+    def administered_by(self, user) -> models.QuerySet:
+        if user is not None and user.is_authenticated and user.is_superuser:
+            return self.all()
+        return self.none()

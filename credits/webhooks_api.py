@@ -106,6 +106,23 @@ PeriodOpenedEvent = _event(
     {"period": PeriodSerializer(), "base_allocation": _decimal_string("Credits per period.")},
     "A new billing period opened: usage starts again from zero.",
 )
+StatementClosedEvent = _event(
+    "StatementClosedEvent",
+    ["statement.closed"],
+    {
+        "month": serializers.CharField(help_text="YYYY-MM, in the subscription's time zone."),
+        "period": PeriodSerializer(),
+        "closed_at": serializers.DateTimeField(
+            help_text="When the period's grace window for late events ended."
+        ),
+        "currency": serializers.CharField(allow_null=True, help_text="ISO 4217; null: no price."),
+        "total": serializers.CharField(
+            allow_null=True, help_text="The statement's total. A decimal as a string."
+        ),
+        "url": serializers.URLField(help_text="The statement over the API (JSON or CSV)."),
+    },
+    "A period closed (its grace window ended): its statement will not change any more.",
+)
 ApiKeyRevokedEvent = _event(
     "ApiKeyRevokedEvent",
     ["api_key.revoked"],
@@ -124,7 +141,13 @@ TestEvent = _event(
 )
 EVENT_SCHEMA = PolymorphicProxySerializer(
     component_name="WebhookEvent",
-    serializers=[ThresholdEvent, PeriodOpenedEvent, ApiKeyRevokedEvent, TestEvent],
+    serializers=[
+        ThresholdEvent,
+        PeriodOpenedEvent,
+        StatementClosedEvent,
+        ApiKeyRevokedEvent,
+        TestEvent,
+    ],
     resource_type_field_name=None,
 )
 

@@ -13,8 +13,10 @@ from django.urls import path
 from django.utils import timezone
 
 from accounts.models import User
+from core.api_errors import STATUS_BY_CODE
+from core.errors import DomainError
 
-from . import dashboard, reports_page
+from . import dashboard, reports_page, statements
 from .member_table import MemberFilters
 from .timeframes import DATE_RANGE_PARAMETERS, date_range_from
 from .views import (
@@ -103,6 +105,44 @@ def reports(request):
         context["subtitle"] = context["page"].subscription.name
     return TemplateResponse(request, "admin/reports.html", context)
 
+
+def statement_page(request):
+    """A subscription's monthly statements in the admin's look: its closed months, and the
+    statement of the one chosen (``?month=YYYY-MM``, the latest by default)."""
+    subscriptions = dashboard.administered_subscriptions(request.user)
+    context = {**admin.site.each_context(request), "title": "Statements", "page": None}
+    if not subscriptions:
+        return TemplateResponse(request, "admin/statements.html", context)
+    subscription = _subscription(subscriptions, request.GET)
+    now = timezone.now()
+    months = [
+        statements.local_month(period)
+        for period in statements.closed_periods(
+            principal=request.user, subscription=subscription, now=now
+        )[: statements.MONTHS_LISTED]
+    ]
+    wanted, statement, problem, status = request.GET.get("month"), None, None, 200
+    try:
+        month = statements.parse_month(wanted) if wanted else (months[0] if months else None)
+        if month is not None:
+            statement = statements.statement_for(
+                principal=request.user, subscription=subscription, month=month, now=now
+            )
+    except DomainError as error:
+        problem, status = error.message, STATUS_BY_CODE.get(error.code, 400)
+    context.update(
+        page={"subscriptions": subscriptions},
+        subscription=subscription,
+        subtitle=subscription.name,
+        months=months,
+        statement=statements.statement_data(statement) if statement else None,
+        problem=problem,
+    )
+    return TemplateResponse(request, "admin/statements.html", context, status=status)
+
+
+# At ``admin/statements/`` (``config/urls.py``), ahead of the admin's own URLs.
+statements_urlpatterns = [path("", admin.site.admin_view(statement_page), name="admin-statements")]
 
 # At ``admin/reports/`` (``config/urls.py``), ahead of the admin's own index of the app.
 reports_urlpatterns = [path("", admin.site.admin_view(reports), name="admin-reports")]

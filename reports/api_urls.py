@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import api, usage_api
+from . import api, statements_api, usage_api
 
 urlpatterns = [
     path(
@@ -9,6 +9,8 @@ urlpatterns = [
         name="export-credit-usage",
     ),
     path("usage/", usage_api.UsageApi.as_view(), name="usage"),
+    path("statements/", statements_api.StatementListApi.as_view(), name="statements"),
+    path("statements/<str:month>/", statements_api.StatementApi.as_view(), name="statement"),
     *(
         path(f"reports/{slug}/", view.as_view(), name=f"report-{slug}")
         for slug, view in api.REPORT_VIEWS.items()

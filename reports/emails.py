@@ -9,7 +9,9 @@ Figures come from the daily rollups (``DailyUsage``), like the dashboards; the b
 the billing periods' counters (``credits.selectors.balance``). CSV attachments are the
 catalogue's reports (``reports.catalogue``) written by ``reports.exports``, as the endpoints
 write them, with the parameters a person would give them for the same period and scope: the
-files are byte for byte what the endpoints return. Per-member usage (TOP MEMBERS, the usage by
+files are byte for byte what the endpoints return. A monthly report of a subscription also
+carries its latest closed statement (``reports.statements``), as the statement endpoint writes
+it. Per-member usage (TOP MEMBERS, the usage by
 user and by team files) is left out on plans without team views.
 
 MIME structure: multipart/mixed [ multipart/related [ multipart/alternative [ text, HTML ],
@@ -32,10 +34,10 @@ from django.urls import reverse
 from django.utils.http import urlencode
 
 from core.display import format_credits
-from credits.periods import local_midnight, month_start, next_month_start
+from credits.periods import local_midnight, month_bounds, month_start, next_month_start
 from credits.selectors import balance
 
-from . import selectors
+from . import selectors, statements
 from .catalogue import BY_SLUG, CREDIT_USAGE_EXPORT, PLANS_WITH_TEAM_VIEWS
 from .charts import Series, daily_credits_png
 from .cycle_usage import Trend
@@ -264,13 +266,17 @@ def report_attachments(
     )
     budget = MAX_ATTACHMENT_BYTES
     attachments = []
+    files = []
     for name in schedule.attached_reports:
         if name == CREDIT_USAGE_EXPORT:
-            filename, table = _credit_usage(schedule, timeframe)
+            files.append(_credit_usage(schedule, timeframe))
         elif BY_SLUG[name].per_member and not subscription.has_team_views:
             continue  # attached before the subscription moved to a plan without team views
         else:
-            filename, table = _report(schedule, name, subscription, timeframe)
+            files.append(_report(schedule, name, subscription, timeframe))
+    if period.frequency == MONTHLY and schedule.scope != ReportSchedule.Scope.ENVIRONMENT:
+        files += _statement(schedule, subscription, period, now)
+    for filename, table in files:
         content = _read_at_most(csv_chunks(table), budget)
         if content is not None:
             budget -= len(content)
@@ -302,6 +308,28 @@ def _report(schedule, name, subscription, timeframe) -> tuple[str, CsvTable]:
         subscription=subscription, report=report.slug, timeframe_label=timeframe.label
     )
     return filename, report_table(report, rows)
+
+
+def _statement(schedule, subscription, period, now) -> list[tuple[str, CsvTable]]:
+    """The latest closed statement up to the report's month, as ``/api/v1/statements/<month>/
+    ?format=csv`` writes it for the schedule's owner (an admin of the subscription; nobody else
+    reads statements). A monthly report goes out on the 1st, before its own month's grace
+    window for late events ends, so it usually carries the month before's statement."""
+    report_month = month_bounds(period.first_day, subscription.zone).start
+    latest = (
+        statements.closed_periods(principal=schedule.created_by, subscription=subscription, now=now)
+        .filter(start__lte=report_month)
+        .first()
+    )
+    if latest is None:
+        return []
+    statement = statements.statement_for(
+        principal=schedule.created_by,
+        subscription=subscription,
+        month=statements.local_month(latest),
+        now=now,
+    )
+    return [(statements.statement_filename(statement), statements.statement_table(statement))]
 
 
 def _credit_usage(schedule: ReportSchedule, timeframe) -> tuple[str, CopiedCsvTable]:

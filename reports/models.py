@@ -23,7 +23,8 @@ from django.db import models
 from django.utils import timezone
 
 from accounts.models import CopiesSubscription, Environment, Subscription, environment_key
-from accounts.scoping import ScopedQuerySet
+from accounts.scoping import AdministeredQuerySet, ScopedQuerySet
+from credits.models import BillingPeriod
 
 from .catalogue import ATTACHMENT_NAMES, BY_SLUG, CREDIT_USAGE_EXPORT, PLANS_WITH_TEAM_VIEWS
 
@@ -382,3 +383,33 @@ class Unsubscribe(CopiesSubscription):
 
     def __str__(self) -> str:
         return f"{self.email} from {self.schedule}"
+
+
+class StatementClosure(CopiesSubscription):
+    """The claim that a period's statement was announced (``statement.closed``) once: inserted
+    by ``reports.statements.announce_closed_statements`` when the period's grace window ends,
+    unique per period, so two beat runs announce it once. The statement itself is read from
+    the ledger (``reports.statements``); nothing of it is stored here."""
+
+    subscription_from = "period"
+    period = models.ForeignKey(
+        BillingPeriod,
+        on_delete=models.CASCADE,
+        related_name="+",
+        db_index=False,
+        db_constraint=False,
+    )
+    closed_at = models.DateTimeField(help_text="The end of the period's grace window.")
+    announced_at = models.DateTimeField()
+
+    objects = AdministeredQuerySet.as_manager()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["subscription", "period"], name="statement_closed_once"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"Statement of {self.period} closed"

@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from core.retry import EMAIL_RETRY
 
-from . import large_exports, services
+from . import large_exports, services, statements
 from .services import DueReport
 
 logger = logging.getLogger(__name__)
@@ -80,6 +80,13 @@ def queue_large_export(request: large_exports.ExportRequest) -> None:
     transaction.on_commit(lambda: write_large_export.delay(**request.as_task_arguments()))
 
 
+@shared_task
+def announce_closed_statements() -> int:
+    """Every 15 minutes: publish ``statement.closed`` once for each period whose grace window
+    ended (``statements.announce_closed_statements``, claimed per period)."""
+    return statements.announce_closed_statements(now=timezone.now())
+
+
 PERIODIC_TASKS = [
     {
         "name": "Dispatch due reports",
@@ -87,5 +94,12 @@ PERIODIC_TASKS = [
         "every_minutes": 5,
         "description": "Hands the scheduled email reports that fell due (in each subscription's "
         "time zone) to the sender, catching up on any missed while beat was down.",
+    },
+    {
+        "name": "Announce closed statements",
+        "task": announce_closed_statements.name,
+        "every_minutes": 15,
+        "description": "Publishes the statement.closed webhook event once for each billing "
+        "period whose grace window for late events ended.",
     },
 ]

@@ -55,3 +55,21 @@ def optional(to: str) -> models.ForeignKey:
         related_name="+",
         to=to,
     )
+
+
+def money() -> list:
+    """What every rollup adds up since issue 21 (0017_money): grant credits and cost."""
+    return [
+        (
+            "grant_credits",
+            models.DecimalField(
+                db_default=Decimal("0"), decimal_places=4, default=Decimal("0"), max_digits=18
+            ),
+        ),
+        (
+            "cost",
+            models.DecimalField(
+                db_default=Decimal("0"), decimal_places=10, default=Decimal("0"), max_digits=32
+            ),
+        ),
+    ]

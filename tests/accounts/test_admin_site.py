@@ -15,6 +15,7 @@ pytestmark = pytest.mark.django_db
 urlpatterns = [
     path("admin/credit-usage/", lambda request: HttpResponse(), name="admin-credit-usage"),
     path("admin/reports/", lambda request: HttpResponse(), name="admin-reports"),
+    path("admin/statements/", lambda request: HttpResponse(), name="admin-statements"),
     path("admin/", admin.site.urls),
 ]
 
@@ -56,7 +57,7 @@ def test_index_shows_the_subscription_admins_models_and_nothing_of_the_platform(
         assert platform_model not in content
 
 
-def test_index_links_to_the_credit_usage_dashboard_and_the_reports(client, world, settings):
+def test_index_links_to_the_dashboard_the_reports_and_the_statements(client, world, settings):
     settings.ROOT_URLCONF = __name__
     client.force_login(world.admin)
 
@@ -64,6 +65,7 @@ def test_index_links_to_the_credit_usage_dashboard_and_the_reports(client, world
 
     assert '<a href="/admin/credit-usage/">Dashboard</a>' in response.content.decode()
     assert '<a href="/admin/reports/">Reports</a>' in response.content.decode()
+    assert '<a href="/admin/statements/">Statements</a>' in response.content.decode()
 
 
 def test_platform_superusers_see_every_subscription(client, world):

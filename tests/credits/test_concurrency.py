@@ -5,7 +5,7 @@ from decimal import Decimal
 
 import pytest
 from django.db import connections
-from django.db.models import Sum
+from django.db.models import F, Sum
 from rest_framework.test import APIClient
 
 from accounts.models import ApiKey
@@ -15,6 +15,7 @@ from credits.models import (
     ApiKeyPeriodUsage,
     BillingPeriod,
     CreditEvent,
+    CreditGrant,
     DailyUsage,
     TeamPeriodUsage,
     UserPeriodUsage,
@@ -23,7 +24,12 @@ from tests import factories
 from tests.credits.conftest import set_allocation
 
 # serialized_rollback restores what migrations created (the admins group) after a flush.
-pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
+pytestmark = [
+    pytest.mark.django_db(transaction=True, serialized_rollback=True),
+    # Each test opens 50 connections: one at a time, so that two together stay within
+    # PostgreSQL's default max_connections of 100 (bin/test distributes by group).
+    pytest.mark.xdist_group("fifty_clients"),
+]
 
 CLIENTS = 50
 
@@ -105,3 +111,47 @@ def test_fifty_clients_near_a_team_user_or_key_cap_never_overspend(
     assert ledger == Decimal(20)
     for counter in (BillingPeriod, TeamPeriodUsage, UserPeriodUsage, ApiKeyPeriodUsage):
         assert counter.objects.get().credits_used == ledger
+
+
+def test_grants_added_while_fifty_clients_charge_never_overspend_the_cap(
+    world, secret, event_payload
+):
+    """Grants land in the middle of the charges: whatever each event saw, the period never
+    uses more than its allocation and the grants, no grant gives more than it has, and every
+    counter equals the ledger. Once every grant is in, the rest of the cap fills exactly."""
+    set_allocation(world.subscription, "100")
+    assert post_concurrently(secret, [event_payload(credits="80")]) == [201]
+
+    def add_grant(number):
+        try:
+            factories.grant(world.subscription, "4", reason=f"Top-up {number}")
+        finally:
+            connections.close_all()
+
+    with ThreadPoolExecutor(max_workers=5) as granting:
+        added = [granting.submit(add_grant, number) for number in range(5)]
+        statuses = post_concurrently(
+            secret, [event_payload(credits="1") for _ in range(2 * CLIENTS)]
+        )
+        for future in added:
+            future.result()
+    assert set(statuses) <= {201, 402}
+    assert_counters_equal_the_ledger(cap=Decimal("120"))
+
+    statuses = post_concurrently(secret, [event_payload(credits="1") for _ in range(CLIENTS)])
+
+    assert CreditEvent.objects.aggregate(total=Sum("credits"))["total"] == Decimal("120")
+    assert_counters_equal_the_ledger(cap=Decimal("120"))
+    assert CreditGrant.objects.filter(credits_used=4).count() == 5
+
+
+def assert_counters_equal_the_ledger(*, cap: Decimal) -> None:
+    ledger = CreditEvent.objects.aggregate(total=Sum("credits"), granted=Sum("grant_credits"))
+    period = BillingPeriod.objects.get()
+    grants = CreditGrant.objects.aggregate(used=Sum("credits_used"))["used"] or 0
+    assert ledger["total"] <= cap
+    assert period.credits_used == ledger["total"]
+    assert period.grant_used == ledger["granted"] == grants
+    assert ledger["total"] - ledger["granted"] <= Decimal("100")  # base
+    assert not CreditGrant.objects.filter(credits_used__gt=F("credits")).exists()
+    assert DailyUsage.objects.aggregate(total=Sum("credits"))["total"] == ledger["total"]

@@ -44,10 +44,14 @@ NARROW = {
     "credits_modelrollup": ("model",),
     "credits_subscriptionrollup": ("product_id", "agent_id", "model", "feature"),
 }
-# Each of ``ROLLUP_SUMS``, summed up from the ledger.
+# What each rollup row sums: the bulk writers' columns and the money the ledger carries.
+SUMMED_COLUMNS = (*ROLLUP_SUMS[:2], "grant_credits", "cost", *ROLLUP_SUMS[2:])
+# Each of ``SUMMED_COLUMNS``, summed up from the ledger.
 SUMS = (
     "SUM(credits)",
     "SUM(excess_credits)",
+    "SUM(grant_credits)",
+    "SUM(cost)",
     "COUNT(*) FILTER (WHERE kind = 'usage')",
     "COUNT(*) FILTER (WHERE kind = 'usage' AND status = 'failed')",
     "SUM(input_tokens)",
@@ -123,14 +127,14 @@ def assert_rollups_equal_the_ledger():
     daily_key = ("subscription_id", "local_day", "period_id", *DIMENSIONS)
     assert table(
         "credits_dailyusage",
-        ("subscription_id", "day", "period_id", *DIMENSIONS, *ROLLUP_SUMS, "last_event_at"),
+        ("subscription_id", "day", "period_id", *DIMENSIONS, *SUMMED_COLUMNS, "last_event_at"),
     ) == fetch(
         f"SELECT {', '.join(daily_key)}, {', '.join(SUMS)}, MAX(timestamp) "  # noqa: S608
         f"FROM ({LEDGER}) g WHERE grain = 'day' GROUP BY {', '.join(daily_key)}"
     )
     for name, dimensions in NARROW.items():
         person, agent = name == "credits_personrollup", name == "credits_agentrollup"
-        columns = ["subscription_id", "grain", "day", *dimensions, *ROLLUP_SUMS]
+        columns = ["subscription_id", "grain", "day", *dimensions, *SUMMED_COLUMNS]
         columns += ["last_event_at"] if person else []
         columns += ["session_runs", "sessions"] if agent else []
         expected = expected_narrow(dimensions, latest=person, sessions=agent)
@@ -142,7 +146,7 @@ def assert_rollups_equal_the_ledger():
     # seconds its local wall-clock time is past the hour (half-hour zones, DST included).
     hourly_key = ("e.subscription_id", "local_hour", *(f"e.{name}" for name in DIMENSIONS))
     assert table(
-        "credits_hourlyusage", ("subscription_id", "hour", *DIMENSIONS, *ROLLUP_SUMS)
+        "credits_hourlyusage", ("subscription_id", "hour", *DIMENSIONS, *SUMMED_COLUMNS)
     ) == fetch(
         f"SELECT {', '.join(hourly_key)}, {', '.join(SUMS)} FROM ("  # noqa: S608
         "SELECT e.*, e.timestamp - ((e.timestamp AT TIME ZONE s.timezone) - date_trunc('hour', "
@@ -159,8 +163,10 @@ def assert_rollups_equal_the_ledger():
 
 
 def assert_counters_equal_the_ledger():
-    assert table("credits_billingperiod", ("id", "credits_used", "excess_used")) == fetch(
-        "SELECT p.id, COALESCE(SUM(e.credits), 0), COALESCE(SUM(e.excess_credits), 0) "
+    columns = ("id", "credits_used", "excess_used", "grant_used")
+    assert table("credits_billingperiod", columns) == fetch(
+        "SELECT p.id, COALESCE(SUM(e.credits), 0), COALESCE(SUM(e.excess_credits), 0), "
+        "COALESCE(SUM(e.grant_credits), 0) "
         "FROM credits_billingperiod p LEFT JOIN credits_creditevent e ON e.period_id = p.id "
         "GROUP BY p.id"
     )
@@ -184,15 +190,24 @@ def assert_counters_equal_the_ledger():
 @pytest.fixture
 def ledger(world):
     """About 200 events in Acme (Pacific/Auckland), its sub-account Acme Labs
-    (America/New_York) and Globex (Europe/Prague), and adjustments up and down."""
+    (America/New_York, mostly drawing on a grant) and Globex (Europe/Prague), priced, with a
+    price change, and adjustments up and down."""
     world.subscription.timezone = "Pacific/Auckland"
     world.subscription.base_allocation = Decimal(1_000_000)
     world.subscription.save()
+    # Labs draws most of its credits from a grant; prices change mid-history.
     labs = factories.SubscriptionFactory(
         name="Acme Labs",
         parent=world.subscription,
         timezone="America/New_York",
-        base_allocation=Decimal(1_000_000),
+        base_allocation=Decimal(20),
+    )
+    factories.grant(labs, "1000000", effective_at=START, now=START)
+    factories.plan_price(
+        "pro", credit_price="0.012", excess_price="0.03", effective_from=START - timedelta(days=1)
+    )
+    factories.subscription_price(
+        labs, credit_price="0.0105", excess_price="0.03", effective_from=START + timedelta(days=5)
     )
     Subscription.objects.filter(pk=world.other_subscription.pk).update(
         base_allocation=Decimal(1_000_000)
@@ -286,6 +301,8 @@ def ledger(world):
 def test_rollups_and_counters_equal_the_ledger_as_recorded_rebuilt_and_bulk_derived(ledger):
     assert_rollups_equal_the_ledger()
     assert_counters_equal_the_ledger()
+    totals = fetch("SELECT SIGN(SUM(grant_credits)), SIGN(SUM(cost)) FROM credits_creditevent")
+    assert totals == {(1, 1): 1}  # grants drawn on, money counted: the sums are not all 0
 
     call_command("rebuild_rollups", stdout=open("/dev/null", "w"))  # noqa: SIM115
 
@@ -303,7 +320,9 @@ def test_rollups_and_counters_equal_the_ledger_as_recorded_rebuilt_and_bulk_deri
             "credits_apikeyperiodusage",
         ):
             cursor.execute(f"DELETE FROM {derived}")  # noqa: S608
-        cursor.execute("UPDATE credits_billingperiod SET credits_used = 0, excess_used = 0")
+        cursor.execute(
+            "UPDATE credits_billingperiod SET credits_used = 0, excess_used = 0, grant_used = 0"
+        )
         derive_from_ledger(cursor, list(Subscription.objects.values_list("pk", flat=True)))
 
     assert_rollups_equal_the_ledger()

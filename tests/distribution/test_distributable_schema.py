@@ -40,8 +40,10 @@ REFERENCE_TABLES = {
     "accounts_user",
     "accounts_user_groups",
     "accounts_user_user_permissions",
-    # The product catalogue (plans and prices are columns of the subscription).
+    # The product catalogue (plans are a column of the subscription).
     "credits_product",
+    # The plans' price list, set by platform staff and read for every subscription.
+    "credits_planprice",
     # API keys: authentication finds a key by its prefix before it knows the subscription,
     # so the prefix stays unique across all subscriptions. A reference table keeps that
     # unique constraint and lets the ledger and rollups reference a key from every node. Its

@@ -141,7 +141,9 @@ def test_the_first_start_sends_a_report_with_its_csvs_and_an_80_percent_alert(
     weekly = next(email for email in reports if "Weekly AI usage" in email.subject)
     assert len(csv_files(weekly)) == 3
     monthly = next(email for email in reports if "Monthly credits" in email.subject)
-    assert len(csv_files(monthly)) == 3  # usage by product and by sub-account, every event
+    # Usage by product and by sub-account, every event, and the latest closed statement.
+    assert len(csv_files(monthly)) == 4
+    assert any("_statement_" in name for name in csv_files(monthly))
     (email,) = alerts
     assert "crossed 80% of its base allocation" in email.body
     assert re.search(r"; usage (is now|ended the period at) \d+\.\d%\.", email.body)

@@ -342,8 +342,11 @@ def test_monthly_attachments_equal_the_export_and_report_endpoints(
         agents = csv_from(
             client.get("/api/v1/reports/usage-by-agent/", {"period": "2026-11", "format": "csv"})
         )
+        # November is in its grace window: the latest closed statement is October's.
+        statement = csv_from(client.get("/api/v1/statements/2026-10/", {"format": "csv"}))
     (email,) = mailoutbox
-    assert attachments_of(email) == dict([export, agents])
+    assert attachments_of(email) == dict([export, agents, statement])
+    assert statement[0] == "acme_statement_2026-10.csv"
     assert export[0] == "acme_credit-usage-subscription_2026-11.csv"
     assert export[1].count(b"\r\n") == 6  # the header and November's five events
 

@@ -10,6 +10,7 @@ alerts and the audit trail hold what production would hold.
 
 import uuid
 from dataclasses import dataclass, field
+from datetime import timedelta
 from decimal import Decimal
 
 from django.contrib.auth.hashers import make_password
@@ -19,13 +20,18 @@ from rest_framework.test import APIClient
 
 from accounts.audit import AuditEvent
 from accounts.models import ApiKey, Environment, Project, Role, Subscription, Team, User
+from credits.grants import adjust_grant
 from credits.limits import set_team_limit, set_user_limit
 from credits.models import (
     Agent,
     AlertRule,
     BillingPeriod,
     CreditEvent,
+    CreditGrant,
     CreditLimit,
+    GrantAdjustment,
+    PlanPrice,
+    SubscriptionPrice,
     ThresholdAlert,
     WebhookDelivery,
     WebhookEndpoint,
@@ -64,6 +70,10 @@ class Globex:
     webhook_delivery: WebhookDelivery
     alert_rule: AlertRule
     managers_alert_rule: AlertRule  # the Globex manager's, on their environment
+    plan_price: PlanPrice
+    subscription_price: SubscriptionPrice
+    grant: CreditGrant
+    grant_adjustment: GrantAdjustment
     delivery: object
     unsubscribe_token: str
     export_path: str  # a large export written to storage, as a worker writes it
@@ -138,6 +148,11 @@ def build_globex(product, staff) -> Globex:
     period = BillingPeriod.objects.create(
         pk=ID_BASE + 12, subscription=subscription, start=bounds.start, end=bounds.end
     )
+    # A month long closed, which has a statement.
+    closed = period_bounds(bounds.start - timedelta(days=40), subscription.zone)
+    BillingPeriod.objects.create(
+        pk=ID_BASE + 18, subscription=subscription, start=closed.start, end=closed.end
+    )
     common = {
         "environment": environment.public_id,
         "product": product.slug,
@@ -182,6 +197,7 @@ def build_globex(product, staff) -> Globex:
         email_addresses=[manager.email],
         owner=manager,
     )
+    plan_price, subscription_price, grant, grant_adjustment = _money(subscription, admin, staff)
     names = [
         "ENDPOINT",
         "RULE",
@@ -214,7 +230,7 @@ def build_globex(product, staff) -> Globex:
         "manager email": manager.email,
         "member email": member.email,
         "token": token.key,
-        **{f"id {pk}": str(pk) for pk in range(ID_BASE + 1, ID_BASE + 18)},
+        **{f"id {pk}": str(pk) for pk in range(ID_BASE + 1, ID_BASE + 19)},
     }
     return Globex(
         subscription=subscription,
@@ -241,6 +257,10 @@ def build_globex(product, staff) -> Globex:
         webhook_delivery=webhook_delivery,
         alert_rule=alert_rule,
         managers_alert_rule=managers_alert_rule,
+        plan_price=plan_price,
+        subscription_price=subscription_price,
+        grant=grant,
+        grant_adjustment=grant_adjustment,
         delivery=delivery,
         unsubscribe_token=unsubscribe_token,
         export_path=export_path,
@@ -277,6 +297,43 @@ def _alerts(subscription, team, period):
         webhook=endpoint,
     )
     return endpoint, delivery, rule
+
+
+def _money(subscription, admin, staff):
+    """The Pro plan's price (shared by every subscription), Globex's own price, a grant of
+    Globex's and an adjustment of it (audited as Globex's)."""
+    plan_price = PlanPrice.objects.create(
+        plan="pro",
+        currency="EUR",
+        credit_price=Decimal("0.01"),
+        excess_price=Decimal("0.02"),
+        effective_from=timezone.now(),
+        created_by=staff,
+    )
+    subscription_price = SubscriptionPrice.objects.create(
+        pk=ID_BASE + 17,
+        subscription=subscription,
+        currency="EUR",
+        credit_price=Decimal("0.009"),
+        excess_price=Decimal("0.02"),
+        effective_from=timezone.now(),
+        created_by=staff,
+    )
+    grant = CreditGrant.objects.create(
+        pk=ID_BASE + 18,
+        subscription=subscription,
+        kind=CreditGrant.Kind.TOP_UP,
+        credits=Decimal("300"),
+        price=Decimal("2.70"),
+        currency="EUR",
+        effective_at=timezone.now(),
+        reason=f"{MARK}REASON",
+        created_by=admin,
+    )
+    adjustment = adjust_grant(
+        grant=grant, credits=Decimal("-1"), reason=f"{MARK}REASON", created_by=admin
+    )
+    return plan_price, subscription_price, grant, adjustment
 
 
 def _large_export(subscription, admin) -> str:
@@ -514,6 +571,20 @@ def globex_state(globex: Globex) -> dict:
             "budget",
             "email_addresses",
             "owner",
+        ),
+        "subscription prices": rows(
+            SubscriptionPrice.objects.filter(subscription__in=subscriptions), "pk", "credit_price"
+        ),
+        "grants": rows(
+            CreditGrant.objects.filter(subscription__in=subscriptions),
+            "pk",
+            "credits",
+            "credits_used",
+            "credits_adjusted",
+            "credits_lapsed",
+        ),
+        "grant adjustments": rows(
+            GrantAdjustment.objects.filter(subscription__in=subscriptions), "pk", "credits"
         ),
         "tokens": rows(Token.objects.filter(user__in=users), "key"),
         **_schedule_state(subscriptions),

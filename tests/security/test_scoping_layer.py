@@ -29,6 +29,7 @@ NOT_INSPECTED = {
     "billing.py",
     "bulk.py",
     "charging.py",
+    "grants.py",  # adds grants and prices to a resolved subscription; lapses every expired grant
     "demo.py",
     "limits.py",
     "login_throttle.py",
@@ -43,16 +44,26 @@ NOT_INSPECTED = {
     "services.py",
     "signals.py",
 }
-# Not tenant data: the product catalogue is shared by every subscription.
-SHARED_MODELS = {"Product"}
+# Not tenant data: the product catalogue and the plans' price list are shared by every
+# subscription.
+SHARED_MODELS = {"Product", "PlanPrice"}
 SCOPE_METHODS = {"visible_to", "administered_by", "managed_by", "none"}
 
 # (module, function, model): why it may read without the layer.
 ALLOWED = {
     # --- System paths: they act for the system, or on rows the layer already resolved ------
+    ("credits/pricing.py", "PriceList.__init__", "SubscriptionPrice"): (
+        "the prices of the subscription the recording service charges, for the system"
+    ),
+    ("credits/pricing.py", "price_at", "SubscriptionPrice"): (
+        "the price in effect for a subscription the caller resolved through visible_to"
+    ),
     ("credits/selectors.py", "balance", "BillingPeriod"): (
         "a balance is the subscription's totals (never plan gated), of a subscription the "
         "caller resolved through visible_to"
+    ),
+    ("credits/selectors.py", "grant_status", "CreditGrant"): (
+        "a balance's grant totals, of a subscription the caller resolved through visible_to"
     ),
     ("credits/selectors.py", "_limit_status", "CreditLimit"): (
         "the limit of a user or team the caller resolved through visible_to"
@@ -123,6 +134,26 @@ ALLOWED = {
     ),
     ("accounts/admin_scoping.py", "administered_choices", "model"): (
         "platform superusers choose from every row of a model whose admin is not scoped"
+    ),
+    # A statement is the account's totals (never plan gated, like its balance), of accounts
+    # the caller resolved through visible_to (the API, the page, the email) or of periods the
+    # announcing task claimed for the system; it reads the ledger by period, in a fixed
+    # number of queries for any number of accounts.
+    **{
+        ("reports/statements.py", function, model): (
+            "a statement's totals, of accounts the caller resolved through the scoping layer"
+        )
+        for function, model in (
+            ("build_statements", "BillingPeriod"),
+            ("build_statements", "SubscriptionPrice"),
+            ("build_statements", "CreditGrant"),
+            ("build_statements", "GrantAdjustment"),
+            ("_usage_by_interval", "CreditEvent"),
+            ("_late_corrections", "CreditEvent"),
+        )
+    },
+    ("reports/statements.py", "announce_closed_statements", "BillingPeriod"): (
+        "the task announcing closed statements loads the periods it claimed, for the system"
     ),
 }
 

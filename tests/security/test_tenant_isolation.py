@@ -19,6 +19,7 @@ import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 import pytest
 from django.contrib.admin.utils import quote
@@ -30,7 +31,7 @@ from django.test.utils import override_settings
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 
 from tests.reports.slugs import REPORT_SLUGS
-from tests.security.tenants import Tenants, build_tenants, globex_state
+from tests.security.tenants import ID_BASE, Tenants, build_tenants, globex_state
 
 # --- The URL patterns -------------------------------------------------------------------------
 
@@ -397,6 +398,48 @@ def admin_reports(t):
     ]
 
 
+def _closed_month(t) -> str:
+    """Globex's month long closed (``tests.security.tenants``), as ``YYYY-MM``."""
+    globex = g(t).subscription
+    start = g(t).period.start - timedelta(days=40)
+    return f"{start.astimezone(globex.zone):%Y-%m}"
+
+
+def statements_list(t):
+    subscription = g(t).subscription.pk
+    return [
+        get("/api/v1/statements/"),
+        get("/api/v1/statements/", {"subscription": subscription}, refused=True),
+    ]
+
+
+def statement(t):
+    path = f"/api/v1/statements/{_closed_month(t)}/"
+    subscription = g(t).subscription.pk
+    sub_account = g(t).sub_account.pk
+    return [
+        get(path),
+        get(path, {"format": "csv"}),
+        get(path, {"subscription": subscription}, refused=True, twin="globex admin"),
+        get(path, {"subscription": subscription, "format": "csv"}, refused=True),
+        get(path, {"subscription": sub_account}, refused=True),
+    ]
+
+
+def admin_statements(t):
+    subscription = g(t).subscription.pk
+    month = _closed_month(t)
+    return [
+        get("/admin/statements/", {"month": month}),
+        get(
+            "/admin/statements/",
+            {"subscription": subscription, "month": month},
+            refused=True,
+            twin="globex admin",
+        ),
+    ]
+
+
 def report_download(t):
     """The Reports page's download: the report API's answer, aimed at Globex the same ways."""
     globex = g(t)
@@ -460,6 +503,17 @@ def admin_password_change_of(t):
     return [
         get(path, refused=True, twin="globex admin"),
         form(path, {"password1": password, "password2": password}, refused=True),
+    ]
+
+
+def grants(t):
+    sub = g(t).subscription.pk
+    grant = {"kind": "bonus", "credits": "5", "reason": "pwned"}
+    return [
+        get("/api/v1/grants/"),
+        get("/api/v1/grants/", {"subscription": sub}, refused=True, twin="globex admin token"),
+        api("POST", f"/api/v1/grants/?subscription={sub}", grant, refused=True),
+        api("POST", "/api/v1/grants/", {**grant, "subscription": sub}, refused=True),
     ]
 
 
@@ -708,6 +762,7 @@ VIEWS: dict[str, Callable[[Tenants], list[Probe]]] = {
     "admin-credit-usage": admin_credit_usage,
     "admin-credit-usage-member": admin_credit_usage_member,
     "admin-reports": admin_reports,
+    "admin-statements": admin_statements,
     r"admin/(?P<url>.*)$": lambda t: [
         get(f"/admin/accounts/project/{g(t).project.pk}/nonsense/", refused=True)
     ],
@@ -720,6 +775,7 @@ VIEWS: dict[str, Callable[[Tenants], list[Probe]]] = {
     "record-batch": record_batch,
     "balance": balance,
     "limits": limits,
+    "grants": grants,
     "user-limit": limit_of("users", lambda t: g(t).member.pk),
     "team-limit": limit_of("teams", lambda t: g(t).team.pk),
     "webhooks": webhook_endpoints,
@@ -730,6 +786,8 @@ VIEWS: dict[str, Callable[[Tenants], list[Probe]]] = {
     "webhook-redeliver": webhook_redeliver,
     "export-credit-usage": export,
     "usage": usage,
+    "statements": statements_list,
+    "statement": statement,
     **{f"report-{slug}": report(slug) for slug in REPORT_SLUGS},
     # Pages.
     "my-usage": my_usage,
@@ -793,6 +851,8 @@ def _name_and_owner(t) -> dict:
     }
 
 
+ID_OF_GLOBEX_GRANT = ID_BASE + 18
+
 ADMIN_MODELS: dict[str, AdminModel] = {
     "accounts.subscription": AdminModel(lambda t: g(t).subscription, twin="globex admin"),
     "accounts.project": AdminModel(lambda t: g(t).project, twin="globex admin"),
@@ -814,6 +874,13 @@ ADMIN_MODELS: dict[str, AdminModel] = {
     "credits.product": AdminModel(
         lambda t: g(t).event.product,
         shared=True,  # enabled for Globex: staff see that
+    ),
+    # The plans' price list names no tenant: there is nothing of Globex's for a twin to see.
+    "credits.planprice": AdminModel(lambda t: g(t).plan_price, twin=None, shared=True),
+    "credits.subscriptionprice": AdminModel(lambda t: g(t).subscription_price, twin="globex admin"),
+    "credits.creditgrant": AdminModel(lambda t: g(t).grant, twin="globex admin"),
+    "credits.grantadjustment": AdminModel(
+        lambda t: g(t).grant_adjustment, twin="globex admin", post={"grant": ID_OF_GLOBEX_GRANT}
     ),
     "auth.group": AdminModel(PLATFORM),
     "authtoken.tokenproxy": AdminModel(PLATFORM),
@@ -871,7 +938,7 @@ def admin_probes(label: str, view: str, t: Tenants) -> list[Probe]:
         return _platform_probes(base, view, app_label, model_name)
     obj = spec.globex_object(t)
     # The shared catalogue names no tenant, except to staff in a product's change view.
-    twin = ("staff" if view == "change" else None) if spec.shared else spec.twin
+    twin = (spec.twin if view == "change" else None) if spec.shared else spec.twin
     refused = not spec.shared
     object_id = quote(obj.pk)
     if view == "changelist":
@@ -892,7 +959,7 @@ def admin_probes(label: str, view: str, t: Tenants) -> list[Probe]:
         ]
     if view == "add":
         url = reverse(f"{base}_add")
-        twin = "staff" if staff_may("add", obj, t) else None
+        twin = "staff" if spec.twin and staff_may("add", obj, t) else None
         return [get(url, twin=twin), form(url, {**_name_and_owner(t), **spec.post})]
     if view == "redirect":
         change = reverse(f"{base}_change", args=[object_id])  # an API key's names its prefix
