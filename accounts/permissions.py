@@ -4,11 +4,12 @@ on (``?subscription=<id>``), and how the schema documents both."""
 
 from django.db.models import F
 from django.shortcuts import get_object_or_404
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse
+from drf_spectacular.utils import OpenApiParameter
 from rest_framework import permissions, serializers
 from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.views import APIView
 
+from core.detail_api import error_responses
 from core.serializers import SUBSCRIPTION_ID, SubscriptionIdField
 
 from .authentication import KeyPrincipal
@@ -22,12 +23,11 @@ SUBSCRIPTION_PARAMETER = OpenApiParameter(
         "your first top-level subscription is used."
     ),
 )
-ERRORS = {
-    400: OpenApiResponse(description="Invalid input: `validation_error`."),
-    401: OpenApiResponse(description="Not authenticated."),
-    403: OpenApiResponse(description="Not a subscription admin, or called with an API key."),
-    404: OpenApiResponse(description="Not found among the subscriptions you administer."),
-}
+ERRORS = error_responses(
+    invalid="Invalid input: `validation_error`.",
+    forbidden="Not a subscription admin, or called with an API key.",
+    not_found="Not found among the subscriptions you administer.",
+)
 
 
 class PersonWhoMay(permissions.BasePermission):

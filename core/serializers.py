@@ -58,11 +58,22 @@ class SubscriptionIdField(RefusesEmptyFormValue, serializers.IntegerField):
         super().__init__(min_value=1, required=False, **kwargs)
 
 
-class SubscriptionRefSerializer(serializers.Serializer):
-    """A subscription as the API's answers name it."""
+# A reference or a head without a docstring: the schema would show it as the description of
+# every subclass too (each module's subclass is its own component, named after its class).
 
+
+class RefSerializer(serializers.Serializer):
     id = serializers.IntegerField()
     name = serializers.CharField()
+
+
+class UserRefSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    email = serializers.EmailField()
+
+
+class SubscriptionRefSerializer(RefSerializer):
+    """A subscription as the API's answers name it."""
 
 
 class EnvironmentRefSerializer(serializers.Serializer):
@@ -70,3 +81,10 @@ class EnvironmentRefSerializer(serializers.Serializer):
 
     id = serializers.UUIDField(source="public_id", help_text="The EnvironmentId.")
     name = serializers.CharField(source="__str__", help_text="Project / Environment.")
+
+
+class NamedInSubscriptionSerializer(serializers.Serializer):
+    # The first fields of what a subscription names: an endpoint, a schedule, an alert rule.
+    id = serializers.IntegerField()
+    subscription = SubscriptionRefSerializer()
+    name = serializers.CharField()

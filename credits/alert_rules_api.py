@@ -8,22 +8,24 @@ managers' pages; what the input names (teams, users, environments, endpoints) is
 through the scoping layer, so another subscription's is a 400 naming the field.
 """
 
-from django.core.exceptions import ValidationError as ModelValidationError
-from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_serializer
+from drf_spectacular.utils import extend_schema, extend_schema_serializer
 from rest_framework import serializers, status
-from rest_framework.exceptions import NotFound, ValidationError
+from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.models import ApiKey, Subscription, Team, User
 from accounts.permissions import AdministersOrManages, environment_named, subscription_for_new
+from core.detail_api import DetailApi, error_responses, saved
 from core.money import CREDIT_DIGITS, CreditsField
 from core.pagination import page_of, paginated_response
 from core.serializers import (
     EnvironmentRefSerializer,
+    NamedInSubscriptionSerializer,
     NullableUUIDField,
+    RefSerializer,
     StrictInputSerializer,
-    SubscriptionRefSerializer,
+    UserRefSerializer,
 )
 
 from . import alert_rules
@@ -39,26 +41,13 @@ class MayKeepAlertRules(AdministersOrManages):
     message = "Alert rules are for subscription admins and project managers."
 
 
-class RefSerializer(serializers.Serializer):
-    id = serializers.IntegerField()
-    name = serializers.CharField()
-
-
-class UserRefSerializer(serializers.Serializer):
-    id = serializers.IntegerField()
-    email = serializers.EmailField()
-
-
 class ApiKeyRefSerializer(serializers.Serializer):
     prefix = serializers.CharField(help_text="The API key's id.")
     name = serializers.CharField()
 
 
 @extend_schema_serializer(component_name="AlertRule")
-class RuleOutputSerializer(serializers.Serializer):
-    id = serializers.IntegerField()
-    subscription = SubscriptionRefSerializer()
-    name = serializers.CharField()
+class RuleOutputSerializer(NamedInSubscriptionSerializer):
     target = serializers.ChoiceField(choices=Target.choices)
     team = RefSerializer(allow_null=True)
     user = UserRefSerializer(allow_null=True)
@@ -136,13 +125,6 @@ def _rules(request):
     )
 
 
-def _rule(request, rule_id: int) -> AlertRule:
-    rule = _rules(request).filter(pk=rule_id).first()
-    if rule is None:
-        raise NotFound("No such alert rule among yours.")
-    return rule
-
-
 def _one(request, field: str, queryset, pk):
     """The ``pk`` of ``queryset`` (already scoped), or a 400 naming ``field``."""
     if pk is None:
@@ -187,28 +169,17 @@ def _api_key(request, prefix: str | None) -> ApiKey | None:
     return found
 
 
-def _save(rule: AlertRule, actor) -> AlertRule:
-    try:
-        alert_rules.save_rule(rule=rule, actor=actor)
-    except ModelValidationError as error:
-        raise ValidationError(error.message_dict) from None
-    return rule
-
-
-ERRORS = {
-    400: OpenApiResponse(
-        description="`validation_error`, with the fields: malformed input, something named "
-        "that is not yours (a team, user, API key, environment or endpoint), or a rule between "
-        "fields: a team rule names a team, a user rule a user, an API key rule a key with a "
-        "budget, an environment rule an environment "
-        "(and only it a budget); a project manager's rule watches an environment they manage "
-        "and emails people of it only (no webhook, Slack or `email_admins`); a rule cannot "
-        "move to another subscription."
-    ),
-    401: OpenApiResponse(description="Not authenticated."),
-    403: OpenApiResponse(description="Not a subscription admin or project manager."),
-    404: OpenApiResponse(description="Not among the alert rules you keep."),
-}
+ERRORS = error_responses(
+    invalid="`validation_error`, with the fields: malformed input, something named "
+    "that is not yours (a team, user, API key, environment or endpoint), or a rule between "
+    "fields: a team rule names a team, a user rule a user, an API key rule a key with a "
+    "budget, an environment rule an environment "
+    "(and only it a budget); a project manager's rule watches an environment they manage "
+    "and emails people of it only (no webhook, Slack or `email_admins`); a rule cannot "
+    "move to another subscription.",
+    forbidden="Not a subscription admin or project manager.",
+    not_found="Not among the alert rules you keep.",
+)
 
 
 class AlertRuleListApi(APIView):
@@ -255,58 +226,34 @@ class AlertRuleListApi(APIView):
         )
         rule = AlertRule(subscription=subscription, owner=None if administers else request.user)
         _apply(request, rule, data, partial=False)
-        rule = _save(rule, request.user)
-        body = RuleOutputSerializer(_rule(request, rule.pk)).data
+        saved(alert_rules.save_rule, rule=rule, actor=request.user)
+        body = RuleOutputSerializer(_rules(request).get(pk=rule.pk)).data
         return Response(body, status=status.HTTP_201_CREATED)
 
 
-def _update_schema(partial: bool):
-    return extend_schema(
-        tags=TAGS,
-        operation_id=f"alert_rules_{'partial_update' if partial else 'update'}",
-        summary="Change some fields of an alert rule" if partial else "Replace an alert rule",
-        request=RuleInputSerializer(partial=partial),
-        responses={200: RuleOutputSerializer, **ERRORS},
-    )
-
-
-class AlertRuleDetailApi(APIView):
+class AlertRuleDetailApi(DetailApi):
     permission_classes = [MayKeepAlertRules]
+    lookup_url_kwarg = "rule_id"
+    input_serializer = RuleInputSerializer
+    output_serializer = RuleOutputSerializer
+    not_found = "No such alert rule among yours."
+    moving_refused = "A rule cannot move to another one."
+    documented = {
+        "tags": TAGS,
+        "operations": "alert_rules",
+        "noun": "an alert rule",
+        "errors": ERRORS,
+        "deleted": "Delete an alert rule (and its crossings)",
+    }
 
-    @extend_schema(
-        tags=TAGS,
-        operation_id="alert_rules_retrieve",
-        summary="An alert rule",
-        responses={200: RuleOutputSerializer, **ERRORS},
-    )
-    def get(self, request, rule_id: int):
-        return Response(RuleOutputSerializer(_rule(request, rule_id)).data)
+    def kept(self, request):
+        return _rules(request)
 
-    @_update_schema(partial=False)
-    def put(self, request, rule_id: int):
-        return self._update(request, rule_id, partial=False)
+    def apply(self, request, found, data, *, partial):
+        _apply(request, found, data, partial=partial)
 
-    @_update_schema(partial=True)
-    def patch(self, request, rule_id: int):
-        return self._update(request, rule_id, partial=True)
+    def save(self, found, actor):
+        return alert_rules.save_rule(rule=found, actor=actor)
 
-    def _update(self, request, rule_id: int, *, partial: bool) -> Response:
-        rule = _rule(request, rule_id)
-        serializer = RuleInputSerializer(data=request.data, partial=partial)
-        serializer.is_valid(raise_exception=True)
-        data = serializer.validated_data
-        if data.get("subscription") not in (None, rule.subscription_id):
-            raise ValidationError({"subscription": ["A rule cannot move to another one."]})
-        _apply(request, rule, data, partial=partial)
-        _save(rule, request.user)
-        return Response(RuleOutputSerializer(_rule(request, rule.pk)).data)
-
-    @extend_schema(
-        tags=TAGS,
-        operation_id="alert_rules_destroy",
-        summary="Delete an alert rule (and its crossings)",
-        responses={204: None, **ERRORS},
-    )
-    def delete(self, request, rule_id: int):
-        alert_rules.delete_rule(rule=_rule(request, rule_id), actor=request.user)
-        return Response(status=status.HTTP_204_NO_CONTENT)
+    def delete_object(self, found, actor):
+        alert_rules.delete_rule(rule=found, actor=actor)

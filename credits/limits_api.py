@@ -30,20 +30,19 @@ from accounts.permissions import (
 )
 from core.money import AMOUNT_HELP, CREDIT_DIGITS, CreditsField
 from core.pagination import page_of, paginated_response
-from core.serializers import StrictInputSerializer
+from core.serializers import RefSerializer, StrictInputSerializer, UserRefSerializer
 
 from .limits import limits_with_usage, remove_limit, set_team_limit, set_user_limit
 from .models import CreditLimit
 
 
-class LimitUserSerializer(serializers.Serializer):
-    id = serializers.IntegerField()
-    email = serializers.EmailField()
+# Their own components in the schema.
+class LimitUserSerializer(UserRefSerializer):
+    pass
 
 
-class LimitTeamSerializer(serializers.Serializer):
-    id = serializers.IntegerField()
-    name = serializers.CharField()
+class LimitTeamSerializer(RefSerializer):
+    pass
 
 
 @extend_schema_serializer(component_name="CreditLimit")

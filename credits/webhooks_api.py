@@ -26,7 +26,12 @@ from accounts.permissions import (
     administered_subscription,
 )
 from core.pagination import page_of, paginated_response
-from core.serializers import StrictInputSerializer, SubscriptionRefSerializer
+from core.serializers import (
+    NamedInSubscriptionSerializer,
+    RefSerializer,
+    StrictInputSerializer,
+    SubscriptionRefSerializer,
+)
 
 from . import webhooks
 from .models import AlertRule, WebhookDelivery, WebhookEndpoint
@@ -50,9 +55,8 @@ class PeriodSerializer(serializers.Serializer):
     end = serializers.DateTimeField()
 
 
-class RuleRefSerializer(serializers.Serializer):
-    id = serializers.IntegerField()
-    name = serializers.CharField()
+class RuleRefSerializer(RefSerializer):
+    pass  # its own component in the schema
 
 
 class TargetSerializer(serializers.Serializer):
@@ -161,10 +165,7 @@ EVENT_TYPES_HELP = (
 
 
 @extend_schema_serializer(component_name="WebhookEndpoint")
-class EndpointOutputSerializer(serializers.Serializer):
-    id = serializers.IntegerField()
-    subscription = SubscriptionRefSerializer()
-    name = serializers.CharField()
+class EndpointOutputSerializer(NamedInSubscriptionSerializer):
     kind = serializers.ChoiceField(choices=WebhookEndpoint.Kind.choices)
     url = serializers.URLField()
     enabled = serializers.BooleanField()

@@ -8,27 +8,25 @@ schedule out of the caller's reach is a 404, as if it did not exist. Validation 
 
 from datetime import time
 
-from django.core.exceptions import ValidationError as ModelValidationError
 from django.utils import timezone
 from drf_spectacular.utils import (
-    OpenApiResponse,
     extend_schema,
     extend_schema_field,
     extend_schema_serializer,
 )
 from rest_framework import serializers, status
-from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.permissions import AdministersOrManages, environment_named, subscription_for_new
+from core.detail_api import DetailApi, error_responses, saved
 from core.pagination import page_of
 from core.serializers import (
     EnvironmentRefSerializer,
+    NamedInSubscriptionSerializer,
     NullableUUIDField,
     StrictInputSerializer,
-    SubscriptionRefSerializer,
 )
 
 from . import services
@@ -57,10 +55,7 @@ class LocalTimeField(serializers.TimeField):
 
 
 @extend_schema_serializer(component_name="ReportSchedule")
-class ScheduleOutputSerializer(serializers.Serializer):
-    id = serializers.IntegerField()
-    subscription = SubscriptionRefSerializer()
-    name = serializers.CharField()
+class ScheduleOutputSerializer(NamedInSubscriptionSerializer):
     frequency = serializers.ChoiceField(choices=ReportSchedule.Frequency.choices)
     weekday = serializers.SerializerMethodField(help_text="Weekly reports: the day sent.")
     send_time = LocalTimeField(help_text="Local time, in the subscription's time zone.")
@@ -147,29 +142,19 @@ def _apply(schedule: ReportSchedule, data: dict) -> None:
         schedule.attached_reports = data["attached_reports"]
 
 
-def _save(schedule: ReportSchedule, actor) -> ReportSchedule:
-    try:
-        return services.save_schedule(schedule=schedule, actor=actor)
-    except ModelValidationError as error:
-        raise ValidationError(error.message_dict) from None
-
-
 def _output(request, schedule_id: int, *, status_code=status.HTTP_200_OK) -> Response:
     schedule = _schedules(request).get(pk=schedule_id)
     return Response(ScheduleOutputSerializer(schedule).data, status=status_code)
 
 
-ERRORS = {
-    400: OpenApiResponse(
-        description="`validation_error`, with the fields: malformed input, or a rule between "
-        "fields: the `environment` scope needs an `environment` of yours, the credit usage "
-        "export attaches to monthly reports only, recipients are email addresses (at most "
-        f"{MAX_RECIPIENTS}), and a schedule cannot move to another subscription."
-    ),
-    401: OpenApiResponse(description="Not authenticated."),
-    403: OpenApiResponse(description="Not a subscription admin or project manager."),
-    404: OpenApiResponse(description="Not among the schedules you manage."),
-}
+ERRORS = error_responses(
+    invalid="`validation_error`, with the fields: malformed input, or a rule between "
+    "fields: the `environment` scope needs an `environment` of yours, the credit usage "
+    "export attaches to monthly reports only, recipients are email addresses (at most "
+    f"{MAX_RECIPIENTS}), and a schedule cannot move to another subscription.",
+    forbidden="Not a subscription admin or project manager.",
+    not_found="Not among the schedules you manage.",
+)
 
 
 class ReportScheduleListApi(APIView):
@@ -218,67 +203,35 @@ class ReportScheduleListApi(APIView):
             created_by=request.user,
         )
         _apply(schedule, data)
-        schedule = _save(schedule, request.user)
+        schedule = saved(services.save_schedule, schedule=schedule, actor=request.user)
         return _output(request, schedule.pk, status_code=status.HTTP_201_CREATED)
 
 
-class ReportScheduleDetailApi(APIView):
+class ReportScheduleDetailApi(DetailApi):
     permission_classes = [CanScheduleReports]
+    lookup_url_kwarg = "schedule_id"
+    input_serializer = ScheduleInputSerializer
+    output_serializer = ScheduleOutputSerializer
+    not_found = "No such report schedule among yours."
+    moving_refused = "A schedule cannot move to another one."
+    documented = {
+        "tags": ["report schedules"],
+        "operations": "report_schedules",
+        "noun": "a report schedule",
+        "errors": ERRORS,
+        "deleted": "Delete a report schedule (and its delivery log)",
+    }
 
-    def _schedule(self, request, schedule_id: int) -> ReportSchedule:
-        schedule = _schedules(request).filter(pk=schedule_id).first()
-        if schedule is None:
-            raise NotFound("No such report schedule among yours.")
-        return schedule
+    def kept(self, request):
+        return _schedules(request)
 
-    @extend_schema(
-        tags=["report schedules"],
-        operation_id="report_schedules_retrieve",
-        summary="A report schedule",
-        responses={200: ScheduleOutputSerializer, **ERRORS},
-    )
-    def get(self, request, schedule_id: int):
-        return Response(ScheduleOutputSerializer(self._schedule(request, schedule_id)).data)
-
-    @extend_schema(
-        tags=["report schedules"],
-        operation_id="report_schedules_update",
-        summary="Replace a report schedule",
-        request=ScheduleInputSerializer,
-        responses={200: ScheduleOutputSerializer, **ERRORS},
-    )
-    def put(self, request, schedule_id: int):
-        return self._update(request, schedule_id, partial=False)
-
-    @extend_schema(
-        tags=["report schedules"],
-        operation_id="report_schedules_partial_update",
-        summary="Change some fields of a report schedule",
-        request=ScheduleInputSerializer(partial=True),
-        responses={200: ScheduleOutputSerializer, **ERRORS},
-    )
-    def patch(self, request, schedule_id: int):
-        return self._update(request, schedule_id, partial=True)
-
-    def _update(self, request, schedule_id: int, *, partial: bool) -> Response:
-        schedule = self._schedule(request, schedule_id)
-        serializer = ScheduleInputSerializer(data=request.data, partial=partial)
-        serializer.is_valid(raise_exception=True)
-        data = serializer.validated_data
-        if data.get("subscription") not in (None, schedule.subscription_id):
-            raise ValidationError({"subscription": ["A schedule cannot move to another one."]})
+    def apply(self, request, found, data, *, partial):
         if "environment" in data or not partial:
-            schedule.environment = environment_named(request, data.get("environment"))
-        _apply(schedule, data)
-        _save(schedule, request.user)
-        return _output(request, schedule.pk)
+            found.environment = environment_named(request, data.get("environment"))
+        _apply(found, data)
 
-    @extend_schema(
-        tags=["report schedules"],
-        operation_id="report_schedules_destroy",
-        summary="Delete a report schedule (and its delivery log)",
-        responses={204: None, **ERRORS},
-    )
-    def delete(self, request, schedule_id: int):
-        services.delete_schedule(schedule=self._schedule(request, schedule_id), actor=request.user)
-        return Response(status=status.HTTP_204_NO_CONTENT)
+    def save(self, found, actor):
+        return services.save_schedule(schedule=found, actor=actor)
+
+    def delete_object(self, found, actor):
+        services.delete_schedule(schedule=found, actor=actor)

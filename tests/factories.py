@@ -96,6 +96,18 @@ class AgentFactory(DjangoModelFactory):
     model = "gpt-5-mini"
 
 
+class AlertRuleFactory(DjangoModelFactory):
+    """An admin's rule at 50% of the allocation."""
+
+    class Meta:
+        model = AlertRule
+
+    subscription = factory.SubFactory(SubscriptionFactory)
+    name = factory.Sequence(lambda n: f"Alert {n}")
+    target = AlertRule.Target.ALLOCATION
+    thresholds = factory.LazyFunction(lambda: [Decimal(50)])
+
+
 class EnvironmentAlertRuleFactory(DjangoModelFactory):
     """A project manager's rule (pass ``owner``) on an environment: it emails its owner."""
 

@@ -13,7 +13,7 @@ from credits.tasks import evaluate_alert_rules
 from tests import factories
 from tests.admin_pages import assert_hidden_from_others, post_add_form
 from tests.credits.conftest import set_allocation
-from tests.factories import utc
+from tests.factories import AlertRuleFactory, utc
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("eager_celery")]
 
@@ -99,12 +99,8 @@ def test_a_team_at_half_its_limit_is_told_once_by_email_webhook_and_slack(
 @time_machine.travel(utc(2026, 12, 7, 10), tick=False)
 def test_allocation_and_user_rules(world, key_client, event_payload, run_after_commit, mailoutbox):
     set_allocation(world.subscription, "100")
-    AlertRule.objects.create(
-        subscription=world.subscription,
-        name="A quarter",
-        target=AlertRule.Target.ALLOCATION,
-        thresholds=[Decimal("25.5")],
-    )
+    quarter = [Decimal("25.5")]
+    AlertRuleFactory(subscription=world.subscription, name="A quarter", thresholds=quarter)
     AlertRule.objects.create(  # the user has no limit: no percentage to cross
         subscription=world.subscription,
         name="Carol",
@@ -129,11 +125,10 @@ def test_an_excess_allowance_rule_counts_what_soft_mode_lets_past_the_allocation
     world, key_client, event_payload, run_after_commit, mailoutbox
 ):
     set_allocation(world.subscription, "100", mode="soft", allowance="40")
-    AlertRule.objects.create(
+    AlertRuleFactory(
         subscription=world.subscription,
         name="Excess at half",
         target=AlertRule.Target.EXCESS,
-        thresholds=[Decimal(50)],
         email_admins=False,
         email_addresses=["finance@acme.example"],
     )

@@ -1,17 +1,15 @@
 """An endpoint subscribes to some event types only (none chosen: all), set in the admin or the
 API; deliveries respect the choice, and the test event goes whatever it is."""
 
-from decimal import Decimal
-
 import pytest
 import time_machine
 
-from credits.models import AlertRule, WebhookDelivery, WebhookEndpoint
+from credits.models import WebhookDelivery, WebhookEndpoint
 from credits.tasks import evaluate_alert_rules
 from tests import factories
 from tests.admin_pages import admin_url, post_add_form
 from tests.credits.conftest import set_allocation
-from tests.factories import token_client, utc
+from tests.factories import AlertRuleFactory, token_client, utc
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("eager_celery")]
 
@@ -35,14 +33,8 @@ def test_an_endpoint_gets_only_the_events_it_chose(
     assert created.json()["event_types"] == ["limit.reached"]
     admin.post(WEBHOOKS, {"name": "All", "url": everything.url}, format="json")
     set_allocation(world.subscription, "10")
-    AlertRule.objects.create(
-        subscription=world.subscription,
-        name="Half",
-        target=AlertRule.Target.ALLOCATION,
-        thresholds=[Decimal(50)],
-        email_admins=False,
-        webhook=WebhookEndpoint.objects.get(name="Limits"),
-    )
+    limits = WebhookEndpoint.objects.get(name="Limits")
+    AlertRuleFactory(subscription=world.subscription, email_admins=False, webhook=limits)
 
     run_after_commit(key_client.post, EVENTS_URL, event_payload(credits="8.5"), format="json")
     run_after_commit(evaluate_alert_rules)  # the rule's 50%: threshold.crossed, not chosen

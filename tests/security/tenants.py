@@ -185,14 +185,13 @@ def build_globex(product, staff) -> Globex:
     schedule, delivery, unsubscribe_token = _schedule(subscription, admin)
     export_path = _large_export(subscription, admin)
     webhook_endpoint, webhook_delivery, alert_rule = _alerts(subscription, team, period)
-    managers_alert_rule = AlertRule.objects.create(
-        pk=ID_BASE + 17,
-        subscription=subscription,
-        name=f"{MARK}MANAGER-RULE",
+    managers_alert_rule = _alert_rule(
+        subscription,
+        17,
+        "MANAGER-RULE",
         target=AlertRule.Target.ENVIRONMENT,
         environment=environment,
         budget=Decimal("100"),
-        thresholds=[50],
         email_admins=False,
         email_addresses=[manager.email],
         owner=manager,
@@ -287,15 +286,8 @@ def _alerts(subscription, team, period):
         created_at=timezone.now(),
         next_attempt_at=timezone.now(),
     )
-    rule = AlertRule.objects.create(
-        pk=ID_BASE + 16,
-        subscription=subscription,
-        name=f"{MARK}RULE",
-        target=AlertRule.Target.TEAM,
-        team=team,
-        thresholds=[50],
-        webhook=endpoint,
-    )
+    target = AlertRule.Target.TEAM
+    rule = _alert_rule(subscription, 16, "RULE", target=target, team=team, webhook=endpoint)
     return endpoint, delivery, rule
 
 
@@ -334,6 +326,17 @@ def _money(subscription, admin, staff):
         grant=grant, credits=Decimal("-1"), reason=f"{MARK}REASON", created_by=admin
     )
     return plan_price, subscription_price, grant, adjustment
+
+
+def _alert_rule(subscription, number: int, name: str, **fields) -> AlertRule:
+    """A marked rule at 50%, with a fixed id (``ID_BASE + number``)."""
+    return AlertRule.objects.create(
+        pk=ID_BASE + number,
+        subscription=subscription,
+        name=f"{MARK}{name}",
+        thresholds=[50],
+        **fields,
+    )
 
 
 def _large_export(subscription, admin) -> str:

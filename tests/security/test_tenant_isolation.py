@@ -631,54 +631,34 @@ def alert_rule(t):
     return probes
 
 
-def usage_alert_new(t):
-    """A manager's new rule can only name an environment they manage."""
-    fields = {
-        "name": "pwned",
-        "environment": g(t).environment.pk,
-        "thresholds": "1",
-        "email_addresses": "pwned@example.com",
-        "enabled": "on",
-    }
-    return [get("/usage/alerts/new/"), form("/usage/alerts/new/", fields)]
-
-
-def usage_alert(suffix: str, *, gets: bool = True) -> Callable:
-    """A manager's alert page (or one of its buttons), aimed at Globex's manager's rule."""
+def manager_new_page(folder: str, **fields) -> Callable:
+    """A manager's new rule or schedule (``/usage/<folder>/new/``) can only name an
+    environment they manage."""
 
     def probes(t):
-        path = f"/usage/alerts/{g(t).managers_alert_rule.pk}/{suffix}"
-        posted = form(path, {"name": "pwned", "thresholds": "1"}, refused=True)
-        if not gets:
-            return [posted]
-        return [get(path, refused=True, twin="globex manager"), posted]
+        sent = {"name": "pwned", "environment": g(t).environment.pk, **fields}
+        return [get(f"/usage/{folder}/new/"), form(f"/usage/{folder}/new/", sent)]
 
     return probes
 
 
-def usage_schedule_new(t):
-    """A manager's new schedule can only name an environment they manage."""
-    fields = {
-        "name": "pwned",
-        "enabled": "on",
-        "frequency": "weekly",
-        "weekday": 0,
-        "send_time": "08:00",
-        "environment": g(t).environment.pk,
-        "recipients": "pwned@example.com",
-    }
-    return [get("/usage/schedules/new/"), form("/usage/schedules/new/", fields)]
+def manager_page(folder: str, target: str, twin: str | None = None, **fields) -> Callable:
+    """A manager's page of Globex's ``target`` under ``/usage/<folder>/``, and its buttons:
+    ``page(suffix, gets=...)`` probes the page (``""``) or a button (``"pause/"``)."""
+
+    def page(suffix: str, *, gets: bool = True) -> Callable:
+        def probes(t):
+            path = f"/usage/{folder}/{getattr(g(t), target).pk}/{suffix}"
+            posted = form(path, {"name": "pwned", **fields}, refused=True)
+            return [get(path, refused=True, twin=twin), posted] if gets else [posted]
+
+        return probes
+
+    return page
 
 
-def usage_schedule(suffix: str, *, gets: bool = True) -> Callable:
-    """A manager's schedule page (or one of its buttons), aimed at Globex's schedule."""
-
-    def probes(t):
-        path = f"/usage/schedules/{g(t).schedule.pk}/{suffix}"
-        posted = form(path, {"name": "pwned", "recipients": "pwned@example.com"}, refused=True)
-        return [get(path, refused=True), posted] if gets else [posted]
-
-    return probes
+usage_alert = manager_page("alerts", "managers_alert_rule", "globex manager", thresholds="1")
+usage_schedule = manager_page("schedules", "schedule", recipients="pwned@example.com")
 
 
 def admin_schedule_send_test(t):
@@ -804,11 +784,20 @@ VIEWS: dict[str, Callable[[Tenants], list[Probe]]] = {
     "alert-rules": alert_rules,
     "alert-rule": alert_rule,
     "usage-alerts": lambda t: [get("/usage/alerts/", twin="globex manager")],
-    "usage-alert-new": usage_alert_new,
+    "usage-alert-new": manager_new_page(
+        "alerts", thresholds="1", email_addresses="pwned@example.com", enabled="on"
+    ),
     "usage-alert": usage_alert(""),
     "usage-alert-pause": usage_alert("pause/", gets=False),
     "usage-alert-delete": usage_alert("delete/"),
-    "usage-schedule-new": usage_schedule_new,
+    "usage-schedule-new": manager_new_page(
+        "schedules",
+        enabled="on",
+        frequency="weekly",
+        weekday=0,
+        send_time="08:00",
+        recipients="pwned@example.com",
+    ),
     "usage-schedule": usage_schedule(""),
     "usage-schedule-pause": usage_schedule("pause/", gets=False),
     "usage-schedule-delete": usage_schedule("delete/"),
