@@ -58,7 +58,13 @@ def test_report_rows_document_their_columns_in_order(schema):
         "avg_credits_per_day",
         "excess_credits",
         "share_percent",
+        "base_credits",
+        "grant_credits",
+        "cost",
+        "currency",
     ]
+    assert row["properties"]["cost"]["type"] == "string"  # money: a decimal string, or null
+    assert row["properties"]["cost"]["nullable"] is True
     assert row["properties"]["credits_consumed"] == {
         "type": "string",
         "format": "decimal",
@@ -79,6 +85,11 @@ def test_the_export_is_documented(schema):
         "Environment",
         "EnvironmentId",
         "Credits",
+        "BaseCredits",
+        "GrantCredits",
+        "ExcessCredits",
+        "Cost",
+        "Currency",
     ]
 
 
