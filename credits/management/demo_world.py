@@ -623,30 +623,22 @@ def _build_limits(world: DemoWorld) -> None:
 def _build_prices(world: DemoWorld, *, since: datetime) -> None:
     """The plans' prices and the overrides, from ``since`` (before any seeded usage), each
     unless its plan or subscription has a price already."""
-    staff = world.users[STAFF_EMAIL]
-    for plan, (credit_price, excess_price) in PLAN_PRICES.items():
-        if not PlanPrice.objects.filter(plan=plan).exists():
-            PlanPrice.objects.create(
-                plan=plan,
+    owners = [(PlanPrice, {"plan": plan}, prices) for plan, prices in PLAN_PRICES.items()]
+    owners += [
+        (SubscriptionPrice, {"subscription": world.subscriptions[name]}, prices)
+        for name, prices in SUBSCRIPTION_PRICES.items()
+    ]
+    for model, owner, (credit_price, excess_price) in owners:
+        if not model.objects.filter(**owner).exists():
+            model.objects.create(
+                **owner,
                 currency=DEMO_CURRENCY,
                 credit_price=credit_price,
                 excess_price=excess_price,
                 effective_from=since,
-                created_by=staff,
+                created_by=world.users[STAFF_EMAIL],
             )
-            world.created["plan prices"] += 1
-    for name, (credit_price, excess_price) in SUBSCRIPTION_PRICES.items():
-        subscription = world.subscriptions[name]
-        if not SubscriptionPrice.objects.filter(subscription=subscription).exists():
-            SubscriptionPrice.objects.create(
-                subscription=subscription,
-                currency=DEMO_CURRENCY,
-                credit_price=credit_price,
-                excess_price=excess_price,
-                effective_from=since,
-                created_by=staff,
-            )
-            world.created["subscription prices"] += 1
+            world.created["prices"] += 1
 
 
 def _build_grants(world: DemoWorld, *, now: datetime) -> None:

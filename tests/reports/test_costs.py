@@ -304,15 +304,12 @@ def test_the_email_of_a_project_managers_schedule_has_no_money(
     from tests.reports.test_schedule_email import WEEKLY_DUE, make_schedule, run_beat
 
     record_november(world)
+    production = {"scope": "environment", "environment": world.environment}
     make_schedule(
-        world,
-        created_by=world.manager,
-        scope="environment",
-        environment=world.environment,
-        recipients=["lead@outside.example"],
+        world, created_by=world.manager, recipients=["lead@outside.example"], **production
     )
     run_beat(WEEKLY_DUE, django_capture_on_commit_callbacks)
 
     (email,) = mailoutbox
-    assert "Credits used: 4.0000\n" in email.body
+    assert "Credits used: 4.0000\n" in email.body  # the week's, in Production
     assert "EUR" not in email.body and "EUR" not in email.alternatives[0][0]

@@ -79,18 +79,9 @@ def test_the_export_is_documented(schema):
     assert parameters["scope"]["required"] is True
     assert parameters["scope"]["schema"]["enum"] == ["environment", "mine", "subscription"]
     assert set(operation["responses"]["200"]["content"]) == {"application/json", "text/csv"}
-    assert list(schema["components"]["schemas"]["CreditUsageRow"]["properties"]) == [
-        "Timestamp",
-        "User",
-        "Environment",
-        "EnvironmentId",
-        "Credits",
-        "BaseCredits",
-        "GrantCredits",
-        "ExcessCredits",
-        "Cost",
-        "Currency",
-    ]
+    properties = list(schema["components"]["schemas"]["CreditUsageRow"]["properties"])
+    assert properties[:5] == ["Timestamp", "User", "Environment", "EnvironmentId", "Credits"]
+    assert properties[5:] == ["BaseCredits", "GrantCredits", "ExcessCredits", "Cost", "Currency"]
 
 
 @pytest.mark.parametrize("page", ["/api/schema/swagger/", "/api/schema/redoc/"])
