@@ -17,7 +17,7 @@ import time_machine
 from django.db.models import Sum
 
 from accounts.models import Subscription
-from credits.models import CreditEvent, PlanPrice, SubscriptionPrice
+from credits.models import CreditEvent, CreditGrant, PlanPrice, SubscriptionPrice
 from tests.factories import utc
 from tests.reports.recorder import EventRecorder, logged_in, record_november
 from tests.reports.slugs import REPORT_SLUGS
@@ -313,3 +313,36 @@ def test_the_email_of_a_project_managers_schedule_has_no_money(
     (email,) = mailoutbox
     assert "Credits used: 4.0000\n" in email.body  # the week's, in Production
     assert "EUR" not in email.body and "EUR" not in email.alternatives[0][0]
+
+
+def test_grant_credits_are_a_row_of_their_own_that_costs_nothing_at_use(world, priced):
+    """Hard mode at 5 credits with a 3-credit top-up: the base allocation first, then the
+    grant."""
+    world.subscription.base_allocation = Decimal(5)
+    world.subscription.save()
+    CreditGrant.objects.create(
+        subscription=world.subscription,
+        kind=CreditGrant.Kind.TOP_UP,
+        credits=Decimal(3),
+        price=Decimal("2.50"),
+        currency="EUR",
+        effective_at=utc(2026, 11, 1),
+        reason="Top-up",
+    )
+    recorder = EventRecorder(world)
+    recorder.record(at=utc(2026, 11, 2, 9), credits="4", feature="chat")
+    recorder.record(at=utc(2026, 11, 3, 9), credits="3", feature="chat")  # 1 base, 2 grant
+
+    body = get(
+        logged_in(world.admin), "/api/v1/reports/usage-by-member-feature-credit-type/", **NOVEMBER
+    ).json()
+    rows = {row["credit_type"]: (row["credits_consumed"], row["cost"]) for row in body["results"]}
+    assert rows == {"base": ("5.0000", "5.00"), "grant": ("2.0000", "0.00")}
+    assert body["totals"]["cost"] == "5.00" == f"{ledger_cost(world.subscription):.2f}"
+    feature = get(logged_in(world.admin), "/api/v1/reports/usage-by-feature/", **NOVEMBER).json()
+    (chat,) = feature["results"]
+    assert (chat["base_credits"], chat["grant_credits"], chat["cost"]) == (
+        "5.0000",
+        "2.0000",
+        "5.00",
+    )
