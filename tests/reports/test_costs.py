@@ -15,6 +15,7 @@ from decimal import ROUND_HALF_EVEN, Decimal
 import pytest
 import time_machine
 from django.db.models import Sum
+from django.urls import reverse
 
 from accounts.models import Subscription
 from credits.models import CreditEvent, CreditGrant, PlanPrice, SubscriptionPrice
@@ -193,13 +194,23 @@ def test_the_credit_type_report_costs_base_grant_and_excess_apart(world):
     assert body["totals"]["cost"] == "15.00" == f"{ledger_cost(world.subscription):.2f}"
 
 
-def test_the_report_queries_do_not_grow_with_money(world, priced, django_assert_max_num_queries):
+# What each read cost before money (measured on main): money adds no query. (The pages'
+# bounds are in test_pages.py.)
+QUERIES = {
+    "/api/v1/reports/usage-by-user/?period=2026-11": 7,
+    "/api/v1/reports/usage-by-member-feature-credit-type/?period=2026-11": 4,
+    "/api/v1/reports/usage-by-sub-account/?period=2026-11": 7,
+    f"{EXPORT}?scope=subscription": 7,
+    "/api/v1/usage/?group_by=user&window=day&from=2026-11-01&to=2026-11-30": 6,
+}
+
+
+def test_money_adds_no_query(world, priced, django_assert_max_num_queries):
     record_november(world)
     client = logged_in(world.admin)
-    # Session, user, subscription (with its currency), the rollup, the memberships; the
-    # agents created. As without money.
-    with time_machine.travel(NOW, tick=False), django_assert_max_num_queries(10):
-        assert client.get("/api/v1/reports/usage-by-user/", NOVEMBER).status_code == 200
+    for url, queries in QUERIES.items():  # in this order: the first reads the session
+        with time_machine.travel(NOW, tick=False), django_assert_max_num_queries(queries):
+            assert client.get(url).status_code == 200
 
 
 # --- The credit usage export ----------------------------------------------------------------
@@ -346,3 +357,11 @@ def test_grant_credits_are_a_row_of_their_own_that_costs_nothing_at_use(world, p
         "2.0000",
         "5.00",
     )
+
+
+def test_an_admins_page_of_a_member_shows_the_cost_of_the_range(world, priced):
+    record_november(world)
+    url = reverse("admin-credit-usage-member", args=[world.member.pk])
+    with time_machine.travel(NOW, tick=False):
+        html = logged_in(world.admin).get(url).content.decode()
+    assert 'data-figure="range-cost">EUR 3.75<' in html  # carol's 3.75 credits
