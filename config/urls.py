@@ -40,6 +40,7 @@ urlpatterns = [
     path("api/v1/", include("accounts.api_urls")),
     path("api/v1/", include("credits.api_urls")),
     path("api/v1/", include("credits.limits_urls")),
+    path("api/v1/", include("credits.grants_urls")),
     path("api/v1/", include("credits.webhooks_urls")),
     path("api/v1/", include("reports.api_urls")),
     path("api/v1/", include("reports.schedule_urls")),

@@ -40,6 +40,8 @@ STATUS_BY_CODE = {
     "invalid_credentials": status.HTTP_400_BAD_REQUEST,
     "invalid_limit": status.HTTP_400_BAD_REQUEST,
     "invalid_limit_settings": status.HTTP_400_BAD_REQUEST,
+    "invalid_grant": status.HTTP_400_BAD_REQUEST,
+    "invalid_price": status.HTTP_400_BAD_REQUEST,
 }
 
 

@@ -100,6 +100,39 @@ class CreditsFormField(forms.DecimalField):
 
 # Prices per credit: 6 decimal places (a credit may cost a fraction of a cent).
 PRICE_DIGITS = {"max_digits": 18, "decimal_places": 6}
+_PRICE = re.compile(r"[0-9]+(?:\.[0-9]{1,6})?")
+PRICE_HELP = 'A JSON number, or a string of digits with up to 6 decimals after a ".", e.g. "0.02".'
+PRICE_SCHEMA = {
+    "oneOf": [
+        {"type": "string", "pattern": "^[0-9]{1,12}(\\.[0-9]{1,6})?$", "example": "0.02"},
+        {"type": "integer", "minimum": 0, "maximum": 10**12 - 1},
+    ]
+}
+
+
+@extend_schema_field(PRICE_SCHEMA)
+class PriceField(serializers.DecimalField):
+    """An amount of money in the API (a price, what a grant cost), read as strictly as credits:
+    at least 0, at most 6 decimals (the currency's minor unit is the service's to check)."""
+
+    default_error_messages = {"invalid": f"Not an amount of money. {PRICE_HELP}"}
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("max_digits", PRICE_DIGITS["max_digits"])
+        kwargs.setdefault("decimal_places", PRICE_DIGITS["decimal_places"])
+        kwargs.setdefault("min_value", Decimal(0))
+        super().__init__(**kwargs)
+
+    def to_internal_value(self, data):
+        if isinstance(data, str) and not _PRICE.fullmatch(data):
+            self.fail("invalid")
+        try:
+            amount = parse_credits(data) if not isinstance(data, str) else Decimal(data)
+        except ValueError:
+            self.fail("invalid")
+        return super().to_internal_value(amount)
+
+
 # An unrounded cost (credits x price per credit): every place of both, so that sums are exact
 # and rounding happens once, per line, where money is shown.
 COST_DIGITS = {"max_digits": 32, "decimal_places": 10}

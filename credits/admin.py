@@ -18,7 +18,10 @@ from core.admin import ReadOnlyAdminMixin, credit_column
 from core.display import format_credits, format_moment
 from core.money import CreditsFormField
 
-from . import webhooks
+from . import (
+    money_admin,  # noqa: F401  (registers the prices' and grants' admins)
+    webhooks,
+)
 from .models import (
     Agent,
     AlertRule,

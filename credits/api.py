@@ -127,6 +127,8 @@ class EventOutputSerializer(serializers.ModelSerializer):
             "model",
             "credits",
             "excess_credits",
+            "grant_credits",
+            "cost",
             *AS_SENT,
         ]
 
@@ -135,6 +137,39 @@ class LimitStatusSerializer(serializers.Serializer):
     limit = serializers.DecimalField(**CREDIT_DIGITS, allow_null=True)
     used = serializers.DecimalField(**CREDIT_DIGITS)
     remaining = serializers.DecimalField(**CREDIT_DIGITS, allow_null=True)
+
+
+class CreditTypesSerializer(serializers.Serializer):
+    """The period's credits by type, in draw-down order: base, grants, excess."""
+
+    base = inline_serializer(
+        "BalanceBase",
+        {
+            "used": serializers.DecimalField(**CREDIT_DIGITS, source="base_used"),
+            "remaining": serializers.DecimalField(**CREDIT_DIGITS, source="base_remaining"),
+        },
+        source="*",
+    )
+    grants = inline_serializer(
+        "BalanceGrants",
+        {
+            "used": serializers.DecimalField(**CREDIT_DIGITS),
+            "remaining": serializers.DecimalField(
+                **CREDIT_DIGITS, help_text="Left in the grants active now."
+            ),
+            "expiring_soon": serializers.DecimalField(
+                **CREDIT_DIGITS, help_text="Of the remaining, what expires within 7 days."
+            ),
+        },
+    )
+    excess = inline_serializer(
+        "BalanceExcess",
+        {
+            "used": serializers.DecimalField(**CREDIT_DIGITS, source="excess_used"),
+            "allowance": serializers.DecimalField(**CREDIT_DIGITS, source="excess_allowance"),
+        },
+        source="*",
+    )
 
 
 class BalanceSerializer(serializers.Serializer):
@@ -154,6 +189,7 @@ class BalanceSerializer(serializers.Serializer):
     excess_used = serializers.DecimalField(**CREDIT_DIGITS)
     excess_remaining = serializers.DecimalField(**CREDIT_DIGITS)
     utilisation_percent = serializers.DecimalField(max_digits=12, decimal_places=2)
+    credit_types = CreditTypesSerializer(source="*")
     environment_used = serializers.DecimalField(**CREDIT_DIGITS, allow_null=True)
     user = LimitStatusSerializer(allow_null=True)
     team = LimitStatusSerializer(allow_null=True)

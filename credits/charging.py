@@ -2,8 +2,20 @@
 
 Counters are only ever changed by statements that check and add at once
 (``UPDATE ... SET used = used + x WHERE used + x <= cap``), in a fixed order: the
-subscription's periods, then teams, then users, each by id, so that concurrent writers cannot
-deadlock (see DESIGN-NOTES, "Recording an event").
+subscription's periods, then its grants, then teams, then users, each by id, so that
+concurrent writers cannot deadlock (see DESIGN-NOTES, "Recording an event").
+
+Each event draws its credits in one order (the README's "Draw-down order"): the period's base
+allocation, then the grants active at the event's time by earliest expiry (no expiry last,
+then oldest first), then excess, in soft mode only and up to the allowance. What does not fit
+is refused: a period's cap is its allocation plus its active grants' remaining credits (plus
+the allowance in soft mode).
+
+A period whose events all fit in its base allocation, the common case, costs one statement.
+Otherwise the statement has locked the period row and read its counters; the subscription's
+active grants are locked next (by id), the events are split in order over base, grants and
+excess, and the period and grant counters are then written with conditional updates that
+check the split once more.
 
 A batch is first charged as a whole: one statement per period and per capped owner, one for
 all uncapped owners. That is the common case, and it costs the same for one event as for a
@@ -14,6 +26,7 @@ order.
 
 from collections import defaultdict
 from dataclasses import dataclass, field
+from datetime import datetime
 from decimal import Decimal
 
 from django.db import connection, transaction
@@ -23,18 +36,25 @@ from core.errors import DomainError
 from core.money import CREDIT_PLACES
 
 from . import errors
-from .models import BillingPeriod, CreditLimit, TeamPeriodUsage, UserPeriodUsage
+from .models import BillingPeriod, CreditGrant, CreditLimit, TeamPeriodUsage, UserPeriodUsage
 
 
 @dataclass
 class Charge:
-    """One event's claim on the counters; ``excess`` is filled in once it is charged."""
+    """One event's claim on the counters; ``grant`` (credits drawn from grants) and ``excess``
+    are filled in once it is charged; the rest is base."""
 
     period: BillingPeriod
     user: User | None
     credits: Decimal
+    timestamp: datetime
+    grant: Decimal = Decimal(0)
     excess: Decimal = Decimal(0)
     error: DomainError | None = None
+
+    @property
+    def base(self) -> Decimal:
+        return self.credits - self.grant - self.excess
 
 
 @dataclass
@@ -119,11 +139,7 @@ def _charge_together(subscription, charges, caps) -> dict[int, _PeriodMove]:
             team_id = caps.team_of.get(item.user.pk)
             if team_id is not None:
                 team_sums[item.period.pk, team_id] += item.credits
-    for period_id in sorted(moves):
-        move = moves[period_id]
-        total = sum((item.credits for item in move.charges), Decimal(0))
-        move.before, move.after = _charge_period(subscription, move.charges[0].period, total)
-        _spread_excess(subscription, move)
+    _charge_periods(subscription, moves)
     _charge_owners(
         subscription, TeamPeriodUsage, "team_id", team_sums, caps.team_caps, _team_refusal
     )
@@ -154,47 +170,203 @@ def _charge_one_by_one(subscription, charges, caps) -> dict[int, _PeriodMove]:
     return moves
 
 
-def _charge_period(subscription, period, credits) -> tuple[tuple, tuple]:
-    """Add ``credits`` to the period if they fit; the (used, excess) before and after."""
-    allocation, cap = subscription.base_allocation, subscription.credit_cap
+@dataclass
+class _Counters:
+    """A locked period's counters: base used is ``used - granted - excess``."""
+
+    used: Decimal
+    granted: Decimal
+    excess: Decimal
+
+
+def _charge_periods(subscription, moves: dict[int, _PeriodMove]) -> None:
+    """Charge each period (by id): within its base allocation in one statement; beyond it,
+    split over the grants (locked after every period) and excess, then written."""
+    over: dict[int, _Counters] = {}
+    grants_wanted = False
+    for period_id in sorted(moves):
+        move = moves[period_id]
+        total = sum((item.credits for item in move.charges), Decimal(0))
+        fits, counters, has_grants = _charge_base(subscription, move, total)
+        if fits:
+            move.after = (counters.used, counters.excess)
+            move.before = (counters.used - total, counters.excess)
+        else:
+            over[period_id] = counters
+            move.before = (counters.used, counters.excess)
+            grants_wanted |= has_grants
+    if not over:
+        return
+    grants = _lock_grants(subscription, [moves[p] for p in over]) if grants_wanted else []
+    drawn: dict[int, Decimal] = defaultdict(Decimal)
+    for period_id, counters in over.items():
+        for item in moves[period_id].charges:
+            _split(subscription, item, counters, grants, drawn)
+    for period_id in sorted(over):
+        moves[period_id].after = _write_period(subscription, moves[period_id])
+    _write_grants(subscription, drawn)
+
+
+def _charge_base(subscription, move: _PeriodMove, credits: Decimal):
+    """Lock the period's row and add ``credits`` if they all fit in the base allocation.
+
+    Returns whether they did, the counters after, and (when they did not) whether the
+    subscription may have active grants to draw on (read without a lock: a hint that saves
+    the grants' query, never a reason to overspend)."""
+    table, grants = BillingPeriod._meta.db_table, CreditGrant._meta.db_table
+    times = [item.timestamp for item in move.charges]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"WITH locked AS (SELECT id, credits_used - grant_used - excess_used + %(x)s "  # noqa: S608
+            f"<= %(allocation)s AS fits FROM {table} "
+            "WHERE subscription_id = %(subscription)s AND id = %(id)s FOR UPDATE) "
+            f"UPDATE {table} p SET credits_used = p.credits_used"
+            " + CASE WHEN locked.fits THEN %(x)s ELSE 0 END FROM locked "
+            "WHERE p.subscription_id = %(subscription)s AND p.id = locked.id "
+            "RETURNING p.credits_used, p.grant_used, p.excess_used, locked.fits, "
+            f"NOT locked.fits AND EXISTS (SELECT 1 FROM {grants} g "
+            "WHERE g.subscription_id = %(subscription)s AND g.effective_at <= %(last)s"
+            " AND (g.expires_at IS NULL OR g.expires_at > %(first)s)"
+            " AND g.credits_used + g.credits_lapsed < g.credits + g.credits_adjusted)",
+            {
+                "x": credits,
+                "allocation": subscription.base_allocation,
+                "subscription": subscription.pk,
+                "id": move.charges[0].period.pk,
+                "first": min(times),
+                "last": max(times),
+            },
+        )
+        used, granted, excess, fits, has_grants = cursor.fetchone()
+    return fits, _Counters(_credits(used), _credits(granted), _credits(excess)), has_grants
+
+
+@dataclass
+class _Grant:
+    """A locked grant: its remaining credits and when it may be drawn on."""
+
+    id: int
+    remaining: Decimal
+    effective_at: datetime
+    expires_at: datetime | None
+
+    def draw_down_order(self) -> tuple:
+        """Earliest expiry first, no expiry last; then oldest first."""
+        expiry = self.expires_at or self.effective_at  # unused when there is no expiry
+        return (self.expires_at is None, expiry, self.effective_at, self.id)
+
+    def active_at(self, instant: datetime) -> bool:
+        return self.effective_at <= instant and (
+            self.expires_at is None or instant < self.expires_at
+        )
+
+
+def _lock_grants(subscription, moves: list[_PeriodMove]) -> list[_Grant]:
+    """Lock the grants with credits left that any of these events may draw on (by id), and
+    return them in draw-down order: earliest expiry first, no expiry last, then oldest."""
+    times = [item.timestamp for move in moves for item in move.charges]
+    table = CreditGrant._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT id, credits + credits_adjusted - credits_used - credits_lapsed, "  # noqa: S608
+            f"effective_at, expires_at FROM {table} "
+            "WHERE subscription_id = %s AND effective_at <= %s "
+            "AND (expires_at IS NULL OR expires_at > %s) "
+            "AND credits_used + credits_lapsed < credits + credits_adjusted "
+            "ORDER BY id FOR UPDATE",
+            [subscription.pk, max(times), min(times)],
+        )
+        grants = [_Grant(pk, _credits(left), start, end) for pk, left, start, end in cursor]
+    return sorted(grants, key=_Grant.draw_down_order)
+
+
+def _split(subscription, item: Charge, counters: _Counters, grants, drawn) -> None:
+    """Draw one event's credits: base, then grants in order, then excess (soft mode)."""
+    base_left = subscription.base_allocation - (counters.used - counters.granted - counters.excess)
+    base = min(item.credits, max(base_left, Decimal(0)))
+    rest = item.credits - base
+    taken = []
+    for grant in grants:
+        if rest <= 0:
+            break
+        if grant.remaining > 0 and grant.active_at(item.timestamp):
+            take = min(rest, grant.remaining)
+            taken.append((grant, take))
+            rest -= take
+    soft = subscription.limit_mode == Subscription.LimitMode.SOFT
+    allowance = subscription.excess_allowance if soft else Decimal(0)
+    # Base used beyond the allocation (lowered below usage, or raised by an adjustment) takes
+    # from the excess allowance first: nothing more fits in hard mode.
+    overdrawn = max(-base_left, Decimal(0))
+    if rest + overdrawn > allowance - counters.excess:
+        available = sum((g.remaining for g in grants if g.active_at(item.timestamp)), Decimal(0))
+        cap = subscription.base_allocation + available + counters.granted + allowance
+        raise _DoesNotFit(
+            errors.CreditLimitExceeded(
+                limit=str(cap), used=str(counters.used), credits=str(item.credits)
+            )
+        )
+    for grant, take in taken:
+        grant.remaining -= take
+        drawn[grant.id] += take
+    item.grant = sum((take for _, take in taken), Decimal(0))
+    item.excess = rest
+    counters.used += item.credits
+    counters.granted += item.grant
+    counters.excess += item.excess
+
+
+def _write_period(subscription, move: _PeriodMove) -> tuple[Decimal, Decimal]:
+    """Add the split to the (locked) period, checking base and excess against their caps once
+    more; the (used, excess used) after."""
+    credits = sum((item.credits for item in move.charges), Decimal(0))
+    granted = sum((item.grant for item in move.charges), Decimal(0))
+    excess = sum((item.excess for item in move.charges), Decimal(0))
+    soft = subscription.limit_mode == Subscription.LimitMode.SOFT
     table = BillingPeriod._meta.db_table
     with connection.cursor() as cursor:
         cursor.execute(
             f"UPDATE {table} SET credits_used = credits_used + %(x)s, "  # noqa: S608
-            "excess_used = excess_used"
-            " + CASE WHEN credits_used + %(x)s > %(allocation)s"
-            "   THEN credits_used + %(x)s - %(allocation)s ELSE 0 END"
-            " - CASE WHEN credits_used > %(allocation)s"
-            "   THEN credits_used - %(allocation)s ELSE 0 END "
+            "grant_used = grant_used + %(granted)s, excess_used = excess_used + %(excess)s "
             "WHERE subscription_id = %(subscription)s AND id = %(id)s"
-            " AND credits_used + %(x)s <= %(cap)s "
+            " AND (%(base)s = 0 OR credits_used - grant_used - excess_used + %(base)s"
+            "  <= %(allocation)s)"
+            " AND (%(excess)s = 0 OR excess_used + %(excess)s <= %(allowance)s) "
             "RETURNING credits_used, excess_used",
             {
                 "x": credits,
-                "allocation": allocation,
-                "cap": cap,
+                "granted": granted,
+                "excess": excess,
+                "base": credits - granted - excess,
+                "allocation": subscription.base_allocation,
+                "allowance": subscription.excess_allowance if soft else Decimal(0),
                 "subscription": subscription.pk,
-                "id": period.pk,
+                "id": move.charges[0].period.pk,
             },
         )
         row = cursor.fetchone()
-    if row is None:
-        raise _DoesNotFit(
-            errors.CreditLimitExceeded(
-                limit=str(cap), used=str(period.credits_used), credits=str(credits)
-            )
+    if row is None:  # the counters moved under a lock we hold: never expected
+        raise _DoesNotFit(errors.CreditLimitExceeded(limit="", used="", credits=str(credits)))
+    return _credits(row[0]), _credits(row[1])
+
+
+def _write_grants(subscription, drawn: dict[int, Decimal]) -> None:
+    """Add what each grant gave to its ``credits_used``: one conditional statement for all."""
+    rows = [(grant_id, credits) for grant_id, credits in sorted(drawn.items()) if credits > 0]
+    if not rows:
+        return
+    table = CreditGrant._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {table} g SET credits_used = g.credits_used + v.take "  # noqa: S608
+            f"FROM (VALUES {', '.join(['(%s::bigint, %s::numeric)'] * len(rows))}) v(id, take) "
+            "WHERE g.subscription_id = %s AND g.id = v.id "
+            "AND g.credits_used + v.take <= g.credits + g.credits_adjusted - g.credits_lapsed "
+            "RETURNING g.id",
+            [*(value for row in rows for value in row), subscription.pk],
         )
-    used, excess_used = _credits(row[0]), _credits(row[1])
-    before = (used - credits, excess_used - excess_of(used, credits, allocation))
-    return before, (used, excess_used)
-
-
-def _spread_excess(subscription, move: _PeriodMove) -> None:
-    """Each event's share of the excess, taking the events in order from ``before``."""
-    used = move.before[0]
-    for item in move.charges:
-        used += item.credits
-        item.excess = excess_of(used, item.credits, subscription.base_allocation)
+        if len(cursor.fetchall()) != len(rows):
+            raise _DoesNotFit(errors.CreditLimitExceeded(limit="", used="", credits=""))
 
 
 def _charge_owners(subscription, model, owner_column, sums, caps, refusal) -> None:
@@ -273,11 +445,6 @@ def _user_refusal(charges):
         return errors.UserLimitExceeded(user=emails[user_id], limit=str(cap))
 
     return refusal
-
-
-def excess_of(used: Decimal, credits: Decimal, allocation: Decimal) -> Decimal:
-    """How many of ``credits`` (ending at ``used``) lie beyond the allocation."""
-    return max(Decimal(0), used - allocation) - max(Decimal(0), used - credits - allocation)
 
 
 def _credits(value) -> Decimal:

@@ -51,3 +51,13 @@ class TimestampInFuture(DomainError):
 class IdempotencyConflict(DomainError):
     code = "idempotency_conflict"
     message = "This idempotency key was already used with a different payload."
+
+
+class InvalidGrant(DomainError):
+    code = "invalid_grant"
+    message = "This grant cannot be added."
+
+
+class InvalidPrice(DomainError):
+    code = "invalid_price"
+    message = "This price cannot be set."

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
+from django.db.models import Value
+
 from accounts.models import Subscription
 from core.money import currency_places, line_amount, round_money
 
@@ -21,13 +23,12 @@ __all__ = ["Terms", "currency_places", "line_amount", "price_at", "prices_of", "
 @dataclass(frozen=True)
 class Terms:
     """The price in effect: per base credit and per excess credit, in ``currency``, from
-    ``effective_from``; ``source`` is the row it came from (a plan's or the subscription's)."""
+    ``effective_from``."""
 
     currency: str
     credit_price: Decimal
     excess_price: Decimal
     effective_from: datetime
-    source: PlanPrice | SubscriptionPrice
 
     def cost(self, *, base: Decimal, excess: Decimal) -> Decimal:
         """Unrounded: grant credits cost nothing when used (a grant is paid when bought)."""
@@ -39,18 +40,20 @@ class PriceList:
     events: the recording service prices a batch of any size with two queries."""
 
     def __init__(self, subscription: Subscription):
-        self.own = list(
-            SubscriptionPrice.objects.filter(subscription=subscription).order_by("-effective_from")
+        fields = ("currency", "credit_price", "excess_price", "effective_from")
+        own = SubscriptionPrice.objects.filter(subscription=subscription).values_list(
+            *fields, Value(True)
         )
-        self.plan = list(
-            PlanPrice.objects.filter(plan=subscription.plan).order_by("-effective_from")
-        )
+        plan = PlanPrice.objects.filter(plan=subscription.plan).values_list(*fields, Value(False))
+        rows = sorted(own.union(plan, all=True), key=lambda row: row[3], reverse=True)
+        self.own = [Terms(*row[:4]) for row in rows if row[4]]
+        self.plan = [Terms(*row[:4]) for row in rows if not row[4]]
 
     def at(self, instant: datetime) -> Terms | None:
-        for rows in (self.own, self.plan):
-            for row in rows:
+        for terms in (self.own, self.plan):
+            for row in terms:
                 if row.effective_from <= instant:
-                    return _terms(row)
+                    return row
         return None
 
 
@@ -71,10 +74,4 @@ def price_at(subscription: Subscription, instant: datetime) -> Terms | None:
 
 
 def _terms(row: PlanPrice | SubscriptionPrice) -> Terms:
-    return Terms(
-        currency=row.currency,
-        credit_price=row.credit_price,
-        excess_price=row.excess_price,
-        effective_from=row.effective_from,
-        source=row,
-    )
+    return Terms(row.currency, row.credit_price, row.excess_price, row.effective_from)

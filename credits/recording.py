@@ -62,6 +62,7 @@ from .models import (
     UserPeriodUsage,
 )
 from .periods import Bounds, period_bounds
+from .pricing import PriceList, price_at, prices_of
 from .rollups import add_to_rollups
 
 logger = logging.getLogger(__name__)
@@ -230,7 +231,12 @@ def _write(api_key: ApiKey, pending: list[_Pending], outcomes: list) -> list[_Pe
     _open_periods(subscription, pending)
     _find_agents_by_id(subscription, pending, outcomes)
     charges = {
-        item.index: Charge(period=item.period, user=item.user, credits=item.usage.credits)
+        item.index: Charge(
+            period=item.period,
+            user=item.user,
+            credits=item.usage.credits,
+            timestamp=item.timestamp,
+        )
         for item in pending
         if outcomes[item.index] is None
     }
@@ -248,8 +254,9 @@ def _write(api_key: ApiKey, pending: list[_Pending], outcomes: list) -> list[_Pe
             accepted.append(item)
     _release(subscription, refused)
     _register_agents_by_name(subscription, accepted)
+    prices = prices_of(subscription) if accepted else None
     events = _insert_events(
-        [_event(api_key, item, charges[item.index].excess) for item in accepted]
+        [_event(api_key, item, charges[item.index], prices) for item in accepted]
     )
     for item, event in zip(accepted, events, strict=True):
         outcomes[item.index] = Recorded(event=event, created=True)
@@ -285,7 +292,8 @@ def _insert_events(events: list[CreditEvent]) -> list[CreditEvent]:
     return events
 
 
-def _event(api_key: ApiKey, item: _Pending, excess: Decimal) -> CreditEvent:
+def _event(api_key: ApiKey, item: _Pending, charged: Charge, prices: PriceList) -> CreditEvent:
+    terms = prices.at(item.timestamp)
     return CreditEvent(
         timestamp=item.timestamp,
         subscription=api_key.subscription,
@@ -295,7 +303,9 @@ def _event(api_key: ApiKey, item: _Pending, excess: Decimal) -> CreditEvent:
         api_key=api_key,
         product=item.product,
         agent=item.agent,
-        excess_credits=excess,
+        grant_credits=charged.grant,
+        excess_credits=charged.excess,
+        cost=terms.cost(base=charged.base, excess=charged.excess) if terms else Decimal(0),
         **{name: getattr(item.usage, name) for name in ("feature", "model", "credits", *AS_SENT)},
     )
 
@@ -314,7 +324,8 @@ def record_adjustment(
 ) -> CreditEvent:
     """Correct a period's usage with a new ledger row (positive or negative), never an edit.
 
-    Adjustments bypass limits: they are platform staff correcting the record.
+    Adjustments bypass limits: they are platform staff correcting the record. They are base
+    credits, priced at the credit price in effect at their timestamp.
     """
     if not reason.strip():
         raise errors.DomainError("An adjustment needs a reason.", field="reason")
@@ -331,6 +342,7 @@ def record_adjustment(
                 TeamPeriodUsage, "team_id", [(period.pk, team_id, credits)], subscription
             )
         add_to_counters(UserPeriodUsage, "user_id", [(period.pk, user.pk, credits)], subscription)
+    terms = price_at(subscription, timestamp)
     event = CreditEvent.objects.create(
         kind=CreditEvent.Kind.ADJUSTMENT,
         timestamp=timestamp,
@@ -340,6 +352,7 @@ def record_adjustment(
         user=user,
         product=product,
         credits=credits,
+        cost=terms.cost(base=credits, excess=Decimal(0)) if terms else Decimal(0),
         reason=reason,
         created_by=created_by,
     )

@@ -1,19 +1,31 @@
 """Reads for credits: balances and limits as people and machines see them."""
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 
-from django.db.models import Sum
+from django.db.models import F, Q, Sum
 from django.utils import timezone
 
 from accounts.models import Environment, Subscription, TeamMembership, User
 
-from .models import BillingPeriod, CreditLimit, TeamPeriodUsage, UserPeriodUsage
+from .models import BillingPeriod, CreditGrant, CreditLimit, TeamPeriodUsage, UserPeriodUsage
 from .periods import days_until_reset, local_date, period_bounds
 from .rollups import MONTH, narrowest_rollup
 
 ZERO = Decimal("0.0000")
+# Grants expiring this soon are shown as expiring (balance, dashboard).
+EXPIRING_WITHIN = timedelta(days=7)
+
+
+@dataclass(frozen=True)
+class GrantStatus:
+    """The subscription's grants at an instant: credits drawn from them this period, what the
+    active ones have left, and how much of that expires within ``EXPIRING_WITHIN``."""
+
+    used: Decimal
+    remaining: Decimal
+    expiring_soon: Decimal
 
 
 @dataclass(frozen=True)
@@ -38,6 +50,7 @@ class Balance:
     excess_allowance: Decimal
     excess_used: Decimal
     limit_mode: str
+    grants: GrantStatus = GrantStatus(ZERO, ZERO, ZERO)
     environment_used: Decimal | None = None
     user: LimitStatus | None = None
     team: LimitStatus | None = None
@@ -45,6 +58,15 @@ class Balance:
     @property
     def remaining(self) -> Decimal:
         return max(ZERO, self.base_allocation - self.used)
+
+    @property
+    def base_used(self) -> Decimal:
+        """Credits of the base allocation used: the total less grants and excess."""
+        return self.used - self.grants.used - self.excess_used
+
+    @property
+    def base_remaining(self) -> Decimal:
+        return max(ZERO, self.base_allocation - self.base_used)
 
     @property
     def excess_remaining(self) -> Decimal:
@@ -89,9 +111,25 @@ def balance(
         excess_allowance=subscription.excess_allowance,
         excess_used=period.excess_used if period else ZERO,
         limit_mode=subscription.limit_mode,
+        grants=grant_status(subscription=subscription, period=period, at=at),
         environment_used=environment_used,
         user=_user_status(subscription, period, user) if user else None,
         team=_team_status(subscription, period, user) if user else None,
+    )
+
+
+def grant_status(*, subscription: Subscription, period, at: datetime) -> GrantStatus:
+    """The grants of a subscription the caller resolved through ``visible_to``: one query."""
+    active = Q(effective_at__lte=at) & (Q(expires_at__isnull=True) | Q(expires_at__gt=at))
+    left = F("credits") + F("credits_adjusted") - F("credits_used") - F("credits_lapsed")
+    totals = CreditGrant.objects.filter(active, subscription=subscription).aggregate(
+        remaining=Sum(left),
+        expiring_soon=Sum(left, filter=Q(expires_at__lte=at + EXPIRING_WITHIN)),
+    )
+    return GrantStatus(
+        used=period.grant_used if period else ZERO,
+        remaining=totals["remaining"] or ZERO,
+        expiring_soon=totals["expiring_soon"] or ZERO,
     )
 
 

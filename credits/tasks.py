@@ -8,7 +8,7 @@ from django.utils import timezone
 
 from core.retry import EMAIL_RETRY
 
-from . import alert_rules, billing, notifications, partitions, pruning, webhooks
+from . import alert_rules, billing, grants, notifications, partitions, pruning, webhooks
 
 logger = logging.getLogger(__name__)
 
@@ -110,6 +110,13 @@ def prune_hourly_usage() -> int:
     return pruning.prune_hourly_usage(now=timezone.now())
 
 
+@shared_task
+def lapse_expired_grants() -> int:
+    """Every 15 minutes: lapse the remainder of each grant past its expiry (and the late-event
+    grace window), once per grant; return how many lapsed."""
+    return grants.lapse_expired_grants(now=timezone.now())
+
+
 PERIODIC_TASKS = [
     {
         "name": "Open billing periods",
@@ -157,5 +164,12 @@ PERIODIC_TASKS = [
         "every_minutes": 1440,
         "description": "Deletes the hourly usage rollup's rows older than "
         f"{pruning.HOURLY_USAGE_RETENTION_DAYS} days (the usage API's hourly windows).",
+    },
+    {
+        "name": "Lapse expired grants",
+        "task": lapse_expired_grants.name,
+        "every_minutes": 15,
+        "description": "Lapses the unused credits of each expired grant once, after the "
+        "late-event grace window, with a ledger entry of the grant.",
     },
 ]

@@ -21,7 +21,8 @@ from accounts.models import (
     User,
 )
 from accounts.services import add_membership, create_api_key
-from credits.models import Agent, Product
+from credits.grants import add_grant
+from credits.models import Agent, PlanPrice, Product, SubscriptionPrice
 from credits.recording import record_adjustment
 
 PASSWORD = "correct horse battery staple"
@@ -157,3 +158,40 @@ def frozen_at(moment: datetime):
 
 
 __all__ = ["PASSWORD", "Role", "utc"]
+
+
+def plan_price(plan: str, *, credit_price: str, excess_price: str, effective_from, currency="EUR"):
+    """A plan's price from ``effective_from`` (a past moment too: tests build history that
+    the service, which refuses backdating, would not let them)."""
+    return PlanPrice.objects.create(
+        plan=plan,
+        currency=currency,
+        credit_price=Decimal(credit_price),
+        excess_price=Decimal(excess_price),
+        effective_from=effective_from,
+    )
+
+
+def subscription_price(
+    subscription, *, credit_price: str, excess_price: str, effective_from, currency="EUR"
+):
+    """A subscription's own price, like ``plan_price``."""
+    return SubscriptionPrice.objects.create(
+        subscription=subscription,
+        currency=currency,
+        credit_price=Decimal(credit_price),
+        excess_price=Decimal(excess_price),
+        effective_from=effective_from,
+    )
+
+
+def grant(subscription, credits: str, *, kind="bonus", reason="Welcome", **fields):
+    """A grant through the service (checked and audited as any other)."""
+    return add_grant(
+        subscription=subscription,
+        kind=kind,
+        credits=Decimal(credits),
+        reason=reason,
+        created_by=None,
+        **fields,
+    )

@@ -18,6 +18,7 @@ TASKS = {
     "Evaluate alert rules": ("credits.tasks.evaluate_alert_rules", 1),
     "Queue due webhooks": ("credits.tasks.queue_due_webhooks", 1),
     "Prune hourly usage": ("credits.tasks.prune_hourly_usage", 1440),
+    "Lapse expired grants": ("credits.tasks.lapse_expired_grants", 15),
     "Dispatch due reports": ("reports.tasks.dispatch_due_reports", 5),
 }
 

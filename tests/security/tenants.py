@@ -19,13 +19,18 @@ from rest_framework.test import APIClient
 
 from accounts.audit import AuditEvent
 from accounts.models import ApiKey, Environment, Project, Role, Subscription, Team, User
+from credits.grants import adjust_grant
 from credits.limits import set_team_limit, set_user_limit
 from credits.models import (
     Agent,
     AlertRule,
     BillingPeriod,
     CreditEvent,
+    CreditGrant,
     CreditLimit,
+    GrantAdjustment,
+    PlanPrice,
+    SubscriptionPrice,
     ThresholdAlert,
     WebhookDelivery,
     WebhookEndpoint,
@@ -63,6 +68,10 @@ class Globex:
     webhook_endpoint: WebhookEndpoint
     webhook_delivery: WebhookDelivery
     alert_rule: AlertRule
+    plan_price: PlanPrice
+    subscription_price: SubscriptionPrice
+    grant: CreditGrant
+    grant_adjustment: GrantAdjustment
     delivery: object
     unsubscribe_token: str
     export_path: str  # a large export written to storage, as a worker writes it
@@ -169,6 +178,7 @@ def build_globex(product, staff) -> Globex:
     schedule, delivery, unsubscribe_token = _schedule(subscription, admin)
     export_path = _large_export(subscription, admin)
     webhook_endpoint, webhook_delivery, alert_rule = _alerts(subscription, team, period)
+    plan_price, subscription_price, grant, grant_adjustment = _money(subscription, admin, staff)
     names = [
         "ENDPOINT",
         "RULE",
@@ -200,7 +210,7 @@ def build_globex(product, staff) -> Globex:
         "manager email": manager.email,
         "member email": member.email,
         "token": token.key,
-        **{f"id {pk}": str(pk) for pk in range(ID_BASE + 1, ID_BASE + 17)},
+        **{f"id {pk}": str(pk) for pk in range(ID_BASE + 1, ID_BASE + 19)},
     }
     return Globex(
         subscription=subscription,
@@ -226,6 +236,10 @@ def build_globex(product, staff) -> Globex:
         webhook_endpoint=webhook_endpoint,
         webhook_delivery=webhook_delivery,
         alert_rule=alert_rule,
+        plan_price=plan_price,
+        subscription_price=subscription_price,
+        grant=grant,
+        grant_adjustment=grant_adjustment,
         delivery=delivery,
         unsubscribe_token=unsubscribe_token,
         export_path=export_path,
@@ -262,6 +276,43 @@ def _alerts(subscription, team, period):
         webhook=endpoint,
     )
     return endpoint, delivery, rule
+
+
+def _money(subscription, admin, staff):
+    """The Pro plan's price (shared by every subscription), Globex's own price, a grant of
+    Globex's and an adjustment of it (audited as Globex's)."""
+    plan_price = PlanPrice.objects.create(
+        plan="pro",
+        currency="EUR",
+        credit_price=Decimal("0.01"),
+        excess_price=Decimal("0.02"),
+        effective_from=timezone.now(),
+        created_by=staff,
+    )
+    subscription_price = SubscriptionPrice.objects.create(
+        pk=ID_BASE + 17,
+        subscription=subscription,
+        currency="EUR",
+        credit_price=Decimal("0.009"),
+        excess_price=Decimal("0.02"),
+        effective_from=timezone.now(),
+        created_by=staff,
+    )
+    grant = CreditGrant.objects.create(
+        pk=ID_BASE + 18,
+        subscription=subscription,
+        kind=CreditGrant.Kind.TOP_UP,
+        credits=Decimal("300"),
+        price=Decimal("2.70"),
+        currency="EUR",
+        effective_at=timezone.now(),
+        reason=f"{MARK}REASON",
+        created_by=admin,
+    )
+    adjustment = adjust_grant(
+        grant=grant, credits=Decimal("-1"), reason=f"{MARK}REASON", created_by=admin
+    )
+    return plan_price, subscription_price, grant, adjustment
 
 
 def _large_export(subscription, admin) -> str:
@@ -494,6 +545,20 @@ def globex_state(globex: Globex) -> dict:
             "thresholds",
             "enabled",
             "webhook",
+        ),
+        "subscription prices": rows(
+            SubscriptionPrice.objects.filter(subscription__in=subscriptions), "pk", "credit_price"
+        ),
+        "grants": rows(
+            CreditGrant.objects.filter(subscription__in=subscriptions),
+            "pk",
+            "credits",
+            "credits_used",
+            "credits_adjusted",
+            "credits_lapsed",
+        ),
+        "grant adjustments": rows(
+            GrantAdjustment.objects.filter(subscription__in=subscriptions), "pk", "credits"
         ),
         "tokens": rows(Token.objects.filter(user__in=users), "key"),
         **_schedule_state(subscriptions),

@@ -29,6 +29,7 @@ NOT_INSPECTED = {
     "billing.py",
     "bulk.py",
     "charging.py",
+    "grants.py",  # adds grants and prices to a resolved subscription; lapses every expired grant
     "demo.py",
     "limits.py",
     "login_throttle.py",
@@ -60,6 +61,9 @@ ALLOWED = {
     ("credits/selectors.py", "balance", "BillingPeriod"): (
         "a balance is the subscription's totals (never plan gated), of a subscription the "
         "caller resolved through visible_to"
+    ),
+    ("credits/selectors.py", "grant_status", "CreditGrant"): (
+        "a balance's grant totals, of a subscription the caller resolved through visible_to"
     ),
     ("credits/selectors.py", "_limit_status", "CreditLimit"): (
         "the limit of a user or team the caller resolved through visible_to"

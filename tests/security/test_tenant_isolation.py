@@ -30,7 +30,7 @@ from django.test.utils import override_settings
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 
 from tests.reports.slugs import REPORT_SLUGS
-from tests.security.tenants import Tenants, build_tenants, globex_state
+from tests.security.tenants import ID_BASE, Tenants, build_tenants, globex_state
 
 # --- The URL patterns -------------------------------------------------------------------------
 
@@ -454,6 +454,17 @@ def admin_password_change_of(t):
     ]
 
 
+def grants(t):
+    sub = g(t).subscription.pk
+    grant = {"kind": "bonus", "credits": "5", "reason": "pwned"}
+    return [
+        get("/api/v1/grants/"),
+        get("/api/v1/grants/", {"subscription": sub}, refused=True, twin="globex admin token"),
+        api("POST", f"/api/v1/grants/?subscription={sub}", grant, refused=True),
+        api("POST", "/api/v1/grants/", {**grant, "subscription": sub}, refused=True),
+    ]
+
+
 def webhook_endpoints(t):
     sub = g(t).subscription.pk
     endpoint = {"name": "pwned", "url": "https://example.com/hooks"}
@@ -639,6 +650,7 @@ VIEWS: dict[str, Callable[[Tenants], list[Probe]]] = {
     "record-batch": record_batch,
     "balance": balance,
     "limits": limits,
+    "grants": grants,
     "user-limit": limit_of("users", lambda t: g(t).member.pk),
     "team-limit": limit_of("teams", lambda t: g(t).team.pk),
     "webhooks": webhook_endpoints,
@@ -705,6 +717,8 @@ def _name_and_owner(t) -> dict:
     }
 
 
+ID_OF_GLOBEX_GRANT = ID_BASE + 18
+
 ADMIN_MODELS: dict[str, AdminModel] = {
     "accounts.subscription": AdminModel(lambda t: g(t).subscription, twin="globex admin"),
     "accounts.project": AdminModel(lambda t: g(t).project, twin="globex admin"),
@@ -726,6 +740,13 @@ ADMIN_MODELS: dict[str, AdminModel] = {
     "credits.product": AdminModel(
         lambda t: g(t).event.product,
         shared=True,  # enabled for Globex: staff see that
+    ),
+    # The plans' price list names no tenant: there is nothing of Globex's for a twin to see.
+    "credits.planprice": AdminModel(lambda t: g(t).plan_price, twin=None, shared=True),
+    "credits.subscriptionprice": AdminModel(lambda t: g(t).subscription_price, twin="globex admin"),
+    "credits.creditgrant": AdminModel(lambda t: g(t).grant, twin="globex admin"),
+    "credits.grantadjustment": AdminModel(
+        lambda t: g(t).grant_adjustment, twin="globex admin", post={"grant": ID_OF_GLOBEX_GRANT}
     ),
     "auth.group": AdminModel(PLATFORM),
     "authtoken.tokenproxy": AdminModel(PLATFORM),
@@ -783,7 +804,7 @@ def admin_probes(label: str, view: str, t: Tenants) -> list[Probe]:
         return _platform_probes(base, view, app_label, model_name)
     obj = spec.globex_object(t)
     # The shared catalogue names no tenant, except to staff in a product's change view.
-    twin = ("staff" if view == "change" else None) if spec.shared else spec.twin
+    twin = (spec.twin if view == "change" else None) if spec.shared else spec.twin
     refused = not spec.shared
     object_id = quote(obj.pk)
     if view == "changelist":
@@ -804,7 +825,7 @@ def admin_probes(label: str, view: str, t: Tenants) -> list[Probe]:
         ]
     if view == "add":
         url = reverse(f"{base}_add")
-        twin = "staff" if staff_may("add", obj, t) else None
+        twin = "staff" if spec.twin and staff_may("add", obj, t) else None
         return [get(url, twin=twin), form(url, {**_name_and_owner(t), **spec.post})]
     if view == "redirect":
         change = reverse(f"{base}_change", args=[object_id])  # an API key's names its prefix
