@@ -326,9 +326,10 @@ def test_the_email_of_a_project_managers_schedule_has_no_money(
     assert "EUR" not in email.body and "EUR" not in email.alternatives[0][0]
 
 
-def test_grant_credits_are_a_row_of_their_own_that_costs_nothing_at_use(world, priced):
-    """Hard mode at 5 credits with a 3-credit top-up: the base allocation first, then the
-    grant."""
+@pytest.fixture
+def granted(world, priced):
+    """Hard mode at 5 credits with a 3-credit top-up: 4 credits, then 3 (1 base, 2 from the
+    grant: the base allocation first)."""
     world.subscription.base_allocation = Decimal(5)
     world.subscription.save()
     CreditGrant.objects.create(
@@ -338,12 +339,15 @@ def test_grant_credits_are_a_row_of_their_own_that_costs_nothing_at_use(world, p
         price=Decimal("2.50"),
         currency="EUR",
         effective_at=utc(2026, 11, 1),
+        expires_at=utc(2026, 11, 30),
         reason="Top-up",
     )
     recorder = EventRecorder(world)
     recorder.record(at=utc(2026, 11, 2, 9), credits="4", feature="chat")
-    recorder.record(at=utc(2026, 11, 3, 9), credits="3", feature="chat")  # 1 base, 2 grant
+    recorder.record(at=utc(2026, 11, 3, 9), credits="3", feature="chat")
 
+
+def test_grant_credits_are_a_row_of_their_own_that_costs_nothing_at_use(world, granted):
     body = get(
         logged_in(world.admin), "/api/v1/reports/usage-by-member-feature-credit-type/", **NOVEMBER
     ).json()
@@ -365,3 +369,12 @@ def test_an_admins_page_of_a_member_shows_the_cost_of_the_range(world, priced):
     with time_machine.travel(NOW, tick=False):
         html = logged_in(world.admin).get(url).content.decode()
     assert 'data-figure="range-cost">EUR 3.75<' in html  # carol's 3.75 credits
+
+
+def test_the_dashboard_shows_the_grants_used_left_and_expiring(world, granted):
+    with time_machine.travel(NOW, tick=False):
+        html = logged_in(world.admin).get("/admin/credit-usage/").content.decode()
+    assert 'data-figure="grants-remaining">1.0000<' in html
+    assert 'data-figure="grants-used">2.0000<' in html
+    assert 'data-figure="grants-expiring">1.0000<' in html  # on the 30th: within 7 days
+    assert 'data-figure="spend">EUR 5.00<' in html  # the grant's credits cost nothing at use

@@ -673,9 +673,9 @@ def test_the_member_table_costs_the_same_queries_for_5_and_50_members(
     members = response.context["page"].members
     assert members.listed_count == 50
     assert len(members.rows) == member_table.MEMBERS_PER_PAGE == 50
-    # The admin reads its subscriptions' time zones once (accounts.middleware), and its
-    # header's Usage menu the admin's roles (reports.usage_menu).
-    assert five_members_queries <= (15 if page_url == ADMIN_PAGE else 12)
+    # The admin reads its subscriptions' time zones once (accounts.middleware), its header's
+    # Usage menu the admin's roles (reports.usage_menu), and its balance the grants' status.
+    assert five_members_queries <= (16 if page_url == ADMIN_PAGE else 12)
 
 
 @pytest.mark.parametrize("page_url", [ADMIN_PAGE, ENVIRONMENT_PAGE, MY_PAGE])
