@@ -241,8 +241,10 @@ class SubscriptionDashboard(UsagePage):
 
     @cached_property
     def spend(self) -> Cost:
-        """What the billing period's usage has cost so far (all of it, whatever the range)."""
-        return self.usage.cost(self.cycle.first_day, self.cycle.last_day, self.currency)
+        """What the billing period's usage has cost so far (all of it, whatever the range),
+        as one line rounded once, as the period's statement rounds its usage."""
+        period = self.usage.sums(self.cycle.first_day, self.cycle.last_day)
+        return cost(period.cost, self.currency)
 
     @cached_property
     def projected_spend(self) -> Cost:

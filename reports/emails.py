@@ -38,7 +38,7 @@ from credits.selectors import balance
 from . import selectors
 from .catalogue import BY_SLUG, CREDIT_USAGE_EXPORT, PLANS_WITH_TEAM_VIEWS
 from .charts import Series, daily_credits_png
-from .costs import NO_COST, Cost, cost, rounded_total
+from .costs import NO_COST, Cost, cost
 from .cycle_usage import Trend
 from .exports import (
     CopiedCsvTable,
@@ -371,7 +371,7 @@ def build_report(*, schedule: ReportSchedule, period: ReportPeriod, now: datetim
         "late_until": local_text(late_until, zone),
         "late_usage_closed": late_until <= now,
         "credits_used": format_credits(used),
-        "cost": rounded_total(product_costs.values(), currency),
+        "cost": cost(totals.cost, currency),  # one line, rounded once
         "excess_credits": format_credits(totals.excess_credits),
         "trend": _trend(Trend(used, previous, last_period_through=previous_last)),
         "balances": _balances(schedule, period, now),
