@@ -217,7 +217,7 @@ def _charge_base(subscription, move: _PeriodMove, credits: Decimal):
     times = [item.timestamp for item in move.charges]
     with connection.cursor() as cursor:
         cursor.execute(
-            f"WITH locked AS (SELECT id, credits_used - grant_used - excess_used + %(x)s "  # noqa: S608
+            f"WITH locked AS (SELECT id, credits_used - grant_used + %(x)s "  # noqa: S608
             f"<= %(allocation)s AS fits FROM {table} "
             "WHERE subscription_id = %(subscription)s AND id = %(id)s FOR UPDATE) "
             f"UPDATE {table} p SET credits_used = p.credits_used"
@@ -281,9 +281,14 @@ def _lock_grants(subscription, moves: list[_PeriodMove]) -> list[_Grant]:
 
 
 def _split(subscription, item: Charge, counters: _Counters, grants, drawn) -> None:
-    """Draw one event's credits: base, then grants in order, then excess (soft mode)."""
-    base_left = subscription.base_allocation - (counters.used - counters.granted - counters.excess)
-    base = min(item.credits, max(base_left, Decimal(0)))
+    """Draw one event's credits: base, then grants in order, then excess (soft mode).
+
+    The period's own usage (all but grants: base, excess and adjustments) may not go beyond
+    the allocation (plus the allowance in soft mode), as before grants existed: a refund by
+    adjustment makes room again, and an allocation lowered below usage stops it.
+    """
+    own = counters.used - counters.granted
+    base = min(item.credits, max(subscription.base_allocation - own, Decimal(0)))
     rest = item.credits - base
     taken = []
     for grant in grants:
@@ -293,17 +298,14 @@ def _split(subscription, item: Charge, counters: _Counters, grants, drawn) -> No
             take = min(rest, grant.remaining)
             taken.append((grant, take))
             rest -= take
-    soft = subscription.limit_mode == Subscription.LimitMode.SOFT
-    allowance = subscription.excess_allowance if soft else Decimal(0)
-    # Base used beyond the allocation (lowered below usage, or raised by an adjustment) takes
-    # from the excess allowance first: nothing more fits in hard mode.
-    overdrawn = max(-base_left, Decimal(0))
-    if rest + overdrawn > allowance - counters.excess:
+    cap = subscription.credit_cap  # allocation (+ allowance in soft mode)
+    if own + base + rest > cap:
         available = sum((g.remaining for g in grants if g.active_at(item.timestamp)), Decimal(0))
-        cap = subscription.base_allocation + available + counters.granted + allowance
         raise _DoesNotFit(
             errors.CreditLimitExceeded(
-                limit=str(cap), used=str(counters.used), credits=str(item.credits)
+                limit=str(cap + counters.granted + available),
+                used=str(counters.used),
+                credits=str(item.credits),
             )
         )
     for grant, take in taken:
@@ -317,29 +319,25 @@ def _split(subscription, item: Charge, counters: _Counters, grants, drawn) -> No
 
 
 def _write_period(subscription, move: _PeriodMove) -> tuple[Decimal, Decimal]:
-    """Add the split to the (locked) period, checking base and excess against their caps once
-    more; the (used, excess used) after."""
+    """Add the split to the (locked) period, checking its own usage against its cap once more;
+    the (used, excess used) after."""
     credits = sum((item.credits for item in move.charges), Decimal(0))
     granted = sum((item.grant for item in move.charges), Decimal(0))
     excess = sum((item.excess for item in move.charges), Decimal(0))
-    soft = subscription.limit_mode == Subscription.LimitMode.SOFT
     table = BillingPeriod._meta.db_table
     with connection.cursor() as cursor:
         cursor.execute(
             f"UPDATE {table} SET credits_used = credits_used + %(x)s, "  # noqa: S608
             "grant_used = grant_used + %(granted)s, excess_used = excess_used + %(excess)s "
             "WHERE subscription_id = %(subscription)s AND id = %(id)s"
-            " AND (%(base)s = 0 OR credits_used - grant_used - excess_used + %(base)s"
-            "  <= %(allocation)s)"
-            " AND (%(excess)s = 0 OR excess_used + %(excess)s <= %(allowance)s) "
+            " AND (%(own)s = 0 OR credits_used - grant_used + %(own)s <= %(cap)s) "
             "RETURNING credits_used, excess_used",
             {
                 "x": credits,
                 "granted": granted,
                 "excess": excess,
-                "base": credits - granted - excess,
-                "allocation": subscription.base_allocation,
-                "allowance": subscription.excess_allowance if soft else Decimal(0),
+                "own": credits - granted,
+                "cap": subscription.credit_cap,
                 "subscription": subscription.pk,
                 "id": move.charges[0].period.pk,
             },

@@ -29,6 +29,9 @@ from .pricing import price_at
 
 logger = logging.getLogger(__name__)
 
+# What a person enters for a grant (API and admin), and the counters only services change.
+GRANT_FIELDS = ("kind", "credits", "price", "currency", "effective_at", "expires_at", "reason")
+GRANT_COUNTERS = ("credits_used", "credits_adjusted", "credits_lapsed")
 MAX_CREDITS = Decimal(10) ** (CREDIT_DIGITS["max_digits"] - CREDIT_DIGITS["decimal_places"])
 MAX_PRICE = Decimal(10) ** (PRICE_DIGITS["max_digits"] - PRICE_DIGITS["decimal_places"])
 
@@ -239,65 +242,51 @@ def _lapse(subscription_id: int, grant_id: int) -> int:
 # --- Prices ----------------------------------------------------------------------------------
 
 
-def _check_price(currency: str, credit_price, excess_price, effective_from, now) -> str:
-    currency = currency.upper()
+def _checked_price(*, owner: dict, same_currency_as, created_by: User, now, **price) -> dict:
+    """A price's fields, checked: platform staff only, a known currency that is the one of
+    ``same_currency_as`` (querysets of prices), prices at least 0 with at most 6 decimals,
+    not backdated."""
+    if not created_by.is_superuser:
+        raise InvalidPrice("Only platform staff set prices.", field=next(iter(owner)))
+    currency = price["currency"].upper()
     _check_currency(currency, InvalidPrice)
-    for field, value in (("credit_price", credit_price), ("excess_price", excess_price)):
+    for field in ("credit_price", "excess_price"):
         _check_amount(
-            value,
+            price[field],
             field=field,
             places=PRICE_DIGITS["decimal_places"],
             upper=MAX_PRICE,
             error=InvalidPrice,
         )
-    if effective_from < now:
+    if price["effective_from"] < (now or timezone.now()):
         raise InvalidPrice(
             "A price applies from now or later, never backdated.", field="effective_from"
         )
-    return currency
-
-
-def _check_one_currency(currency: str, *others) -> None:
-    for rows in others:
+    for rows in same_currency_as:
         existing = rows.exclude(currency=currency).values_list("currency", flat=True).first()
         if existing:
             raise InvalidPrice(
                 f"These prices are in {existing}; a currency does not change.", field="currency"
             )
+    return {**owner, **price, "currency": currency, "created_by": created_by}
 
 
-def check_plan_price(
-    *,
-    plan: str,
-    currency: str,
-    credit_price: Decimal,
-    excess_price: Decimal,
-    effective_from: datetime,
-    created_by: User,
-    now: datetime | None = None,
-) -> dict:
-    """A plan's price, checked: platform staff only, a known plan and currency (the plan's
-    prices keep theirs), prices at least 0 with at most 6 decimals, not backdated."""
-    if not created_by.is_superuser:
-        raise InvalidPrice("Only platform staff set plan prices.", field="plan")
+def check_plan_price(*, plan: str, created_by: User, now=None, **price) -> dict:
+    """A plan's price (``currency``, ``credit_price``, ``excess_price``, ``effective_from``),
+    checked (``_checked_price``); the plan's prices and its subscriptions' keep one currency."""
     if plan not in Subscription.Plan.values:
         raise InvalidPrice("No such plan.", field="plan", value=plan)
-    currency = _check_price(
-        currency, credit_price, excess_price, effective_from, now or timezone.now()
-    )
-    _check_one_currency(
-        currency,
+    same_currency_as = (
         PlanPrice.objects.filter(plan=plan),
         SubscriptionPrice.objects.filter(subscription__plan=plan),
     )
-    return {
-        "plan": plan,
-        "currency": currency,
-        "credit_price": credit_price,
-        "excess_price": excess_price,
-        "effective_from": effective_from,
-        "created_by": created_by,
-    }
+    return _checked_price(
+        owner={"plan": plan},
+        same_currency_as=same_currency_as,
+        created_by=created_by,
+        now=now,
+        **price,
+    )
 
 
 @transaction.atomic
@@ -309,35 +298,20 @@ def set_plan_price(**fields) -> PlanPrice:
 
 
 def check_subscription_price(
-    *,
-    subscription: Subscription,
-    currency: str,
-    credit_price: Decimal,
-    excess_price: Decimal,
-    effective_from: datetime,
-    created_by: User,
-    now: datetime | None = None,
+    *, subscription: Subscription, created_by: User, now=None, **price
 ) -> dict:
-    """A subscription's own price, checked as a plan's (``check_plan_price``); its currency
-    is its plan's."""
-    if not created_by.is_superuser:
-        raise InvalidPrice("Only platform staff set a subscription's prices.", field="subscription")
-    currency = _check_price(
-        currency, credit_price, excess_price, effective_from, now or timezone.now()
-    )
-    _check_one_currency(
-        currency,
+    """A subscription's own price, checked as a plan's; its currency is its plan's."""
+    same_currency_as = (
         SubscriptionPrice.objects.filter(subscription=subscription),
         PlanPrice.objects.filter(plan=subscription.plan),
     )
-    return {
-        "subscription": subscription,
-        "currency": currency,
-        "credit_price": credit_price,
-        "excess_price": excess_price,
-        "effective_from": effective_from,
-        "created_by": created_by,
-    }
+    return _checked_price(
+        owner={"subscription": subscription},
+        same_currency_as=same_currency_as,
+        created_by=created_by,
+        now=now,
+        **price,
+    )
 
 
 @transaction.atomic

@@ -23,7 +23,7 @@ from core.money import (
 from core.pagination import page_of, paginated_response
 from core.serializers import StrictInputSerializer
 
-from .grants import add_grant
+from .grants import GRANT_COUNTERS, GRANT_FIELDS, add_grant
 from .models import CreditGrant
 
 
@@ -37,33 +37,17 @@ class GrantOutputSerializer(serializers.ModelSerializer):
         model = CreditGrant
         fields = [
             "id",
-            "kind",
-            "credits",
-            "price",
-            "currency",
-            "effective_at",
-            "expires_at",
-            "reason",
+            *GRANT_FIELDS,
             "created_by",
             "created_at",
-            "credits_used",
-            "credits_adjusted",
-            "credits_lapsed",
+            *GRANT_COUNTERS,
             "remaining",
         ]
 
 
 @extend_schema_serializer(component_name="CreditGrant")
 class GrantInputSerializer(StrictInputSerializer):
-    fixed_fields = (
-        "id",
-        "created_by",
-        "created_at",
-        "credits_used",
-        "credits_adjusted",
-        "credits_lapsed",
-        "remaining",
-    )
+    fixed_fields = ("id", "created_by", "created_at", *GRANT_COUNTERS, "remaining")
 
     kind = serializers.ChoiceField(choices=CreditGrant.Kind.choices)
     credits = CreditsField(help_text=f"Credits granted, above 0. {AMOUNT_HELP}")

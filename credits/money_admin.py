@@ -14,8 +14,9 @@ from accounts.admin_scoping import ScopedModelAdmin, ScopedRelatedFilter
 from core.errors import DomainError
 from core.money import CreditsFormField
 
-from .grants import add_grant as add_grant_service
 from .grants import (
+    GRANT_COUNTERS,
+    GRANT_FIELDS,
     adjust_grant,
     check_grant,
     check_plan_price,
@@ -23,6 +24,7 @@ from .grants import (
     set_plan_price,
     set_subscription_price,
 )
+from .grants import add_grant as add_grant_service
 from .models import CreditGrant, GrantAdjustment, PlanPrice, SubscriptionPrice
 
 PRICE_FIELDS = {models.DecimalField: {"form_class": forms.DecimalField}}
@@ -161,16 +163,7 @@ class CreditGrantForm(ServiceForm):
 
     class Meta:
         model = CreditGrant
-        fields = (
-            "subscription",
-            "kind",
-            "credits",
-            "price",
-            "currency",
-            "effective_at",
-            "expires_at",
-            "reason",
-        )
+        fields = ("subscription", *GRANT_FIELDS)
 
     def check(self, data):
         return check_grant(**data)
@@ -208,13 +201,7 @@ class CreditGrantAdmin(AppendOnlyAdmin):
     list_filter = ("kind", ("subscription", ScopedRelatedFilter))
     list_select_related = ("subscription",)
     ordering = ("-effective_at", "-id")
-    readonly_fields = (
-        "created_by",
-        "created_at",
-        "credits_used",
-        "credits_adjusted",
-        "credits_lapsed",
-    )
+    readonly_fields = ("created_by", "created_at", *GRANT_COUNTERS)
 
     @admin.display(description="remaining")
     def remaining_credits(self, grant):

@@ -77,10 +77,8 @@ class CreditEventQuerySet(UsageQuerySet):
     delete.queryset_only = True
 
 
-class AppendOnlyQuerySet(AdministeredQuerySet):
-    """Prices, grants and grant adjustments: the subscription's admins (and its API keys) read
-    them; rows are never edited or deleted (a grant's counters change by conditional SQL in
-    ``credits.charging`` and ``credits.grants``)."""
+class AppendOnly:
+    """A queryset whose rows are never edited or deleted in bulk either."""
 
     def update(self, **kwargs):
         raise TypeError("These rows are append-only; add a new row instead.")
@@ -92,7 +90,13 @@ class AppendOnlyQuerySet(AdministeredQuerySet):
     delete.queryset_only = True
 
 
-class PlanPriceQuerySet(models.QuerySet):
+class AppendOnlyQuerySet(AppendOnly, AdministeredQuerySet):
+    """Subscription prices, grants and grant adjustments: the subscription's admins (and its
+    API keys) read them; a grant's counters change by conditional SQL (``credits.charging``,
+    ``credits.grants``)."""
+
+
+class PlanPriceQuerySet(AppendOnly, models.QuerySet):
     """Plan prices are the public price list: everyone signed in (and every live API key) reads
     them; only platform staff administer them."""
 
@@ -110,12 +114,3 @@ class PlanPriceQuerySet(models.QuerySet):
         if user is not None and user.is_authenticated and user.is_superuser:
             return self.all()
         return self.none()
-
-    def update(self, **kwargs):
-        raise TypeError("Prices are append-only; add a new price from its moment on.")
-
-    def delete(self):
-        raise TypeError("Prices are append-only; add a new price from its moment on.")
-
-    update.queryset_only = True
-    delete.queryset_only = True

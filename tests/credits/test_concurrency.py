@@ -5,10 +5,11 @@ from decimal import Decimal
 
 import pytest
 from django.db import connections
-from django.db.models import Sum
+from django.db.models import F, Sum
 from rest_framework.test import APIClient
 
-from credits.models import BillingPeriod, CreditEvent, DailyUsage
+from credits.models import BillingPeriod, CreditEvent, CreditGrant, DailyUsage
+from tests import factories
 from tests.credits.conftest import set_allocation
 
 # serialized_rollback restores what migrations created (the admins group) after a flush.
@@ -32,8 +33,6 @@ def post_concurrently(secret, payloads):
 
 @pytest.fixture
 def secret(world, product):
-    from tests import factories
-
     return factories.api_key(world.subscription)[1]
 
 
@@ -61,3 +60,47 @@ def test_concurrent_replays_of_one_key_charge_once(world, secret, event_payload)
     assert statuses.count(200) == CLIENTS - 1
     assert CreditEvent.objects.count() == 1
     assert BillingPeriod.objects.get().credits_used == Decimal("5")
+
+
+def test_grants_added_while_fifty_clients_charge_never_overspend_the_cap(
+    world, secret, event_payload
+):
+    """Grants land in the middle of the charges: whatever each event saw, the period never
+    uses more than its allocation and the grants, no grant gives more than it has, and every
+    counter equals the ledger. Once every grant is in, the rest of the cap fills exactly."""
+    set_allocation(world.subscription, "100")
+    assert post_concurrently(secret, [event_payload(credits="80")]) == [201]
+
+    def add_grant(number):
+        try:
+            factories.grant(world.subscription, "4", reason=f"Top-up {number}")
+        finally:
+            connections.close_all()
+
+    with ThreadPoolExecutor(max_workers=5) as granting:
+        added = [granting.submit(add_grant, number) for number in range(5)]
+        statuses = post_concurrently(
+            secret, [event_payload(credits="1") for _ in range(2 * CLIENTS)]
+        )
+        for future in added:
+            future.result()
+    assert set(statuses) <= {201, 402}
+    assert_counters_equal_the_ledger(cap=Decimal("120"))
+
+    statuses = post_concurrently(secret, [event_payload(credits="1") for _ in range(CLIENTS)])
+
+    assert CreditEvent.objects.aggregate(total=Sum("credits"))["total"] == Decimal("120")
+    assert_counters_equal_the_ledger(cap=Decimal("120"))
+    assert CreditGrant.objects.filter(credits_used=4).count() == 5
+
+
+def assert_counters_equal_the_ledger(*, cap: Decimal) -> None:
+    ledger = CreditEvent.objects.aggregate(total=Sum("credits"), granted=Sum("grant_credits"))
+    period = BillingPeriod.objects.get()
+    grants = CreditGrant.objects.aggregate(used=Sum("credits_used"))["used"] or 0
+    assert ledger["total"] <= cap
+    assert period.credits_used == ledger["total"]
+    assert period.grant_used == ledger["granted"] == grants
+    assert ledger["total"] - ledger["granted"] <= Decimal("100")  # base
+    assert not CreditGrant.objects.filter(credits_used__gt=F("credits")).exists()
+    assert DailyUsage.objects.aggregate(total=Sum("credits"))["total"] == ledger["total"]

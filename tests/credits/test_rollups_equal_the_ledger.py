@@ -200,15 +200,24 @@ def assert_counters_equal_the_ledger():
 @pytest.fixture
 def ledger(world):
     """About 200 events in Acme (Pacific/Auckland), its sub-account Acme Labs
-    (America/New_York) and Globex (Europe/Prague), and adjustments up and down."""
+    (America/New_York, mostly drawing on a grant) and Globex (Europe/Prague), priced, with a
+    price change, and adjustments up and down."""
     world.subscription.timezone = "Pacific/Auckland"
     world.subscription.base_allocation = Decimal(1_000_000)
     world.subscription.save()
+    # Labs draws most of its credits from a grant; prices change mid-history.
     labs = factories.SubscriptionFactory(
         name="Acme Labs",
         parent=world.subscription,
         timezone="America/New_York",
-        base_allocation=Decimal(1_000_000),
+        base_allocation=Decimal(20),
+    )
+    factories.grant(labs, "1000000", effective_at=START, now=START)
+    factories.plan_price(
+        "pro", credit_price="0.012", excess_price="0.03", effective_from=START - timedelta(days=1)
+    )
+    factories.subscription_price(
+        labs, credit_price="0.0105", excess_price="0.03", effective_from=START + timedelta(days=5)
     )
     Subscription.objects.filter(pk=world.other_subscription.pk).update(
         base_allocation=Decimal(1_000_000)
@@ -302,6 +311,8 @@ def ledger(world):
 def test_rollups_and_counters_equal_the_ledger_as_recorded_rebuilt_and_bulk_derived(ledger):
     assert_rollups_equal_the_ledger()
     assert_counters_equal_the_ledger()
+    totals = fetch("SELECT SIGN(SUM(grant_credits)), SIGN(SUM(cost)) FROM credits_creditevent")
+    assert totals == {(1, 1): 1}  # grants drawn on, money counted: the sums are not all 0
 
     call_command("rebuild_rollups", stdout=open("/dev/null", "w"))  # noqa: SIM115
 

@@ -477,6 +477,28 @@ def test_the_allocation_used_up_shows_the_day_it_ran_out(client, world, recorder
     assert '<h3 id="card-run-out">Ran out on</h3>' in html
 
 
+def test_the_cards_show_credits_by_type_and_the_grants_left(client, world, recorder):
+    Subscription.objects.filter(pk=world.subscription.pk).update(base_allocation=10)
+    factories.grant(
+        world.subscription,
+        "5",
+        effective_at=utc(2026, 11, 1),
+        expires_at=utc(2026, 11, 26),  # within 7 days of NOW
+        now=utc(2026, 11, 1),
+    )
+    factories.grant(world.subscription, "4", effective_at=utc(2026, 11, 1), now=utc(2026, 11, 1))
+    recorder.record(at=utc(2026, 11, 3, 9), user=world.member, credits="6")
+    recorder.record(at=utc(2026, 11, 5, 9), user=world.member, credits="6")
+
+    response = logged_in(client, world.admin).get(ADMIN_PAGE)
+
+    assert figure(response, "used") == "12.0000"
+    assert figure(response, "base-used") == "10.0000"
+    assert figure(response, "grant-used") == "2.0000"
+    assert figure(response, "grants-remaining") == "7.0000"
+    assert figure(response, "grants-expiring") == "3.0000"
+
+
 def test_admin_member_detail_matches_the_ledger_and_the_balance_api(client, world, usage):
     response = logged_in(client, world.admin).get(
         f"{ADMIN_PAGE}members/{world.member.pk}/", {"subscription": world.subscription.pk}
