@@ -1,7 +1,8 @@
 """How Creditdesk shows an amount, a moment and itself, in the admin, the pages and the emails.
 
 One credit format (four decimal places, always, so that columns line up; thousands
-separated for people, not for machines: CSV and JSON), one moment format (the subscription's
+separated for people, not for machines: CSV and JSON), one money format (an amount already
+rounded to its currency's minor unit, with the currency code), one moment format (the subscription's
 local time with the zone named), and one set of design tokens, read from the stylesheet that
 the admin and the pages link, so that the emails' inline styles use the same values.
 """
@@ -28,6 +29,16 @@ def format_credits(value, *, grouped: bool = True) -> str:
     if not grouped:
         return f"{amount:f}"
     return f"{amount if amount else abs(amount):,.4f}"
+
+
+def format_money(amount: Decimal | None, currency: str | None) -> str:
+    """``(Decimal("1234.50"), "EUR")`` -> ``"EUR 1,234.50"``: the places the amount was rounded
+    to (its currency's minor unit), thousands separated; no amount or currency (no price) -> a
+    dash, never a zero that looks like a price."""
+    if amount is None or not currency:
+        return "—"
+    places = max(-amount.as_tuple().exponent, 0)
+    return f"{currency} {amount if amount else abs(amount):,.{places}f}"
 
 
 def format_moment(moment: datetime | None, zone: ZoneInfo | str) -> str:

@@ -210,6 +210,8 @@ def _page_serializer(
 def _serializer_field(column: Column) -> serializers.Field:
     """The DRF field that documents a report column (the rows are written by the catalogue)."""
     options = {"help_text": column.description, "allow_null": column.nullable}
+    if column.kind is Decimal and column.places is None:  # money: its currency's places
+        return serializers.CharField(**options)
     if column.kind is Decimal:
         places = -column.places.as_tuple().exponent
         return serializers.DecimalField(None, places, coerce_to_string=True, **options)
@@ -432,6 +434,23 @@ class CreditUsageRowSerializer(serializers.Serializer):
     Environment = serializers.CharField(help_text="Project name / Environment name.")
     EnvironmentId = serializers.CharField(help_text="The environment's UUID.")
     Credits = serializers.CharField(help_text="Exact decimal, 4 places; adjustments can be < 0.")
+    BaseCredits = serializers.CharField(help_text="Credits drawn from the base allocation.")
+    GrantCredits = serializers.CharField(help_text="Credits drawn from grants.")
+    ExcessCredits = serializers.CharField(help_text="Credits beyond the allocation.")
+    Cost = serializers.CharField(
+        help_text="What the row cost, rounded once to the currency's minor unit (half to "
+        "even); empty without a price, or for readers who do not administer the subscription."
+    )
+    Currency = serializers.CharField(help_text="ISO 4217 code of Cost; empty without one.")
+
+
+def _export_totals(export: selectors.CreditUsageExport) -> dict:
+    credits, cost = export.totals()
+    return {
+        "Credits": format_credits(credits, grouped=False),
+        "Cost": None if cost is None else f"{cost:f}",
+        "Currency": export.currency if cost is not None else None,
+    }
 
 
 class CreditUsageExportApi(CsvOrJsonApi):
@@ -441,7 +460,7 @@ class CreditUsageExportApi(CsvOrJsonApi):
         summary="Export AI credit usage of the current billing period",
         description=(
             "One row per ledger event of the current billing period, as it stands now: "
-            "`Timestamp,User,Environment,EnvironmentId,Credits`.\n\n"
+            "`Timestamp,User,Environment,EnvironmentId,Credits,BaseCredits,GrantCredits,ExcessCredits,Cost,Currency`.\n\n"
             "* `scope=mine`: your own usage (in `environment`, or everywhere); anyone.\n"
             "* `scope=environment&environment=<EnvironmentId>`: everyone's usage there; its "
             "project managers and the subscription's admins.\n"
@@ -467,12 +486,20 @@ class CreditUsageExportApi(CsvOrJsonApi):
             (200, "application/json"): _page_serializer(
                 "CreditUsagePage",
                 CreditUsageRowSerializer(many=True),
-                inline_serializer("CreditUsageTotals", {"Credits": serializers.CharField()}),
+                inline_serializer(
+                    "CreditUsageTotals",
+                    {
+                        "Credits": serializers.CharField(),
+                        "Cost": serializers.CharField(allow_null=True),
+                        "Currency": serializers.CharField(allow_null=True),
+                    },
+                ),
                 report=serializers.CharField(),
                 scope=serializers.CharField(),
             ),
             (200, "text/csv"): OpenApiResponse(
-                OpenApiTypes.STR, description="`Timestamp,User,Environment,EnvironmentId,Credits`"
+                OpenApiTypes.STR,
+                description="`Timestamp,User,Environment,EnvironmentId,Credits,BaseCredits,GrantCredits,ExcessCredits,Cost,Currency`",
             ),
             **error_responses(
                 {
@@ -513,12 +540,14 @@ class CreditUsageExportApi(CsvOrJsonApi):
             self,
             export.events,
             results=lambda page: [
-                dict(zip(CREDIT_USAGE_COLUMNS, credit_usage_cells(row), strict=True))
+                dict(
+                    zip(CREDIT_USAGE_COLUMNS, credit_usage_cells(row, export.currency), strict=True)
+                )
                 for row in page
             ],
             subscription=export.subscription,
             timeframe=export.timeframe,
-            totals={"Credits": format_credits(export.total_credits(), grouped=False)},
+            totals=_export_totals(export),
             report="credit-usage",
             scope=export.scope,
         )

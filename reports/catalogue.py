@@ -56,7 +56,8 @@ class Column:
         if value is None:
             return None
         if self.kind is Decimal:
-            return f"{value.quantize(self.places):f}"
+            # Money has no fixed places: it is already rounded to its currency's minor unit.
+            return f"{value.quantize(self.places) if self.places else value:f}"
         if self.kind is int:
             return int(value)
         return str(value)

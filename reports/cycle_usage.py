@@ -13,6 +13,7 @@ from django.db.models import Max
 from core.display import format_credits
 from core.money import CREDIT_PLACES
 
+from .costs import NO_COST, Cost, cost, rounded_total
 from .timeframes import Cycle, DateRange, days_between
 from .usage import Sums, UsageQuery, grouped
 
@@ -48,6 +49,7 @@ class ProductRow:
     runs: int
     share_percent: Decimal | None
     enabled: bool
+    cost: Cost = NO_COST
 
 
 @dataclass(frozen=True)
@@ -98,10 +100,22 @@ class CycleUsage:
     def active_product_ids(self, first: date, last: date) -> set[int | None]:
         return {product_id for product_id, cell in self._cells(first, last) if cell.credits}
 
+    def cost(self, first: date, last: date, currency: str | None) -> Cost:
+        """What the days cost: each product's cost rounded once, summed, as the "credits by
+        product" table adds it up; no cost without a currency."""
+        by_product: dict[int | None, Decimal] = defaultdict(lambda: ZERO)
+        for product_id, cell in self._cells(first, last):
+            by_product[product_id] += cell.cost
+        return rounded_total(by_product.values(), currency)
+
     def product_rows(
-        self, date_range: DateRange, enabled: Mapping[int, str] | None = None
+        self,
+        date_range: DateRange,
+        enabled: Mapping[int, str] | None = None,
+        currency: str | None = None,
     ) -> list[ProductRow]:
-        """The "credits by product" table: enabled products first appear even at zero."""
+        """The "credits by product" table: enabled products first appear even at zero; each
+        row's cost in ``currency`` (none without one)."""
         enabled = enabled or {}
         sums: dict[int | None, Sums] = {product_id: Sums() for product_id in enabled}
         for product_id, cell in self._cells(date_range.first_day, date_range.last_day):
@@ -118,6 +132,7 @@ class CycleUsage:
                 runs=cell.runs,
                 share_percent=percent_of(cell.credits, grand_total),
                 enabled=product_id in enabled,
+                cost=cost(cell.cost, currency),
             )
             for product_id, cell in sums.items()
         ]

@@ -34,6 +34,7 @@ from credits.periods import (
 from credits.selectors import Balance, balance
 
 from .catalogue import PLANS_WITH_TEAM_VIEWS
+from .costs import NO_COST, Cost, cost, with_currency
 from .cycle_usage import (
     CycleUsage,
     DayChange,
@@ -95,6 +96,17 @@ class UsagePage:
     def cycle(self) -> Cycle:
         return self.date_range.cycle
 
+    @property
+    def currency(self) -> str | None:
+        """What costs are shown in: read with the subscription for its admins
+        (``reports.costs.with_currency``); other pages and people show no money."""
+        return getattr(self.subscription, "currency", None)
+
+    @cached_property
+    def range_cost(self) -> Cost:
+        """What the days shown cost: the sum of the products table's rounded rows."""
+        return self.usage.cost(self.date_range.first_day, self.date_range.last_day, self.currency)
+
     @cached_property
     def range_sums(self) -> Sums:
         """Credits, excess, runs and failed runs of the days shown (as the cards show them)."""
@@ -121,7 +133,7 @@ class UsagePage:
 
     @cached_property
     def products(self) -> list[ProductRow]:
-        return self.usage.product_rows(self.date_range, self.enabled_products)
+        return self.usage.product_rows(self.date_range, self.enabled_products, self.currency)
 
     @cached_property
     def chart(self) -> dict:
@@ -227,6 +239,26 @@ class SubscriptionDashboard(UsagePage):
     def has_team_views(self) -> bool:
         return self.subscription.has_team_views
 
+    @cached_property
+    def spend(self) -> Cost:
+        """What the billing period's usage has cost so far (all of it, whatever the range),
+        as one line rounded once, as the period's statement rounds its usage."""
+        period = self.usage.sums(self.cycle.first_day, self.cycle.last_day)
+        return cost(period.cost, self.currency)
+
+    @cached_property
+    def projected_spend(self) -> Cost:
+        """The spend so far divided by the elapsed fraction of the period (its elapsed days,
+        today counted whole, as the run-out card's pace), rounded once."""
+        cycle, spend = self.cycle, self.spend
+        if not spend.priced or not cycle.elapsed_day_count:
+            return NO_COST
+        return cost(spend.amount * self.period_days / cycle.elapsed_day_count, spend.currency)
+
+    @property
+    def period_days(self) -> int:
+        return (self.cycle.last_day - self.cycle.first_day).days + 1
+
     plans_with_team_views = PLANS_WITH_TEAM_VIEWS
 
     @property
@@ -269,9 +301,12 @@ def past_periods(*, viewer: User, subscription: Subscription) -> list[PastPeriod
 
 
 def administered_subscriptions(viewer: User) -> list[Subscription]:
-    """One query: the subscriptions and sub-accounts ``viewer`` administers."""
+    """One query: the subscriptions and sub-accounts ``viewer`` administers, with the
+    currency of their prices (``reports.costs.with_currency``)."""
     subscriptions = list(
-        Subscription.objects.administered_by(viewer).select_related("parent").order_by("name", "pk")
+        with_currency(Subscription.objects.administered_by(viewer), viewer)
+        .select_related("parent")
+        .order_by("name", "pk")
     )
     # Parents first, each followed by its sub-accounts.
     by_parent = defaultdict(list)

@@ -40,6 +40,7 @@ from credits.selectors import balance
 from . import selectors, statements
 from .catalogue import BY_SLUG, CREDIT_USAGE_EXPORT, PLANS_WITH_TEAM_VIEWS
 from .charts import Series, daily_credits_png
+from .costs import NO_COST, Cost, cost
 from .cycle_usage import Trend
 from .exports import (
     CopiedCsvTable,
@@ -71,6 +72,7 @@ class Ranked:
     label: str
     credits: str
     share_percent: str
+    cost: Cost = NO_COST
 
 
 @dataclass(frozen=True)
@@ -143,37 +145,54 @@ def _trend(trend: Trend) -> dict:
     }
 
 
-def _by_member(usage: UsageQuery) -> tuple[Sums, list[tuple[str, Decimal]]]:
-    """One query: the total, and the credits of each person with usage, most first (what an
-    API key did alone belongs to nobody and only counts in the total)."""
+def _by_member(usage: UsageQuery) -> tuple[Sums, list[tuple[str, Sums]]]:
+    """One query: the total, and the sums of each person with usage, most credits first
+    (what an API key did alone belongs to nobody and only counts in the total)."""
     groups = usage.sums("user_id", "user__email")
     total = sum((sums for _, sums in groups), Sums())
-    people = [(row["user__email"], sums.credits) for row, sums in groups if row["user_id"]]
-    return total, sorted(people, key=lambda person: (-person[1], person[0]))
+    people = [(row["user__email"], sums) for row, sums in groups if row["user_id"]]
+    return total, sorted(people, key=lambda person: (-person[1].credits, person[0]))
 
 
-def _top_members(people: list[tuple[str, Decimal]], total: Decimal) -> list[Ranked]:
+def _top_members(people: list[tuple[str, Sums]], total: Decimal, currency) -> list[Ranked]:
     return [
-        Ranked(email, format_credits(credits), _percent(credits, total))
-        for email, credits in people[:TOP]
+        Ranked(
+            email,
+            format_credits(sums.credits),
+            _percent(sums.credits, total),
+            cost(sums.cost, currency),
+        )
+        for email, sums in people[:TOP]
     ]
 
 
-def _product_series(usage: UsageQuery) -> list[Series]:
-    """Credits per day and product, from the daily rows of the narrowest rollup."""
+def _product_series(usage: UsageQuery) -> tuple[list[Series], dict[str, Decimal]]:
+    """Credits per day and product, from the daily rows of the narrowest rollup, and each
+    product's cost (unrounded) by name."""
     by_product: dict[tuple, dict] = {}
+    costs: dict[str, Decimal] = {}
     rows = usage.daily_rows(usage.rollup("product"))
     for row, sums in grouped(rows, "day", "product_id", "product__name"):
         key = (row["product_id"], row["product__name"] or "No product")
         days = by_product.setdefault(key, {})
         days[row["day"]] = days.get(row["day"], ZERO) + sums.credits
-    return [Series(name, product_id, days) for (product_id, name), days in by_product.items()]
+        costs[key[1]] = costs.get(key[1], ZERO) + sums.cost
+    series = [Series(name, product_id, days) for (product_id, name), days in by_product.items()]
+    return series, costs
 
 
-def _top_products(series: list[Series], total: Decimal) -> list[Ranked]:
+def _top_products(
+    series: list[Series], total: Decimal, costs: dict[str, Decimal], currency
+) -> list[Ranked]:
     ranked = sorted(series, key=lambda one: (-one.total, one.name))[:TOP]
     return [
-        Ranked(one.name, format_credits(one.total), _percent(one.total, total)) for one in ranked
+        Ranked(
+            one.name,
+            format_credits(one.total),
+            _percent(one.total, total),
+            cost(costs.get(one.name, ZERO), currency),
+        )
+        for one in ranked
     ]
 
 
@@ -366,7 +385,8 @@ def build_report(*, schedule: ReportSchedule, period: ReportPeriod, now: datetim
         .total()
         .credits
     )
-    series = _product_series(usage)
+    series, product_costs = _product_series(usage)
+    currency = usage.currency  # the owner's: an admin's schedule shows money
     late_until = late_usage_until(schedule, period)
     team_views = schedule.subscription.has_team_views
     context = {
@@ -379,13 +399,14 @@ def build_report(*, schedule: ReportSchedule, period: ReportPeriod, now: datetim
         "late_until": local_text(late_until, zone),
         "late_usage_closed": late_until <= now,
         "credits_used": format_credits(used),
+        "cost": cost(totals.cost, currency),  # one line, rounded once
         "excess_credits": format_credits(totals.excess_credits),
         "trend": _trend(Trend(used, previous, last_period_through=previous_last)),
         "balances": _balances(schedule, period, now),
         # Names people: only on plans with team views (``reports.catalogue``).
-        "top_members": _top_members(people, used) if team_views else None,
+        "top_members": _top_members(people, used, currency) if team_views else None,
         "plans_with_team_views": PLANS_WITH_TEAM_VIEWS,
-        "top_products": _top_products(series, used),
+        "top_products": _top_products(series, used, product_costs, currency),
         "chart_cid": CHART_CID,
         "dashboard_url": dashboard_url(schedule, period),
     }

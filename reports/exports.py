@@ -37,6 +37,7 @@ from rest_framework.renderers import BaseRenderer
 from accounts.models import Subscription
 from core.display import format_credits
 
+from .costs import RoundMoney, row_cost
 from .selectors import CreditUsageExport, environment_label
 
 FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
@@ -45,7 +46,18 @@ FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
 BOM = "\ufeff"
 CHUNK_BYTES = 64 * 1024
 
-CREDIT_USAGE_COLUMNS = ("Timestamp", "User", "Environment", "EnvironmentId", "Credits")
+CREDIT_USAGE_COLUMNS = (
+    "Timestamp",
+    "User",
+    "Environment",
+    "EnvironmentId",
+    "Credits",
+    "BaseCredits",
+    "GrantCredits",
+    "ExcessCredits",
+    "Cost",
+    "Currency",
+)
 
 
 def neutralise(value: str) -> str:
@@ -188,16 +200,23 @@ def utc_iso(instant: datetime) -> str:
     return instant.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
-def credit_usage_cells(row) -> list[str]:
+def credit_usage_cells(row, currency: str | None) -> list[str]:
     """One ledger row as the export's cells (JSON). The user is
-    the person's email, or the API key's name when a key acted alone. PostgreSQL writes the
-    same cells (``_credit_usage_sql_cells``); a test compares the two byte for byte."""
+    the person's email, or the API key's name when a key acted alone; the cost is the row's,
+    rounded once, in ``currency`` (empty without one). PostgreSQL writes the same cells
+    (``_credit_usage_sql_cells``); a test compares the two byte for byte."""
+    cost = row_cost(row.cost, currency)
     return [
         utc_iso(row.timestamp),
         row.user__email or row.api_key__name or "",
         environment_label(row.environment__project__name, row.environment__name),
         str(row.environment__public_id or ""),
         format_credits(row.credits, grouped=False),
+        format_credits(row.credits - row.grant_credits - row.excess_credits, grouped=False),
+        format_credits(row.grant_credits, grouped=False),
+        format_credits(row.excess_credits, grouped=False),
+        "" if cost is None else f"{cost if cost else abs(cost):f}",  # never "-0.00"
+        currency or "",
     ]
 
 
@@ -221,9 +240,14 @@ def _formula_safe(text):
     )
 
 
-def _credit_usage_sql_cells() -> tuple:
+def _credit_usage_sql_cells(currency: str | None) -> tuple:
     """``credit_usage_cells`` as PostgreSQL expressions, NULL for an empty cell."""
     environment = NullIf(F("environment__name"), Value(""))
+    cost = (
+        (Value(None, TextField()), Value(None, TextField()))
+        if currency is None
+        else (Cast(RoundMoney("cost", currency=currency), TextField()), Value(currency))
+    )
     return (
         _UtcIso("timestamp"),
         _formula_safe(
@@ -240,6 +264,10 @@ def _credit_usage_sql_cells() -> tuple:
         ),
         Cast("environment__public_id", TextField()),  # lower case with dashes, as str(UUID)
         Cast("credits", TextField()),  # numeric(18, 4): four places, as ungrouped format_credits
+        Cast(F("credits") - F("grant_credits") - F("excess_credits"), TextField()),
+        Cast("grant_credits", TextField()),
+        Cast("excess_credits", TextField()),
+        *cost,
     )
 
 
@@ -248,6 +276,6 @@ def credit_usage_table(export: CreditUsageExport) -> CopiedCsvTable:
     events = export.events
     return CopiedCsvTable(
         columns=CREDIT_USAGE_COLUMNS,
-        rows=events.values_list(*_credit_usage_sql_cells()),
+        rows=events.values_list(*_credit_usage_sql_cells(export.currency)),
         using=events.db,
     )

@@ -22,10 +22,11 @@ from core.money import CREDIT_PLACES
 from credits.periods import local_date, month_start, previous_month_start
 
 from .catalogue import REPORTS, Column, Report
+from .costs import with_administered
 from .filters import FILTERS
 from .selectors import report_totals
 from .timeframes import TIMEFRAMES, InvalidTimeframe, Timeframe, named_timeframe
-from .usage import report_accounts, with_administered
+from .usage import report_accounts
 
 PREVIEW_ROWS = 5
 PAST_PERIODS = 12  # billing periods offered besides the current one

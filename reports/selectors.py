@@ -33,6 +33,8 @@ from core.money import CREDIT_PLACES
 from credits.errors import UnknownEnvironment
 from credits.models import Agent
 
+from . import costs
+from .costs import row_cost, total_cost, with_currency
 from .run_stats import RunStats, run_stats
 from .timeframes import Timeframe, current_billing_period
 from .usage import (
@@ -46,7 +48,6 @@ from .usage import (
     joined,
     ratio,
     usage_query,
-    with_administered,
 )
 
 
@@ -81,6 +82,23 @@ CREDITS_CONSUMED = column("Credits, adjustments included.", places=CREDIT_PLACES
 EXCESS_CREDITS = column(
     "Credits beyond the base allocation (soft limit mode).", places=CREDIT_PLACES, total=True
 )
+BASE_CREDITS = column(
+    "Credits drawn from the base allocation (credits less grant and excess credits).",
+    places=CREDIT_PLACES,
+    total=True,
+)
+GRANT_CREDITS = column(
+    "Credits drawn from grants (top-ups and bonus credits); they cost nothing at use.",
+    places=CREDIT_PLACES,
+    total=True,
+)
+COST = column(
+    "What the credits cost at the prices in effect when they were used, rounded once to the "
+    "currency's minor unit (half to even); a total is the sum of its rows. Empty without a "
+    "price.",
+    total=True,
+)
+CURRENCY = column("The ISO 4217 code of cost; empty without a price.", total=True)
 INPUT_TOKENS = column("Input tokens across all runs.", total=True)
 OUTPUT_TOKENS = column("Output tokens across all runs.", total=True)
 ACTIVE_USERS = column("People with usage.")
@@ -122,6 +140,10 @@ SHARED_COLUMNS = {
     "total_runs": (int, RUNS),
     "credits_consumed": (Decimal, CREDITS_CONSUMED),
     "excess_credits": (Decimal, EXCESS_CREDITS),
+    "base_credits": (Decimal, BASE_CREDITS),
+    "grant_credits": (Decimal, GRANT_CREDITS),
+    "cost": (Decimal | None, COST),
+    "currency": (str | None, CURRENCY),
     "input_tokens_total": (int, INPUT_TOKENS),
     "output_tokens_total": (int, OUTPUT_TOKENS),
     "avg_latency_ms": (Decimal | None, AVG_LATENCY),
@@ -133,11 +155,15 @@ TOKENS = ("input_tokens_total", "output_tokens_total")
 LATENCY_AND_ERRORS = ("avg_latency_ms", "p95_latency_ms", "error_rate")
 # What the reports by a group of people (team, environment, sub-account) add up.
 GROUP_SUMS = ("active_users", "total_runs", "credits_consumed", "excess_credits", *TOKENS)
+# What every report ends with: its credits by type and their cost (those it has not named).
+MONEY = ("base_credits", "grant_credits", "excess_credits", "cost", "currency")
 
 
-def row_type(name: str, *columns) -> type:
+def row_type(name: str, *columns, money: tuple[str, ...] = MONEY) -> type:
     """A report's row type, a frozen dataclass whose fields are its columns in order: each the
-    name of a shared column (``SHARED_COLUMNS``) or ``(name, type, metadata)`` of its own."""
+    name of a shared column (``SHARED_COLUMNS``) or ``(name, type, metadata)`` of its own,
+    then the ``money`` columns it has not named."""
+    columns = (*columns, *(name for name in money if name not in columns))
     specs = [(spec, *SHARED_COLUMNS[spec]) if isinstance(spec, str) else spec for spec in columns]
     row = dataclasses.make_dataclass(
         name,
@@ -218,7 +244,7 @@ FeatureUsage = row_type(
     "share_percent",
 )
 
-BASE, EXCESS = "base", "excess"
+BASE, GRANT, EXCESS = "base", "grant", "excess"
 
 MemberFeatureCreditUsage = row_type(
     "MemberFeatureCreditUsage",
@@ -230,7 +256,8 @@ MemberFeatureCreditUsage = row_type(
         str,
         column(
             f'"{BASE}": credits inside the base allocation; "{EXCESS}": credits beyond it (soft '
-            "limit mode), billed at the excess rate. An excess row only where there were some."
+            'limit mode), billed at the excess rate; "grant": credits drawn from grants '
+            "(top-ups and bonus credits). A grant or excess row only where there were some."
         ),
     ),
     (
@@ -240,6 +267,7 @@ MemberFeatureCreditUsage = row_type(
             "Credits of this credit type, adjustments included.", places=CREDIT_PLACES, total=True
         ),
     ),
+    money=("cost", "currency"),
 )
 TeamUsage = row_type(
     "TeamUsage",
@@ -281,8 +309,8 @@ SubAccountUsage = row_type(
 def report_subscription(*, user, subscription_id: int | None = None) -> Subscription:
     """The subscription a report is about: ``subscription_id`` among those ``user`` belongs
     to, or by default their first top-level one (oldest first). Its ``administered`` says
-    whether ``user`` administers it."""
-    subscriptions = with_administered(Subscription.objects.visible_to(user), user)
+    whether ``user`` administers it, its ``currency`` what its usage costs are in."""
+    subscriptions = with_currency(Subscription.objects.visible_to(user), user)
     if subscription_id is not None:
         subscriptions = subscriptions.filter(pk=subscription_id)
     subscription = subscriptions.order_by(F("parent_id").asc(nulls_first=True), "pk").first()
@@ -317,6 +345,8 @@ _SUMMED_COLUMNS = {
     "total_runs": lambda sums, total: sums.runs,
     "credits_consumed": lambda sums, total: sums.credits,
     "excess_credits": lambda sums, total: sums.excess_credits,
+    "base_credits": lambda sums, total: sums.base_credits,
+    "grant_credits": lambda sums, total: sums.grant_credits,
     "input_tokens_total": lambda sums, total: sums.input_tokens,
     "output_tokens_total": lambda sums, total: sums.output_tokens,
     "avg_latency_ms": lambda sums, total: sums.avg_latency_ms,
@@ -326,16 +356,23 @@ _SUMMED_COLUMNS = {
 }
 
 
-def _rows(row_class: type, groups: list[tuple[dict, Sums]], labels: Callable) -> list:
+def _rows(
+    row_class: type, groups: list[tuple[dict, Sums]], labels: Callable, currency: str | None
+) -> list:
     """One ``row_class`` row per group: its own columns from ``labels(row, sums)``, the
-    summed ones from the sums, most credits first (then by the first column)."""
+    summed ones from the sums, the cost in ``currency`` (unless ``labels`` say otherwise),
+    most credits first (then by the first column)."""
     total = sum((sums.credits for _, sums in groups), ZERO)
     summed = [
         name for name in (f.name for f in dataclasses.fields(row_class)) if name in _SUMMED_COLUMNS
     ]
     rows = [
         row_class(
-            **labels(row, sums), **{name: _SUMMED_COLUMNS[name](sums, total) for name in summed}
+            **{
+                **{name: _SUMMED_COLUMNS[name](sums, total) for name in summed},
+                **_cost(sums.cost, currency),
+                **labels(row, sums),
+            }
         )
         for row, sums in groups
     ]
@@ -343,15 +380,26 @@ def _rows(row_class: type, groups: list[tuple[dict, Sums]], labels: Callable) ->
     return sorted(rows, key=lambda row: (-row.credits_consumed, getattr(row, first).casefold()))
 
 
+def _cost(amount: Decimal, currency: str | None) -> dict:
+    """The cost and currency columns: ``amount`` rounded once, or both empty (no price)."""
+    rounded = row_cost(amount, currency)
+    return {"cost": rounded, "currency": currency if rounded is not None else None}
+
+
 # Reports by a group of people count the people with usage in each group.
 ACTIVE_PEOPLE = Count("user_id", distinct=True)
 
 
-def _group_rows(row_class: type, groups: list[tuple[dict, Sums]], labels: Callable) -> list:
+def _group_rows(
+    row_class: type, groups: list[tuple[dict, Sums]], labels: Callable, currency: str | None
+) -> list:
     """``_rows`` of a report by a group of people (team, environment, account): the group's
-    own columns from ``labels(row)``, then its active users (``ACTIVE_PEOPLE``)."""
+    own columns from ``labels(row, sums)``, then its active users (``ACTIVE_PEOPLE``)."""
     return _rows(
-        row_class, groups, lambda row, sums: {**labels(row), "active_users": row["active_users"]}
+        row_class,
+        groups,
+        lambda row, sums: {**labels(row, sums), "active_users": row["active_users"]},
+        currency,
     )
 
 
@@ -414,30 +462,43 @@ def usage_by_user(usage: UsageQuery) -> list[UserUsage]:
             "agents_created": agents_created.get(row["user_id"], 0),
         }
 
-    return _rows(UserUsage, groups, labels)
+    return _rows(UserUsage, groups, labels, usage.currency)
 
 
 @_report
 def usage_by_member_feature_credit_type(usage: UsageQuery) -> list[MemberFeatureCreditUsage]:
-    """Each person's (or key's) credits per feature, split into base and excess credits: the
-    base row holds ``credits - excess_credits``, so the rows add up to the credits used."""
+    """Each person's (or key's) credits per feature, split into base, grant and excess
+    credits (base = credits - grant - excess), so the rows add up to the credits used.
+
+    Each row's cost is its own: grant credits cost nothing at use, excess credits cost the
+    excess price in effect when they were used, base credits the rest of the cost."""
+    currency = usage.currency
+    group = (*PERSON_OR_KEY, "feature")
+    rows = _by_person_or_key(usage, "feature")
+    if currency is None:
+        merged = {key: (row, sums, ZERO) for key, (row, sums) in _keyed(grouped(rows, *group))}
+    else:
+        merged = _with_excess_cost(usage, rows, group)
     split = []
-    for row, sums in grouped(_by_person_or_key(usage, "feature"), *PERSON_OR_KEY, "feature"):
-        split.append(({**row, "credit_type": BASE}, sums.credits - sums.excess_credits))
+    for row, sums, excess_cost in merged.values():
+        split.append((row, BASE, sums.base_credits, sums.cost - excess_cost))
+        if sums.grant_credits:
+            split.append((row, GRANT, sums.grant_credits, ZERO))
         if sums.excess_credits:
-            split.append(({**row, "credit_type": EXCESS}, sums.excess_credits))
-    rows = [
+            split.append((row, EXCESS, sums.excess_credits, excess_cost))
+    result = [
         MemberFeatureCreditUsage(
             user_email=_person_or_key_label(row, usage),
             user_id=row["user_id"],
             feature=row["feature"] or NO_FEATURE,
-            credit_type=row["credit_type"],
+            credit_type=credit_type,
             credits_consumed=credits,
+            **_cost(amount, currency),
         )
-        for row, credits in split
+        for row, credit_type, credits, amount in split
     ]
     return sorted(
-        rows,
+        result,
         key=lambda row: (
             -row.credits_consumed,
             row.user_email.casefold(),
@@ -445,6 +506,50 @@ def usage_by_member_feature_credit_type(usage: UsageQuery) -> list[MemberFeature
             row.credit_type,
         ),
     )
+
+
+def _keyed(groups: list[tuple[dict, Sums]]):
+    """(person or key, feature) -> its group: the key a ledger row is grouped by too."""
+    for row, sums in groups:
+        yield (row["user_id"], row["key_id"], row["feature"]), (row, sums)
+
+
+def _with_excess_cost(usage: UsageQuery, rows: QuerySet, group: tuple) -> dict:
+    """The groups with the cost of their excess credits: from the rollup where one excess
+    price covers each account's timeframe (in the same query), else from the ledger rows,
+    each at the price in effect at its time (one more query, only then)."""
+    bounds = [usage.timeframe.bounds_in(account.zone) for account in usage.accounts]
+    start, end = min(b.start for b in bounds), max(b.end for b in bounds)
+    priced = rows.annotate(
+        excess_price=costs.excess_price_at(usage.principal, start),
+        price_changes=costs.prices_change_during(usage.principal, start, end),
+    )
+    merged: dict = {}
+    changed = False
+    # The price subqueries read the row's subscription and plan: grouped by them too.
+    by_price = (*group, "subscription_id", "subscription__plan", "excess_price", "price_changes")
+    for key, (row, sums) in _keyed(grouped(priced, *by_price)):
+        changed |= row["price_changes"]
+        excess_cost = sums.excess_credits * row["excess_price"]
+        if key in merged:  # the same person in several accounts
+            _, before, cost_before = merged[key]
+            sums, excess_cost = before + sums, cost_before + excess_cost
+        merged[key] = (row, sums, excess_cost)
+    if changed:
+        at_its_time = costs.excess_price_at(usage.principal, OuterRef("timestamp"))
+        ledger = (
+            usage.events()
+            .annotate(key_id=Case(When(user__isnull=True, then=F("api_key_id"))))
+            .order_by()
+            .values("user_id", "key_id", "feature")
+            .annotate(excess_cost=Sum(F("excess_credits") * at_its_time))
+        )
+        for found in ledger:
+            key = (found["user_id"], found["key_id"], found["feature"])
+            if key in merged:
+                row, sums, _ = merged[key]
+                merged[key] = (row, sums, found["excess_cost"] or ZERO)
+    return merged
 
 
 def _key_label(name: str, account: str, usage: UsageQuery) -> str:
@@ -498,7 +603,7 @@ def usage_by_agent(usage: UsageQuery) -> list[AgentUsage]:
             "p95_latency_ms": agent_stats.p95_latency_ms,
         }
 
-    return _rows(AgentUsage, groups, labels)
+    return _rows(AgentUsage, groups, labels, usage.currency)
 
 
 @_report
@@ -512,6 +617,7 @@ def usage_by_model(usage: UsageQuery) -> list[ModelUsage]:
             "model": row["model"] or NO_MODEL,
             "p95_latency_ms": stats.get(row["model"], RunStats()).p95_latency_ms,
         },
+        usage.currency,
     )
 
 
@@ -524,6 +630,7 @@ def usage_by_product(usage: UsageQuery) -> list[ProductUsage]:
             "product": row["product__name"] or NO_PRODUCT,
             "avg_credits_per_day": ratio(sums.credits, usage.timeframe.days, CREDIT_PLACES),
         },
+        usage.currency,
     )
 
 
@@ -533,6 +640,7 @@ def usage_by_feature(usage: UsageQuery) -> list[FeatureUsage]:
         FeatureUsage,
         usage.sums("feature"),
         lambda row, sums: {"feature": row["feature"] or NO_FEATURE},
+        usage.currency,
     )
 
 
@@ -563,10 +671,11 @@ def usage_by_team(usage: UsageQuery) -> list[TeamUsage]:
     return _group_rows(
         TeamUsage,
         groups,
-        lambda row: {
+        lambda row, sums: {
             "team": row["team_name"] or (OTHER_TEAMS if row["in_a_team"] else NO_TEAM),
             "team_id": row["team_id"],
         },
+        usage.currency,
     )
 
 
@@ -585,11 +694,12 @@ def usage_by_environment(usage: UsageQuery) -> list[EnvironmentUsage]:
     return _group_rows(
         EnvironmentUsage,
         groups,
-        lambda row: {
+        lambda row, sums: {
             "environment": environment_label(row["own_project__name"], row["environment__name"])
             or NO_ENVIRONMENT,
             "environment_id": row["environment__public_id"],
         },
+        usage.currency,
     )
 
 
@@ -619,7 +729,13 @@ def usage_by_sub_account(*, user, subscription, timeframe, filters=None) -> list
     return _group_rows(
         SubAccountUsage,
         groups,
-        lambda row: {"sub_account": row["account"].name, "sub_account_id": row["account"].pk},
+        # Each account's cost in its own currency (its total only when they share one).
+        lambda row, sums: {
+            "sub_account": row["account"].name,
+            "sub_account_id": row["account"].pk,
+            **_cost(sums.cost, row["account"].currency),
+        },
+        usage.currency,
     )
 
 
@@ -660,14 +776,17 @@ def _sort_key(value, descending: bool) -> tuple:
 
 
 def report_totals(*, rows: list, row_class: type) -> dict:
-    """Sums of the columns marked ``total`` (counts and credits)."""
-    return {
+    """Sums of the columns marked ``total`` (counts and credits); the cost is the sum of the
+    rows' rounded costs, in their one currency (none if they have none or several)."""
+    totals = {
         spec.name: sum(
             (getattr(row, spec.name) for row in rows), ZERO if spec.metadata["places"] else 0
         )
         for spec in dataclasses.fields(row_class)
-        if spec.metadata["total"]
+        if spec.metadata["total"] and spec.name not in ("cost", "currency")
     }
+    total = total_cost((row.cost, row.currency) for row in rows)
+    return {**totals, "cost": total.amount, "currency": total.currency}
 
 
 # --- The credit usage export -----------------------------------------------------------------
@@ -681,6 +800,9 @@ EXPORT_FIELDS = (
     "environment__name",
     "environment__public_id",
     "credits",
+    "grant_credits",
+    "excess_credits",
+    "cost",
 )
 
 
@@ -691,9 +813,17 @@ class CreditUsageExport:
     environment: Environment | None
     timeframe: Timeframe
     events: QuerySet  # named value rows of EXPORT_FIELDS, oldest first
+    currency: str | None  # what the rows' costs are in; None: no cost (``reports.costs``)
 
-    def total_credits(self) -> Decimal:
-        return self.events.aggregate(total=Sum("credits"))["total"] or ZERO
+    def totals(self) -> tuple[Decimal, Decimal | None]:
+        """The credits, and the sum of each row's cost rounded once (None: no cost)."""
+        if self.currency is None:
+            return self.events.aggregate(total=Sum("credits"))["total"] or ZERO, None
+        found = self.events.aggregate(
+            total=Sum("credits"), cost=Sum(costs.RoundMoney("cost", currency=self.currency))
+        )
+        zero = row_cost(ZERO, self.currency)
+        return found["total"] or ZERO, (found["cost"] or zero) + zero
 
 
 def credit_usage_export(
@@ -746,6 +876,7 @@ def credit_usage_export(
         environment=environment,
         timeframe=timeframe,
         events=query.events().order_by("timestamp", "pk").values_list(*EXPORT_FIELDS, named=True),
+        currency=query.currency,
     )
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import ROUND_HALF_UP, Decimal
 
-from django.db.models import Exists, F, FilteredRelation, OuterRef, Q, QuerySet, Sum
+from django.db.models import F, FilteredRelation, Q, QuerySet, Sum
 
 from accounts.models import Subscription
 from core.errors import DomainError
@@ -21,6 +21,7 @@ from core.money import CREDIT_PLACES
 from credits.models import CreditEvent
 from credits.rollups import DAY, HOURLY, Rollup, covering, narrowest_rollup, recorded_after
 
+from .costs import reader_currency, with_currency
 from .filters import UsageFilterSet
 from .timeframes import Timeframe
 
@@ -46,6 +47,8 @@ class Sums:
 
     credits: Decimal = ZERO
     excess_credits: Decimal = ZERO
+    grant_credits: Decimal = ZERO
+    cost: Decimal = ZERO  # unrounded: rounded once per row shown (``reports.costs``)
     runs: int = 0
     failed_runs: int = 0
     input_tokens: int = 0
@@ -67,7 +70,13 @@ class Sums:
             self,
             credits=self.credits.quantize(CREDIT_PLACES, ROUND_HALF_UP),
             excess_credits=self.excess_credits.quantize(CREDIT_PLACES, ROUND_HALF_UP),
+            grant_credits=self.grant_credits.quantize(CREDIT_PLACES, ROUND_HALF_UP),
         )
+
+    @property
+    def base_credits(self) -> Decimal:
+        """Credits drawn from the base allocation: neither from a grant nor excess."""
+        return self.credits - self.grant_credits - self.excess_credits
 
     @property
     def avg_latency_ms(self) -> Decimal | None:
@@ -113,6 +122,11 @@ class UsageQuery:
     narrowed: dict = field(default_factory=dict)
     # Per rollup read: whether the timeframe's last month has nothing after its last day.
     _month_ends_there: dict = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def currency(self) -> str | None:
+        """What the accounts' usage costs are in (``reports.costs``); None: no cost."""
+        return reader_currency(self.accounts, self.principal)
 
     def dimensions(self, *grouped_by: str) -> set[str]:
         filtered = self.filterset.dimensions() if self.filterset is not None else set()
@@ -203,19 +217,15 @@ def usage_query(
 
 def report_accounts(user, subscription, *, include_sub_accounts: bool) -> list[Subscription]:
     """The subscription first, then the sub-accounts ``user`` sees if asked, each with
-    ``administered``: no query for the subscription alone from ``report_subscription``."""
-    if not include_sub_accounts and hasattr(subscription, "administered"):
+    ``administered`` and ``currency``: no query for the subscription alone from
+    ``report_subscription``."""
+    if not include_sub_accounts and hasattr(subscription, "currency"):
         return [subscription]
     accounts = Q(pk=subscription.pk)
     if include_sub_accounts:
         accounts |= Q(parent=subscription)
-    found = with_administered(Subscription.objects.visible_to(user).filter(accounts), user)
+    found = with_currency(Subscription.objects.visible_to(user).filter(accounts), user)
     return sorted(found, key=lambda account: account.pk != subscription.pk)
-
-
-def with_administered(subscriptions: QuerySet, user) -> QuerySet:
-    administered = Subscription.objects.administered_by(user).filter(pk=OuterRef("pk"))
-    return subscriptions.annotate(administered=Exists(administered))
 
 
 def during(accounts: list[Subscription], timeframe: Timeframe, instant_field: str) -> Q:

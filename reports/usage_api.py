@@ -44,7 +44,6 @@ from .usage_series import (
     MAX_MONTHS,
     SUMMED_COLUMNS,
     WINDOWS,
-    sum_cells,
     usage_series,
 )
 
@@ -60,7 +59,10 @@ FILTER_VALUES = {
     "model": (OpenApiTypes.STR, "Model name."),
     "api_key": (OpenApiTypes.STR, "API key id: its prefix (`api_key_id` in the rows)."),
     "sub_account": (OpenApiTypes.INT, "Subscription id, with `include_sub_accounts=true`."),
-    "credit_type": (OpenApiTypes.STR, "`base` (credits less excess) or `excess`."),
+    "credit_type": (
+        OpenApiTypes.STR,
+        "`base` (credits less grant and excess), `grant` or `excess`.",
+    ),
 }
 ALLOWED = [
     "subscription",
@@ -88,8 +90,17 @@ class UsageParametersSerializer(ParametersSerializer):
 
 
 def _column_field(name: str) -> serializers.Field:
-    if name in ("credits", "excess_credits"):
+    if name in ("credits", "excess_credits", "grant_credits"):
         return serializers.DecimalField(18, 4, coerce_to_string=True)
+    if name == "cost":
+        return serializers.CharField(
+            allow_null=True,
+            help_text="What the row cost, rounded once to the currency's minor unit (half to "
+            "even); null without a price, for readers who do not administer the subscription, "
+            "and on rows split by credit type.",
+        )
+    if name == "currency":
+        return serializers.CharField(allow_null=True, help_text="ISO 4217 code of cost.")
     if name in ("runs", "failed_runs", "input_tokens", "output_tokens"):
         return serializers.IntegerField()
     if name == "window_start":
@@ -121,15 +132,18 @@ DESCRIPTION = f"""Credits, runs and tokens per window and group, from the rollup
   adds `<name>_id` and `<name>` (its name) to the rows; `model`, `feature` and `credit_type`
   are their own name. `team` is the person's team now; `project` the environment's;
   `sub_account` the account (with `include_sub_accounts=true`); `credit_type` splits each
-  group's credits into `base` (credits less excess) and `excess`, runs and tokens counting
-  with `base`. Grouping by `user` or `team` names people: {PLANS_WITH_TEAM_VIEWS} plans.
+  group's credits into `base` (credits less grant and excess), `grant` and `excess`, runs and
+  tokens counting with `base`. Grouping by `user` or `team` names people:
+  {PLANS_WITH_TEAM_VIEWS} plans.
 * Filters, one value each: {", ".join(f"`{name}`" for name in FILTERS)}. A value you cannot
   see is unknown (`invalid_filter`), whoever it belongs to.
 
 Admins see their subscription's usage, project managers their environments', members their
 own; an API key its subscription's, or its environment's. Rows are in window order; JSON is
 paginated with the totals, equal to the reports' for the same days and scope. CSV has the same
-columns, streamed, with a UTF-8 byte-order mark. Credits are exact decimal strings."""
+columns, streamed, with a UTF-8 byte-order mark. Credits are exact decimal strings; `cost` is
+each row's, rounded once to its currency's minor unit, for the subscription's admins only, and
+not on rows split by credit type."""
 
 
 class UsageApi(CsvOrJsonApi):
@@ -253,7 +267,7 @@ class UsageApi(CsvOrJsonApi):
             return csv_response(request.accepted_renderer, table, filename=filename)
         paginator = ReportPagination()
         page = paginator.paginate_queryset(rows, request, view=self)
-        totals = sum_cells(series.totals())
+        totals = series.totals()
         return Response(
             {
                 "subscription": SubscriptionRefSerializer(subscription).data,

@@ -10,8 +10,9 @@ by joins. Nothing here speaks HTTP.
 Dimensions and where they come from: user, environment, api_key, product, agent, model and
 feature are rollup columns; team is the person's team now (as in the usage-by-team report);
 project is the environment's; sub_account is the row's subscription (the subscription and its
-sub-accounts); credit_type splits each group's credits into ``base`` (credits less excess
-credits) and ``excess`` (excess credits).
+sub-accounts); credit_type splits each group's credits into ``base`` (credits less grant and
+excess credits), ``grant`` and ``excess``. Costs are each row's, rounded once
+(``reports.costs``); rows split by credit type have none.
 """
 
 import math
@@ -22,13 +23,12 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
-from django.db.models import F, OuterRef, Q, QuerySet, Subquery
+from django.db.models import F, OuterRef, Q, QuerySet, Subquery, Sum
 from django.db.models.functions import TruncMonth
 
 from accounts.models import ApiKey, Environment, Project, Subscription, TeamMembership, User
 from core.errors import DomainError
 from core.money import CREDIT_PLACES
-from credits.ledger_columns import ROLLUP_SUMS
 from credits.models import Agent
 from credits.periods import (
     PLACEABLE_YEARS,
@@ -43,12 +43,13 @@ from credits.pruning import HOURLY_USAGE_RETENTION_DAYS
 from credits.rollups import narrowest_rollup
 
 from .catalogue import PLANS_WITH_TEAM_VIEWS, PlanRequired
+from .costs import RoundMoney, row_cost
 from .selectors import environment_label
 from .timeframes import days_timeframe
-from .usage import SUMMED, InvalidFilter, Sums, UsageQuery, joined, usage_query
+from .usage import SUMMED, ZERO, InvalidFilter, Sums, UsageQuery, joined, usage_query
 
 WINDOWS = ("hour", "day", "month")
-CREDIT_TYPES = ("base", "excess")
+CREDIT_TYPES = ("base", "grant", "excess")
 # The longest range a request may cover, per window.
 MAX_HOURS = 31 * 24
 MAX_DAYS = 366
@@ -94,8 +95,18 @@ DIMENSIONS = {
 }
 # Id columns of numbers (and UUIDs), never text.
 NUMERIC_IDS = ("user_id", "team_id", "environment_id", "project_id", "agent_id", "sub_account_id")
-# What each row sums: the rollups' sums but the latency ones.
-SUMMED_COLUMNS = ROLLUP_SUMS[: ROLLUP_SUMS.index("output_tokens") + 1]
+# What each row sums (the rollups' sums but the latency ones), then its cost and currency.
+SUMMED_COLUMNS = (
+    "credits",
+    "excess_credits",
+    "grant_credits",
+    "runs",
+    "failed_runs",
+    "input_tokens",
+    "output_tokens",
+    "cost",
+    "currency",
+)
 
 
 def _on_the_hour(instant: datetime, zone: ZoneInfo) -> bool:
@@ -344,19 +355,47 @@ class UsageSeries:
         ordering = [F("window").asc(), *(F(f).asc(nulls_first=True) for f in fields)]
         return values.order_by(*ordering)
 
-    def totals(self) -> Sums:
-        total = Sums.of(self._rows().aggregate(**SUMMED)).quantized()
-        return _typed(total, self.credit_type) if self.credit_type else total
+    @property
+    def currency(self) -> str | None:
+        """The rows' cost currency; none when rows are split by credit type (the rollups
+        keep one cost per row, not one per type) or the reader sees no money."""
+        return None if self.credit_types else self.usage.currency
+
+    def totals(self) -> list:
+        """The totals' cells: every row added up; with a cost, over the groups, so that the
+        cost is the sum of the rows' rounded costs (one query either way)."""
+        currency = self.currency
+        if currency is None:
+            found = self._rows().aggregate(**SUMMED)
+        else:
+            over_groups = (
+                self.groups()
+                .order_by()
+                .aggregate(
+                    **{f"total_{name}": Sum(name) for name in SUMMED},
+                    rounded_cost=Sum(RoundMoney("sum_cost", currency=currency)),
+                )
+            )
+            found = {name: over_groups[f"total_{name}"] for name in SUMMED}
+        total = Sums.of(found).quantized()
+        if self.credit_type:
+            total = _typed(total, self.credit_type)
+        if currency is None:
+            return sum_cells(total, None, None)
+        zero = row_cost(ZERO, currency)
+        return sum_cells(total, (over_groups["rounded_cost"] or zero) + zero, currency)
 
     def cells(self, group: dict) -> list[list]:
         """The rows of one group, one per credit type if split, as cells of ``columns``."""
         sums = Sums.of(group).quantized()
         window = self.window_start(group["window"])
+        currency = self.currency
+        cost = row_cost(sums.cost, currency)
         return [
             [
                 window,
                 *self._keys(group, credit_type),
-                *sum_cells(_typed(sums, credit_type) if credit_type else sums),
+                *sum_cells(_typed(sums, credit_type) if credit_type else sums, cost, currency),
             ]
             for credit_type in self.credit_types or (None,)
         ]
@@ -385,29 +424,39 @@ class UsageSeries:
         return Rows(self)
 
 
-def sum_cells(sums: Sums) -> list:
+def sum_cells(sums: Sums, cost: Decimal | None, currency: str | None) -> list:
     return [
         f"{sums.credits:f}",
         f"{sums.excess_credits:f}",
+        f"{sums.grant_credits:f}",
         sums.runs,
         sums.failed_runs,
         sums.input_tokens,
         sums.output_tokens,
+        None if cost is None else f"{cost:f}",
+        currency if cost is not None else None,
     ]
 
 
 def _typed(sums: Sums, credit_type: str) -> Sums:
-    """The base or excess part of ``sums``: runs and tokens count with the base credits."""
+    """The base, grant or excess part of ``sums``: runs and tokens count with the base
+    credits."""
+    none = Decimal(0).quantize(CREDIT_PLACES)
     if credit_type == "base":
         return Sums(
-            credits=sums.credits - sums.excess_credits,
-            excess_credits=Decimal(0).quantize(CREDIT_PLACES),
+            credits=sums.base_credits,
+            excess_credits=none,
+            grant_credits=none,
             runs=sums.runs,
             failed_runs=sums.failed_runs,
             input_tokens=sums.input_tokens,
             output_tokens=sums.output_tokens,
         )
-    return Sums(credits=sums.excess_credits, excess_credits=sums.excess_credits)
+    if credit_type == "grant":
+        return Sums(
+            credits=sums.grant_credits, excess_credits=none, grant_credits=sums.grant_credits
+        )
+    return Sums(credits=sums.excess_credits, excess_credits=sums.excess_credits, grant_credits=none)
 
 
 # The relations a grouping's names are read through, joined on the row's own subscription.

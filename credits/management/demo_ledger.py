@@ -32,9 +32,13 @@ from credits.bulk import (
 from credits.ledger_columns import LEDGER_COLUMNS
 from credits.models import BillingPeriod, CreditEvent, CreditLimit, ThresholdAlert
 from credits.periods import local_date, month_bounds, next_month_start
+from credits.pricing import prices_of
 from credits.recording import thresholds_crossed
 
 from .demo_world import AGENTS, API_KEYS, PEOPLE, DemoWorld, SubscriptionSpec, UsageShape
+
+# The ledger's columns and its money, in the order ``LedgerSimulation._event`` gives them.
+SEEDED_COLUMNS = (*LEDGER_COLUMNS, "grant_credits", "cost")
 
 FAILURE_RATE = 0.03
 WEEKDAY_WEIGHTS = (1.0, 1.1, 1.05, 1.0, 0.85, 0.15, 0.08)  # Monday first
@@ -210,7 +214,7 @@ def seed_ledger(
     plan = ledger_plan(world, spec, months=months, scale=scale, now=now)
     simulation = LedgerSimulation(plan, rng)
     with connection.cursor() as cursor:
-        inserted = copy_rows(cursor, LEDGER, LEDGER_COLUMNS, simulation.events())
+        inserted = copy_rows(cursor, LEDGER, SEEDED_COLUMNS, simulation.events())
     record_api_key_use(subscription)
     crossings = record_sent_alerts(subscription, simulation.charges.crossings)
     return SeededLedger(
@@ -405,6 +409,7 @@ class LedgerSimulation:
         self.agents_by_day: dict[date, dict[str, list[AgentRef]]] = {}
         self.recorded_at = plan.now
         self.calibrations: dict[tuple[AgentRef, ...], float] = {}
+        self.prices = prices_of(plan.subscription)
 
     def _agents_by_product(self, day: date) -> dict[str, list[AgentRef]]:
         """The agents that exist on ``day`` (created before it), by product."""
@@ -589,7 +594,11 @@ class LedgerSimulation:
         return session_id
 
     def _event(self, run: Run, period: BillingPeriod, excess: Decimal) -> tuple:
-        """The ledger row of a charged run, in the order of ``LEDGER_COLUMNS``."""
+        """The ledger row of a charged run, in the order of ``SEEDED_COLUMNS``: no grant is
+        usable before the seed's moment, so its credits are base and excess, priced as the
+        recording service prices them."""
+        terms = self.prices.at(run.timestamp)
+        cost = Decimal(0) if terms is None else terms.cost(base=run.credits - excess, excess=excess)
         return (
             run.timestamp,
             self.recorded_at,
@@ -612,6 +621,8 @@ class LedgerSimulation:
             self._session_id(run),
             "",
             "",
+            Decimal(0),
+            cost,
         )
 
 

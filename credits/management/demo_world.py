@@ -27,7 +27,15 @@ from accounts.models import (
     User,
 )
 from accounts.services import add_membership, revoke_api_key
-from credits.models import Agent, AlertRule, CreditLimit, Product
+from credits.models import (
+    Agent,
+    AlertRule,
+    CreditGrant,
+    CreditLimit,
+    PlanPrice,
+    Product,
+    SubscriptionPrice,
+)
 from credits.periods import local_date
 
 # Published in the README and printed by seed_demo: demo data only.
@@ -297,6 +305,43 @@ USER_LIMITS = {("Acme Corp", "grace@acme.example"): Decimal(4_500)}
 # An alert rule per team (name -> thresholds in percent), emailing the subscription's admins;
 # webhook and Slack endpoints are added to it by whoever runs a receiver (README, "Alerts and
 # webhooks").
+# The price list, set by platform staff: per base credit and per excess credit, in euros,
+# from the start of the demo's history. Every plan has one (the free plan's is zero).
+DEMO_CURRENCY = "EUR"
+PLAN_PRICES = {
+    Subscription.Plan.FREE: (Decimal("0"), Decimal("0")),
+    Subscription.Plan.PRO: (Decimal("0.002"), Decimal("0.003")),
+    Subscription.Plan.PREMIUM: (Decimal("0.0018"), Decimal("0.0027")),
+    Subscription.Plan.SCALE: (Decimal("0.0015"), Decimal("0.0022")),
+}
+# A negotiated price for one subscription, overriding its plan's.
+SUBSCRIPTION_PRICES = {"Acme Labs": (Decimal("0.0016"), Decimal("0.0024"))}
+
+
+@dataclass(frozen=True)
+class GrantSpec:
+    subscription: str
+    kind: str
+    credits: Decimal
+    price: Decimal  # the total paid, in DEMO_CURRENCY
+    expires_after: timedelta | None
+    reason: str
+
+
+# Credits added to Acme Corp when the demo is seeded (usable from then on): a purchased top-up
+# that expires, and a bonus that does not.
+GRANTS = (
+    GrantSpec(
+        "Acme Corp",
+        "top_up",
+        Decimal(10_000),
+        Decimal("18.00"),
+        timedelta(days=90),
+        "Top-up bought for the product launch",
+    ),
+    GrantSpec("Acme Corp", "bonus", Decimal(2_000), Decimal(0), None, "Welcome bonus"),
+)
+
 TEAM_ALERT_RULES = {("Acme Corp", "Content"): ("Content at half its limit", (Decimal(50),))}
 
 API_KEYS = (
@@ -458,6 +503,8 @@ def build_world(*, joined_at: datetime, now: datetime) -> DemoWorld:
     _build_alert_rules(world)
     _build_api_keys(world)
     _build_agents(world, joined_at=joined_at, now=now)
+    _build_prices(world, since=joined_at)
+    _build_grants(world, now=now)
     return world
 
 
@@ -571,6 +618,49 @@ def _build_limits(world: DemoWorld) -> None:
             defaults={"credits": credits},
         )
         world.created["limits"] += created
+
+
+def _build_prices(world: DemoWorld, *, since: datetime) -> None:
+    """The plans' prices and the overrides, from ``since`` (before any seeded usage), each
+    unless its plan or subscription has a price already."""
+    owners = [(PlanPrice, {"plan": plan}, prices) for plan, prices in PLAN_PRICES.items()]
+    owners += [
+        (SubscriptionPrice, {"subscription": world.subscriptions[name]}, prices)
+        for name, prices in SUBSCRIPTION_PRICES.items()
+    ]
+    for model, owner, (credit_price, excess_price) in owners:
+        if not model.objects.filter(**owner).exists():
+            model.objects.create(
+                **owner,
+                currency=DEMO_CURRENCY,
+                credit_price=credit_price,
+                excess_price=excess_price,
+                effective_from=since,
+                created_by=world.users[STAFF_EMAIL],
+            )
+            world.created["prices"] += 1
+
+
+def _build_grants(world: DemoWorld, *, now: datetime) -> None:
+    """The grants, usable from ``now`` on (the seeded usage before it draws none of them),
+    unless the subscription has grants already."""
+    for name in dict.fromkeys(spec.subscription for spec in GRANTS):
+        subscription = world.subscriptions[name]
+        if CreditGrant.objects.filter(subscription=subscription).exists():
+            continue
+        for spec in (spec for spec in GRANTS if spec.subscription == name):
+            CreditGrant.objects.create(
+                subscription=subscription,
+                kind=spec.kind,
+                credits=spec.credits,
+                price=spec.price,
+                currency=DEMO_CURRENCY,
+                effective_at=now,
+                expires_at=now + spec.expires_after if spec.expires_after else None,
+                reason=spec.reason,
+                created_by=world.users[STAFF_EMAIL],
+            )
+            world.created["grants"] += 1
 
 
 def _build_alert_rules(world: DemoWorld) -> None:

@@ -100,10 +100,13 @@ def over_a_member_limit(limit: CreditLimit, keys: dict) -> None:
 
 
 def over_the_subscription_cap(subscription: Subscription, secret: str, environment: str) -> None:
-    """Filling the subscription to its cap is accepted; one step more is refused."""
-    room = Decimal(balance(secret)["remaining"])
+    """Filling the subscription to its cap (its allocation, its grants' credits and, in soft
+    mode, its excess allowance) is accepted; one step more is refused."""
+    state = balance(secret)
+    types = state["credit_types"]
+    room = Decimal(types["base"]["remaining"]) + Decimal(types["grants"]["remaining"])
     if subscription.limit_mode == Subscription.LimitMode.SOFT:
-        room += Decimal(balance(secret)["excess_remaining"])
+        room += Decimal(state["excess_remaining"])
     before = CreditEvent.objects.count()
     too_much = post_event(secret, environment, room + STEP)
     check(f"{subscription.name} over its cap", too_much, before)
@@ -117,7 +120,7 @@ def over_the_subscription_cap(subscription: Subscription, secret: str, environme
         before,
         filled=filled["status"],
         used=final["used"],
-        cap=f"{subscription.credit_cap:.4f}",
+        cap=f"{subscription.credit_cap + Decimal(final['credit_types']['grants']['used']):.4f}",
         excess_used=final["excess_used"],
         excess_allowance=final["excess_allowance"],
     )

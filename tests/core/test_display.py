@@ -9,7 +9,7 @@ from django.contrib.staticfiles import finders
 from django.urls import reverse
 
 from accounts.models import Role
-from core.display import design_tokens, format_credits, format_moment
+from core.display import design_tokens, format_credits, format_moment, format_money
 from credits.models import BillingPeriod
 from tests import factories
 from tests.credits.test_admin_ledger import LEDGER, period_of, record
@@ -37,6 +37,23 @@ def test_credits_have_four_places_and_thousands_separators(value, expected):
     """Always four places, so that the decimals of a column line up (the pages' ``credits``
     filter is this function)."""
     assert format_credits(value) == expected
+
+
+@pytest.mark.parametrize(
+    ("amount", "currency", "expected"),
+    [
+        (Decimal("1234.50"), "EUR", "EUR 1,234.50"),
+        (Decimal("0.00"), "EUR", "EUR 0.00"),
+        (Decimal("-0.00"), "EUR", "EUR 0.00"),
+        (Decimal("-12.30"), "USD", "USD -12.30"),
+        (Decimal("1500"), "JPY", "JPY 1,500"),  # no minor unit
+        (Decimal("1.234"), "BHD", "BHD 1.234"),
+        (None, "EUR", "—"),  # no price: no cost, never a zero
+        (Decimal("1.00"), None, "—"),
+    ],
+)
+def test_money_keeps_its_currencys_places_and_names_it(amount, currency, expected):
+    assert format_money(amount, currency) == expected
 
 
 @pytest.mark.parametrize(

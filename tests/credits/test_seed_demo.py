@@ -19,13 +19,17 @@ from credits.models import (
     Agent,
     BillingPeriod,
     CreditEvent,
+    CreditGrant,
     CreditLimit,
     DailyUsage,
+    PlanPrice,
+    SubscriptionPrice,
     TeamPeriodUsage,
     ThresholdAlert,
     UserPeriodUsage,
 )
 from credits.periods import local_date, month_bounds
+from credits.pricing import prices_of
 from reports.models import Delivery, ReportSchedule
 
 pytestmark = pytest.mark.django_db
@@ -313,3 +317,25 @@ def test_options_are_checked():
         call_command("seed_demo", "--months", "0", stdout=StringIO())
     with pytest.raises(CommandError, match="scale"):
         call_command("seed_demo", "--scale", "0", stdout=StringIO())
+
+
+def test_every_plan_has_a_price_and_every_event_its_cost(seeded):
+    assert set(PlanPrice.objects.values_list("plan", flat=True)) == set(Subscription.Plan.values)
+    labs = subscription("Acme Labs")
+    assert SubscriptionPrice.objects.filter(subscription=labs).count() == 1
+    acme = subscription("Acme Corp")
+    assert sorted(CreditGrant.objects.filter(subscription=acme).values_list("kind", flat=True)) == [
+        "bonus",
+        "top_up",
+    ]
+    # Seeded usage predates the grants: base and excess credits, at the price of its time.
+    for each in (acme, labs, subscription("Globex")):
+        prices = prices_of(each)
+        events = CreditEvent.objects.filter(subscription=each)
+        assert events.exists() and not events.filter(grant_credits__gt=0).exists()
+        rows = events.values_list("timestamp", "credits", "excess_credits", "cost")
+        for timestamp, credits, excess, cost in rows.iterator():
+            assert cost == prices.at(timestamp).cost(base=credits - excess, excess=excess)
+    closed = BillingPeriod.objects.filter(subscription=acme, end__lte=timezone.now()).first()
+    rolled_up = DailyUsage.objects.filter(period=closed).aggregate(cost=Sum("cost"))["cost"]
+    assert rolled_up == CreditEvent.objects.filter(period=closed).aggregate(c=Sum("cost"))["c"] > 0

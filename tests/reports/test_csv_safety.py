@@ -8,12 +8,14 @@ never altered.
 import csv
 import dataclasses
 import io
+from decimal import Decimal
 
 import pytest
 from django.http import StreamingHttpResponse
 
+from credits.models import PlanPrice
 from reports import selectors
-from reports.exports import neutralise
+from reports.exports import CREDIT_USAGE_COLUMNS, neutralise
 from tests import factories
 from tests.factories import frozen_at, utc
 from tests.reports.recorder import EventRecorder, logged_in
@@ -123,6 +125,10 @@ def test_negative_credits_stay_numbers(world, hostile):
         "avg_credits_per_day": "-0.0870",
         "excess_credits": "0.0000",
         "share_percent": "-200.00",  # of the 1 credit left after the adjustment
+        "base_credits": "-2.0000",
+        "grant_credits": "0.0000",
+        "cost": "",  # no price
+        "currency": "",
     }
     assert export[-1]["Credits"] == "-2.0000"
 
@@ -168,7 +174,15 @@ def csv_dicts_from(body: bytes) -> list[dict]:
 )
 def test_the_export_is_byte_for_byte_what_the_csv_module_writes(world, project, environment, key):
     """PostgreSQL writes the file (COPY); the JSON rows are formatted in Python. Written by the
-    ``csv`` module and neutralised, the JSON rows give the same bytes, whatever the names."""
+    ``csv`` module and neutralised, the JSON rows give the same bytes, whatever the names; the
+    costs too, rounded half to even in both (a cent per credit: 1.5 credits cost 0.015, 0.02)."""
+    PlanPrice.objects.create(
+        plan=world.subscription.plan,
+        currency="EUR",
+        credit_price=Decimal("0.01"),
+        excess_price=Decimal("0.02"),
+        effective_from=utc(2026, 1, 1),
+    )
     world.environment.project.name = project
     world.environment.project.save()
     world.environment.name = environment
@@ -186,7 +200,7 @@ def test_the_export_is_byte_for_byte_what_the_csv_module_writes(world, project, 
 
     written = io.StringIO(newline="")
     writer = csv.writer(written)
-    writer.writerow(["Timestamp", "User", "Environment", "EnvironmentId", "Credits"])
+    writer.writerow(CREDIT_USAGE_COLUMNS)
     for row in rows:
         row["User"], row["Environment"] = neutralise(row["User"]), neutralise(row["Environment"])
         writer.writerow(row.values())
@@ -196,6 +210,7 @@ def test_the_export_is_byte_for_byte_what_the_csv_module_writes(world, project, 
         "2026-11-20T09:30:05.120000Z",
     ]
     assert body == ("\ufeff" + written.getvalue()).encode()  # after the byte-order mark
+    assert [row["Cost"] for row in rows[:3]] == ["0.02", "0.00", "9.88"]
 
 
 @pytest.mark.parametrize(
@@ -248,6 +263,7 @@ def test_every_csv_starts_with_the_utf8_byte_order_mark(world):
         assert body[3:4].isalpha() and body.count(b"\xef\xbb\xbf") == 1, name
     subscription = bodies["export subscription"]
     assert subscription.startswith(
-        b"\xef\xbb\xbfTimestamp,User,Environment,EnvironmentId,Credits\r\n"
+        b"\xef\xbb\xbfTimestamp,User,Environment,EnvironmentId,Credits,"
+        b"BaseCredits,GrantCredits,ExcessCredits,Cost,Currency\r\n"
     )
     assert csv_dicts_from(subscription)[0]["Environment"] == "Zürich 東京 / Production"

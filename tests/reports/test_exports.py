@@ -23,7 +23,16 @@ pytestmark = pytest.mark.django_db
 
 NOW = utc(2026, 11, 23, 10)
 EXPORT = "/api/v1/exports/credit-usage/"
-HEADER = ["Timestamp", "User", "Environment", "EnvironmentId", "Credits"]
+HEADER = [
+    *("Timestamp", "User", "Environment", "EnvironmentId", "Credits"),
+    *("BaseCredits", "GrantCredits", "ExcessCredits", "Cost", "Currency"),
+]
+
+
+# An event's credits by type and its cost when the subscription has no price (money, with a
+# price: tests/reports/test_costs.py).
+def unpriced(credits: str) -> str:
+    return f"{credits},{credits},0.0000,0.0000,,"
 
 
 @pytest.fixture
@@ -52,11 +61,11 @@ def test_the_subscription_export_lists_every_event_of_the_period(world, usage):
     staging = f"Website / Staging,{world.other_environment.public_id}"
     assert csv_rows(response) == [
         HEADER,
-        f"2026-11-10T09:00:00Z,carol@acme.example,{production},1.5000".split(","),
-        f"2026-11-12T09:00:00Z,carol@acme.example,{production},2.2500".split(","),
-        f"2026-11-20T09:00:00Z,bob@acme.example,{production},4.0000".split(","),
-        f"2026-11-21T09:00:00Z,Backend,{staging},0.2500".split(","),
-        f"2026-11-22T09:00:00Z,alice@acme.example,{staging},10.0000".split(","),
+        f"2026-11-10T09:00:00Z,carol@acme.example,{production},{unpriced('1.5000')}".split(","),
+        f"2026-11-12T09:00:00Z,carol@acme.example,{production},{unpriced('2.2500')}".split(","),
+        f"2026-11-20T09:00:00Z,bob@acme.example,{production},{unpriced('4.0000')}".split(","),
+        f"2026-11-21T09:00:00Z,Backend,{staging},{unpriced('0.2500')}".split(","),
+        f"2026-11-22T09:00:00Z,alice@acme.example,{staging},{unpriced('10.0000')}".split(","),
     ]
     assert response["Content-Type"] == "text/csv; charset=utf-8"
     assert response["Content-Disposition"] == (
@@ -75,8 +84,8 @@ def test_the_subscription_total_is_the_balance_used_to_the_credit(world, usage):
 
     assert used == "16.7655"
     assert sum(Decimal(row[4]) for row in rows) == Decimal(used)
-    assert as_json["totals"] == {"Credits": used}
-    assert rows[-1] == ["2026-11-23T09:00:00Z", "", "", "", "-1.2345"]
+    assert as_json["totals"] == {"Credits": used, "Cost": None, "Currency": None}
+    assert rows[-1] == ["2026-11-23T09:00:00Z", "", "", "", *unpriced("-1.2345").split(",")]
 
 
 def test_json_has_the_same_columns_paginated_with_totals_and_the_period(world, usage):
@@ -89,10 +98,15 @@ def test_json_has_the_same_columns_paginated_with_totals_and_the_period(world, u
         "Environment": "Website / Production",
         "EnvironmentId": str(world.environment.public_id),
         "Credits": "1.5000",
+        "BaseCredits": "1.5000",
+        "GrantCredits": "0.0000",
+        "ExcessCredits": "0.0000",
+        "Cost": "",
+        "Currency": "",
     }
     assert len(body["results"]) == 2
     assert body["next"].endswith("page=2&page_size=2&scope=subscription")
-    assert body["totals"] == {"Credits": "18.0000"}
+    assert body["totals"] == {"Credits": "18.0000", "Cost": None, "Currency": None}
     assert body["timeframe"] == {
         "name": "period",
         "start": "2026-10-31T23:00:00Z",
@@ -198,7 +212,7 @@ def test_admins_of_a_parent_export_a_sub_account(world, usage):
         "Labs key",
         "Lab / Production",
         str(environment.public_id),
-        "2.5000",
+        *unpriced("2.5000").split(","),
     ]
     assert by_environment.json()["subscription"]["name"] == "Acme Labs"
 
@@ -291,7 +305,10 @@ def test_a_download_given_up_midway_leaves_the_database_usable(world, a_long_led
     finally:
         frozen_now.start()
 
-    assert first == b"\xef\xbb\xbfTimestamp,User,Environment,EnvironmentId,Credits\r\n"
+    assert first == (
+        b"\xef\xbb\xbfTimestamp,User,Environment,EnvironmentId,Credits,"
+        b"BaseCredits,GrantCredits,ExcessCredits,Cost,Currency\r\n"
+    )
     assert second.startswith(b"2026-11-10T09:00:00Z,carol@acme.example,Website / Production,")
     response = logged_in(world.admin).get(EXPORT, {"scope": "subscription"})
     assert response.json()["count"] == a_long_ledger
@@ -300,7 +317,7 @@ def test_a_download_given_up_midway_leaves_the_database_usable(world, a_long_led
 def test_an_empty_period_is_a_header_row(world):
     response = export(world.admin, scope="subscription", format="csv")
 
-    assert (
-        b"".join(response.streaming_content)
-        == b"\xef\xbb\xbfTimestamp,User,Environment,EnvironmentId,Credits\r\n"
+    assert b"".join(response.streaming_content) == (
+        b"\xef\xbb\xbfTimestamp,User,Environment,EnvironmentId,Credits,"
+        b"BaseCredits,GrantCredits,ExcessCredits,Cost,Currency\r\n"
     )

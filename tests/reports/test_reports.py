@@ -47,9 +47,36 @@ def get(user, report, **params):
     return client.get(f"{REPORTS}{report}/", params)
 
 
+# What every report ends with (credits by type and their cost): tests/reports/test_costs.py.
+MONEY = ("base_credits", "grant_credits", "cost", "currency")
+
+
 def results(response) -> list[dict]:
+    """The rows, each without the money columns (``MONEY``; ``excess_credits`` stays where a
+    report has it of its own)."""
     assert response.status_code == 200, response.json()
-    return response.json()["results"]
+    return [_own(row, response) for row in response.json()["results"]]
+
+
+def totals(response) -> dict:
+    return _own(response.json()["totals"], response)
+
+
+def _own(row: dict, response) -> dict:
+    money = set(MONEY)
+    if response.json()["report"] not in OWN_EXCESS:
+        money.add("excess_credits")
+    return {name: value for name, value in row.items() if name not in money}
+
+
+# The reports with an excess_credits column of their own.
+OWN_EXCESS = (
+    "usage-by-product",
+    "usage-by-feature",
+    "usage-by-team",
+    "usage-by-environment",
+    "usage-by-sub-account",
+)
 
 
 def column(response, name: str) -> list:
@@ -128,7 +155,7 @@ def test_usage_by_user(world, usage):
             "output_tokens_total": 200,
         },
     ]
-    assert response.json()["totals"] == {
+    assert totals(response) == {
         "total_runs": 5,
         "agents_created": 1,
         "credits_consumed": "18.0000",
@@ -291,7 +318,7 @@ def test_usage_by_product(world, usage):
             "share_percent": "100.00",
         }
     ]
-    assert response.json()["totals"] == {"credits_consumed": "18.0000", "excess_credits": "0.0000"}
+    assert totals(response) == {"credits_consumed": "18.0000", "excess_credits": "0.0000"}
 
 
 def test_usage_by_feature(world, usage):
@@ -445,6 +472,11 @@ def test_csv_has_the_same_columns_and_values(world, usage):
         "avg_latency_ms",
         "p95_latency_ms",
         "error_rate",
+        "base_credits",
+        "grant_credits",
+        "excess_credits",
+        "cost",
+        "currency",
     ]
     assert rows[1][0] == "Support bot"
     assert rows[1][4:11] == ["3", "3", "1.00", "13.7500", "3000", "600", "933.33"]
@@ -454,6 +486,7 @@ def test_csv_has_the_same_columns_and_values(world, usage):
         "No agent",
         *("", "", ""),
         *("1", "0", "", "0.2500", "1000", "200", "", "", "0.0000"),
+        *("0.2500", "0.0000", "0.0000", "", ""),  # no price: no cost
     ]
     assert response["Content-Type"] == "text/csv; charset=utf-8"
     assert response["Content-Disposition"] == (
@@ -466,7 +499,10 @@ def test_csv_is_also_chosen_by_the_accept_header(world, usage):
         f"{REPORTS}usage-by-product/", {"period": "2026-10"}, HTTP_ACCEPT="text/csv"
     )
 
-    assert csv_rows(response)[1] == ["AI agent", "7.0000", "0.2258", "0.0000", "100.00"]
+    assert csv_rows(response)[1] == [
+        *("AI agent", "7.0000", "0.2258", "0.0000", "100.00"),
+        *("7.0000", "0.0000", "", ""),  # base and grant credits; no price, no cost
+    ]
     assert 'filename="acme_usage-by-product_2026-10.csv"' in response["Content-Disposition"]
 
 
@@ -727,6 +763,10 @@ def test_unknown_ordering_is_refused_listing_the_columns(world, usage):
                 "avg_credits_per_day",
                 "excess_credits",
                 "share_percent",
+                "base_credits",
+                "grant_credits",
+                "cost",
+                "currency",
             ],
         },
     }

@@ -58,7 +58,13 @@ def test_report_rows_document_their_columns_in_order(schema):
         "avg_credits_per_day",
         "excess_credits",
         "share_percent",
+        "base_credits",
+        "grant_credits",
+        "cost",
+        "currency",
     ]
+    assert row["properties"]["cost"]["type"] == "string"  # money: a decimal string, or null
+    assert row["properties"]["cost"]["nullable"] is True
     assert row["properties"]["credits_consumed"] == {
         "type": "string",
         "format": "decimal",
@@ -73,13 +79,9 @@ def test_the_export_is_documented(schema):
     assert parameters["scope"]["required"] is True
     assert parameters["scope"]["schema"]["enum"] == ["environment", "mine", "subscription"]
     assert set(operation["responses"]["200"]["content"]) == {"application/json", "text/csv"}
-    assert list(schema["components"]["schemas"]["CreditUsageRow"]["properties"]) == [
-        "Timestamp",
-        "User",
-        "Environment",
-        "EnvironmentId",
-        "Credits",
-    ]
+    properties = list(schema["components"]["schemas"]["CreditUsageRow"]["properties"])
+    assert properties[:5] == ["Timestamp", "User", "Environment", "EnvironmentId", "Credits"]
+    assert properties[5:] == ["BaseCredits", "GrantCredits", "ExcessCredits", "Cost", "Currency"]
 
 
 @pytest.mark.parametrize("page", ["/api/schema/swagger/", "/api/schema/redoc/"])

@@ -80,10 +80,13 @@ def test_user_and_model_per_hour_day_and_month_equal_the_reports(world, november
         "model": "gpt-5-mini",
         "credits": "1.5000",
         "excess_credits": "0.0000",
+        "grant_credits": "0.0000",
         "runs": 1,
         "failed_runs": 0,
         "input_tokens": 1000,
         "output_tokens": 200,
+        "cost": None,  # no price (money: tests/reports/test_costs.py)
+        "currency": None,
     }
     assert [row["window_start"] for row in ok(admin, window="month")["results"]] == [
         "2026-10-01",
@@ -96,10 +99,11 @@ def test_every_grouping_names_its_keys_and_credit_types_add_up(world, november, 
     every = "user,team,environment,project,product,feature,agent,model,api_key,sub_account"
     body = ok(admin, window="day", group_by=f"{every},credit_type", **NOVEMBER)
 
-    assert body["count"] == 2 * 5  # five groups, a base and an excess row each
+    assert body["count"] == 3 * 5  # five groups, a base, a grant and an excess row each
     assert body["totals"]["credits"] == "18.0000"
-    first, excess = body["results"][:2]
-    assert (first["credit_type"], excess["credit_type"]) == ("base", "excess")
+    first, grant, excess = body["results"][:3]
+    assert [row["credit_type"] for row in (first, grant, excess)] == ["base", "grant", "excess"]
+    assert (grant["credits"], grant["runs"]) == ("0.0000", 0)
     assert (excess["credits"], excess["runs"]) == ("0.0000", 0)
     assert first["team"] == "Support" and first["project"] == "Website"
     assert first["environment"] == "Website / Production"
