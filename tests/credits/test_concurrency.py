@@ -1,5 +1,6 @@
 """Limits, budgets and idempotency hold under real concurrent PostgreSQL transactions."""
 
+import fcntl
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 
@@ -24,12 +25,19 @@ from tests import factories
 from tests.credits.conftest import set_allocation
 
 # serialized_rollback restores what migrations created (the admins group) after a flush.
-pytestmark = [
-    pytest.mark.django_db(transaction=True, serialized_rollback=True),
-    # Each test opens 50 connections: one at a time, so that two together stay within
-    # PostgreSQL's default max_connections of 100 (bin/test distributes by group).
-    pytest.mark.xdist_group("fifty_clients"),
-]
+pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
+
+
+@pytest.fixture(autouse=True)
+def one_crowd_at_a_time(tmp_path_factory):
+    """Each test opens 50 connections: the suite's processes take turns (a lock file in the
+    run's temporary directory, which they share), so that two crowds never meet PostgreSQL's
+    default max_connections of 100."""
+    lock_path = tmp_path_factory.getbasetemp().parent / "fifty-clients.lock"
+    with open(lock_path, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
 
 CLIENTS = 50
 
