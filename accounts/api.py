@@ -252,6 +252,7 @@ class ApiKeyDetailApi(ManagementView):
 
     @extend_schema(
         tags=["api keys"],
+        operation_id="api_keys_key_retrieve",
         summary="An API key",
         description="The key is found among all the subscriptions you administer.",
         responses={200: ApiKeyOutputSerializer, **ERRORS},
@@ -261,6 +262,7 @@ class ApiKeyDetailApi(ManagementView):
 
     @extend_schema(
         tags=["api keys"],
+        operation_id="api_keys_key_partial_update",
         summary="Set or remove an API key's credit budget",
         description="`credit_budget` is the only writable field (omitted: nothing changes). "
         "Like a user's limit, it applies at once to what the key already used in the current "

@@ -251,8 +251,8 @@ def _charge_base(subscription, move: _PeriodMove, credits: Decimal):
     with connection.cursor() as cursor:
         cursor.execute(
             f"WITH locked AS (SELECT id, credits_used - grant_used + %(x)s "  # noqa: S608
-            f"<= %(allocation)s AS fits FROM {table} "
-            "WHERE subscription_id = %(subscription)s AND id = %(id)s FOR UPDATE) "
+            f"<= %(allocation)s AS fits FROM {table} b "
+            "WHERE b.subscription_id = %(subscription)s AND b.id = %(id)s FOR UPDATE) "
             f"UPDATE {table} p SET credits_used = p.credits_used"
             " + CASE WHEN locked.fits THEN %(x)s ELSE 0 END FROM locked "
             "WHERE p.subscription_id = %(subscription)s AND p.id = locked.id "

@@ -89,7 +89,10 @@ class BillingPeriod(models.Model):
     end = models.DateTimeField(help_text="Start of the next period (exclusive).")
     credits_used = models.DecimalField(**CREDIT_DIGITS, default=Decimal(0))
     grant_used = models.DecimalField(
-        **CREDIT_DIGITS, default=Decimal(0), help_text="The part of credits_used drawn from grants."
+        **CREDIT_DIGITS,
+        default=Decimal(0),
+        db_default=Decimal(0),  # the bulk writers (month start, demo, bench) leave it out
+        help_text="The part of credits_used drawn from grants.",
     )
     excess_used = models.DecimalField(**CREDIT_DIGITS, default=Decimal(0))
     opened_at = models.DateTimeField(auto_now_add=True)

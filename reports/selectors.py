@@ -310,10 +310,11 @@ def report_subscription(*, user, subscription_id: int | None = None) -> Subscrip
     """The subscription a report is about: ``subscription_id`` among those ``user`` belongs
     to, or by default their first top-level one (oldest first). Its ``administered`` says
     whether ``user`` administers it, its ``currency`` what its usage costs are in."""
-    subscriptions = with_currency(Subscription.objects.visible_to(user), user)
-    if subscription_id is not None:
-        subscriptions = subscriptions.filter(pk=subscription_id)
-    subscription = subscriptions.order_by(F("parent_id").asc(nulls_first=True), "pk").first()
+    subscriptions = Subscription.objects.visible_to(user)
+    if subscription_id is None:  # the default is found first: prices are read by its id
+        first = subscriptions.order_by(F("parent_id").asc(nulls_first=True), "pk").first()
+        subscription_id = first.pk if first else None
+    subscription = with_currency(subscriptions, user).filter(pk=subscription_id).first()
     if subscription is None:
         raise SubscriptionNotFound(subscription=subscription_id)
     return subscription

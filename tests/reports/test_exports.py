@@ -261,9 +261,9 @@ def test_the_ledger_is_streamed_in_chunks_with_a_constant_number_of_queries(
     monkeypatch.setattr(exports, "CHUNK_BYTES", 200)
     client = logged_in(world.admin)
 
-    # Session, user, subscription, role, count; SAVEPOINT, COPY, RELEASE (tests run in a
-    # transaction, where a savepoint guards the COPY).
-    with django_assert_max_num_queries(8):
+    # Session, user, the default subscription, it with its prices, role, count; SAVEPOINT,
+    # COPY, RELEASE (tests run in a transaction, where a savepoint guards the COPY).
+    with django_assert_max_num_queries(9):
         response = client.get(EXPORT, {"scope": "subscription", "format": "csv"})
         chunks = list(response.streaming_content)
 
