@@ -10,7 +10,9 @@ from accounts.permissions import (
     ERRORS,
     SUBSCRIPTION_PARAMETER,
     ManagementView,
+    administered_rows,
     administered_subscription,
+    subscription_list_schema,
 )
 from core.money import (
     AMOUNT_HELP,
@@ -20,7 +22,6 @@ from core.money import (
     CreditsField,
     PriceField,
 )
-from core.pagination import page_of, paginated_response
 from core.serializers import StrictInputSerializer
 
 from .grants import GRANT_COUNTERS, GRANT_FIELDS, add_grant
@@ -69,23 +70,15 @@ class GrantInputSerializer(StrictInputSerializer):
 
 
 class GrantListApi(ManagementView):
-    @extend_schema(
+    @subscription_list_schema(
+        GrantOutputSerializer,
+        component_name="CreditGrantPage",
         tags=["grants"],
         summary="List the subscription's grants",
-        parameters=[SUBSCRIPTION_PARAMETER],
-        responses={200: page_of(GrantOutputSerializer, component_name="CreditGrantPage"), **ERRORS},
     )
     def get(self, request):
-        subscription = administered_subscription(request)
-        grants = (
-            CreditGrant.objects.visible_to(request.user)
-            .filter(subscription=subscription)
-            .select_related("created_by")
-            .order_by("-effective_at", "-id")
-        )
-        return paginated_response(
-            results=grants, serializer_class=GrantOutputSerializer, request=request, view=self
-        )
+        grants = administered_rows(request, CreditGrant).select_related("created_by")
+        return self.page(grants.order_by("-effective_at", "-id"), GrantOutputSerializer)
 
     @extend_schema(
         tags=["grants"],
