@@ -31,6 +31,7 @@ from .permissions import (
     ManagementView,
     administered_rows,
     administered_subscription,
+    subscription_create_schema,
     subscription_list_schema,
 )
 from .services import (
@@ -183,21 +184,19 @@ class ApiKeyListCreateApi(ManagementView):
         keys = administered_rows(request, ApiKey).select_related("environment")
         return self.page(keys.order_by("-created", "prefix"), ApiKeyOutputSerializer)
 
-    @extend_schema(
-        tags=["api keys"],
-        summary="Create an API key",
-        description="The response carries the secret as `key`: store it now, it is not shown "
-        "again.",
-        parameters=[SUBSCRIPTION_PARAMETER],
-        request=InputSerializer,
-        responses={
-            201: OutputSerializer,
-            **ERRORS,
+    @subscription_create_schema(
+        OutputSerializer,
+        refusals={
             400: OpenApiResponse(
                 description="`validation_error`: malformed input, or an `environment` that is "
                 "not one of the subscription's."
             ),
         },
+        tags=["api keys"],
+        summary="Create an API key",
+        description="The response carries the secret as `key`: store it now, it is not shown "
+        "again.",
+        request=InputSerializer,
     )
     def post(self, request):
         subscription = administered_subscription(request)

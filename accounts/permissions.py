@@ -4,7 +4,7 @@ on (``?subscription=<id>``), and how the schema documents both."""
 
 from django.db.models import F
 from django.shortcuts import get_object_or_404
-from drf_spectacular.utils import OpenApiParameter
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import permissions, serializers
 from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.response import Response
@@ -129,6 +129,16 @@ def subscription_list_schema(item_serializer, *, component_name: str, **schema):
         component_name=component_name,
         errors=ERRORS,
         parameters=[SUBSCRIPTION_PARAMETER],
+        **schema,
+    )
+
+
+def subscription_create_schema(created, *, refusals: dict, **schema):
+    """A POST that adds a row to the chosen subscription, in the schema: ``created`` (201),
+    or one of ``ERRORS`` as ``refusals`` detail them."""
+    return extend_schema(
+        parameters=[SUBSCRIPTION_PARAMETER],
+        responses={201: created, **ERRORS, **refusals},
         **schema,
     )
 

@@ -2,16 +2,15 @@
 bonuses (``?subscription=<id>``, see ``accounts.permissions``). Grants are append-only: there
 is no PUT or DELETE; corrections are adjustments, made in the admin."""
 
-from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_serializer
+from drf_spectacular.utils import OpenApiResponse, extend_schema_serializer
 from rest_framework import serializers, status
 from rest_framework.response import Response
 
 from accounts.permissions import (
-    ERRORS,
-    SUBSCRIPTION_PARAMETER,
     ManagementView,
     administered_rows,
     administered_subscription,
+    subscription_create_schema,
     subscription_list_schema,
 )
 from core.money import (
@@ -80,7 +79,12 @@ class GrantListApi(ManagementView):
         grants = administered_rows(request, CreditGrant).select_related("created_by")
         return self.page(grants.order_by("-effective_at", "-id"), GrantOutputSerializer)
 
-    @extend_schema(
+    @subscription_create_schema(
+        GrantOutputSerializer,
+        refusals={
+            400: OpenApiResponse(description="Invalid input: `invalid_grant`, `validation_error`."),
+            422: OpenApiResponse(description="`period_closed`: the effective date's period."),
+        },
         tags=["grants"],
         summary="Add a grant (a top-up or a bonus)",
         description="Credits drawn after the base allocation and before excess, earliest "
@@ -88,14 +92,7 @@ class GrantListApi(ManagementView):
         "nothing stored: credits not above 0, a price finer than the currency's minor unit, "
         "another currency than the subscription's prices', an effective date in a closed "
         "period.",
-        parameters=[SUBSCRIPTION_PARAMETER],
         request=GrantInputSerializer,
-        responses={
-            201: GrantOutputSerializer,
-            **ERRORS,
-            400: OpenApiResponse(description="Invalid input: `invalid_grant`, `validation_error`."),
-            422: OpenApiResponse(description="`period_closed`: the effective date's period."),
-        },
     )
     def post(self, request):
         subscription = administered_subscription(request)

@@ -21,9 +21,9 @@ from rest_framework.response import Response
 
 from accounts.permissions import (
     ERRORS,
-    SUBSCRIPTION_PARAMETER,
     ManagementView,
     administered_subscription,
+    subscription_create_schema,
     subscription_list_schema,
 )
 from core.pagination import list_schema
@@ -280,7 +280,9 @@ class WebhookListApi(ManagementView):
         endpoints = _endpoints(request).filter(subscription=subscription).order_by("name", "pk")
         return self.page(endpoints, EndpointOutputSerializer)
 
-    @extend_schema(
+    @subscription_create_schema(
+        EndpointWithSecretSerializer,
+        refusals=URL_REFUSED,
         tags=TAGS,
         operation_id="webhooks_create",
         summary="Add a webhook or Slack endpoint",
@@ -288,9 +290,7 @@ class WebhookListApi(ManagementView):
         "can permit internal networks). The answer holds the signing secret, this once. The "
         "subscription's events of the chosen `event_types` (all when empty) are posted to the "
         "endpoint; the bodies are `WebhookEvent`.",
-        parameters=[SUBSCRIPTION_PARAMETER],
         request=EndpointInputSerializer,
-        responses={201: EndpointWithSecretSerializer, **ERRORS, **URL_REFUSED},
     )
     def post(self, request):
         subscription = administered_subscription(request)
