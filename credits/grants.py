@@ -14,13 +14,14 @@ from decimal import Decimal
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import connection, transaction
+from django.db import transaction
 from django.utils import timezone
 
 from accounts.audit import record_audit_event
 from accounts.models import Subscription, User
 from core.money import CREDIT_DIGITS, CREDIT_PLACES, PRICE_DIGITS, currency_places
 from core.money import validate_currency as _validate_currency
+from core.sql import first_row
 
 from .errors import InvalidGrant, InvalidPrice, PeriodClosed
 from .models import CreditGrant, GrantAdjustment, PlanPrice, SubscriptionPrice
@@ -162,18 +163,17 @@ def adjust_grant(
     if not reason.strip():
         raise InvalidGrant("An adjustment needs a reason.", field="reason")
     table = CreditGrant._meta.db_table
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"UPDATE {table} SET credits_adjusted = credits_adjusted + %s "  # noqa: S608
-            "WHERE subscription_id = %s AND id = %s AND credits_lapsed = 0 "
-            "AND credits + credits_adjusted + %s >= credits_used RETURNING id",
-            [credits, grant.subscription_id, grant.pk, credits],
+    adjusted = first_row(
+        f"UPDATE {table} SET credits_adjusted = credits_adjusted + %s "  # noqa: S608
+        "WHERE subscription_id = %s AND id = %s AND credits_lapsed = 0 "
+        "AND credits + credits_adjusted + %s >= credits_used RETURNING id",
+        [credits, grant.subscription_id, grant.pk, credits],
+    )
+    if adjusted is None:
+        raise InvalidGrant(
+            "A grant cannot give back credits it has used, nor change once lapsed.",
+            field="credits",
         )
-        if cursor.fetchone() is None:
-            raise InvalidGrant(
-                "A grant cannot give back credits it has used, nor change once lapsed.",
-                field="credits",
-            )
     adjustment = GrantAdjustment.objects.create(
         subscription_id=grant.subscription_id,
         grant=grant,
@@ -212,15 +212,13 @@ def lapse_expired_grants(*, now: datetime | None = None) -> int:
 @transaction.atomic
 def _lapse(subscription_id: int, grant_id: int) -> int:
     table = CreditGrant._meta.db_table
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"UPDATE {table} SET credits_lapsed = credits + credits_adjusted - credits_used "  # noqa: S608
-            "WHERE subscription_id = %s AND id = %s AND credits_lapsed = 0 "
-            "AND credits + credits_adjusted > credits_used "
-            "RETURNING credits_lapsed, expires_at",
-            [subscription_id, grant_id],
-        )
-        row = cursor.fetchone()
+    row = first_row(
+        f"UPDATE {table} SET credits_lapsed = credits + credits_adjusted - credits_used "  # noqa: S608
+        "WHERE subscription_id = %s AND id = %s AND credits_lapsed = 0 "
+        "AND credits + credits_adjusted > credits_used "
+        "RETURNING credits_lapsed, expires_at",
+        [subscription_id, grant_id],
+    )
     if row is None:  # used up, or lapsed by another run
         return 0
     remainder, expires_at = row
