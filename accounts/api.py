@@ -22,7 +22,6 @@ from rest_framework.throttling import AnonRateThrottle
 from rest_framework.views import APIView
 
 from core.money import AMOUNT_HELP, CREDIT_DIGITS, CreditsField
-from core.pagination import page_of, paginated_response
 from core.serializers import NullableUUIDField, StrictInputSerializer
 
 from .models import ApiKey, Environment, Subscription
@@ -30,7 +29,10 @@ from .permissions import (
     ERRORS,
     SUBSCRIPTION_PARAMETER,
     ManagementView,
+    administered_rows,
     administered_subscription,
+    subscription_create_schema,
+    subscription_list_schema,
 )
 from .services import (
     create_api_key,
@@ -172,39 +174,29 @@ class ApiKeyListCreateApi(ManagementView):
     class OutputSerializer(ApiKeyOutputSerializer):
         key = serializers.CharField(help_text="The secret. Shown once, never again.")
 
-    @extend_schema(
+    @subscription_list_schema(
+        ApiKeyOutputSerializer,
+        component_name="ApiKeyPage",
         tags=["api keys"],
         summary="List the subscription's API keys",
-        parameters=[SUBSCRIPTION_PARAMETER],
-        responses={200: page_of(ApiKeyOutputSerializer, component_name="ApiKeyPage"), **ERRORS},
     )
     def get(self, request):
-        subscription = administered_subscription(request)
-        keys = (
-            ApiKey.objects.visible_to(request.user)
-            .filter(subscription=subscription)
-            .select_related("environment")
-            .order_by("-created", "prefix")
-        )
-        return paginated_response(
-            results=keys, serializer_class=ApiKeyOutputSerializer, request=request, view=self
-        )
+        keys = administered_rows(request, ApiKey).select_related("environment")
+        return self.page(keys.order_by("-created", "prefix"), ApiKeyOutputSerializer)
 
-    @extend_schema(
-        tags=["api keys"],
-        summary="Create an API key",
-        description="The response carries the secret as `key`: store it now, it is not shown "
-        "again.",
-        parameters=[SUBSCRIPTION_PARAMETER],
-        request=InputSerializer,
-        responses={
-            201: OutputSerializer,
-            **ERRORS,
+    @subscription_create_schema(
+        OutputSerializer,
+        refusals={
             400: OpenApiResponse(
                 description="`validation_error`: malformed input, or an `environment` that is "
                 "not one of the subscription's."
             ),
         },
+        tags=["api keys"],
+        summary="Create an API key",
+        description="The response carries the secret as `key`: store it now, it is not shown "
+        "again.",
+        request=InputSerializer,
     )
     def post(self, request):
         subscription = administered_subscription(request)

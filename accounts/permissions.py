@@ -4,12 +4,14 @@ on (``?subscription=<id>``), and how the schema documents both."""
 
 from django.db.models import F
 from django.shortcuts import get_object_or_404
-from drf_spectacular.utils import OpenApiParameter
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import permissions, serializers
 from rest_framework.exceptions import NotFound, ValidationError
+from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from core.detail_api import error_responses
+from core.pagination import list_schema, paginated_response
 from core.serializers import SUBSCRIPTION_ID, SubscriptionIdField
 
 from .authentication import KeyPrincipal
@@ -120,5 +122,39 @@ def administered_subscription(request) -> Subscription:
     return subscription
 
 
+def subscription_list_schema(item_serializer, *, component_name: str, **schema):
+    """A GET of the chosen subscription's rows, a page at a time, in the schema."""
+    return list_schema(
+        item_serializer,
+        component_name=component_name,
+        errors=ERRORS,
+        parameters=[SUBSCRIPTION_PARAMETER],
+        **schema,
+    )
+
+
+def subscription_create_schema(created, *, refusals: dict, **schema):
+    """A POST that adds a row to the chosen subscription, in the schema: ``created`` (201),
+    or one of ``ERRORS`` as ``refusals`` detail them."""
+    return extend_schema(
+        parameters=[SUBSCRIPTION_PARAMETER],
+        responses={201: created, **ERRORS, **refusals},
+        **schema,
+    )
+
+
+def administered_rows(request, model):
+    """The rows of ``model`` the caller sees in the subscription the request acts on."""
+    return model.objects.visible_to(request.user).filter(
+        subscription=administered_subscription(request)
+    )
+
+
 class ManagementView(APIView):
     permission_classes = [IsSubscriptionAdmin]
+
+    def page(self, rows, serializer_class) -> Response:
+        """One page of ``rows``, as ``serializer_class`` shows them."""
+        return paginated_response(
+            results=rows, serializer_class=serializer_class, request=self.request, view=self
+        )

@@ -59,13 +59,30 @@ def is_storable_credits(value) -> bool:
     )
 
 
-# In the schema (requests): what ``parse_credits`` reads, within 18 digits.
-CREDITS_SCHEMA = {
-    "oneOf": [
-        {"type": "string", "pattern": "^[0-9]{1,14}(\\.[0-9]{1,4})?$", "example": "12.5"},
-        {"type": "integer", "minimum": 0, "maximum": 10**14 - 1},
-    ]
-}
+def _amount_schema(digits: dict, example: str) -> dict:
+    """An amount in the schema (requests): a string of digits or an integer, within
+    ``digits`` (``max_digits``, ``decimal_places``)."""
+    places = digits["decimal_places"]
+    whole = digits["max_digits"] - places
+    return {
+        "oneOf": [
+            {
+                "type": "string",
+                "pattern": f"^[0-9]{{1,{whole}}}(\\.[0-9]{{1,{places}}})?$",
+                "example": example,
+            },
+            {"type": "integer", "minimum": 0, "maximum": 10**whole - 1},
+        ]
+    }
+
+
+def _with_digits(kwargs: dict, digits: dict) -> dict:
+    """A DecimalField's arguments: ``digits`` and at least 0, unless ``kwargs`` say otherwise."""
+    return {**digits, "min_value": Decimal(0), **kwargs}
+
+
+# What ``parse_credits`` reads, within 18 digits.
+CREDITS_SCHEMA = _amount_schema(CREDIT_DIGITS, "12.5")
 
 
 @extend_schema_field(CREDITS_SCHEMA)
@@ -76,10 +93,7 @@ class CreditsField(serializers.DecimalField):
     default_error_messages = {"invalid": f"Not an amount of credits. {AMOUNT_HELP}"}
 
     def __init__(self, **kwargs):
-        kwargs.setdefault("max_digits", CREDIT_DIGITS["max_digits"])
-        kwargs.setdefault("decimal_places", CREDIT_DIGITS["decimal_places"])
-        kwargs.setdefault("min_value", Decimal(0))
-        super().__init__(**kwargs)
+        super().__init__(**_with_digits(kwargs, CREDIT_DIGITS))
 
     def validate_empty_values(self, data):
         """A blank string is not an amount: DRF's ``DecimalField`` would read it as null."""
@@ -121,12 +135,7 @@ class CreditsFormField(forms.DecimalField):
 PRICE_DIGITS = {"max_digits": 18, "decimal_places": 6}
 _PRICE = re.compile(r"[0-9]+(?:\.[0-9]{1,6})?")
 PRICE_HELP = 'A JSON number, or a string of digits with up to 6 decimals after a ".", e.g. "0.02".'
-PRICE_SCHEMA = {
-    "oneOf": [
-        {"type": "string", "pattern": "^[0-9]{1,12}(\\.[0-9]{1,6})?$", "example": "0.02"},
-        {"type": "integer", "minimum": 0, "maximum": 10**12 - 1},
-    ]
-}
+PRICE_SCHEMA = _amount_schema(PRICE_DIGITS, "0.02")
 
 
 @extend_schema_field(PRICE_SCHEMA)
@@ -137,10 +146,7 @@ class PriceField(serializers.DecimalField):
     default_error_messages = {"invalid": f"Not an amount of money. {PRICE_HELP}"}
 
     def __init__(self, **kwargs):
-        kwargs.setdefault("max_digits", PRICE_DIGITS["max_digits"])
-        kwargs.setdefault("decimal_places", PRICE_DIGITS["decimal_places"])
-        kwargs.setdefault("min_value", Decimal(0))
-        super().__init__(**kwargs)
+        super().__init__(**_with_digits(kwargs, PRICE_DIGITS))
 
     def to_internal_value(self, data):
         if isinstance(data, str) and not _PRICE.fullmatch(data):

@@ -1,6 +1,6 @@
 """Pages of results for APIViews, which DRF does not paginate by itself."""
 
-from drf_spectacular.utils import inline_serializer
+from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.response import Response
@@ -16,6 +16,15 @@ def page_of(item_serializer, *, component_name: str):
             "previous": serializers.URLField(allow_null=True),
             "results": item_serializer(many=True),
         },
+    )
+
+
+def list_schema(item_serializer, *, component_name: str, errors: dict, **schema):
+    """A paginated GET in the schema: a page of ``item_serializer`` (``page_of``), or one of
+    ``errors``; ``schema`` is the rest of ``extend_schema``'s arguments."""
+    return extend_schema(
+        responses={200: page_of(item_serializer, component_name=component_name), **errors},
+        **schema,
     )
 
 

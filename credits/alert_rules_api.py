@@ -18,7 +18,7 @@ from accounts.models import ApiKey, Subscription, Team, User
 from accounts.permissions import AdministersOrManages, environment_named, subscription_for_new
 from core.detail_api import DetailApi, error_responses, saved
 from core.money import CREDIT_DIGITS, CreditsField
-from core.pagination import page_of, paginated_response
+from core.pagination import list_schema, paginated_response
 from core.serializers import (
     EnvironmentRefSerializer,
     NamedInSubscriptionSerializer,
@@ -185,13 +185,15 @@ ERRORS = error_responses(
 class AlertRuleListApi(APIView):
     permission_classes = [MayKeepAlertRules]
 
-    @extend_schema(
+    @list_schema(
+        RuleOutputSerializer,
+        component_name="AlertRulePage",
+        errors=ERRORS,
         tags=TAGS,
         operation_id="alert_rules_list",
         summary="List the alert rules you keep",
         description="Admins: every rule of their subscriptions. Project managers: their own "
         "rules on the environments they manage.",
-        responses={200: page_of(RuleOutputSerializer, component_name="AlertRulePage"), **ERRORS},
     )
     def get(self, request):
         rules = _rules(request).order_by("subscription__name", "name", "pk")

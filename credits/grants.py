@@ -14,13 +14,14 @@ from decimal import Decimal
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import connection, transaction
+from django.db import transaction
 from django.utils import timezone
 
 from accounts.audit import record_audit_event
 from accounts.models import Subscription, User
 from core.money import CREDIT_DIGITS, CREDIT_PLACES, PRICE_DIGITS, currency_places
 from core.money import validate_currency as _validate_currency
+from core.sql import first_row
 
 from .errors import InvalidGrant, InvalidPrice, PeriodClosed
 from .models import CreditGrant, GrantAdjustment, PlanPrice, SubscriptionPrice
@@ -139,15 +140,12 @@ def add_grant(*, created_by: User | None, **fields) -> CreditGrant:
     fields = check_grant(**fields)
     subscription = fields["subscription"]
     grant = CreditGrant.objects.create(**fields, created_by=created_by)
-    record_audit_event(
-        subscription=subscription,
-        actor=created_by,
-        action="grant.added",
-        obj=grant,
-        changes={
-            name: (None, getattr(grant, name))
-            for name in ("kind", "credits", "price", "currency", "effective_at", "expires_at")
-        },
+    _audit_new(
+        subscription,
+        created_by,
+        "grant.added",
+        grant,
+        ("kind", "credits", "price", "currency", "effective_at", "expires_at"),
     )
     logger.info("event=grant_added subscription=%s grant=%s", subscription.pk, grant.pk)
     return grant
@@ -165,18 +163,17 @@ def adjust_grant(
     if not reason.strip():
         raise InvalidGrant("An adjustment needs a reason.", field="reason")
     table = CreditGrant._meta.db_table
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"UPDATE {table} SET credits_adjusted = credits_adjusted + %s "  # noqa: S608
-            "WHERE subscription_id = %s AND id = %s AND credits_lapsed = 0 "
-            "AND credits + credits_adjusted + %s >= credits_used RETURNING id",
-            [credits, grant.subscription_id, grant.pk, credits],
+    adjusted = first_row(
+        f"UPDATE {table} SET credits_adjusted = credits_adjusted + %s "  # noqa: S608
+        "WHERE subscription_id = %s AND id = %s AND credits_lapsed = 0 "
+        "AND credits + credits_adjusted + %s >= credits_used RETURNING id",
+        [credits, grant.subscription_id, grant.pk, credits],
+    )
+    if adjusted is None:
+        raise InvalidGrant(
+            "A grant cannot give back credits it has used, nor change once lapsed.",
+            field="credits",
         )
-        if cursor.fetchone() is None:
-            raise InvalidGrant(
-                "A grant cannot give back credits it has used, nor change once lapsed.",
-                field="credits",
-            )
     adjustment = GrantAdjustment.objects.create(
         subscription_id=grant.subscription_id,
         grant=grant,
@@ -215,15 +212,13 @@ def lapse_expired_grants(*, now: datetime | None = None) -> int:
 @transaction.atomic
 def _lapse(subscription_id: int, grant_id: int) -> int:
     table = CreditGrant._meta.db_table
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"UPDATE {table} SET credits_lapsed = credits + credits_adjusted - credits_used "  # noqa: S608
-            "WHERE subscription_id = %s AND id = %s AND credits_lapsed = 0 "
-            "AND credits + credits_adjusted > credits_used "
-            "RETURNING credits_lapsed, expires_at",
-            [subscription_id, grant_id],
-        )
-        row = cursor.fetchone()
+    row = first_row(
+        f"UPDATE {table} SET credits_lapsed = credits + credits_adjusted - credits_used "  # noqa: S608
+        "WHERE subscription_id = %s AND id = %s AND credits_lapsed = 0 "
+        "AND credits + credits_adjusted > credits_used "
+        "RETURNING credits_lapsed, expires_at",
+        [subscription_id, grant_id],
+    )
     if row is None:  # used up, or lapsed by another run
         return 0
     remainder, expires_at = row
@@ -242,7 +237,7 @@ def _lapse(subscription_id: int, grant_id: int) -> int:
 # --- Prices ----------------------------------------------------------------------------------
 
 
-def _checked_price(*, owner: dict, same_currency_as, created_by: User, now, **price) -> dict:
+def _checked_price(*, owner: dict, same_currency_as, created_by: User, now=None, **price) -> dict:
     """A price's fields, checked: platform staff only, a known currency that is the one of
     ``same_currency_as`` (querysets of prices), prices at least 0 with at most 6 decimals,
     not backdated."""
@@ -271,47 +266,35 @@ def _checked_price(*, owner: dict, same_currency_as, created_by: User, now, **pr
     return {**owner, **price, "currency": currency, "created_by": created_by}
 
 
-def check_plan_price(*, plan: str, created_by: User, now=None, **price) -> dict:
-    """A plan's price (``currency``, ``credit_price``, ``excess_price``, ``effective_from``),
-    checked (``_checked_price``); the plan's prices and its subscriptions' keep one currency."""
+def check_plan_price(*, plan: str, **fields) -> dict:
+    """A plan's price (``currency``, ``credit_price``, ``excess_price``, ``effective_from``,
+    ``created_by``, optionally ``now``), checked (``_checked_price``); the plan's prices and
+    its subscriptions' keep one currency."""
     if plan not in Subscription.Plan.values:
         raise InvalidPrice("No such plan.", field="plan", value=plan)
     same_currency_as = (
         PlanPrice.objects.filter(plan=plan),
         SubscriptionPrice.objects.filter(subscription__plan=plan),
     )
-    return _checked_price(
-        owner={"plan": plan},
-        same_currency_as=same_currency_as,
-        created_by=created_by,
-        now=now,
-        **price,
-    )
+    return _checked_price(owner={"plan": plan}, same_currency_as=same_currency_as, **fields)
 
 
 @transaction.atomic
 def set_plan_price(**fields) -> PlanPrice:
     """A plan's price from ``effective_from`` on (``check_plan_price``)."""
     price = PlanPrice.objects.create(**check_plan_price(**fields))
-    _audit_price(None, price.created_by, price)
+    _audit_price(None, price)
     return price
 
 
-def check_subscription_price(
-    *, subscription: Subscription, created_by: User, now=None, **price
-) -> dict:
+def check_subscription_price(*, subscription: Subscription, **fields) -> dict:
     """A subscription's own price, checked as a plan's; its currency is its plan's."""
+    owner = {"subscription": subscription}
     same_currency_as = (
         SubscriptionPrice.objects.filter(subscription=subscription),
         PlanPrice.objects.filter(plan=subscription.plan),
     )
-    return _checked_price(
-        owner={"subscription": subscription},
-        same_currency_as=same_currency_as,
-        created_by=created_by,
-        now=now,
-        **price,
-    )
+    return _checked_price(owner=owner, same_currency_as=same_currency_as, **fields)
 
 
 @transaction.atomic
@@ -319,18 +302,18 @@ def set_subscription_price(**fields) -> SubscriptionPrice:
     """A subscription's own price from ``effective_from`` on, overriding its plan's
     (``check_subscription_price``): a subscription admin reads prices, never sets them."""
     price = SubscriptionPrice.objects.create(**check_subscription_price(**fields))
-    _audit_price(price.subscription, price.created_by, price)
+    _audit_price(price.subscription, price)
     return price
 
 
-def _audit_price(subscription, actor, price) -> None:
+def _audit_price(subscription, price) -> None:
+    fields = ("currency", "credit_price", "excess_price", "effective_from")
+    _audit_new(subscription, price.created_by, "price.set", price, fields)
+
+
+def _audit_new(subscription, actor, action: str, obj, fields) -> None:
+    """The audit event of a new, append-only row: its ``fields`` from nothing."""
+    changes = {name: (None, getattr(obj, name)) for name in fields}
     record_audit_event(
-        subscription=subscription,
-        actor=actor,
-        action="price.set",
-        obj=price,
-        changes={
-            name: (None, getattr(price, name))
-            for name in ("currency", "credit_price", "excess_price", "effective_from")
-        },
+        subscription=subscription, actor=actor, action=action, obj=obj, changes=changes
     )

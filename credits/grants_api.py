@@ -2,15 +2,16 @@
 bonuses (``?subscription=<id>``, see ``accounts.permissions``). Grants are append-only: there
 is no PUT or DELETE; corrections are adjustments, made in the admin."""
 
-from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_serializer
+from drf_spectacular.utils import OpenApiResponse, extend_schema_serializer
 from rest_framework import serializers, status
 from rest_framework.response import Response
 
 from accounts.permissions import (
-    ERRORS,
-    SUBSCRIPTION_PARAMETER,
     ManagementView,
+    administered_rows,
     administered_subscription,
+    subscription_create_schema,
+    subscription_list_schema,
 )
 from core.money import (
     AMOUNT_HELP,
@@ -20,7 +21,6 @@ from core.money import (
     CreditsField,
     PriceField,
 )
-from core.pagination import page_of, paginated_response
 from core.serializers import StrictInputSerializer
 
 from .grants import GRANT_COUNTERS, GRANT_FIELDS, add_grant
@@ -69,25 +69,22 @@ class GrantInputSerializer(StrictInputSerializer):
 
 
 class GrantListApi(ManagementView):
-    @extend_schema(
+    @subscription_list_schema(
+        GrantOutputSerializer,
+        component_name="CreditGrantPage",
         tags=["grants"],
         summary="List the subscription's grants",
-        parameters=[SUBSCRIPTION_PARAMETER],
-        responses={200: page_of(GrantOutputSerializer, component_name="CreditGrantPage"), **ERRORS},
     )
     def get(self, request):
-        subscription = administered_subscription(request)
-        grants = (
-            CreditGrant.objects.visible_to(request.user)
-            .filter(subscription=subscription)
-            .select_related("created_by")
-            .order_by("-effective_at", "-id")
-        )
-        return paginated_response(
-            results=grants, serializer_class=GrantOutputSerializer, request=request, view=self
-        )
+        grants = administered_rows(request, CreditGrant).select_related("created_by")
+        return self.page(grants.order_by("-effective_at", "-id"), GrantOutputSerializer)
 
-    @extend_schema(
+    @subscription_create_schema(
+        GrantOutputSerializer,
+        refusals={
+            400: OpenApiResponse(description="Invalid input: `invalid_grant`, `validation_error`."),
+            422: OpenApiResponse(description="`period_closed`: the effective date's period."),
+        },
         tags=["grants"],
         summary="Add a grant (a top-up or a bonus)",
         description="Credits drawn after the base allocation and before excess, earliest "
@@ -95,14 +92,7 @@ class GrantListApi(ManagementView):
         "nothing stored: credits not above 0, a price finer than the currency's minor unit, "
         "another currency than the subscription's prices', an effective date in a closed "
         "period.",
-        parameters=[SUBSCRIPTION_PARAMETER],
         request=GrantInputSerializer,
-        responses={
-            201: GrantOutputSerializer,
-            **ERRORS,
-            400: OpenApiResponse(description="Invalid input: `invalid_grant`, `validation_error`."),
-            422: OpenApiResponse(description="`period_closed`: the effective date's period."),
-        },
     )
     def post(self, request):
         subscription = administered_subscription(request)

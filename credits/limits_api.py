@@ -27,9 +27,9 @@ from accounts.permissions import (
     SUBSCRIPTION_PARAMETER,
     ManagementView,
     administered_subscription,
+    subscription_list_schema,
 )
 from core.money import AMOUNT_HELP, CREDIT_DIGITS, CreditsField
-from core.pagination import page_of, paginated_response
 from core.serializers import RefSerializer, StrictInputSerializer, UserRefSerializer
 
 from .limits import limits_with_usage, remove_limit, set_team_limit, set_user_limit
@@ -94,11 +94,11 @@ NO_LIMIT = OpenApiResponse(description="Unknown user or team, or no limit set.")
 
 
 class LimitListApi(ManagementView):
-    @extend_schema(
+    @subscription_list_schema(
+        LimitOutputSerializer,
+        component_name="CreditLimitPage",
         tags=["limits"],
         summary="List the per-user and per-team limits",
-        parameters=[SUBSCRIPTION_PARAMETER],
-        responses={200: page_of(LimitOutputSerializer, component_name="CreditLimitPage"), **ERRORS},
     )
     def get(self, request):
         subscription = administered_subscription(request)
@@ -107,9 +107,7 @@ class LimitListApi(ManagementView):
             subscription=subscription,
             now=timezone.now(),
         ).order_by(F("team_id").asc(nulls_first=True), "user__email", "team__name")
-        return paginated_response(
-            results=limits, serializer_class=LimitOutputSerializer, request=request, view=self
-        )
+        return self.page(limits, LimitOutputSerializer)
 
 
 def _owner_limit_schemas(owner: str) -> dict:

@@ -35,6 +35,21 @@ from .scoping import (
 )
 
 
+class AppendOnlyRow:
+    """A model whose rows are never edited nor deleted; ``append_only_refusal`` says what to
+    do instead."""
+
+    append_only_refusal: str
+
+    def save(self, *args, **kwargs):
+        if not self._state.adding:
+            raise TypeError(self.append_only_refusal)
+        super().save(*args, **kwargs)
+
+    def delete(self, *args, **kwargs):
+        raise TypeError(self.append_only_refusal)
+
+
 class Product(models.Model):
     """An AI-enabled product that spends credits (AI agent, writing assistant, ...)."""
 
@@ -120,7 +135,7 @@ class BillingPeriod(models.Model):
         return f"{self.subscription} {local_start:%Y-%m}"
 
 
-class CreditEvent(models.Model):
+class CreditEvent(AppendOnlyRow, models.Model):
     """One row of the append-only ledger: an AI operation, or an adjustment with a reason.
 
     Nothing updates or deletes a row (the model, its queryset and, on PostgreSQL, a trigger
@@ -129,6 +144,8 @@ class CreditEvent(models.Model):
     ``credits.partitions``). Foreign keys get no index of their own: the composite indexes
     below serve the real queries, and every extra index slows ingestion.
     """
+
+    append_only_refusal = "Credit events are append-only; record an adjustment instead."
 
     class Kind(models.TextChoices):
         USAGE = "usage", "Usage"
@@ -247,14 +264,6 @@ class CreditEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.credits} credits at {self.timestamp:%Y-%m-%d %H:%M}"
-
-    def save(self, *args, **kwargs):
-        if not self._state.adding:
-            raise TypeError("Credit events are append-only; record an adjustment instead.")
-        super().save(*args, **kwargs)
-
-    def delete(self, *args, **kwargs):
-        raise TypeError("Credit events are append-only; record an adjustment instead.")
 
     @property
     def actor_label(self) -> str:
@@ -1048,11 +1057,13 @@ class AlertFiring(models.Model):
 # --- Money: prices and grants ----------------------------------------------------------------
 
 
-class Price(models.Model):
+class Price(AppendOnlyRow, models.Model):
     """What a credit costs from ``effective_from`` on: ``credit_price`` for base credits,
     ``excess_price`` for credits beyond the allocation (soft mode), per credit, in
     ``currency``. Append-only: a change is a new row from its moment on
     (``credits.pricing.price_at`` finds the one in effect)."""
+
+    append_only_refusal = "Prices are append-only; add a new price from its moment on."
 
     currency = models.CharField(max_length=3, help_text="ISO 4217, e.g. EUR.")
     credit_price = models.DecimalField(
@@ -1075,14 +1086,6 @@ class Price(models.Model):
             f"{self.credit_price} {self.currency} per credit, {self.excess_price} per excess "
             f"credit, from {self.effective_from:%Y-%m-%d %H:%M}"
         )
-
-    def save(self, *args, **kwargs):
-        if not self._state.adding:
-            raise TypeError("Prices are append-only; add a new price from its moment on.")
-        super().save(*args, **kwargs)
-
-    def delete(self, *args, **kwargs):
-        raise TypeError("Prices are append-only; add a new price from its moment on.")
 
     def clean(self) -> None:
         # Checked here, not as a field validator: migrations must not import live code.
@@ -1134,12 +1137,14 @@ class SubscriptionPrice(Price):
         ]
 
 
-class CreditGrant(models.Model):
+class CreditGrant(AppendOnlyRow, models.Model):
     """Credits added to a subscription: a purchased top-up or a bonus. Append-only (corrected by
     ``GrantAdjustment`` rows); the counters change only by conditional updates: the charge adds
     to ``credits_used`` in draw-down order (``credits.charging``), the lapse task moves an
     expired grant's remainder to ``credits_lapsed`` once, and an adjustment adds to
     ``credits_adjusted``. Remaining = credits + adjusted - used - lapsed."""
+
+    append_only_refusal = "Grants are append-only; record a grant adjustment instead."
 
     class Kind(models.TextChoices):
         TOP_UP = "top_up", "Top-up (purchased)"
@@ -1206,23 +1211,17 @@ class CreditGrant(models.Model):
         day = f"{self.effective_at:%Y-%m-%d}"
         return f"{self.get_kind_display()}: {self.credits} credits from {day}"
 
-    def save(self, *args, **kwargs):
-        if not self._state.adding:
-            raise TypeError("Grants are append-only; record a grant adjustment instead.")
-        super().save(*args, **kwargs)
-
-    def delete(self, *args, **kwargs):
-        raise TypeError("Grants are append-only; record a grant adjustment instead.")
-
     @property
     def remaining(self) -> Decimal:
         return self.credits + self.credits_adjusted - self.credits_used - self.credits_lapsed
 
 
-class GrantAdjustment(models.Model):
+class GrantAdjustment(AppendOnlyRow, models.Model):
     """A signed correction of a grant's credits by a person (``adjustment``), or the lapse of
     an expired grant's remainder (``lapse``, negative, once per grant, by the lapse task).
     Append-only, like the ledger."""
+
+    append_only_refusal = "Grant adjustments are append-only."
 
     class Kind(models.TextChoices):
         ADJUSTMENT = "adjustment", "Adjustment"
@@ -1268,11 +1267,3 @@ class GrantAdjustment(models.Model):
 
     def __str__(self) -> str:
         return f"{self.get_kind_display()}: {self.credits} credits of grant {self.grant_id}"
-
-    def save(self, *args, **kwargs):
-        if not self._state.adding:
-            raise TypeError("Grant adjustments are append-only.")
-        super().save(*args, **kwargs)
-
-    def delete(self, *args, **kwargs):
-        raise TypeError("Grant adjustments are append-only.")

@@ -77,21 +77,32 @@ class AppendOnlyAdmin(ScopedModelAdmin):
 
 # --- Prices ----------------------------------------------------------------------------------
 
+# A price's own fields, after whose it is (a plan's or a subscription's).
+PRICE_COLUMNS = ("currency", "credit_price", "excess_price", "effective_from")
+
+
+class PriceAdmin(AppendOnlyAdmin):
+    """Prices: platform staff add them."""
+
+    formfield_overrides = PRICE_FIELDS
+
+    def has_add_permission(self, request):
+        return request.user.is_superuser
+
 
 class PlanPriceForm(ServiceForm):
     class Meta:
         model = PlanPrice
-        fields = ("plan", "currency", "credit_price", "excess_price", "effective_from")
+        fields = ("plan", *PRICE_COLUMNS)
 
     def check(self, data):
         return check_plan_price(created_by=self.request.user, **data)
 
 
 @admin.register(PlanPrice)
-class PlanPriceAdmin(AppendOnlyAdmin):
+class PlanPriceAdmin(PriceAdmin):
     form = PlanPriceForm
-    formfield_overrides = PRICE_FIELDS
-    list_display = ("plan", "currency", "credit_price", "excess_price", "effective_from")
+    list_display = ("plan", *PRICE_COLUMNS)
     list_filter = ("plan", "currency")
     ordering = ("plan", "-effective_from")
 
@@ -103,9 +114,6 @@ class PlanPriceAdmin(AppendOnlyAdmin):
         """The price list: everyone who may open the admin reads it."""
         return PlanPrice.objects.visible_to(request.user)
 
-    def has_add_permission(self, request):
-        return request.user.is_superuser
-
     def create(self, request, data):
         return set_plan_price(created_by=request.user, **data)
 
@@ -113,36 +121,20 @@ class PlanPriceAdmin(AppendOnlyAdmin):
 class SubscriptionPriceForm(ServiceForm):
     class Meta:
         model = SubscriptionPrice
-        fields = (
-            "subscription",
-            "currency",
-            "credit_price",
-            "excess_price",
-            "effective_from",
-        )
+        fields = ("subscription", *PRICE_COLUMNS)
 
     def check(self, data):
         return check_subscription_price(created_by=self.request.user, **data)
 
 
 @admin.register(SubscriptionPrice)
-class SubscriptionPriceAdmin(AppendOnlyAdmin):
+class SubscriptionPriceAdmin(PriceAdmin):
     form = SubscriptionPriceForm
-    formfield_overrides = PRICE_FIELDS
-    list_display = (
-        "subscription",
-        "currency",
-        "credit_price",
-        "excess_price",
-        "effective_from",
-    )
+    list_display = ("subscription", *PRICE_COLUMNS)
     list_filter = (("subscription", ScopedRelatedFilter), "currency")
     list_select_related = ("subscription",)
     ordering = ("subscription__name", "-effective_from")
     readonly_fields = ("created_by", "created_at")
-
-    def has_add_permission(self, request):
-        return request.user.is_superuser
 
     def create(self, request, data):
         return set_subscription_price(created_by=request.user, **data)

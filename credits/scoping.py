@@ -73,33 +73,28 @@ class ProductQuerySet(models.QuerySet):
         return self.all()
 
 
-class CreditEventQuerySet(UsageQuerySet):
+class AppendOnly:
+    """A queryset whose rows are never edited or deleted in bulk either (``refusal`` says
+    what to do instead)."""
+
+    refusal = "These rows are append-only; add a new row instead."
+
+    def update(self, **kwargs):
+        raise TypeError(self.refusal)
+
+    def delete(self):
+        raise TypeError(self.refusal)
+
+    update.queryset_only = True
+    delete.queryset_only = True
+
+
+class CreditEventQuerySet(AppendOnly, UsageQuerySet):
     """The ledger is append-only: bulk updates and deletes are refused here too."""
 
     # Each row names a person: on a Free plan nobody sees another person's events.
     plan_gated = True
-
-    def update(self, **kwargs):
-        raise TypeError("Credit events are append-only; record an adjustment instead.")
-
-    def delete(self):
-        raise TypeError("Credit events are append-only; record an adjustment instead.")
-
-    update.queryset_only = True
-    delete.queryset_only = True
-
-
-class AppendOnly:
-    """A queryset whose rows are never edited or deleted in bulk either."""
-
-    def update(self, **kwargs):
-        raise TypeError("These rows are append-only; add a new row instead.")
-
-    def delete(self):
-        raise TypeError("These rows are append-only; add a new row instead.")
-
-    update.queryset_only = True
-    delete.queryset_only = True
+    refusal = "Credit events are append-only; record an adjustment instead."
 
 
 class AppendOnlyQuerySet(AppendOnly, AdministeredQuerySet):

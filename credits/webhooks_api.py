@@ -21,11 +21,12 @@ from rest_framework.response import Response
 
 from accounts.permissions import (
     ERRORS,
-    SUBSCRIPTION_PARAMETER,
     ManagementView,
     administered_subscription,
+    subscription_create_schema,
+    subscription_list_schema,
 )
-from core.pagination import page_of, paginated_response
+from core.pagination import list_schema
 from core.serializers import (
     NamedInSubscriptionSerializer,
     RefSerializer,
@@ -267,24 +268,21 @@ def _secret_response(endpoint: WebhookEndpoint, secret: str | None, status_code)
 
 
 class WebhookListApi(ManagementView):
-    @extend_schema(
+    @subscription_list_schema(
+        EndpointOutputSerializer,
+        component_name="WebhookEndpointPage",
         tags=TAGS,
         operation_id="webhooks_list",
         summary="List a subscription's webhook and Slack endpoints",
-        parameters=[SUBSCRIPTION_PARAMETER],
-        responses={
-            200: page_of(EndpointOutputSerializer, component_name="WebhookEndpointPage"),
-            **ERRORS,
-        },
     )
     def get(self, request):
         subscription = administered_subscription(request)
         endpoints = _endpoints(request).filter(subscription=subscription).order_by("name", "pk")
-        return paginated_response(
-            results=endpoints, serializer_class=EndpointOutputSerializer, request=request, view=self
-        )
+        return self.page(endpoints, EndpointOutputSerializer)
 
-    @extend_schema(
+    @subscription_create_schema(
+        EndpointWithSecretSerializer,
+        refusals=URL_REFUSED,
         tags=TAGS,
         operation_id="webhooks_create",
         summary="Add a webhook or Slack endpoint",
@@ -292,9 +290,7 @@ class WebhookListApi(ManagementView):
         "can permit internal networks). The answer holds the signing secret, this once. The "
         "subscription's events of the chosen `event_types` (all when empty) are posted to the "
         "endpoint; the bodies are `WebhookEvent`.",
-        parameters=[SUBSCRIPTION_PARAMETER],
         request=EndpointInputSerializer,
-        responses={201: EndpointWithSecretSerializer, **ERRORS, **URL_REFUSED},
     )
     def post(self, request):
         subscription = administered_subscription(request)
@@ -433,15 +429,13 @@ class DeliveryOutputSerializer(serializers.Serializer):
 
 
 class WebhookDeliveryListApi(ManagementView):
-    @extend_schema(
+    @list_schema(
+        DeliveryOutputSerializer,
+        component_name="WebhookDeliveryPage",
+        errors={**ERRORS, 404: NOT_FOUND},
         tags=TAGS,
         operation_id="webhooks_deliveries_list",
         summary="An endpoint's delivery log, newest first",
-        responses={
-            200: page_of(DeliveryOutputSerializer, component_name="WebhookDeliveryPage"),
-            **ERRORS,
-            404: NOT_FOUND,
-        },
     )
     def get(self, request, endpoint_id: int):
         endpoint = _endpoint(request, endpoint_id)
@@ -450,12 +444,7 @@ class WebhookDeliveryListApi(ManagementView):
             .filter(endpoint=endpoint)
             .order_by("-created_at", "-pk")
         )
-        return paginated_response(
-            results=deliveries,
-            serializer_class=DeliveryOutputSerializer,
-            request=request,
-            view=self,
-        )
+        return self.page(deliveries, DeliveryOutputSerializer)
 
 
 class WebhookRedeliverApi(ManagementView):

@@ -18,7 +18,7 @@ from rest_framework import serializers
 from rest_framework.response import Response
 
 from accounts.permissions import IsSubscriptionAdmin, ManagementView, administered_subscription
-from core.pagination import page_of
+from core.pagination import list_schema
 from core.serializers import SUBSCRIPTION_ID, SubscriptionRefSerializer
 
 from . import statements
@@ -110,15 +110,14 @@ class StatementSerializer(serializers.Serializer):
 
 
 class StatementListApi(ManagementView):
-    @extend_schema(
+    @list_schema(
+        StatementSummarySerializer,
+        component_name="StatementPage",
+        errors=ERRORS,
         tags=TAGS,
         operation_id="statements_list",
         summary="The closed periods that have a statement, newest first",
         parameters=[SUBSCRIPTION_PARAMETER],
-        responses={
-            200: page_of(StatementSummarySerializer, component_name="StatementPage"),
-            **ERRORS,
-        },
     )
     def get(self, request):
         subscription = administered_subscription(request)

@@ -18,6 +18,12 @@ def post_add_form(client, world, admin_name: str, /, *, follow: bool = False, **
     return client.post(reverse(f"admin:{admin_name}_add"), data, follow=follow)
 
 
+def post_enabled_alert_rule(client, world, **fields):
+    """``post_add_form`` of an alert rule that is enabled and emails the admins."""
+    fields = {"email_admins": "on", "enabled": "on", **fields}
+    return post_add_form(client, world, "credits_alertrule", **fields)
+
+
 def assert_hidden_from_others(client, world, objects, text: str) -> None:
     """Another subscription's admin is sent back to the admin index and does not see ``text``
     in the lists; a member of the subscription is sent to the login."""

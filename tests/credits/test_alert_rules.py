@@ -11,7 +11,7 @@ from credits.limits import set_team_limit
 from credits.models import AlertFiring, AlertRule
 from credits.tasks import evaluate_alert_rules
 from tests import factories
-from tests.admin_pages import assert_hidden_from_others, post_add_form
+from tests.admin_pages import assert_hidden_from_others, post_add_form, post_enabled_alert_rule
 from tests.credits.conftest import set_allocation
 from tests.factories import AlertRuleFactory, utc
 
@@ -160,17 +160,14 @@ def test_a_period_has_its_own_crossings(
 
 
 def test_an_admin_defines_a_rule_in_the_admin(world, client, writers):
-    response = post_add_form(
+    response = post_enabled_alert_rule(
         client,
         world,
-        "credits_alertrule",
         name="Writers at half",
         target="team",
         team=writers.pk,
         thresholds="50, 90.5",
-        email_admins="on",
         email_addresses="ops@acme.example",
-        enabled="on",
     )
 
     assert response.status_code == 302, response.content.decode()[-3000:]

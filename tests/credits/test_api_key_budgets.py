@@ -15,7 +15,7 @@ from credits.limits import set_user_limit
 from credits.models import AlertFiring, AlertRule, ApiKeyPeriodUsage, CreditEvent
 from credits.tasks import evaluate_alert_rules
 from tests import factories
-from tests.admin_pages import post_add_form
+from tests.admin_pages import post_add_form, post_enabled_alert_rule
 from tests.factories import frozen_at, utc
 
 pytestmark = pytest.mark.django_db
@@ -254,16 +254,13 @@ def test_a_rule_names_a_key_of_its_own_subscription_in_the_admin(world, client, 
     missing = post_add_form(
         client, world, "credits_alertrule", name="x", target="api_key", thresholds="50"
     )
-    own = post_add_form(
+    own = post_enabled_alert_rule(
         client,
         world,
-        "credits_alertrule",
         name="Nightly jobs at 80%",
         target="api_key",
         api_key=machine.api_key.pk,
         thresholds="80",
-        email_admins="on",
-        enabled="on",
     )
 
     assert foreign.status_code == missing.status_code == 200  # the form again, with errors

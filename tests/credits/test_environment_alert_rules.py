@@ -13,7 +13,7 @@ from credits import webhooks
 from credits.models import AlertFiring, AlertRule
 from credits.tasks import evaluate_alert_rules
 from tests import factories
-from tests.admin_pages import admin_url, post_add_form
+from tests.admin_pages import admin_url, post_enabled_alert_rule
 from tests.factories import utc
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("eager_celery")]
@@ -143,17 +143,14 @@ def test_the_evaluation_reads_every_environment_in_the_same_few_queries(
 def test_an_admin_defines_an_environment_rule_in_the_admin_and_keeps_a_managers_to_email(
     world, client, loopback_allowed
 ):
-    response = post_add_form(
+    response = post_enabled_alert_rule(
         client,
         world,
-        "credits_alertrule",
         name="Production budget",
         target="environment",
         environment=world.environment.pk,
         budget="5000",
         thresholds="80, 100",
-        email_admins="on",
-        enabled="on",
     )
     assert response.status_code == 302, response.content.decode()[-3000:]
     rule = AlertRule.objects.get()

@@ -7,21 +7,16 @@ price in effect at its timestamp; the period counters, the grants' counters and 
 equal the ledger; no period's base exceeds the allocation and no grant gives more than it has.
 """
 
-import itertools
 from contextlib import suppress
 from datetime import timedelta
 from decimal import Decimal
 
 import pytest
-import time_machine
-from django.db import transaction
 from django.db.models import F, Sum
-from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
+from hypothesis.stateful import invariant, rule
 
 from accounts.models import Role
-from accounts.services import update_limit_settings
 from core.errors import DomainError
 from credits.grants import add_grant, lapse_expired_grants, set_subscription_price
 from credits.models import (
@@ -36,6 +31,7 @@ from credits.pricing import price_at
 from credits.recording import Usage, record_usage
 from tests import factories
 from tests.factories import utc
+from tests.histories import HistoryMachine, limit_mode_rule, run_histories
 
 pytestmark = pytest.mark.django_db
 
@@ -58,13 +54,10 @@ def sums(rows, *keys) -> dict:
     }
 
 
-class MoneyMachine(RuleBasedStateMachine):
+class MoneyMachine(HistoryMachine):
     def __init__(self):
         super().__init__()
-        self.atomic = transaction.atomic()
-        self.atomic.__enter__()  # each example is rolled back in teardown
         self.now = START
-        self.keys = itertools.count(1)
         self.subscription = factories.SubscriptionFactory(
             timezone="Pacific/Auckland", base_allocation=ALLOCATION
         )
@@ -79,13 +72,6 @@ class MoneyMachine(RuleBasedStateMachine):
         factories.plan_price(
             "pro", credit_price="0.010000", excess_price="0.030000", effective_from=START
         )
-
-    def teardown(self):
-        transaction.set_rollback(True)
-        self.atomic.__exit__(None, None, None)
-
-    def _clock(self):
-        return time_machine.travel(self.now, tick=False)
 
     @rule(credits=credits_strategy, hours_late=st.integers(min_value=0, max_value=60))
     def record_an_event(self, credits, hours_late):
@@ -133,19 +119,7 @@ class MoneyMachine(RuleBasedStateMachine):
                 now=self.now,
             )
 
-    @rule(
-        mode=st.sampled_from(["hard", "soft"]),
-        allowance=st.decimals(min_value=0, max_value=40, places=2, allow_nan=False),
-    )
-    def change_the_mode(self, mode, allowance):
-        with self._clock():
-            update_limit_settings(
-                subscription=self.subscription,
-                limit_mode=mode,
-                excess_allowance=allowance,
-                actor=self.admin,
-            )
-        self.subscription.refresh_from_db()
+    change_the_mode = limit_mode_rule(max_allowance=40)
 
     @rule(hours=st.integers(min_value=1, max_value=40))
     def time_passes(self, hours):
@@ -196,13 +170,4 @@ class MoneyMachine(RuleBasedStateMachine):
 
 
 def test_money_invariants_hold_for_random_histories(db):
-    run_state_machine_as_test(
-        MoneyMachine,
-        settings=settings(
-            max_examples=15,
-            stateful_step_count=20,
-            deadline=None,
-            database=None,  # no example database in the work tree
-            suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
-        ),
-    )
+    run_histories(MoneyMachine, examples=15, steps=20)

@@ -17,30 +17,24 @@ rules predicts each outcome; after every step the database must agree with it:
   rollup, no idempotency record, no agent, no alert).
 """
 
-import itertools
 from collections import Counter, defaultdict
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
 
 import pytest
-import time_machine
 from django.conf import settings as django_settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError
 from django.db.models import Sum
-from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     Bundle,
-    RuleBasedStateMachine,
     consumes,
     invariant,
     rule,
-    run_state_machine_as_test,
 )
 
 from accounts.models import Role, Subscription, TeamMembership
-from accounts.services import update_limit_settings
 from core.errors import DomainError
 from credits.limits import remove_limit, set_team_limit, set_user_limit
 from credits.models import (
@@ -59,6 +53,7 @@ from credits.recording import Usage, record_adjustment, record_usage
 from credits.rollups import DIMENSIONS
 from tests import factories
 from tests.factories import utc
+from tests.histories import HistoryMachine, limit_mode_rule, run_histories
 
 pytestmark = pytest.mark.django_db
 
@@ -95,15 +90,12 @@ class Sent:
     event_id: int | None  # the ledger row it created (None: refused)
 
 
-class LedgerMachine(RuleBasedStateMachine):
+class LedgerMachine(HistoryMachine):
     sent = Bundle("sent")
 
     def __init__(self):
         super().__init__()
-        self.atomic = transaction.atomic()
-        self.atomic.__enter__()  # each example is rolled back in teardown
         self.now = START
-        self.keys = itertools.count(1)
         self.subscription = factories.SubscriptionFactory(
             name="Prop", timezone="Europe/Prague", base_allocation=Decimal("100")
         )
@@ -132,10 +124,6 @@ class LedgerMachine(RuleBasedStateMachine):
         self.team_limit: Decimal | None = None
         self.accepted: dict[str, Sent] = {}  # idempotency key -> first accepted event
         self.ledger_rows = 0
-
-    def teardown(self):
-        transaction.set_rollback(True)
-        self.atomic.__exit__(None, None, None)
 
     # --- The rules ----------------------------------------------------------------------------
 
@@ -209,19 +197,7 @@ class LedgerMachine(RuleBasedStateMachine):
                 )
         self.team_limit = credits
 
-    @rule(
-        mode=st.sampled_from(["hard", "soft"]),
-        allowance=st.decimals(min_value=0, max_value=80, places=2, allow_nan=False),
-    )
-    def change_the_limit_mode(self, mode, allowance):
-        with self._clock():
-            update_limit_settings(
-                subscription=self.subscription,
-                limit_mode=mode,
-                excess_allowance=allowance,
-                actor=self.admin,
-            )
-        self.subscription.refresh_from_db()
+    change_the_limit_mode = limit_mode_rule(max_allowance=80)
 
     @rule(hours=st.integers(min_value=1, max_value=240))
     def let_time_pass(self, hours):
@@ -268,9 +244,6 @@ class LedgerMachine(RuleBasedStateMachine):
                 self.team_used[start] += credits
 
     # --- Sending and predicting ---------------------------------------------------------------
-
-    def _clock(self):
-        return time_machine.travel(self.now, tick=False)
 
     def _record(self, usage: Usage):
         with self._clock():
@@ -463,13 +436,4 @@ class LedgerMachine(RuleBasedStateMachine):
 
 
 def test_ledger_invariants_hold_for_random_histories(db):
-    run_state_machine_as_test(
-        LedgerMachine,
-        settings=settings(
-            max_examples=20,
-            stateful_step_count=25,
-            deadline=None,
-            database=None,  # no example database in the work tree
-            suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
-        ),
-    )
+    run_histories(LedgerMachine, examples=20, steps=25)

@@ -4,13 +4,13 @@ its ledger line by line, and every ledger row is in exactly one statement."""
 
 from decimal import Decimal
 
-from hypothesis import HealthCheck, settings
-from hypothesis.stateful import invariant, run_state_machine_as_test
+from hypothesis.stateful import invariant
 
 from core.money import line_amount
 from credits.models import BillingPeriod, CreditEvent
 from reports.statements import build_statements, local_month
 from tests.credits.test_money_properties import MoneyMachine
+from tests.histories import run_histories
 
 
 class StatementMachine(MoneyMachine):
@@ -64,13 +64,4 @@ class StatementMachine(MoneyMachine):
 
 
 def test_statements_equal_the_ledger_for_random_histories(db):
-    run_state_machine_as_test(
-        StatementMachine,
-        settings=settings(
-            max_examples=10,
-            stateful_step_count=20,
-            deadline=None,
-            database=None,  # no example database in the work tree
-            suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
-        ),
-    )
+    run_histories(StatementMachine, examples=10, steps=20)

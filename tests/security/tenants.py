@@ -294,22 +294,16 @@ def _alerts(subscription, team, period):
 def _money(subscription, admin, staff):
     """The Pro plan's price (shared by every subscription), Globex's own price, a grant of
     Globex's and an adjustment of it (audited as Globex's)."""
+    euros = {"currency": "EUR", "excess_price": Decimal("0.02"), "created_by": staff}
     plan_price = PlanPrice.objects.create(
-        plan="pro",
-        currency="EUR",
-        credit_price=Decimal("0.01"),
-        excess_price=Decimal("0.02"),
-        effective_from=timezone.now(),
-        created_by=staff,
+        plan="pro", credit_price=Decimal("0.01"), effective_from=timezone.now(), **euros
     )
     subscription_price = SubscriptionPrice.objects.create(
         pk=ID_BASE + 17,
         subscription=subscription,
-        currency="EUR",
         credit_price=Decimal("0.009"),
-        excess_price=Decimal("0.02"),
         effective_from=timezone.now(),
-        created_by=staff,
+        **euros,
     )
     grant = CreditGrant.objects.create(
         pk=ID_BASE + 18,
@@ -473,6 +467,9 @@ def globex_state(globex: Globex) -> dict:
     def rows(queryset, *fields):
         return sorted(map(repr, queryset.values_list(*fields)))
 
+    def kept(model, *fields):
+        return rows(model.objects.filter(subscription__in=subscriptions), *fields)
+
     return {
         "subscriptions": rows(
             Subscription.objects.filter(pk__in=subscriptions),
@@ -486,20 +483,14 @@ def globex_state(globex: Globex) -> dict:
             "parent",
         ),
         "children": rows(Subscription.objects.filter(parent__in=subscriptions), "pk"),
-        "projects": rows(Project.objects.filter(subscription__in=subscriptions), "pk", "name"),
+        "projects": kept(Project, "pk", "name"),
         "environments": rows(
             Environment.objects.filter(project__subscription__in=subscriptions),
             "pk",
             "name",
             "project",
         ),
-        "memberships": rows(
-            Membership.objects.filter(subscription__in=subscriptions),
-            "pk",
-            "user",
-            "role",
-            "environment",
-        ),
+        "memberships": kept(Membership, "pk", "user", "role", "environment"),
         "users": rows(
             User.objects.filter(pk__in=users),
             "email",
@@ -509,62 +500,21 @@ def globex_state(globex: Globex) -> dict:
             "is_staff",
             "is_superuser",
         ),
-        "teams": rows(Team.objects.filter(subscription__in=subscriptions), "pk", "name"),
-        "team members": rows(
-            TeamMembership.objects.filter(subscription__in=subscriptions), "team", "user"
-        ),
-        "api keys": rows(
-            ApiKey.objects.filter(subscription__in=subscriptions),
-            "pk",
-            "name",
-            "revoked",
-            "environment",
-            "credit_budget",
-        ),
-        "agents": rows(
-            Agent.objects.filter(subscription__in=subscriptions), "pk", "name", "agent_type"
-        ),
-        "limits": rows(
-            CreditLimit.objects.filter(subscription__in=subscriptions),
-            "pk",
-            "user",
-            "team",
-            "credits",
-        ),
-        "periods": rows(
-            BillingPeriod.objects.filter(subscription__in=subscriptions),
-            "pk",
-            "credits_used",
-            "excess_used",
-        ),
-        "ledger": rows(CreditEvent.objects.filter(subscription__in=subscriptions), "pk", "credits"),
-        "rollups": rows(
-            DailyUsage.objects.filter(subscription__in=subscriptions), "pk", "credits", "runs"
-        ),
-        "idempotency": rows(
-            IdempotencyRecord.objects.filter(subscription__in=subscriptions), "key", "event"
-        ),
-        "alerts": rows(
-            ThresholdAlert.objects.filter(subscription__in=subscriptions), "pk", "notified_at"
-        ),
-        "audit": rows(AuditEvent.objects.filter(subscription__in=subscriptions), "pk"),
-        "webhook endpoints": rows(
-            WebhookEndpoint.objects.filter(subscription__in=subscriptions),
-            "pk",
-            "name",
-            "url",
-            "secret",
-            "enabled",
-        ),
-        "webhook deliveries": rows(
-            WebhookDelivery.objects.filter(subscription__in=subscriptions),
-            "pk",
-            "status",
-            "attempts",
-            "next_attempt_at",
-        ),
-        "alert rules": rows(
-            AlertRule.objects.filter(subscription__in=subscriptions),
+        "teams": kept(Team, "pk", "name"),
+        "team members": kept(TeamMembership, "team", "user"),
+        "api keys": kept(ApiKey, "pk", "name", "revoked", "environment", "credit_budget"),
+        "agents": kept(Agent, "pk", "name", "agent_type"),
+        "limits": kept(CreditLimit, "pk", "user", "team", "credits"),
+        "periods": kept(BillingPeriod, "pk", "credits_used", "excess_used"),
+        "ledger": kept(CreditEvent, "pk", "credits"),
+        "rollups": kept(DailyUsage, "pk", "credits", "runs"),
+        "idempotency": kept(IdempotencyRecord, "key", "event"),
+        "alerts": kept(ThresholdAlert, "pk", "notified_at"),
+        "audit": kept(AuditEvent, "pk"),
+        "webhook endpoints": kept(WebhookEndpoint, "pk", "name", "url", "secret", "enabled"),
+        "webhook deliveries": kept(WebhookDelivery, "pk", "status", "attempts", "next_attempt_at"),
+        "alert rules": kept(
+            AlertRule,
             "pk",
             "name",
             "thresholds",
@@ -575,20 +525,11 @@ def globex_state(globex: Globex) -> dict:
             "email_addresses",
             "owner",
         ),
-        "subscription prices": rows(
-            SubscriptionPrice.objects.filter(subscription__in=subscriptions), "pk", "credit_price"
+        "subscription prices": kept(SubscriptionPrice, "pk", "credit_price"),
+        "grants": kept(
+            CreditGrant, "pk", "credits", "credits_used", "credits_adjusted", "credits_lapsed"
         ),
-        "grants": rows(
-            CreditGrant.objects.filter(subscription__in=subscriptions),
-            "pk",
-            "credits",
-            "credits_used",
-            "credits_adjusted",
-            "credits_lapsed",
-        ),
-        "grant adjustments": rows(
-            GrantAdjustment.objects.filter(subscription__in=subscriptions), "pk", "credits"
-        ),
+        "grant adjustments": kept(GrantAdjustment, "pk", "credits"),
         "tokens": rows(Token.objects.filter(user__in=users), "key"),
         **_schedule_state(subscriptions),
     }
