@@ -407,7 +407,6 @@ class LedgerSimulation:
         self.products_for_people = self._weighted_products("people_weight")
         self.products_for_keys = self._weighted_products("key_weight")
         self.agents_by_day: dict[date, dict[str, list[AgentRef]]] = {}
-        self.recorded_at = plan.now
         self.calibrations: dict[tuple[AgentRef, ...], float] = {}
         self.prices = prices_of(plan.subscription)
 
@@ -601,7 +600,7 @@ class LedgerSimulation:
         cost = Decimal(0) if terms is None else terms.cost(base=run.credits - excess, excess=excess)
         return (
             run.timestamp,
-            self.recorded_at,
+            run.timestamp,  # recorded as it happened: each month's statement holds its own
             CreditEvent.Kind.USAGE.value,
             self.plan.subscription.pk,
             period.pk,

@@ -6,8 +6,11 @@ end; the emails that the seed queues at commit are captured and sent by the test
 them, with Celery eager, as the worker would when the demo starts.
 """
 
+import csv
+import io
 import re
 from datetime import UTC, datetime
+from decimal import Decimal
 from io import StringIO
 
 import pytest
@@ -17,12 +20,13 @@ from django.db import transaction
 from django.db.models import F
 from django.test import TestCase, override_settings
 
-from accounts.models import User
-from credits.models import Agent, CreditEvent, ThresholdAlert
+from accounts.models import Subscription, User
+from credits.models import Agent, BillingPeriod, CreditEvent, ThresholdAlert
 from reports.models import Delivery, ReportSchedule
 from reports.schedules import latest_due
 from tests.reports.recorder import logged_in
 from tests.reports.test_report_totals import GROUPS as LABELS  # each report's naming column
+from tests.reports.test_statements import ledger_by_price, money
 
 pytestmark = pytest.mark.django_db
 
@@ -165,3 +169,45 @@ def test_the_weekly_and_monthly_reports_cover_the_last_week_and_month(demo):
         assert Delivery.objects.filter(
             schedule=schedule, period_start=period.first_day, period_end=period.last_day
         ).exists()
+
+
+def test_a_closed_demo_month_has_a_statement_equal_to_its_ledger_to_the_cent(demo, client):
+    """February is the demo's latest closed month. Acme Corp's statement, in JSON, in CSV and
+    on the admin page, prices its ledger's base and excess credits line by line at the plan's
+    EUR prices, adds Acme Labs' own statement (priced at its override) as a sub-account line,
+    and totals them to the cent."""
+    acme, labs = (
+        Subscription.objects.get(name="Acme Corp"),
+        Subscription.objects.get(name="Acme Labs"),
+    )
+    statements = logged_in(alice())
+    with time_machine.travel(NOW, tick=False):
+        body = statements.get("/api/v1/statements/2026-02/").json()
+        labs_body = statements.get("/api/v1/statements/2026-02/", {"subscription": labs.pk}).json()
+        as_csv = statements.get("/api/v1/statements/2026-02/", {"format": "csv"})
+        client.force_login(alice())
+        page = client.get("/admin/statements/", {"subscription": acme.pk, "month": "2026-02"})
+
+    for account, statement in ((acme, body), (labs, labs_body)):
+        period = BillingPeriod.objects.filter(subscription=account, end__lte=NOW).latest("start")
+        ledger = ledger_by_price(account, period.start, period.end)
+        expected = sorted(
+            (kind, f"{sums[kind]:f}", money(sums[kind] * price))
+            for (credit_price, excess_price), sums in ledger.items()
+            for kind, price in (("base", credit_price), ("excess", excess_price))
+            if sums[kind]
+        )
+        lines = sorted(
+            (line["kind"], line["credits"], Decimal(line["amount"]))
+            for line in statement["lines"]
+            if line["kind"] in ("base", "excess")
+        )
+        assert statement["currency"] == "EUR" and statement["closed"] is True
+        assert lines == expected and sum(amount for *_, amount in lines) > 0
+    (labs_line,) = [line for line in body["lines"] if line["kind"] == "sub_account"]
+    assert labs_line["amount"] == labs_body["total"]
+    amounts = [Decimal(line["amount"]) for line in body["lines"] if line["amount"] is not None]
+    assert Decimal(body["total"]) == sum(amounts)
+    rows = list(csv.reader(io.StringIO(b"".join(as_csv.streaming_content).decode("utf-8-sig"))))
+    assert rows[-1][0] == "total" and rows[-1][6] == body["total"]
+    assert f'data-figure="statement-total">{body["total"]}<' in page.content.decode()
