@@ -147,7 +147,10 @@ def test_the_first_start_sends_a_report_with_its_csvs_and_an_80_percent_alert(
     monthly = next(email for email in reports if "Monthly credits" in email.subject)
     # Usage by product and by sub-account, every event, and the latest closed statement.
     assert len(csv_files(monthly)) == 4
-    assert any("_statement_" in name for name in csv_files(monthly))
+    (statement,) = [part for part in monthly.attachments if "_statement_" in part.get_filename()]
+    with time_machine.travel(NOW, tick=False):  # the same bytes as the API's February CSV
+        api = logged_in(alice()).get("/api/v1/statements/2026-02/", {"format": "csv"})
+    assert statement.get_payload(decode=True) == b"".join(api.streaming_content)
     (email,) = alerts
     assert "crossed 80% of its base allocation" in email.body
     assert re.search(r"; usage (is now|ended the period at) \d+\.\d%\.", email.body)
