@@ -365,8 +365,7 @@ def test_my_usage_fits_a_phone(visit):
     carol.log_in("carol@acme.example")
     ensure_chart(carol)
 
-    width = carol.page.evaluate("() => document.documentElement.scrollWidth")
-    assert width <= PHONE["width"]
+    assert fits_the_width(carol)
     expect(carol.page.locator("[data-export=mine]")).to_be_visible()
     carol.screenshot("member-my-usage-phone")
     assert carol.errors == []
@@ -447,7 +446,7 @@ def test_reports_page_downloads_the_apis_bytes_for_each_role(visit):
     carol.log_in("carol@acme.example")
     carol.page.click("nav >> text=Reports")
     expect(carol.page.locator("h1")).to_have_text("Reports")
-    assert carol.page.evaluate(NO_OVERFLOW)
+    assert fits_the_width(carol)
     assert carol.page.locator('[data-report="usage-by-sub-account"]').count() == 0
     assert carol.page.locator("#id_include_sub_accounts").count() == 0
     shown = carol.page.locator('[data-report="usage-by-user"] tbody td').all_inner_texts()
@@ -470,6 +469,14 @@ WIDE = {"width": 1400, "height": 900}
 EMAIL_WIDTHS = (600, 390)
 ZONE_NAMED = re.compile(r"\d{2}:\d{2} ([A-Z]{2,5}|[+-]\d{2,4})$")
 NO_OVERFLOW = "() => document.scrollingElement.scrollWidth <= window.innerWidth"
+
+
+def fits_the_width(visit: Visit) -> bool:
+    """Whether the page does not scroll sideways, measured once its stylesheets have loaded:
+    Chromium parses on while a stylesheet loads, so a layout read before then measures the
+    unstyled page."""
+    visit.page.wait_for_load_state()
+    return visit.page.evaluate(NO_OVERFLOW)
 
 
 def assert_inside_viewport(visit: Visit, selector: str) -> None:
@@ -549,12 +556,12 @@ def test_the_admin_and_the_usage_pages_show_their_key_columns_without_sideways_s
     size = viewport["width"]
 
     alice.page.goto(alice.base + "/admin/credit-usage/")
-    assert alice.page.evaluate(NO_OVERFLOW)
+    assert fits_the_width(alice)
     assert_times_name_their_zone(alice)
     alice.screenshot(f"look-admin-dashboard-{size}")
 
     alice.page.goto(alice.base + "/admin/credits/creditevent/")
-    assert alice.page.evaluate(NO_OVERFLOW)
+    assert fits_the_width(alice)
     times = alice.page.locator("#result_list td.field-time, #result_list th.field-time")
     assert all(ZONE_NAMED.search(text.strip()) for text in times.all_inner_texts())
     if viewport is WIDE:
@@ -563,14 +570,14 @@ def test_the_admin_and_the_usage_pages_show_their_key_columns_without_sideways_s
     alice.screenshot(f"look-admin-credit-events-{size}")
 
     alice.page.goto(alice.base + "/admin/credits/billingperiod/")
-    assert alice.page.evaluate(NO_OVERFLOW)
+    assert fits_the_width(alice)
     used = alice.page.locator("#result_list td.field-credits_used_amount").all_inner_texts()
     assert used and all(re.fullmatch(r"\d{1,3}(,\d{3})*\.\d{4}", text) for text in used)
     assert alice.errors == []
 
     carol = visit(viewport=viewport)
     carol.log_in("carol@acme.example")
-    assert carol.page.evaluate(NO_OVERFLOW)
+    assert fits_the_width(carol)
     assert_inside_viewport(carol, "#recent-runs td.run-credits")
     assert_inside_viewport(carol, "#recent-runs td.run-status")
     assert carol.page.locator("#recent-runs time").count()
@@ -581,7 +588,7 @@ def test_the_admin_and_the_usage_pages_show_their_key_columns_without_sideways_s
     bob = visit(viewport=viewport)
     bob.log_in("bob@acme.example")
     bob.page.goto(bob.base + "/usage/environments/")
-    assert bob.page.evaluate(NO_OVERFLOW)
+    assert fits_the_width(bob)
     assert_inside_viewport(bob, "#usage-by-member td.member-credits")
     assert_times_name_their_zone(bob)
     bob.screenshot(f"look-environment-{size}")
@@ -636,7 +643,7 @@ def page_problems(visit: Visit, path: str) -> tuple[list[str], int]:
     response = visit.page.goto(visit.base + path)
     visit.page.wait_for_load_state("networkidle")
     problems = [] if response.ok else [f"{response.status} {path}"]
-    if not visit.page.evaluate(NO_OVERFLOW):
+    if not fits_the_width(visit):
         # Tables may scroll inside their own box; the page itself may not scroll sideways.
         problems.append("the page scrolls sideways")
     times = visit.page.evaluate(TIME_CELLS, TIME_OF_DAY.pattern)
