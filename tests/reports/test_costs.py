@@ -18,7 +18,8 @@ from django.db.models import Sum
 from django.urls import reverse
 
 from accounts.models import Subscription
-from credits.models import CreditEvent, CreditGrant, PlanPrice, SubscriptionPrice
+from credits.models import CreditEvent, CreditGrant
+from tests import factories
 from tests.factories import utc
 from tests.reports.recorder import EventRecorder, logged_in, record_november
 from tests.reports.slugs import REPORT_SLUGS
@@ -35,13 +36,7 @@ JANUARY = utc(2026, 1, 1)
 
 
 def price_plan(plan=Subscription.Plan.PRO, *, credit="1", excess="2", at=JANUARY):
-    return PlanPrice.objects.create(
-        plan=plan,
-        currency="EUR",
-        credit_price=Decimal(credit),
-        excess_price=Decimal(excess),
-        effective_from=at,
-    )
+    return factories.plan_price(plan, credit_price=credit, excess_price=excess, effective_from=at)
 
 
 @pytest.fixture
@@ -134,12 +129,8 @@ def test_a_subscription_without_a_price_shows_no_cost_never_zero(world):
 
 
 def test_a_subscription_price_overrides_its_plans(world, priced):
-    SubscriptionPrice.objects.create(
-        subscription=world.subscription,
-        currency="EUR",
-        credit_price=Decimal("3"),
-        excess_price=Decimal("4"),
-        effective_from=utc(2026, 2, 1),
+    factories.subscription_price(
+        world.subscription, credit_price="3", excess_price="4", effective_from=utc(2026, 2, 1)
     )
     record_november(world)
     body = get(logged_in(world.admin), "/api/v1/reports/usage-by-model/", **NOVEMBER).json()

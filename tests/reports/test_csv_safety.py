@@ -8,12 +8,10 @@ never altered.
 import csv
 import dataclasses
 import io
-from decimal import Decimal
 
 import pytest
 from django.http import StreamingHttpResponse
 
-from credits.models import PlanPrice
 from reports import selectors
 from reports.exports import CREDIT_USAGE_COLUMNS, neutralise
 from tests import factories
@@ -176,11 +174,10 @@ def test_the_export_is_byte_for_byte_what_the_csv_module_writes(world, project, 
     """PostgreSQL writes the file (COPY); the JSON rows are formatted in Python. Written by the
     ``csv`` module and neutralised, the JSON rows give the same bytes, whatever the names; the
     costs too, rounded half to even in both (a cent per credit: 1.5 credits cost 0.015, 0.02)."""
-    PlanPrice.objects.create(
-        plan=world.subscription.plan,
-        currency="EUR",
-        credit_price=Decimal("0.01"),
-        excess_price=Decimal("0.02"),
+    factories.plan_price(
+        world.subscription.plan,
+        credit_price="0.01",
+        excess_price="0.02",
         effective_from=utc(2026, 1, 1),
     )
     world.environment.project.name = project

@@ -21,8 +21,6 @@ from credits.models import (
     BillingPeriod,
     CreditEvent,
     CreditGrant,
-    PlanPrice,
-    SubscriptionPrice,
     WebhookDelivery,
     WebhookEndpoint,
 )
@@ -52,19 +50,14 @@ def priced(world):
     )
     world.subscription.refresh_from_db()
     with time_machine.travel(utc(2026, 9, 1), tick=False):
-        PlanPrice.objects.create(
-            plan=Subscription.Plan.PRO,
-            currency="EUR",
-            credit_price=Decimal("0.125"),
-            excess_price=Decimal("0.333333"),
+        factories.plan_price(
+            Subscription.Plan.PRO,
+            credit_price="0.125",
+            excess_price="0.333333",
             effective_from=utc(2026, 10, 1),
         )
-        SubscriptionPrice.objects.create(
-            subscription=world.subscription,
-            currency="EUR",
-            credit_price=Decimal("0.2"),
-            excess_price=Decimal("0.55"),
-            effective_from=CHANGE,
+        factories.subscription_price(
+            world.subscription, credit_price="0.2", excess_price="0.55", effective_from=CHANGE
         )
     return world
 
