@@ -18,13 +18,11 @@ from core.errors import DomainError
 
 from . import dashboard, reports_page, statements
 from .member_table import MemberFilters
-from .timeframes import DATE_RANGE_PARAMETERS, date_range_from
+from .timeframes import date_range_from
 from .views import (
-    MEMBER_FILTERS,
     chosen,
-    kept_parameters,
     member_detail,
-    member_link_query,
+    members_table_context,
     reports_page_context,
 )
 
@@ -57,12 +55,12 @@ def credit_usage(request):
         member_page=request.GET.get("page"),
     )
     context.update(
-        member_link_query=member_link_query({"subscription": subscription.pk}, date_range),
         page=page,
         problems=problems,
         subtitle=subscription.name,
-        keep_for_range=kept_parameters(request.GET, ("subscription", *MEMBER_FILTERS)),
-        keep_for_filters=kept_parameters(request.GET, ("subscription", *DATE_RANGE_PARAMETERS)),
+        **members_table_context(
+            request.GET, date_range, parameter="subscription", value=subscription.pk
+        ),
     )
     return TemplateResponse(request, "admin/credit_usage.html", context)
 

@@ -141,12 +141,8 @@ def environment_usage(request):
             "manages_environments": True,
             "page": page,
             "problems": problems,
-            "keep_for_range": kept_parameters(request.GET, ("environment", *MEMBER_FILTERS)),
-            "member_link_query": member_link_query(
-                {"environment": environment.public_id}, date_range
-            ),
-            "keep_for_filters": kept_parameters(
-                request.GET, ("environment", *DATE_RANGE_PARAMETERS)
+            **members_table_context(
+                request.GET, date_range, parameter="environment", value=environment.public_id
             ),
         },
     )
@@ -224,6 +220,18 @@ def member_link_query(selector: dict, date_range: DateRange) -> str:
             "to": date_range.last_day.isoformat(),
         }
     )
+
+
+def members_table_context(query, date_range: DateRange, *, parameter: str, value) -> dict:
+    """What a page with the members table (``reports/partials/members_table.html``) and a
+    range form carries along: the subscription or environment looked at (``parameter``) with
+    the member filters when the range changes, with the range when the filters change, and
+    with both in the links to a member's detail."""
+    return {
+        "keep_for_range": kept_parameters(query, (parameter, *MEMBER_FILTERS)),
+        "keep_for_filters": kept_parameters(query, (parameter, *DATE_RANGE_PARAMETERS)),
+        "member_link_query": member_link_query({parameter: value}, date_range),
+    }
 
 
 def large_export_download(request, token: str):
