@@ -14,3 +14,15 @@ REPORT_SLUGS = [
 ]
 # The reports that name each member: on the Pro, Premium and Scale plans only.
 PER_MEMBER = ("usage-by-user", "usage-by-member-feature-credit-type", "usage-by-team")
+# The columns of usage-by-product, in order: its rows' fields and what it may be ordered by.
+USAGE_BY_PRODUCT_COLUMNS = [
+    "product",
+    "credits_consumed",
+    "avg_credits_per_day",
+    "excess_credits",
+    "share_percent",
+    "base_credits",
+    "grant_credits",
+    "cost",
+    "currency",
+]

@@ -23,7 +23,7 @@ from reports.timeframes import TIMEFRAMES
 from tests import factories
 from tests.factories import frozen_at, utc
 from tests.reports.recorder import logged_in, record_november
-from tests.reports.slugs import PER_MEMBER, REPORT_SLUGS
+from tests.reports.slugs import PER_MEMBER, REPORT_SLUGS, USAGE_BY_PRODUCT_COLUMNS
 
 pytestmark = pytest.mark.django_db
 
@@ -757,17 +757,7 @@ def test_unknown_ordering_is_refused_listing_the_columns(world, usage):
         "message": "Order by one or more columns, comma-separated; a leading '-' sorts descending.",
         "details": {
             "ordering": ["credits", "-share"],
-            "allowed": [
-                "product",
-                "credits_consumed",
-                "avg_credits_per_day",
-                "excess_credits",
-                "share_percent",
-                "base_credits",
-                "grant_credits",
-                "cost",
-                "currency",
-            ],
+            "allowed": USAGE_BY_PRODUCT_COLUMNS,
         },
     }
 

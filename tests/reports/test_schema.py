@@ -10,7 +10,7 @@ from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from tests import factories
-from tests.reports.slugs import REPORT_SLUGS
+from tests.reports.slugs import REPORT_SLUGS, USAGE_BY_PRODUCT_COLUMNS
 
 pytestmark = pytest.mark.django_db
 
@@ -52,17 +52,7 @@ def test_each_report_has_its_parameters_columns_and_both_formats(schema, report)
 def test_report_rows_document_their_columns_in_order(schema):
     row = schema["components"]["schemas"]["UsageByProductRow"]
 
-    assert list(row["properties"]) == [
-        "product",
-        "credits_consumed",
-        "avg_credits_per_day",
-        "excess_credits",
-        "share_percent",
-        "base_credits",
-        "grant_credits",
-        "cost",
-        "currency",
-    ]
+    assert list(row["properties"]) == USAGE_BY_PRODUCT_COLUMNS
     assert row["properties"]["cost"]["type"] == "string"  # money: a decimal string, or null
     assert row["properties"]["cost"]["nullable"] is True
     assert row["properties"]["credits_consumed"] == {
