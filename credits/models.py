@@ -523,13 +523,15 @@ class ModelRollup(NarrowRollup, LatencyHistogram):
 
 
 class ProductRollup(NarrowRollup):
-    """Usage per product and feature for the subscription as a whole: the admin's dashboard
-    (credits per day and product, the features used) and reports by product or feature. Its
-    rows per month are bounded by the catalogue, whatever the volume. Admins only
-    (``visible_to``)."""
+    """Usage per product, feature and environment for the subscription as a whole: the
+    admin's dashboard (credits per day and product, the features used), and reports and usage
+    queries by any of the three (a year of environments and products per month reads twelve
+    monthly rows per key). Its rows per month are bounded by the catalogue and the
+    environments, whatever the volume. No user, so admins only (``visible_to``)."""
 
     product = _optional(Product)
     feature = models.CharField(max_length=100, blank=True)
+    environment = _optional(Environment, db_constraint=False)
 
     objects = SubscriptionUsageQuerySet.as_manager()
 
@@ -541,6 +543,7 @@ class ProductRollup(NarrowRollup):
                 F("day"),
                 Coalesce("product_id", Value(0)),
                 F("feature"),
+                Coalesce("environment_id", Value(0)),
                 name="product_rollup_unique",
             ),
         ]

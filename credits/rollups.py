@@ -19,9 +19,11 @@ The rollups, and who reads them:
 * Narrow rollups, keyed by fewer dimensions, with a row per local day and one per local month
   (``grain``), so that twelve months read about twelve rows per key, not 365.
   ``narrowest_rollup`` picks the one a report reads; the admin's dashboard reads
-  ``ProductRollup`` and every member table ``PersonRollup``. Only ``PersonRollup`` holds
-  environment and user, which scoping needs for anyone who sees less than whole
-  subscriptions; the others are for admins.
+  ``ProductRollup`` and every member table ``PersonRollup``. ``ProductRollup`` is keyed by
+  environment too (a few more rows per day, no more rows written per event), so that usage by
+  environment or project and product or feature, per month, reads monthly rows. Only
+  ``PersonRollup`` holds environment and user, which scoping needs for anyone who sees less
+  than whole subscriptions; the others are for admins.
 * ``AgentRollup`` and ``ModelRollup`` also keep a latency histogram (runs per logarithmic
   bucket, ``LATENCY_BUCKETS``): their 95th percentile within 1% (``latency_percentile``).
 * ``AgentRollup.sessions`` counts each session once per local day on which it ran with the
@@ -185,7 +187,7 @@ SCOPING_DIMENSIONS = frozenset({"environment", "user"})
 ROLLUPS = (
     Rollup(ModelRollup, ("model",), latency=True),
     Rollup(AgentRollup, ("agent_id",), latency=True, sessions=True),
-    Rollup(ProductRollup, ("product_id", "feature")),
+    Rollup(ProductRollup, ("product_id", "feature", "environment_id")),
     Rollup(PersonRollup, ("environment_id", "user_id", "api_key_id"), latest=True),
     Rollup(SubscriptionRollup, ("product_id", "agent_id", "model", "feature")),
     Rollup(DailyUsage, DIMENSIONS, monthly=False, latest=True, period=True),

@@ -32,9 +32,10 @@ class UsageQuerySet(ScopedQuerySet):
 
 
 class SubscriptionUsageQuerySet(AdministeredQuerySet):
-    """The rollups that name neither environment nor user (``AgentRollup``, ``ModelRollup``,
-    ``ProductRollup``, ``SubscriptionRollup``) and their session claims: nobody narrower
-    than an admin, or an API key restricted to one environment, could be scoped to them."""
+    """The rollups that do not name the user (``AgentRollup``, ``ModelRollup``,
+    ``ProductRollup``, which names the environment, and ``SubscriptionRollup``) and their
+    session claims: nobody narrower than an admin could be scoped to them. An API key
+    restricted to one environment sees none of their rows."""
 
     def key_visibility(self, api_key) -> models.Q:
         if api_key.environment_id:

@@ -203,7 +203,7 @@ def _environment_used(subscription, period, environment) -> Decimal:
 def environments_used(*, periods, environment_ids) -> dict[tuple[int, int], Decimal]:
     """Each environment's credits in these billing periods (their ``subscription`` loaded), by
     (period id, environment id), in one query: the periods' monthly rows of the narrowest
-    rollup keyed by environment (one row per person there), like every other usage figure.
+    rollup keyed by environment, like every other usage figure.
     The caller resolved the periods and environments through the scoping layer, or reads as
     the system (the alert rules)."""
     months = {

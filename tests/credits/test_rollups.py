@@ -357,12 +357,17 @@ def test_the_picker_reads_the_narrowest_rollup_that_holds_what_a_report_needs():
     assert pick("agent", "model") is SubscriptionRollup  # by agent, filtered by model
     assert pick("product", "feature") is ProductRollup
     assert pick("product") is ProductRollup
+    # By environment (or project) and product: a year reads twelve monthly rows per key.
+    assert pick("environment", "product") is ProductRollup
+    assert pick("environment", "feature") is ProductRollup
+    assert pick("environment") is ProductRollup
     assert pick("product", "agent") is SubscriptionRollup
     assert pick("agent", "user") is DailyUsage  # by agent, filtered by team
     # Anyone who sees less than whole subscriptions needs environment and user to be scoped.
     assert pick("user", "api_key", admin=False) is PersonRollup
     assert pick("model", admin=False) is DailyUsage
     assert pick("agent", admin=False) is DailyUsage
+    assert pick("environment", "product", admin=False) is DailyUsage
     # Every dimension: the widest daily rollup, never the hourly one (the usage API's alone).
     everything = ("environment", "user", "api_key", "product", "agent", "model", "feature")
     assert pick(*everything) is pick(*everything, admin=False) is DailyUsage

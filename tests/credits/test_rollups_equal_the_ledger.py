@@ -39,7 +39,7 @@ START = utc(2026, 10, 24, 12)  # 25 October, 01:00 in Auckland
 DAYS = 12  # through the 1st of November in every zone
 NARROW = {
     "credits_personrollup": ("environment_id", "user_id", "api_key_id"),
-    "credits_productrollup": ("product_id", "feature"),
+    "credits_productrollup": ("product_id", "feature", "environment_id"),
     "credits_agentrollup": ("agent_id",),
     "credits_modelrollup": ("model",),
     "credits_subscriptionrollup": ("product_id", "agent_id", "model", "feature"),

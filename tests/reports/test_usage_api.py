@@ -8,6 +8,8 @@ from decimal import Decimal
 
 import pytest
 import time_machine
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from rest_framework.test import APIClient
 
 from accounts.models import Subscription
@@ -130,6 +132,47 @@ def test_csv_has_the_same_columns_and_rows_with_a_byte_order_mark(world, novembe
     rows = list(csv.DictReader(io.StringIO(content.removeprefix("\ufeff"))))
     body = ok(admin, **params)
     assert [row["credits"] for row in rows] == [row["credits"] for row in body["results"]]
+
+
+def test_environments_and_products_per_month_are_local_months_from_monthly_rows(world, november):
+    """Months are Prague's: 00:30 on 1 November there is still October in UTC. An admin's
+    year by environment and product reads a rollup's monthly rows, never a year of daily
+    rows, so it costs groups x months whatever the events; a project manager reads the same
+    figures for their environment."""
+    writing = factories.ProductFactory(slug="writing-assistant", name="Writing assistant")
+    writing.enabled_for.add(world.subscription)
+    staging = str(world.other_environment.public_id)
+    november.record(
+        at=utc(2026, 10, 31, 23, 30),
+        user=world.admin.email,
+        environment=staging,
+        product="writing-assistant",
+        credits="3",
+    )
+    months = {"window": "month", "group_by": "environment,product", "to": "2026-11-24"}
+
+    with CaptureQueriesContext(connection) as queries:
+        body = ok(logged_in(world.admin), **months)
+
+    assert {
+        (row["window_start"], row["environment"], row["product_id"]): row["credits"]
+        for row in body["results"]
+    } == {
+        ("2026-10-01", "Website / Production", "ai-agent"): "7.0000",
+        ("2026-11-01", "Website / Production", "ai-agent"): "7.7500",
+        ("2026-11-01", "Website / Staging", "ai-agent"): "10.2500",
+        ("2026-11-01", "Website / Staging", "writing-assistant"): "3.0000",
+    }
+    assert body["totals"]["credits"] == "28.0000"
+    assert not [query["sql"] for query in queries if "credits_dailyusage" in query["sql"]]
+    days = ok(logged_in(world.admin), **{**months, "window": "day", "from": "2026-10-01"})
+    assert days["totals"] == body["totals"]
+
+    manager = ok(logged_in(world.manager), **months)
+    assert [(row["window_start"], row["credits"]) for row in manager["results"]] == [
+        ("2026-10-01", "7.0000"),
+        ("2026-11-01", "7.7500"),
+    ]
 
 
 # --- Who sees what ----------------------------------------------------------------------------
