@@ -16,6 +16,7 @@ import time_machine
 from rest_framework.test import APIClient
 
 from accounts.models import Subscription
+from core.display import format_money
 from credits import grants
 from credits.models import (
     BillingPeriod,
@@ -362,7 +363,9 @@ def test_the_admin_page_shows_the_statement_to_admins_only(november, client):
         foreign = client.get("/admin/statements/", {"subscription": world.other_subscription.pk})
     assert page.status_code == 200
     html = page.content.decode()
-    assert f'data-figure="statement-total">{body["total"]}<' in html
+    # The exact total, and as people read it: money with its currency.
+    total = format_money(Decimal(body["total"]), "EUR")
+    assert f'data-figure="statement-total" data-value="{body["total"]}">{total}<' in html
     assert "Base credits at 0.125000 EUR per credit" in html
     assert foreign.status_code == 404
 
