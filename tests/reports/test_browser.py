@@ -614,14 +614,26 @@ ADMIN_CHANGELISTS = [
     "/admin/reports/delivery/",
     "/admin/reports/reportschedule/",
 ]
-ADMIN_PAGES = ["/admin/", "/admin/credit-usage/", "/admin/reports/", *ADMIN_CHANGELISTS]
+ADMIN_PAGES = [
+    "/admin/",
+    "/admin/credit-usage/",
+    "/admin/reports/",
+    "/admin/statements/",
+    *ADMIN_CHANGELISTS,
+]
 ROLE_PAGES = {
     # role: (email, log in through the admin?, pages)
     "subscription-admin": ("alice@acme.example", True, ADMIN_PAGES),
     "project-manager": (
         "bob@acme.example",
         False,
-        ["/usage/", "/usage/environments/", "/usage/reports/"],
+        [
+            "/usage/",
+            "/usage/environments/",
+            "/usage/reports/",
+            "/usage/schedules/",
+            "/usage/alerts/",
+        ],
     ),
     "member": ("carol@acme.example", False, ["/usage/", "/usage/reports/"]),
 }

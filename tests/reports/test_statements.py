@@ -470,3 +470,20 @@ def test_the_openapi_document_describes_statements_and_the_event():
     assert {"kind", "from", "to", "credits", "unit_price", "amount"} <= set(line)
     events = schema["components"]["schemas"]["WebhookEvent"]["oneOf"]
     assert {"$ref": "#/components/schemas/StatementClosedEvent"} in events
+
+
+@pytest.mark.parametrize(
+    ("path", "nothing"),
+    [
+        ("/admin/statements/", "statement"),
+        ("/admin/reports/", "report"),
+        ("/admin/credit-usage/", "credit usage"),
+    ],
+)
+def test_staff_who_administer_no_subscription_are_told_so(client, path, nothing):
+    client.force_login(factories.UserFactory(is_staff=True))
+    page = client.get(path)
+    assert page.status_code == 200
+    assert f"You administer no subscription, so there is no {nothing} to show here." in (
+        page.content.decode()
+    )
