@@ -806,10 +806,19 @@ NAMELESS = """() => [...document.querySelectorAll(
     .map(e => e.outerHTML.slice(0, 80))"""
 
 
+# aria-describedby and aria-labelledby that name no element of the page.
+DANGLING = """() => [...document.querySelectorAll("[aria-describedby], [aria-labelledby]")]
+    .flatMap(e => [e.getAttribute("aria-describedby"), e.getAttribute("aria-labelledby")])
+    .filter(Boolean).flatMap(ids => ids.split(/\\s+/))
+    .filter(id => !document.getElementById(id))"""
+
+
 def assert_labelled(visit: Visit) -> None:
-    """Every form control has a label, and every button a name."""
+    """Every form control has a label, every button a name, and what describes or labels an
+    element is on the page (a field's help, read out with it)."""
     assert visit.page.evaluate(UNLABELLED) == []
     assert visit.page.evaluate(NAMELESS) == []
+    assert visit.page.evaluate(DANGLING) == []
 
 
 def tab_to(visit: Visit, selector: str, *, presses: int = 60) -> None:
@@ -860,7 +869,9 @@ def test_a_project_manager_adds_an_alert_sees_it_listed_and_deletes_it(visit, vi
     form.get_by_label("Name").fill("Production at 80%")
     environment = form.get_by_label("Environment")
     expect(environment.locator("option:checked")).to_have_text("Website / Production")
-    form.get_by_label("Thresholds (%)").fill("80, 100")
+    thresholds = form.get_by_label("Thresholds (%)")
+    expect(thresholds).to_have_accessible_description(re.compile("Percentages of the budget"))
+    thresholds.fill("80, 100")
     form.get_by_label("Budget (credits per period)").fill("5000")
     expect(form.get_by_label("Email")).to_have_value("bob@acme.example")  # his own, to start
     form.get_by_label("Email").fill("bob@acme.example\ncarol@acme.example")
