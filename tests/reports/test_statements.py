@@ -487,3 +487,16 @@ def test_staff_who_administer_no_subscription_are_told_so(client, path, nothing)
     assert f"You administer no subscription, so there is no {nothing} to show here." in (
         page.content.decode()
     )
+
+
+def test_the_admin_page_says_what_is_wrong_with_a_month(november, client):
+    client.force_login(november.world.admin)
+    with time_machine.travel(DECEMBER, tick=False):
+        malformed = client.get("/admin/statements/", {"month": "2026-13"})
+        still_open = client.get("/admin/statements/", {"month": "2026-12"})
+    assert malformed.status_code == 400
+    assert "Give the month as YYYY-MM" in malformed.content.decode()
+    assert still_open.status_code in (404, 409)
+    html = still_open.content.decode()
+    assert 'data-month="2026-11"' in html  # the closed months are still there to choose
+    assert "statement-lines" not in html
