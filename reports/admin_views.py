@@ -133,7 +133,7 @@ def statement_page(request):
         subscription=subscription,
         subtitle=subscription.name,
         months=months,
-        statement=statements.statement_data(statement) if statement else None,
+        statement=statement,
         problem=problem,
     )
     return TemplateResponse(request, "admin/statements.html", context, status=status)

@@ -37,9 +37,13 @@ class EnvironmentAlertRuleForm(InManagedEnvironment, forms.ModelForm):
             rule.owner = manager
             rule.target = AlertRule.Target.ENVIRONMENT
             rule.email_admins = False
-            self.initial.setdefault("email_addresses", manager.email)
-        else:
-            self.initial["email_addresses"] = "\n".join(rule.email_addresses)
+        # As people type them: one address a line (a new rule's: the manager's own), and
+        # "80, 100" rather than the stored "80.00,100.00".
+        self.initial["email_addresses"] = "\n".join(rule.email_addresses or [manager.email])
+        if rule.thresholds:
+            self.initial["thresholds"] = ", ".join(
+                f"{threshold.normalize():f}" for threshold in rule.thresholds
+            )
         self.offer_managed_environments(manager)
 
     def clean_email_addresses(self) -> list[str]:

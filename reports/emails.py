@@ -236,10 +236,11 @@ def late_usage_until(schedule: ReportSchedule, period: ReportPeriod) -> datetime
 
 
 def local_text(instant: datetime, zone) -> str:
-    """``23 November 2026, 08:00`` in ``zone`` (formatted here: the template ``date`` filter
-    would convert it back to the server's time zone)."""
+    """``23 November 2026, 08:00 CET`` in ``zone``, named as every time on the pages is
+    (formatted here: the template ``date`` filter would convert it back to the server's time
+    zone)."""
     local = instant.astimezone(zone)
-    return f"{local.day} {local:%B %Y, %H:%M}"
+    return f"{local.day} {local:%B %Y, %H:%M} {local.tzname()}"
 
 
 def dashboard_url(schedule: ReportSchedule, period: ReportPeriod) -> str:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
+from django.core.paginator import Paginator
 from django.db import models
 from django.http import Http404
 from django.shortcuts import redirect, render
@@ -19,6 +20,9 @@ from django.urls import path, reverse
 from django.views.decorators.http import require_POST
 
 from .views import LOGIN_URL, manages_environments
+
+# Rows on a page of a manager's list: a manager of many environments may own many.
+PER_PAGE = 25
 
 
 @dataclass(frozen=True)
@@ -77,7 +81,12 @@ class ManagerPages:
         if not manages_environments(request.user):
             return self._forbidden(request)
         found = self.visible(request.user).order_by("subscription__name", "name", "pk")
-        return render(request, f"{self.templates}s.html", self._context(objects=found))
+        page = Paginator(found, PER_PAGE).get_page(request.GET.get("page"))
+        context = self._context(
+            objects=page,
+            page_links=page.paginator.get_elided_page_range(page.number, on_each_side=2),
+        )
+        return render(request, f"{self.templates}s.html", context)
 
     def form_page(self, request, object_id: int | None = None):
         """Add (no id) or edit; pausing is unticking "enabled" (or the page's Pause button)."""

@@ -2,7 +2,7 @@
 
 from django import template
 
-from core.display import design_tokens, format_credits, format_moment
+from core.display import design_tokens, format_credits, format_moment, format_money
 
 register = template.Library()
 
@@ -14,6 +14,12 @@ credit_amount = register.filter("credit_amount", format_credits)
 def moment(value, zone) -> str:
     """``{{ event.timestamp|moment:subscription.timezone }}`` -> ``5 Dec 2026, 15:45 CET``."""
     return format_moment(value, zone)
+
+
+@register.filter
+def money(value, currency) -> str:
+    """``{{ line.amount|money:statement.currency }}`` -> ``EUR 1,234.50``; no amount -> a dash."""
+    return format_money(value, currency)
 
 
 @register.simple_tag

@@ -109,3 +109,36 @@ def test_other_people_reach_no_rule_and_a_member_no_page(world):
     assert carol.get(f"{PAGES}new/").status_code == 403
     assert carol.get(page(rule)).status_code == 403
     assert Client().get(PAGES).status_code == 302  # to the login
+
+
+def test_the_form_starts_from_the_managers_address_and_shows_thresholds_as_typed(world):
+    bob = browser(world.manager)
+    new = bob.get(f"{PAGES}new/").content.decode()
+    assert ">bob@acme.example</textarea>" in new.replace("\n", "")
+    assert "[]" not in new
+
+    bob.post(f"{PAGES}new/", fields(world.environment, thresholds="50, 90.5, 100"))
+    edit = bob.get(page(AlertRule.objects.get())).content.decode()
+    assert 'value="50, 90.5, 100"' in edit
+    assert "bob@acme.example\ncarol@acme.example</textarea>" in edit
+
+
+def test_a_long_list_of_alerts_is_paged(world):
+    for number in range(26):
+        AlertRule.objects.create(
+            subscription=world.subscription,
+            owner=world.manager,
+            target=AlertRule.Target.ENVIRONMENT,
+            environment=world.environment,
+            name=f"Rule {number:02}",
+            thresholds=[Decimal(80)],
+            email_addresses=[world.manager.email],
+        )
+    bob = browser(world.manager)
+
+    first, second = bob.get(PAGES).content.decode(), bob.get(PAGES, {"page": 2}).content.decode()
+
+    assert first.count("<tr data-rule=") == 25 and "Rule 24" in first and "Rule 25" not in first
+    assert second.count("<tr data-rule=") == 1 and "Rule 25" in second
+    assert 'aria-label="Pages of alerts"' in first and 'href="?page=2" rel="next"' in first
+    assert 'aria-current="page"><span class="visually-hidden">Page </span>2<' in second

@@ -19,6 +19,7 @@ import pytest
 from django.core.management import call_command
 from playwright.sync_api import Page, expect, sync_playwright
 
+from core.display import format_money
 from credits.management.demo_world import DEMO_PASSWORD
 from reports import member_table
 from reports.templatetags.usage_format import credits
@@ -613,14 +614,26 @@ ADMIN_CHANGELISTS = [
     "/admin/reports/delivery/",
     "/admin/reports/reportschedule/",
 ]
-ADMIN_PAGES = ["/admin/", "/admin/credit-usage/", "/admin/reports/", *ADMIN_CHANGELISTS]
+ADMIN_PAGES = [
+    "/admin/",
+    "/admin/credit-usage/",
+    "/admin/reports/",
+    "/admin/statements/",
+    *ADMIN_CHANGELISTS,
+]
 ROLE_PAGES = {
     # role: (email, log in through the admin?, pages)
     "subscription-admin": ("alice@acme.example", True, ADMIN_PAGES),
     "project-manager": (
         "bob@acme.example",
         False,
-        ["/usage/", "/usage/environments/", "/usage/reports/"],
+        [
+            "/usage/",
+            "/usage/environments/",
+            "/usage/reports/",
+            "/usage/schedules/",
+            "/usage/alerts/",
+        ],
     ),
     "member": ("carol@acme.example", False, ["/usage/", "/usage/reports/"]),
 }
@@ -776,3 +789,207 @@ def test_the_api_docs_pass_the_content_security_policy(visit):
     problems["redoc"] = [found for found in problems["redoc"] if REDOC_LOGO not in found]
 
     assert {name: found for name, found in problems.items() if found} == {}
+
+
+# --- The alert rules and the statements ---------------------------------------------------------
+
+# Form controls without a label (a <label for>, a wrapping label, aria-label or aria-labelledby).
+UNLABELLED = """() => [...document.querySelectorAll(
+        "input:not([type=hidden]), select, textarea")]
+    .filter(e => !(e.labels && e.labels.length) && !e.getAttribute("aria-label")
+        && !e.getAttribute("aria-labelledby"))
+    .map(e => e.name || e.id || e.outerHTML.slice(0, 60))"""
+# Buttons (and links that look like them) with no name a screen reader could say.
+NAMELESS = """() => [...document.querySelectorAll(
+        "button, [role=button], a.button, input[type=submit]")]
+    .filter(e => !(e.innerText || e.value || e.getAttribute("aria-label") || "").trim())
+    .map(e => e.outerHTML.slice(0, 80))"""
+
+
+# aria-describedby and aria-labelledby that name no element of the page.
+DANGLING = """() => [...document.querySelectorAll("[aria-describedby], [aria-labelledby]")]
+    .flatMap(e => [e.getAttribute("aria-describedby"), e.getAttribute("aria-labelledby")])
+    .filter(Boolean).flatMap(ids => ids.split(/\\s+/))
+    .filter(id => !document.getElementById(id))"""
+
+
+def assert_labelled(visit: Visit) -> None:
+    """Every form control has a label, every button a name, and what describes or labels an
+    element is on the page (a field's help, read out with it)."""
+    assert visit.page.evaluate(UNLABELLED) == []
+    assert visit.page.evaluate(NAMELESS) == []
+    assert visit.page.evaluate(DANGLING) == []
+
+
+def tab_to(visit: Visit, selector: str, *, presses: int = 60) -> None:
+    """Press Tab from the top of the page until ``selector`` has the focus: it is reachable
+    from the keyboard, in the page's order."""
+    page = visit.page
+    page.evaluate("() => document.activeElement && document.activeElement.blur()")
+    target = page.locator(selector).first
+    for _ in range(presses):
+        page.keyboard.press("Tab")
+        if target.evaluate("e => e === document.activeElement"):
+            return
+    raise AssertionError(f"{selector} is not reached with the Tab key")
+
+
+def assert_looks_right(visit: Visit) -> None:
+    """The page's common checks: no sideways scrolling, zoned times, labels, no errors."""
+    assert fits_the_width(visit)
+    assert_times_name_their_zone(visit)
+    found, _ = page_problems(visit, visit.page.url.removeprefix(visit.base))
+    assert found == []
+    assert_labelled(visit)
+
+
+@pytest.mark.parametrize("viewport", [WIDE, PHONE], ids=["1400px", "390px"])
+def test_a_project_manager_adds_an_alert_sees_it_listed_and_deletes_it(visit, viewport):
+    size = viewport["width"]
+    bob = visit(viewport=viewport)
+    bob.log_in("bob@acme.example")
+    bob.page.goto(bob.base + "/usage/environments/")
+    tab_to(bob, 'nav a[href="/usage/alerts/"]')
+    bob.page.keyboard.press("Enter")
+    expect(bob.page.locator("h1")).to_have_text("Alerts")
+    expect(bob.page.locator("nav [aria-current=page]")).to_have_text("Alerts")
+    # Bob has no alert of his own yet: the empty state says so and offers to add one.
+    empty = bob.page.locator("[data-empty]")
+    expect(empty).to_be_visible()
+    expect(empty).to_contain_text("No alert yet")
+    assert_looks_right(bob)
+    bob.screenshot(f"look-alerts-empty-{size}")
+
+    tab_to(bob, "a[href='/usage/alerts/new/']")
+    bob.page.keyboard.press("Enter")
+    expect(bob.page.locator("h1")).to_have_text("Add an alert")
+    assert_looks_right(bob)
+    form = bob.page.locator("form.schedule-form")
+    # Filled by the labels people read: each control is named by its label.
+    form.get_by_label("Name").fill("Production at 80%")
+    environment = form.get_by_label("Environment")
+    expect(environment.locator("option:checked")).to_have_text("Website / Production")
+    thresholds = form.get_by_label("Thresholds (%)")
+    expect(thresholds).to_have_accessible_description(re.compile("Percentages of the budget"))
+    thresholds.fill("80, 100")
+    form.get_by_label("Budget (credits per period)").fill("5000")
+    expect(form.get_by_label("Email")).to_have_value("bob@acme.example")  # his own, to start
+    form.get_by_label("Email").fill("bob@acme.example\ncarol@acme.example")
+    expect(form.get_by_label("Send the alerts")).to_be_checked()
+    bob.screenshot(f"look-alert-form-{size}")
+    form.get_by_role("button", name="Add the alert").focus()
+    bob.page.keyboard.press("Enter")
+
+    expect(bob.page.locator("[data-message]")).to_have_text("Saved “Production at 80%”.")
+    expect(bob.page.locator("h1")).to_have_text("Production at 80%")
+    expect(bob.page.locator(".page-header .lead")).to_contain_text("Active · Website / Production")
+    assert_looks_right(bob)
+    bob.screenshot(f"look-alert-saved-{size}")
+
+    bob.page.locator(".breadcrumbs a", has_text="Alerts").click()
+    row = bob.page.locator("#alert-rules tbody tr[data-rule]")
+    expect(row).to_have_count(1)
+    expect(row.locator("th")).to_have_text("Production at 80%")
+    for cell in ("environment", "thresholds", "channels", "status"):
+        expect(row.locator(f'[data-cell="{cell}"]')).to_be_visible()
+    expect(row.locator('[data-cell="environment"]')).to_contain_text("Website / Production")
+    expect(row.locator('[data-cell="thresholds"]')).to_contain_text(
+        "80%, 100% of 5,000.0000 credits"
+    )
+    channels = row.locator('[data-cell="channels"]')
+    expect(channels).to_contain_text("Email")
+    expect(channels).to_contain_text("2 recipients")
+    expect(row.locator('[data-cell="status"]')).to_have_text("Active")
+    assert bob.page.locator("[data-empty]").count() == 0
+    assert_looks_right(bob)
+    bob.screenshot(f"look-alerts-{size}")
+
+    # Deleted from the keyboard: the rule's page, Delete, then "Yes, delete it".
+    row.locator("th a").focus()
+    bob.page.keyboard.press("Enter")
+    expect(bob.page.locator("h1")).to_have_text("Production at 80%")
+    tab_to(bob, ".page-header a.button:text-is('Delete')")
+    bob.page.keyboard.press("Enter")
+    expect(bob.page.locator("h1")).to_have_text("Delete “Production at 80%”?")
+    assert_looks_right(bob)
+    bob.screenshot(f"look-alert-delete-{size}")
+    bob.page.get_by_role("button", name="Yes, delete it").focus()
+    bob.page.keyboard.press("Enter")
+    expect(bob.page.locator("[data-message]")).to_have_text("Deleted “Production at 80%”.")
+    expect(bob.page.locator("[data-empty]")).to_be_visible()
+    assert bob.errors == []
+
+
+@pytest.mark.parametrize("viewport", [WIDE, PHONE], ids=["1400px", "390px"])
+def test_a_subscription_admin_reads_a_closed_months_statement_and_downloads_it(
+    visit, viewport, settings
+):
+    # The demo seeds last month; with no grace window it is closed whatever today's date.
+    settings.LATE_EVENT_GRACE_HOURS = 0
+    size = viewport["width"]
+    alice = visit(viewport=viewport)
+    alice.log_in("alice@acme.example", admin=True)
+    tab_to(alice, '#content-main a[href="/admin/statements/"]', presses=120)
+    alice.page.keyboard.press("Enter")
+    expect(alice.page.locator("#content h1")).to_have_text("Statements")
+    subscription = alice.page.locator("#id_subscription").input_value()
+
+    months = alice.page.locator("[data-month]")
+    expect(months.first).to_be_visible()
+    month = months.first.get_attribute("data-month")
+    # The latest closed month is shown first, and its link says so.
+    expect(months.first).to_have_attribute("aria-current", "page")
+    months.first.click()
+    api = alice.api(f"/api/v1/statements/{month}/", subscription=subscription)
+    assert api["closed"] is True and api["currency"]
+    expect(alice.page.locator("#statement-title")).to_contain_text(
+        f"{date.fromisoformat(month + '-01'):%B %Y}"
+    )
+
+    priced = [line for line in api["lines"] if line["amount"] is not None]
+    assert priced, "the demo's month has priced lines"
+    table = alice.page.locator("#statement-lines")
+    for line in priced:
+        row = table.locator("tbody tr", has_text=line["description"]).first
+        expect(row).to_be_visible()
+        expect(row.locator("td.amount")).to_have_attribute("data-value", line["amount"])
+        expect(row.locator("td.amount")).to_have_text(
+            format_money(Decimal(line["amount"]), api["currency"])
+        )
+    total = alice.page.locator('[data-figure="statement-total"]')
+    expect(total).to_be_visible()
+    expect(total).to_have_attribute("data-value", api["total"])
+    expect(total).to_have_text(format_money(Decimal(api["total"]), api["currency"]))
+    # The usage lines' prices are in force from and to a moment in the subscription's zone.
+    assert table.locator("tbody time").count()
+    assert_looks_right(alice)
+    alice.screenshot(f"look-admin-statements-{size}")
+
+    download = alice.page.get_by_role("link", name="Download CSV")
+    download.focus()
+    with alice.page.expect_download() as info:
+        alice.page.keyboard.press("Enter")
+    assert info.value.suggested_filename.endswith(".csv")
+    answer = alice.page.request.get(
+        alice.base + f"/api/v1/statements/{month}/",
+        params={"subscription": subscription, "format": "csv"},
+    )
+    assert answer.ok
+    assert Path(info.value.path()).read_bytes() == answer.body()
+    assert alice.errors == []
+
+
+@pytest.mark.parametrize("viewport", [WIDE, PHONE], ids=["1400px", "390px"])
+def test_the_statements_page_says_when_no_month_has_closed_yet(visit, viewport, settings):
+    # A grace window longer than the demo's history: no period has closed.
+    settings.LATE_EVENT_GRACE_HOURS = 24 * 100
+    alice = visit(viewport=viewport)
+    alice.log_in("alice@acme.example", admin=True)
+    alice.page.goto(alice.base + "/admin/statements/")
+    empty = alice.page.locator("[data-empty]")
+    expect(empty).to_be_visible()
+    expect(empty).to_contain_text("No period of Acme Corp has closed yet")
+    assert alice.page.locator("#statement-lines").count() == 0
+    assert_looks_right(alice)
+    alice.screenshot(f"look-admin-statements-empty-{viewport['width']}")
+    assert alice.errors == []

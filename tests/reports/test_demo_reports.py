@@ -21,6 +21,7 @@ from django.db.models import F
 from django.test import TestCase, override_settings
 
 from accounts.models import Subscription, User
+from core.display import format_money
 from credits.models import Agent, BillingPeriod, CreditEvent, ThresholdAlert
 from reports.models import Delivery, ReportSchedule
 from reports.schedules import latest_due
@@ -213,4 +214,9 @@ def test_a_closed_demo_month_has_a_statement_equal_to_its_ledger_to_the_cent(dem
     assert Decimal(body["total"]) == sum(amounts)
     rows = list(csv.reader(io.StringIO(b"".join(as_csv.streaming_content).decode("utf-8-sig"))))
     assert rows[-1][0] == "total" and rows[-1][6] == body["total"]
-    assert f'data-figure="statement-total">{body["total"]}<' in page.content.decode()
+    # The exact total, and as people read it: money with its currency.
+    total = format_money(Decimal(body["total"]), body["currency"])
+    assert (
+        f'data-figure="statement-total" data-value="{body["total"]}">{total}<'
+        in page.content.decode()
+    )

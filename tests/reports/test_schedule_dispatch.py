@@ -171,7 +171,7 @@ def test_an_auckland_monthly_report_goes_out_early_on_its_first_while_utc_is_sti
     (email,) = mailoutbox
     assert email.subject == "Usage report: Acme, November 2026"
     assert "Credits used: 7.0000\n" in email.body
-    assert "As of 1 December 2026, 08:05 (Pacific/Auckland)" in email.body
+    assert "As of 1 December 2026, 08:05 NZDT (Pacific/Auckland)" in email.body
 
 
 def test_smtp_failures_are_retried_with_backoff_and_nobody_gets_two_emails(

@@ -123,8 +123,8 @@ def test_the_weekly_report_states_each_section_as_the_ledger_has_it(
     )
     assert "TOP PRODUCTS\n1. AI agent: 14.2500 (100.0%)\n" in body
     assert (
-        "As of 23 November 2026, 08:05 (Europe/Prague). Late usage can still be added until "
-        "3 December 2026, 00:00, so these figures may still grow." in body
+        "As of 23 November 2026, 08:05 CET (Europe/Prague). Late usage can still be added until "
+        "3 December 2026, 00:00 CET, so these figures may still grow." in body
     )
     dashboard = (
         f"https://creditdesk.example/admin/credit-usage/?subscription={world.subscription.pk}"
@@ -194,8 +194,8 @@ def test_the_monthly_report_covers_the_closed_billing_period_and_its_late_window
     )
     # The period ended at midnight on 1 December; late events are taken for 48 more hours.
     assert (
-        "As of 1 December 2026, 08:05 (Europe/Prague). Late usage can still be added until "
-        "3 December 2026, 00:00, so these figures may still grow." in body
+        "As of 1 December 2026, 08:05 CET (Europe/Prague). Late usage can still be added until "
+        "3 December 2026, 00:00 CET, so these figures may still grow." in body
     )
 
 

@@ -16,6 +16,7 @@ import time_machine
 from rest_framework.test import APIClient
 
 from accounts.models import Subscription
+from core.display import format_money
 from credits import grants
 from credits.models import (
     BillingPeriod,
@@ -355,7 +356,9 @@ def test_the_admin_page_shows_the_statement_to_admins_only(november, client):
         foreign = client.get("/admin/statements/", {"subscription": world.other_subscription.pk})
     assert page.status_code == 200
     html = page.content.decode()
-    assert f'data-figure="statement-total">{body["total"]}<' in html
+    # The exact total, and as people read it: money with its currency.
+    total = format_money(Decimal(body["total"]), "EUR")
+    assert f'data-figure="statement-total" data-value="{body["total"]}">{total}<' in html
     assert "Base credits at 0.125000 EUR per credit" in html
     assert foreign.status_code == 404
 
@@ -460,3 +463,33 @@ def test_the_openapi_document_describes_statements_and_the_event():
     assert {"kind", "from", "to", "credits", "unit_price", "amount"} <= set(line)
     events = schema["components"]["schemas"]["WebhookEvent"]["oneOf"]
     assert {"$ref": "#/components/schemas/StatementClosedEvent"} in events
+
+
+@pytest.mark.parametrize(
+    ("path", "nothing"),
+    [
+        ("/admin/statements/", "statement"),
+        ("/admin/reports/", "report"),
+        ("/admin/credit-usage/", "credit usage"),
+    ],
+)
+def test_staff_who_administer_no_subscription_are_told_so(client, path, nothing):
+    client.force_login(factories.UserFactory(is_staff=True))
+    page = client.get(path)
+    assert page.status_code == 200
+    assert f"You administer no subscription, so there is no {nothing} to show here." in (
+        page.content.decode()
+    )
+
+
+def test_the_admin_page_says_what_is_wrong_with_a_month(november, client):
+    client.force_login(november.world.admin)
+    with time_machine.travel(DECEMBER, tick=False):
+        malformed = client.get("/admin/statements/", {"month": "2026-13"})
+        still_open = client.get("/admin/statements/", {"month": "2026-12"})
+    assert malformed.status_code == 400
+    assert "Give the month as YYYY-MM" in malformed.content.decode()
+    assert still_open.status_code in (404, 409)
+    html = still_open.content.decode()
+    assert 'data-month="2026-11"' in html  # the closed months are still there to choose
+    assert "statement-lines" not in html
