@@ -2,16 +2,44 @@
 
 A key acts for its subscription, not for a person, so the authenticated principal is a
 ``KeyPrincipal`` wrapping the key; views reach the key as ``request.auth``.
+
+A key is verified (found by prefix, its secret hashed and compared) once per process: the
+verified row, with its subscription and environment, is kept by secret, and each request
+only reads the rows' versions (``xmin`` and ``ctid``, which change on every update) by
+the key's prefix. A revocation, an expiry date, a deletion or any edit of the key, its
+subscription or its environment changes them, so the very next request verifies afresh.
 """
 
+import copy
+import threading
 from datetime import timedelta
 
+from django.db import connection
+from django.db.models.expressions import RawSQL
 from django.utils import timezone
 from rest_framework import authentication, exceptions
 
-from .models import ApiKey
+from .models import ApiKey, Environment, Subscription
 
 LAST_USED_PRECISION = timedelta(minutes=1)
+# Keys kept per process, at most (only keys whose secret was verified are kept).
+VERIFIED_KEYS_KEPT = 1_000
+
+_KEY, _SUBSCRIPTION, _ENVIRONMENT = (
+    f'"{model._meta.db_table}"' for model in (ApiKey, Subscription, Environment)
+)
+# The versions of a key's rows; the ORM names its joined tables after themselves.
+_VERSIONS = ", ".join(
+    f"{table}.{column}::text"
+    for table in (_KEY, _SUBSCRIPTION, _ENVIRONMENT)
+    for column in ("xmin", "ctid")
+)
+_VERSIONS_OF_PREFIX = (
+    f"SELECT ARRAY[{_VERSIONS}] FROM {_KEY} "  # noqa: S608 - constant table names
+    f'INNER JOIN {_SUBSCRIPTION} ON ({_KEY}."subscription_id" = {_SUBSCRIPTION}."id") '
+    f'LEFT OUTER JOIN {_ENVIRONMENT} ON ({_KEY}."environment_id" = {_ENVIRONMENT}."id") '
+    f'WHERE {_KEY}."prefix" = %s'
+)
 
 
 class KeyPrincipal:
@@ -42,13 +70,8 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
         secret = secret.strip()
         if not secret:
             raise exceptions.AuthenticationFailed("No API key given after 'Api-Key'.")
-        prefix, _, _ = secret.partition(".")
-        api_key = (
-            ApiKey.objects.select_related("subscription", "environment")
-            .filter(prefix=prefix, revoked=False)
-            .first()
-        )
-        if api_key is None or not api_key.is_valid(secret):
+        api_key = VERIFIED_KEYS.get(secret)
+        if api_key is None:
             raise exceptions.AuthenticationFailed("Invalid or revoked API key.")
         if api_key.has_expired:
             raise exceptions.AuthenticationFailed("This API key has expired.")
@@ -68,3 +91,60 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
             last_used_at=now
         )
         api_key.last_used_at = now
+
+
+class VerifiedKeys:
+    """This process's verified keys by secret, each with the versions of its rows."""
+
+    def __init__(self):
+        self._keys: dict[str, ApiKey] = {}
+        self._lock = threading.Lock()
+
+    def get(self, secret: str) -> ApiKey | None:
+        """The key ``secret`` opens, not revoked, as a copy of its own for this request."""
+        prefix, _, _ = secret.partition(".")
+        kept = self._keys.get(secret)
+        if kept is not None and kept.versions == self._versions(prefix):
+            return _own_copy(kept)
+        api_key = self._verify(prefix, secret)
+        with self._lock:
+            if api_key is None:
+                self._keys.pop(secret, None)
+                return None
+            if len(self._keys) >= VERIFIED_KEYS_KEPT:
+                self._keys.clear()
+            self._keys[secret] = api_key
+        return _own_copy(api_key)
+
+    @staticmethod
+    def _verify(prefix: str, secret: str) -> ApiKey | None:
+        """The key row with its rows' ``versions``, read in one statement, if ``secret`` opens
+        it."""
+        api_key = (
+            ApiKey.objects.select_related("subscription", "environment")
+            .filter(prefix=prefix, revoked=False)
+            .annotate(versions=RawSQL(f"ARRAY[{_VERSIONS}]", ()))  # noqa: S611 - constant
+            .first()
+        )
+        if api_key is None or not api_key.is_valid(secret):
+            return None
+        return api_key
+
+    @staticmethod
+    def _versions(prefix: str) -> list[str] | None:
+        with connection.cursor() as cursor:
+            cursor.execute(_VERSIONS_OF_PREFIX, [prefix])
+            row = cursor.fetchone()
+        return row[0] if row else None
+
+
+def _own_copy(api_key: ApiKey) -> ApiKey:
+    """A copy whose subscription and environment are copies too: requests in other threads
+    use the kept key, and code may set attributes on what it is given."""
+    own = copy.copy(api_key)  # a model's copy has its own state and cache of relations
+    for name, related in own._state.fields_cache.items():
+        own._state.fields_cache[name] = copy.copy(related) if related is not None else None
+    return own
+
+
+VERIFIED_KEYS = VerifiedKeys()
