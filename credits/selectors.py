@@ -3,8 +3,11 @@
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
+from functools import cache
+from typing import NamedTuple
 
-from django.db.models import F, Q, Sum
+from django.db import connection
+from django.db.models import Sum
 from django.utils import timezone
 
 from accounts.models import ApiKey, Environment, Subscription, TeamMembership, User
@@ -109,14 +112,27 @@ def balance(
     budget of ``api_key`` (the calling key) when it has one.
 
     Reads the period's counters, never the ledger; a period nobody has charged yet reads as
-    zero usage without being created.
+    zero usage without being created. The counters, grants, limits and the key's use come
+    in one statement; an environment's usage is read from the rollups, as every usage figure.
     """
     at = at or timezone.now()
     bounds = period_bounds(at, subscription.zone)
-    period = BillingPeriod.objects.filter(subscription=subscription, start=bounds.start).first()
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _balance_sql(),
+            {
+                "subscription": subscription.pk,
+                "start": bounds.start,
+                "at": at,
+                "expiring_by": at + EXPIRING_WITHIN,
+                "user": user.pk if user else None,
+                "api_key": api_key.pk if api_key else None,
+            },
+        )
+        row = _BalanceRow(*cursor.fetchone())
     environment_used = None
     if environment is not None:
-        environment_used = _environment_used(subscription, period, environment)
+        environment_used = _environment_used(subscription, row.period(subscription), environment)
     return Balance(
         subscription=subscription,
         period_start=bounds.start,
@@ -124,71 +140,123 @@ def balance(
         next_reset=bounds.end,
         days_until_reset=days_until_reset(at, subscription.zone),
         base_allocation=subscription.base_allocation,
-        used=period.credits_used if period else ZERO,
+        used=row.credits_used or ZERO,
         excess_allowance=subscription.excess_allowance,
-        excess_used=period.excess_used if period else ZERO,
+        excess_used=row.excess_used or ZERO,
         limit_mode=subscription.limit_mode,
-        grants=grant_status(subscription=subscription, period=period, at=at),
+        grants=GrantStatus(
+            used=row.grant_used or ZERO,
+            remaining=row.grants_remaining or ZERO,
+            expiring_soon=row.grants_expiring_soon or ZERO,
+        ),
         environment_used=environment_used,
-        user=_user_status(subscription, period, user) if user else None,
-        team=_team_status(subscription, period, user) if user else None,
-        api_key=_key_status(subscription, period, api_key),
+        user=LimitStatus(limit=row.user_limit, used=row.user_used or ZERO) if user else None,
+        team=(
+            LimitStatus(limit=row.team_limit, used=row.team_used or ZERO)
+            if user and row.team_id is not None
+            else None
+        ),
+        api_key=(
+            KeyBudgetStatus(
+                limit=api_key.credit_budget, used=row.api_key_used or ZERO, id=api_key.prefix
+            )
+            if api_key is not None and api_key.credit_budget is not None
+            else None
+        ),
     )
 
 
-def grant_status(*, subscription: Subscription, period, at: datetime) -> GrantStatus:
-    """The grants of a subscription the caller resolved through ``visible_to``: one query."""
-    active = Q(effective_at__lte=at) & (Q(expires_at__isnull=True) | Q(expires_at__gt=at))
-    left = F("credits") + F("credits_adjusted") - F("credits_used") - F("credits_lapsed")
-    totals = CreditGrant.objects.filter(active, subscription=subscription).aggregate(
-        remaining=Sum(left),
-        expiring_soon=Sum(left, filter=Q(expires_at__lte=at + EXPIRING_WITHIN)),
-    )
-    return GrantStatus(
-        used=period.grant_used if period else ZERO,
-        remaining=totals["remaining"] or ZERO,
-        expiring_soon=totals["expiring_soon"] or ZERO,
-    )
+class _BalanceRow(NamedTuple):
+    period_id: int | None
+    period_start: datetime | None
+    period_end: datetime | None
+    credits_used: Decimal | None
+    grant_used: Decimal | None
+    excess_used: Decimal | None
+    grants_remaining: Decimal | None
+    grants_expiring_soon: Decimal | None
+    user_limit: Decimal | None
+    user_used: Decimal | None
+    team_id: int | None
+    team_limit: Decimal | None
+    team_used: Decimal | None
+    api_key_used: Decimal | None
 
-
-def _user_status(subscription, period, user) -> LimitStatus:
-    return _limit_status(subscription, period, UserPeriodUsage, user_id=user.pk)
-
-
-def _team_status(subscription, period, user) -> LimitStatus | None:
-    team_id = TeamMembership.objects.team_id_of(subscription=subscription, user=user)
-    if team_id is None:
-        return None
-    return _limit_status(subscription, period, TeamPeriodUsage, team_id=team_id)
-
-
-def _key_status(subscription, period, api_key) -> KeyBudgetStatus | None:
-    if api_key is None or api_key.credit_budget is None:
-        return None
-    used = _used(subscription, period, ApiKeyPeriodUsage, api_key_id=api_key.pk)
-    return KeyBudgetStatus(limit=api_key.credit_budget, used=used, id=api_key.prefix)
-
-
-def _limit_status(subscription, period, usage_model, **owner) -> LimitStatus:
-    """The limit set for one user or team (``user_id=`` or ``team_id=``) and its use."""
-    limit = (
-        CreditLimit.objects.filter(subscription=subscription, **owner)
-        .values_list("credits", flat=True)
-        .first()
-    )
-    return LimitStatus(limit=limit, used=_used(subscription, period, usage_model, **owner))
-
-
-def _used(subscription, period, usage_model, **owner) -> Decimal:
-    """One owner's counter in ``period`` (none yet, or no period: nothing used)."""
-    used = None
-    if period:
-        used = (
-            usage_model.objects.filter(subscription=subscription, period=period, **owner)
-            .values_list("credits_used", flat=True)
-            .first()
+    def period(self, subscription: Subscription) -> BillingPeriod | None:
+        if self.period_id is None:
+            return None
+        return BillingPeriod(
+            id=self.period_id,
+            subscription=subscription,
+            start=self.period_start,
+            end=self.period_end,
+            credits_used=self.credits_used,
+            grant_used=self.grant_used,
+            excess_used=self.excess_used,
         )
-    return used or ZERO
+
+
+@cache
+def _balance_sql() -> str:
+    """One statement for a balance: the period's counters, the grants active at ``at``, the
+    user's and their team's limits and use, and the key's use, each read by the subscription
+    the caller resolved through ``visible_to`` (and the user, the key it resolved). A missing
+    period, user, team or key reads as NULL."""
+    tables = {  # named one by one: the scoping layer's test reads which tables these are
+        "period": BillingPeriod._meta.db_table,
+        "grant": CreditGrant._meta.db_table,
+        "limit": CreditLimit._meta.db_table,
+        "user_usage": UserPeriodUsage._meta.db_table,
+        "team_usage": TeamPeriodUsage._meta.db_table,
+        "key_usage": ApiKeyPeriodUsage._meta.db_table,
+        "membership": TeamMembership._meta.db_table,
+    }
+    return """
+        SELECT period.id, period.start, period."end", period.credits_used, period.grant_used,
+            period.excess_used, grants.remaining, grants.expiring_soon,
+            (SELECT user_limit.credits FROM {limit} user_limit
+             WHERE user_limit.subscription_id = %(subscription)s
+               AND user_limit.user_id = %(user)s ORDER BY user_limit.id LIMIT 1),
+            (SELECT user_usage.credits_used FROM {user_usage} user_usage
+             WHERE user_usage.subscription_id = %(subscription)s
+               AND user_usage.period_id = period.id AND user_usage.user_id = %(user)s
+             LIMIT 1),
+            team.team_id,
+            (SELECT team_limit.credits FROM {limit} team_limit
+             WHERE team_limit.subscription_id = %(subscription)s
+               AND team_limit.team_id = team.team_id ORDER BY team_limit.id LIMIT 1),
+            (SELECT team_usage.credits_used FROM {team_usage} team_usage
+             WHERE team_usage.subscription_id = %(subscription)s
+               AND team_usage.period_id = period.id AND team_usage.team_id = team.team_id
+             LIMIT 1),
+            (SELECT key_usage.credits_used FROM {key_usage} key_usage
+             WHERE key_usage.subscription_id = %(subscription)s
+               AND key_usage.period_id = period.id AND key_usage.api_key_id = %(api_key)s
+             LIMIT 1)
+        FROM (SELECT 1) AS one
+        LEFT JOIN {period} period
+            ON period.subscription_id = %(subscription)s AND period.start = %(start)s
+        LEFT JOIN LATERAL (
+            SELECT membership.team_id FROM {membership} membership
+            WHERE membership.subscription_id = %(subscription)s
+              AND membership.user_id = %(user)s
+            ORDER BY membership.id LIMIT 1
+        ) team ON true
+        CROSS JOIN LATERAL (
+            SELECT
+                sum(left_over) AS remaining,
+                sum(left_over) FILTER (WHERE expires_at <= %(expiring_by)s) AS expiring_soon
+            FROM (
+                SELECT grant_row.expires_at,
+                    grant_row.credits + grant_row.credits_adjusted - grant_row.credits_used
+                    - grant_row.credits_lapsed AS left_over
+                FROM {grant} grant_row
+                WHERE grant_row.subscription_id = %(subscription)s
+                  AND grant_row.effective_at <= %(at)s
+                  AND (grant_row.expires_at IS NULL OR grant_row.expires_at > %(at)s)
+            ) active
+        ) grants
+    """.format(**tables)  # noqa: S608 - table names from the models
 
 
 def _environment_used(subscription, period, environment) -> Decimal:

@@ -6,7 +6,9 @@ from decimal import Decimal
 import pytest
 from rest_framework.test import APIClient
 
+from accounts.models import ApiKey
 from credits.models import CreditEvent, CreditLimit
+from credits.selectors import balance
 from tests import factories
 from tests.credits.conftest import set_allocation
 from tests.factories import frozen_at, utc
@@ -239,3 +241,33 @@ def test_each_refusal_keeps_its_own_reason_when_only_one_event_reaches_the_charg
     assert body["results"][0]["error"]["code"] == "unknown_agent"
     assert body["results"][1]["error"]["code"] == "credit_limit_exceeded"
     assert CreditEvent.objects.count() == 0
+
+
+def test_a_balance_is_read_in_one_statement(
+    world, key_client, event_payload, django_assert_num_queries
+):
+    team = factories.TeamFactory(subscription=world.subscription)
+    factories.team_membership(world.member, team)
+    CreditLimit.objects.create(subscription=world.subscription, user=world.member, credits=20)
+    CreditLimit.objects.create(subscription=world.subscription, team=team, credits=100)
+    factories.grant(world.subscription, "50", expires_at=utc(2026, 11, 27))
+    api_key, _ = factories.api_key(world.subscription, name="Budgeted")
+    ApiKey.objects.filter(pk=api_key.pk).update(credit_budget=Decimal("30"))
+    api_key.refresh_from_db()
+    key_client.post("/api/v1/events/", event_payload(credits="5"), format="json")
+
+    with django_assert_num_queries(1):
+        read = balance(subscription=world.subscription, user=world.member, api_key=api_key)
+
+    assert (read.used, read.grants.remaining, read.grants.expiring_soon) == (
+        Decimal("5"),
+        Decimal("50"),
+        Decimal("50"),
+    )
+    assert (read.user.limit, read.user.used) == (Decimal("20"), Decimal("5"))
+    assert (read.team.limit, read.team.used) == (Decimal("100"), Decimal("5"))
+    assert (read.api_key.limit, read.api_key.used, read.api_key.id) == (
+        Decimal("30"),
+        Decimal("0"),  # the event was charged to the other key
+        api_key.prefix,
+    )

@@ -5,8 +5,9 @@ starts from the scoping layer: ``Model.objects.visible_to(principal)`` (people a
 ``Model.objects.administered_by(user)`` (the admin's mode) or
 ``Environment.objects.managed_by(user)``. A ``Model.objects.filter(subscription=...)`` there
 is the bug the layer exists to prevent, so this test reads the source (``ast``) and fails on
-any other use of a tenant model's manager or ``_default_manager``, except the system paths
-listed in ``ALLOWED`` with the reason each may read as the system.
+any other use of a tenant model's manager or ``_default_manager``, or of a tenant model's
+table in raw SQL (``Model._meta.db_table``), except the system paths listed in ``ALLOWED``
+with the reason each may read as the system.
 
 Every module is inspected but the layer itself and the services (``NOT_INSPECTED``), which
 write after the caller resolved through the layer what the principal may touch. Management
@@ -58,19 +59,23 @@ ALLOWED = {
     ("credits/pricing.py", "price_at", "SubscriptionPrice"): (
         "the price in effect for a subscription the caller resolved through visible_to"
     ),
-    ("credits/selectors.py", "balance", "BillingPeriod"): (
-        "a balance is the subscription's totals (never plan gated), of a subscription the "
-        "caller resolved through visible_to"
-    ),
-    ("credits/selectors.py", "grant_status", "CreditGrant"): (
-        "a balance's grant totals, of a subscription the caller resolved through visible_to"
-    ),
-    ("credits/selectors.py", "_limit_status", "CreditLimit"): (
-        "the limit of a user or team the caller resolved through visible_to"
-    ),
-    ("credits/selectors.py", "_team_status", "TeamMembership"): (
-        "the team whose limit applies to a user the caller resolved through visible_to"
-    ),
+    # A balance is the subscription's totals (never plan gated), read in one statement (raw
+    # SQL naming the tables) for a subscription, user and key the caller resolved through
+    # visible_to: the period's counters, its grants, the user's and team's limits and use.
+    **{
+        ("credits/selectors.py", "_balance_sql", model): (
+            "a balance's totals, of a subscription the caller resolved through visible_to"
+        )
+        for model in (
+            "BillingPeriod",
+            "CreditGrant",
+            "CreditLimit",
+            "UserPeriodUsage",
+            "TeamPeriodUsage",
+            "ApiKeyPeriodUsage",
+            "TeamMembership",
+        )
+    },
     ("credits/limits_api.py", "_limit_response", "CreditLimit"): (
         "rereads the limit the service just wrote, in a subscription the admin administers"
     ),
@@ -152,6 +157,18 @@ ALLOWED = {
             ("_late_corrections", "CreditEvent"),
         )
     },
+    **{
+        ("credits/notifications.py", "claim_reset_notices", model): (
+            "the month-start task claims every current period's reset notice, for the system"
+        )
+        for model in ("ThresholdAlert", "BillingPeriod", "Subscription")
+    },
+    **{
+        ("reports/statements.py", "_claim_closed", model): (
+            "the task announcing closed statements claims every closed period, for the system"
+        )
+        for model in ("StatementClosure", "BillingPeriod")
+    },
     ("reports/statements.py", "announce_closed_statements", "BillingPeriod"): (
         "the task announcing closed statements loads the periods it claimed, for the system"
     ),
@@ -178,7 +195,8 @@ def tenant_models() -> set[str]:
 
 class HandFilters(ast.NodeVisitor):
     """``Model.objects.<method>`` and ``<anything>._default_manager.<method>`` whose method is
-    not a mode of the scoping layer, with the (qualified) function they are in."""
+    not a mode of the scoping layer, and ``Model._meta.db_table`` (raw SQL), with the
+    (qualified) function they are in."""
 
     def __init__(self, models: set[str]):
         self.models, self.functions, self.found = models, [], []
@@ -199,6 +217,8 @@ class HandFilters(ast.NodeVisitor):
                 self.found.append((self._where(), model, node.attr, node.lineno))
             elif manager.attr == "_default_manager":
                 self.found.append((self._where(), model or "?", node.attr, node.lineno))
+            elif manager.attr == "_meta" and node.attr == "db_table" and model in self.models:
+                self.found.append((self._where(), model, node.attr, node.lineno))
         self.generic_visit(node)
 
     def _where(self) -> str:
@@ -218,7 +238,8 @@ def hand_filters() -> list[tuple]:
 
 def test_no_hand_filter_on_a_tenant_model_outside_the_scoping_layer():
     offenders = [
-        f"{module}:{line} {function}(): {model}.objects.{method}(...)"
+        f"{module}:{line} {function}(): "
+        + (f"{model}._meta.db_table" if method == "db_table" else f"{model}.objects.{method}(...)")
         for module, function, model, method, line in hand_filters()
         if (module, function, model) not in ALLOWED
     ]
@@ -238,6 +259,7 @@ def test_the_inspection_sees_hand_filters(tmp_path):
         "def leaky(subscription):\n"
         "    rows = DailyUsage.objects.filter(subscription=subscription)\n"
         "    scoped = DailyUsage.objects.visible_to(user).filter(subscription=subscription)\n"
+        "    raw = f'SELECT * FROM {DailyUsage._meta.db_table}'\n"
         "    return type(rows)._default_manager.all()\n"
     )
     finder = HandFilters({"DailyUsage"})
@@ -245,5 +267,6 @@ def test_the_inspection_sees_hand_filters(tmp_path):
 
     assert [(function, model, method) for function, model, method, _ in finder.found] == [
         ("leaky", "DailyUsage", "filter"),
+        ("leaky", "DailyUsage", "db_table"),
         ("leaky", "?", "all"),
     ]
