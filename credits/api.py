@@ -20,7 +20,7 @@ from accounts.models import Environment, Subscription, User
 from core import metrics
 from core.api_errors import STATUS_BY_CODE, error_body
 from core.money import AMOUNT_HELP, CREDIT_DIGITS, CreditsField
-from core.serializers import SUBSCRIPTION_ID, StrictInputSerializer
+from core.serializers import SUBSCRIPTION_ID, Prepared, StrictInputSerializer
 from core.text_guard import unstorable_in
 
 from . import errors
@@ -104,9 +104,6 @@ class UsageInputSerializer(StrictInputSerializer):
         choices=CreditEvent.Status.choices, default=CreditEvent.Status.SUCCEEDED
     )
     session_id = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
-
-    def to_usage(self) -> Usage:
-        return Usage(**self.validated_data)
 
 
 class EventOutputSerializer(serializers.ModelSerializer):
@@ -205,6 +202,11 @@ class BalanceSerializer(serializers.Serializer):
     )
 
 
+USAGE_INPUT = Prepared(UsageInputSerializer)
+EVENT_OUTPUT = Prepared(EventOutputSerializer)
+BALANCE_OUTPUT = Prepared(BalanceSerializer)
+
+
 def _api_key(request):
     if not isinstance(request.user, KeyPrincipal):
         raise PermissionDenied("Recording usage needs an API key (Authorization: Api-Key ...).")
@@ -212,7 +214,7 @@ def _api_key(request):
 
 
 def _balance_data(subscription, **kwargs) -> dict:
-    return BalanceSerializer(balance(subscription=subscription, **kwargs)).data
+    return BALANCE_OUTPUT.represent(balance(subscription=subscription, **kwargs))
 
 
 class RecordEventView(APIView):
@@ -240,14 +242,15 @@ class RecordEventView(APIView):
     )
     def post(self, request):
         api_key = _api_key(request)
-        serializer = UsageInputSerializer(data=request.data)
-        if not serializer.is_valid():
+        try:
+            usage = Usage(**USAGE_INPUT.validate(request.data))
+        except ValidationError:
             metrics.count_refusals(["validation_error"])
-            raise ValidationError(serializer.errors)
-        recorded = record_usage(api_key=api_key, usage=serializer.to_usage())
+            raise
+        recorded = record_usage(api_key=api_key, usage=usage)
         return Response(
             {
-                "event": EventOutputSerializer(recorded.event).data,
+                "event": EVENT_OUTPUT.represent(recorded.event),
                 "balance": _balance_data(api_key.subscription, api_key=api_key),
             },
             status=status.HTTP_201_CREATED if recorded.created else status.HTTP_200_OK,
@@ -308,7 +311,7 @@ class RecordBatchView(APIView):
         items = batch.validated_data["events"]
         results: list[dict | None] = [None] * len(items)
         valid: list[tuple[int, Usage]] = []
-        validator = UsageInputSerializer()
+        validator = USAGE_INPUT.serializer
         for index, item in enumerate(items):
             try:
                 if not isinstance(item, dict):
@@ -322,16 +325,11 @@ class RecordBatchView(APIView):
             metrics.count_refusals(["validation_error"] * (len(items) - len(valid)))
         outcomes = record_batch(api_key=api_key, usages=[usage for _, usage in valid])
         recorded = [(index, outcome) for (index, _), outcome in zip(valid, outcomes, strict=True)]
-        events = iter(
-            EventOutputSerializer(
-                [outcome.event for _, outcome in recorded if isinstance(outcome, Recorded)],
-                many=True,
-            ).data
-        )
         for index, outcome in recorded:
             if isinstance(outcome, Recorded):
                 status_code = 201 if outcome.created else 200
-                results[index] = {"index": index, "status": status_code, "event": next(events)}
+                event = EVENT_OUTPUT.represent(outcome.event)
+                results[index] = {"index": index, "status": status_code, "event": event}
             else:
                 results[index] = {
                     "index": index,
