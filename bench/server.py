@@ -7,11 +7,17 @@ import os
 import signal
 import socket
 import subprocess
+import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+
+from . import gunicorn_hooks
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
+# Requests each worker serves, per thread, before the bench measures it.
+WARM_REQUESTS_PER_THREAD = 3
 
 
 def free_port() -> int:
@@ -21,7 +27,8 @@ def free_port() -> int:
 
 
 class Server:
-    """A gunicorn master with ``workers`` sync workers on a free loopback port."""
+    """A gunicorn master with ``workers`` workers of production's class and threads
+    (``config/gunicorn.py``, through ``bench/gunicorn_hooks.py``) on a free loopback port."""
 
     def __init__(self, *, workers: int, name: str):
         self.workers = workers
@@ -31,9 +38,12 @@ class Server:
 
     def __enter__(self) -> Server:
         RESULTS.mkdir(parents=True, exist_ok=True)
+        self._warm_dir = tempfile.TemporaryDirectory(prefix="bench-warm-")
         command = [
             str(ROOT / ".venv" / "bin" / "gunicorn"),
             "config.wsgi",
+            "--config",
+            "python:bench.gunicorn_hooks",
             "--workers",
             str(self.workers),
             "--bind",
@@ -47,7 +57,12 @@ class Server:
             "--error-logfile",
             str(self.log_path),
         ]
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        env = {
+            **os.environ,
+            "PYTHONUNBUFFERED": "1",
+            "BENCH_WARM_DIR": self._warm_dir.name,
+            "BENCH_WARM_REQUESTS": str(WARM_REQUESTS_PER_THREAD * gunicorn_hooks.threads),
+        }
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(  # noqa: S603 - our own gunicorn with fixed arguments
             command, cwd=ROOT, env=env, stdout=log, stderr=log, start_new_session=True
@@ -58,6 +73,18 @@ class Server:
     def __exit__(self, *exc) -> None:
         self.stop()
 
+    def warm_up(self, drive: Callable[[], object], *, timeout: float = 120.0) -> None:
+        """Call ``drive`` (a short burst of requests from enough clients to use every thread)
+        until every worker has served its warm-up requests."""
+        deadline = time.monotonic() + timeout
+        while True:
+            drive()
+            warm = {int(name) for name in os.listdir(self._warm_dir.name)}
+            if set(self.worker_pids()) <= warm:
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"gunicorn workers not warm after {timeout:.0f} s")
+
     def stop(self) -> None:
         if self.process and self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
@@ -67,6 +94,7 @@ class Server:
                 self.process.kill()
                 self.process.wait()
         self.process = None
+        self._warm_dir.cleanup()
 
     def _wait_ready(self) -> None:
         deadline = time.monotonic() + 60

@@ -9,7 +9,11 @@ import os
 bind = f"0.0.0.0:{os.environ.get('PORT', '8000')}"
 # Requests wait on PostgreSQL most of the time: two workers per core, plus one.
 workers = int(os.environ.get("WEB_CONCURRENCY", multiprocessing.cpu_count() * 2 + 1))
-threads = int(os.environ.get("GUNICORN_THREADS", "1"))
+# Threads overlap one worker's waits on PostgreSQL and share its verified API keys and
+# prepared serializers; each thread keeps its own database connection (Django's connections
+# are per thread), so a host holds up to workers x threads connections (README, Deploying).
+worker_class = "gthread"
+threads = int(os.environ.get("GUNICORN_THREADS", "4"))
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "60"))  # large CSV exports stream longer
 graceful_timeout = 30
 keepalive = 5

@@ -58,6 +58,27 @@ def _cpu_row(figure: str, product: LoadResult, product_cpu, baseline, baseline_c
     )
 
 
+def _warm_up(server: Server, client: HttpClient, settings: Settings, targets, run: str) -> None:
+    """Single events from enough clients to reach every thread, until every worker is warm."""
+    makers = [
+        EventMaker(targets, run=f"warm-{run}-{i}", seed=settings.seed + 200 + i)
+        for i in range(settings.clients)
+    ]
+
+    def post(index, should_stop):
+        event = makers[index].next()
+        status, _, seconds = client.request(
+            "POST",
+            "/api/v1/events/",
+            event.json(),
+            {"Authorization": f"Api-Key {event.target.secret}", "Content-Type": JSON},
+        )
+        return status, seconds, int(status == 201)
+
+    duration = min(3.0, settings.duration / 4)
+    server.warm_up(lambda: run_threads(post, clients=settings.clients, duration=duration))
+
+
 def single_events(settings: Settings) -> list[Row]:
     figure = "1 Single-event ingestion"
     targets, run = _targets(settings)
@@ -79,7 +100,7 @@ def single_events(settings: Settings) -> list[Row]:
             )
             return status, seconds, int(status == 201)
 
-        run_threads(post, clients=settings.clients, duration=min(3.0, settings.duration / 4))
+        _warm_up(server, client, settings, targets, run)
         with (
             profiling.maybe(settings, server, "ingestion", settings.duration),
             CpuMeter(server.worker_pids) as product_cpu,
@@ -156,6 +177,7 @@ def batches(settings: Settings) -> list[Row]:
             accepted = json.loads(data).get("accepted", 0) if status == 200 else 0
             return status, seconds, accepted
 
+        _warm_up(server, client, settings, targets, run)
         with (
             profiling.maybe(settings, server, "batch", duration),
             CpuMeter(server.worker_pids) as product_cpu,
