@@ -53,7 +53,7 @@ from core.money import CREDIT_PLACES
 from . import errors
 from .billing import period_for
 from .charging import Charge, add_to_counters, charge
-from .ledger import add_to_ledger
+from .ledger import GENERIC_PLANS, add_to_ledger
 from .ledger_columns import AS_SENT
 from .models import (
     Agent,
@@ -512,8 +512,9 @@ class _Claim:
 
 
 def _claim(subscription: Subscription, pending: list[_Pending]) -> _Claim:
-    """Claim the keys for this transaction (those another transaction holds are left out), and
-    read what the events need, in one statement.
+    """Claim the keys for this transaction (those another transaction holds are left out),
+    read what the events need and set the transaction's plans for ``add_to_ledger``, in one
+    statement.
 
     A concurrent claim of the same key waits on our uncommitted row, then finds it taken.
     Keys are claimed in sorted order, so that two batches cannot deadlock on them.
@@ -533,7 +534,7 @@ def _claim(subscription: Subscription, pending: list[_Pending]) -> _Claim:
                 "plan": subscription.plan,
             },
         )
-        keys, period_ids, starts, agent_rows, price_rows = cursor.fetchone()
+        keys, period_ids, starts, agent_rows, price_rows, _ = cursor.fetchone()
     found = [_agent(row) for row in agent_rows or ()]
     return _Claim(
         keys=set(keys),
@@ -573,7 +574,8 @@ def _claim_statement() -> str:
             "SELECT %(subscription)s, c.key, c.hash, %(now)s "
             "FROM unnest(%(keys)s::varchar[], %(hashes)s::varchar[]) AS c(key, hash) "
             "ORDER BY c.key ON CONFLICT (subscription_id, key) DO NOTHING RETURNING key) "
-            "SELECT ARRAY(SELECT key FROM claimed), p.ids, p.starts, a.rows, price.rows "
+            "SELECT ARRAY(SELECT key FROM claimed), p.ids, p.starts, a.rows, price.rows, "
+            "{generic_plans} "
             "FROM (SELECT array_agg(b.id) AS ids, array_agg(b.start) AS starts FROM {periods} b "
             "WHERE b.subscription_id = %(subscription)s "
             "AND b.start = ANY(%(starts)s::timestamptz[])) p, "
@@ -588,7 +590,10 @@ def _claim_statement() -> str:
             "SELECT l.currency, l.credit_price, l.excess_price, l.effective_from, false "
             "FROM {plan_prices} l WHERE l.plan = %(plan)s) r) price"
         )
-        .format(**{name: sql.Identifier(model._meta.db_table) for name, model in tables.items()})
+        .format(
+            generic_plans=sql.SQL(GENERIC_PLANS),
+            **{name: sql.Identifier(model._meta.db_table) for name, model in tables.items()},
+        )
         .as_string(None)
     )
 
