@@ -11,17 +11,17 @@ then oldest first), then excess, in soft mode only and up to the allowance. What
 is refused: a period's cap is its allocation plus its active grants' remaining credits (plus
 the allowance in soft mode).
 
-A period whose events all fit in its base allocation, the common case, costs one statement.
-Otherwise the statement has locked the period row and read its counters; the subscription's
+Events that all fit in their periods' base allocations, the common case, cost one statement
+for every counter: periods, teams, users and the API key, in that order, each owner within its
+cap (``_charge_within_base``). Otherwise that statement has locked the period rows, read their
+counters and written nothing; each period is charged then on its own, the subscription's
 active grants are locked next (by id), the events are split in order over base, grants and
 excess, and the period and grant counters are then written with conditional updates that
 check the split once more.
 
-A batch is first charged as a whole: one statement per period and per capped owner, one for
-all uncapped owners. That is the common case, and it costs the same for one event as for a
-thousand. Only when some counter would go over its cap is the batch charged again one event
-at a time, each in its own savepoint, so that exactly the events that fit are accepted, in
-order.
+A batch is first charged as a whole, which costs the same for one event as for a thousand.
+Only when some counter would go over its cap is the batch charged again one event at a time,
+each in its own savepoint, so that exactly the events that fit are accepted, in order.
 """
 
 from collections import defaultdict

@@ -6,11 +6,13 @@ DESIGN-NOTES, "Recording an event"); every step is one statement for all of its 
 1. resolve the environment, user, product and agent the API key may use, each distinct
    value once;
 2. claim the idempotency keys (``INSERT ... ON CONFLICT DO NOTHING``): a replay with the
-   same payload returns the first event, another payload is a conflict;
+   same payload returns the first event, another payload is a conflict; the same statement
+   reads the events' periods, agents and prices;
 3. charge the period counters with conditional updates that check and add in one statement,
    in a fixed order (subscription, team, user, API key) so that concurrent charges cannot
    deadlock (``charging``);
-4. insert the ledger rows and upsert their daily rollups;
+4. insert the ledger rows, point their keys at them and upsert every rollup, in one
+   statement (``ledger.add_to_ledger``);
 5. record each threshold crossed as a unique row and queue its email after commit.
 
 Each event is accepted or refused on its own, in order. A lone event's refusal rolls its

@@ -5,8 +5,9 @@ by besides subscription and local day, whether it has monthly rows, and what it 
 the sums every rollup has (``SUMS``). The SQL of every derivation is generated from it, in
 one section below, and is one statement shape with two sources:
 
-* ``add_to_rollups``: the events the recording service is writing (arrays of their columns),
-  upserted in the same transaction, one statement per call;
+* new events, upserted in the transaction that writes them (``rollup_ctes``): usage events
+  in the same statement as their ledger rows (``ledger.add_to_ledger``), adjustments by
+  ``add_to_rollups`` (arrays of their columns), one statement per call;
 * ``derive_rollups``: the ledger rows of some subscriptions, for bulk loads (the demo, the
   benchmark) into empty rollups, and for ``rebuild_rollups``, the repair tool, which empties a
   subscription's rollups and counters first.

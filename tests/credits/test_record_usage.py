@@ -433,7 +433,7 @@ def _plan_cache_mode() -> tuple[int, str]:
         return cursor.fetchone()
 
 
-@pytest.mark.django_db(transaction=True)
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
 def test_generic_plans_are_forced_for_the_recording_transaction_only(world, product, monkeypatch):
     """The ledger statement runs with generic plans; the connection's next transactions plan
     as configured again (the setting is local to the recording's transaction)."""
