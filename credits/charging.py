@@ -11,25 +11,27 @@ then oldest first), then excess, in soft mode only and up to the allowance. What
 is refused: a period's cap is its allocation plus its active grants' remaining credits (plus
 the allowance in soft mode).
 
-A period whose events all fit in its base allocation, the common case, costs one statement.
-Otherwise the statement has locked the period row and read its counters; the subscription's
+Events that all fit in their periods' base allocations, the common case, cost one statement
+for every counter: periods, teams, users and the API key, in that order, each owner within its
+cap (``_charge_within_base``). Otherwise that statement has locked the period rows, read their
+counters and written nothing; each period is charged then on its own, the subscription's
 active grants are locked next (by id), the events are split in order over base, grants and
 excess, and the period and grant counters are then written with conditional updates that
 check the split once more.
 
-A batch is first charged as a whole: one statement per period and per capped owner, one for
-all uncapped owners. That is the common case, and it costs the same for one event as for a
-thousand. Only when some counter would go over its cap is the batch charged again one event
-at a time, each in its own savepoint, so that exactly the events that fit are accepted, in
-order.
+A batch is first charged as a whole, which costs the same for one event as for a thousand.
+Only when some counter would go over its cap is the batch charged again one event at a time,
+each in its own savepoint, so that exactly the events that fit are accepted, in order.
 """
 
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
+from functools import cache
 
 from django.db import connection, transaction
+from psycopg import sql
 
 from accounts.models import ApiKey, Subscription, TeamMembership, User
 from core.errors import DomainError
@@ -97,7 +99,7 @@ def charge(
     savepoint needed. Returns each period's counters before and after, from which the caller
     records the thresholds crossed.
     """
-    caps = _caps(subscription, charges)
+    caps = _CapsOnce(subscription, charges)
     if alone:
         try:
             return _charge_together(subscription, charges, caps)
@@ -150,7 +152,27 @@ def _caps(subscription: Subscription, charges: list[Charge]) -> _Caps:
     return caps
 
 
-def _charge_together(subscription, charges, caps) -> dict[int, _PeriodMove]:
+class _CapsOnce:
+    """The owners' caps (``_caps``), read when first needed: only charges beyond the base
+    allocation need them, in Python."""
+
+    def __init__(self, subscription: Subscription, charges: list[Charge]):
+        self.subscription, self.charges, self.read = subscription, charges, None
+
+    def get(self) -> "_Caps":
+        if self.read is None:
+            self.read = _caps(self.subscription, self.charges)
+        return self.read
+
+
+def _charge_together(subscription, charges, caps: _CapsOnce) -> dict[int, _PeriodMove]:
+    moves = _charge_within_base(subscription, charges)
+    if moves is not None:
+        return moves
+    return _charge_beyond_base(subscription, charges, caps.get())
+
+
+def _charge_beyond_base(subscription, charges, caps: _Caps) -> dict[int, _PeriodMove]:
     moves: dict[int, _PeriodMove] = defaultdict(_PeriodMove)
     team_sums: dict[tuple[int, int], Decimal] = defaultdict(Decimal)
     user_sums: dict[tuple[int, int], Decimal] = defaultdict(Decimal)
@@ -185,6 +207,171 @@ def _charge_together(subscription, charges, caps) -> dict[int, _PeriodMove]:
         _key_refusal(charges),
     )
     return moves
+
+
+def _charge_within_base(subscription, charges: list[Charge]) -> dict[int, _PeriodMove] | None:
+    """Charge every counter in one statement when each period's events fit in its base
+    allocation, the common case; None (nothing written, the periods locked) when one does not.
+
+    The statement keeps the lock order (periods by id, then teams, users and API keys, each
+    in key order): each part reads the one before it to the end before it writes. An owner's
+    cap that does not fit is a refusal; the caller rolls back what the statement wrote.
+    """
+    key_ids = {item.api_key.pk for item in charges if item.api_key}
+    budgets = {item.api_key.credit_budget for item in charges if item.api_key}
+    assert len(key_ids) <= 1 and len(budgets) <= 1, "one API key per charge"
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _within_base_statement(),
+            {
+                "subscription": subscription.pk,
+                "allocation": subscription.base_allocation,
+                "periods": [item.period.pk for item in charges],
+                "users": [item.user.pk if item.user else None for item in charges],
+                "keys": [item.api_key.pk if item.api_key else None for item in charges],
+                "credits": [item.credits for item in charges],
+                "budget": next(iter(budgets), None),
+            },
+        )
+        periods, fits, team, user, key = cursor.fetchone()
+    if not fits:
+        return None
+    if team:
+        raise _DoesNotFit(_team_refusal(int(team[0]), _credits(team[1])))
+    if user:
+        raise _DoesNotFit(_user_refusal(charges)(int(user[0]), _credits(user[1])))
+    if key:
+        raise _DoesNotFit(_key_refusal(charges)(key[0], _credits(key[1])))
+    moves: dict[int, _PeriodMove] = defaultdict(_PeriodMove)
+    for item in charges:
+        moves[item.period.pk].charges.append(item)
+    for period_id, used, excess in periods:
+        period_id = int(period_id)
+        total = sum((item.credits for item in moves[period_id].charges), Decimal(0))
+        used, excess = _credits(used), _credits(excess)
+        moves[period_id].before = (used, excess)
+        moves[period_id].after = (used + total, excess)
+    return moves
+
+
+def _owner_parts(name: str, model, owner: str, source: str, cap, gate: str) -> list[sql.Composed]:
+    """An owner counter's CTEs: ``{name}`` sums the events per (period, owner) with the
+    owner's cap (``cap(alias)``: the cap of the row ``alias``), once ``gate`` holds;
+    ``{name}_rows`` adds those within it, in key order."""
+    names = {
+        "name": sql.Identifier(name),
+        "rows": sql.Identifier(f"{name}_rows"),
+        "table": sql.Identifier(model._meta.db_table),
+        "owner": sql.Identifier(owner),
+    }
+    return [
+        sql.SQL(
+            "{name} AS (SELECT s.*, {cap} AS cap FROM ({source} AND {gate} GROUP BY 1, 2) s)"
+        ).format(cap=cap(sql.Identifier("s")), source=sql.SQL(source), gate=sql.SQL(gate), **names),
+        sql.SQL(
+            "{rows} AS (INSERT INTO {table} (subscription_id, period_id, {owner}, credits_used) "
+            "SELECT %(subscription)s, period_id, {owner}, credits FROM {name} "
+            "WHERE cap IS NULL OR credits <= cap ORDER BY period_id, {owner} "
+            "ON CONFLICT (subscription_id, period_id, {owner}) DO UPDATE "
+            "SET credits_used = {table}.credits_used + EXCLUDED.credits_used "
+            "WHERE {table}.credits_used + EXCLUDED.credits_used <= "
+            "COALESCE({cap}, 'Infinity') RETURNING period_id, {owner})"
+        ).format(cap=cap(sql.SQL("EXCLUDED")), **names),
+    ]
+
+
+@cache
+def _within_base_statement() -> str:
+    tables = {
+        "periods": BillingPeriod,
+        "limits": CreditLimit,
+        "members": TeamMembership,
+    }
+    tables = {name: sql.Identifier(model._meta.db_table) for name, model in tables.items()}
+
+    def limit(owner: str):
+        return lambda alias: sql.SQL(
+            "(SELECT l.credits FROM {limits} l WHERE l.subscription_id = %(subscription)s "
+            "AND l.{owner} = {alias}.{owner})"
+        ).format(owner=sql.Identifier(owner), alias=alias, **tables)
+
+    def refused(name: str, owner: str) -> sql.Composed:
+        return sql.SQL(
+            "(SELECT ARRAY[o.{owner}::text, o.cap::text] FROM {name} o WHERE NOT EXISTS "
+            "(SELECT 1 FROM {rows} r WHERE r.period_id = o.period_id "
+            "AND r.{owner} = o.{owner}) ORDER BY o.period_id, o.{owner} LIMIT 1)"
+        ).format(
+            name=sql.Identifier(name),
+            rows=sql.Identifier(f"{name}_rows"),
+            owner=sql.Identifier(owner),
+        )
+
+    charged = "(SELECT count(*) FROM charged) > 0"
+    done = "(SELECT count(*) FROM {0}_rows) = (SELECT count(*) FROM {0})"
+    parts = [
+        sql.SQL(
+            "x AS (SELECT * FROM unnest(%(periods)s::bigint[], %(users)s::bigint[], "
+            "%(keys)s::varchar[], %(credits)s::numeric[]) "
+            "AS x(period_id, user_id, api_key_id, credits))"
+        ),
+        # Every period locked (by id) and read; charged only if each one's events all fit.
+        sql.SQL(
+            "locked AS (SELECT b.id, b.credits_used, b.excess_used, "
+            "b.credits_used - b.grant_used + t.credits <= %(allocation)s AS fits, t.credits "
+            "FROM {periods} b JOIN (SELECT period_id, SUM(credits) AS credits FROM x "
+            "GROUP BY period_id) t ON t.period_id = b.id "
+            "WHERE b.subscription_id = %(subscription)s ORDER BY b.id FOR UPDATE OF b)"
+        ).format(**tables),
+        sql.SQL("fit AS (SELECT bool_and(fits) AS fits FROM locked)"),
+        sql.SQL(
+            "charged AS (UPDATE {periods} p SET credits_used = p.credits_used + l.credits "
+            "FROM locked l WHERE p.subscription_id = %(subscription)s AND p.id = l.id "
+            "AND (SELECT fits FROM fit) RETURNING p.id)"
+        ).format(**tables),
+        *_owner_parts(
+            "team",
+            TeamPeriodUsage,
+            "team_id",
+            sql.SQL(
+                "SELECT x.period_id, m.team_id, SUM(x.credits) AS credits FROM x "
+                "JOIN {members} m ON m.subscription_id = %(subscription)s "
+                "AND m.user_id = x.user_id WHERE true"
+            )
+            .format(**tables)
+            .as_string(None),
+            limit("team_id"),
+            charged,
+        ),
+        *_owner_parts(
+            "person",
+            UserPeriodUsage,
+            "user_id",
+            "SELECT x.period_id, x.user_id, SUM(x.credits) AS credits FROM x "
+            "WHERE x.user_id IS NOT NULL",
+            limit("user_id"),
+            f"{charged} AND {done.format('team')}",
+        ),
+        *_owner_parts(
+            "api_key",
+            ApiKeyPeriodUsage,
+            "api_key_id",
+            "SELECT x.period_id, x.api_key_id, SUM(x.credits) AS credits FROM x "
+            "WHERE x.api_key_id IS NOT NULL",
+            lambda alias: sql.SQL("%(budget)s::numeric"),
+            f"{charged} AND {done.format('team')} AND {done.format('person')}",
+        ),
+    ]
+    statement = sql.SQL(
+        "WITH {parts} SELECT "
+        "ARRAY(SELECT ARRAY[l.id, l.credits_used, l.excess_used] FROM locked l ORDER BY l.id), "
+        "(SELECT fits FROM fit), {teams}, {people}, {keys}"
+    ).format(
+        parts=sql.SQL(", ").join(parts),
+        teams=refused("team", "team_id"),
+        people=refused("person", "user_id"),
+        keys=refused("api_key", "api_key_id"),
+    )
+    return statement.as_string(None)
 
 
 def _charge_one_by_one(subscription, charges, caps) -> dict[int, _PeriodMove]:

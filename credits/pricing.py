@@ -39,13 +39,19 @@ class PriceList:
     """A subscription's prices over time, read once (its own and its plan's), to price many
     events: the recording service prices a batch of any size with two queries."""
 
-    def __init__(self, subscription: Subscription):
-        fields = ("currency", "credit_price", "excess_price", "effective_from")
-        own = SubscriptionPrice.objects.filter(subscription=subscription).values_list(
-            *fields, Value(True)
-        )
-        plan = PlanPrice.objects.filter(plan=subscription.plan).values_list(*fields, Value(False))
-        rows = sorted(own.union(plan, all=True), key=lambda row: row[3], reverse=True)
+    def __init__(self, subscription: Subscription, rows=None):
+        """``rows``: (currency, credit price, excess price, effective from, own) as the
+        caller read them already; else they are read here."""
+        if rows is None:
+            fields = ("currency", "credit_price", "excess_price", "effective_from")
+            own = SubscriptionPrice.objects.filter(subscription=subscription).values_list(
+                *fields, Value(True)
+            )
+            plan = PlanPrice.objects.filter(plan=subscription.plan).values_list(
+                *fields, Value(False)
+            )
+            rows = own.union(plan, all=True)
+        rows = sorted(rows, key=lambda row: row[3], reverse=True)
         self.own = [Terms(*row[:4]) for row in rows if row[4]]
         self.plan = [Terms(*row[:4]) for row in rows if not row[4]]
 

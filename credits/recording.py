@@ -6,11 +6,13 @@ DESIGN-NOTES, "Recording an event"); every step is one statement for all of its 
 1. resolve the environment, user, product and agent the API key may use, each distinct
    value once;
 2. claim the idempotency keys (``INSERT ... ON CONFLICT DO NOTHING``): a replay with the
-   same payload returns the first event, another payload is a conflict;
+   same payload returns the first event, another payload is a conflict; the same statement
+   reads the events' periods, agents and prices;
 3. charge the period counters with conditional updates that check and add in one statement,
    in a fixed order (subscription, team, user, API key) so that concurrent charges cannot
    deadlock (``charging``);
-4. insert the ledger rows and upsert their daily rollups;
+4. insert the ledger rows, point their keys at them and upsert every rollup, in one
+   statement (``ledger.add_to_ledger``);
 5. record each threshold crossed as a unique row and queue its email after commit.
 
 Each event is accepted or refused on its own, in order. A lone event's refusal rolls its
@@ -26,6 +28,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
+from functools import cache
 from uuid import UUID
 
 from django.conf import settings
@@ -33,6 +36,8 @@ from django.db import connection, transaction
 from django.db.models import F, Prefetch
 from django.db.models.functions import Lower
 from django.utils import timezone
+from django.utils.dateparse import parse_datetime
+from psycopg import sql
 
 from accounts.models import (
     ApiKey,
@@ -50,24 +55,25 @@ from core.money import CREDIT_PLACES
 from . import errors
 from .billing import period_for
 from .charging import Charge, add_to_counters, charge
+from .ledger import GENERIC_PLANS, add_to_ledger
 from .ledger_columns import AS_SENT
 from .models import (
     Agent,
     BillingPeriod,
     CreditEvent,
     IdempotencyRecord,
+    PlanPrice,
     Product,
+    SubscriptionPrice,
     TeamPeriodUsage,
     ThresholdAlert,
     UserPeriodUsage,
 )
 from .periods import Bounds, period_bounds
-from .pricing import PriceList, price_at, prices_of
+from .pricing import PriceList, price_at
 from .rollups import add_to_rollups
 
 logger = logging.getLogger(__name__)
-
-COPY_FROM = 20  # events: fewer go in one INSERT, which takes one round trip instead of two
 
 
 @dataclass(frozen=True)
@@ -225,11 +231,11 @@ def _record_round(api_key: ApiKey, usages: list[tuple[int, Usage]], outcomes: li
 def _write(api_key: ApiKey, pending: list[_Pending], outcomes: list) -> list[_Pending]:
     """Claim, charge and store the pending events; return those whose key was taken."""
     subscription = api_key.subscription
-    claimed = _claim(subscription, pending)
-    taken = [item for item in pending if item.usage.idempotency_key not in claimed]
-    pending = [item for item in pending if item.usage.idempotency_key in claimed]
-    _open_periods(subscription, pending)
-    _find_agents_by_id(subscription, pending, outcomes)
+    claim = _claim(subscription, pending)
+    taken = [item for item in pending if item.usage.idempotency_key not in claim.keys]
+    pending = [item for item in pending if item.usage.idempotency_key in claim.keys]
+    _open_periods(subscription, pending, claim.periods)
+    _find_agents_by_id(pending, claim.agents, outcomes)
     charges = {
         item.index: Charge(
             period=item.period,
@@ -254,43 +260,16 @@ def _write(api_key: ApiKey, pending: list[_Pending], outcomes: list) -> list[_Pe
         else:
             accepted.append(item)
     _release(subscription, refused)
-    _register_agents_by_name(subscription, accepted)
-    prices = prices_of(subscription) if accepted else None
-    events = _insert_events(
-        [_event(api_key, item, charges[item.index], prices) for item in accepted]
+    _register_agents_by_name(subscription, accepted, claim.agents)
+    events = add_to_ledger(
+        [_event(api_key, item, charges[item.index], claim.prices) for item in accepted],
+        zone=subscription.zone,
     )
     for item, event in zip(accepted, events, strict=True):
         outcomes[item.index] = Recorded(event=event, created=True)
-    _link_keys(subscription, accepted, events)
-    add_to_rollups(events, zone=subscription.zone)
     for period_id, move in moves.items():
         _note_thresholds(subscription, period_id, before=move.before, after=move.after)
     return taken
-
-
-def _insert_events(events: list[CreditEvent]) -> list[CreditEvent]:
-    """Insert ledger rows. Many rows: their ids are drawn from the sequence first and the rows
-    copied in (``COPY FROM STDIN``), several times cheaper in Python than building a
-    thousand-row ``INSERT``. A few rows: ``bulk_create``."""
-    if len(events) < COPY_FROM:
-        return CreditEvent.objects.bulk_create(events)
-    table = CreditEvent._meta.db_table
-    columns = [field.attname for field in CreditEvent._meta.concrete_fields]
-    recorded_at = timezone.now()
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT nextval(pg_get_serial_sequence(%s, 'id')) FROM generate_series(1, %s)",
-            [table, len(events)],
-        )
-        for event, (pk,) in zip(events, cursor.fetchall(), strict=True):
-            event.pk, event.recorded_at = pk, recorded_at
-        # Every column holds a plain value (ids, not objects) that psycopg adapts as is.
-        with cursor.cursor.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
-            for event in events:
-                copy.write_row([getattr(event, column) for column in columns])
-    for event in events:
-        event._state.adding, event._state.db = False, connection.alias
-    return events
 
 
 def _event(api_key: ApiKey, item: _Pending, charged: Charge, prices: PriceList) -> CreditEvent:
@@ -415,10 +394,11 @@ class _Resolver:
         raise errors.NotAMember(user=email, environment=str(environment.public_id))
 
 
-def _open_periods(subscription: Subscription, pending: list[_Pending]) -> None:
-    """Find (or open) each event's period row, in the transaction: a refused lone event leaves
-    no period behind."""
-    periods: dict[datetime, BillingPeriod] = {}
+def _open_periods(
+    subscription: Subscription, pending: list[_Pending], periods: dict[datetime, BillingPeriod]
+) -> None:
+    """Give each event its period row (found by the claim), opening the missing ones in the
+    transaction: a refused lone event leaves no period behind."""
     for item in pending:
         start = item.bounds.start
         if start not in periods:
@@ -442,12 +422,8 @@ def _memberships(api_key: ApiKey, emails: set[str]) -> dict[str, list[Membership
     return found
 
 
-def _find_agents_by_id(subscription: Subscription, pending: list[_Pending], outcomes) -> None:
+def _find_agents_by_id(pending: list[_Pending], agents: dict, outcomes) -> None:
     """Agents named by id must exist in the subscription; other events are refused."""
-    wanted = {int(item.usage.agent) for item in pending if _agent_id(item.usage)}
-    if not wanted:
-        return
-    agents = Agent.objects.filter(subscription=subscription).in_bulk(wanted)
     for item in pending:
         if _agent_id(item.usage):
             item.agent = agents.get(int(item.usage.agent))
@@ -455,17 +431,15 @@ def _find_agents_by_id(subscription: Subscription, pending: list[_Pending], outc
                 outcomes[item.index] = errors.UnknownAgent(agent=item.usage.agent)
 
 
-def _register_agents_by_name(subscription: Subscription, accepted: list[_Pending]) -> None:
-    """Find agents named by name; unknown names register new agents (described by the first
-    event that names them)."""
+def _register_agents_by_name(
+    subscription: Subscription, accepted: list[_Pending], found: dict
+) -> None:
+    """Give agents named by name their agent (found by the claim); unknown names register new
+    agents (described by the first event that names them)."""
     first_use = {}
     for item in accepted:
         if item.usage.agent and not _agent_id(item.usage):
             first_use.setdefault(item.usage.agent, item)
-    if not first_use:
-        return
-    agents = Agent.objects.filter(subscription=subscription)
-    found = {agent.name: agent for agent in agents.filter(name__in=first_use)}
     missing = [name for name in first_use if name not in found]
     if missing:
         # A concurrent request may register the same name: the unique name wins, we reread.
@@ -473,7 +447,8 @@ def _register_agents_by_name(subscription: Subscription, accepted: list[_Pending
             [_new_agent(subscription, first_use[name]) for name in missing],
             ignore_conflicts=True,
         )
-        found.update((agent.name, agent) for agent in agents.filter(name__in=missing))
+        agents = Agent.objects.filter(subscription=subscription, name__in=missing)
+        found.update((agent.name, agent) for agent in agents)
     for item in accepted:
         if item.usage.agent in first_use:
             item.agent = found[item.usage.agent]
@@ -527,23 +502,102 @@ class _Replays:
         return Recorded(event=event, created=False) if event else None
 
 
-def _claim(subscription: Subscription, pending: list[_Pending]) -> set[str]:
-    """Claim the keys for this transaction; those another transaction holds are left out.
+@dataclass
+class _Claim:
+    """What the claim statement found: the keys this transaction claimed, the events' periods
+    that exist (by start), the agents they name (by id and by name), the prices."""
+
+    keys: set[str]
+    periods: dict[datetime, BillingPeriod]
+    agents: dict[int | str, Agent]
+    prices: PriceList
+
+
+def _claim(subscription: Subscription, pending: list[_Pending]) -> _Claim:
+    """Claim the keys for this transaction (those another transaction holds are left out),
+    read what the events need and set the transaction's plans for ``add_to_ledger``, in one
+    statement.
 
     A concurrent claim of the same key waits on our uncommitted row, then finds it taken.
     Keys are claimed in sorted order, so that two batches cannot deadlock on them.
     """
-    table = IdempotencyRecord._meta.db_table
-    created_at = timezone.now()
-    rows = sorted((item.usage.idempotency_key, item.fingerprint) for item in pending)
+    agents = {item.usage.agent for item in pending if item.usage.agent}
     with connection.cursor() as cursor:
         cursor.execute(
-            f"INSERT INTO {table} (subscription_id, key, payload_hash, created_at) "  # noqa: S608
-            f"VALUES {', '.join(['(%s, %s, %s, %s)'] * len(rows))} "
-            "ON CONFLICT (subscription_id, key) DO NOTHING RETURNING key",
-            [value for row in rows for value in (subscription.pk, *row, created_at)],
+            _claim_statement(),
+            {
+                "subscription": subscription.pk,
+                "keys": [item.usage.idempotency_key for item in pending],
+                "hashes": [item.fingerprint for item in pending],
+                "now": timezone.now(),
+                "starts": list({item.bounds.start for item in pending}),
+                "agent_ids": [int(name) for name in agents if name.isdigit()],
+                "agent_names": [name for name in agents if not name.isdigit()],
+                "plan": subscription.plan,
+            },
         )
-        return {key for (key,) in cursor.fetchall()}
+        keys, period_ids, starts, agent_rows, price_rows, _ = cursor.fetchone()
+    found = [_agent(row) for row in agent_rows or ()]
+    return _Claim(
+        keys=set(keys),
+        periods={
+            start: BillingPeriod(id=pk, subscription=subscription, start=start)
+            for pk, start in zip(period_ids or (), starts or (), strict=True)
+        },
+        agents={**{agent.pk: agent for agent in found}, **{agent.name: agent for agent in found}},
+        prices=PriceList(
+            subscription,
+            rows=[
+                (currency, Decimal(credit), Decimal(excess), parse_datetime(start), own)
+                for currency, credit, excess, start, own in price_rows or ()
+            ],
+        ),
+    )
+
+
+def _agent(row: dict) -> Agent:
+    agent = Agent(**{**row, "created_at": parse_datetime(row["created_at"])})
+    agent._state.adding, agent._state.db = False, connection.alias
+    return agent
+
+
+@cache
+def _claim_statement() -> str:
+    tables = {
+        "keys": IdempotencyRecord,
+        "periods": BillingPeriod,
+        "agents": Agent,
+        "own_prices": SubscriptionPrice,
+        "plan_prices": PlanPrice,
+    }
+    return (
+        sql.SQL(
+            "WITH claimed AS (INSERT INTO {keys} (subscription_id, key, payload_hash, created_at) "
+            "SELECT %(subscription)s, c.key, c.hash, %(now)s "
+            "FROM unnest(%(keys)s::varchar[], %(hashes)s::varchar[]) AS c(key, hash) "
+            "ORDER BY c.key ON CONFLICT (subscription_id, key) DO NOTHING RETURNING key) "
+            "SELECT ARRAY(SELECT key FROM claimed), p.ids, p.starts, a.rows, price.rows, "
+            "{generic_plans} "
+            "FROM (SELECT array_agg(b.id) AS ids, array_agg(b.start) AS starts FROM {periods} b "
+            "WHERE b.subscription_id = %(subscription)s "
+            "AND b.start = ANY(%(starts)s::timestamptz[])) p, "
+            "(SELECT json_agg(agent) AS rows FROM {agents} agent "
+            "WHERE agent.subscription_id = %(subscription)s "
+            "AND (agent.id = ANY(%(agent_ids)s::bigint[]) "
+            "OR agent.name = ANY(%(agent_names)s::varchar[]))) a, "
+            "(SELECT json_agg(json_build_array(r.currency, r.credit_price::text, "
+            "r.excess_price::text, r.effective_from, r.own)) AS rows FROM ("
+            "SELECT o.currency, o.credit_price, o.excess_price, o.effective_from, true AS own "
+            "FROM {own_prices} o WHERE o.subscription_id = %(subscription)s UNION ALL "
+            "SELECT l.currency, l.credit_price, l.excess_price, l.effective_from, false "
+            "FROM {plan_prices} l WHERE l.plan = %(plan)s) r) price"
+        )
+        .format(
+            generic_plans=sql.SQL(GENERIC_PLANS),
+            **{name: sql.Identifier(model._meta.db_table) for name, model in tables.items()},
+        )
+        .as_string(None)
+    )
 
 
 def _release(subscription: Subscription, refused: list[_Pending]) -> None:
@@ -552,22 +606,6 @@ def _release(subscription: Subscription, refused: list[_Pending]) -> None:
         IdempotencyRecord.objects.filter(
             subscription=subscription, key__in=[item.usage.idempotency_key for item in refused]
         ).delete()
-
-
-def _link_keys(subscription: Subscription, accepted: list[_Pending], events) -> None:
-    """Point each claimed key at its event: one statement for the batch."""
-    if not accepted:
-        return
-    table = IdempotencyRecord._meta.db_table
-    keys = [item.usage.idempotency_key for item in accepted]
-    pairs = list(zip(keys, [event.pk for event in events], strict=True))
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"WITH linked (key, event_id) AS (VALUES {', '.join(['(%s, %s)'] * len(pairs))}) "  # noqa: S608
-            f"UPDATE {table} SET event_id = linked.event_id FROM linked "
-            f"WHERE {table}.subscription_id = %s AND {table}.key = linked.key",
-            [*(value for pair in pairs for value in pair), subscription.pk],
-        )
 
 
 # --- Thresholds --------------------------------------------------------------------------------

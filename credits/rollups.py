@@ -5,8 +5,9 @@ by besides subscription and local day, whether it has monthly rows, and what it 
 the sums every rollup has (``SUMS``). The SQL of every derivation is generated from it, in
 one section below, and is one statement shape with two sources:
 
-* ``add_to_rollups``: the events the recording service is writing (arrays of their columns),
-  upserted in the same transaction, one statement per call;
+* new events, upserted in the transaction that writes them (``rollup_ctes``): usage events
+  in the same statement as their ledger rows (``ledger.add_to_ledger``), adjustments by
+  ``add_to_rollups`` (arrays of their columns), one statement per call;
 * ``derive_rollups``: the ledger rows of some subscriptions, for bulk loads (the demo, the
   benchmark) into empty rollups, and for ``rebuild_rollups``, the repair tool, which empties a
   subscription's rollups and counters first.
@@ -536,16 +537,15 @@ def _source(*, from_ledger: bool) -> sql.Composed:
     ).format(arrays=arrays, columns=_names((*LEDGER_TYPES, "bucket")))
 
 
-@cache
-def _statement(*, from_ledger: bool) -> str:
-    """Every rollup's insert in one statement (data-modifying CTEs over the rows ``e``): new
-    events are added to the rollups, the ledger of some subscriptions fills them empty.
+def rollup_ctes(*, adding: bool) -> list[sql.Composed]:
+    """Every rollup's insert as a data-modifying CTE over the rows ``e`` (to be defined before
+    them): ``adding`` new events with ``INSERT ... ON CONFLICT DO UPDATE``, or filling empty
+    rollups from the ledger.
 
     Sessions: the (day, agent, session) claims of new events are inserted with ``ON CONFLICT
     DO NOTHING``; the ones that went in, and only those, add one to their agent's day and
     month rows.
     """
-    adding = not from_ledger
     claims = sql.SQL(
         "INSERT INTO {table} (subscription_id, day, agent_id, session_id) "
         "SELECT DISTINCT e.subscription_id, e.local_day, e.agent_id, e.session_id FROM e "
@@ -564,21 +564,27 @@ def _statement(*, from_ledger: bool) -> str:
         "SELECT c.subscription_id, g.grain, g.day, c.agent_id, COUNT(*) AS sessions "
         "FROM claimed c {grains} GROUP BY 1, 2, 3, 4"
     ).format(grains=_grains("c", "day"))
-    parts = [
-        sql.SQL("e AS ({})").format(_source(from_ledger=from_ledger)),
+    return [
         sql.SQL("claimed AS ({})").format(claims),
         sql.SQL("new_sessions AS ({})").format(new_sessions),
+        *(
+            sql.SQL("{} AS ({})").format(
+                sql.Identifier(rollup.model._meta.model_name), _insert(rollup, adding=adding)
+            )
+            for rollup in ROLLUPS
+        ),
     ]
-    *first, last = ROLLUPS
-    parts += [
-        sql.SQL("{} AS ({})").format(
-            sql.Identifier(rollup.model._meta.model_name), _insert(rollup, adding=adding)
-        )
-        for rollup in first
+
+
+@cache
+def _statement(*, from_ledger: bool) -> str:
+    """Every rollup's insert in one statement (data-modifying CTEs over the rows ``e``): new
+    events are added to the rollups, the ledger of some subscriptions fills them empty."""
+    parts = [
+        sql.SQL("e AS ({})").format(_source(from_ledger=from_ledger)),
+        *rollup_ctes(adding=not from_ledger),
     ]
-    statement = sql.SQL("WITH {} {}").format(
-        sql.SQL(", ").join(parts), _insert(last, adding=adding)
-    )
+    statement = sql.SQL("WITH {} SELECT 1").format(sql.SQL(", ").join(parts))
     return statement.as_string(None)
 
 

@@ -5,9 +5,11 @@ from decimal import Decimal
 
 import pytest
 import time_machine
+from django.db import connection
 from django.db.models import Sum
 
 from accounts.models import Role
+from credits import recording
 from credits.models import (
     Agent,
     BillingPeriod,
@@ -419,10 +421,45 @@ def test_recording_takes_a_bounded_number_of_queries(
 ):
     key_client.post(URL, event_payload(), format="json")  # opens the period, registers the agent
 
-    with django_assert_max_num_queries(20):
+    with django_assert_max_num_queries(12):
         response = key_client.post(URL, event_payload(), format="json")
 
     assert response.status_code == 201
+
+
+def _plan_cache_mode() -> tuple[int, str]:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid(), current_setting('plan_cache_mode')")
+        return cursor.fetchone()
+
+
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+def test_generic_plans_are_forced_for_the_recording_transaction_only(world, product, monkeypatch):
+    """The ledger statement runs with generic plans; the connection's next transactions plan
+    as configured again (the setting is local to the recording's transaction)."""
+    api_key, _ = factories.api_key(world.subscription)
+    before = _plan_cache_mode()
+    during = []
+    add_to_ledger = recording.add_to_ledger
+
+    def spy(events, *, zone):
+        during.append(_plan_cache_mode())
+        return add_to_ledger(events, zone=zone)
+
+    monkeypatch.setattr(recording, "add_to_ledger", spy)
+    recording.record_usage(
+        api_key=api_key,
+        usage=recording.Usage(
+            idempotency_key="op-1",
+            environment=world.environment.public_id,
+            product="ai-agent",
+            credits=Decimal("1.5"),
+        ),
+    )
+
+    assert during == [(before[0], "force_generic_plan")]
+    assert _plan_cache_mode() == before
+    assert before[1] == "auto"
 
 
 def test_rollups_and_counters_equal_the_ledger(world, key_client, event_payload):

@@ -8,9 +8,6 @@ of the catalogue, and holds every statement that touches a tenant table (any tab
 equality or ``IN`` on its ``subscription_id``, is joined on it, or inserts it, and the
 statement names its subscription(s) by value (or inserts rows that carry it). Catalogue tables
 (products, plans) are reference tables, copied to every node, and need nothing.
-
-``COPY`` (the batch's ledger rows) is not seen by Django's query capture; its rows carry
-``subscription_id`` as a column, which is what routes them.
 """
 
 import re

@@ -263,7 +263,7 @@ def test_a_connection_dropped_after_the_charge_leaves_no_partial_charge(
     with the same idempotency key records the event once."""
     subscription = acme.subscription
     before = ledger_state(subscription)
-    upsert_rollup = recording.add_to_rollups
+    upsert_rollup = recording.add_to_ledger
 
     def connection_dies(events, *, zone):
         with connection.cursor() as cursor:
@@ -271,7 +271,7 @@ def test_a_connection_dropped_after_the_charge_leaves_no_partial_charge(
             terminate(cursor.fetchone()[0])
         return upsert_rollup(events, zone=zone)
 
-    monkeypatch.setattr(recording, "add_to_rollups", connection_dies)
+    monkeypatch.setattr(recording, "add_to_ledger", connection_dies)
     response = key_client.post("/api/v1/events/", event(acme, "op-1"), format="json")
 
     assert response.status_code == 503
@@ -279,7 +279,7 @@ def test_a_connection_dropped_after_the_charge_leaves_no_partial_charge(
     assert response.json()["error"]["code"] == "service_unavailable"
     assert ledger_state(subscription) == before
 
-    monkeypatch.setattr(recording, "add_to_rollups", upsert_rollup)
+    monkeypatch.setattr(recording, "add_to_ledger", upsert_rollup)
     retried = key_client.post("/api/v1/events/", event(acme, "op-1"), format="json")
     assert retried.status_code == 201  # nothing of the first attempt was kept
     assert ledger_state(subscription) == {
@@ -296,13 +296,13 @@ def test_a_database_error_mid_batch_is_a_503_and_the_batch_can_be_resent(
 ):
     """A batch is stored in one transaction: a database error while writing it keeps none of
     its events (503), and resending it records each of them once."""
-    upsert_rollup = recording.add_to_rollups
+    upsert_rollup = recording.add_to_ledger
 
     def connection_fails(events, *, zone):
         raise OperationalError("server closed the connection unexpectedly")
 
     batch = {"events": [event(acme, f"op-{n}", credits="1") for n in range(3)]}
-    monkeypatch.setattr(recording, "add_to_rollups", connection_fails)
+    monkeypatch.setattr(recording, "add_to_ledger", connection_fails)
     response = key_client.post("/api/v1/events/batch/", batch, format="json")
 
     assert response.status_code == 503
@@ -314,7 +314,7 @@ def test_a_database_error_mid_batch_is_a_503_and_the_batch_can_be_resent(
         "idempotency": 0,
     }
 
-    monkeypatch.setattr(recording, "add_to_rollups", upsert_rollup)
+    monkeypatch.setattr(recording, "add_to_ledger", upsert_rollup)
     resent = key_client.post("/api/v1/events/batch/", batch, format="json")
     assert [result["status"] for result in resent.json()["results"]] == [201, 201, 201]
     assert ledger_state(acme.subscription) == {
