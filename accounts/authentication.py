@@ -40,6 +40,12 @@ _VERSIONS_OF_PREFIX = (
     f'LEFT OUTER JOIN {_ENVIRONMENT} ON ({_KEY}."environment_id" = {_ENVIRONMENT}."id") '
     f'WHERE {_KEY}."prefix" = %s'
 )
+# Last use, written only to the key row as it was verified; it returns the row's new version.
+_TOUCH = (
+    f'UPDATE {_KEY} SET "last_used_at" = %s '  # noqa: S608 - constant table name
+    'WHERE "subscription_id" = %s AND "id" = %s AND xmin::text = %s AND ctid::text = %s '
+    "RETURNING xmin::text, ctid::text"
+)
 
 
 class KeyPrincipal:
@@ -75,22 +81,19 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
             raise exceptions.AuthenticationFailed("Invalid or revoked API key.")
         if api_key.has_expired:
             raise exceptions.AuthenticationFailed("This API key has expired.")
-        self._touch(api_key)
+        self._touch(secret, api_key)
         return KeyPrincipal(api_key), api_key
 
     def authenticate_header(self, request) -> str:
         return self.keyword
 
     @staticmethod
-    def _touch(api_key: ApiKey) -> None:
+    def _touch(secret: str, api_key: ApiKey) -> None:
         """Record last use, at most once a minute per key to keep writes off the hot path."""
         now = timezone.now()
         if api_key.last_used_at and now - api_key.last_used_at < LAST_USED_PRECISION:
             return
-        ApiKey.objects.filter(subscription_id=api_key.subscription_id, pk=api_key.pk).update(
-            last_used_at=now
-        )
-        api_key.last_used_at = now
+        VERIFIED_KEYS.touch(secret, api_key, now)
 
 
 class VerifiedKeys:
@@ -115,6 +118,24 @@ class VerifiedKeys:
                 self._keys.clear()
             self._keys[secret] = api_key
         return _own_copy(api_key)
+
+    def touch(self, secret: str, api_key: ApiKey, now) -> None:
+        """Write the key's last use, and keep the key at the version that write made, so that
+        the next request does not verify it again. A row changed since it was verified is not
+        written: the next request verifies it afresh, and records its use then."""
+        with connection.cursor() as cursor:
+            cursor.execute(
+                _TOUCH, [now, api_key.subscription_id, api_key.pk, *api_key.versions[:2]]
+            )
+            row = cursor.fetchone()
+        if row is None:
+            return
+        api_key.last_used_at = now
+        kept = _own_copy(api_key)
+        kept.versions = [*row, *api_key.versions[2:]]
+        with self._lock:
+            if secret in self._keys:
+                self._keys[secret] = kept
 
     @staticmethod
     def _verify(prefix: str, secret: str) -> ApiKey | None:

@@ -9,6 +9,7 @@ from datetime import timedelta
 from decimal import Decimal
 
 import pytest
+import time_machine
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
@@ -50,17 +51,30 @@ def hashes(monkeypatch):
 
 def test_a_key_is_verified_once_then_only_its_version_is_read(acme_key, hashes):
     machine = key_client(acme_key[1])
-    for _ in range(2):  # the first use notes the key's last use: a new version, verified again
-        assert machine.get(BALANCE).status_code == 200
+    assert machine.get(BALANCE).status_code == 200  # verifies the key and notes its last use
 
     with CaptureQueriesContext(connection) as queries:
         for _ in range(3):
             assert machine.get(BALANCE).status_code == 200
 
-    assert hashes == [acme_key[0].prefix] * 2
+    assert hashes == [acme_key[0].prefix]
     key_reads = [query["sql"] for query in queries if '"accounts_apikey"' in query["sql"]]
     assert len(key_reads) == 3
     assert all(sql.startswith("SELECT ARRAY[") for sql in key_reads)  # the versions alone
+
+
+def test_noting_the_last_use_keeps_the_key_verified(acme_key, hashes):
+    machine = key_client(acme_key[1])
+    start = timezone.now()
+    with time_machine.travel(start, tick=False):
+        assert machine.get(BALANCE).status_code == 200
+    with time_machine.travel(start + timedelta(minutes=5), tick=False):
+        assert machine.get(BALANCE).status_code == 200  # notes the use: the key's row changes
+        assert machine.get(BALANCE).status_code == 200
+
+    assert hashes == [acme_key[0].prefix]
+    acme_key[0].refresh_from_db()
+    assert acme_key[0].last_used_at == start + timedelta(minutes=5)
 
 
 def test_a_key_revoked_in_the_admin_is_refused_by_the_next_request(client, world, acme_key):
