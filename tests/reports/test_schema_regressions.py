@@ -147,6 +147,35 @@ def test_an_empty_usage_filter_is_refused_by_the_schema_as_by_the_server(schema,
     assert name in error["details"]
 
 
+@pytest.mark.parametrize(
+    "value",
+    ["", "-", ".", "5", "5.", ".5", "12.25", "99999.99", "100000", "-1", "5.123", "1_5", 0, 90],
+)
+def test_an_alert_thresholds_schema_is_what_the_server_reads(schema, value):
+    """Was: drf-spectacular's pattern for a decimal (``^-?\\d{0,5}(?:\\.\\d{0,2})?$``) let
+    ``""``, ``"-"`` and ``"."`` through, which the server refuses ("A valid number is
+    required"), and left out the JSON numbers it takes."""
+    from rest_framework.exceptions import ValidationError
+
+    from credits.alert_rules_api import PercentField
+
+    string, integer = schema["components"]["schemas"]["AlertRuleRequest"]["properties"][
+        "thresholds"
+    ]["items"]["oneOf"]
+    if isinstance(value, int):
+        in_schema = integer["minimum"] <= value <= integer["maximum"]
+    else:
+        in_schema = re.fullmatch(string["pattern"], value) is not None
+    try:
+        PercentField().run_validation(value)
+    except ValidationError:
+        read = False
+    else:
+        read = True
+
+    assert read == in_schema
+
+
 def test_a_batchs_results_are_documented_as_sent(schema, world, product):
     """Each event's outcome in ``results`` (``index``, ``status``, then ``event`` or
     ``error``) is in the schema, not an object of anything."""
