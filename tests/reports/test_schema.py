@@ -160,6 +160,7 @@ def test_a_stock_schemathesis_run_finds_nothing(credentials, live_server, tmp_pa
         "run",
         f"{live_server.url}/api/schema/?format=json",
         f"--header=Authorization: {credentials['admin token']}",
+        "--checks=all",  # the default, said out loud
         "--phases=examples,coverage,fuzzing,stateful",
         *DEPTHS[depth],
         f"--seed={SEED}",
