@@ -8,7 +8,9 @@ managers' pages; what the input names (teams, users, environments, endpoints) is
 through the scoping layer, so another subscription's is a 400 naming the field.
 """
 
-from drf_spectacular.utils import extend_schema, extend_schema_serializer
+import re
+
+from drf_spectacular.utils import extend_schema, extend_schema_field, extend_schema_serializer
 from rest_framework import serializers, status
 from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
@@ -35,6 +37,36 @@ TAGS = ["alert rules"]
 Target = AlertRule.Target
 PERCENT = {"max_digits": 7, "decimal_places": 2}
 MAX_ADDRESSES = 50
+
+
+PERCENT_TEXT = "([0-9]{1,5}(\\.[0-9]{0,2})?|\\.[0-9]{1,2})"
+
+
+@extend_schema_field(
+    {
+        "oneOf": [
+            {"type": "string", "pattern": f"^{PERCENT_TEXT}$"},
+            {"type": "integer", "minimum": 0, "maximum": 99999},
+        ],
+        "example": 90,
+    }
+)
+class PercentField(serializers.DecimalField):
+    """A threshold in percent: a JSON number, or a string of ASCII digits with an optional "."
+    and at most 2 decimals (what the schema says; Python's ``Decimal`` alone would also read
+    "1_5" as 15, or " 5"); above 0 is the rule's to check."""
+
+    default_error_messages = {
+        "invalid": 'A percentage: a number, or digits with at most 2 decimals, e.g. "12.5".'
+    }
+
+    def __init__(self, **kwargs):
+        super().__init__(**PERCENT, min_value=0, **kwargs)
+
+    def to_internal_value(self, data):
+        if isinstance(data, str) and not re.fullmatch(PERCENT_TEXT, data):
+            self.fail("invalid")
+        return super().to_internal_value(data)
 
 
 class MayKeepAlertRules(AdministersOrManages):
@@ -96,7 +128,7 @@ class RuleInputSerializer(StrictInputSerializer):
     )
     budget = CreditsField(required=False, allow_null=True)
     thresholds = serializers.ListField(
-        child=serializers.DecimalField(**PERCENT, min_value=0),
+        child=PercentField(),
         min_length=1,
         max_length=20,
         help_text="Percentages of the target, e.g. [50, 90, 100].",

@@ -273,6 +273,28 @@ class BatchInputSerializer(StrictInputSerializer):
     )
 
 
+@extend_schema_serializer(component_name="BatchEventResult")
+class BatchResultSerializer(serializers.Serializer):
+    """One event's outcome, in the order the events were sent."""
+
+    index = serializers.IntegerField(help_text="The event's position in `events`, from 0.")
+    status = serializers.IntegerField(
+        help_text="The HTTP status the event would have had alone: 201 recorded, 200 replayed, "
+        "else its refusal's (400, 402, 404, 409, 422)."
+    )
+    event = EventOutputSerializer(required=False, help_text="When recorded or replayed.")
+    error = inline_serializer(
+        "BatchEventError",
+        {
+            "code": serializers.CharField(),
+            "message": serializers.CharField(),
+            "details": serializers.DictField(),
+        },
+        required=False,
+        help_text="When refused: the error POST /api/v1/events/ would have answered.",
+    )
+
+
 class RecordBatchView(APIView):
     judged_one_by_one = "events"  # the parser leaves each event's text to the loop below
 
@@ -284,7 +306,7 @@ class RecordBatchView(APIView):
                 {
                     "accepted": serializers.IntegerField(),
                     "refused": serializers.IntegerField(),
-                    "results": serializers.ListField(child=serializers.DictField()),
+                    "results": BatchResultSerializer(many=True),
                     "balance": BalanceSerializer(),
                 },
             ),

@@ -26,7 +26,12 @@ from .api import FORMAT_PARAMETER, CsvOrJsonApi, ReportPagination, error_respons
 from .exports import csv_response
 
 TAGS = ["statements"]
-MONTH_PATTERN = "^[0-9]{4}-(0[1-9]|1[0-2])$"
+# YYYY-MM in the years a billing period can hold (credits.periods, 0002 to 9998), so that a
+# month the schema allows is never `invalid_month`.
+MONTH_PATTERN = (
+    "^(000[2-9]|00[1-9][0-9]|0[1-9][0-9]{2}|[1-8][0-9]{3}|9[0-8][0-9]{2}|99[0-8][0-9]|999[0-8])"
+    "-(0[1-9]|1[0-2])$"
+)
 SUBSCRIPTION_PARAMETER = OpenApiParameter(
     "subscription",
     SUBSCRIPTION_ID,
@@ -160,7 +165,7 @@ class StatementApi(CsvOrJsonApi):
                 "month",
                 {"type": "string", "pattern": MONTH_PATTERN},
                 OpenApiParameter.PATH,
-                description="YYYY-MM, in the subscription's time zone.",
+                description="YYYY-MM, in the subscription's time zone: 0002-01 to 9998-12.",
             ),
             SUBSCRIPTION_PARAMETER,
             FORMAT_PARAMETER,

@@ -173,7 +173,8 @@ class UsageApi(CsvOrJsonApi):
             *(
                 OpenApiParameter(
                     name,
-                    kind,
+                    # A filter given empty is refused (`invalid_filter`): leave it out instead.
+                    {"type": "string", "minLength": 1} if kind == OpenApiTypes.STR else kind,
                     description=text,
                     enum=list(CREDIT_TYPES) if name == "credit_type" else None,
                 )

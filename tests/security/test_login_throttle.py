@@ -71,8 +71,8 @@ def test_after_a_few_wrong_passwords_even_the_right_one_is_refused_until_the_loc
 
     with time_machine.travel(NOON + timedelta(minutes=15, seconds=1), tick=False):
         response, client = log_in(path, staff.email, PASSWORD)
-    assert response.status_code == 302
-    assert signed_in(client)
+        assert response.status_code == 302
+        assert signed_in(client)  # read on the same clock: the session lasts two weeks from NOON
 
 
 def test_a_success_before_the_limit_starts_the_count_again(staff):
