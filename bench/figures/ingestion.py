@@ -58,12 +58,8 @@ def _cpu_row(figure: str, product: LoadResult, product_cpu, baseline, baseline_c
     )
 
 
-def _warm_up(server: Server, client: HttpClient, settings: Settings, targets, run: str) -> None:
-    """Single events from enough clients to reach every thread, until every worker is warm."""
-    makers = [
-        EventMaker(targets, run=f"warm-{run}-{i}", seed=settings.seed + 200 + i)
-        for i in range(settings.clients)
-    ]
+def _single_event_poster(makers: list[EventMaker], client: HttpClient):
+    """A client thread's step: post the next event of its maker, counting a 201 as accepted."""
 
     def post(index, should_stop):
         event = makers[index].next()
@@ -74,6 +70,18 @@ def _warm_up(server: Server, client: HttpClient, settings: Settings, targets, ru
             {"Authorization": f"Api-Key {event.target.secret}", "Content-Type": JSON},
         )
         return status, seconds, int(status == 201)
+
+    return post
+
+
+def _warm_up(server: Server, client: HttpClient, settings: Settings, targets, run: str) -> None:
+    """Single events from enough clients to reach every thread, until every worker is warm."""
+    makers = [
+        EventMaker(targets, run=f"warm-{run}-{i}", seed=settings.seed + 200 + i)
+        for i in range(settings.clients)
+    ]
+
+    post = _single_event_poster(makers, client)
 
     duration = min(3.0, settings.duration / 4)
     server.warm_up(lambda: run_threads(post, clients=settings.clients, duration=duration))
@@ -90,15 +98,7 @@ def single_events(settings: Settings) -> list[Row]:
     with Server(workers=settings.workers, name="ingestion") as server:
         client = HttpClient(server.port)
 
-        def post(index, should_stop):
-            event = makers[index].next()
-            status, _, seconds = client.request(
-                "POST",
-                "/api/v1/events/",
-                event.json(),
-                {"Authorization": f"Api-Key {event.target.secret}", "Content-Type": JSON},
-            )
-            return status, seconds, int(status == 201)
+        post = _single_event_poster(makers, client)
 
         _warm_up(server, client, settings, targets, run)
         with (
