@@ -421,7 +421,7 @@ def test_recording_takes_a_bounded_number_of_queries(
 ):
     key_client.post(URL, event_payload(), format="json")  # opens the period, registers the agent
 
-    with django_assert_max_num_queries(11):
+    with django_assert_max_num_queries(8):
         response = key_client.post(URL, event_payload(), format="json")
 
     assert response.status_code == 201
