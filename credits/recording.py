@@ -3,8 +3,9 @@
 One request is one transaction, whether it carries one event or a batch of a thousand (see
 DESIGN-NOTES, "Recording an event"); every step is one statement for all of its events:
 
-1. resolve the environment, user, product and agent the API key may use, each distinct
-   value once;
+1. read, in one statement (plain rows, no ORM query to build), the keys' first outcomes
+   (a replay is answered first, whatever else changed since) and the environments, products
+   and members the API key may use, each distinct value once; resolve each event against them;
 2. claim the idempotency keys (``INSERT ... ON CONFLICT DO NOTHING``): a replay with the
    same payload returns the first event, another payload is a conflict; the same statement
    reads the events' periods, agents and prices;
@@ -34,7 +35,6 @@ from uuid import UUID
 from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import F, Prefetch
-from django.db.models.functions import Lower
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from psycopg import sql
@@ -193,8 +193,9 @@ class _Pending:
 def _record_round(api_key: ApiKey, usages: list[tuple[int, Usage]], outcomes: list, now) -> None:
     subscription = api_key.subscription
     fingerprints = {index: usage.fingerprint() for index, usage in usages}
-    replays = _Replays(subscription, [usage.idempotency_key for _, usage in usages])
-    resolver = _Resolver(api_key, [usage for _, usage in usages], now)
+    found = _Found.read(api_key, [usage for _, usage in usages])
+    replays = _Replays(subscription, found.records)
+    resolver = _Resolver(api_key, found, now)
     pending = []
     for index, usage in usages:
         try:
@@ -215,7 +216,9 @@ def _record_round(api_key: ApiKey, usages: list[tuple[int, Usage]], outcomes: li
     _note_caps_reached(subscription, pending, outcomes)
     if taken:
         # Another request claimed these keys between our check and our claim, and committed.
-        late = _Replays(subscription, [item.usage.idempotency_key for item in taken])
+        late = _Replays(
+            subscription, _records(subscription, [i.usage.idempotency_key for i in taken])
+        )
         for item in taken:
             try:
                 outcomes[item.index] = late.of(
@@ -344,24 +347,13 @@ def record_adjustment(
 
 
 class _Resolver:
-    """Checks each event against what the key may use, reading each distinct name once."""
+    """Checks each event against what the key may use (``_Found``, read once for all)."""
 
-    def __init__(self, api_key: ApiKey, usages: list[Usage], now: datetime):
+    def __init__(self, api_key: ApiKey, found: "_Found", now: datetime):
         self.api_key, self.now = api_key, now
         self.subscription = api_key.subscription
-        self.environments = {
-            environment.public_id: environment
-            for environment in Environment.objects.visible_to(api_key)
-            .select_related("project")
-            .filter(public_id__in={usage.environment for usage in usages})
-        }
-        self.products = {
-            product.slug: product
-            for product in Product.objects.filter(
-                slug__in={usage.product for usage in usages}, enabled_for=self.subscription
-            )
-        }
-        self.memberships = _memberships(api_key, {u.user for u in usages if u.user})
+        self.environments, self.products = found.environments, found.products
+        self.memberships = found.memberships
 
     def resolve(self, index: int, usage: Usage, fingerprint: str) -> _Pending:
         timestamp = usage.timestamp or self.now
@@ -386,12 +378,110 @@ class _Resolver:
 
     def _member(self, environment: Environment, email: str) -> User:
         """A user with a role in the environment (or an admin of its subscription)."""
-        for membership in self.memberships.get(email.lower(), ()):
-            in_environment = membership.environment_id == environment.pk
-            admin = membership.role == Role.SUBSCRIPTION_ADMIN
-            if (in_environment or admin) and membership.user.is_active:
-                return membership.user
+        for environment_id, role, user in self.memberships.get(email.lower(), ()):
+            in_environment = environment_id == environment.pk
+            admin = role == Role.SUBSCRIPTION_ADMIN
+            if (in_environment or admin) and user.is_active:
+                return user
         raise errors.NotAMember(user=email, environment=str(environment.public_id))
+
+
+@dataclass
+class _Found:
+    """What the events of a round name, read in one statement before their transaction: the
+    keys' first outcomes (``_Replays``) and what ``_Resolver`` checks them against."""
+
+    records: dict[str, tuple[str, int]]  # key: (payload hash, event id)
+    environments: dict[UUID, Environment]
+    products: dict[str, Product]
+    memberships: dict[str, list[tuple[int | None, str, User]]]  # email: (env, role, user)
+
+    @classmethod
+    def read(cls, api_key: ApiKey, usages: list[Usage]) -> "_Found":
+        """Plain rows, not querysets: building and compiling four ORM queries cost more CPU
+        than the rest of an event's recording. What the key sees is ``visible_to``'s
+        ``key_visibility`` for environments and memberships (``accounts/scoping.py``): its
+        subscription's, its own environment's when it has one, and nothing when revoked.
+        Each read is as fresh as the request: nothing is cached across requests."""
+        with connection.cursor() as cursor:
+            cursor.execute(
+                _found_statement(),
+                {
+                    "subscription": api_key.subscription_id,
+                    "visible": not api_key.revoked,
+                    "key_environment": api_key.environment_id,
+                    "keys": list({usage.idempotency_key for usage in usages}),
+                    "environments": list({usage.environment for usage in usages}),
+                    "products": list({usage.product for usage in usages}),
+                    "emails": list({usage.user.lower() for usage in usages if usage.user}),
+                },
+            )
+            records, environments, products, memberships = cursor.fetchone()
+        alias = connection.alias
+        found = cls(
+            records={
+                key: (payload_hash, event_id) for key, payload_hash, event_id in records or ()
+            },
+            environments={},
+            products={
+                slug: Product.from_db(alias, _PRODUCT_FIELDS, (pk, slug, name))
+                for pk, slug, name in products or ()
+            },
+            memberships={},
+        )
+        for *fields, public_id in environments or ():
+            values = (*fields, UUID(public_id))
+            environment = Environment.from_db(alias, _ENVIRONMENT_FIELDS, values)
+            found.environments[environment.public_id] = environment
+        users: dict[int, User] = {}
+        for email_lower, environment_id, role, user_id, email, is_active in memberships or ():
+            if user_id not in users:
+                users[user_id] = User.from_db(alias, _USER_FIELDS, (user_id, email, is_active))
+            found.memberships.setdefault(email_lower, []).append(
+                (environment_id, role, users[user_id])
+            )
+        return found
+
+
+# Each in the order of the model's concrete fields, as ``Model.from_db`` takes them.
+_ENVIRONMENT_FIELDS = ("id", "subscription_id", "project_id", "name", "public_id")
+_PRODUCT_FIELDS = ("id", "slug", "name")
+_USER_FIELDS = ("id", "email", "is_active")  # the rest is deferred: never needed to record
+
+
+@cache
+def _found_statement() -> str:
+    tables = {
+        "keys": IdempotencyRecord._meta.db_table,
+        "environments": Environment._meta.db_table,
+        "products": Product._meta.db_table,
+        "enabled": Product.enabled_for.through._meta.db_table,
+        "memberships": Membership._meta.db_table,
+        "users": User._meta.db_table,
+    }
+    return (
+        sql.SQL(
+            "SELECT (SELECT json_agg(json_build_array(k.key, k.payload_hash, k.event_id)) "
+            "FROM {keys} k WHERE k.subscription_id = %(subscription)s "
+            "AND k.key = ANY(%(keys)s::varchar[]) AND k.event_id IS NOT NULL), "
+            "(SELECT json_agg(json_build_array(e.id, e.subscription_id, e.project_id, e.name, "
+            "e.public_id)) FROM {environments} e "
+            "WHERE e.subscription_id = %(subscription)s AND %(visible)s "
+            "AND e.public_id = ANY(%(environments)s::uuid[]) "
+            "AND (%(key_environment)s::bigint IS NULL OR e.id = %(key_environment)s)), "
+            "(SELECT json_agg(json_build_array(p.id, p.slug, p.name)) FROM {products} p "
+            "JOIN {enabled} pe ON pe.subscription_id = %(subscription)s "
+            "AND pe.product_id = p.id WHERE p.slug = ANY(%(products)s::varchar[])), "
+            "(SELECT json_agg(json_build_array(lower(u.email), m.environment_id, m.role, u.id, "
+            "u.email, u.is_active)) FROM {memberships} m JOIN {users} u ON u.id = m.user_id "
+            "WHERE m.subscription_id = %(subscription)s AND %(visible)s "
+            "AND lower(u.email) = ANY(%(emails)s::varchar[]) "
+            "AND (%(key_environment)s::bigint IS NULL OR m.environment_id IS NULL "
+            "OR m.environment_id = %(key_environment)s))"
+        )
+        .format(**{name: sql.Identifier(table) for name, table in tables.items()})
+        .as_string(None)
+    )
 
 
 def _open_periods(
@@ -404,22 +494,6 @@ def _open_periods(
         if start not in periods:
             periods[start] = period_for(subscription=subscription, instant=item.timestamp)
         item.period = periods[start]
-
-
-def _memberships(api_key: ApiKey, emails: set[str]) -> dict[str, list[Membership]]:
-    if not emails:
-        return {}
-    memberships = (
-        Membership.objects.visible_to(api_key)
-        .select_related("user")
-        # Lower(), not iexact (UPPER): the case-insensitive unique index on users serves it.
-        .annotate(email_lower=Lower("user__email"))
-        .filter(email_lower__in={email.lower() for email in emails})
-    )
-    found: dict[str, list[Membership]] = {}
-    for membership in memberships:
-        found.setdefault(membership.email_lower, []).append(membership)
-    return found
 
 
 def _find_agents_by_id(pending: list[_Pending], agents: dict, outcomes) -> None:
@@ -472,17 +546,22 @@ def _agent_id(usage: Usage) -> bool:
 # --- Idempotency -------------------------------------------------------------------------------
 
 
-class _Replays:
-    """The first outcome of each of these keys that has one: one index lookup for all keys,
-    and the events read only for the replays."""
+def _records(subscription: Subscription, keys: Iterable[str]) -> dict[str, tuple[str, int]]:
+    """(payload hash, event id) of each of these keys that has an event."""
+    return {
+        key: (payload_hash, event_id)
+        for key, payload_hash, event_id in IdempotencyRecord.objects.filter(
+            subscription=subscription, key__in=set(keys), event__isnull=False
+        ).values_list("key", "payload_hash", "event_id")
+    }
 
-    def __init__(self, subscription: Subscription, keys: Iterable[str]):
-        self.records = {
-            key: (payload_hash, event_id)
-            for key, payload_hash, event_id in IdempotencyRecord.objects.filter(
-                subscription=subscription, key__in=set(keys), event__isnull=False
-            ).values_list("key", "payload_hash", "event_id")
-        }
+
+class _Replays:
+    """The first outcome of each key that has one (``records``: its payload hash and event),
+    the events read only for the replays."""
+
+    def __init__(self, subscription: Subscription, records: dict[str, tuple[str, int]]):
+        self.records = records
         self.events = (
             CreditEvent.objects.filter(subscription=subscription)
             .select_related("environment", "user", "product")

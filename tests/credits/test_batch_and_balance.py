@@ -219,7 +219,7 @@ def test_a_batch_that_fits_costs_the_same_queries_whatever_its_size(
         for n in range(size)
     ]
 
-    with django_assert_max_num_queries(20):
+    with django_assert_max_num_queries(17):
         response = key_client.post(BATCH, {"events": events}, format="json")
 
     assert response.json()["accepted"] == size
