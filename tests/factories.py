@@ -163,6 +163,13 @@ def utc(*args) -> datetime:
     return datetime(*args, tzinfo=UTC)
 
 
+def api_key_client(secret: str) -> APIClient:
+    """An API client that calls as the API key ``secret`` opens."""
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Api-Key {secret}")
+    return client
+
+
 def token_client(user) -> APIClient:
     """An API client signed in with ``user``'s API token."""
     client = APIClient()

@@ -14,7 +14,6 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
-from rest_framework.test import APIClient
 
 from accounts.models import ApiKey
 from tests import factories
@@ -22,12 +21,6 @@ from tests import factories
 pytestmark = pytest.mark.django_db
 
 BALANCE = "/api/v1/balance/"
-
-
-def key_client(secret: str) -> APIClient:
-    client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Api-Key {secret}")
-    return client
 
 
 @pytest.fixture
@@ -50,7 +43,7 @@ def hashes(monkeypatch):
 
 
 def test_a_key_is_verified_once_then_only_its_version_is_read(acme_key, hashes):
-    machine = key_client(acme_key[1])
+    machine = factories.api_key_client(acme_key[1])
     assert machine.get(BALANCE).status_code == 200  # verifies the key and notes its last use
 
     with CaptureQueriesContext(connection) as queries:
@@ -64,7 +57,7 @@ def test_a_key_is_verified_once_then_only_its_version_is_read(acme_key, hashes):
 
 
 def test_noting_the_last_use_keeps_the_key_verified(acme_key, hashes):
-    machine = key_client(acme_key[1])
+    machine = factories.api_key_client(acme_key[1])
     start = timezone.now()
     with time_machine.travel(start, tick=False):
         assert machine.get(BALANCE).status_code == 200
@@ -79,7 +72,7 @@ def test_noting_the_last_use_keeps_the_key_verified(acme_key, hashes):
 
 def test_a_key_revoked_in_the_admin_is_refused_by_the_next_request(client, world, acme_key):
     api_key, secret = acme_key
-    machine = key_client(secret)
+    machine = factories.api_key_client(secret)
     assert machine.get(BALANCE).status_code == 200
     client.force_login(world.admin)
 
@@ -95,7 +88,7 @@ def test_a_key_revoked_in_the_admin_is_refused_by_the_next_request(client, world
 
 def test_a_key_revoked_by_any_writer_is_refused_by_the_next_request(acme_key):
     api_key, secret = acme_key
-    machine = key_client(secret)
+    machine = factories.api_key_client(secret)
     assert machine.get(BALANCE).status_code == 200
 
     ApiKey.objects.filter(pk=api_key.pk).update(revoked=True, revoked_at=timezone.now())
@@ -105,7 +98,7 @@ def test_a_key_revoked_by_any_writer_is_refused_by_the_next_request(acme_key):
 
 def test_an_expired_or_deleted_key_is_refused_by_the_next_request(acme_key):
     api_key, secret = acme_key
-    machine = key_client(secret)
+    machine = factories.api_key_client(secret)
     assert machine.get(BALANCE).status_code == 200
 
     ApiKey.objects.filter(pk=api_key.pk).update(expiry_date=timezone.now() - timedelta(seconds=1))
@@ -119,7 +112,7 @@ def test_an_expired_or_deleted_key_is_refused_by_the_next_request(acme_key):
 
 def test_an_edited_key_is_verified_again(acme_key, hashes):
     api_key, secret = acme_key
-    machine = key_client(secret)
+    machine = factories.api_key_client(secret)
     assert machine.get(BALANCE).json()["api_key"] is None
 
     ApiKey.objects.filter(pk=api_key.pk).update(credit_budget=Decimal("40"))
@@ -129,7 +122,7 @@ def test_an_edited_key_is_verified_again(acme_key, hashes):
 
 
 def test_an_edit_of_the_keys_subscription_is_seen_by_the_next_request(world, acme_key):
-    machine = key_client(acme_key[1])
+    machine = factories.api_key_client(acme_key[1])
     assert machine.get(BALANCE).json()["base_allocation"] == "1000.0000"
 
     world.subscription.base_allocation = Decimal("250")
@@ -140,9 +133,9 @@ def test_an_edit_of_the_keys_subscription_is_seen_by_the_next_request(world, acm
 
 def test_another_secret_with_a_kept_keys_prefix_is_refused(acme_key):
     api_key, secret = acme_key
-    assert key_client(secret).get(BALANCE).status_code == 200
+    assert factories.api_key_client(secret).get(BALANCE).status_code == 200
 
     forged = f"{api_key.prefix}.{'x' * 32}"
 
-    assert key_client(forged).get(BALANCE).status_code == 401
-    assert key_client(secret).get(BALANCE).status_code == 200
+    assert factories.api_key_client(forged).get(BALANCE).status_code == 401
+    assert factories.api_key_client(secret).get(BALANCE).status_code == 200

@@ -7,17 +7,11 @@ from rest_framework.test import APIClient
 
 from accounts.models import ApiKey, Role
 from tests import factories
-from tests.factories import token_client
+from tests.factories import api_key_client, token_client
 
 pytestmark = pytest.mark.django_db
 
 URL = "/api/v1/api-keys/"
-
-
-def key_client(secret: str) -> APIClient:
-    client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Api-Key {secret}")
-    return client
 
 
 def revoke_url(api_key: ApiKey) -> str:
@@ -83,7 +77,7 @@ def test_lower_roles_are_forbidden(world, acme_key, persona):
 
 def test_an_api_key_cannot_manage_keys(world, acme_key):
     _, secret = acme_key
-    client = key_client(secret)
+    client = api_key_client(secret)
 
     assert client.get(URL).status_code == 403
     assert client.post(URL, {"name": "Escalation"}).status_code == 403
@@ -181,7 +175,7 @@ def test_a_key_cannot_be_restricted_to_another_tenants_environment(world):
 
 def test_a_revoked_key_is_refused_at_once(world, acme_key):
     api_key, secret = acme_key
-    machine = key_client(secret)
+    machine = api_key_client(secret)
     assert machine.get(URL).status_code == 403  # authenticated, merely not allowed to manage
 
     response = token_client(world.admin).post(revoke_url(api_key))
